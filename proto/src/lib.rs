@@ -1,0 +1,9 @@
+//! gRPC contracts between SIRMS roles, generated from `proto/*.proto` at build time.
+
+/// The Store service: mailboxes over the network (what replaces NFS).
+pub mod store {
+    tonic::include_proto!("sirms.store.v1");
+}
+
+/// Metadata key that carries the cluster token on every internal gRPC call.
+pub const TOKEN_HEADER: &str = "x-sirms-token";

@@ -1,0 +1,107 @@
+//! The `sirms` command line: one binary, one subcommand per role. No logic lives here.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sirms_storage::role::{self, StorageConfig};
+
+#[derive(Parser)]
+#[command(name = "sirms", version, about = "SIRMS: a clustered mail server routed by source IP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a storage node: the Store gRPC service over a local Maildir store.
+    Storage(StorageCmd),
+}
+
+#[derive(Args)]
+struct StorageCmd {
+    /// Config file (TOML); every key has a default.
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    /// Override `listen`.
+    #[arg(long, global = true)]
+    listen: Option<std::net::SocketAddr>,
+    /// Override `data_dir`.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Override `token` (also read from SIRMS_TOKEN).
+    #[arg(long, env = "SIRMS_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    action: Option<StorageAction>,
+}
+
+#[derive(Subcommand)]
+enum StorageAction {
+    /// Rebuild the index from the Maildirs (the storage node must be stopped).
+    Reindex,
+}
+
+impl StorageCmd {
+    fn config(&self) -> anyhow::Result<StorageConfig> {
+        let mut config = match &self.config {
+            Some(path) => StorageConfig::load(path)?,
+            None => StorageConfig::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(token) = &self.token {
+            config.token = token.clone();
+        }
+        Ok(config)
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Storage(cmd) => {
+            let config = cmd.config()?;
+            match cmd.action {
+                None => role::run(config, shutdown_signal()).await.context("storage node")?,
+                Some(StorageAction::Reindex) => {
+                    let report = sirms_storage::LocalStore::reindex(&config.data_dir).context("reindex")?;
+                    println!(
+                        "reindexed {} users, {} mailboxes, {} messages",
+                        report.users, report.mailboxes, report.messages
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

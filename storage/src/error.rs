@@ -1,0 +1,47 @@
+//! The one error type of the mail store.
+
+use std::io;
+
+/// Everything a `MailStore` operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such mailbox")]
+    NoSuchMailbox,
+    #[error("mailbox already exists")]
+    MailboxExists,
+    #[error("invalid mailbox name: {0}")]
+    InvalidName(&'static str),
+    #[error("invalid user name")]
+    InvalidUser,
+    #[error("INBOX cannot be deleted")]
+    CannotDeleteInbox,
+    #[error("mailbox has children; delete them first")]
+    HasChildren,
+    #[error("too many keywords in this mailbox")]
+    TooManyKeywords,
+    #[error("invalid keyword")]
+    InvalidKeyword,
+    #[error("message too large")]
+    TooLarge,
+    #[error("message size does not match what was announced")]
+    SizeMismatch,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("not authorized")]
+    Unauthorized,
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("index error: {0}")]
+    Index(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Index(e.to_string())
+    }
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

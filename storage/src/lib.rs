@@ -1,0 +1,27 @@
+//! The SIRMS mail store.
+//!
+//! [`MailStore`] is the one interface protocol code uses. [`LocalStore`] keeps mail in
+//! Maildir (the truth) with a sled index beside it; [`grpc::StoreService`] exports any
+//! `MailStore` over gRPC and [`RemoteStore`] is a `MailStore` that talks to it — together
+//! they replace the NFS of the original system.
+
+pub mod change;
+pub mod error;
+pub mod flags;
+pub mod grpc;
+pub mod local;
+pub mod mailbox;
+pub mod message;
+pub mod role;
+pub mod store;
+pub mod uidset;
+
+pub use change::{Change, ChangeStream};
+pub use error::{Result, StoreError};
+pub use flags::{FlagOp, Flags, SystemFlags};
+pub use grpc::{RemoteStore, StoreService};
+pub use local::LocalStore;
+pub use mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
+pub use message::{AppendResult, BodyPart, CopyResult, FetchedMessage, MessageMeta, NewMessage, QuotaUsage};
+pub use store::MailStore;
+pub use uidset::UidSet;

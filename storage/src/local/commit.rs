@@ -1,0 +1,261 @@
+//! The committer: the one thread that gives messages their UIDs and makes them visible.
+//!
+//! Writers put a message's bytes in `tmp/` and fsync the file themselves, in parallel
+//! (the file system merges concurrent fsyncs into one journal commit). The committer
+//! then takes every job waiting, renames each file into `cur/` under a name that holds
+//! its new UID, fsyncs each touched directory once for the whole batch — the group
+//! commit — and only then publishes the messages in UID order and answers the writers.
+//! One thread doing this is what keeps UIDs ascending in the order clients see them.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use super::files;
+use super::folder::{Entry, Folder};
+use super::maildir::FileName;
+use crate::change::Change;
+use crate::error::{Result, StoreError};
+use crate::message::{AppendResult, CopyResult};
+use crate::uidset::UidSet;
+
+/// Most jobs committed in one batch.
+const MAX_BATCH: usize = 512;
+
+/// A message written and fsynced in `tmp/`, waiting for its UID.
+pub struct Prepared {
+    pub folder: Arc<Folder>,
+    pub tmp: PathBuf,
+    pub unique: String,
+    pub entry: Entry,
+}
+
+/// Work for the committer.
+pub enum Job {
+    Publish { prepared: Prepared, reply: oneshot::Sender<Result<AppendResult>> },
+    Transfer { from: Arc<Folder>, to: Arc<Folder>, uids: UidSet, remove_source: bool, reply: oneshot::Sender<Result<CopyResult>> },
+}
+
+/// Handle to the committer thread; the thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    /// Starts the committer thread.
+    pub fn start() -> std::io::Result<Committer> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new().name("sirms-commit".into()).spawn(move || run(rx))?;
+        Ok(Committer { tx })
+    }
+
+    /// Hands a job to the committer.
+    pub fn submit(&self, job: Job) -> Result<()> {
+        self.tx.send(job).map_err(|_| StoreError::Unavailable("committer stopped".into()))
+    }
+}
+
+/// What a job left to do after the batch's directories are synced.
+enum Done {
+    Append { folder: Arc<Folder>, uid: u32, entry: Entry, reply: oneshot::Sender<Result<AppendResult>> },
+    Transfer {
+        from: Arc<Folder>,
+        to: Arc<Folder>,
+        moved: Vec<(u32, u32, Entry)>,
+        remove_source: bool,
+        reply: oneshot::Sender<Result<CopyResult>>,
+    },
+}
+
+fn run(rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(batch);
+    }
+}
+
+fn commit_batch(batch: Vec<Job>) {
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut done = Vec::with_capacity(batch.len());
+    for job in batch {
+        match job {
+            Job::Publish { prepared, reply } => match place(&prepared) {
+                Ok((uid, entry)) => {
+                    dirs.insert(prepared.folder.cur.clone());
+                    done.push(Done::Append { folder: prepared.folder, uid, entry, reply });
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&prepared.tmp);
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Job::Transfer { from, to, uids, remove_source, reply } => {
+                match transfer(&from, &to, &uids, remove_source) {
+                    Ok(moved) => {
+                        dirs.insert(to.cur.clone());
+                        if remove_source {
+                            dirs.insert(from.cur.clone());
+                        }
+                        done.push(Done::Transfer { from, to, moved, remove_source, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+    let mut failed: Vec<(PathBuf, String)> = Vec::new();
+    for dir in &dirs {
+        if let Err(e) = files::sync_dir(dir) {
+            failed.push((dir.clone(), e.to_string()));
+        }
+    }
+    let failure = |dir: &PathBuf| failed.iter().find(|(d, _)| d == dir).map(|(_, e)| e.clone());
+    for d in done {
+        match d {
+            Done::Append { folder, uid, entry, reply } => {
+                if let Some(e) = failure(&folder.cur) {
+                    let _ = fs::remove_file(folder.path_of(&entry.file_name));
+                    let _ = reply.send(Err(StoreError::Io(std::io::Error::other(e))));
+                    continue;
+                }
+                let _ = reply.send(publish_append(&folder, uid, entry));
+            }
+            Done::Transfer { from, to, moved, remove_source, reply } => {
+                if let Some(e) = failure(&to.cur).or_else(|| if remove_source { failure(&from.cur) } else { None }) {
+                    let _ = reply.send(Err(StoreError::Io(std::io::Error::other(e))));
+                    continue;
+                }
+                let _ = reply.send(publish_transfer(&from, &to, moved, remove_source));
+            }
+        }
+    }
+}
+
+/// Gives a prepared message its UID and renames it into `cur/`.
+fn place(p: &Prepared) -> Result<(u32, Entry)> {
+    let uid = {
+        let mut st = p.folder.lock()?;
+        let uid = st.counters.uid_next;
+        st.counters.uid_next = uid.checked_add(1).ok_or(StoreError::Index("UID space exhausted".into()))?;
+        uid
+    };
+    let mut entry = p.entry.clone();
+    entry.file_name = FileName::render(&FileName::new_base(&p.unique, uid, entry.size), entry.system, &entry.letters);
+    fs::rename(&p.tmp, p.folder.path_of(&entry.file_name))?;
+    Ok((uid, entry))
+}
+
+/// Links (copy) or renames (move) messages into the destination under new UIDs.
+/// The source lock is held throughout so no flag change renames a file under us.
+fn transfer(from: &Arc<Folder>, to: &Arc<Folder>, uids: &UidSet, remove_source: bool) -> Result<Vec<(u32, u32, Entry)>> {
+    let same = Arc::ptr_eq(from, to);
+    let mut src = from.lock()?;
+    if remove_source {
+        src.persist_floor(&from.dir)?;
+    }
+    let picked: Vec<(u32, Entry)> = uids
+        .ranges()
+        .iter()
+        .flat_map(|&(lo, hi)| src.messages.range(lo..=hi))
+        .map(|(uid, e)| (*uid, e.clone()))
+        .collect();
+    if picked.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Keywords are letters per folder: translate names into the destination's letters.
+    let names: Vec<(u32, crate::flags::Flags)> = picked.iter().map(|(uid, e)| (*uid, src.meta(*uid, e).flags)).collect();
+    let mut moved = Vec::with_capacity(picked.len());
+    let mut placed: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(picked.len());
+    let mut place_all = |dst: &mut super::folder::FolderState| -> Result<()> {
+        for ((src_uid, e), (_, flags)) in picked.iter().zip(&names) {
+            let uid = dst.counters.uid_next;
+            dst.counters.uid_next = uid.checked_add(1).ok_or(StoreError::Index("UID space exhausted".into()))?;
+            let letters = dst.letters_for(&to.dir, flags)?;
+            let parsed = FileName::parse(&e.file_name).ok_or(StoreError::Index("bad file name".into()))?;
+            let file_name = FileName::render(&parsed.rebase(uid, e.size), e.system, &letters);
+            let (old, new) = (from.path_of(&e.file_name), to.path_of(&file_name));
+            let linked = if remove_source {
+                fs::rename(&old, &new)
+            } else {
+                fs::hard_link(&old, &new).or_else(|_| fs::copy(&old, &new).and_then(|_| fs::File::open(&new)?.sync_all()))
+            };
+            if let Err(err) = linked {
+                undo(&placed, remove_source);
+                return Err(err.into());
+            }
+            placed.push((old, new));
+            moved.push((*src_uid, uid, Entry { file_name, letters, ..e.clone() }));
+        }
+        Ok(())
+    };
+    if same {
+        drop(src);
+        let mut dst = to.lock()?;
+        place_all(&mut dst)?;
+    } else {
+        let mut dst = to.lock()?;
+        place_all(&mut dst)?;
+        drop(src);
+    }
+    Ok(moved)
+}
+
+/// Puts back what a failed transfer had already done: `(source, destination)` paths.
+fn undo(placed: &[(PathBuf, PathBuf)], remove_source: bool) {
+    for (old, new) in placed {
+        let _ = if remove_source { fs::rename(new, old) } else { fs::remove_file(new) };
+    }
+}
+
+fn publish_append(folder: &Folder, uid: u32, mut entry: Entry) -> Result<AppendResult> {
+    let mut st = folder.lock()?;
+    entry.modseq = st.bump_modseq();
+    folder.index_put(uid, &entry)?;
+    folder.index_counters(&st.counters)?;
+    let meta = st.meta(uid, &entry);
+    st.messages.insert(uid, entry);
+    folder.notify(Change::Appended(meta));
+    Ok(AppendResult { uid_validity: st.counters.uid_validity, uid })
+}
+
+fn publish_transfer(from: &Folder, to: &Folder, moved: Vec<(u32, u32, Entry)>, remove_source: bool) -> Result<CopyResult> {
+    let mut result = CopyResult::default();
+    {
+        let mut dst = to.lock()?;
+        result.uid_validity = dst.counters.uid_validity;
+        for (src_uid, uid, mut entry) in moved {
+            entry.modseq = dst.bump_modseq();
+            to.index_put(uid, &entry)?;
+            let meta = dst.meta(uid, &entry);
+            dst.messages.insert(uid, entry);
+            to.notify(Change::Appended(meta));
+            result.pairs.push((src_uid, uid));
+        }
+        to.index_counters(&dst.counters)?;
+    }
+    if remove_source && !result.pairs.is_empty() {
+        let mut src = from.lock()?;
+        let gone: Vec<u32> = result.pairs.iter().map(|(s, _)| *s).collect();
+        for uid in &gone {
+            src.messages.remove(uid);
+        }
+        src.bump_modseq();
+        from.index_remove(&gone)?;
+        from.index_counters(&src.counters)?;
+        from.notify(Change::Expunged(gone));
+    }
+    Ok(result)
+}

@@ -1,0 +1,224 @@
+//! Maildir naming: message file names with UID, size and flags, and the on-disk
+//! names of users and folders. Pure functions over strings, so they can be fuzzed.
+//!
+//! A message file is `<unique>,U=<uid>,S=<size>:2,<flags>`: the UID and size live in
+//! the name so the index can be rebuilt from a directory listing alone. Flags follow
+//! the Maildir spec (`D F P R S T`, ASCII order) and then keyword letters `a`–`z`,
+//! whose names are listed in the folder's `sirms-keywords` file.
+
+use crate::flags::{Flags, SystemFlags};
+use crate::mailbox::DELIMITER;
+
+/// At most this many keywords per folder: one lower-case letter each.
+pub const MAX_KEYWORDS: usize = 26;
+/// Longest file name we parse; anything longer is not one of ours.
+pub const MAX_FILE_NAME: usize = 255;
+
+const SYSTEM_LETTERS: [(char, SystemFlags); 6] = [
+    ('D', SystemFlags::DRAFT),
+    ('F', SystemFlags::FLAGGED),
+    ('P', SystemFlags::FORWARDED),
+    ('R', SystemFlags::ANSWERED),
+    ('S', SystemFlags::SEEN),
+    ('T', SystemFlags::DELETED),
+];
+
+/// A parsed message file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName {
+    /// Everything before `:2,` (unique part plus `,U=` and `,S=` fields).
+    pub base: String,
+    pub uid: Option<u32>,
+    pub size: Option<u64>,
+    pub system: SystemFlags,
+    /// Keyword letters, as indices 0..26.
+    pub keyword_letters: Vec<u8>,
+}
+
+impl FileName {
+    /// Parses a file name found in `cur/` or `new/`. Returns `None` for names that
+    /// are not messages (dot files, over-long names, invalid UTF-8 upstream).
+    pub fn parse(name: &str) -> Option<FileName> {
+        if name.is_empty() || name.starts_with('.') || name.len() > MAX_FILE_NAME || name.contains('/') {
+            return None;
+        }
+        let (base, info) = match name.rfind(':') {
+            Some(i) => (&name[..i], Some(&name[i + 1..])),
+            None => (name, None),
+        };
+        if base.is_empty() {
+            return None;
+        }
+        let mut uid = None;
+        let mut size = None;
+        for field in base.split(',').skip(1) {
+            if let Some(v) = field.strip_prefix("U=") {
+                uid = v.parse::<u32>().ok().filter(|u| *u > 0);
+            } else if let Some(v) = field.strip_prefix("S=") {
+                size = v.parse::<u64>().ok();
+            }
+        }
+        let mut system = SystemFlags::empty();
+        let mut keyword_letters = Vec::new();
+        if let Some(flags) = info.and_then(|i| i.strip_prefix("2,")) {
+            for c in flags.chars() {
+                if let Some((_, f)) = SYSTEM_LETTERS.iter().find(|(l, _)| *l == c) {
+                    system = system | *f;
+                } else if c.is_ascii_lowercase() {
+                    keyword_letters.push(c as u8 - b'a');
+                }
+            }
+        }
+        keyword_letters.sort_unstable();
+        keyword_letters.dedup();
+        Some(FileName { base: base.to_string(), uid, size, system, keyword_letters })
+    }
+
+    /// The file name for this base with the given flags.
+    pub fn render(base: &str, system: SystemFlags, keyword_letters: &[u8]) -> String {
+        let mut name = String::with_capacity(base.len() + 12);
+        name.push_str(base);
+        name.push_str(":2,");
+        for (letter, flag) in SYSTEM_LETTERS {
+            if system.contains(flag) {
+                name.push(letter);
+            }
+        }
+        let mut letters = keyword_letters.to_vec();
+        letters.sort_unstable();
+        letters.dedup();
+        for l in letters.into_iter().filter(|l| (*l as usize) < MAX_KEYWORDS) {
+            name.push((b'a' + l) as char);
+        }
+        name
+    }
+
+    /// The base of a new message: unique part, UID and size.
+    pub fn new_base(unique: &str, uid: u32, size: u64) -> String {
+        format!("{unique},U={uid},S={size}")
+    }
+
+    /// The same base with a (new) UID, keeping the unique part and size.
+    pub fn rebase(&self, uid: u32, size: u64) -> String {
+        let unique = self.base.split(',').next().unwrap_or(&self.base);
+        FileName::new_base(unique, uid, size)
+    }
+}
+
+/// Maps keyword names to letters through the folder's keyword list.
+pub fn keyword_letters(list: &[String], flags: &Flags) -> Option<Vec<u8>> {
+    flags
+        .keywords
+        .iter()
+        .map(|k| list.iter().position(|known| known == k).map(|i| i as u8))
+        .collect()
+}
+
+/// Maps letters back to keyword names; letters without a name are dropped.
+pub fn keyword_names(list: &[String], letters: &[u8]) -> Vec<String> {
+    letters.iter().filter_map(|l| list.get(*l as usize).cloned()).collect()
+}
+
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80 || b"-_@+=~!#$&'^`{}|".contains(&b)
+}
+
+/// Escapes one name component for the file system: `.`, `/`, `%`, controls and a few
+/// shell-hostile bytes become `%XX`, so any valid name maps to one safe directory name.
+pub fn escape_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if !ch.is_ascii() || is_plain(ch as u8) {
+            out.push(ch);
+        } else {
+            out.push_str(&format!("%{:02X}", ch as u8));
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_component`]; `None` if the text is not a valid escape.
+pub fn unescape_component(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().filter(|s| !s.is_empty())
+}
+
+/// The directory name (below the user's Maildir) of a folder other than INBOX: `.a.b` for `a/b`.
+pub fn folder_dir(name: &str) -> String {
+    let mut dir = String::with_capacity(name.len() + 2);
+    for part in name.split(DELIMITER) {
+        dir.push('.');
+        dir.push_str(&escape_component(part));
+    }
+    dir
+}
+
+/// The folder name of a directory entry of the user's Maildir, if it is a folder.
+pub fn folder_name(dir: &str) -> Option<String> {
+    let rest = dir.strip_prefix('.')?;
+    if rest.is_empty() || rest.starts_with('.') {
+        return None;
+    }
+    let parts: Option<Vec<String>> = rest.split('.').map(unescape_component).collect();
+    let parts = parts?;
+    if parts.iter().any(|p| p.contains(DELIMITER)) {
+        return None;
+    }
+    Some(parts.join(&DELIMITER.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_name_roundtrip() {
+        let base = FileName::new_base("1700000000.M1P2Q3.host", 42, 1234);
+        let name = FileName::render(&base, SystemFlags::SEEN | SystemFlags::DRAFT, &[2, 0]);
+        assert_eq!(name, "1700000000.M1P2Q3.host,U=42,S=1234:2,DSac");
+        let parsed = FileName::parse(&name).unwrap();
+        assert_eq!(parsed.uid, Some(42));
+        assert_eq!(parsed.size, Some(1234));
+        assert_eq!(parsed.system, SystemFlags::SEEN | SystemFlags::DRAFT);
+        assert_eq!(parsed.keyword_letters, vec![0, 2]);
+        assert_eq!(parsed.base, base);
+        assert_eq!(parsed.rebase(7, 9), "1700000000.M1P2Q3.host,U=7,S=9");
+    }
+
+    #[test]
+    fn foreign_names() {
+        let p = FileName::parse("1234.abc.host").unwrap();
+        assert_eq!(p.uid, None);
+        assert_eq!(p.system, SystemFlags::empty());
+        assert!(FileName::parse(".hidden").is_none());
+        assert!(FileName::parse("").is_none());
+        assert!(FileName::parse(":2,S").is_none());
+        assert_eq!(FileName::parse("x,U=0:2,").unwrap().uid, None);
+        assert_eq!(FileName::parse("x,U=99999999999:2,").unwrap().uid, None);
+    }
+
+    #[test]
+    fn folder_names_roundtrip() {
+        for name in ["Sent", "a/b/c", "Sent Items", "50%.off", "Ünïcödé/日本", "a,b:c"] {
+            let dir = folder_dir(name);
+            assert!(!dir[1..].contains('/'), "{dir}");
+            assert_eq!(folder_name(&dir).as_deref(), Some(name), "{dir}");
+        }
+        assert_eq!(folder_dir("a/b"), ".a.b");
+        assert_eq!(folder_dir("a.b"), ".a%2Eb");
+        assert_eq!(folder_name(".."), None);
+        assert_eq!(folder_name(".a.%zz"), None);
+    }
+}

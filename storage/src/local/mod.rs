@@ -1,0 +1,717 @@
+//! `LocalStore`: Maildir on disk (the truth) plus a sled index.
+//!
+//! Layout under the store root:
+//!
+//! ```text
+//! mail/<user>/                 the user's Maildir = INBOX (cur/ new/ tmp/)
+//! mail/<user>/.Sent/           Maildir++ folder "Sent"; ".a.b" is "a/b"
+//! mail/<user>/subscriptions    subscribed mailbox names
+//! index/                       the sled index (rebuildable)
+//! ```
+//!
+//! Only one process may own a store root at a time (sled's lock enforces it).
+
+mod commit;
+mod files;
+mod folder;
+mod index;
+pub mod maildir;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use self::commit::{Committer, Job, Prepared};
+use self::folder::{Entry, Folder, now_secs};
+use crate::change::{Change, ChangeStream};
+use crate::error::{Result, StoreError};
+use crate::flags::{FlagOp, Flags};
+use crate::mailbox::{self, DEFAULT_MAILBOXES, MailboxInfo, MailboxStatus, SpecialUse};
+use crate::message::{
+    AppendResult, BodyPart, CopyResult, FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage, QuotaUsage,
+};
+use crate::store::MailStore;
+use crate::uidset::UidSet;
+
+/// Longest user name accepted.
+const MAX_USER_LEN: usize = 255;
+
+/// A mail store on the local file system.
+#[derive(Clone)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    mail_root: PathBuf,
+    db: sled::Db,
+    counters_tree: sled::Tree,
+    folders: Mutex<HashMap<(String, String), Arc<Folder>>>,
+    users_ready: Mutex<HashSet<String>>,
+    committer: Committer,
+    host: String,
+    sequence: AtomicU64,
+    last_uid_validity: AtomicU32,
+}
+
+/// What a reindex found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReindexReport {
+    pub users: u64,
+    pub mailboxes: u64,
+    pub messages: u64,
+}
+
+fn host_name() -> String {
+    let raw = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+    let clean: String = raw.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    if clean.is_empty() { "localhost".into() } else { clean }
+}
+
+/// Runs blocking file-system work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Unavailable(format!("worker failed: {e}")))?
+}
+
+fn check_user(user: &str) -> Result<()> {
+    if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(|c| c.is_control() || c == '/') {
+        return Err(StoreError::InvalidUser);
+    }
+    Ok(())
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store rooted at `root`.
+    pub fn open(root: impl AsRef<Path>) -> Result<LocalStore> {
+        let root = root.as_ref();
+        let mail_root = root.join("mail");
+        fs::create_dir_all(&mail_root)?;
+        let db = sled::Config::new().path(root.join("index")).flush_every_ms(Some(1000)).open()?;
+        let counters_tree = db.open_tree("folders")?;
+        Ok(LocalStore {
+            inner: Arc::new(Inner {
+                mail_root,
+                db,
+                counters_tree,
+                folders: Mutex::new(HashMap::new()),
+                users_ready: Mutex::new(HashSet::new()),
+                committer: Committer::start()?,
+                host: host_name(),
+                sequence: AtomicU64::new(0),
+                last_uid_validity: AtomicU32::new(0),
+            }),
+        })
+    }
+
+    /// Throws the index away and rebuilds it from the Maildirs. The store must not be open.
+    pub fn reindex(root: impl AsRef<Path>) -> Result<ReindexReport> {
+        let root = root.as_ref();
+        match fs::remove_dir_all(root.join("index")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let store = LocalStore::open(root)?;
+        let mut report = ReindexReport::default();
+        for user_dir in fs::read_dir(&store.inner.mail_root)? {
+            let user_dir = user_dir?;
+            let Some(user) = user_dir.file_name().to_str().and_then(maildir::unescape_component) else { continue };
+            if !user_dir.path().join("cur").is_dir() {
+                continue;
+            }
+            report.users += 1;
+            for name in store.folder_names(&user)? {
+                let folder = store.open_folder(&user, &name)?;
+                report.mailboxes += 1;
+                report.messages += folder.lock()?.messages.len() as u64;
+            }
+        }
+        store.inner.db.flush()?;
+        Ok(report)
+    }
+
+    /// Writes the index to disk (done periodically anyway; call before a clean exit).
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn user_dir(&self, user: &str) -> PathBuf {
+        self.inner.mail_root.join(maildir::escape_component(user))
+    }
+
+    fn folder_dir(&self, user: &str, name: &str) -> PathBuf {
+        if name == "INBOX" {
+            self.user_dir(user)
+        } else {
+            self.user_dir(user).join(maildir::folder_dir(name))
+        }
+    }
+
+    fn next_uid_validity(&self) -> u32 {
+        let now = now_secs().clamp(1, u32::MAX as i64) as u32;
+        let mut last = self.inner.last_uid_validity.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last.saturating_add(1));
+            match self.inner.last_uid_validity.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    fn unique(&self) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let seq = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
+        format!("{}.M{}P{}Q{}.{}", now.as_secs(), now.subsec_micros(), std::process::id(), seq, self.inner.host)
+    }
+
+    /// Creates a folder's directories and settings (blocking).
+    fn make_folder_dir(&self, dir: &Path, special_use: Option<SpecialUse>, is_inbox: bool) -> Result<()> {
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        if !is_inbox {
+            fs::File::create(dir.join(files::MAILDIRFOLDER_FILE))?;
+        }
+        let settings = files::FolderFile { uid_validity: self.next_uid_validity(), uid_floor: 1, special_use };
+        files::write_atomic(&dir.join(files::FOLDER_FILE), settings.render().as_bytes())?;
+        files::sync_dir(dir)?;
+        if let Some(parent) = dir.parent() {
+            files::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure the user's Maildir and default folders exist (blocking).
+    fn ensure_user(&self, user: &str) -> Result<()> {
+        check_user(user)?;
+        if self.inner.users_ready.lock().unwrap_or_else(|p| p.into_inner()).contains(user) {
+            return Ok(());
+        }
+        let root = self.user_dir(user);
+        if !root.join("cur").is_dir() {
+            for (name, special_use) in DEFAULT_MAILBOXES {
+                let dir = self.folder_dir(user, name);
+                if !dir.join("cur").is_dir() {
+                    self.make_folder_dir(&dir, *special_use, *name == "INBOX")?;
+                }
+            }
+        }
+        self.inner.users_ready.lock().unwrap_or_else(|p| p.into_inner()).insert(user.to_string());
+        Ok(())
+    }
+
+    /// Opens a folder or returns the open one (blocking).
+    fn open_folder(&self, user: &str, name: &str) -> Result<Arc<Folder>> {
+        self.ensure_user(user)?;
+        let name = mailbox::canonical_name(name)?;
+        let key = (user.to_string(), name.clone());
+        let mut folders = self.inner.folders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = folders.get(&key) {
+            return Ok(f.clone());
+        }
+        let tree = self.inner.db.open_tree(index::tree_name(user, &name))?;
+        let folder = Folder::open(
+            user,
+            &name,
+            self.folder_dir(user, &name),
+            tree,
+            self.inner.counters_tree.clone(),
+            || self.next_uid_validity(),
+        )?;
+        let folder = Arc::new(folder);
+        folders.insert(key, folder.clone());
+        Ok(folder)
+    }
+
+    async fn folder(&self, user: &str, name: &str) -> Result<Arc<Folder>> {
+        let (store, user, name) = (self.clone(), user.to_string(), name.to_string());
+        blocking(move || store.open_folder(&user, &name)).await
+    }
+
+    /// Every folder name of a user, INBOX first (blocking).
+    fn folder_names(&self, user: &str) -> Result<Vec<String>> {
+        self.ensure_user(user)?;
+        let mut names = vec!["INBOX".to_string()];
+        let mut others = Vec::new();
+        for item in fs::read_dir(self.user_dir(user))? {
+            let item = item?;
+            let Some(dir) = item.file_name().to_str().map(str::to_string) else { continue };
+            if let Some(name) = maildir::folder_name(&dir).filter(|_| item.path().join("cur").is_dir()) {
+                if mailbox::canonical_name(&name).is_ok_and(|c| c == name) {
+                    others.push(name);
+                }
+            }
+        }
+        others.sort();
+        names.extend(others);
+        Ok(names)
+    }
+
+    fn subscriptions(&self, user: &str) -> Result<Vec<String>> {
+        let text = files::read_small(&self.user_dir(user).join(files::SUBSCRIPTIONS_FILE))?;
+        Ok(text.map(|t| t.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()).unwrap_or_default())
+    }
+
+    /// Closes every open folder named `name` or below it, telling their watchers.
+    fn retire_folders(&self, user: &str, name: &str) -> Vec<Arc<Folder>> {
+        let mut folders = self.inner.folders.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<(String, String)> = folders
+            .keys()
+            .filter(|(u, n)| u == user && (n == name || mailbox::is_descendant(n, name)))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| folders.remove(&k))
+            .inspect(|f| {
+                f.retire();
+                let _ = f.index_drop();
+            })
+            .collect()
+    }
+
+    fn list_blocking(&self, user: &str) -> Result<Vec<MailboxInfo>> {
+        let names = self.folder_names(user)?;
+        let subscribed: HashSet<String> = self.subscriptions(user)?.into_iter().collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in &names {
+            let settings = files::read_small(&self.folder_dir(user, name).join(files::FOLDER_FILE))?
+                .map(|t| files::FolderFile::parse(&t))
+                .unwrap_or_default();
+            out.push(MailboxInfo {
+                name: name.clone(),
+                special_use: settings.special_use,
+                subscribed: subscribed.contains(name),
+                has_children: names.iter().any(|n| mailbox::is_descendant(n, name)),
+            });
+        }
+        Ok(out)
+    }
+
+    fn create_blocking(&self, user: &str, name: &str, special_use: Option<SpecialUse>) -> Result<()> {
+        self.ensure_user(user)?;
+        let name = mailbox::canonical_name(name)?;
+        if name == "INBOX" || self.folder_dir(user, &name).join("cur").is_dir() {
+            return Err(StoreError::MailboxExists);
+        }
+        let parts: Vec<&str> = name.split(mailbox::DELIMITER).collect();
+        for depth in 1..parts.len() {
+            let parent = parts[..depth].join("/");
+            let dir = self.folder_dir(user, &parent);
+            if !dir.join("cur").is_dir() {
+                self.make_folder_dir(&dir, None, parent == "INBOX")?;
+            }
+        }
+        self.make_folder_dir(&self.folder_dir(user, &name), special_use, false)
+    }
+
+    fn delete_blocking(&self, user: &str, name: &str) -> Result<()> {
+        self.ensure_user(user)?;
+        let name = mailbox::canonical_name(name)?;
+        if name == "INBOX" {
+            return Err(StoreError::CannotDeleteInbox);
+        }
+        let dir = self.folder_dir(user, &name);
+        if !dir.join("cur").is_dir() {
+            return Err(StoreError::NoSuchMailbox);
+        }
+        if self.folder_names(user)?.iter().any(|n| mailbox::is_descendant(n, &name)) {
+            return Err(StoreError::HasChildren);
+        }
+        self.retire_folders(user, &name);
+        // Rename away first so the folder vanishes atomically, then remove at leisure.
+        let doomed = self.user_dir(user).join(format!("sirms-deleted.{}", self.unique()));
+        fs::rename(&dir, &doomed)?;
+        files::sync_dir(&self.user_dir(user))?;
+        fs::remove_dir_all(&doomed)?;
+        Ok(())
+    }
+
+    fn rename_blocking(&self, user: &str, from: &str, to: &str) -> Result<()> {
+        self.ensure_user(user)?;
+        let from = mailbox::canonical_name(from)?;
+        let to = mailbox::canonical_name(to)?;
+        let names = self.folder_names(user)?;
+        if !names.contains(&from) {
+            return Err(StoreError::NoSuchMailbox);
+        }
+        if names.contains(&to) || to == "INBOX" {
+            return Err(StoreError::MailboxExists);
+        }
+        if mailbox::is_descendant(&to, &from) {
+            return Err(StoreError::InvalidName("cannot move a mailbox into itself"));
+        }
+        if from == "INBOX" {
+            return Err(StoreError::Protocol("INBOX rename is done by moving messages".into()));
+        }
+        let parts: Vec<&str> = to.split(mailbox::DELIMITER).collect();
+        for depth in 1..parts.len() {
+            let parent = parts[..depth].join("/");
+            let dir = self.folder_dir(user, &parent);
+            if !dir.join("cur").is_dir() {
+                self.make_folder_dir(&dir, None, false)?;
+            }
+        }
+        self.retire_folders(user, &from);
+        for name in names.iter().filter(|n| **n == from || mailbox::is_descendant(n, &from)) {
+            let new_name = format!("{to}{}", &name[from.len()..]);
+            fs::rename(self.folder_dir(user, name), self.folder_dir(user, &new_name))?;
+        }
+        files::sync_dir(&self.user_dir(user))?;
+        Ok(())
+    }
+
+    fn subscribe_blocking(&self, user: &str, name: &str, subscribed: bool) -> Result<()> {
+        self.ensure_user(user)?;
+        let name = mailbox::canonical_name(name)?;
+        let mut list = self.subscriptions(user)?;
+        let present = list.contains(&name);
+        if subscribed == present {
+            return Ok(());
+        }
+        if subscribed {
+            list.push(name);
+        } else {
+            list.retain(|n| *n != name);
+        }
+        let mut text = list.join("\n");
+        text.push('\n');
+        files::write_atomic(&self.user_dir(user).join(files::SUBSCRIPTIONS_FILE), text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Writes a message into `tmp/` and fsyncs it (blocking; runs in parallel with other writers).
+    fn prepare(&self, folder: Arc<Folder>, message: NewMessage) -> Result<Prepared> {
+        let size = message.bytes.len() as u64;
+        if size > MAX_MESSAGE_SIZE {
+            return Err(StoreError::TooLarge);
+        }
+        let letters = folder.lock()?.letters_for(&folder.dir, &message.flags)?;
+        let internal_date = message.internal_date.unwrap_or_else(now_secs);
+        let unique = self.unique();
+        let tmp = folder.dir.join("tmp").join(&unique);
+        let written = (|| -> io::Result<()> {
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(&message.bytes)?;
+            let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(internal_date.max(0) as u64);
+            f.set_modified(mtime)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        let entry = Entry {
+            file_name: String::new(),
+            system: message.flags.system,
+            letters,
+            internal_date,
+            size,
+            modseq: 0,
+        };
+        Ok(Prepared { folder, tmp, unique, entry })
+    }
+
+    fn store_flags_blocking(
+        folder: &Folder,
+        uids: &UidSet,
+        op: FlagOp,
+        change: &Flags,
+        unchanged_since: Option<u64>,
+    ) -> Result<Vec<MessageMeta>> {
+        let mut st = folder.lock()?;
+        let add_letters = st.letters_for(&folder.dir, &Flags::new(change.system, change.keywords.clone()))?;
+        let targets: Vec<u32> =
+            uids.ranges().iter().flat_map(|&(lo, hi)| st.messages.range(lo..=hi).map(|(u, _)| *u)).collect();
+        let mut changed = Vec::new();
+        for uid in targets {
+            let Some(entry) = st.messages.get(&uid).cloned() else { continue };
+            if unchanged_since.is_some_and(|since| entry.modseq > since) {
+                continue;
+            }
+            let (system, letters) = match op {
+                FlagOp::Set => (change.system, add_letters.clone()),
+                FlagOp::Add => {
+                    let mut l = entry.letters.clone();
+                    l.extend(&add_letters);
+                    l.sort_unstable();
+                    l.dedup();
+                    (entry.system.union(change.system), l)
+                }
+                FlagOp::Remove => (
+                    entry.system.difference(change.system),
+                    entry.letters.iter().copied().filter(|l| !add_letters.contains(l)).collect(),
+                ),
+            };
+            let mut letters = letters;
+            letters.sort_unstable();
+            if system == entry.system && letters == entry.letters {
+                continue;
+            }
+            let parsed = maildir::FileName::parse(&entry.file_name).ok_or(StoreError::Index("bad file name".into()))?;
+            let file_name = maildir::FileName::render(&parsed.base, system, &letters);
+            fs::rename(folder.path_of(&entry.file_name), folder.path_of(&file_name))?;
+            let modseq = st.bump_modseq();
+            let updated = Entry { file_name, system, letters, modseq, ..entry };
+            folder.index_put(uid, &updated)?;
+            changed.push(st.meta(uid, &updated));
+            st.messages.insert(uid, updated);
+        }
+        if !changed.is_empty() {
+            files::sync_dir(&folder.cur)?;
+            folder.index_counters(&st.counters)?;
+            for meta in &changed {
+                folder.notify(Change::FlagsChanged(meta.clone()));
+            }
+        }
+        Ok(changed)
+    }
+
+    fn expunge_blocking(folder: &Folder, uids: Option<&UidSet>) -> Result<Vec<u32>> {
+        let mut st = folder.lock()?;
+        let doomed: Vec<(u32, String)> = st
+            .messages
+            .iter()
+            .filter(|(uid, e)| e.system.contains(crate::SystemFlags::DELETED) && uids.is_none_or(|s| s.contains(**uid)))
+            .map(|(uid, e)| (*uid, e.file_name.clone()))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        st.persist_floor(&folder.dir)?;
+        let mut gone = Vec::with_capacity(doomed.len());
+        let mut failure = None;
+        for (uid, file_name) in doomed {
+            match fs::remove_file(folder.path_of(&file_name)) {
+                Ok(()) => gone.push(uid),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => gone.push(uid),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        files::sync_dir(&folder.cur)?;
+        for uid in &gone {
+            st.messages.remove(uid);
+        }
+        st.bump_modseq();
+        folder.index_remove(&gone)?;
+        folder.index_counters(&st.counters)?;
+        if !gone.is_empty() {
+            folder.notify(Change::Expunged(gone.clone()));
+        }
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(gone),
+        }
+    }
+
+    fn fetch_blocking(folder: &Folder, uids: &UidSet, body: BodyPart) -> Result<Vec<FetchedMessage>> {
+        let wanted: Vec<(MessageMeta, String)> = {
+            let st = folder.lock()?;
+            uids.ranges()
+                .iter()
+                .flat_map(|&(lo, hi)| st.messages.range(lo..=hi))
+                .map(|(uid, e)| (st.meta(*uid, e), e.file_name.clone()))
+                .collect()
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        for (meta, file_name) in wanted {
+            let body = match body {
+                BodyPart::None => None,
+                _ => match Self::read_body(folder, meta.uid, &file_name, body)? {
+                    Some(bytes) => Some(bytes),
+                    // Expunged while we read: leave it out, as if it had gone a moment earlier.
+                    None => continue,
+                },
+            };
+            out.push(FetchedMessage { meta, body });
+        }
+        Ok(out)
+    }
+
+    /// Reads a message's bytes; a flag change may rename the file under us, so on
+    /// "not found" look the name up again once.
+    fn read_body(folder: &Folder, uid: u32, file_name: &str, part: BodyPart) -> Result<Option<Bytes>> {
+        let mut name = file_name.to_string();
+        for _ in 0..3 {
+            match Self::read_file(&folder.path_of(&name), part) {
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match folder.lock()?.messages.get(&uid) {
+                        Some(e) if e.file_name != name => name = e.file_name.clone(),
+                        _ => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_file(path: &Path, part: BodyPart) -> io::Result<Bytes> {
+        let mut f = fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        let (offset, length) = match part {
+            BodyPart::Range { offset, length } => (offset.min(len), length.min(len.saturating_sub(offset))),
+            _ => (0, len),
+        };
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(length.min(MAX_MESSAGE_SIZE) as usize);
+        f.take(length).read_to_end(&mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    async fn transfer(&self, user: &str, from: &str, to: &str, uids: &UidSet, remove_source: bool) -> Result<CopyResult> {
+        let source = self.folder(user, from).await?;
+        let dest = self.folder(user, to).await?;
+        let (reply, rx) = oneshot::channel();
+        self.inner.committer.submit(Job::Transfer { from: source, to: dest, uids: uids.clone(), remove_source, reply })?;
+        rx.await.map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+    }
+}
+
+#[async_trait]
+impl MailStore for LocalStore {
+    async fn list_mailboxes(&self, user: &str) -> Result<Vec<MailboxInfo>> {
+        let (store, user) = (self.clone(), user.to_string());
+        blocking(move || store.list_blocking(&user)).await
+    }
+
+    async fn create_mailbox(&self, user: &str, name: &str, special_use: Option<SpecialUse>) -> Result<()> {
+        let (store, user, name) = (self.clone(), user.to_string(), name.to_string());
+        blocking(move || store.create_blocking(&user, &name, special_use)).await
+    }
+
+    async fn delete_mailbox(&self, user: &str, name: &str) -> Result<()> {
+        let (store, user, name) = (self.clone(), user.to_string(), name.to_string());
+        blocking(move || store.delete_blocking(&user, &name)).await
+    }
+
+    async fn rename_mailbox(&self, user: &str, from: &str, to: &str) -> Result<()> {
+        if mailbox::canonical_name(from)? == "INBOX" {
+            // RFC 3501: renaming INBOX moves its messages to the new name and leaves INBOX empty.
+            self.create_mailbox(user, to, None).await?;
+            self.move_messages(user, "INBOX", to, &UidSet::all()).await?;
+            return Ok(());
+        }
+        let (store, user, from, to) = (self.clone(), user.to_string(), from.to_string(), to.to_string());
+        blocking(move || store.rename_blocking(&user, &from, &to)).await
+    }
+
+    async fn subscribe(&self, user: &str, name: &str, subscribed: bool) -> Result<()> {
+        let (store, user, name) = (self.clone(), user.to_string(), name.to_string());
+        blocking(move || store.subscribe_blocking(&user, &name, subscribed)).await
+    }
+
+    async fn append(&self, user: &str, mailbox: &str, message: NewMessage) -> Result<AppendResult> {
+        let folder = self.folder(user, mailbox).await?;
+        let store = self.clone();
+        let prepared = blocking(move || store.prepare(folder, message)).await?;
+        let (reply, rx) = oneshot::channel();
+        self.inner.committer.submit(Job::Publish { prepared, reply })?;
+        rx.await.map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+    }
+
+    async fn messages(&self, user: &str, mailbox: &str) -> Result<(MailboxStatus, Vec<MessageMeta>)> {
+        let folder = self.folder(user, mailbox).await?;
+        let st = folder.lock()?;
+        Ok((st.status(), st.messages.iter().map(|(uid, e)| st.meta(*uid, e)).collect()))
+    }
+
+    async fn fetch(&self, user: &str, mailbox: &str, uids: &UidSet, body: BodyPart) -> Result<Vec<FetchedMessage>> {
+        let folder = self.folder(user, mailbox).await?;
+        let uids = uids.clone();
+        blocking(move || Self::fetch_blocking(&folder, &uids, body)).await
+    }
+
+    async fn store_flags(
+        &self,
+        user: &str,
+        mailbox: &str,
+        uids: &UidSet,
+        op: FlagOp,
+        flags: &Flags,
+        unchanged_since: Option<u64>,
+    ) -> Result<Vec<MessageMeta>> {
+        let folder = self.folder(user, mailbox).await?;
+        let (uids, flags) = (uids.clone(), flags.clone());
+        blocking(move || Self::store_flags_blocking(&folder, &uids, op, &flags, unchanged_since)).await
+    }
+
+    async fn expunge(&self, user: &str, mailbox: &str, uids: Option<&UidSet>) -> Result<Vec<u32>> {
+        let folder = self.folder(user, mailbox).await?;
+        let uids = uids.cloned();
+        blocking(move || Self::expunge_blocking(&folder, uids.as_ref())).await
+    }
+
+    async fn copy(&self, user: &str, from: &str, to: &str, uids: &UidSet) -> Result<CopyResult> {
+        self.transfer(user, from, to, uids, false).await
+    }
+
+    async fn move_messages(&self, user: &str, from: &str, to: &str, uids: &UidSet) -> Result<CopyResult> {
+        self.transfer(user, from, to, uids, true).await
+    }
+
+    async fn status(&self, user: &str, mailbox: &str) -> Result<MailboxStatus> {
+        let folder = self.folder(user, mailbox).await?;
+        let st = folder.lock()?;
+        Ok(st.status())
+    }
+
+    async fn claim_recent(&self, user: &str, mailbox: &str) -> Result<Vec<u32>> {
+        let folder = self.folder(user, mailbox).await?;
+        let mut st = folder.lock()?;
+        let floor = st.counters.recent_floor;
+        let recent: Vec<u32> = st.messages.range(floor..).map(|(uid, _)| *uid).collect();
+        st.counters.recent_floor = st.counters.uid_next;
+        folder.index_counters(&st.counters)?;
+        Ok(recent)
+    }
+
+    async fn quota(&self, user: &str) -> Result<QuotaUsage> {
+        let (store, user) = (self.clone(), user.to_string());
+        blocking(move || {
+            let mut usage = QuotaUsage::default();
+            for name in store.folder_names(&user)? {
+                let folder = store.open_folder(&user, &name)?;
+                let st = folder.lock()?;
+                usage.messages += st.messages.len() as u64;
+                usage.bytes += st.messages.values().map(|e| e.size).sum::<u64>();
+            }
+            Ok(usage)
+        })
+        .await
+    }
+
+    async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream> {
+        let folder = self.folder(user, mailbox).await?;
+        let rx = folder.subscribe();
+        let stream = BroadcastStream::new(rx)
+            .map(|item| match item {
+                Ok(change) => change,
+                Err(BroadcastStreamRecvError::Lagged(_)) => Change::Lagged,
+            })
+            .scan(false, |ended, change| {
+                // End the stream right after MailboxGone.
+                if *ended {
+                    return futures::future::ready(None);
+                }
+                *ended = change == Change::MailboxGone;
+                futures::future::ready(Some(change))
+            });
+        Ok(Box::pin(stream))
+    }
+}
