@@ -75,19 +75,18 @@ impl Flags {
     pub fn valid_keyword(keyword: &str) -> bool {
         !keyword.is_empty()
             && keyword.len() <= MAX_KEYWORD_LEN
-            && keyword.bytes().all(|b| {
-                b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
-            })
+            && keyword
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']'))
     }
 
     /// Applies a STORE operation and returns the result.
     pub fn apply(&self, op: FlagOp, change: &Flags) -> Flags {
         match op {
             FlagOp::Set => change.clone(),
-            FlagOp::Add => Flags::new(
-                self.system.union(change.system),
-                self.keywords.iter().chain(&change.keywords).cloned(),
-            ),
+            FlagOp::Add => {
+                Flags::new(self.system.union(change.system), self.keywords.iter().chain(&change.keywords).cloned())
+            }
             FlagOp::Remove => Flags::new(
                 self.system.difference(change.system),
                 self.keywords.iter().filter(|k| !change.keywords.contains(k)).cloned(),

@@ -120,9 +120,7 @@ pub fn canonical_name(name: &str) -> Result<String> {
 
 /// Whether `child` lies below `parent` in the hierarchy.
 pub fn is_descendant(child: &str, parent: &str) -> bool {
-    child.len() > parent.len() + 1
-        && child.starts_with(parent)
-        && child[parent.len()..].starts_with(DELIMITER)
+    child.len() > parent.len() + 1 && child.starts_with(parent) && child[parent.len()..].starts_with(DELIMITER)
 }
 
 #[cfg(test)]
@@ -140,7 +138,7 @@ mod tests {
         assert!(canonical_name("a/").is_err());
         assert!(canonical_name("a/../b").is_err());
         assert!(canonical_name("a\nb").is_err());
-        assert!(canonical_name(&"a/".repeat(20).trim_end_matches('/').to_string()).is_err());
+        assert!(canonical_name("a/".repeat(20).trim_end_matches('/')).is_err());
     }
 
     #[test]

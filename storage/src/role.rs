@@ -56,7 +56,8 @@ impl StorageConfig {
     pub fn load(path: &Path) -> Result<StorageConfig, RoleError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| RoleError::ReadConfig { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|source| RoleError::ParseConfig { path: path.to_path_buf(), source: Box::new(source) })
+        toml::from_str(&text)
+            .map_err(|source| RoleError::ParseConfig { path: path.to_path_buf(), source: Box::new(source) })
     }
 }
 

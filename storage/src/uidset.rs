@@ -29,10 +29,22 @@ impl UidSet {
         UidSet::range(uid, uid)
     }
 
+    /// A set from any number of inclusive ranges (bounds in either order), merged once.
+    pub fn from_ranges(ranges: impl IntoIterator<Item = (u32, u32)>) -> Self {
+        let mut set =
+            UidSet { ranges: ranges.into_iter().map(|(a, b)| if a <= b { (a, b) } else { (b, a) }).collect() };
+        set.normalize();
+        set
+    }
+
     /// Adds an inclusive range, merging with neighbours.
     pub fn insert_range(&mut self, a: u32, b: u32) {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         self.ranges.push((lo, hi));
+        self.normalize();
+    }
+
+    fn normalize(&mut self) {
         self.ranges.sort_unstable();
         let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.ranges.len());
         for &(lo, hi) in &self.ranges {

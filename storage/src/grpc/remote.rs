@@ -1,0 +1,285 @@
+//! `RemoteStore`: a `MailStore` that calls a Store gRPC service.
+
+use std::iter;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream;
+use sirms_proto::TOKEN_HEADER;
+use sirms_proto::store::store_client::StoreClient;
+use sirms_proto::store::{self as proto, append_chunk, fetch_chunk};
+use tonic::codec::Streaming;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use super::convert;
+use super::{KEEPALIVE_INTERVAL, MAX_GRPC_MESSAGE};
+use crate::change::{Change, ChangeStream};
+use crate::error::{Result, StoreError};
+use crate::flags::{FlagOp, Flags};
+use crate::mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
+use crate::message::{
+    AppendResult, BodyPart, CopyResult, FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage, QuotaUsage,
+};
+use crate::store::MailStore;
+use crate::uidset::UidSet;
+
+/// How long establishing a connection may take before the call fails as unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an unanswered keepalive ping waits before the connection is given up.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+type Client = StoreClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// A user's mailboxes kept by a Store service elsewhere in the cluster.
+#[derive(Clone)]
+pub struct RemoteStore {
+    client: Client,
+}
+
+impl RemoteStore {
+    /// A store at `endpoint` (e.g. `http://127.0.0.1:7000`), called with the cluster `token`.
+    ///
+    /// Connects lazily, so a store that is down now is tried again on every call.
+    /// Must be called from within a Tokio runtime.
+    pub fn connect(endpoint: &str, token: impl Into<String>) -> Result<RemoteStore> {
+        let token = MetadataValue::try_from(token.into())
+            .map_err(|_| StoreError::Protocol("the cluster token is not a valid gRPC metadata value".into()))?;
+        let channel = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| StoreError::Unavailable(format!("invalid store endpoint {endpoint:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            // Pings even without calls in flight, so a watch on a vanished store ends.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let client = StoreClient::with_interceptor(channel, TokenInterceptor(token))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE);
+        Ok(RemoteStore { client })
+    }
+
+    /// A handle for one call: tonic's calls take `&mut self`, and clones share the channel.
+    fn client(&self) -> Client {
+        self.client.clone()
+    }
+}
+
+/// Attaches the cluster token to every request.
+#[derive(Clone)]
+struct TokenInterceptor(MetadataValue<Ascii>);
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert(TOKEN_HEADER, self.0.clone());
+        Ok(request)
+    }
+}
+
+#[async_trait]
+impl MailStore for RemoteStore {
+    async fn list_mailboxes(&self, user: &str) -> Result<Vec<MailboxInfo>> {
+        let request = proto::UserRequest { user: user.to_owned() };
+        let reply = self.client().list_mailboxes(request).await?.into_inner();
+        Ok(reply.mailboxes.into_iter().map(Into::into).collect())
+    }
+
+    async fn create_mailbox(&self, user: &str, name: &str, special_use: Option<SpecialUse>) -> Result<()> {
+        let request = proto::CreateMailboxRequest {
+            user: user.to_owned(),
+            mailbox: name.to_owned(),
+            special_use: convert::special_use_to_proto(special_use),
+        };
+        self.client().create_mailbox(request).await?;
+        Ok(())
+    }
+
+    async fn delete_mailbox(&self, user: &str, name: &str) -> Result<()> {
+        self.client().delete_mailbox(mailbox_request(user, name)).await?;
+        Ok(())
+    }
+
+    async fn rename_mailbox(&self, user: &str, from: &str, to: &str) -> Result<()> {
+        let request = proto::RenameMailboxRequest { user: user.to_owned(), from: from.to_owned(), to: to.to_owned() };
+        self.client().rename_mailbox(request).await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, user: &str, name: &str, subscribed: bool) -> Result<()> {
+        let request = proto::SubscribeRequest { user: user.to_owned(), mailbox: name.to_owned(), subscribed };
+        self.client().subscribe(request).await?;
+        Ok(())
+    }
+
+    async fn append(&self, user: &str, mailbox: &str, message: NewMessage) -> Result<AppendResult> {
+        let size = message.bytes.len() as u64;
+        // The server refuses it too, but only after the bytes have crossed the network.
+        if size > MAX_MESSAGE_SIZE {
+            return Err(StoreError::TooLarge);
+        }
+        let header = proto::AppendHeader {
+            user: user.to_owned(),
+            mailbox: mailbox.to_owned(),
+            flags: Some(message.flags.into()),
+            internal_date: message.internal_date.unwrap_or(0),
+            size,
+        };
+        let data = convert::body_chunks(message.bytes).map(append_chunk::Part::Data);
+        let chunks = iter::once(append_chunk::Part::Header(header))
+            .chain(data)
+            .map(|part| proto::AppendChunk { part: Some(part) });
+        let reply = self.client().append(stream::iter(chunks)).await?.into_inner();
+        Ok(reply.into())
+    }
+
+    async fn messages(&self, user: &str, mailbox: &str) -> Result<(MailboxStatus, Vec<MessageMeta>)> {
+        let reply = self.client().messages(mailbox_request(user, mailbox)).await?.into_inner();
+        let status = convert::required(reply.status, "mailbox status")?;
+        Ok((status.into(), reply.messages.into_iter().map(Into::into).collect()))
+    }
+
+    async fn fetch(&self, user: &str, mailbox: &str, uids: &UidSet, body: BodyPart) -> Result<Vec<FetchedMessage>> {
+        let (kind, offset, length) = convert::body_part_to_proto(body);
+        let request = proto::FetchRequest {
+            user: user.to_owned(),
+            mailbox: mailbox.to_owned(),
+            uids: Some(uids.into()),
+            body: kind,
+            offset,
+            length,
+        };
+        let chunks = self.client().fetch(request).await?.into_inner();
+        receive_fetched(chunks).await
+    }
+
+    async fn store_flags(
+        &self,
+        user: &str,
+        mailbox: &str,
+        uids: &UidSet,
+        op: FlagOp,
+        flags: &Flags,
+        unchanged_since: Option<u64>,
+    ) -> Result<Vec<MessageMeta>> {
+        // The wire reads UNCHANGEDSINCE 0 as "unconditional", yet it matches no message
+        // (mod-sequences start at 1). Sending no UIDs keeps its meaning: the mailbox and
+        // the flags are still checked, and nothing changes.
+        let uids = match unchanged_since {
+            Some(0) => proto::UidSet::default(),
+            _ => uids.into(),
+        };
+        let request = proto::StoreFlagsRequest {
+            user: user.to_owned(),
+            mailbox: mailbox.to_owned(),
+            uids: Some(uids),
+            op: proto::FlagOp::from(op).into(),
+            flags: Some(flags.clone().into()),
+            unchanged_since: unchanged_since.unwrap_or(0),
+        };
+        let reply = self.client().store_flags(request).await?.into_inner();
+        Ok(reply.messages.into_iter().map(Into::into).collect())
+    }
+
+    async fn expunge(&self, user: &str, mailbox: &str, uids: Option<&UidSet>) -> Result<Vec<u32>> {
+        let request = proto::ExpungeRequest {
+            user: user.to_owned(),
+            mailbox: mailbox.to_owned(),
+            uids: uids.map(Into::into),
+            restrict: uids.is_some(),
+        };
+        Ok(self.client().expunge(request).await?.into_inner().uids)
+    }
+
+    async fn copy(&self, user: &str, from: &str, to: &str, uids: &UidSet) -> Result<CopyResult> {
+        let reply = self.client().copy(copy_request(user, from, to, uids)).await?.into_inner();
+        Ok(reply.into())
+    }
+
+    async fn move_messages(&self, user: &str, from: &str, to: &str, uids: &UidSet) -> Result<CopyResult> {
+        let reply = self.client().r#move(copy_request(user, from, to, uids)).await?.into_inner();
+        Ok(reply.into())
+    }
+
+    async fn status(&self, user: &str, mailbox: &str) -> Result<MailboxStatus> {
+        let reply = self.client().status(mailbox_request(user, mailbox)).await?.into_inner();
+        Ok(reply.into())
+    }
+
+    async fn claim_recent(&self, user: &str, mailbox: &str) -> Result<Vec<u32>> {
+        Ok(self.client().claim_recent(mailbox_request(user, mailbox)).await?.into_inner().uids)
+    }
+
+    async fn quota(&self, user: &str) -> Result<QuotaUsage> {
+        let request = proto::UserRequest { user: user.to_owned() };
+        Ok(self.client().quota(request).await?.into_inner().into())
+    }
+
+    async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream> {
+        let changes = self.client().watch(mailbox_request(user, mailbox)).await?.into_inner();
+        Ok(Box::pin(stream::unfold(Some(changes), next_change)))
+    }
+}
+
+fn mailbox_request(user: &str, mailbox: &str) -> proto::MailboxRequest {
+    proto::MailboxRequest { user: user.to_owned(), mailbox: mailbox.to_owned() }
+}
+
+fn copy_request(user: &str, from: &str, to: &str, uids: &UidSet) -> proto::CopyRequest {
+    proto::CopyRequest { user: user.to_owned(), from: from.to_owned(), to: to.to_owned(), uids: Some(uids.into()) }
+}
+
+/// Reassembles a fetch reply: each `meta` chunk starts a message, data chunks extend its body.
+async fn receive_fetched(mut chunks: Streaming<proto::FetchChunk>) -> Result<Vec<FetchedMessage>> {
+    let mut messages: Vec<(MessageMeta, Option<Vec<u8>>)> = Vec::new();
+    while let Some(chunk) = chunks.message().await? {
+        match chunk.part {
+            Some(fetch_chunk::Part::Meta(meta)) => messages.push((meta.into(), None)),
+            Some(fetch_chunk::Part::Data(data)) => {
+                let (_, body) = messages
+                    .last_mut()
+                    .ok_or_else(|| StoreError::Protocol("fetch data before any message metadata".into()))?;
+                extend_body(body, data)?;
+            }
+            None => return Err(StoreError::Protocol("empty fetch chunk".into())),
+        }
+    }
+    let messages = messages.into_iter().map(|(meta, body)| FetchedMessage { meta, body: body.map(Bytes::from) });
+    Ok(messages.collect())
+}
+
+/// Adds a data chunk to a fetched body, which may not outgrow the largest message there is.
+fn extend_body(body: &mut Option<Vec<u8>>, data: Bytes) -> Result<()> {
+    let held = body.as_ref().map_or(0, Vec::len);
+    if (held + data.len()) as u64 > MAX_MESSAGE_SIZE {
+        return Err(StoreError::Protocol("fetched body larger than any message can be".into()));
+    }
+    match body {
+        Some(body) => body.extend_from_slice(&data),
+        // The first chunk becomes the body as is, so a body sent in one chunk is never copied.
+        None => *body = Some(data.into()),
+    }
+    Ok(())
+}
+
+/// One step of a watch: the next change, or after an error a last `Lagged` and the end.
+async fn next_change(changes: Option<Streaming<proto::Change>>) -> Option<(Change, Option<Streaming<proto::Change>>)> {
+    let mut changes = changes?;
+    let failure = match changes.message().await {
+        Ok(None) => return None,
+        Ok(Some(change)) => match Change::try_from(change) {
+            Ok(change) => return Some((change, Some(changes))),
+            Err(e) => e.to_string(),
+        },
+        Err(status) if status.code() == Code::DataLoss => return Some((Change::Lagged, None)),
+        Err(status) => StoreError::from(status).to_string(),
+    };
+    // Changes may have been missed, which is what `Lagged` tells the watcher: re-read the
+    // mailbox (and watch again if it still wants to).
+    tracing::warn!(error = %failure, "mailbox watch ended");
+    Some((Change::Lagged, None))
+}

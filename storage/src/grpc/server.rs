@@ -1,0 +1,264 @@
+//! `StoreService`: any `MailStore` exported as the Store gRPC service.
+
+use std::future::Future;
+use std::iter;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::{self, BoxStream};
+use sirms_proto::TOKEN_HEADER;
+use sirms_proto::store::store_server::{Store, StoreServer};
+use sirms_proto::store::{self as proto, append_chunk, fetch_chunk};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use super::{KEEPALIVE_INTERVAL, MAX_GRPC_MESSAGE};
+use crate::error::StoreError;
+use crate::message::{FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage};
+use crate::store::MailStore;
+
+/// The Store gRPC service over a `MailStore`, open to callers that present the cluster token.
+pub struct StoreService {
+    store: Arc<dyn MailStore>,
+    token: String,
+}
+
+impl StoreService {
+    /// Serves `store` to callers whose `x-sirms-token` metadata equals `token`.
+    pub fn new(store: Arc<dyn MailStore>, token: String) -> Self {
+        StoreService { store, token }
+    }
+
+    /// The tonic service, for callers that build their own server around it.
+    pub fn into_server(self) -> StoreServer<StoreService> {
+        StoreServer::new(self).max_decoding_message_size(MAX_GRPC_MESSAGE).max_encoding_message_size(MAX_GRPC_MESSAGE)
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then lets running calls finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        // Without TCP_NODELAY small replies wait on delayed ACKs; `TcpIncoming` sets it,
+        // which tonic does not do by itself for a listener it did not bind.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .add_service(self.into_server())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
+
+    /// The store, if the request carries the cluster token: every handler starts here, so
+    /// none can reach the store without the check.
+    fn authorized<T>(&self, request: &Request<T>) -> Result<&dyn MailStore, Status> {
+        match request.metadata().get(TOKEN_HEADER) {
+            Some(token) if constant_time_eq(token.as_bytes(), self.token.as_bytes()) => Ok(&*self.store),
+            _ => Err(StoreError::Unauthorized.into()),
+        }
+    }
+}
+
+/// Compares without an early exit, so response times do not reveal how much of a guessed
+/// token was right (the length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    a.len() == b.len() && std::hint::black_box(difference) == 0
+}
+
+#[tonic::async_trait]
+impl Store for StoreService {
+    async fn list_mailboxes(
+        &self,
+        request: Request<proto::UserRequest>,
+    ) -> Result<Response<proto::MailboxList>, Status> {
+        let store = self.authorized(&request)?;
+        let mailboxes = store.list_mailboxes(&request.get_ref().user).await?;
+        let mailboxes = mailboxes.into_iter().map(Into::into).collect();
+        Ok(Response::new(proto::MailboxList { mailboxes }))
+    }
+
+    async fn create_mailbox(
+        &self,
+        request: Request<proto::CreateMailboxRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.get_ref();
+        let special_use = convert::special_use_from_proto(request.special_use);
+        store.create_mailbox(&request.user, &request.mailbox, special_use).await?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn delete_mailbox(&self, request: Request<proto::MailboxRequest>) -> Result<Response<proto::Empty>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.get_ref();
+        store.delete_mailbox(&request.user, &request.mailbox).await?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn rename_mailbox(
+        &self,
+        request: Request<proto::RenameMailboxRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.get_ref();
+        store.rename_mailbox(&request.user, &request.from, &request.to).await?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn subscribe(&self, request: Request<proto::SubscribeRequest>) -> Result<Response<proto::Empty>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.get_ref();
+        store.subscribe(&request.user, &request.mailbox, request.subscribed).await?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn append(
+        &self,
+        request: Request<Streaming<proto::AppendChunk>>,
+    ) -> Result<Response<proto::AppendReply>, Status> {
+        let store = self.authorized(&request)?;
+        let mut chunks = request.into_inner();
+        let Some(append_chunk::Part::Header(header)) = chunks.message().await?.and_then(|chunk| chunk.part) else {
+            return Err(StoreError::Protocol("an append must start with its header".into()).into());
+        };
+        let message = NewMessage {
+            bytes: receive_body(&mut chunks, header.size).await?,
+            flags: convert::flags(header.flags),
+            internal_date: (header.internal_date != 0).then_some(header.internal_date),
+        };
+        let result = store.append(&header.user, &header.mailbox, message).await?;
+        Ok(Response::new(result.into()))
+    }
+
+    async fn messages(&self, request: Request<proto::MailboxRequest>) -> Result<Response<proto::MessageList>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.get_ref();
+        let (status, messages) = store.messages(&request.user, &request.mailbox).await?;
+        Ok(Response::new(message_list(Some(status.into()), messages)))
+    }
+
+    type FetchStream = BoxStream<'static, Result<proto::FetchChunk, Status>>;
+
+    async fn fetch(&self, request: Request<proto::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.into_inner();
+        let body = convert::body_part_from_proto(&request)?;
+        let uids = convert::uid_set(request.uids);
+        let messages = store.fetch(&request.user, &request.mailbox, &uids, body).await?;
+        // Lazy, so only one chunk of the bodies at a time is copied into a wire message.
+        let chunks = messages.into_iter().flat_map(fetch_chunks).map(Ok);
+        Ok(Response::new(stream::iter(chunks).boxed()))
+    }
+
+    async fn store_flags(
+        &self,
+        request: Request<proto::StoreFlagsRequest>,
+    ) -> Result<Response<proto::MessageList>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.into_inner();
+        let op = convert::flag_op_from_proto(request.op)?;
+        let uids = convert::uid_set(request.uids);
+        let flags = convert::flags(request.flags);
+        let unchanged_since = (request.unchanged_since != 0).then_some(request.unchanged_since);
+        let changed = store.store_flags(&request.user, &request.mailbox, &uids, op, &flags, unchanged_since).await?;
+        Ok(Response::new(message_list(None, changed)))
+    }
+
+    async fn expunge(&self, request: Request<proto::ExpungeRequest>) -> Result<Response<proto::UidList>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.into_inner();
+        // `restrict` is what asks for UID EXPUNGE; a missing set then restricts to nothing.
+        let uids = request.restrict.then(|| convert::uid_set(request.uids));
+        let uids = store.expunge(&request.user, &request.mailbox, uids.as_ref()).await?;
+        Ok(Response::new(proto::UidList { uids }))
+    }
+
+    async fn copy(&self, request: Request<proto::CopyRequest>) -> Result<Response<proto::CopyReply>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.into_inner();
+        let uids = convert::uid_set(request.uids);
+        let result = store.copy(&request.user, &request.from, &request.to, &uids).await?;
+        Ok(Response::new(result.into()))
+    }
+
+    async fn r#move(&self, request: Request<proto::CopyRequest>) -> Result<Response<proto::CopyReply>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.into_inner();
+        let uids = convert::uid_set(request.uids);
+        let result = store.move_messages(&request.user, &request.from, &request.to, &uids).await?;
+        Ok(Response::new(result.into()))
+    }
+
+    async fn status(&self, request: Request<proto::MailboxRequest>) -> Result<Response<proto::MailboxStatus>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.get_ref();
+        let status = store.status(&request.user, &request.mailbox).await?;
+        Ok(Response::new(status.into()))
+    }
+
+    async fn claim_recent(&self, request: Request<proto::MailboxRequest>) -> Result<Response<proto::UidList>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.get_ref();
+        let uids = store.claim_recent(&request.user, &request.mailbox).await?;
+        Ok(Response::new(proto::UidList { uids }))
+    }
+
+    async fn quota(&self, request: Request<proto::UserRequest>) -> Result<Response<proto::QuotaUsage>, Status> {
+        let store = self.authorized(&request)?;
+        let usage = store.quota(&request.get_ref().user).await?;
+        Ok(Response::new(usage.into()))
+    }
+
+    type WatchStream = BoxStream<'static, Result<proto::Change, Status>>;
+
+    async fn watch(&self, request: Request<proto::MailboxRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.get_ref();
+        let changes = store.watch(&request.user, &request.mailbox).await?;
+        // `Lagged` has no wire form: it becomes a DataLoss error, which ends the response
+        // (tonic stops at the first error) and which the client turns back into `Lagged`.
+        let changes = changes
+            .map(|change| convert::change_to_proto(change).ok_or_else(|| Status::data_loss("the watcher fell behind")));
+        Ok(Response::new(changes.boxed()))
+    }
+}
+
+/// Reads the data chunks of an append, holding the client to the size it announced.
+async fn receive_body(chunks: &mut Streaming<proto::AppendChunk>, announced: u64) -> Result<Bytes, Status> {
+    if announced > MAX_MESSAGE_SIZE {
+        return Err(StoreError::TooLarge.into());
+    }
+    // Checked against the limit above, so allocating it all up front is bounded.
+    let announced = usize::try_from(announced).map_err(|_| StoreError::TooLarge)?;
+    let mut body = Vec::with_capacity(announced);
+    while let Some(chunk) = chunks.message().await? {
+        match chunk.part {
+            Some(append_chunk::Part::Data(data)) if data.len() <= announced - body.len() => {
+                body.extend_from_slice(&data);
+            }
+            Some(append_chunk::Part::Data(_)) => return Err(StoreError::SizeMismatch.into()),
+            _ => return Err(StoreError::Protocol("expected message data after the header".into()).into()),
+        }
+    }
+    if body.len() != announced {
+        return Err(StoreError::SizeMismatch.into());
+    }
+    Ok(body.into())
+}
+
+/// One fetched message on the wire: its metadata, then its body, if fetched, in chunks.
+fn fetch_chunks(message: FetchedMessage) -> impl Iterator<Item = proto::FetchChunk> {
+    let meta = fetch_chunk::Part::Meta(message.meta.into());
+    let data = message.body.into_iter().flat_map(convert::body_chunks).map(fetch_chunk::Part::Data);
+    iter::once(meta).chain(data).map(|part| proto::FetchChunk { part: Some(part) })
+}
+
+/// A `MessageList` reply.
+fn message_list(status: Option<proto::MailboxStatus>, messages: Vec<MessageMeta>) -> proto::MessageList {
+    proto::MessageList { status, messages: messages.into_iter().map(Into::into).collect() }
+}

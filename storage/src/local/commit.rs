@@ -36,8 +36,17 @@ pub struct Prepared {
 
 /// Work for the committer.
 pub enum Job {
-    Publish { prepared: Prepared, reply: oneshot::Sender<Result<AppendResult>> },
-    Transfer { from: Arc<Folder>, to: Arc<Folder>, uids: UidSet, remove_source: bool, reply: oneshot::Sender<Result<CopyResult>> },
+    Publish {
+        prepared: Prepared,
+        reply: oneshot::Sender<Result<AppendResult>>,
+    },
+    Transfer {
+        from: Arc<Folder>,
+        to: Arc<Folder>,
+        uids: UidSet,
+        remove_source: bool,
+        reply: oneshot::Sender<Result<CopyResult>>,
+    },
 }
 
 /// Handle to the committer thread; the thread ends when the last handle is dropped.
@@ -62,7 +71,12 @@ impl Committer {
 
 /// What a job left to do after the batch's directories are synced.
 enum Done {
-    Append { folder: Arc<Folder>, uid: u32, entry: Entry, reply: oneshot::Sender<Result<AppendResult>> },
+    Append {
+        folder: Arc<Folder>,
+        uid: u32,
+        entry: Entry,
+        reply: oneshot::Sender<Result<AppendResult>>,
+    },
     Transfer {
         from: Arc<Folder>,
         to: Arc<Folder>,
@@ -160,7 +174,12 @@ fn place(p: &Prepared) -> Result<(u32, Entry)> {
 
 /// Links (copy) or renames (move) messages into the destination under new UIDs.
 /// The source lock is held throughout so no flag change renames a file under us.
-fn transfer(from: &Arc<Folder>, to: &Arc<Folder>, uids: &UidSet, remove_source: bool) -> Result<Vec<(u32, u32, Entry)>> {
+fn transfer(
+    from: &Arc<Folder>,
+    to: &Arc<Folder>,
+    uids: &UidSet,
+    remove_source: bool,
+) -> Result<Vec<(u32, u32, Entry)>> {
     let same = Arc::ptr_eq(from, to);
     let mut src = from.lock()?;
     if remove_source {
@@ -176,7 +195,8 @@ fn transfer(from: &Arc<Folder>, to: &Arc<Folder>, uids: &UidSet, remove_source: 
         return Ok(Vec::new());
     }
     // Keywords are letters per folder: translate names into the destination's letters.
-    let names: Vec<(u32, crate::flags::Flags)> = picked.iter().map(|(uid, e)| (*uid, src.meta(*uid, e).flags)).collect();
+    let names: Vec<(u32, crate::flags::Flags)> =
+        picked.iter().map(|(uid, e)| (*uid, src.meta(*uid, e).flags)).collect();
     let mut moved = Vec::with_capacity(picked.len());
     let mut placed: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(picked.len());
     let mut place_all = |dst: &mut super::folder::FolderState| -> Result<()> {
@@ -190,7 +210,8 @@ fn transfer(from: &Arc<Folder>, to: &Arc<Folder>, uids: &UidSet, remove_source: 
             let linked = if remove_source {
                 fs::rename(&old, &new)
             } else {
-                fs::hard_link(&old, &new).or_else(|_| fs::copy(&old, &new).and_then(|_| fs::File::open(&new)?.sync_all()))
+                fs::hard_link(&old, &new)
+                    .or_else(|_| fs::copy(&old, &new).and_then(|_| fs::File::open(&new)?.sync_all()))
             };
             if let Err(err) = linked {
                 undo(&placed, remove_source);
@@ -231,7 +252,12 @@ fn publish_append(folder: &Folder, uid: u32, mut entry: Entry) -> Result<AppendR
     Ok(AppendResult { uid_validity: st.counters.uid_validity, uid })
 }
 
-fn publish_transfer(from: &Folder, to: &Folder, moved: Vec<(u32, u32, Entry)>, remove_source: bool) -> Result<CopyResult> {
+fn publish_transfer(
+    from: &Folder,
+    to: &Folder,
+    moved: Vec<(u32, u32, Entry)>,
+    remove_source: bool,
+) -> Result<CopyResult> {
     let mut result = CopyResult::default();
     {
         let mut dst = to.lock()?;

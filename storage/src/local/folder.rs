@@ -16,7 +16,7 @@ use super::maildir::{self, FileName, MAX_KEYWORDS};
 use crate::change::Change;
 use crate::error::{Result, StoreError};
 use crate::flags::{Flags, SystemFlags};
-use crate::mailbox::{MailboxStatus, SpecialUse};
+use crate::mailbox::MailboxStatus;
 use crate::message::MessageMeta;
 
 /// How many changes a slow watcher may fall behind before it is told it lagged.
@@ -72,11 +72,7 @@ pub fn now_secs() -> i64 {
 }
 
 fn mtime_secs(meta: &fs::Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl Folder {
@@ -288,11 +284,6 @@ impl Folder {
         self.counters_tree.remove(counters_key(&self.user, &self.name))?;
         Ok(())
     }
-
-    /// The folder's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 impl FolderState {
@@ -326,11 +317,6 @@ impl FolderState {
             s.size += e.size;
         }
         s
-    }
-
-    /// The special use of this folder.
-    pub fn special_use(&self) -> Option<SpecialUse> {
-        self.settings.special_use
     }
 
     /// Next modseq, recorded as the folder's highest.

@@ -107,11 +107,7 @@ impl FileName {
 
 /// Maps keyword names to letters through the folder's keyword list.
 pub fn keyword_letters(list: &[String], flags: &Flags) -> Option<Vec<u8>> {
-    flags
-        .keywords
-        .iter()
-        .map(|k| list.iter().position(|known| known == k).map(|i| i as u8))
-        .collect()
+    flags.keywords.iter().map(|k| list.iter().position(|known| known == k).map(|i| i as u8)).collect()
 }
 
 /// Maps letters back to keyword names; letters without a name are dropped.

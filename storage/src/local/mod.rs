@@ -58,6 +58,8 @@ struct Inner {
     counters_tree: sled::Tree,
     folders: Mutex<HashMap<(String, String), Arc<Folder>>>,
     users_ready: Mutex<HashSet<String>>,
+    /// Serialises changes to a user's folder tree and subscription list (rare, and racy otherwise).
+    tree_lock: Mutex<()>,
     committer: Committer,
     host: String,
     sequence: AtomicU64,
@@ -105,6 +107,7 @@ impl LocalStore {
                 counters_tree,
                 folders: Mutex::new(HashMap::new()),
                 users_ready: Mutex::new(HashSet::new()),
+                tree_lock: Mutex::new(()),
                 committer: Committer::start()?,
                 host: host_name(),
                 sequence: AtomicU64::new(0),
@@ -146,16 +149,16 @@ impl LocalStore {
         Ok(())
     }
 
+    fn lock_tree(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner.tree_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn user_dir(&self, user: &str) -> PathBuf {
         self.inner.mail_root.join(maildir::escape_component(user))
     }
 
     fn folder_dir(&self, user: &str, name: &str) -> PathBuf {
-        if name == "INBOX" {
-            self.user_dir(user)
-        } else {
-            self.user_dir(user).join(maildir::folder_dir(name))
-        }
+        if name == "INBOX" { self.user_dir(user) } else { self.user_dir(user).join(maildir::folder_dir(name)) }
     }
 
     fn next_uid_validity(&self) -> u32 {
@@ -199,6 +202,7 @@ impl LocalStore {
         if self.inner.users_ready.lock().unwrap_or_else(|p| p.into_inner()).contains(user) {
             return Ok(());
         }
+        let _tree = self.lock_tree();
         let root = self.user_dir(user);
         if !root.join("cur").is_dir() {
             for (name, special_use) in DEFAULT_MAILBOXES {
@@ -222,14 +226,10 @@ impl LocalStore {
             return Ok(f.clone());
         }
         let tree = self.inner.db.open_tree(index::tree_name(user, &name))?;
-        let folder = Folder::open(
-            user,
-            &name,
-            self.folder_dir(user, &name),
-            tree,
-            self.inner.counters_tree.clone(),
-            || self.next_uid_validity(),
-        )?;
+        let folder =
+            Folder::open(user, &name, self.folder_dir(user, &name), tree, self.inner.counters_tree.clone(), || {
+                self.next_uid_validity()
+            })?;
         let folder = Arc::new(folder);
         folders.insert(key, folder.clone());
         Ok(folder)
@@ -248,10 +248,10 @@ impl LocalStore {
         for item in fs::read_dir(self.user_dir(user))? {
             let item = item?;
             let Some(dir) = item.file_name().to_str().map(str::to_string) else { continue };
-            if let Some(name) = maildir::folder_name(&dir).filter(|_| item.path().join("cur").is_dir()) {
-                if mailbox::canonical_name(&name).is_ok_and(|c| c == name) {
-                    others.push(name);
-                }
+            if let Some(name) = maildir::folder_name(&dir).filter(|_| item.path().join("cur").is_dir())
+                && mailbox::canonical_name(&name).is_ok_and(|c| c == name)
+            {
+                others.push(name);
             }
         }
         others.sort();
@@ -301,6 +301,7 @@ impl LocalStore {
 
     fn create_blocking(&self, user: &str, name: &str, special_use: Option<SpecialUse>) -> Result<()> {
         self.ensure_user(user)?;
+        let _tree = self.lock_tree();
         let name = mailbox::canonical_name(name)?;
         if name == "INBOX" || self.folder_dir(user, &name).join("cur").is_dir() {
             return Err(StoreError::MailboxExists);
@@ -318,6 +319,7 @@ impl LocalStore {
 
     fn delete_blocking(&self, user: &str, name: &str) -> Result<()> {
         self.ensure_user(user)?;
+        let _tree = self.lock_tree();
         let name = mailbox::canonical_name(name)?;
         if name == "INBOX" {
             return Err(StoreError::CannotDeleteInbox);
@@ -340,6 +342,7 @@ impl LocalStore {
 
     fn rename_blocking(&self, user: &str, from: &str, to: &str) -> Result<()> {
         self.ensure_user(user)?;
+        let _tree = self.lock_tree();
         let from = mailbox::canonical_name(from)?;
         let to = mailbox::canonical_name(to)?;
         let names = self.folder_names(user)?;
@@ -374,6 +377,7 @@ impl LocalStore {
 
     fn subscribe_blocking(&self, user: &str, name: &str, subscribed: bool) -> Result<()> {
         self.ensure_user(user)?;
+        let _tree = self.lock_tree();
         let name = mailbox::canonical_name(name)?;
         let mut list = self.subscriptions(user)?;
         let present = list.contains(&name);
@@ -412,14 +416,8 @@ impl LocalStore {
             let _ = fs::remove_file(&tmp);
             return Err(e.into());
         }
-        let entry = Entry {
-            file_name: String::new(),
-            system: message.flags.system,
-            letters,
-            internal_date,
-            size,
-            modseq: 0,
-        };
+        let entry =
+            Entry { file_name: String::new(), system: message.flags.system, letters, internal_date, size, modseq: 0 };
         Ok(Prepared { folder, tmp, unique, entry })
     }
 
@@ -549,12 +547,10 @@ impl LocalStore {
         for _ in 0..3 {
             match Self::read_file(&folder.path_of(&name), part) {
                 Ok(bytes) => return Ok(Some(bytes)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    match folder.lock()?.messages.get(&uid) {
-                        Some(e) if e.file_name != name => name = e.file_name.clone(),
-                        _ => return Ok(None),
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match folder.lock()?.messages.get(&uid) {
+                    Some(e) if e.file_name != name => name = e.file_name.clone(),
+                    _ => return Ok(None),
+                },
                 Err(e) => return Err(e.into()),
             }
         }
@@ -574,11 +570,24 @@ impl LocalStore {
         Ok(Bytes::from(buf))
     }
 
-    async fn transfer(&self, user: &str, from: &str, to: &str, uids: &UidSet, remove_source: bool) -> Result<CopyResult> {
+    async fn transfer(
+        &self,
+        user: &str,
+        from: &str,
+        to: &str,
+        uids: &UidSet,
+        remove_source: bool,
+    ) -> Result<CopyResult> {
         let source = self.folder(user, from).await?;
         let dest = self.folder(user, to).await?;
         let (reply, rx) = oneshot::channel();
-        self.inner.committer.submit(Job::Transfer { from: source, to: dest, uids: uids.clone(), remove_source, reply })?;
+        self.inner.committer.submit(Job::Transfer {
+            from: source,
+            to: dest,
+            uids: uids.clone(),
+            remove_source,
+            reply,
+        })?;
         rx.await.map_err(|_| StoreError::Unavailable("committer stopped".into()))?
     }
 }
