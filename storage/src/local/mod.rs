@@ -395,7 +395,8 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Writes a message into `tmp/` and fsyncs it (blocking; runs in parallel with other writers).
+    /// Writes a message into `tmp/` (blocking; runs in parallel with other writers). The
+    /// committer makes it durable.
     fn prepare(&self, folder: Arc<Folder>, message: NewMessage) -> Result<Prepared> {
         let size = message.bytes.len() as u64;
         if size > MAX_MESSAGE_SIZE {
@@ -405,20 +406,23 @@ impl LocalStore {
         let internal_date = message.internal_date.unwrap_or_else(now_secs);
         let unique = self.unique();
         let tmp = folder.dir.join("tmp").join(&unique);
-        let written = (|| -> io::Result<()> {
+        let written = (|| -> io::Result<fs::File> {
             let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(&message.bytes)?;
             let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(internal_date.max(0) as u64);
             f.set_modified(mtime)?;
-            f.sync_all()
+            Ok(f)
         })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
-        }
+        let file = match written {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
         let entry =
             Entry { file_name: String::new(), system: message.flags.system, letters, internal_date, size, modseq: 0 };
-        Ok(Prepared { folder, tmp, unique, entry })
+        Ok(Prepared { folder, tmp, file, unique, entry })
     }
 
     fn store_flags_blocking(
