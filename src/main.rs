@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use sirms_mailnode::config::NodeConfig;
 use sirms_storage::role::{self, StorageConfig};
 
 #[derive(Parser)]
@@ -17,6 +18,17 @@ struct Cli {
 enum Command {
     /// Run a storage node: the Store gRPC service over a local Maildir store.
     Storage(StorageCmd),
+    /// Run a mail node: SMTP (MX and submission) and POP3 over a mail store.
+    Node(NodeCmd),
+    /// Hash a password (read from stdin) for a config or the directory.
+    HashPassword,
+}
+
+#[derive(Args)]
+struct NodeCmd {
+    /// Config file (TOML); every key has a default.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -87,6 +99,21 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Node(cmd) => {
+            let config = match &cmd.config {
+                Some(path) => NodeConfig::load(path)?,
+                None => NodeConfig::default(),
+            };
+            sirms_mailnode::role::run(config, shutdown_signal()).await.context("mail node")?;
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "empty password");
+            let hash = sirms_mailnode::directory::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{hash}");
+        }
         Command::Storage(cmd) => {
             let config = cmd.config()?;
             match cmd.action {

@@ -135,3 +135,89 @@ impl StorageNode {
         format!("http://{}", self.addr)
     }
 }
+
+/// A `sirms node` process with its own config, data directory and loopback ports.
+pub struct MailNode {
+    pub process: Process,
+    pub dir: tempfile::TempDir,
+    pub smtp: SocketAddr,
+    pub submission: SocketAddr,
+    pub submissions: SocketAddr,
+    pub pop3: SocketAddr,
+    pub pop3s: SocketAddr,
+    pub hostname: String,
+}
+
+/// Users every test node has: `alice@example.test` / `alice-pw`, `bob@example.test` / `bob-pw`.
+pub const TEST_USERS: &[(&str, &str)] = &[("alice@example.test", "alice-pw"), ("bob@example.test", "bob-pw")];
+
+impl MailNode {
+    /// Starts a node named `hostname` with the test users; `extra` is appended to its TOML.
+    pub fn start(hostname: &str, extra: &str) -> MailNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = |_| -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("addr") };
+        let (smtp, submission, submissions, pop3, pop3s) = (port(0), port(1), port(2), port(3), port(4));
+        let users: Vec<String> =
+            TEST_USERS.iter().map(|(u, p)| format!("{{ address = \"{u}\", password = \"{{plain}}{p}\" }}")).collect();
+        let config = format!(
+            r#"
+hostname = "{hostname}"
+data_dir = "{data}"
+[listen]
+smtp = "{smtp}"
+submission = "{submission}"
+submissions = "{submissions}"
+pop3 = "{pop3}"
+pop3s = "{pop3s}"
+[directory]
+domains = ["example.test"]
+users = [ {users} ]
+[directory.aliases]
+"postmaster@example.test" = ["alice@example.test"]
+"team@example.test" = ["alice@example.test", "bob@example.test"]
+{extra}
+"#,
+            data = dir.path().join("data").display(),
+            users = users.join(", "),
+        );
+        let config_path = dir.path().join("node.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let process = Process::sirms(&["node", "-c", config_path.to_str().expect("utf-8")]);
+        for addr in [smtp, submission, submissions, pop3, pop3s] {
+            assert!(wait_for_port(addr, Duration::from_secs(20)), "sirms node did not listen on {addr}");
+        }
+        MailNode { process, dir, smtp, submission, submissions, pop3, pop3s, hostname: hostname.to_string() }
+    }
+
+    /// The files in a user's INBOX (`cur/`), oldest UID first, as bytes.
+    pub fn inbox(&self, user: &str) -> Vec<Vec<u8>> {
+        let escaped = user.replace('.', "%2E");
+        let cur = self.dir.path().join("data/store/mail").join(escaped).join("cur");
+        let mut files: Vec<(u32, PathBuf)> = match std::fs::read_dir(&cur) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let uid = name.split(",U=").nth(1)?.split(',').next()?.parse().ok()?;
+                    Some((uid, e.path()))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        files.into_iter().map(|(_, p)| std::fs::read(p).expect("read message")).collect()
+    }
+}
+
+/// Runs a Python 3 script (real client libraries: smtplib, poplib, imaplib) with
+/// arguments; returns stdout, panicking with stderr if it fails.
+pub fn python(script: &str, args: &[String]) -> String {
+    let out = Command::new("python3").arg("-c").arg(script).args(args).output().expect("run python3");
+    assert!(
+        out.status.success(),
+        "python failed:\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

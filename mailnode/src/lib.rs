@@ -1,1 +1,11 @@
 //! The mail node: SMTP (MX and submission), IMAP, POP3 and the outbound queue, all over a `MailStore`.
+
+pub mod auth;
+pub mod config;
+pub mod delivery;
+pub mod directory;
+pub mod net;
+pub mod pop3;
+pub mod proxy;
+pub mod role;
+pub mod smtp;

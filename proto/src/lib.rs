@@ -7,3 +7,5 @@ pub mod store {
 
 /// Metadata key that carries the cluster token on every internal gRPC call.
 pub const TOKEN_HEADER: &str = "x-sirms-token";
+
+pub mod proxy_v2;

@@ -1,1 +1,36 @@
 //! The router: source-IP routing of connections to mail nodes, the cluster directory and the admin API.
+//!
+//! This crate currently holds the data plane, as a library the control plane drives:
+//!
+//! * [`table`] — the admin's policy table, CIDR → node or group, longest prefix wins;
+//! * [`hashing`] — weighted rendezvous hashing of a source IP over nodes, with a stable hash;
+//! * [`pick`] — the full choice for one source: table first, hashing otherwise, ranked
+//!   fallbacks, never black-holing a source while any node can take it;
+//! * [`health`] — active probes with hysteresis, passive failures, cheap snapshots;
+//! * [`proxy_header`] — PROXY protocol v2 encoding, and the strict decoder nodes use;
+//! * [`forward`] — connect to the first backend that accepts, send the header, relay bytes.
+//!
+//! One connection flows through them like this: the listener accepts a client; the control
+//! plane asks [`Cluster::choose`] for candidates given the client's IP, the current
+//! [`RouteTable`] and node states (combined from the directory's drain flags and the
+//! [`HealthMonitor`]'s snapshot with [`NodeState::new`]); it maps the candidates to
+//! [`Backend`] addresses for the listener's service, and [`Forwarder::forward`] serves the
+//! client, reporting refused backends back to the monitor.
+
+pub mod forward;
+pub mod hashing;
+pub mod health;
+pub mod node;
+pub mod pick;
+pub mod proxy_header;
+pub mod table;
+
+pub use forward::{
+    Backend, ConnectFailures, ForwardConfig, ForwardError, ForwardStats, Forwarder, Inbound, SessionEnd,
+};
+pub use hashing::{Rendezvous, Weighted, WeightedNode};
+pub use health::{Health, HealthConfig, HealthMonitor, HealthSnapshot, Probe, TcpConnectProbe};
+pub use node::{GroupName, NameError, NodeId, NodeState};
+pub use pick::{Choice, Cluster, ClusterNode, Reason};
+pub use proxy_header::{DecodeError, Decoded, ProxyHeader, read_header};
+pub use table::{Cidr, CidrError, RouteTable, Target};

@@ -1,0 +1,139 @@
+//! `node.toml`: every key has a default, so `sirms node` runs with no config at all.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::directory::DirectoryConfig;
+use crate::net::tls::TlsConfig;
+
+/// The whole node config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The name in greetings and `Received:` headers: which node served.
+    pub hostname: String,
+    /// Local mail store root (unless `store.remote` is set).
+    pub data_dir: PathBuf,
+    /// Routers allowed (and required) to start connections with a PROXY v2 header.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Allow AUTH/LOGIN/USER without TLS (tests and closed networks only).
+    pub allow_plaintext_auth: bool,
+    pub listen: Listen,
+    pub tls: TlsConfig,
+    pub limits: Limits,
+    pub store: StoreConfig,
+    pub directory: DirectoryConfig,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    pub smtp: SocketAddr,
+    pub submission: SocketAddr,
+    pub submissions: SocketAddr,
+    pub pop3: SocketAddr,
+    pub pop3s: SocketAddr,
+}
+
+/// Protocol limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub smtp_idle_secs: u64,
+    pub pop3_idle_secs: u64,
+    pub max_errors: u32,
+    pub max_auth_failures: u32,
+}
+
+/// Where mailboxes live.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A storage node's Store endpoint (`http://host:7400`); unset means the local store.
+    pub remote: Option<String>,
+    /// Cluster token for the remote store.
+    pub token: Option<String>,
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        // Unprivileged ports so `sirms node` runs as any user; production configs say 25, 587…
+        Listen {
+            smtp: local(2525),
+            submission: local(2587),
+            submissions: local(2465),
+            pop3: local(2110),
+            pop3s: local(2995),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_connections: 2000,
+            max_connections_per_ip: 50,
+            smtp_idle_secs: 300,
+            pop3_idle_secs: 600,
+            max_errors: 20,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            hostname: system_hostname(),
+            data_dir: PathBuf::from("sirms-data/node"),
+            trusted_proxies: Vec::new(),
+            allow_plaintext_auth: false,
+            listen: Listen::default(),
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+            store: StoreConfig::default(),
+            directory: DirectoryConfig::default(),
+        }
+    }
+}
+
+/// The machine's host name, or `localhost`.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Config loading errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+}
+
+impl NodeConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(source) })
+    }
+}

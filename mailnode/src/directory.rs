@@ -1,0 +1,258 @@
+//! Who is ours: domains, users, aliases and passwords, behind the `Directory` trait.
+//!
+//! This file has the trait and the static directory read from the node's TOML (one node
+//! running alone, the paper's N1). The cluster directory (a cached copy of the router's)
+//! implements the same trait.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use serde::Deserialize;
+
+/// Longest address accepted (RFC 5321 path limit).
+pub const MAX_ADDRESS_LEN: usize = 256;
+/// How deep alias expansion goes before it is treated as a loop.
+const MAX_ALIAS_DEPTH: usize = 8;
+
+/// What an envelope recipient is to us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// Delivered to these users' mailboxes (logins).
+    Local(Vec<String>),
+    /// A domain of ours with no such user.
+    Unknown,
+    /// Not one of our domains: relaying.
+    Remote,
+}
+
+/// The users and domains a node serves.
+pub trait Directory: Send + Sync {
+    /// Resolves an envelope recipient through aliases and subaddressing.
+    fn resolve(&self, address: &str) -> Recipient;
+    /// The stored password hash of a login, if the user exists.
+    fn password_hash(&self, login: &str) -> Option<String>;
+    /// Whether `login` may use `address` as envelope sender.
+    fn may_send_as(&self, login: &str, address: &str) -> bool;
+}
+
+/// Splits and normalises an address: the domain is lower-cased, and so is the local
+/// part (SIRMS treats local parts case-insensitively, as nearly every site does).
+pub fn normalize(address: &str) -> Option<(String, String)> {
+    if address.len() > MAX_ADDRESS_LEN || address.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return None;
+    }
+    let (local, domain) = address.rsplit_once('@')?;
+    if local.is_empty() || domain.is_empty() || domain.starts_with('.') || domain.ends_with('.') {
+        return None;
+    }
+    Some((local.to_lowercase(), domain.to_lowercase()))
+}
+
+/// Checks a password against a stored hash: an argon2 PHC string, or `{plain}secret`
+/// (for development only; logged as a warning at load time).
+pub fn verify_password(stored: &str, password: &str) -> bool {
+    if let Some(plain) = stored.strip_prefix("{plain}") {
+        return constant_time_eq(plain.as_bytes(), password.as_bytes());
+    }
+    match PasswordHash::new(stored) {
+        Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Hashes a password into an argon2id PHC string for the config or the directory.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One user in the node's TOML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    /// The login and primary address.
+    pub address: String,
+    /// argon2 PHC hash (`sirms hash-password`), or `{plain}secret` for development.
+    pub password: String,
+}
+
+/// The directory section of the node's TOML.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    pub domains: Vec<String>,
+    pub users: Vec<UserEntry>,
+    /// alias address → target addresses.
+    pub aliases: BTreeMap<String, Vec<String>>,
+}
+
+/// A directory fixed at start from the node's config.
+#[derive(Debug, Clone, Default)]
+pub struct StaticDirectory {
+    domains: BTreeSet<String>,
+    users: BTreeMap<String, String>,
+    aliases: BTreeMap<String, Vec<String>>,
+}
+
+/// Errors in the directory section of a config.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("invalid address {0:?}")]
+    InvalidAddress(String),
+    #[error("user {0} is in no configured domain")]
+    ForeignUser(String),
+    #[error("user {0} is listed twice")]
+    Duplicate(String),
+}
+
+fn canonical(address: &str) -> Result<String, DirectoryError> {
+    normalize(address).map(|(l, d)| format!("{l}@{d}")).ok_or_else(|| DirectoryError::InvalidAddress(address.into()))
+}
+
+impl StaticDirectory {
+    /// Builds the directory, checking every address.
+    pub fn new(config: &DirectoryConfig) -> Result<StaticDirectory, DirectoryError> {
+        let mut dir = StaticDirectory::default();
+        for d in &config.domains {
+            dir.domains.insert(d.trim().to_lowercase());
+        }
+        for u in &config.users {
+            let login = canonical(&u.address)?;
+            let domain = login.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+            if !dir.domains.contains(&domain) {
+                return Err(DirectoryError::ForeignUser(login));
+            }
+            if dir.users.insert(login.clone(), u.password.clone()).is_some() {
+                return Err(DirectoryError::Duplicate(login));
+            }
+        }
+        for (alias, targets) in &config.aliases {
+            let targets: Result<Vec<String>, _> = targets.iter().map(|t| canonical(t)).collect();
+            dir.aliases.insert(canonical(alias)?, targets?);
+        }
+        Ok(dir)
+    }
+
+    /// Users whose password is stored in plain text (to warn about).
+    pub fn plain_password_users(&self) -> Vec<String> {
+        self.users.iter().filter(|(_, h)| h.starts_with("{plain}")).map(|(u, _)| u.clone()).collect()
+    }
+
+    fn expand(&self, address: &str, depth: usize, out: &mut BTreeSet<String>) -> bool {
+        if depth > MAX_ALIAS_DEPTH {
+            return false;
+        }
+        if self.users.contains_key(address) {
+            out.insert(address.to_string());
+            return true;
+        }
+        if let Some(targets) = self.aliases.get(address) {
+            let mut any = false;
+            for t in targets {
+                any |= self.expand(t, depth + 1, out);
+            }
+            return any;
+        }
+        // Subaddressing: user+tag@domain reaches user@domain.
+        if let Some((local, domain)) = address.split_once('@')
+            && let Some((base, _tag)) = local.split_once('+')
+        {
+            return self.expand(&format!("{base}@{domain}"), depth + 1, out);
+        }
+        false
+    }
+}
+
+impl Directory for StaticDirectory {
+    fn resolve(&self, address: &str) -> Recipient {
+        let Some((local, domain)) = normalize(address) else { return Recipient::Unknown };
+        if !self.domains.contains(&domain) {
+            return Recipient::Remote;
+        }
+        let mut users = BTreeSet::new();
+        if self.expand(&format!("{local}@{domain}"), 0, &mut users) {
+            Recipient::Local(users.into_iter().collect())
+        } else {
+            Recipient::Unknown
+        }
+    }
+
+    fn password_hash(&self, login: &str) -> Option<String> {
+        let login = canonical(login).ok()?;
+        self.users.get(&login).cloned()
+    }
+
+    fn may_send_as(&self, login: &str, address: &str) -> bool {
+        let Ok(login) = canonical(login) else { return false };
+        match self.resolve(address) {
+            Recipient::Local(users) => users == [login],
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> StaticDirectory {
+        let cfg: DirectoryConfig = toml::from_str(
+            r#"
+            domains = ["Example.test"]
+            users = [ { address = "Alice@example.test", password = "{plain}pw" },
+                      { address = "bob@example.test", password = "{plain}pw2" } ]
+            [aliases]
+            "postmaster@example.test" = ["alice@example.test"]
+            "team@example.test" = ["alice@example.test", "bob@example.test"]
+            "loop@example.test" = ["loop@example.test"]
+            "#,
+        )
+        .unwrap();
+        StaticDirectory::new(&cfg).unwrap()
+    }
+
+    #[test]
+    fn resolves_users_aliases_and_subaddresses() {
+        let d = dir();
+        assert_eq!(d.resolve("ALICE@Example.Test"), Recipient::Local(vec!["alice@example.test".into()]));
+        assert_eq!(d.resolve("alice+lists@example.test"), Recipient::Local(vec!["alice@example.test".into()]));
+        assert_eq!(d.resolve("postmaster@example.test"), Recipient::Local(vec!["alice@example.test".into()]));
+        assert_eq!(
+            d.resolve("team@example.test"),
+            Recipient::Local(vec!["alice@example.test".into(), "bob@example.test".into()])
+        );
+        assert_eq!(d.resolve("nobody@example.test"), Recipient::Unknown);
+        assert_eq!(d.resolve("loop@example.test"), Recipient::Unknown);
+        assert_eq!(d.resolve("x@elsewhere.test"), Recipient::Remote);
+        assert_eq!(d.resolve("no-at-sign"), Recipient::Unknown);
+    }
+
+    #[test]
+    fn passwords_and_senders() {
+        let d = dir();
+        assert!(verify_password(&d.password_hash("alice@EXAMPLE.test").unwrap(), "pw"));
+        assert!(!verify_password(&d.password_hash("alice@example.test").unwrap(), "pw2"));
+        let h = hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(&h, "s3cret") && !verify_password(&h, "other"));
+        assert!(!verify_password("garbage", "x"));
+        assert!(d.may_send_as("alice@example.test", "Alice+x@example.test"));
+        assert!(!d.may_send_as("alice@example.test", "bob@example.test"));
+    }
+
+    #[test]
+    fn rejects_bad_config() {
+        let cfg = DirectoryConfig {
+            domains: vec!["a.test".into()],
+            users: vec![UserEntry { address: "u@b.test".into(), password: "x".into() }],
+            ..Default::default()
+        };
+        assert!(matches!(StaticDirectory::new(&cfg), Err(DirectoryError::ForeignUser(_))));
+    }
+}

@@ -1,0 +1,153 @@
+//! The accept loop every protocol listener shares: connection limits (total and per
+//! client IP), the PROXY header from trusted routers, implicit TLS, one task a session.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use super::stream::Stream;
+use crate::proxy;
+
+/// How long a trusted peer has to send its PROXY header, and a client its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection ready for a protocol session.
+pub struct Accepted {
+    pub stream: Stream,
+    /// The real client: from the PROXY header when the peer is a trusted router.
+    pub client: SocketAddr,
+    /// Connection number, for logs and ids.
+    pub number: u64,
+}
+
+/// What a listener enforces.
+#[derive(Clone)]
+pub struct ListenerSettings {
+    /// Name for logs: "smtp", "submission", "pop3s"…
+    pub service: &'static str,
+    pub max_connections: usize,
+    pub max_per_ip: usize,
+    /// Peers whose connections must start with a PROXY v2 header (the routers).
+    pub trusted_proxies: Arc<Vec<IpAddr>>,
+    /// Set on implicit-TLS ports (465, 993, 995).
+    pub implicit_tls: Option<TlsAcceptor>,
+    /// Sent, then the connection closed, when a limit is hit (in the protocol's own words).
+    pub busy_reply: &'static [u8],
+}
+
+/// Counts connections per client IP; a slot is given back when its guard drops.
+#[derive(Default)]
+struct PerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { table: self.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` turns true, running `handler` for each in its own task.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    settings: ListenerSettings,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    H: Fn(Accepted) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let per_ip = Arc::new(PerIp::default());
+    let mut number = 0u64;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(service = settings.service, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        number += 1;
+        let _ = tcp.set_nodelay(true);
+        let (settings, handler, slots, per_ip) = (settings.clone(), handler.clone(), slots.clone(), per_ip.clone());
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.try_acquire_owned() else {
+                refuse(tcp, settings.busy_reply).await;
+                tracing::warn!(service = settings.service, %peer, "connection limit reached");
+                return;
+            };
+            let (tcp, client) = match proxy::accept(tcp, peer, &settings.trusted_proxies, HANDSHAKE_TIMEOUT).await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(service = settings.service, %peer, error = %e, "bad PROXY header");
+                    return;
+                }
+            };
+            let Some(_ip_slot) = per_ip.take(client.ip(), settings.max_per_ip) else {
+                refuse(tcp, settings.busy_reply).await;
+                tracing::warn!(service = settings.service, %client, "per-IP connection limit reached");
+                return;
+            };
+            let stream = match &settings.implicit_tls {
+                None => Stream::Plain(tcp),
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, Stream::Plain(tcp).start_tls(acceptor)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::info!(service = settings.service, %client, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(service = settings.service, %client, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            tracing::debug!(service = settings.service, %client, number, "connection");
+            handler(Accepted { stream, client, number }).await;
+        });
+    }
+}
+
+async fn refuse(mut tcp: TcpStream, reply: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(reply)).await;
+    let _ = tcp.shutdown().await;
+}

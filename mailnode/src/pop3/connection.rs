@@ -1,0 +1,210 @@
+//! The POP3 connection loop: socket I/O, the maildrop lock and the store around a [`Session`].
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sirms_storage::{BodyPart, FlagOp, Flags, MailStore, SystemFlags, UidSet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+
+use super::maildrop::MaildropEntry;
+use super::session::{Action, Outcome, Session, SessionConfig, Step};
+use crate::auth::{Authenticator, Verdict};
+use crate::net::listener::Accepted;
+use crate::net::stream::Stream;
+
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The maildrops held by POP3 sessions on this node: one session per maildrop (RFC 1939).
+#[derive(Default)]
+pub struct MaildropLocks {
+    held: Mutex<HashSet<String>>,
+}
+
+/// A held maildrop; released on drop, however the session ends.
+pub struct MaildropGuard {
+    locks: Arc<MaildropLocks>,
+    user: String,
+}
+
+impl MaildropLocks {
+    fn try_lock(self: &Arc<Self>, user: &str) -> Option<MaildropGuard> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.insert(user.to_string()).then(|| MaildropGuard { locks: self.clone(), user: user.to_string() })
+    }
+}
+
+impl Drop for MaildropGuard {
+    fn drop(&mut self) {
+        self.locks.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.user);
+    }
+}
+
+/// Everything a POP3 listener's sessions share.
+pub struct Pop3Service {
+    pub config: SessionConfig,
+    pub authenticator: Authenticator,
+    pub store: Arc<dyn MailStore>,
+    pub locks: Arc<MaildropLocks>,
+    pub tls: Option<TlsAcceptor>,
+    /// RFC 1939 §3: at least 10 minutes.
+    pub idle_timeout: Duration,
+}
+
+/// Reads one line into `line`, holding at most `limit + 1` octets of it (the rest of an
+/// over-long line is dropped, so the session sees a prefix it rejects as too long).
+/// Returns false at end of input.
+async fn read_line(stream: &mut Stream, buf: &mut Vec<u8>, line: &mut Vec<u8>, limit: usize) -> std::io::Result<bool> {
+    line.clear();
+    let mut overflow = false;
+    loop {
+        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            if !overflow {
+                line.extend_from_slice(&buf[..pos]);
+            }
+            buf.drain(..=pos);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            line.truncate(limit + 1);
+            return Ok(true);
+        }
+        if !overflow && line.len() + buf.len() > limit {
+            let keep = (limit + 1).saturating_sub(line.len()).min(buf.len());
+            line.extend_from_slice(&buf[..keep]);
+            overflow = true;
+        }
+        if overflow {
+            buf.clear();
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+impl Pop3Service {
+    /// Runs one POP3 session to its end.
+    pub async fn handle(self: Arc<Self>, conn: Accepted) {
+        let client = conn.client;
+        let mut config = self.config.clone();
+        config.tls_active = conn.stream.is_tls();
+        let mut session = Session::new(config);
+        let mut stream = conn.stream;
+        let mut lock: Option<MaildropGuard> = None;
+        let (mut buf, mut line) = (Vec::new(), Vec::new());
+        tracing::info!(%client, tls = stream.is_tls(), "pop3 session start");
+        let result: std::io::Result<()> = async {
+            stream.write_all(&session.greeting()).await?;
+            loop {
+                let limit = session.line_limit();
+                match tokio::time::timeout(self.idle_timeout, read_line(&mut stream, &mut buf, &mut line, limit)).await
+                {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => return Ok(()),
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        stream.write_all(b"-ERR idle timeout, closing connection\r\n").await?;
+                        return Ok(());
+                    }
+                }
+                let mut step = session.handle_line(&line);
+                loop {
+                    match step {
+                        Step::Reply(bytes) => {
+                            stream.write_all(&bytes).await?;
+                            break;
+                        }
+                        Step::Close(bytes) => {
+                            stream.write_all(&bytes).await?;
+                            return Ok(());
+                        }
+                        Step::Action(Action::StartTls { reply }) => {
+                            stream.write_all(&reply).await?;
+                            // Bytes pipelined after STLS came in the clear: never parse them.
+                            buf.clear();
+                            let Some(acceptor) = &self.tls else { return Ok(()) };
+                            stream.upgrade(acceptor).await?;
+                            step = session.complete(Outcome::TlsStarted);
+                        }
+                        Step::Action(action) => {
+                            let outcome = self.perform(action, client.ip(), &mut lock).await;
+                            step = session.complete(outcome);
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        let _ = stream.shutdown().await;
+        drop(lock);
+        match result {
+            Ok(()) => tracing::info!(%client, user = ?session.user(), "pop3 session end"),
+            Err(e) => tracing::info!(%client, error = %e, "pop3 session ended by I/O error"),
+        }
+    }
+
+    async fn perform(&self, action: Action, ip: std::net::IpAddr, lock: &mut Option<MaildropGuard>) -> Outcome {
+        // The store knows users by their canonical login, which the lock guard holds.
+        let user = lock.as_ref().map(|g| g.user.clone()).unwrap_or_default();
+        match action {
+            Action::Authenticate { user, password } => {
+                let login = match self.authenticator.verify(ip, &user, password.expose()).await {
+                    Verdict::Granted(login) => login,
+                    Verdict::Denied => return Outcome::BadCredentials,
+                    Verdict::Unavailable => return Outcome::Unavailable,
+                };
+                match self.locks.try_lock(&login) {
+                    Some(guard) => {
+                        *lock = Some(guard);
+                        Outcome::Authenticated
+                    }
+                    None => Outcome::InUse,
+                }
+            }
+            Action::LoadMaildrop => match self.store.messages(&user, "INBOX").await {
+                Ok((status, messages)) => Outcome::Maildrop {
+                    uid_validity: status.uid_validity,
+                    messages: messages.iter().map(|m| MaildropEntry { uid: m.uid, size: m.size }).collect(),
+                },
+                Err(e) => {
+                    tracing::warn!(%user, error = %e, "pop3 maildrop unavailable");
+                    Outcome::Unavailable
+                }
+            },
+            Action::Fetch { uid, .. } => {
+                match self.store.fetch(&user, "INBOX", &UidSet::single(uid), BodyPart::Full).await {
+                    Ok(mut found) => match found.pop().and_then(|m| m.body) {
+                        Some(body) => Outcome::Message(body),
+                        None => Outcome::Unavailable,
+                    },
+                    Err(_) => Outcome::Unavailable,
+                }
+            }
+            Action::CommitDeletes { uids } => {
+                let set: UidSet = uids.into_iter().collect();
+                let deleted = Flags::system(SystemFlags::DELETED);
+                let done = async {
+                    self.store.store_flags(&user, "INBOX", &set, FlagOp::Add, &deleted, None).await?;
+                    self.store.expunge(&user, "INBOX", Some(&set)).await
+                }
+                .await;
+                match done {
+                    Ok(gone) => {
+                        tracing::info!(%user, deleted = gone.len(), "pop3 deletions committed");
+                        Outcome::Committed
+                    }
+                    Err(e) => {
+                        tracing::warn!(%user, error = %e, "pop3 deletions failed");
+                        Outcome::Unavailable
+                    }
+                }
+            }
+            Action::StartTls { .. } => Outcome::Unavailable,
+        }
+    }
+}

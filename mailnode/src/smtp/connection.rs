@@ -1,0 +1,117 @@
+//! The SMTP connection loop: socket I/O around a [`Session`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+
+use super::session::{Action, Flow, Outcome, Session, SessionConfig};
+use crate::auth::{Authenticator, Verdict};
+use crate::delivery::Delivery;
+use crate::directory::Directory;
+use crate::net::listener::Accepted;
+
+/// Read buffer size; the session bounds lines and messages itself.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Everything an SMTP listener's sessions share.
+pub struct SmtpService {
+    pub config: Arc<SessionConfig>,
+    pub directory: Arc<dyn Directory>,
+    pub authenticator: Authenticator,
+    pub delivery: Delivery,
+    pub tls: Option<TlsAcceptor>,
+    /// Idle limit between commands (RFC 5321 §4.5.3.2 suggests 5 minutes).
+    pub idle_timeout: Duration,
+    /// Prefix of session ids: the node's name and start time, so ids are unique in the cluster.
+    pub id_prefix: String,
+}
+
+impl SmtpService {
+    /// Runs one SMTP session to its end.
+    pub async fn handle(self: Arc<Self>, conn: Accepted) {
+        let client = conn.client;
+        let id = format!("{}{:x}", self.id_prefix, conn.number);
+        let mut session =
+            Session::new(self.config.clone(), self.directory.clone(), client, conn.stream.is_tls(), id.clone());
+        let mut stream = conn.stream;
+        let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        let mut out = session.greeting();
+        tracing::info!(session = %id, %client, tls = stream.is_tls(), "smtp session start");
+        let result: std::io::Result<()> = async {
+            loop {
+                let mut iter = input.iter();
+                let mut flow = session.process(&mut iter, &mut out);
+                let consumed = input.len() - iter.as_slice().len();
+                input.drain(..consumed);
+                while let Flow::Action(action) = flow {
+                    stream.write_all(&out).await?;
+                    out.clear();
+                    let outcome = match action {
+                        Action::StartTls => {
+                            // Anything pipelined after STARTTLS was sent in the clear: drop it
+                            // (the STARTTLS command-injection attack).
+                            input.clear();
+                            let Some(acceptor) = &self.tls else { return Ok(()) };
+                            match stream.upgrade(acceptor).await {
+                                Ok(()) => Outcome::TlsStarted,
+                                Err(e) => {
+                                    tracing::info!(session = %id, error = %e, "STARTTLS handshake failed");
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        Action::Authenticate { login, password } => {
+                            let verdict = self.authenticator.verify(client.ip(), &login, &password).await;
+                            tracing::info!(session = %id, %client, %login, ?verdict, "smtp auth");
+                            match verdict {
+                                Verdict::Granted(canonical) => Outcome::Authenticated(Some(canonical)),
+                                Verdict::Denied => Outcome::Authenticated(None),
+                                Verdict::Unavailable => Outcome::AuthUnavailable,
+                            }
+                        }
+                        Action::Deliver { id: msg_id, envelope, message } => {
+                            let size = message.len();
+                            let result = self.delivery.deliver(&envelope.users, Bytes::from(message)).await;
+                            match &result {
+                                Ok(()) => tracing::info!(
+                                    session = %id, %client, msg = %msg_id, from = %envelope.from,
+                                    to = ?envelope.users, size, "delivered"
+                                ),
+                                Err(e) => tracing::warn!(session = %id, msg = %msg_id, error = %e, "delivery failed"),
+                            }
+                            Outcome::Delivered(result.is_ok())
+                        }
+                    };
+                    flow = session.complete(outcome, &mut out);
+                }
+                if !out.is_empty() {
+                    stream.write_all(&out).await?;
+                    out.clear();
+                }
+                if flow == Flow::Close {
+                    return Ok(());
+                }
+                let mut chunk = [0u8; READ_CHUNK];
+                match tokio::time::timeout(self.idle_timeout, stream.read(&mut chunk)).await {
+                    Ok(Ok(0)) => return Ok(()),
+                    Ok(Ok(n)) => input.extend_from_slice(&chunk[..n]),
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        session.timeout(&mut out);
+                        stream.write_all(&out).await?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        .await;
+        let _ = stream.shutdown().await;
+        match result {
+            Ok(()) => tracing::info!(session = %id, %client, "smtp session end"),
+            Err(e) => tracing::info!(session = %id, %client, error = %e, "smtp session ended by I/O error"),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! SMTP: MX (port 25) and submission (587 with STARTTLS, 465 with implicit TLS).
+
+pub mod connection;
+pub mod received;
+pub mod reply;
+pub mod session;

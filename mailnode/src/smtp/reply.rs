@@ -1,0 +1,188 @@
+//! SMTP replies: the one place where reply codes and texts are written.
+
+use std::fmt::Write;
+
+/// One SMTP reply: a code, an optional enhanced status code (RFC 3463) and text lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub status: Option<&'static str>,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// A one-line reply.
+    pub fn new(code: u16, status: &'static str, text: impl Into<String>) -> Reply {
+        Reply { code, status: Some(status), lines: vec![text.into()] }
+    }
+
+    /// A reply without an enhanced status code (greeting, EHLO, HELO and 334 challenges).
+    pub fn plain(code: u16, lines: Vec<String>) -> Reply {
+        Reply { code, status: None, lines }
+    }
+
+    /// Whether this reply is a positive completion.
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    /// The wire form: `code-text` continuation lines, `code text` last, CRLF after each.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut s = String::new();
+        let last = self.lines.len().saturating_sub(1);
+        for (i, line) in self.lines.iter().enumerate() {
+            let sep = if i == last { ' ' } else { '-' };
+            match self.status {
+                Some(status) => {
+                    let _ = write!(s, "{}{}{} {}\r\n", self.code, sep, status, line);
+                }
+                None => {
+                    let _ = write!(s, "{}{}{}\r\n", self.code, sep, line);
+                }
+            }
+        }
+        if self.lines.is_empty() {
+            let _ = write!(s, "{}\r\n", self.code);
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// The wire form as a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        v
+    }
+}
+
+/// The replies the session gives, named, so that no reply text is built in two places.
+pub mod replies {
+    use super::Reply;
+
+    pub fn ok() -> Reply {
+        Reply::new(250, "2.0.0", "OK")
+    }
+    pub fn sender_ok() -> Reply {
+        Reply::new(250, "2.1.0", "sender OK")
+    }
+    pub fn recipient_ok() -> Reply {
+        Reply::new(250, "2.1.5", "recipient OK")
+    }
+    pub fn queued(id: &str) -> Reply {
+        Reply::new(250, "2.0.0", format!("OK delivered as {id}"))
+    }
+    pub fn bye() -> Reply {
+        Reply::new(221, "2.0.0", "bye")
+    }
+    pub fn start_data() -> Reply {
+        Reply::plain(354, vec!["end data with <CR><LF>.<CR><LF>".into()])
+    }
+    pub fn ready_tls() -> Reply {
+        Reply::new(220, "2.0.0", "ready to start TLS")
+    }
+    pub fn vrfy() -> Reply {
+        Reply::new(252, "2.5.0", "cannot verify the user, but will accept the message")
+    }
+    pub fn auth_ok() -> Reply {
+        Reply::new(235, "2.7.0", "authentication succeeded")
+    }
+    pub fn auth_failed() -> Reply {
+        Reply::new(535, "5.7.8", "authentication credentials invalid")
+    }
+    pub fn auth_cancelled() -> Reply {
+        Reply::new(501, "5.7.0", "authentication cancelled")
+    }
+    pub fn auth_unavailable() -> Reply {
+        Reply::new(454, "4.7.0", "temporary authentication failure")
+    }
+    pub fn auth_needs_tls() -> Reply {
+        Reply::new(538, "5.7.11", "encryption required for requested authentication mechanism")
+    }
+    pub fn auth_mechanism() -> Reply {
+        Reply::new(504, "5.5.4", "unrecognized authentication mechanism")
+    }
+    pub fn already_authenticated() -> Reply {
+        Reply::new(503, "5.5.1", "already authenticated")
+    }
+    pub fn auth_required() -> Reply {
+        Reply::new(530, "5.7.0", "authentication required")
+    }
+    pub fn tls_required() -> Reply {
+        Reply::new(530, "5.7.0", "must issue a STARTTLS command first")
+    }
+    pub fn bad_sequence(what: &str) -> Reply {
+        Reply::new(503, "5.5.1", format!("bad sequence of commands: {what}"))
+    }
+    pub fn syntax(what: &str) -> Reply {
+        Reply::new(501, "5.5.4", format!("syntax error: {what}"))
+    }
+    pub fn unknown_command() -> Reply {
+        Reply::new(500, "5.5.2", "command not recognized")
+    }
+    pub fn not_implemented() -> Reply {
+        Reply::new(502, "5.5.1", "command not implemented")
+    }
+    pub fn line_too_long() -> Reply {
+        Reply::new(500, "5.5.2", "line too long")
+    }
+    pub fn bad_sender() -> Reply {
+        Reply::new(553, "5.1.7", "bad sender address syntax")
+    }
+    pub fn sender_not_owned() -> Reply {
+        Reply::new(553, "5.7.1", "sender address not owned by the authenticated user")
+    }
+    pub fn bad_recipient() -> Reply {
+        Reply::new(553, "5.1.3", "bad recipient address syntax")
+    }
+    pub fn no_such_user() -> Reply {
+        Reply::new(550, "5.1.1", "no such user here")
+    }
+    pub fn relay_denied() -> Reply {
+        Reply::new(554, "5.7.1", "relay access denied")
+    }
+    pub fn no_outbound() -> Reply {
+        Reply::new(451, "4.3.0", "outbound delivery is not available on this node yet")
+    }
+    pub fn too_many_recipients() -> Reply {
+        Reply::new(452, "4.5.3", "too many recipients")
+    }
+    pub fn no_recipients() -> Reply {
+        Reply::new(554, "5.5.1", "no valid recipients")
+    }
+    pub fn too_big() -> Reply {
+        Reply::new(552, "5.3.4", "message size exceeds fixed limit")
+    }
+    pub fn unsupported_param() -> Reply {
+        Reply::new(555, "5.5.4", "parameter not recognized or not implemented")
+    }
+    pub fn smtputf8_needed() -> Reply {
+        Reply::new(553, "5.6.7", "non-ASCII address requires SMTPUTF8")
+    }
+    pub fn delivery_failed() -> Reply {
+        Reply::new(451, "4.3.0", "local delivery failed, try again later")
+    }
+    pub fn too_many_errors() -> Reply {
+        Reply::new(421, "4.7.0", "too many errors, closing connection")
+    }
+    pub fn timeout() -> Reply {
+        Reply::new(421, "4.4.2", "idle timeout, closing connection")
+    }
+    pub fn shutting_down() -> Reply {
+        Reply::new(421, "4.3.2", "service shutting down")
+    }
+    pub fn tls_unavailable() -> Reply {
+        Reply::new(454, "4.7.0", "TLS not available")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form() {
+        assert_eq!(replies::ok().to_bytes(), b"250 2.0.0 OK\r\n");
+        let multi = Reply::plain(250, vec!["host".into(), "PIPELINING".into(), "SIZE 10".into()]);
+        assert_eq!(multi.to_bytes(), b"250-host\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+    }
+}

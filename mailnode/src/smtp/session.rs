@@ -1,0 +1,670 @@
+//! The SMTP server session as a state machine over bytes: no sockets, no runtime.
+//!
+//! The connection loop feeds it input with [`Session::process`]; replies are appended to
+//! an output buffer, which the loop flushes whenever the session needs more input — so
+//! pipelined commands (RFC 2920) get their replies in one write. Work that needs I/O
+//! (checking a password, delivering, starting TLS) comes back as an [`Action`]; the loop
+//! performs it and hands the [`Outcome`] to [`Session::complete`].
+
+use std::net::SocketAddr;
+use std::slice::Iter;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, RequestReceiver};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_SMTPUTF8, Request};
+
+use super::received::{Trace, protocol};
+use super::reply::{Reply, replies};
+use crate::directory::{Directory, Recipient};
+
+/// Longest line of an AUTH exchange (RFC 4954 §4).
+const MAX_AUTH_LINE: usize = 12_288;
+/// Longest command line (RFC 5321 allows 512 octets, extensions more; Postfix uses 2048).
+pub const MAX_COMMAND_LINE: usize = 2048;
+
+/// What a session may do, fixed per listener.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The node's name: greeting, EHLO and `Received:` say it, so admins see who served.
+    pub hostname: String,
+    /// Submission port: mail is accepted only from authenticated users.
+    pub submission: bool,
+    /// Whether STARTTLS can be offered.
+    pub tls_available: bool,
+    /// Whether AUTH is allowed without TLS.
+    pub allow_plaintext_auth: bool,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    /// Protocol errors tolerated before the session is closed.
+    pub max_errors: u32,
+    /// Failed AUTH attempts tolerated before the session is closed.
+    pub max_auth_failures: u32,
+}
+
+/// The envelope of an accepted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The reverse path; empty for the null sender.
+    pub from: String,
+    /// The local users (logins) to deliver to, without duplicates.
+    pub users: Vec<String>,
+}
+
+/// I/O the session needs done.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Check `password` for `login` (slow on purpose: argon2).
+    Authenticate { login: String, password: String },
+    /// Store `message` durably for every user of `envelope`; answer with its id.
+    Deliver { id: String, envelope: Envelope, message: Vec<u8> },
+    /// Flush the 220 reply, then run the TLS handshake.
+    StartTls,
+}
+
+/// The result of an [`Action`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// The canonical login if the credentials were right.
+    Authenticated(Option<String>),
+    AuthUnavailable,
+    Delivered(bool),
+    TlsStarted,
+}
+
+/// What the connection loop does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Flush output, read more input.
+    NeedInput,
+    /// Flush output, perform this, then call [`Session::complete`].
+    Action(Action),
+    /// Flush output and close the connection.
+    Close,
+}
+
+enum Auth {
+    PlainResponse,
+    LoginUser,
+    LoginPass(String),
+}
+
+enum State {
+    Command,
+    Data(DataReceiver),
+    Bdat(BdatReceiver),
+    /// Waiting for an AUTH continuation line.
+    AuthLine(Auth),
+    /// Discarding the rest of an over-long command line.
+    LongLine,
+    /// An action is out; input waits.
+    Waiting,
+    Closed,
+}
+
+struct Transaction {
+    from: String,
+    users: Vec<String>,
+    recipients: usize,
+    body: Vec<u8>,
+    too_big: bool,
+    /// BDAT was used: DATA is no longer allowed in this transaction (RFC 3030).
+    chunking: bool,
+}
+
+/// One SMTP session.
+pub struct Session {
+    config: Arc<SessionConfig>,
+    directory: Arc<dyn Directory>,
+    client: SocketAddr,
+    tls: bool,
+    id: String,
+    messages: u32,
+    state: State,
+    requests: RequestReceiver,
+    line: Vec<u8>,
+    helo: Option<(String, bool)>,
+    login: Option<String>,
+    tx: Option<Transaction>,
+    errors: u32,
+    auth_failures: u32,
+}
+
+impl Session {
+    /// A new session for a client; `tls` is true on implicit-TLS listeners.
+    pub fn new(
+        config: Arc<SessionConfig>,
+        directory: Arc<dyn Directory>,
+        client: SocketAddr,
+        tls: bool,
+        id: String,
+    ) -> Session {
+        Session {
+            config,
+            directory,
+            client,
+            tls,
+            id,
+            messages: 0,
+            state: State::Command,
+            requests: RequestReceiver::default(),
+            line: Vec::new(),
+            helo: None,
+            login: None,
+            tx: None,
+            errors: 0,
+            auth_failures: 0,
+        }
+    }
+
+    /// The 220 greeting.
+    pub fn greeting(&self) -> Vec<u8> {
+        Reply::plain(220, vec![format!("{} ESMTP SIRMS ready", self.config.hostname)]).to_bytes()
+    }
+
+    /// The authenticated login, if any.
+    pub fn login(&self) -> Option<&str> {
+        self.login.as_deref()
+    }
+
+    /// Consumes input, appending replies to `out`, until it needs more input, an action,
+    /// or the end.
+    pub fn process(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Flow {
+        loop {
+            let flow = match &mut self.state {
+                State::Closed => return Flow::Close,
+                State::Waiting => return Flow::NeedInput,
+                State::Command => self.command(input, out),
+                State::LongLine => {
+                    self.state = State::Command;
+                    self.skip_long_line(input, out)
+                }
+                State::Data(_) => self.data(input, out),
+                State::Bdat(_) => self.bdat(input, out),
+                State::AuthLine(_) => self.auth_line(input, out),
+            };
+            match flow {
+                Some(flow) => return flow,
+                None => continue,
+            }
+        }
+    }
+
+    /// Takes the result of the last action, appending replies to `out`.
+    pub fn complete(&mut self, outcome: Outcome, out: &mut Vec<u8>) -> Flow {
+        self.state = State::Command;
+        match outcome {
+            Outcome::Authenticated(Some(login)) => {
+                self.login = Some(login);
+                replies::auth_ok().write_to(out);
+            }
+            Outcome::Authenticated(None) => {
+                self.auth_failures += 1;
+                replies::auth_failed().write_to(out);
+                if self.auth_failures >= self.config.max_auth_failures {
+                    return self.close_with(replies::too_many_errors(), out);
+                }
+            }
+            Outcome::AuthUnavailable => replies::auth_unavailable().write_to(out),
+            Outcome::Delivered(ok) => {
+                let id = self.message_id();
+                self.tx = None;
+                if ok { replies::queued(&id) } else { replies::delivery_failed() }.write_to(out);
+            }
+            Outcome::TlsStarted => {
+                // RFC 3207 §4.2: forget everything learnt before TLS.
+                self.tls = true;
+                self.helo = None;
+                self.login = None;
+                self.tx = None;
+                self.requests = RequestReceiver::default();
+            }
+        }
+        Flow::NeedInput
+    }
+
+    /// Replies to the connection loop's idle timeout.
+    pub fn timeout(&mut self, out: &mut Vec<u8>) -> Flow {
+        self.close_with(replies::timeout(), out)
+    }
+
+    fn message_id(&self) -> String {
+        format!("{}.{}", self.id, self.messages)
+    }
+
+    fn close_with(&mut self, reply: Reply, out: &mut Vec<u8>) -> Flow {
+        reply.write_to(out);
+        self.state = State::Closed;
+        Flow::Close
+    }
+
+    fn error(&mut self, reply: Reply, out: &mut Vec<u8>) -> Option<Flow> {
+        reply.write_to(out);
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            return Some(self.close_with(replies::too_many_errors(), out));
+        }
+        None
+    }
+
+    fn auth_allowed(&self) -> bool {
+        self.tls || self.config.allow_plaintext_auth
+    }
+
+    fn command(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+        // The parser bounds lines it must buffer, not a long line that arrives whole.
+        let rest = input.as_slice();
+        if let Some(pos) = rest.iter().take(MAX_COMMAND_LINE + 1).position(|&b| b == b'\n')
+            && pos >= MAX_COMMAND_LINE
+        {
+            *input = rest[pos + 1..].iter();
+            self.requests = RequestReceiver::default();
+            return self.error(replies::line_too_long(), out);
+        } else if rest.len() > MAX_COMMAND_LINE && !rest[..=MAX_COMMAND_LINE].contains(&b'\n') {
+            // Skip to the end of the line, however far it is; reply once when it ends.
+            return self.skip_long_line(input, out);
+        }
+        let request = match self.requests.ingest(input) {
+            Ok(r) => r.into_owned(),
+            Err(ParseError::NeedsMoreData { .. }) => return Some(Flow::NeedInput),
+            Err(e) => {
+                let reply = match e {
+                    ParseError::UnknownCommand => replies::unknown_command(),
+                    ParseError::InvalidSenderAddress => replies::bad_sender(),
+                    ParseError::InvalidRecipientAddress => replies::bad_recipient(),
+                    ParseError::SyntaxError { syntax } => replies::syntax(syntax),
+                    ParseError::InvalidParameter { param } => replies::syntax(param),
+                    ParseError::UnsupportedParameter { .. } => replies::unsupported_param(),
+                    ParseError::ResponseTooLong => replies::line_too_long(),
+                    _ => replies::syntax("invalid command"),
+                };
+                return self.error(reply, out);
+            }
+        };
+        match request {
+            Request::Ehlo { host } => self.hello(host, true, out),
+            Request::Helo { host } => self.hello(host, false, out),
+            Request::Lhlo { .. } => self.error(replies::unknown_command(), out),
+            Request::Mail { from } => self.mail(from, out),
+            Request::Rcpt { to } => self.rcpt(&to.address, out),
+            Request::Data => self.start_data(out),
+            Request::Bdat { chunk_size, is_last } => self.start_bdat(chunk_size, is_last, out),
+            Request::Auth { mechanism, initial_response } => self.auth(mechanism, initial_response, out),
+            Request::Rset => {
+                self.tx = None;
+                replies::ok().write_to(out);
+                None
+            }
+            Request::Noop { .. } => {
+                replies::ok().write_to(out);
+                None
+            }
+            Request::Vrfy { .. } => {
+                replies::vrfy().write_to(out);
+                None
+            }
+            Request::Quit => Some(self.close_with(replies::bye(), out)),
+            Request::StartTls => self.starttls(out),
+            Request::Help { .. } => {
+                Reply::new(214, "2.0.0", "see RFC 5321").write_to(out);
+                None
+            }
+            Request::Expn { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                self.error(replies::not_implemented(), out)
+            }
+        }
+    }
+
+    fn skip_long_line(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+        let rest = input.as_slice();
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(pos) => {
+                *input = rest[pos + 1..].iter();
+                self.requests = RequestReceiver::default();
+                self.error(replies::line_too_long(), out)
+            }
+            None => {
+                *input = [].iter();
+                self.state = State::LongLine;
+                Some(Flow::NeedInput)
+            }
+        }
+    }
+
+    fn hello(&mut self, host: String, esmtp: bool, out: &mut Vec<u8>) -> Option<Flow> {
+        if host.is_empty() {
+            return self.error(replies::syntax("EHLO/HELO needs a domain or address"), out);
+        }
+        self.tx = None;
+        self.helo = Some((host, esmtp));
+        let greet = format!("{} greets [{}]", self.config.hostname, self.client.ip());
+        if !esmtp {
+            Reply::plain(250, vec![greet]).write_to(out);
+            return None;
+        }
+        let mut lines = vec![
+            greet,
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.config.max_message_size),
+            "8BITMIME".to_string(),
+            "SMTPUTF8".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+            "CHUNKING".to_string(),
+        ];
+        if self.config.tls_available && !self.tls {
+            lines.push("STARTTLS".to_string());
+        }
+        if self.auth_allowed() && self.login.is_none() {
+            lines.push("AUTH PLAIN LOGIN".to_string());
+        }
+        Reply::plain(250, lines).write_to(out);
+        None
+    }
+
+    fn mail(&mut self, from: smtp_proto::MailFrom<String>, out: &mut Vec<u8>) -> Option<Flow> {
+        if self.helo.is_none() {
+            return self.error(replies::bad_sequence("send EHLO first"), out);
+        }
+        if self.tx.is_some() {
+            return self.error(replies::bad_sequence("nested MAIL command"), out);
+        }
+        if self.config.submission && self.login.is_none() {
+            return self
+                .error(if self.auth_allowed() { replies::auth_required() } else { replies::tls_required() }, out);
+        }
+        if from.size > self.config.max_message_size {
+            return self.error(replies::too_big(), out);
+        }
+        if !from.address.is_ascii() && from.flags & MAIL_SMTPUTF8 == 0 {
+            return self.error(replies::smtputf8_needed(), out);
+        }
+        if let Some(login) = &self.login
+            && !from.address.is_empty()
+            && !self.directory.may_send_as(login, &from.address)
+        {
+            return self.error(replies::sender_not_owned(), out);
+        }
+        self.tx = Some(Transaction {
+            from: from.address,
+            users: Vec::new(),
+            recipients: 0,
+            body: Vec::new(),
+            too_big: false,
+            chunking: false,
+        });
+        replies::sender_ok().write_to(out);
+        None
+    }
+
+    fn rcpt(&mut self, address: &str, out: &mut Vec<u8>) -> Option<Flow> {
+        let Some(tx) = &self.tx else {
+            return self.error(replies::bad_sequence("need MAIL before RCPT"), out);
+        };
+        if tx.recipients >= self.config.max_recipients {
+            replies::too_many_recipients().write_to(out);
+            return None;
+        }
+        let reply = match self.directory.resolve(address) {
+            Recipient::Local(users) => {
+                let tx = self.tx.as_mut()?;
+                tx.recipients += 1;
+                for u in users {
+                    if !tx.users.contains(&u) {
+                        tx.users.push(u);
+                    }
+                }
+                replies::recipient_ok()
+            }
+            Recipient::Unknown => replies::no_such_user(),
+            Recipient::Remote if self.login.is_some() => replies::no_outbound(),
+            Recipient::Remote => replies::relay_denied(),
+        };
+        if reply.is_positive() {
+            reply.write_to(out);
+            None
+        } else {
+            self.error(reply, out)
+        }
+    }
+
+    fn start_data(&mut self, out: &mut Vec<u8>) -> Option<Flow> {
+        let reply = match &self.tx {
+            None => replies::bad_sequence("need MAIL before DATA"),
+            Some(tx) if tx.chunking => replies::bad_sequence("DATA after BDAT"),
+            Some(tx) if tx.users.is_empty() => replies::no_recipients(),
+            Some(_) => {
+                replies::start_data().write_to(out);
+                self.state = State::Data(DataReceiver::new());
+                return None;
+            }
+        };
+        self.error(reply, out)
+    }
+
+    fn data(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+        let State::Data(receiver) = &mut self.state else { return None };
+        let Some(tx) = self.tx.as_mut() else {
+            self.state = State::Command;
+            return None;
+        };
+        let done = receiver.ingest(input, &mut tx.body);
+        if tx.body.len() > self.config.max_message_size {
+            // Keep reading to the end of the data, but hold on to nothing.
+            tx.too_big = true;
+            tx.body = Vec::new();
+        }
+        if !done {
+            return Some(Flow::NeedInput);
+        }
+        self.state = State::Command;
+        self.finish_message(out)
+    }
+
+    fn start_bdat(&mut self, size: usize, is_last: bool, out: &mut Vec<u8>) -> Option<Flow> {
+        // The chunk's bytes follow regardless of whether we want them: read them first.
+        self.state = State::Bdat(BdatReceiver::new(size, is_last));
+        if let Some(tx) = self.tx.as_mut() {
+            tx.chunking = true;
+        }
+        let _ = out;
+        None
+    }
+
+    fn bdat(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+        let State::Bdat(receiver) = &mut self.state else { return None };
+        let is_last = receiver.is_last;
+        let mut sink = Vec::new();
+        let done = match self.tx.as_mut() {
+            Some(tx) if !tx.too_big => {
+                let done = receiver.ingest(input, &mut tx.body);
+                if tx.body.len() > self.config.max_message_size {
+                    tx.too_big = true;
+                    tx.body = Vec::new();
+                }
+                done
+            }
+            _ => {
+                let done = receiver.ingest(input, &mut sink);
+                drop(sink);
+                done
+            }
+        };
+        if !done {
+            return Some(Flow::NeedInput);
+        }
+        self.state = State::Command;
+        let reply = match &self.tx {
+            None => replies::bad_sequence("need MAIL before BDAT"),
+            Some(tx) if tx.users.is_empty() => replies::no_recipients(),
+            Some(_) if is_last => return self.finish_message(out),
+            Some(tx) if tx.too_big => Reply::new(250, "2.0.0", "chunk discarded: message too large so far"),
+            Some(tx) => Reply::new(250, "2.0.0", format!("{} octets received", tx.body.len())),
+        };
+        if reply.is_positive() {
+            reply.write_to(out);
+            None
+        } else {
+            self.error(reply, out)
+        }
+    }
+
+    fn finish_message(&mut self, out: &mut Vec<u8>) -> Option<Flow> {
+        let tx = self.tx.take()?;
+        if tx.too_big {
+            return self.error(replies::too_big(), out);
+        }
+        if tx.users.is_empty() {
+            return self.error(replies::no_recipients(), out);
+        }
+        self.messages += 1;
+        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
+        let id = self.message_id();
+        let for_rcpt = if tx.users.len() == 1 { tx.users.first().map(String::as_str) } else { None };
+        let header = Trace {
+            helo: &helo,
+            client_ip: self.client.ip(),
+            by_host: &self.config.hostname,
+            protocol: protocol(esmtp, self.tls, self.login.is_some()),
+            id: &id,
+            for_rcpt,
+            now: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        }
+        .header();
+        let mut message = Vec::with_capacity(header.len() + tx.body.len());
+        message.extend_from_slice(header.as_bytes());
+        message.extend_from_slice(&tx.body);
+        self.state = State::Waiting;
+        let envelope = Envelope { from: tx.from, users: tx.users };
+        Some(Flow::Action(Action::Deliver { id, envelope, message }))
+    }
+
+    fn starttls(&mut self, out: &mut Vec<u8>) -> Option<Flow> {
+        if self.tls {
+            return self.error(replies::bad_sequence("TLS already active"), out);
+        }
+        if !self.config.tls_available {
+            return self.error(replies::tls_unavailable(), out);
+        }
+        replies::ready_tls().write_to(out);
+        self.state = State::Waiting;
+        Some(Flow::Action(Action::StartTls))
+    }
+
+    fn auth(&mut self, mechanism: u64, initial: String, out: &mut Vec<u8>) -> Option<Flow> {
+        if self.helo.is_none() {
+            return self.error(replies::bad_sequence("send EHLO first"), out);
+        }
+        if self.login.is_some() {
+            return self.error(replies::already_authenticated(), out);
+        }
+        if self.tx.is_some() {
+            return self.error(replies::bad_sequence("AUTH not allowed during a mail transaction"), out);
+        }
+        if !self.auth_allowed() {
+            return self.error(replies::auth_needs_tls(), out);
+        }
+        match mechanism {
+            AUTH_PLAIN if initial.is_empty() => {
+                Reply::plain(334, vec![String::new()]).write_to(out);
+                self.state = State::AuthLine(Auth::PlainResponse);
+                None
+            }
+            AUTH_PLAIN => self.auth_plain(&initial, out),
+            AUTH_LOGIN if initial.is_empty() => {
+                Reply::plain(334, vec![BASE64.encode("Username:")]).write_to(out);
+                self.state = State::AuthLine(Auth::LoginUser);
+                None
+            }
+            AUTH_LOGIN => self.login_user(&initial, out),
+            _ => self.error(replies::auth_mechanism(), out),
+        }
+    }
+
+    fn auth_line(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+        let rest = input.as_slice();
+        let Some(pos) = rest.iter().position(|&b| b == b'\n') else {
+            if self.line.len() + rest.len() > MAX_AUTH_LINE {
+                self.line.clear();
+                *input = [].iter();
+                self.state = State::Command;
+                return self.error(replies::line_too_long(), out);
+            }
+            self.line.extend_from_slice(rest);
+            *input = [].iter();
+            return Some(Flow::NeedInput);
+        };
+        self.line.extend_from_slice(&rest[..pos]);
+        *input = rest[pos + 1..].iter();
+        let mut line = std::mem::take(&mut self.line);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let State::AuthLine(step) = std::mem::replace(&mut self.state, State::Command) else { return None };
+        if line.len() > MAX_AUTH_LINE {
+            return self.error(replies::line_too_long(), out);
+        }
+        let Ok(line) = String::from_utf8(line) else {
+            return self.error(replies::syntax("invalid base64"), out);
+        };
+        if line == "*" {
+            return self.error(replies::auth_cancelled(), out);
+        }
+        match step {
+            Auth::PlainResponse => self.auth_plain(&line, out),
+            Auth::LoginUser => self.login_user(&line, out),
+            Auth::LoginPass(user) => match decode(&line) {
+                Some(password) => self.authenticate(user, password),
+                None => self.error(replies::syntax("invalid base64"), out),
+            },
+        }
+    }
+
+    fn login_user(&mut self, encoded: &str, out: &mut Vec<u8>) -> Option<Flow> {
+        match decode(encoded) {
+            Some(user) => {
+                Reply::plain(334, vec![BASE64.encode("Password:")]).write_to(out);
+                self.state = State::AuthLine(Auth::LoginPass(user));
+                None
+            }
+            None => self.error(replies::syntax("invalid base64"), out),
+        }
+    }
+
+    fn auth_plain(&mut self, encoded: &str, out: &mut Vec<u8>) -> Option<Flow> {
+        // RFC 4616: authzid NUL authcid NUL passwd; "=" is an empty initial response.
+        let decoded = if encoded == "=" { Some(String::new()) } else { decode(encoded) };
+        let Some(decoded) = decoded else {
+            return self.error(replies::syntax("invalid base64"), out);
+        };
+        let mut parts = decoded.split('\0');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(authz), Some(authc), Some(password), None) if authz.is_empty() || authz == authc => {
+                self.authenticate(authc.to_string(), password.to_string())
+            }
+            _ => {
+                self.auth_failures += 1;
+                replies::auth_failed().write_to(out);
+                if self.auth_failures >= self.config.max_auth_failures {
+                    return Some(self.close_with(replies::too_many_errors(), out));
+                }
+                None
+            }
+        }
+    }
+
+    fn authenticate(&mut self, login: String, password: String) -> Option<Flow> {
+        self.state = State::Waiting;
+        Some(Flow::Action(Action::Authenticate { login, password }))
+    }
+}
+
+fn decode(s: &str) -> Option<String> {
+    BASE64.decode(s.trim()).ok().and_then(|b| String::from_utf8(b).ok())
+}
+
+#[cfg(test)]
+mod tests;

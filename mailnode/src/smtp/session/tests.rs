@@ -1,0 +1,246 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::directory::{DirectoryConfig, StaticDirectory};
+
+fn directory() -> Arc<dyn Directory> {
+    let cfg: DirectoryConfig = toml::from_str(
+        r#"
+        domains = ["example.test"]
+        users = [ { address = "alice@example.test", password = "{plain}pw" },
+                  { address = "bob@example.test", password = "{plain}pw" } ]
+        [aliases]
+        "all@example.test" = ["alice@example.test", "bob@example.test"]
+        "#,
+    )
+    .unwrap();
+    Arc::new(StaticDirectory::new(&cfg).unwrap())
+}
+
+fn config(submission: bool) -> Arc<SessionConfig> {
+    Arc::new(SessionConfig {
+        hostname: "node1.example.test".into(),
+        submission,
+        tls_available: true,
+        allow_plaintext_auth: false,
+        max_message_size: 1000,
+        max_recipients: 3,
+        max_errors: 8,
+        max_auth_failures: 2,
+    })
+}
+
+struct T {
+    s: Session,
+    out: Vec<u8>,
+}
+
+impl T {
+    fn new(submission: bool) -> T {
+        let s = Session::new(config(submission), directory(), "192.0.2.7:40000".parse().unwrap(), false, "id".into());
+        T { s, out: Vec::new() }
+    }
+    /// Feeds bytes; returns the flow and the replies written so far (then clears them).
+    fn feed(&mut self, input: &str) -> (Flow, String) {
+        self.feed_bytes(input.as_bytes())
+    }
+    fn feed_bytes(&mut self, input: &[u8]) -> (Flow, String) {
+        let mut it = input.iter();
+        let flow = self.s.process(&mut it, &mut self.out);
+        assert!(it.as_slice().is_empty() || !matches!(flow, Flow::NeedInput), "input left over");
+        (flow, String::from_utf8(std::mem::take(&mut self.out)).unwrap())
+    }
+    fn complete(&mut self, o: Outcome) -> (Flow, String) {
+        let flow = self.s.complete(o, &mut self.out);
+        (flow, String::from_utf8(std::mem::take(&mut self.out)).unwrap())
+    }
+}
+
+#[test]
+fn greeting_and_ehlo_name_the_node() {
+    let mut t = T::new(false);
+    assert_eq!(t.s.greeting(), b"220 node1.example.test ESMTP SIRMS ready\r\n");
+    let (flow, out) = t.feed("EHLO client.test\r\n");
+    assert_eq!(flow, Flow::NeedInput);
+    assert!(out.starts_with("250-node1.example.test greets [192.0.2.7]\r\n"), "{out}");
+    for ext in ["PIPELINING", "SIZE 1000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "STARTTLS"] {
+        assert!(out.contains(ext), "{ext} missing: {out}");
+    }
+    // AUTH is not offered before TLS.
+    assert!(!out.contains("AUTH"));
+}
+
+#[test]
+fn pipelined_transaction_delivers() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\n");
+    let (flow, out) =
+        t.feed("MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<all@example.test>\r\nDATA\r\n");
+    assert_eq!(flow, Flow::NeedInput);
+    assert_eq!(
+        out,
+        "250 2.1.0 sender OK\r\n250 2.1.5 recipient OK\r\n250 2.1.5 recipient OK\r\n354 end data with <CR><LF>.<CR><LF>\r\n"
+    );
+    let (flow, out) = t.feed("Subject: hi\r\n\r\n..dot line\r\nbody\r\n.\r\n");
+    assert_eq!(out, "");
+    let Flow::Action(Action::Deliver { id, envelope, message }) = flow else { panic!("{flow:?}") };
+    assert_eq!(id, "id.1");
+    assert_eq!(envelope.from, "x@remote.test");
+    assert_eq!(envelope.users, vec!["alice@example.test", "bob@example.test"]);
+    let text = String::from_utf8(message).unwrap();
+    assert!(
+        text.starts_with("Received: from c ([192.0.2.7])\r\n\tby node1.example.test (SIRMS) with ESMTP id id.1;"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\nSubject: hi\r\n\r\n.dot line\r\nbody\r\n"), "{text:?}");
+    let (flow, out) = t.complete(Outcome::Delivered(true));
+    assert_eq!(flow, Flow::NeedInput);
+    assert_eq!(out, "250 2.0.0 OK delivered as id.1\r\n");
+    let (flow, out) = t.feed("QUIT\r\n");
+    assert_eq!((flow, out.as_str()), (Flow::Close, "221 2.0.0 bye\r\n"));
+}
+
+#[test]
+fn bare_lf_dot_does_not_end_data() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+    // Smuggling attempts: "\n.\n", "\n.\r\n" and "\r\n.\n" are not the end of data.
+    let (flow, _) = t.feed("a\n.\nMAIL FROM:<evil@x>\r\nb\n.\r\nc\r\n.\nd\r\n");
+    assert_eq!(flow, Flow::NeedInput);
+    let (flow, _) = t.feed(".\r\n");
+    let Flow::Action(Action::Deliver { message, .. }) = flow else { panic!("{flow:?}") };
+    let text = String::from_utf8(message).unwrap();
+    // A dot after CRLF is transparency (RFC 5321 §4.5.2) and is removed; it ends nothing.
+    assert!(text.ends_with("a\n.\nMAIL FROM:<evil@x>\r\nb\n.\r\nc\r\n\nd\r\n"), "{text:?}");
+}
+
+#[test]
+fn limits_and_policy() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\n");
+    let (_, out) = t.feed("MAIL FROM:<a@b.test> SIZE=5000\r\n");
+    assert_eq!(out, "552 5.3.4 message size exceeds fixed limit\r\n");
+    let (_, out) = t.feed("MAIL FROM:<a@b.test>\r\nRCPT TO:<x@remote.test>\r\nRCPT TO:<nobody@example.test>\r\n");
+    assert_eq!(out, "250 2.1.0 sender OK\r\n554 5.7.1 relay access denied\r\n550 5.1.1 no such user here\r\n");
+    let (_, out) = t.feed("RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<all@example.test>\r\nRCPT TO:<alice@example.test>\r\n");
+    assert!(out.ends_with("452 4.5.3 too many recipients\r\n"), "{out}");
+    t.feed("DATA\r\n");
+    let big = "x".repeat(700);
+    let (flow, out) = t.feed(&format!("{big}\r\n{big}\r\n.\r\n"));
+    assert_eq!(out, "552 5.3.4 message size exceeds fixed limit\r\n");
+    assert_eq!(flow, Flow::NeedInput);
+    // The session goes on after the violation.
+    let (_, out) = t.feed("NOOP\r\n");
+    assert_eq!(out, "250 2.0.0 OK\r\n");
+}
+
+#[test]
+fn sequence_errors_and_error_limit() {
+    let mut t = T::new(false);
+    let (_, out) = t.feed("MAIL FROM:<a@b>\r\n");
+    assert_eq!(out, "503 5.5.1 bad sequence of commands: send EHLO first\r\n");
+    let (_, out) = t.feed("HELO c\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+    assert_eq!(
+        out,
+        "250 node1.example.test greets [192.0.2.7]\r\n503 5.5.1 bad sequence of commands: need MAIL before RCPT\r\n503 5.5.1 bad sequence of commands: need MAIL before DATA\r\n"
+    );
+    let (flow, out) = t.feed("FOO\r\nBAR\r\nBAZ\r\nA\r\nB\r\nC\r\n");
+    assert_eq!(flow, Flow::Close);
+    assert!(out.ends_with("421 4.7.0 too many errors, closing connection\r\n"), "{out}");
+}
+
+#[test]
+fn garbage_and_long_lines_get_errors() {
+    let mut t = T::new(false);
+    let (_, out) = t.feed_bytes(b"\0\xff\xfe garbage\r\n");
+    assert!(out.starts_with("500 5.5.2"), "{out}");
+    let long = format!("NOOP {}\r\n", "a".repeat(5000));
+    let (_, out) = t.feed(&long);
+    assert!(out.contains("500 5.5.2 line too long"), "{out}");
+}
+
+#[test]
+fn submission_requires_tls_then_auth() {
+    let mut t = T::new(true);
+    t.feed("EHLO c\r\n");
+    let (_, out) = t.feed("MAIL FROM:<alice@example.test>\r\n");
+    assert_eq!(out, "530 5.7.0 must issue a STARTTLS command first\r\n");
+    let (_, out) = t.feed("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\n");
+    assert!(out.starts_with("538 5.7.11"), "{out}");
+    let (flow, out) = t.feed("STARTTLS\r\n");
+    assert_eq!(out, "220 2.0.0 ready to start TLS\r\n");
+    assert_eq!(flow, Flow::Action(Action::StartTls));
+    t.complete(Outcome::TlsStarted);
+    // After TLS the client must say EHLO again.
+    let (_, out) = t.feed("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\n");
+    assert!(out.starts_with("503"), "{out}");
+    let (_, out) = t.feed("EHLO c\r\n");
+    assert!(out.contains("AUTH PLAIN LOGIN") && !out.contains("STARTTLS"), "{out}");
+    let (flow, _) = t.feed("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\n");
+    assert_eq!(flow, Flow::Action(Action::Authenticate { login: "alice@example.test".into(), password: "pw".into() }));
+    let (_, out) = t.complete(Outcome::Authenticated(Some("alice@example.test".into())));
+    assert_eq!(out, "235 2.7.0 authentication succeeded\r\n");
+    assert_eq!(t.s.login(), Some("alice@example.test"));
+    let (_, out) = t.feed("MAIL FROM:<bob@example.test>\r\n");
+    assert_eq!(out, "553 5.7.1 sender address not owned by the authenticated user\r\n");
+    let (_, out) = t.feed("MAIL FROM:<alice@example.test>\r\nRCPT TO:<someone@remote.test>\r\n");
+    assert_eq!(out, "250 2.1.0 sender OK\r\n451 4.3.0 outbound delivery is not available on this node yet\r\n");
+}
+
+#[test]
+fn auth_login_and_failures() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\n");
+    t.feed("STARTTLS\r\n");
+    t.complete(Outcome::TlsStarted);
+    t.feed("EHLO c\r\n");
+    let (_, out) = t.feed("AUTH LOGIN\r\n");
+    assert_eq!(out, "334 VXNlcm5hbWU6\r\n");
+    let (_, out) = t.feed("YWxpY2VAZXhhbXBsZS50ZXN0\r\n");
+    assert_eq!(out, "334 UGFzc3dvcmQ6\r\n");
+    let (flow, _) = t.feed("d3Jvbmc=\r\n");
+    assert_eq!(
+        flow,
+        Flow::Action(Action::Authenticate { login: "alice@example.test".into(), password: "wrong".into() })
+    );
+    let (_, out) = t.complete(Outcome::Authenticated(None));
+    assert_eq!(out, "535 5.7.8 authentication credentials invalid\r\n");
+    let (_, out) = t.feed("AUTH PLAIN\r\n");
+    assert_eq!(out, "334 \r\n");
+    let (_, out) = t.feed("*\r\n");
+    assert_eq!(out, "501 5.7.0 authentication cancelled\r\n");
+    let (_, out) = t.feed("AUTH PLAIN !!!notbase64\r\n");
+    assert!(out.starts_with("501"), "{out}");
+    let (flow, out) = t.feed("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdA==\r\n");
+    assert_eq!(flow, Flow::Close);
+    assert!(out.ends_with("421 4.7.0 too many errors, closing connection\r\n"), "{out}");
+}
+
+#[test]
+fn bdat_chunks() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\n");
+    let (_, out) = t.feed("BDAT 6\r\nHello\n");
+    assert_eq!(out, "250 2.0.0 6 octets received\r\n");
+    let (_, out) = t.feed("DATA\r\n");
+    assert!(out.starts_with("503"), "{out}");
+    let (flow, _) = t.feed("BDAT 7 LAST\r\nWorld\r\n");
+    let Flow::Action(Action::Deliver { message, .. }) = flow else { panic!("{flow:?}") };
+    assert!(message.ends_with(b"\r\nHello\nWorld\r\n"));
+    t.complete(Outcome::Delivered(true));
+    // A BDAT without a transaction still consumes its bytes.
+    let (_, out) = t.feed("BDAT 4 LAST\r\nQUITNOOP\r\n");
+    assert_eq!(out, "503 5.5.1 bad sequence of commands: need MAIL before BDAT\r\n250 2.0.0 OK\r\n");
+}
+
+#[test]
+fn endless_line_is_bounded() {
+    let mut t = T::new(false);
+    let chunk = "A".repeat(10_000);
+    for _ in 0..5 {
+        let (flow, out) = t.feed(&chunk);
+        assert_eq!((flow, out.as_str()), (Flow::NeedInput, ""));
+    }
+    let (_, out) = t.feed("\r\nNOOP\r\n");
+    assert_eq!(out, "500 5.5.2 line too long\r\n250 2.0.0 OK\r\n");
+}
