@@ -163,6 +163,7 @@ impl MailNode {
             r#"
 hostname = "{hostname}"
 data_dir = "{data}"
+{extra}
 [listen]
 smtp = "{smtp}"
 submission = "{submission}"
@@ -175,7 +176,6 @@ users = [ {users} ]
 [directory.aliases]
 "postmaster@example.test" = ["alice@example.test"]
 "team@example.test" = ["alice@example.test", "bob@example.test"]
-{extra}
 "#,
             data = dir.path().join("data").display(),
             users = users.join(", "),

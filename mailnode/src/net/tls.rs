@@ -47,11 +47,14 @@ pub fn acceptor(config: &TlsConfig, hostname: &str) -> Result<TlsAcceptor, TlsEr
             (chain, key)
         }
         (None, None) => {
-            let certified = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
-                .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
-            let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der())
-                .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
-            (vec![certified.cert.der().clone()], key)
+            let self_signed = |e: rcgen::Error| TlsError::SelfSigned(e.to_string());
+            let mut params = rcgen::CertificateParams::new(vec![hostname.to_string()]).map_err(self_signed)?;
+            params.distinguished_name.push(rcgen::DnType::CommonName, hostname);
+            let key_pair = rcgen::KeyPair::generate().map_err(self_signed)?;
+            let cert = params.self_signed(&key_pair).map_err(self_signed)?;
+            let key =
+                PrivateKeyDer::try_from(key_pair.serialize_der()).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+            (vec![cert.der().clone()], key)
         }
         _ => return Err(TlsError::Incomplete),
     };
