@@ -4,7 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    tonic_prost_build::configure().bytes(".").compile_protos(&["proto/store.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_protos(&["proto/store.proto", "proto/cluster.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

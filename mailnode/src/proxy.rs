@@ -4,8 +4,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use sirms_proto::proxy_v2;
-use tokio::io::AsyncReadExt;
+use sirms_proto::proxy_v2::{self, ProxyHeader};
 use tokio::net::TcpStream;
 
 /// For a trusted peer, reads exactly its PROXY v2 header and returns the client address it
@@ -20,17 +19,13 @@ pub async fn accept(
     if !trusted.contains(&peer.ip()) {
         return Ok((tcp, peer));
     }
-    let header = tokio::time::timeout(limit, async {
-        let mut fixed = [0u8; proxy_v2::FIXED_LEN];
-        tcp.read_exact(&mut fixed).await?;
-        let rest = proxy_v2::remaining_len(&fixed).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut whole = fixed.to_vec();
-        whole.resize(proxy_v2::FIXED_LEN + rest, 0);
-        tcp.read_exact(&mut whole[proxy_v2::FIXED_LEN..]).await?;
-        proxy_v2::decode_complete(&whole).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    })
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no PROXY header in time"))??;
-    // A LOCAL header (health checks) carries no client: the peer itself is the client.
-    Ok((tcp, header.unwrap_or(peer)))
+    let header = tokio::time::timeout(limit, proxy_v2::read_header(&mut tcp))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no PROXY header in time"))?
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    match header {
+        ProxyHeader::Tcp { source, .. } => Ok((tcp, source)),
+        // The router's own connections (health checks) carry no client: the peer is the client.
+        ProxyHeader::Local | ProxyHeader::Unspecified => Ok((tcp, peer)),
+    }
 }

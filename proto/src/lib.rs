@@ -5,6 +5,11 @@ pub mod store {
     tonic::include_proto!("sirms.store.v1");
 }
 
+/// The cluster control plane: Admin (for `sirms ctl`) and Directory (for mail nodes).
+pub mod cluster {
+    tonic::include_proto!("sirms.cluster.v1");
+}
+
 /// Metadata key that carries the cluster token on every internal gRPC call.
 pub const TOKEN_HEADER: &str = "x-sirms-token";
 

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::node::NodeId;
-use crate::proxy_header::ProxyHeader;
+use sirms_proto::proxy_v2::ProxyHeader;
 
 /// How the forwarder connects and how long a quiet session may live.
 #[derive(Debug, Clone, PartialEq, Eq)]

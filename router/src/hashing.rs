@@ -362,6 +362,7 @@ mod tests {
             let all = nodes(weights);
             let owned = owners(&hrw, &ips, &all);
             let total: u32 = weights.iter().sum();
+            let mut measured = Vec::new();
             for node in &all {
                 let share = owned.iter().filter(|id| ***id == node.id).count() as f64 / SOURCES as f64;
                 let expected = f64::from(node.weight) / f64::from(total);
@@ -370,7 +371,9 @@ mod tests {
                     "weights {weights:?}: {} got {share:.4}, expected {expected:.4}",
                     node.id
                 );
+                measured.push(format!("{}:{share:.4}/{expected:.4}", node.weight));
             }
+            eprintln!("weights {weights:?}: share/expected {}", measured.join(" "));
         }
     }
 

@@ -7,7 +7,7 @@
 //! * [`pick`] — the full choice for one source: table first, hashing otherwise, ranked
 //!   fallbacks, never black-holing a source while any node can take it;
 //! * [`health`] — active probes with hysteresis, passive failures, cheap snapshots;
-//! * [`proxy_header`] — PROXY protocol v2 encoding, and the strict decoder nodes use;
+//! * PROXY protocol v2 lives in `sirms_proto::proxy_v2`, shared with the mail nodes that decode it;
 //! * [`forward`] — connect to the first backend that accepts, send the header, relay bytes.
 //!
 //! One connection flows through them like this: the listener accepts a client; the control
@@ -22,7 +22,6 @@ pub mod hashing;
 pub mod health;
 pub mod node;
 pub mod pick;
-pub mod proxy_header;
 pub mod table;
 
 pub use forward::{
@@ -32,5 +31,4 @@ pub use hashing::{Rendezvous, Weighted, WeightedNode};
 pub use health::{Health, HealthConfig, HealthMonitor, HealthSnapshot, Probe, TcpConnectProbe};
 pub use node::{GroupName, NameError, NodeId, NodeState};
 pub use pick::{Choice, Cluster, ClusterNode, Reason};
-pub use proxy_header::{DecodeError, Decoded, ProxyHeader, read_header};
 pub use table::{Cidr, CidrError, RouteTable, Target};

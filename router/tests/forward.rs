@@ -10,9 +10,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sirms_proto::proxy_v2::{ProxyHeader, read_header};
 use sirms_router::{
     Backend, Cluster, ClusterNode, ForwardConfig, ForwardError, ForwardStats, Forwarder, Inbound, NodeId, NodeState,
-    ProxyHeader, Reason, Rendezvous, RouteTable, SessionEnd, read_header,
+    Reason, Rendezvous, RouteTable, SessionEnd,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
