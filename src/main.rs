@@ -5,6 +5,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sirms_mailnode::config::NodeConfig;
+use sirms_router::config::RouterConfig;
+use sirms_router::ctl::CtlArgs;
+
+mod dev;
+use dev::DevArgs;
 use sirms_storage::role::{self, StorageConfig};
 
 #[derive(Parser)]
@@ -20,8 +25,21 @@ enum Command {
     Storage(StorageCmd),
     /// Run a mail node: SMTP (MX and submission) and POP3 over a mail store.
     Node(NodeCmd),
+    /// Run the router: source-IP routing of SMTP/IMAP/POP3, the directory, the admin API.
+    Router(RouterCmd),
+    /// Administer a running cluster through the router's admin API.
+    Ctl(CtlArgs),
+    /// A whole cluster (router, 2 mail nodes, 1 storage node) in one process on 127.0.0.x.
+    Dev(DevArgs),
     /// Hash a password (read from stdin) for a config or the directory.
     HashPassword,
+}
+
+#[derive(Args)]
+struct RouterCmd {
+    /// Config file (TOML); every key has a default.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -99,6 +117,19 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Router(cmd) => {
+            let config = match &cmd.config {
+                Some(path) => RouterConfig::load(path).map_err(anyhow::Error::msg)?,
+                None => RouterConfig::default(),
+            };
+            sirms_router::role::run(config, shutdown_signal()).await.context("router")?;
+        }
+        Command::Ctl(args) => {
+            let hash = |p: &str| sirms_mailnode::directory::hash_password(p).map_err(|e| e.to_string());
+            let out = sirms_router::ctl::run(args, &hash).await?;
+            println!("{}", out.trim_end());
+        }
+        Command::Dev(args) => dev::run(args, shutdown_signal()).await?,
         Command::Node(cmd) => {
             let config = match &cmd.config {
                 Some(path) => NodeConfig::load(path)?,

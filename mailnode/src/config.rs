@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::cluster::ClusterConfig;
 use crate::directory::DirectoryConfig;
 use crate::net::tls::TlsConfig;
 
@@ -25,6 +26,7 @@ pub struct NodeConfig {
     pub limits: Limits,
     pub store: StoreConfig,
     pub directory: DirectoryConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Listener addresses.
@@ -106,6 +108,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             store: StoreConfig::default(),
             directory: DirectoryConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Who is ours: domains, users, aliases and passwords, behind the `Directory` trait.
 //!
-//! This file has the trait and the static directory read from the node's TOML (one node
-//! running alone, the paper's N1). The cluster directory (a cached copy of the router's)
-//! implements the same trait.
+//! This file has the trait, the directory data (from the node's TOML for a node alone —
+//! the paper's N1 — or from the router's snapshots in a cluster) and the live directory a
+//! running node swaps snapshots into.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,11 +92,20 @@ pub struct DirectoryConfig {
     pub aliases: BTreeMap<String, Vec<String>>,
 }
 
-/// A directory fixed at start from the node's config.
+/// One user as a node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub password_hash: String,
+    /// The node that holds the mailbox; empty means this node.
+    pub home: String,
+}
+
+/// Who is ours at one moment: from the node's TOML (a node alone, the paper's N1) or from
+/// a snapshot of the router's cluster directory.
 #[derive(Debug, Clone, Default)]
-pub struct StaticDirectory {
+pub struct DirectoryData {
     domains: BTreeSet<String>,
-    users: BTreeMap<String, String>,
+    users: BTreeMap<String, UserRecord>,
     aliases: BTreeMap<String, Vec<String>>,
 }
 
@@ -115,10 +124,10 @@ fn canonical(address: &str) -> Result<String, DirectoryError> {
     normalize(address).map(|(l, d)| format!("{l}@{d}")).ok_or_else(|| DirectoryError::InvalidAddress(address.into()))
 }
 
-impl StaticDirectory {
-    /// Builds the directory, checking every address.
-    pub fn new(config: &DirectoryConfig) -> Result<StaticDirectory, DirectoryError> {
-        let mut dir = StaticDirectory::default();
+impl DirectoryData {
+    /// Builds the directory from a node's config, checking every address.
+    pub fn from_config(config: &DirectoryConfig) -> Result<DirectoryData, DirectoryError> {
+        let mut dir = DirectoryData::default();
         for d in &config.domains {
             dir.domains.insert(d.trim().to_lowercase());
         }
@@ -128,7 +137,8 @@ impl StaticDirectory {
             if !dir.domains.contains(&domain) {
                 return Err(DirectoryError::ForeignUser(login));
             }
-            if dir.users.insert(login.clone(), u.password.clone()).is_some() {
+            let record = UserRecord { password_hash: u.password.clone(), home: String::new() };
+            if dir.users.insert(login.clone(), record).is_some() {
                 return Err(DirectoryError::Duplicate(login));
             }
         }
@@ -139,9 +149,30 @@ impl StaticDirectory {
         Ok(dir)
     }
 
+    /// Builds the directory from the router's snapshot (already checked by the router).
+    pub fn from_snapshot(snapshot: &sirms_proto::cluster::DirectorySnapshot) -> DirectoryData {
+        DirectoryData {
+            domains: snapshot.domains.iter().map(|d| d.to_lowercase()).collect(),
+            users: snapshot
+                .users
+                .iter()
+                .map(|u| {
+                    let record = UserRecord { password_hash: u.password_hash.clone(), home: u.home.clone() };
+                    (u.address.to_lowercase(), record)
+                })
+                .collect(),
+            aliases: snapshot.aliases.iter().map(|a| (a.address.to_lowercase(), a.targets.clone())).collect(),
+        }
+    }
+
     /// Users whose password is stored in plain text (to warn about).
     pub fn plain_password_users(&self) -> Vec<String> {
-        self.users.iter().filter(|(_, h)| h.starts_with("{plain}")).map(|(u, _)| u.clone()).collect()
+        self.users.iter().filter(|(_, r)| r.password_hash.starts_with("{plain}")).map(|(u, _)| u.clone()).collect()
+    }
+
+    /// The node holding a user's mailbox (empty: this node).
+    pub fn home_of(&self, login: &str) -> Option<&str> {
+        self.users.get(login).map(|r| r.home.as_str())
     }
 
     fn expand(&self, address: &str, depth: usize, out: &mut BTreeSet<String>) -> bool {
@@ -169,7 +200,7 @@ impl StaticDirectory {
     }
 }
 
-impl Directory for StaticDirectory {
+impl Directory for DirectoryData {
     fn resolve(&self, address: &str) -> Recipient {
         let Some((local, domain)) = normalize(address) else { return Recipient::Unknown };
         if !self.domains.contains(&domain) {
@@ -185,7 +216,7 @@ impl Directory for StaticDirectory {
 
     fn password_hash(&self, login: &str) -> Option<String> {
         let login = canonical(login).ok()?;
-        self.users.get(&login).cloned()
+        self.users.get(&login).map(|r| r.password_hash.clone())
     }
 
     fn may_send_as(&self, login: &str, address: &str) -> bool {
@@ -197,11 +228,46 @@ impl Directory for StaticDirectory {
     }
 }
 
+/// The directory a running node uses: swapped whole when the router sends a new snapshot.
+#[derive(Debug, Default)]
+pub struct LiveDirectory {
+    data: std::sync::RwLock<std::sync::Arc<DirectoryData>>,
+}
+
+impl LiveDirectory {
+    /// A live directory starting from `data`.
+    pub fn new(data: DirectoryData) -> LiveDirectory {
+        LiveDirectory { data: std::sync::RwLock::new(std::sync::Arc::new(data)) }
+    }
+
+    /// The directory as it is now.
+    pub fn current(&self) -> std::sync::Arc<DirectoryData> {
+        self.data.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the directory.
+    pub fn replace(&self, data: DirectoryData) {
+        *self.data.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(data);
+    }
+}
+
+impl Directory for LiveDirectory {
+    fn resolve(&self, address: &str) -> Recipient {
+        self.current().resolve(address)
+    }
+    fn password_hash(&self, login: &str) -> Option<String> {
+        self.current().password_hash(login)
+    }
+    fn may_send_as(&self, login: &str, address: &str) -> bool {
+        self.current().may_send_as(login, address)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn dir() -> StaticDirectory {
+    fn dir() -> DirectoryData {
         let cfg: DirectoryConfig = toml::from_str(
             r#"
             domains = ["Example.test"]
@@ -214,7 +280,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        StaticDirectory::new(&cfg).unwrap()
+        DirectoryData::from_config(&cfg).unwrap()
     }
 
     #[test]
@@ -253,6 +319,6 @@ mod tests {
             users: vec![UserEntry { address: "u@b.test".into(), password: "x".into() }],
             ..Default::default()
         };
-        assert!(matches!(StaticDirectory::new(&cfg), Err(DirectoryError::ForeignUser(_))));
+        assert!(matches!(DirectoryData::from_config(&cfg), Err(DirectoryError::ForeignUser(_))));
     }
 }

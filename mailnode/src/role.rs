@@ -4,14 +4,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sirms_storage::{LocalStore, MailStore, RemoteStore, StoreError};
+use sirms_storage::role::DEV_TOKEN;
+use sirms_storage::{LocalStore, MailStore, RemoteStore, StoreError, StoreService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::Authenticator;
+use crate::cluster::home_store::{Endpoints, HomeStore};
+use crate::cluster::membership::Membership;
 use crate::config::NodeConfig;
 use crate::delivery::Delivery;
-use crate::directory::{DirectoryError, StaticDirectory};
+use crate::directory::{DirectoryData, DirectoryError, LiveDirectory};
 use crate::net::listener::{self, ListenerSettings};
 use crate::net::tls::{self, TlsError};
 use crate::pop3::SessionConfig as Pop3Config;
@@ -32,20 +35,88 @@ pub enum NodeError {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
+/// Registers with the router, serves this node's mailboxes to the cluster, and returns the
+/// store that reaches every user's home.
+async fn join_cluster(
+    config: &NodeConfig,
+    router: &str,
+    own_store: Arc<dyn MailStore>,
+    directory: Arc<LiveDirectory>,
+    stopped: watch::Receiver<bool>,
+) -> Result<Arc<dyn MailStore>, NodeError> {
+    let token = config.cluster.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
+    let node_id = config
+        .cluster
+        .node_id
+        .clone()
+        .unwrap_or_else(|| config.hostname.split('.').next().unwrap_or("node").to_string());
+    let host = config.cluster.advertise_host.clone().unwrap_or_else(|| config.listen.smtp.ip().to_string());
+    let mut store_endpoint = String::new();
+    if let Some(addr) = config.cluster.store_listen {
+        let listener = bind(addr).await?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(addr.port());
+        store_endpoint = format!("http://{host}:{port}");
+        let service = StoreService::new(own_store.clone(), token.clone());
+        let mut stop = stopped.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = service.serve(listener, shutdown).await {
+                tracing::error!(error = %e, "store service failed");
+            }
+        });
+        tracing::info!(%addr, "serving this node's mailboxes to the cluster");
+    }
+    let port = |a: SocketAddr| u32::from(a.port());
+    let node = sirms_proto::cluster::Node {
+        id: node_id.clone(),
+        host,
+        weight: config.cluster.weight.unwrap_or(100),
+        smtp_port: port(config.listen.smtp),
+        submission_port: port(config.listen.submission),
+        submissions_port: port(config.listen.submissions),
+        imap_port: 0,
+        imaps_port: 0,
+        pop3_port: port(config.listen.pop3),
+        pop3s_port: port(config.listen.pop3s),
+        store_endpoint,
+        drained: false,
+        storage_only: false,
+    };
+    let endpoints: Endpoints = Default::default();
+    let membership = Membership {
+        node,
+        router: router.to_string(),
+        token: token.clone(),
+        directory: directory.clone(),
+        endpoints: endpoints.clone(),
+        cache: config.data_dir.join("directory.cache"),
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(StoreError::Io)?;
+    if membership.load_cache() {
+        tracing::info!("serving from the cached directory until the router answers");
+    }
+    tokio::spawn(membership.run(stopped));
+    Ok(Arc::new(HomeStore::new(node_id, own_store, directory, endpoints, token)))
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr).await.map_err(|source| NodeError::Listen { addr, source })
 }
 
 /// Runs the node until `shutdown` resolves.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-    let directory = Arc::new(StaticDirectory::new(&config.directory)?);
-    for user in directory.plain_password_users() {
+    let initial = DirectoryData::from_config(&config.directory)?;
+    for user in initial.plain_password_users() {
         tracing::warn!(%user, "password stored in plain text; use `sirms hash-password`");
     }
+    let directory = Arc::new(LiveDirectory::new(initial));
+    let (stop, stopped) = watch::channel(false);
     let mut local = None;
-    let store: Arc<dyn MailStore> = match &config.store.remote {
+    let own_store: Arc<dyn MailStore> = match &config.store.remote {
         Some(endpoint) => {
-            let token = config.store.token.clone().unwrap_or_else(|| sirms_storage::role::DEV_TOKEN.to_string());
+            let token = config.store.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
             Arc::new(RemoteStore::connect(endpoint, token)?)
         }
         None => {
@@ -54,13 +125,16 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             Arc::new(store)
         }
     };
+    let store: Arc<dyn MailStore> = match &config.cluster.router {
+        None => own_store,
+        Some(router) => join_cluster(&config, router, own_store, directory.clone(), stopped.clone()).await?,
+    };
     let acceptor = tls::acceptor(&config.tls, &config.hostname)?;
     let authenticator = Authenticator::new(directory.clone());
     let delivery = Delivery::new(store.clone());
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let trusted = Arc::new(config.trusted_proxies.clone());
     let limits = &config.limits;
-    let (stop, stopped) = watch::channel(false);
 
     let smtp_session = |submission: bool| {
         Arc::new(SessionConfig {

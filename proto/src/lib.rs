@@ -14,3 +14,4 @@ pub mod cluster {
 pub const TOKEN_HEADER: &str = "x-sirms-token";
 
 pub mod proxy_v2;
+pub mod token;

@@ -156,7 +156,23 @@ impl Rendezvous {
         T: Weighted + ?Sized + 'a,
         I: IntoIterator<Item = &'a T>,
     {
-        let source = self.source_key(ip);
+        self.best_by_source(self.source_key(ip), nodes)
+    }
+
+    /// The best node for any byte key (e.g. a user's address when choosing its home).
+    pub fn best_for_key<'a, T, I>(&self, key: &[u8], nodes: I) -> Option<&'a T>
+    where
+        T: Weighted + ?Sized + 'a,
+        I: IntoIterator<Item = &'a T>,
+    {
+        self.best_by_source(SourceKey(hash_bytes(self.seed, key)), nodes)
+    }
+
+    fn best_by_source<'a, T, I>(&self, source: SourceKey, nodes: I) -> Option<&'a T>
+    where
+        T: Weighted + ?Sized + 'a,
+        I: IntoIterator<Item = &'a T>,
+    {
         nodes
             .into_iter()
             .map(|n| (self.rank_key(source, n.node_id(), n.weight()), n))

@@ -17,11 +17,17 @@
 //! [`Backend`] addresses for the listener's service, and [`Forwarder::forward`] serves the
 //! client, reporting refused backends back to the monitor.
 
+pub mod admin;
+pub mod config;
+pub mod ctl;
+pub mod directory;
 pub mod forward;
 pub mod hashing;
 pub mod health;
 pub mod node;
 pub mod pick;
+pub mod role;
+pub mod server;
 pub mod table;
 
 pub use forward::{

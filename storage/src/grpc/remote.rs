@@ -6,15 +6,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream;
-use sirms_proto::TOKEN_HEADER;
 use sirms_proto::store::store_client::StoreClient;
 use sirms_proto::store::{self as proto, append_chunk, fetch_chunk};
+use sirms_proto::token::TokenInterceptor;
+use tonic::Code;
 use tonic::codec::Streaming;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
 
 use super::convert;
 use super::{KEEPALIVE_INTERVAL, MAX_GRPC_MESSAGE};
@@ -48,8 +46,8 @@ impl RemoteStore {
     /// Connects lazily, so a store that is down now is tried again on every call.
     /// Must be called from within a Tokio runtime.
     pub fn connect(endpoint: &str, token: impl Into<String>) -> Result<RemoteStore> {
-        let token = MetadataValue::try_from(token.into())
-            .map_err(|_| StoreError::Protocol("the cluster token is not a valid gRPC metadata value".into()))?;
+        let token = TokenInterceptor::new(&token.into())
+            .ok_or_else(|| StoreError::Protocol("the cluster token is not a valid gRPC metadata value".into()))?;
         let channel = Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| StoreError::Unavailable(format!("invalid store endpoint {endpoint:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -58,7 +56,7 @@ impl RemoteStore {
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
             .connect_lazy();
-        let client = StoreClient::with_interceptor(channel, TokenInterceptor(token))
+        let client = StoreClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
         Ok(RemoteStore { client })
@@ -67,17 +65,6 @@ impl RemoteStore {
     /// A handle for one call: tonic's calls take `&mut self`, and clones share the channel.
     fn client(&self) -> Client {
         self.client.clone()
-    }
-}
-
-/// Attaches the cluster token to every request.
-#[derive(Clone)]
-struct TokenInterceptor(MetadataValue<Ascii>);
-
-impl Interceptor for TokenInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert(TOKEN_HEADER, self.0.clone());
-        Ok(request)
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
-use sirms_proto::TOKEN_HEADER;
 use sirms_proto::store::store_server::{Store, StoreServer};
 use sirms_proto::store::{self as proto, append_chunk, fetch_chunk};
 use tokio::net::TcpListener;
@@ -56,18 +55,12 @@ impl StoreService {
     /// The store, if the request carries the cluster token: every handler starts here, so
     /// none can reach the store without the check.
     fn authorized<T>(&self, request: &Request<T>) -> Result<&dyn MailStore, Status> {
-        match request.metadata().get(TOKEN_HEADER) {
-            Some(token) if constant_time_eq(token.as_bytes(), self.token.as_bytes()) => Ok(&*self.store),
-            _ => Err(StoreError::Unauthorized.into()),
+        if sirms_proto::token::presented(request, &self.token) {
+            Ok(&*self.store)
+        } else {
+            Err(StoreError::Unauthorized.into())
         }
     }
-}
-
-/// Compares without an early exit, so response times do not reveal how much of a guessed
-/// token was right (the length is not secret).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    a.len() == b.len() && std::hint::black_box(difference) == 0
 }
 
 #[tonic::async_trait]

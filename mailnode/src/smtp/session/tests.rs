@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::directory::{DirectoryConfig, StaticDirectory};
+use crate::directory::{DirectoryConfig, DirectoryData};
 
 fn directory() -> Arc<dyn Directory> {
     let cfg: DirectoryConfig = toml::from_str(
@@ -14,7 +14,7 @@ fn directory() -> Arc<dyn Directory> {
         "#,
     )
     .unwrap();
-    Arc::new(StaticDirectory::new(&cfg).unwrap())
+    Arc::new(DirectoryData::from_config(&cfg).unwrap())
 }
 
 fn config(submission: bool) -> Arc<SessionConfig> {

@@ -1,0 +1,108 @@
+//! Joining the cluster: register with the router, take its directory snapshot, then follow
+//! its changes. The last snapshot is kept on disk, so a node restarted while the router is
+//! away still knows its users.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use prost::Message;
+use sirms_proto::cluster::directory_client::DirectoryClient;
+use sirms_proto::cluster::{DirectorySnapshot, Node, WatchRequest};
+use sirms_proto::token::TokenInterceptor;
+use tokio::sync::watch;
+
+use super::home_store::Endpoints;
+use crate::directory::{DirectoryData, LiveDirectory};
+
+/// Longest wait between attempts to reach the router.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A node's membership in the cluster.
+pub struct Membership {
+    /// How this node announces itself.
+    pub node: Node,
+    pub router: String,
+    pub token: String,
+    pub directory: Arc<LiveDirectory>,
+    pub endpoints: Endpoints,
+    /// Where the last snapshot is cached.
+    pub cache: PathBuf,
+}
+
+impl Membership {
+    /// Installs a snapshot: directory, store endpoints, and the on-disk cache.
+    pub fn apply(&self, snapshot: &DirectorySnapshot) {
+        self.directory.replace(DirectoryData::from_snapshot(snapshot));
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        endpoints.clear();
+        for n in snapshot.nodes.iter().filter(|n| !n.store_endpoint.is_empty()) {
+            endpoints.insert(n.id.clone(), n.store_endpoint.clone());
+        }
+        drop(endpoints);
+        let tmp = self.cache.with_extension("tmp");
+        let written = std::fs::write(&tmp, snapshot.encode_to_vec()).and_then(|()| std::fs::rename(&tmp, &self.cache));
+        if let Err(e) = written {
+            tracing::warn!(path = %self.cache.display(), error = %e, "cannot cache the directory");
+        }
+        tracing::info!(version = snapshot.version, users = snapshot.users.len(), "directory updated");
+    }
+
+    /// Installs the cached snapshot, if there is one; true if it did.
+    pub fn load_cache(&self) -> bool {
+        match std::fs::read(&self.cache).ok().and_then(|b| DirectorySnapshot::decode(b.as_slice()).ok()) {
+            Some(snapshot) => {
+                self.apply(&snapshot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One connection to the router: register, then follow changes until the stream ends.
+    async fn session(&self, version: &mut u64) -> Result<(), String> {
+        let channel = tonic::transport::Endpoint::from_shared(self.router.clone())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let token = TokenInterceptor::new(&self.token).ok_or("invalid cluster token")?;
+        let mut client = DirectoryClient::with_interceptor(channel, token);
+        let snapshot = client.register(self.node.clone()).await.map_err(|e| e.message().to_string())?.into_inner();
+        *version = snapshot.version;
+        self.apply(&snapshot);
+        let request = WatchRequest { node_id: self.node.id.clone(), version: *version };
+        let mut changes = client.watch(request).await.map_err(|e| e.message().to_string())?.into_inner();
+        while let Some(next) = changes.next().await {
+            let snapshot = next.map_err(|e| e.message().to_string())?;
+            if snapshot.version > *version {
+                *version = snapshot.version;
+                self.apply(&snapshot);
+            }
+        }
+        Err("the router closed the directory stream".into())
+    }
+
+    /// Stays registered with the router until `shutdown` turns true, reconnecting with backoff.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut version = 0;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            tokio::select! {
+                result = self.session(&mut version) => {
+                    if let Err(e) = result {
+                        tracing::warn!(router = %self.router, error = %e, retry_in = ?backoff, "router unreachable; serving from the last directory");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Membership in a cluster: registering with the router, following its directory, and
+//! reaching mailboxes homed on other nodes.
+
+pub mod home_store;
+pub mod membership;
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// The `[cluster]` section of `node.toml`; without `router` the node runs alone.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The router's admin/directory API, e.g. `http://10.0.0.1:7500`.
+    pub router: Option<String>,
+    /// This node's name in the cluster (default: the hostname's first label).
+    pub node_id: Option<String>,
+    /// Cluster token (default: the dev token, loopback only).
+    pub token: Option<String>,
+    /// The host the router and other nodes reach this node at (default: the address
+    /// `listen.smtp` is bound to).
+    pub advertise_host: Option<String>,
+    /// Where this node serves its local mailboxes to the cluster (Store gRPC).
+    pub store_listen: Option<SocketAddr>,
+    /// Share of hashed sources the router gives this node.
+    pub weight: Option<u32>,
+}

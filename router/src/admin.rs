@@ -1,0 +1,187 @@
+//! The Admin and Directory gRPC services the router serves, both behind the cluster token.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use sirms_proto::cluster::admin_server::{Admin, AdminServer};
+use sirms_proto::cluster::directory_server::{Directory, DirectoryServer};
+use sirms_proto::cluster::{
+    Ack, Alias, ClusterStatus, DirectorySnapshot, DrainRequest, Empty, Group, GroupList, Name, Node, NodeList, Route,
+    RouteExplanation, RouteList, User, WatchRequest,
+};
+use tokio_stream::wrappers::WatchStream;
+use tonic::{Request, Response, Status};
+
+use crate::directory::DirectoryError;
+use crate::server::Router;
+
+/// Both services over one router.
+#[derive(Clone)]
+pub struct AdminService {
+    router: Arc<Router>,
+    token: Arc<str>,
+}
+
+impl From<DirectoryError> for Status {
+    fn from(e: DirectoryError) -> Status {
+        match e {
+            DirectoryError::NotFound(_) => Status::not_found(e.to_string()),
+            DirectoryError::Db(_) => Status::internal(e.to_string()),
+            DirectoryError::UnknownDomain(_) | DirectoryError::UnknownNode(_) => {
+                Status::failed_precondition(e.to_string())
+            }
+            _ => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn ack(result: Result<(), DirectoryError>) -> Reply<Ack> {
+    result.map(|()| Response::new(Ack {})).map_err(Status::from)
+}
+
+impl AdminService {
+    /// The services over `router`, open to callers with `token`.
+    pub fn new(router: Arc<Router>, token: &str) -> AdminService {
+        AdminService { router, token: token.into() }
+    }
+
+    /// The tonic services to add to a server.
+    pub fn into_servers(self) -> (AdminServer<AdminService>, DirectoryServer<AdminService>) {
+        (AdminServer::new(self.clone()), DirectoryServer::new(self))
+    }
+
+    /// The request's body, if it carries the cluster token.
+    fn open<T>(&self, request: Request<T>) -> Result<T, Status> {
+        if sirms_proto::token::presented(&request, &self.token) {
+            Ok(request.into_inner())
+        } else {
+            Err(Status::unauthenticated("missing or wrong cluster token"))
+        }
+    }
+
+    fn dir(&self) -> &crate::directory::ClusterDirectory {
+        self.router.directory()
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn put_node(&self, request: Request<Node>) -> Reply<Ack> {
+        ack(self.dir().put_node(self.open(request)?))
+    }
+    async fn remove_node(&self, request: Request<Name>) -> Reply<Ack> {
+        ack(self.dir().remove_node(&self.open(request)?.name))
+    }
+    async fn drain_node(&self, request: Request<DrainRequest>) -> Reply<Ack> {
+        let r = self.open(request)?;
+        ack(self.dir().set_drained(&r.id, r.drained))
+    }
+    async fn list_nodes(&self, request: Request<Empty>) -> Reply<NodeList> {
+        self.open(request)?;
+        Ok(Response::new(NodeList { nodes: self.router.status() }))
+    }
+    async fn put_route(&self, request: Request<Route>) -> Reply<Ack> {
+        let r = self.open(request)?;
+        ack(self.dir().put_route(&r.cidr, &r.target))
+    }
+    async fn remove_route(&self, request: Request<Name>) -> Reply<Ack> {
+        ack(self.dir().remove_route(&self.open(request)?.name))
+    }
+    async fn list_routes(&self, request: Request<Empty>) -> Reply<RouteList> {
+        self.open(request)?;
+        Ok(Response::new(RouteList { routes: self.dir().routes() }))
+    }
+    async fn put_group(&self, request: Request<Group>) -> Reply<Ack> {
+        ack(self.dir().put_group(self.open(request)?))
+    }
+    async fn remove_group(&self, request: Request<Name>) -> Reply<Ack> {
+        ack(self.dir().remove_group(&self.open(request)?.name))
+    }
+    async fn list_groups(&self, request: Request<Empty>) -> Reply<GroupList> {
+        self.open(request)?;
+        Ok(Response::new(GroupList { groups: self.dir().groups() }))
+    }
+    async fn put_domain(&self, request: Request<Name>) -> Reply<Ack> {
+        ack(self.dir().put_domain(&self.open(request)?.name))
+    }
+    async fn remove_domain(&self, request: Request<Name>) -> Reply<Ack> {
+        ack(self.dir().remove_domain(&self.open(request)?.name))
+    }
+    async fn put_user(&self, request: Request<User>) -> Reply<Ack> {
+        ack(self.dir().put_user(self.open(request)?))
+    }
+    async fn remove_user(&self, request: Request<Name>) -> Reply<Ack> {
+        ack(self.dir().remove_user(&self.open(request)?.name))
+    }
+    async fn put_alias(&self, request: Request<Alias>) -> Reply<Ack> {
+        ack(self.dir().put_alias(self.open(request)?))
+    }
+    async fn remove_alias(&self, request: Request<Name>) -> Reply<Ack> {
+        ack(self.dir().remove_alias(&self.open(request)?.name))
+    }
+    async fn get_directory(&self, request: Request<Empty>) -> Reply<DirectorySnapshot> {
+        self.open(request)?;
+        let mut snapshot = self.dir().snapshot();
+        // Admins see who exists, not password hashes.
+        for user in &mut snapshot.users {
+            user.password_hash.clear();
+        }
+        Ok(Response::new(snapshot))
+    }
+    async fn status(&self, request: Request<Empty>) -> Reply<ClusterStatus> {
+        self.open(request)?;
+        let snapshot = self.dir().snapshot();
+        Ok(Response::new(ClusterStatus {
+            nodes: self.router.status(),
+            directory_version: snapshot.version,
+            users: snapshot.users.len() as u64,
+            domains: snapshot.domains.len() as u64,
+            routes: self.dir().routes().len() as u64,
+        }))
+    }
+    async fn explain(&self, request: Request<Name>) -> Reply<RouteExplanation> {
+        let name = self.open(request)?.name;
+        let ip: IpAddr = name.parse().map_err(|_| Status::invalid_argument(format!("not an IP address: {name}")))?;
+        let choice = self.router.choose(ip);
+        Ok(Response::new(RouteExplanation {
+            node: choice.candidates.first().map(|n| n.to_string()).unwrap_or_default(),
+            reason: format!("{:?}", choice.reason),
+            ranked: choice.candidates.iter().map(|n| n.to_string()).collect(),
+        }))
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<DirectorySnapshot, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Directory for AdminService {
+    async fn register(&self, request: Request<Node>) -> Reply<DirectorySnapshot> {
+        let node = self.open(request)?;
+        // A node that is already known keeps what the admin set (weight, drain); only its
+        // addresses are refreshed from what it announces.
+        let merged = match self.dir().node(&node.id)? {
+            Some(known) => Node { weight: known.weight, drained: known.drained, ..node },
+            None => node,
+        };
+        tracing::info!(node = %merged.id, host = %merged.host, "node registered");
+        self.dir().put_node(merged)?;
+        Ok(Response::new(self.dir().snapshot()))
+    }
+
+    type WatchStream = SnapshotStream;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Reply<SnapshotStream> {
+        let since = self.open(request)?.version;
+        let router = self.router.clone();
+        let versions = WatchStream::new(self.dir().subscribe());
+        let stream = futures::StreamExt::filter_map(versions, move |version| {
+            let router = router.clone();
+            async move { (version > since).then(|| Ok(router.directory().snapshot())) }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

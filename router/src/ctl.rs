@@ -1,0 +1,375 @@
+//! `sirms ctl`: the admin CLI, a client of the router's Admin API.
+
+use std::io::Read;
+
+use clap::{Args, Subcommand};
+use sirms_proto::cluster::admin_client::AdminClient;
+use sirms_proto::cluster::{Alias, DrainRequest, Empty, Group, Name, Node, Route, User};
+use sirms_proto::token::TokenInterceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::config::DEV_TOKEN;
+
+/// Where the router is and how to prove we are its admin.
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// The router's admin API.
+    #[arg(long, env = "SIRMS_ROUTER", default_value = "http://127.0.0.1:7500")]
+    pub router: String,
+    /// The cluster token.
+    #[arg(long, env = "SIRMS_TOKEN", default_value = DEV_TOKEN, hide_env_values = true)]
+    pub token: String,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// What `sirms ctl` can do.
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Nodes, their health and connections, and directory counts.
+    Status,
+    /// Mail and storage nodes.
+    #[command(subcommand)]
+    Nodes(NodesCmd),
+    /// The source-IP routing table.
+    #[command(subcommand)]
+    Routes(RoutesCmd),
+    /// Node groups (route targets written `group:NAME`).
+    #[command(subcommand)]
+    Groups(GroupsCmd),
+    /// Mail domains.
+    #[command(subcommand)]
+    Domains(DomainsCmd),
+    /// Mail users.
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Aliases (one address delivered to others).
+    #[command(subcommand)]
+    Aliases(AliasesCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodesCmd {
+    /// List nodes.
+    List,
+    /// Add or replace a node by hand (nodes also register themselves).
+    Add {
+        id: String,
+        host: String,
+        #[arg(long, default_value_t = 100)]
+        weight: u32,
+        #[arg(long, default_value_t = 25)]
+        smtp_port: u32,
+        #[arg(long, default_value_t = 587)]
+        submission_port: u32,
+        #[arg(long, default_value_t = 465)]
+        submissions_port: u32,
+        #[arg(long, default_value_t = 143)]
+        imap_port: u32,
+        #[arg(long, default_value_t = 993)]
+        imaps_port: u32,
+        #[arg(long, default_value_t = 110)]
+        pop3_port: u32,
+        #[arg(long, default_value_t = 995)]
+        pop3s_port: u32,
+        /// The node's Store gRPC endpoint, e.g. http://10.0.0.5:7401.
+        #[arg(long, default_value = "")]
+        store: String,
+        /// A storage-only node: holds mailboxes, takes no mail traffic.
+        #[arg(long)]
+        storage_only: bool,
+    },
+    /// Remove a node.
+    Remove { id: String },
+    /// Stop sending new connections to a node; open sessions finish.
+    Drain { id: String },
+    /// Send new connections to a drained node again.
+    Undrain { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoutesCmd {
+    /// List routes.
+    List,
+    /// Route sources in CIDR to a node or `group:NAME` (longest prefix wins).
+    Add { cidr: String, target: String },
+    /// Remove a route.
+    Remove { cidr: String },
+    /// Which node a source address goes to now, and why.
+    Test { ip: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupsCmd {
+    /// List groups.
+    List,
+    /// Create or replace a group.
+    Set { name: String, members: Vec<String> },
+    /// Remove a group.
+    Remove { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DomainsCmd {
+    /// List domains.
+    List,
+    /// Add a domain.
+    Add { domain: String },
+    /// Remove a domain.
+    Remove { domain: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCmd {
+    /// List users and their homes.
+    List,
+    /// Add a user, or change one's password or home. The password is read from stdin
+    /// (one line) unless --password is given.
+    Add {
+        address: String,
+        #[arg(long)]
+        password: Option<String>,
+        /// Node or storage node that holds the mailbox (default: the router picks).
+        #[arg(long, default_value = "")]
+        home: String,
+        /// Keep the stored password (to change only the home).
+        #[arg(long)]
+        keep_password: bool,
+    },
+    /// Remove a user (the mailbox stays on its home).
+    Remove { address: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AliasesCmd {
+    /// List aliases.
+    List,
+    /// Deliver mail for ADDRESS to TARGETS.
+    Add { address: String, targets: Vec<String> },
+    /// Remove an alias.
+    Remove { address: String },
+}
+
+/// Errors of `sirms ctl`.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("cannot reach the router at {0}: {1}")]
+    Connect(String, String),
+    #[error("the token is not a valid gRPC metadata value")]
+    Token,
+    #[error("{}", .0.message())]
+    Rpc(#[from] tonic::Status),
+    #[error("{0}")]
+    Input(String),
+}
+
+type Client = AdminClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// Runs one `sirms ctl` command; `hash` turns a password into a stored hash. Returns the
+/// text to print.
+pub async fn run(args: CtlArgs, hash: &dyn Fn(&str) -> Result<String, String>) -> Result<String, CtlError> {
+    let channel = tonic::transport::Endpoint::from_shared(args.router.clone())
+        .map_err(|e| CtlError::Connect(args.router.clone(), e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| CtlError::Connect(args.router.clone(), e.to_string()))?;
+    let mut c: Client =
+        AdminClient::with_interceptor(channel, TokenInterceptor::new(&args.token).ok_or(CtlError::Token)?);
+    let name = |name: String| Name { name };
+    let done = || "ok".to_string();
+    Ok(match args.command {
+        CtlCommand::Status => {
+            let s = c.status(Empty {}).await?.into_inner();
+            let mut out = format!(
+                "directory version {}, {} domains, {} users, {} routes\n",
+                s.directory_version, s.domains, s.users, s.routes
+            );
+            out.push_str(&nodes_table(&s.nodes));
+            out
+        }
+        CtlCommand::Nodes(cmd) => match cmd {
+            NodesCmd::List => nodes_table(&c.list_nodes(Empty {}).await?.into_inner().nodes),
+            NodesCmd::Add {
+                id,
+                host,
+                weight,
+                smtp_port,
+                submission_port,
+                submissions_port,
+                imap_port,
+                imaps_port,
+                pop3_port,
+                pop3s_port,
+                store,
+                storage_only,
+            } => {
+                let node = Node {
+                    id,
+                    host,
+                    weight,
+                    smtp_port,
+                    submission_port,
+                    submissions_port,
+                    imap_port,
+                    imaps_port,
+                    pop3_port,
+                    pop3s_port,
+                    store_endpoint: store,
+                    drained: false,
+                    storage_only,
+                };
+                c.put_node(node).await?;
+                done()
+            }
+            NodesCmd::Remove { id } => {
+                c.remove_node(name(id)).await?;
+                done()
+            }
+            NodesCmd::Drain { id } => {
+                c.drain_node(DrainRequest { id, drained: true }).await?;
+                done()
+            }
+            NodesCmd::Undrain { id } => {
+                c.drain_node(DrainRequest { id, drained: false }).await?;
+                done()
+            }
+        },
+        CtlCommand::Routes(cmd) => match cmd {
+            RoutesCmd::List => c
+                .list_routes(Empty {})
+                .await?
+                .into_inner()
+                .routes
+                .iter()
+                .map(|r| format!("{} -> {}\n", r.cidr, r.target))
+                .collect(),
+            RoutesCmd::Add { cidr, target } => {
+                c.put_route(Route { cidr, target }).await?;
+                done()
+            }
+            RoutesCmd::Remove { cidr } => {
+                c.remove_route(name(cidr)).await?;
+                done()
+            }
+            RoutesCmd::Test { ip } => {
+                let e = c.explain(name(ip)).await?.into_inner();
+                format!("{} ({}); fallback order: {}", e.node, e.reason, e.ranked.join(" "))
+            }
+        },
+        CtlCommand::Groups(cmd) => match cmd {
+            GroupsCmd::List => c
+                .list_groups(Empty {})
+                .await?
+                .into_inner()
+                .groups
+                .iter()
+                .map(|g| format!("{}: {}\n", g.name, g.members.join(" ")))
+                .collect(),
+            GroupsCmd::Set { name: group, members } => {
+                c.put_group(Group { name: group, members }).await?;
+                done()
+            }
+            GroupsCmd::Remove { name: group } => {
+                c.remove_group(name(group)).await?;
+                done()
+            }
+        },
+        CtlCommand::Domains(cmd) => match cmd {
+            DomainsCmd::List => {
+                c.get_directory(Empty {}).await?.into_inner().domains.iter().map(|d| format!("{d}\n")).collect()
+            }
+            DomainsCmd::Add { domain } => {
+                c.put_domain(name(domain)).await?;
+                done()
+            }
+            DomainsCmd::Remove { domain } => {
+                c.remove_domain(name(domain)).await?;
+                done()
+            }
+        },
+        CtlCommand::Users(cmd) => match cmd {
+            UsersCmd::List => c
+                .get_directory(Empty {})
+                .await?
+                .into_inner()
+                .users
+                .iter()
+                .map(|u| format!("{} home={}\n", u.address, u.home))
+                .collect(),
+            UsersCmd::Add { address, password, home, keep_password } => {
+                let password_hash = if keep_password {
+                    String::new()
+                } else {
+                    let password = match password {
+                        Some(p) => p,
+                        None => {
+                            let mut line = String::new();
+                            std::io::stdin()
+                                .take(4096)
+                                .read_to_string(&mut line)
+                                .map_err(|e| CtlError::Input(e.to_string()))?;
+                            line.lines().next().unwrap_or_default().to_string()
+                        }
+                    };
+                    if password.is_empty() {
+                        return Err(CtlError::Input("empty password".into()));
+                    }
+                    hash(&password).map_err(CtlError::Input)?
+                };
+                c.put_user(User { address, password_hash, home, quota_bytes: 0 }).await?;
+                done()
+            }
+            UsersCmd::Remove { address } => {
+                c.remove_user(name(address)).await?;
+                done()
+            }
+        },
+        CtlCommand::Aliases(cmd) => match cmd {
+            AliasesCmd::List => c
+                .get_directory(Empty {})
+                .await?
+                .into_inner()
+                .aliases
+                .iter()
+                .map(|a| format!("{} -> {}\n", a.address, a.targets.join(" ")))
+                .collect(),
+            AliasesCmd::Add { address, targets } => {
+                c.put_alias(Alias { address, targets }).await?;
+                done()
+            }
+            AliasesCmd::Remove { address } => {
+                c.remove_alias(name(address)).await?;
+                done()
+            }
+        },
+    })
+}
+
+fn nodes_table(nodes: &[sirms_proto::cluster::NodeStatus]) -> String {
+    let mut out = format!(
+        "{:<12} {:<16} {:>6} {:<8} {:<8} {:>7} {:>7}\n",
+        "node", "host", "weight", "health", "state", "active", "total"
+    );
+    for s in nodes {
+        let Some(n) = &s.node else { continue };
+        let state = if n.storage_only {
+            "storage"
+        } else if n.drained {
+            "drained"
+        } else {
+            "active"
+        };
+        out.push_str(&format!(
+            "{:<12} {:<16} {:>6} {:<8} {:<8} {:>7} {:>7}\n",
+            n.id,
+            n.host,
+            n.weight,
+            if s.healthy { "up" } else { "down" },
+            state,
+            s.active_connections,
+            s.total_connections
+        ));
+    }
+    out
+}

@@ -1,0 +1,68 @@
+//! The `sirms router` role: the directory, the admin API and the public listeners.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::admin::AdminService;
+use crate::config::{DEV_TOKEN, RouterConfig};
+use crate::directory::{ClusterDirectory, DirectoryError};
+use crate::server::{self, Router};
+
+/// Why the router stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("directory: {0}")]
+    Directory(#[from] DirectoryError),
+    #[error("refusing to serve the admin API on {0} with the default dev token: set `token`")]
+    InsecureToken(std::net::SocketAddr),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("admin API: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Runs the router until `shutdown` resolves.
+pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Result<(), RouterError> {
+    if config.token == DEV_TOKEN && !config.admin_listen.ip().is_loopback() {
+        return Err(RouterError::InsecureToken(config.admin_listen));
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let directory = Arc::new(ClusterDirectory::open(&config.data_dir.join("directory"))?);
+    let router = Router::new(directory, &config);
+    let (stop, stopped) = watch::channel(false);
+
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {} (admin): {e}", config.admin_listen)))?;
+    tracing::info!(addr = %config.admin_listen, "admin API listening");
+    let (admin, directory_service) = AdminService::new(router.clone(), &config.token).into_servers();
+    let mut admin_stop = stopped.clone();
+    let admin_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(admin)
+            .add_service(directory_service)
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(admin_listener), async move {
+                let _ = admin_stop.changed().await;
+            }),
+    );
+    let data_plane = tokio::spawn({
+        let (router, listen) = (router.clone(), config.listen.clone());
+        async move { server::serve(router, &listen, stopped).await }
+    });
+    tokio::select! {
+        _ = shutdown => {}
+        result = data_plane => {
+            // The data plane only returns early when a listener could not be bound.
+            if let Ok(Err(e)) = result {
+                return Err(e.into());
+            }
+        }
+    }
+    tracing::info!("router stopping");
+    let _ = stop.send(true);
+    if let Ok(Err(e)) = admin_task.await {
+        return Err(e.into());
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! The running router: the public listeners, the routing state rebuilt from the directory
+//! and the health monitor, and the forwarding of each connection.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use sirms_proto::cluster::{Node, NodeStatus};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{PublicListen, RouterConfig};
+use crate::directory::ClusterDirectory;
+use crate::forward::{Backend, Forwarder, Inbound};
+use crate::health::{HealthConfig, HealthMonitor};
+use crate::node::{GroupName, NodeId, NodeState};
+use crate::pick::{Choice, Cluster, ClusterNode};
+use crate::table::{Cidr, RouteTable, Target};
+
+/// The mail services the router forwards, each to the same service on the chosen node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Smtp,
+    Submission,
+    Submissions,
+    Imap,
+    Imaps,
+    Pop3,
+    Pop3s,
+}
+
+impl Service {
+    /// Every service.
+    pub const ALL: [Service; 7] = [
+        Service::Smtp,
+        Service::Submission,
+        Service::Submissions,
+        Service::Imap,
+        Service::Imaps,
+        Service::Pop3,
+        Service::Pop3s,
+    ];
+
+    /// Name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Smtp => "smtp",
+            Service::Submission => "submission",
+            Service::Submissions => "submissions",
+            Service::Imap => "imap",
+            Service::Imaps => "imaps",
+            Service::Pop3 => "pop3",
+            Service::Pop3s => "pop3s",
+        }
+    }
+
+    /// The node's port for this service; 0 if it does not offer it.
+    pub fn port(self, node: &Node) -> u32 {
+        match self {
+            Service::Smtp => node.smtp_port,
+            Service::Submission => node.submission_port,
+            Service::Submissions => node.submissions_port,
+            Service::Imap => node.imap_port,
+            Service::Imaps => node.imaps_port,
+            Service::Pop3 => node.pop3_port,
+            Service::Pop3s => node.pop3s_port,
+        }
+    }
+
+    /// Where the router listens for it.
+    pub fn listen(self, listen: &PublicListen) -> SocketAddr {
+        match self {
+            Service::Smtp => listen.smtp,
+            Service::Submission => listen.submission,
+            Service::Submissions => listen.submissions,
+            Service::Imap => listen.imap,
+            Service::Imaps => listen.imaps,
+            Service::Pop3 => listen.pop3,
+            Service::Pop3s => listen.pop3s,
+        }
+    }
+}
+
+/// What routing decisions are made from, swapped whole when the directory or health changes.
+#[derive(Default)]
+struct Routing {
+    table: RouteTable,
+    cluster: Cluster,
+    /// Mail nodes with their resolved address.
+    nodes: HashMap<String, (Node, IpAddr)>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counters {
+    active: u64,
+    total: u64,
+}
+
+/// The router's shared state.
+pub struct Router {
+    directory: Arc<ClusterDirectory>,
+    health: Arc<HealthMonitor>,
+    routing: RwLock<Arc<Routing>>,
+    counters: Mutex<HashMap<String, Counters>>,
+    forwarder: Forwarder,
+}
+
+/// Resolves a node's host (an address, or a name such as a compose service).
+async fn resolve(host: &str) -> Option<IpAddr> {
+    if let Ok(ip) = IpAddr::from_str(host) {
+        return Some(ip);
+    }
+    tokio::net::lookup_host((host, 0)).await.ok()?.next().map(|a| a.ip())
+}
+
+/// The address the health monitor probes: the node's Store gRPC port (no PROXY header
+/// involved), else its SMTP port.
+fn health_addr(node: &Node, ip: IpAddr) -> Option<SocketAddr> {
+    let store_port = node.store_endpoint.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok());
+    let port = store_port.or(u16::try_from(node.smtp_port).ok().filter(|p| *p != 0))?;
+    Some(SocketAddr::new(ip, port))
+}
+
+impl Router {
+    /// A router over `directory`.
+    pub fn new(directory: Arc<ClusterDirectory>, config: &RouterConfig) -> Arc<Router> {
+        let health =
+            HealthConfig { interval: Duration::from_secs(config.health_interval_secs.max(1)), ..Default::default() };
+        Arc::new(Router {
+            directory,
+            health: Arc::new(HealthMonitor::new(health)),
+            routing: RwLock::new(Arc::new(Routing::default())),
+            counters: Mutex::new(HashMap::new()),
+            forwarder: Forwarder::new(config.forward()),
+        })
+    }
+
+    /// The directory this router serves.
+    pub fn directory(&self) -> &Arc<ClusterDirectory> {
+        &self.directory
+    }
+
+    fn current(&self) -> Arc<Routing> {
+        self.routing.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Rebuilds the routing state from the directory and the latest health.
+    pub async fn rebuild(&self) {
+        let snapshot = self.directory.snapshot();
+        let mut nodes = HashMap::new();
+        for node in snapshot.nodes.into_iter().filter(|n| !n.storage_only) {
+            match resolve(&node.host).await {
+                Some(ip) => {
+                    nodes.insert(node.id.clone(), (node, ip));
+                }
+                None => tracing::warn!(node = %node.id, host = %node.host, "cannot resolve node host"),
+            }
+        }
+        // Keep the health monitor's node list in step with the directory.
+        let known: BTreeSet<NodeId> = self.health.snapshot().iter().map(|(id, _)| id.clone()).collect();
+        for (id, (node, ip)) in &nodes {
+            if let (Ok(id), Some(addr)) = (NodeId::from_str(id), health_addr(node, *ip)) {
+                self.health.add_node(id, addr);
+            }
+        }
+        for id in known.iter().filter(|id| !nodes.contains_key(id.as_str())) {
+            self.health.remove_node(id);
+        }
+        let health = self.health.snapshot();
+        let mut cluster = Cluster::default();
+        for (id, (node, _)) in &nodes {
+            let Ok(node_id) = NodeId::from_str(id) else { continue };
+            let healthy = health.get(&node_id).is_none_or(|h| h.is_up());
+            cluster.upsert_node(ClusterNode {
+                id: node_id,
+                weight: node.weight,
+                state: NodeState::new(node.drained, healthy),
+            });
+        }
+        for group in self.directory.groups() {
+            if let Ok(name) = GroupName::from_str(&group.name) {
+                let members = group.members.iter().filter_map(|m| NodeId::from_str(m).ok()).collect();
+                cluster.set_group(name, members);
+            }
+        }
+        let table: RouteTable = self
+            .directory
+            .routes()
+            .into_iter()
+            .filter_map(|r| Some((Cidr::from_str(&r.cidr).ok()?, Target::from_str(&r.target).ok()?)))
+            .collect();
+        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Routing { table, cluster, nodes });
+    }
+
+    /// Where a client at `ip` goes now.
+    pub fn choose(&self, ip: IpAddr) -> Choice {
+        let routing = self.current();
+        routing.cluster.choose(ip, &routing.table)
+    }
+
+    /// Every node with its health and connection counts.
+    pub fn status(&self) -> Vec<NodeStatus> {
+        let health = self.health.snapshot();
+        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.directory
+            .snapshot()
+            .nodes
+            .into_iter()
+            .map(|node| {
+                let healthy = NodeId::from_str(&node.id).ok().and_then(|id| health.get(&id)).is_none_or(|h| h.is_up());
+                let c = counters.get(&node.id).copied().unwrap_or_default();
+                NodeStatus { node: Some(node), healthy, active_connections: c.active, total_connections: c.total }
+            })
+            .collect()
+    }
+
+    fn count(&self, node: &str, delta: i64) {
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let c = counters.entry(node.to_string()).or_default();
+        if delta > 0 {
+            c.active += 1;
+            c.total += 1;
+        } else {
+            c.active = c.active.saturating_sub(1);
+        }
+    }
+
+    /// Forwards one client connection of `service`.
+    async fn handle(self: Arc<Self>, service: Service, inbound: Inbound) {
+        let peer = inbound.peer;
+        let routing = self.current();
+        let choice = routing.cluster.choose(peer.ip(), &routing.table);
+        let backends: Vec<Backend> = choice
+            .candidates
+            .iter()
+            .filter_map(|id| {
+                let (node, ip) = routing.nodes.get(id.as_str())?;
+                let port = u16::try_from(service.port(node)).ok().filter(|p| *p != 0)?;
+                Some(Backend { node: id.clone(), addr: SocketAddr::new(*ip, port) })
+            })
+            .collect();
+        let intended = backends.first().map(|b| b.node.to_string()).unwrap_or_default();
+        self.count(&intended, 1);
+        let health = self.health.clone();
+        let failures = move |backend: &Backend, error: &std::io::Error| {
+            tracing::warn!(node = %backend.node, addr = %backend.addr, %error, "node refused a connection; marking it down");
+            health.mark_failed(&backend.node);
+        };
+        let result = self.forwarder.forward(inbound, &backends, &failures).await;
+        self.count(&intended, -1);
+        match result {
+            Ok(stats) => tracing::info!(
+                service = service.name(), client = %peer, node = %stats.backend.node, reason = ?choice.reason,
+                up = stats.client_to_backend, down = stats.backend_to_client, end = ?stats.end, "connection done"
+            ),
+            Err(e) => tracing::warn!(service = service.name(), client = %peer, error = %e, "connection not forwarded"),
+        }
+    }
+}
+
+/// Binds every public listener (so a port in use fails at start), then serves them and
+/// keeps routing current until `shutdown` turns true.
+pub async fn serve(
+    router: Arc<Router>,
+    listen: &PublicListen,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut listeners = Vec::new();
+    for service in Service::ALL {
+        let addr = service.listen(listen);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({}): {e}", service.name())))?;
+        tracing::info!(service = service.name(), %addr, "router listening");
+        listeners.push((service, listener));
+    }
+    router.rebuild().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (service, listener) in listeners {
+        let router = router.clone();
+        tasks.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => match Inbound::from_stream(stream) {
+                        Ok(inbound) => {
+                            tokio::spawn(router.clone().handle(service, inbound));
+                        }
+                        Err(e) => tracing::debug!(error = %e, "connection gone before routing"),
+                    },
+                    Err(e) => {
+                        tracing::warn!(service = service.name(), error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    let monitor = router.health.clone();
+    tasks.spawn(async move { monitor.run().await });
+    // Rebuild routing whenever the directory or any node's health changes.
+    let (mut versions, mut health) = (router.directory.subscribe(), router.health.subscribe());
+    loop {
+        tokio::select! {
+            changed = versions.changed() => if changed.is_err() { break },
+            changed = health.changed() => if changed.is_err() { break },
+            _ = shutdown.changed() => break,
+        }
+        router.rebuild().await;
+    }
+    tasks.abort_all();
+    Ok(())
+}
