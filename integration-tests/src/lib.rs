@@ -115,8 +115,13 @@ pub struct StorageNode {
 impl StorageNode {
     /// Starts a storage node over `data_dir` and waits until it listens.
     pub fn start(data_dir: PathBuf) -> StorageNode {
+        StorageNode::start_with_token(data_dir, "test-token")
+    }
+
+    /// The same, with a given cluster token.
+    pub fn start_with_token(data_dir: PathBuf, token: &str) -> StorageNode {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let token = "test-token".to_string();
+        let token = token.to_string();
         let process = Process::sirms(&[
             "storage",
             "--listen",
@@ -152,10 +157,17 @@ pub struct MailNode {
 pub const TEST_USERS: &[(&str, &str)] = &[("alice@example.test", "alice-pw"), ("bob@example.test", "bob-pw")];
 
 impl MailNode {
-    /// Starts a node named `hostname` with the test users; `extra` is appended to its TOML.
+    /// Starts a node named `hostname` with the test users; `extra` is top-level TOML
+    /// (keys, then whole sections) added to its config.
     pub fn start(hostname: &str, extra: &str) -> MailNode {
+        MailNode::start_on([127, 0, 0, 1], hostname, extra)
+    }
+
+    /// The same, listening on loopback address `ip`.
+    pub fn start_on(ip: [u8; 4], hostname: &str, extra: &str) -> MailNode {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = |_| -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("addr") };
+        let ip = std::net::Ipv4Addr::from(ip);
+        let port = |_| -> SocketAddr { SocketAddr::new(ip.into(), free_port()) };
         let (smtp, submission, submissions, pop3, pop3s) = (port(0), port(1), port(2), port(3), port(4));
         let users: Vec<String> =
             TEST_USERS.iter().map(|(u, p)| format!("{{ address = \"{u}\", password = \"{{plain}}{p}\" }}")).collect();
@@ -220,4 +232,75 @@ pub fn python(script: &str, args: &[String]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `sirms router` process with its own directory and loopback ports.
+pub struct RouterProcess {
+    pub process: Process,
+    pub dir: tempfile::TempDir,
+    pub admin: SocketAddr,
+    pub smtp: SocketAddr,
+    pub pop3: SocketAddr,
+    pub imap: SocketAddr,
+}
+
+/// The token the test cluster uses.
+pub const CLUSTER_TOKEN: &str = "test-cluster-token";
+
+impl RouterProcess {
+    /// Starts a router on 127.0.0.1 with fresh ports and a health check every second.
+    pub fn start() -> RouterProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("addr") };
+        let (admin, smtp, submission, submissions, imap, imaps, pop3, pop3s) =
+            (port(), port(), port(), port(), port(), port(), port(), port());
+        let config = format!(
+            "data_dir = \"{}\"\ntoken = \"{CLUSTER_TOKEN}\"\nadmin_listen = \"{admin}\"\nhealth_interval_secs = 1\n\
+             [listen]\nsmtp = \"{smtp}\"\nsubmission = \"{submission}\"\nsubmissions = \"{submissions}\"\n\
+             imap = \"{imap}\"\nimaps = \"{imaps}\"\npop3 = \"{pop3}\"\npop3s = \"{pop3s}\"\n",
+            dir.path().join("data").display()
+        );
+        let path = dir.path().join("router.toml");
+        std::fs::write(&path, config).expect("write router config");
+        let process = Process::sirms(&["router", "-c", path.to_str().expect("utf-8")]);
+        for addr in [admin, smtp, pop3] {
+            assert!(wait_for_port(addr, Duration::from_secs(20)), "sirms router did not listen on {addr}");
+        }
+        RouterProcess { process, dir, admin, smtp, pop3, imap }
+    }
+
+    /// Runs `sirms ctl ARGS` against this router and returns its output (panics on failure).
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new(sirms_bin())
+            .args(["ctl", "--router", &format!("http://{}", self.admin), "--token", CLUSTER_TOKEN])
+            .args(args)
+            .output()
+            .expect("run sirms ctl");
+        assert!(out.status.success(), "sirms ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The `[cluster]` TOML a node needs to join this router as `node_id`, serving its
+    /// store on `ip`.
+    pub fn node_extra(&self, node_id: &str, ip: [u8; 4]) -> String {
+        let ip = std::net::Ipv4Addr::from(ip);
+        format!(
+            "trusted_proxies = [\"127.0.0.1\"]\n[cluster]\nrouter = \"http://{}\"\nnode_id = \"{node_id}\"\n\
+             token = \"{CLUSTER_TOKEN}\"\nstore_listen = \"{ip}:{}\"\n",
+            self.admin,
+            free_port()
+        )
+    }
+
+    /// Waits (bounded) until `sirms ctl nodes list` shows `want` lines matching `pattern`.
+    pub fn wait_nodes(&self, pattern: &str, want: usize) {
+        for _ in 0..100 {
+            let list = self.ctl(&["nodes", "list"]);
+            if list.lines().filter(|l| l.contains(pattern)).count() == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nodes never reached {want} × {pattern:?}: {}", self.ctl(&["nodes", "list"]));
+    }
 }

@@ -1,0 +1,133 @@
+//! The cluster as users see it: a real router process in front of real mail nodes (and a
+//! storage node), clients coming from different 127.0.0.x source addresses.
+
+use sirms_integration_tests::{MailNode, RouterProcess, StorageNode, python};
+
+/// Sends one message through `smtp` from source address `src`; prints the node's greeting
+/// and the send result.
+const SEND_FROM: &str = r#"
+import smtplib, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = smtplib.SMTP(host, int(port), source_address=(sys.argv[2], 0), timeout=20)
+code, greeting = s.ehlo("client.test")
+print(greeting.decode().splitlines()[0])
+print(s.sendmail("x@remote.test", [sys.argv[3]], ("Subject: from %s\r\n\r\nhi\r\n" % sys.argv[2]).encode()))
+s.quit()
+"#;
+
+fn send_from(router: &RouterProcess, src: &str, rcpt: &str) -> String {
+    python(SEND_FROM, &[router.smtp.to_string(), src.to_string(), rcpt.to_string()])
+}
+
+/// The node `sirms ctl routes test` predicts for `ip`.
+fn predicted(router: &RouterProcess, ip: &str) -> String {
+    router.ctl(&["routes", "test", ip]).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+fn cluster() -> (RouterProcess, MailNode, MailNode) {
+    let router = RouterProcess::start();
+    let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1]));
+    let n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &router.node_extra("node2", [127, 0, 0, 2]));
+    router.wait_nodes(" up ", 2);
+    router.ctl(&["domains", "add", "example.test"]);
+    router.ctl(&["users", "add", "alice@example.test", "--password", "alice-pw", "--home", "node1"]);
+    (router, n1, n2)
+}
+
+#[test]
+fn source_ip_picks_the_node_and_the_node_sees_the_real_client() {
+    let (router, n1, _n2) = cluster();
+    let mut served = std::collections::BTreeMap::new();
+    for i in 10..30 {
+        let src = format!("127.0.0.{i}");
+        let want = predicted(&router, &src);
+        let out = send_from(&router, &src, "alice@example.test");
+        let greeting = out.lines().next().unwrap();
+        assert_eq!(greeting, format!("{want}.example.test greets [{src}]"), "source {src}");
+        // The same source keeps its node.
+        let again = send_from(&router, &src, "alice@example.test");
+        assert_eq!(again.lines().next().unwrap(), greeting);
+        *served.entry(want).or_insert(0) += 1;
+    }
+    assert_eq!(served.len(), 2, "20 sources should reach both nodes: {served:?}");
+    // Every message is in alice's mailbox on her home node, whichever node took it, and
+    // its trace header names the real client address.
+    let inbox = n1.inbox("alice@example.test");
+    assert_eq!(inbox.len(), 40);
+    for i in 10..30 {
+        let needle = format!("([127.0.0.{i}])");
+        assert_eq!(inbox.iter().filter(|m| String::from_utf8_lossy(m).contains(&needle)).count(), 2, "{needle}");
+    }
+}
+
+#[test]
+fn table_routes_drain_and_failover() {
+    let (router, _n1, mut n2) = cluster();
+    // Find a source that hashes to node1 and one that hashes to node2.
+    let by_hash: Vec<(String, String)> =
+        (40..80).map(|i| format!("127.0.0.{i}")).map(|s| (predicted(&router, &s), s)).collect();
+    let on1 = by_hash.iter().find(|(n, _)| n == "node1").map(|(_, s)| s.clone()).unwrap();
+    let on2 = by_hash.iter().find(|(n, _)| n == "node2").map(|(_, s)| s.clone()).unwrap();
+
+    // The policy table beats the hash.
+    router.ctl(&["routes", "add", &format!("{on1}/32"), "node2"]);
+    assert!(router.ctl(&["routes", "list"]).contains(&format!("{on1}/32 -> node2")));
+    assert!(send_from(&router, &on1, "alice@example.test").starts_with("node2.example.test"));
+    router.ctl(&["routes", "remove", &format!("{on1}/32")]);
+    assert!(send_from(&router, &on1, "alice@example.test").starts_with("node1.example.test"));
+
+    // A drained node takes no new connections.
+    router.ctl(&["nodes", "drain", "node1"]);
+    assert!(router.ctl(&["nodes", "list"]).contains("drained"));
+    assert!(send_from(&router, &on1, "alice@example.test").starts_with("node2.example.test"));
+    router.ctl(&["nodes", "undrain", "node1"]);
+    assert!(send_from(&router, &on1, "alice@example.test").starts_with("node1.example.test"));
+
+    // node2 dies: its sources are served by node1 at once, node1's sources do not move.
+    n2.process.kill9();
+    assert!(send_from(&router, &on2, "alice@example.test").starts_with("node1.example.test"));
+    assert!(send_from(&router, &on1, "alice@example.test").starts_with("node1.example.test"));
+    router.wait_nodes(" down ", 1);
+}
+
+#[test]
+fn storage_node_holds_mailboxes_for_every_mail_node() {
+    let (router, n1, n2) = cluster();
+    let storage_dir = tempfile::tempdir().unwrap();
+    let storage =
+        StorageNode::start_with_token(storage_dir.path().to_path_buf(), sirms_integration_tests::CLUSTER_TOKEN);
+    router.ctl(&["nodes", "add", "store1", "127.0.0.1", "--storage-only", "--store", &storage.endpoint()]);
+    router.ctl(&["users", "add", "bob@example.test", "--password", "bob-pw", "--home", "store1"]);
+    let by_hash: Vec<(String, String)> =
+        (40..80).map(|i| format!("127.0.0.{i}")).map(|s| (predicted(&router, &s), s)).collect();
+    let on1 = by_hash.iter().find(|(n, _)| n == "node1").map(|(_, s)| s.clone()).unwrap();
+    let on2 = by_hash.iter().find(|(n, _)| n == "node2").map(|(_, s)| s.clone()).unwrap();
+    // In through node1, out through node2: one mailbox on the storage node.
+    assert!(send_from(&router, &on1, "bob@example.test").starts_with("node1.example.test"));
+    let out = python(
+        r#"
+import poplib, sys
+host, port = sys.argv[1].rsplit(":", 1)
+import socket
+sock = socket.create_connection((host, int(port)), timeout=20, source_address=(sys.argv[2], 0))
+p = poplib.POP3.__new__(poplib.POP3)
+p.host, p.port, p._tls_established = host, int(port), False
+p.sock = sock; p.file = sock.makefile("rb"); p._debugging = 0
+p.welcome = p._getresp()
+print(p.welcome.decode())
+import ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+p.stls(context=ctx)
+p.user("bob@example.test"); p.pass_("bob-pw")
+print(p.stat())
+print(b"\r\n".join(p.retr(1)[1]).decode())
+p.quit()
+"#,
+        &[router.pop3.to_string(), on2.clone()],
+    );
+    assert!(out.starts_with("+OK node2.example.test"), "{out}");
+    assert!(out.contains("(1, "), "{out}");
+    assert!(out.contains(&format!("Subject: from {on1}")), "{out}");
+    // Nothing landed on the mail nodes' own disks.
+    assert!(n1.inbox("bob@example.test").is_empty() && n2.inbox("bob@example.test").is_empty());
+}
