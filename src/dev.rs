@@ -1,6 +1,6 @@
 //! `sirms dev`: the whole cluster in one process, wired together on 127.0.0.x with no
 //! config — a router, two mail nodes (127.0.0.1 and 127.0.0.2) and a storage node that
-//! holds every mailbox (the paper's N2 with shared storage), plus a demo user.
+//! holds every mailbox (the paper's N2 with shared storage), plus demo users.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -20,15 +20,12 @@ use tokio::sync::watch;
 #[derive(Args)]
 pub struct DevArgs {
     /// Where the cluster keeps its data.
-    #[arg(long, default_value = "sirms-data/dev")]
+    #[arg(long = "data", default_value = "sirms-data")]
     data_dir: PathBuf,
-    /// The demo user created at start.
-    #[arg(long, default_value = "dev@example.test")]
-    user: String,
-    /// The demo user's password.
-    #[arg(long, default_value = "dev")]
-    password: String,
 }
+
+/// The demo users `sirms dev` creates, with their passwords.
+const DEMO_USERS: [(&str, &str); 2] = [("alice@example.test", "alice-pw"), ("bob@example.test", "bob-pw")];
 
 fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::from((ip, port))
@@ -46,7 +43,7 @@ fn node_config(data: &std::path::Path, id: &str, ip: [u8; 4]) -> NodeConfig {
     c.listen.submissions = addr(ip, 3465);
     c.listen.pop3 = addr(ip, 3110);
     c.listen.pop3s = addr(ip, 3995);
-    c.cluster.router = Some("http://127.0.0.1:7500".into());
+    c.cluster.router = Some(format!("http://{}", RouterConfig::default().admin_listen));
     c.cluster.node_id = Some(id.into());
     c.cluster.store_listen = Some(addr(ip, 7401));
     c
@@ -74,17 +71,18 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         async move { sirms_router::role::run(router, done).await.context("router") }
     });
     let admin = connect_admin().await?;
-    provision(admin, &args).await?;
+    provision(admin).await?;
     for (id, ip) in [("node1", [127, 0, 0, 1]), ("node2", [127, 0, 0, 2])] {
         let config = node_config(&args.data_dir, id, ip);
         let done = until_stopped(stopped.clone());
         roles.spawn(async move { sirms_mailnode::role::run(config, done).await.context("mail node") });
     }
+    let users: String = DEMO_USERS.iter().map(|(u, p)| format!("  user {u}  password {p}\n")).collect();
     eprintln!(
-        "\nSIRMS dev cluster: SMTP 127.0.0.1:2525, submission :2587 (STARTTLS) / :2465 (TLS), \
-         POP3 :2110 / :2995, IMAP :2143 / :2993\n  user {} password {}\n  \
-         admin: sirms ctl status   (router API 127.0.0.1:7500, token {DEV_TOKEN})\n",
-        args.user, args.password
+        "\nSIRMS dev cluster is up: point a mail client at 127.0.0.1\n  \
+         SMTP 2525, submission 2587 (STARTTLS) / 2465 (TLS), IMAP 2143 / 2993, POP3 2110 / 2995\n\
+         {users}  admin: `sirms ctl status` (router API {}, token {DEV_TOKEN})\n  Ctrl-C stops it.\n",
+        RouterConfig::default().admin_listen
     );
     tokio::select! {
         _ = shutdown => {}
@@ -112,16 +110,18 @@ async fn connect_admin() -> anyhow::Result<Admin> {
     let token = TokenInterceptor::new(DEV_TOKEN).context("token")?;
     // The router starts in the background: wait (bounded) for its admin API.
     for _ in 0..100 {
-        if let Ok(channel) = tonic::transport::Endpoint::from_static("http://127.0.0.1:7500").connect().await {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", RouterConfig::default().admin_listen))?;
+        if let Ok(channel) = endpoint.connect().await {
             return Ok(AdminClient::with_interceptor(channel, token));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    anyhow::bail!("the router's admin API did not come up on 127.0.0.1:7500")
+    anyhow::bail!("the router's admin API did not come up on {}", RouterConfig::default().admin_listen)
 }
 
-/// The storage node, the demo domain and user.
-async fn provision(mut admin: Admin, args: &DevArgs) -> anyhow::Result<()> {
+/// The storage node, the demo domain and users.
+async fn provision(mut admin: Admin) -> anyhow::Result<()> {
     admin
         .put_node(Node {
             id: "storage1".into(),
@@ -131,9 +131,11 @@ async fn provision(mut admin: Admin, args: &DevArgs) -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-    let domain = args.user.rsplit_once('@').map(|(_, d)| d.to_string()).context("the demo user needs a domain")?;
-    admin.put_domain(Name { name: domain }).await?;
-    let password_hash = sirms_mailnode::directory::hash_password(&args.password).map_err(|e| anyhow::anyhow!("{e}"))?;
-    admin.put_user(User { address: args.user.clone(), password_hash, home: "storage1".into(), quota_bytes: 0 }).await?;
+    admin.put_domain(Name { name: "example.test".into() }).await?;
+    for (address, password) in DEMO_USERS {
+        let password_hash = sirms_mailnode::directory::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let user = User { address: address.into(), password_hash, home: "storage1".into(), quota_bytes: 0 };
+        admin.put_user(user).await?;
+    }
     Ok(())
 }

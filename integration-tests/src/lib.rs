@@ -121,6 +121,11 @@ impl StorageNode {
     /// The same, with a given cluster token.
     pub fn start_with_token(data_dir: PathBuf, token: &str) -> StorageNode {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        StorageNode::start_at(addr, data_dir, token)
+    }
+
+    /// A storage node on a given address (to restart one where it was).
+    pub fn start_at(addr: SocketAddr, data_dir: PathBuf, token: &str) -> StorageNode {
         let token = token.to_string();
         let process = Process::sirms(&[
             "storage",

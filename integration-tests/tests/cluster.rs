@@ -131,3 +131,32 @@ p.quit()
     // Nothing landed on the mail nodes' own disks.
     assert!(n1.inbox("bob@example.test").is_empty() && n2.inbox("bob@example.test").is_empty());
 }
+
+#[test]
+fn mail_for_an_unreachable_home_waits_in_the_spool() {
+    let (router, _n1, _n2) = cluster();
+    let storage_dir = tempfile::tempdir().unwrap();
+    let mut storage =
+        StorageNode::start_with_token(storage_dir.path().to_path_buf(), sirms_integration_tests::CLUSTER_TOKEN);
+    router.ctl(&["nodes", "add", "store1", "127.0.0.1", "--storage-only", "--store", &storage.endpoint()]);
+    router.ctl(&["users", "add", "carol@example.test", "--password", "carol-pw", "--home", "store1"]);
+    let addr = storage.addr;
+    storage.process.kill9();
+    // The home is down, yet the message is accepted: it is durable in the node's spool.
+    let out = send_from(&router, "127.0.0.41", "carol@example.test");
+    assert!(out.ends_with("{}\n"), "{out}");
+    let _storage =
+        StorageNode::start_at(addr, storage_dir.path().to_path_buf(), sirms_integration_tests::CLUSTER_TOKEN);
+    let cur = storage_dir.path().join("mail/carol@example%2Etest/cur");
+    let mut delivered = 0;
+    for _ in 0..300 {
+        delivered = std::fs::read_dir(&cur).map(|d| d.count()).unwrap_or(0);
+        if delivered > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(delivered, 1, "the spooled message never reached its home");
+    let stored = std::fs::read_dir(&cur).unwrap().next().unwrap().unwrap().path();
+    assert!(String::from_utf8_lossy(&std::fs::read(stored).unwrap()).contains("Subject: from 127.0.0.41"));
+}

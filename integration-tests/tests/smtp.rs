@@ -38,8 +38,12 @@ fn message(subject: &str, body: &str) -> String {
     format!("From: sender@remote.test\r\nTo: alice@example.test\r\nSubject: {subject}\r\n\r\n{body}")
 }
 
-/// Splits our Received header off a stored message and returns (header, rest).
+/// Splits our Return-Path and Received headers off a stored message: (Received, rest).
 fn split_received(stored: &[u8]) -> (String, Vec<u8>) {
+    let text = String::from_utf8_lossy(stored);
+    let Some(after) = text.strip_prefix("Return-Path: <") else { panic!("no Return-Path: {text}") };
+    let skip = stored.len() - after.len() + after.find("\r\n").expect("Return-Path line end") + 2;
+    let stored = &stored[skip..];
     let text = String::from_utf8_lossy(stored);
     assert!(text.starts_with("Received: from "), "no Received header: {text}");
     // The header ends at the first line that does not start with a tab.
@@ -155,4 +159,117 @@ print(s.sendmail("x@remote.test", ["alice@example.test"], b"Subject: small\r\n\r
     let inbox = node.inbox("alice@example.test");
     assert_eq!(inbox.len(), 1);
     assert!(inbox[0].ends_with(b"Subject: small\r\n\r\nok\r\n"));
+}
+
+/// Every classic relay trick is refused to an unauthenticated client.
+#[test]
+fn relay_tricks_are_refused() {
+    let node = MailNode::start("node5.example.test", "");
+    let out = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+s.ehlo("c")
+s.mail("x@remote.test")
+for rcpt in ["victim%elsewhere.test@example.test", "@example.test:victim@elsewhere.test",
+             "elsewhere.test!victim@example.test", '"victim@elsewhere.test"@example.test',
+             "victim@[192.0.2.1]", "victim@sub.example.test", "victim@example.test.",
+             "victim@elsewhere.test", "victim@example.test.elsewhere.test"]:
+    code, _ = s.docmd("RCPT TO:<%s>" % rcpt)
+    print(rcpt, code)
+print("postmaster", s.docmd("RCPT TO:<postmaster>")[0])
+print("Postmaster@EXAMPLE.test", s.docmd("RCPT TO:<Postmaster@EXAMPLE.test>")[0])
+"#,
+        &[node.smtp.port().to_string()],
+    );
+    for line in out.lines() {
+        let (rcpt, code) = line.rsplit_once(' ').unwrap();
+        let code: u16 = code.parse().unwrap();
+        if rcpt.to_lowercase().starts_with("postmaster") {
+            assert_eq!(code, 250, "{line}");
+        } else {
+            assert!(code >= 500, "relay trick accepted: {line}");
+        }
+    }
+    assert_eq!(out.lines().count(), 11);
+}
+
+/// swaks pipelines a whole transaction; curl speaks SMTP too; a 20 MiB message and UTF-8
+/// addresses with SMTPUTF8 arrive intact.
+#[test]
+fn swaks_curl_large_and_utf8() {
+    let node = MailNode::start("node6.example.test", "");
+    let out = std::process::Command::new("swaks")
+        .args(["--server", &node.smtp.to_string(), "--pipeline", "--to", "alice@example.test"])
+        .args(["--from", "sender@remote.test", "--header", "Subject: via swaks", "--body", "swaks body"])
+        .output()
+        .expect("run swaks");
+    assert!(out.status.success(), "swaks: {}", String::from_utf8_lossy(&out.stdout));
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    // swaks marks server errors with "<**".
+    assert!(!transcript.contains("<** "), "{transcript}");
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail.txt");
+    std::fs::write(&mail, "Subject: via curl\r\n\r\ncurl body\r\n").unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", &format!("smtp://{}", node.smtp), "--mail-from", "c@remote.test"])
+        .args(["--mail-rcpt", "bob@example.test", "-T"])
+        .arg(&mail)
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    let big = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=60)
+body = ("x" * 998 + "\r\n") * (20 * 1024 * 1024 // 1000)
+msg = ("Subject: big\r\n\r\n" + body).encode()
+print(s.sendmail("x@remote.test", ["bob@example.test"], msg), len(msg))
+msg = "Subject: caf\u00e9\r\nFrom: Jos\u00e9 <jos\u00e9@remote.test>\r\n\r\nna\u00efve \u2603\r\n".encode()
+print(s.sendmail("jos\u00e9@remote.test", ["alice@example.test"], msg, mail_options=["SMTPUTF8"]))
+s.quit()
+"#,
+        &[node.smtp.port().to_string()],
+    );
+    let mut lines = big.lines();
+    let first = lines.next().unwrap();
+    let size: usize = first.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(first.starts_with("{}"), "{big}");
+    assert_eq!(lines.next(), Some("{}"));
+    let alice = node.inbox("alice@example.test");
+    assert!(String::from_utf8_lossy(&alice[0]).contains("Subject: via swaks"));
+    assert!(alice[1].ends_with("na\u{ef}ve \u{2603}\r\n".as_bytes()));
+    assert!(String::from_utf8_lossy(&alice[1]).starts_with("Return-Path: <jos\u{e9}@remote.test>"));
+    let bob = node.inbox("bob@example.test");
+    assert!(bob[0].ends_with(b"Subject: via curl\r\n\r\ncurl body\r\n"));
+    let (_, rest) = split_received(&bob[1]);
+    assert_eq!(rest.len(), size);
+}
+
+/// A PROXY header from an address that is not a trusted router gains nothing: its
+/// signature ends in "QUIT", so the node closes the session without reading a client
+/// address from it.
+#[test]
+fn proxy_header_from_untrusted_peer_is_refused() {
+    let node = MailNode::start("node7.example.test", "");
+    let out = python(
+        r#"
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+print(s.recv(1000).decode().strip())
+sig = b"\r\n\r\n\x00\r\nQUIT\n"
+hdr = sig + bytes([0x21, 0x11]) + struct.pack("!H", 12) + socket.inet_aton("192.0.2.66") + socket.inet_aton("127.0.0.1") + struct.pack("!HH", 1234, 25)
+s.sendall(hdr + b"EHLO x\r\n")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode(errors="replace"))
+"#,
+        &[node.smtp.port().to_string()],
+    );
+    assert!(out.contains("221 2.0.0 bye"), "{out}");
+    assert!(!out.contains("greets [192.0.2.66]"), "{out}");
 }

@@ -18,17 +18,12 @@ impl Delivery {
     }
 
     /// Appends `message` to every user's INBOX, concurrently so the store can commit them
-    /// as one group. Returns only when every copy is durable; any failure fails the whole
-    /// delivery (the client retries; copies already stored may then arrive twice, which
-    /// SMTP allows and losing mail does not).
-    pub async fn deliver(&self, users: &[String], message: Bytes) -> Result<(), StoreError> {
+    /// as one group, and says for each user whether it is durably there.
+    pub async fn deliver_each(&self, users: &[String], message: Bytes) -> Vec<(String, Result<(), StoreError>)> {
         let appends = users.iter().map(|user| {
             let message = NewMessage::new(message.clone());
-            async move { self.store.append(user, "INBOX", message).await }
+            async move { (user.clone(), self.store.append(user, "INBOX", message).await.map(|_| ())) }
         });
-        for result in futures::future::join_all(appends).await {
-            result?;
-        }
-        Ok(())
+        futures::future::join_all(appends).await
     }
 }

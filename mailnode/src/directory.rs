@@ -200,8 +200,27 @@ impl DirectoryData {
     }
 }
 
+impl DirectoryData {
+    /// RFC 5321 §4.5.1: `postmaster` of every domain of ours must exist. Without an alias
+    /// or user of that name, it reaches the domain's first user (alphabetically).
+    fn postmaster_of(&self, domain: &str) -> Recipient {
+        let suffix = format!("@{domain}");
+        match self.users.keys().find(|u| u.ends_with(&suffix)) {
+            Some(user) => Recipient::Local(vec![user.clone()]),
+            None => Recipient::Unknown,
+        }
+    }
+}
+
 impl Directory for DirectoryData {
     fn resolve(&self, address: &str) -> Recipient {
+        if address.eq_ignore_ascii_case("postmaster") {
+            // The unqualified form: the postmaster of our first domain.
+            return match self.domains.iter().next() {
+                Some(domain) => self.resolve(&format!("postmaster@{domain}")),
+                None => Recipient::Unknown,
+            };
+        }
         let Some((local, domain)) = normalize(address) else { return Recipient::Unknown };
         if !self.domains.contains(&domain) {
             return Recipient::Remote;
@@ -209,6 +228,8 @@ impl Directory for DirectoryData {
         let mut users = BTreeSet::new();
         if self.expand(&format!("{local}@{domain}"), 0, &mut users) {
             Recipient::Local(users.into_iter().collect())
+        } else if local == "postmaster" {
+            self.postmaster_of(&domain)
         } else {
             Recipient::Unknown
         }
@@ -297,6 +318,18 @@ mod tests {
         assert_eq!(d.resolve("loop@example.test"), Recipient::Unknown);
         assert_eq!(d.resolve("x@elsewhere.test"), Recipient::Remote);
         assert_eq!(d.resolve("no-at-sign"), Recipient::Unknown);
+        // postmaster always exists, qualified or not.
+        assert_eq!(d.resolve("Postmaster"), Recipient::Local(vec!["alice@example.test".into()]));
+        // Relay tricks stay local names that do not exist, or foreign domains.
+        for trick in
+            ["a%elsewhere.test@example.test", "elsewhere.test!a@example.test", "\"a@elsewhere.test\"@example.test"]
+        {
+            assert_eq!(d.resolve(trick), Recipient::Unknown, "{trick}");
+        }
+        for trick in ["a@[192.0.2.1]", "a@sub.example.test", "a@example.test.evil.test"] {
+            assert_eq!(d.resolve(trick), Recipient::Remote, "{trick}");
+        }
+        assert_eq!(d.resolve("a@example.test."), Recipient::Unknown);
     }
 
     #[test]

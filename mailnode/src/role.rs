@@ -19,6 +19,7 @@ use crate::net::listener::{self, ListenerSettings};
 use crate::net::tls::{self, TlsError};
 use crate::pop3::SessionConfig as Pop3Config;
 use crate::pop3::connection::{MaildropLocks, Pop3Service};
+use crate::queue::{self, Spool};
 use crate::smtp::connection::SmtpService;
 use crate::smtp::session::SessionConfig;
 
@@ -132,6 +133,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let acceptor = tls::acceptor(&config.tls, &config.hostname)?;
     let authenticator = Authenticator::new(directory.clone());
     let delivery = Delivery::new(store.clone());
+    let spool = Arc::new(Spool::open(config.data_dir.join("queue")).map_err(StoreError::Io)?);
+    tokio::spawn(queue::worker::run(spool.clone(), delivery.clone(), stopped.clone()));
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let trusted = Arc::new(config.trusted_proxies.clone());
     let limits = &config.limits;
@@ -154,6 +157,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             directory: directory.clone(),
             authenticator: authenticator.clone(),
             delivery: delivery.clone(),
+            spool: spool.clone(),
             tls: Some(acceptor.clone()),
             idle_timeout: Duration::from_secs(limits.smtp_idle_secs),
             id_prefix: format!("{started:x}."),

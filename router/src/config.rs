@@ -65,7 +65,7 @@ impl Default for RouterConfig {
         RouterConfig {
             data_dir: PathBuf::from("sirms-data/router"),
             token: DEV_TOKEN.to_string(),
-            admin_listen: local(7500),
+            admin_listen: local(7070),
             listen: PublicListen::default(),
             health_interval_secs: 2,
             connect_timeout_secs: 2,

@@ -15,7 +15,7 @@ use crate::config::DEV_TOKEN;
 #[derive(Args, Debug)]
 pub struct CtlArgs {
     /// The router's admin API.
-    #[arg(long, env = "SIRMS_ROUTER", default_value = "http://127.0.0.1:7500")]
+    #[arg(long, env = "SIRMS_ROUTER", default_value = "http://127.0.0.1:7070")]
     pub router: String,
     /// The cluster token.
     #[arg(long, env = "SIRMS_TOKEN", default_value = DEV_TOKEN, hide_env_values = true)]
@@ -81,6 +81,7 @@ pub enum NodesCmd {
         storage_only: bool,
     },
     /// Remove a node.
+    #[command(alias = "rm")]
     Remove { id: String },
     /// Stop sending new connections to a node; open sessions finish.
     Drain { id: String },
@@ -95,6 +96,7 @@ pub enum RoutesCmd {
     /// Route sources in CIDR to a node or `group:NAME` (longest prefix wins).
     Add { cidr: String, target: String },
     /// Remove a route.
+    #[command(alias = "rm")]
     Remove { cidr: String },
     /// Which node a source address goes to now, and why.
     Test { ip: String },
@@ -107,6 +109,7 @@ pub enum GroupsCmd {
     /// Create or replace a group.
     Set { name: String, members: Vec<String> },
     /// Remove a group.
+    #[command(alias = "rm")]
     Remove { name: String },
 }
 
@@ -117,6 +120,7 @@ pub enum DomainsCmd {
     /// Add a domain.
     Add { domain: String },
     /// Remove a domain.
+    #[command(alias = "rm")]
     Remove { domain: String },
 }
 
@@ -137,7 +141,14 @@ pub enum UsersCmd {
         #[arg(long)]
         keep_password: bool,
     },
+    /// Change a user's password (read from stdin unless --password is given).
+    Passwd {
+        address: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
     /// Remove a user (the mailbox stays on its home).
+    #[command(alias = "rm")]
     Remove { address: String },
 }
 
@@ -148,6 +159,7 @@ pub enum AliasesCmd {
     /// Deliver mail for ADDRESS to TARGETS.
     Add { address: String, targets: Vec<String> },
     /// Remove an alias.
+    #[command(alias = "rm")]
     Remove { address: String },
 }
 
@@ -298,26 +310,13 @@ pub async fn run(args: CtlArgs, hash: &dyn Fn(&str) -> Result<String, String>) -
                 .map(|u| format!("{} home={}\n", u.address, u.home))
                 .collect(),
             UsersCmd::Add { address, password, home, keep_password } => {
-                let password_hash = if keep_password {
-                    String::new()
-                } else {
-                    let password = match password {
-                        Some(p) => p,
-                        None => {
-                            let mut line = String::new();
-                            std::io::stdin()
-                                .take(4096)
-                                .read_to_string(&mut line)
-                                .map_err(|e| CtlError::Input(e.to_string()))?;
-                            line.lines().next().unwrap_or_default().to_string()
-                        }
-                    };
-                    if password.is_empty() {
-                        return Err(CtlError::Input("empty password".into()));
-                    }
-                    hash(&password).map_err(CtlError::Input)?
-                };
+                let password_hash = if keep_password { String::new() } else { password_hash(password, hash)? };
                 c.put_user(User { address, password_hash, home, quota_bytes: 0 }).await?;
+                done()
+            }
+            UsersCmd::Passwd { address, password } => {
+                let password_hash = password_hash(password, hash)?;
+                c.put_user(User { address, password_hash, home: String::new(), quota_bytes: 0 }).await?;
                 done()
             }
             UsersCmd::Remove { address } => {
@@ -344,6 +343,22 @@ pub async fn run(args: CtlArgs, hash: &dyn Fn(&str) -> Result<String, String>) -
             }
         },
     })
+}
+
+/// The hash of the given password, or of the first line of stdin.
+fn password_hash(password: Option<String>, hash: &dyn Fn(&str) -> Result<String, String>) -> Result<String, CtlError> {
+    let password = match password {
+        Some(p) => p,
+        None => {
+            let mut text = String::new();
+            std::io::stdin().take(4096).read_to_string(&mut text).map_err(|e| CtlError::Input(e.to_string()))?;
+            text.lines().next().unwrap_or_default().to_string()
+        }
+    };
+    if password.is_empty() {
+        return Err(CtlError::Input("empty password".into()));
+    }
+    hash(&password).map_err(CtlError::Input)
 }
 
 fn nodes_table(nodes: &[sirms_proto::cluster::NodeStatus]) -> String {

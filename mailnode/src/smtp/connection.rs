@@ -7,11 +7,12 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
-use super::session::{Action, Flow, Outcome, Session, SessionConfig};
+use super::session::{Action, Envelope, Flow, Outcome, Session, SessionConfig};
 use crate::auth::{Authenticator, Verdict};
 use crate::delivery::Delivery;
 use crate::directory::Directory;
 use crate::net::listener::Accepted;
+use crate::queue::{QueuedEnvelope, Spool};
 
 /// Read buffer size; the session bounds lines and messages itself.
 const READ_CHUNK: usize = 16 * 1024;
@@ -22,6 +23,8 @@ pub struct SmtpService {
     pub directory: Arc<dyn Directory>,
     pub authenticator: Authenticator,
     pub delivery: Delivery,
+    /// Where messages go that cannot reach every mailbox now.
+    pub spool: Arc<Spool>,
     pub tls: Option<TlsAcceptor>,
     /// Idle limit between commands (RFC 5321 §4.5.3.2 suggests 5 minutes).
     pub idle_timeout: Duration,
@@ -30,6 +33,43 @@ pub struct SmtpService {
 }
 
 impl SmtpService {
+    /// Makes a message durable: straight into the local recipients' mailboxes, and into the
+    /// spool for recipients whose home is unreachable and for foreign recipients. True when
+    /// every recipient is covered (the client gets 250).
+    async fn accept(&self, msg_id: &str, envelope: &Envelope, message: Vec<u8>) -> bool {
+        let message = Bytes::from(message);
+        let results = self.delivery.deliver_each(&envelope.users, message.clone()).await;
+        let failed: Vec<String> = results
+            .into_iter()
+            .filter_map(|(user, r)| {
+                r.err().map(|e| {
+                    tracing::warn!(msg = %msg_id, %user, error = %e, "delivery deferred to the spool");
+                    user
+                })
+            })
+            .collect();
+        if failed.is_empty() && envelope.remote.is_empty() {
+            return true;
+        }
+        let queued = QueuedEnvelope {
+            id: msg_id.to_string(),
+            from: envelope.from.clone(),
+            local: failed,
+            remote: envelope.remote.clone(),
+            attempts: 0,
+            next_attempt: 0,
+        };
+        let spool = self.spool.clone();
+        match tokio::task::spawn_blocking(move || spool.enqueue(&queued, &message)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(msg = %msg_id, error = %e, "cannot spool message");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Runs one SMTP session to its end.
     pub async fn handle(self: Arc<Self>, conn: Accepted) {
         let client = conn.client;
@@ -73,16 +113,12 @@ impl SmtpService {
                             }
                         }
                         Action::Deliver { id: msg_id, envelope, message } => {
-                            let size = message.len();
-                            let result = self.delivery.deliver(&envelope.users, Bytes::from(message)).await;
-                            match &result {
-                                Ok(()) => tracing::info!(
-                                    session = %id, %client, msg = %msg_id, from = %envelope.from,
-                                    to = ?envelope.users, size, "delivered"
-                                ),
-                                Err(e) => tracing::warn!(session = %id, msg = %msg_id, error = %e, "delivery failed"),
-                            }
-                            Outcome::Delivered(result.is_ok())
+                            let ok = self.accept(&msg_id, &envelope, message).await;
+                            tracing::info!(
+                                session = %id, %client, msg = %msg_id, from = %envelope.from,
+                                to = ?envelope.users, remote = ?envelope.remote, ok, "message accepted"
+                            );
+                            Outcome::Delivered(ok)
                         }
                     };
                     flow = session.complete(outcome, &mut out);

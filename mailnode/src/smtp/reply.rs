@@ -140,9 +140,6 @@ pub mod replies {
     pub fn relay_denied() -> Reply {
         Reply::new(554, "5.7.1", "relay access denied")
     }
-    pub fn no_outbound() -> Reply {
-        Reply::new(451, "4.3.0", "outbound delivery is not available on this node yet")
-    }
     pub fn too_many_recipients() -> Reply {
         Reply::new(452, "4.5.3", "too many recipients")
     }

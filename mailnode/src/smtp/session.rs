@@ -50,6 +50,8 @@ pub struct Envelope {
     pub from: String,
     /// The local users (logins) to deliver to, without duplicates.
     pub users: Vec<String>,
+    /// Foreign recipients of an authenticated sender, for the outbound queue.
+    pub remote: Vec<String>,
 }
 
 /// I/O the session needs done.
@@ -106,6 +108,7 @@ enum State {
 struct Transaction {
     from: String,
     users: Vec<String>,
+    remote: Vec<String>,
     recipients: usize,
     body: Vec<u8>,
     too_big: bool,
@@ -388,6 +391,7 @@ impl Session {
         self.tx = Some(Transaction {
             from: from.address,
             users: Vec::new(),
+            remote: Vec::new(),
             recipients: 0,
             body: Vec::new(),
             too_big: false,
@@ -405,6 +409,8 @@ impl Session {
             replies::too_many_recipients().write_to(out);
             return None;
         }
+        // The parser turns `<postmaster>` (RFC 5321 §4.5.1, no domain) into an empty path.
+        let address = if address.is_empty() { "postmaster" } else { address };
         let reply = match self.directory.resolve(address) {
             Recipient::Local(users) => {
                 let tx = self.tx.as_mut()?;
@@ -417,7 +423,14 @@ impl Session {
                 replies::recipient_ok()
             }
             Recipient::Unknown => replies::no_such_user(),
-            Recipient::Remote if self.login.is_some() => replies::no_outbound(),
+            Recipient::Remote if self.login.is_some() => {
+                let tx = self.tx.as_mut()?;
+                tx.recipients += 1;
+                if !tx.remote.iter().any(|r| r == address) {
+                    tx.remote.push(address.to_string());
+                }
+                replies::recipient_ok()
+            }
             Recipient::Remote => replies::relay_denied(),
         };
         if reply.is_positive() {
@@ -432,7 +445,7 @@ impl Session {
         let reply = match &self.tx {
             None => replies::bad_sequence("need MAIL before DATA"),
             Some(tx) if tx.chunking => replies::bad_sequence("DATA after BDAT"),
-            Some(tx) if tx.users.is_empty() => replies::no_recipients(),
+            Some(tx) if tx.users.is_empty() && tx.remote.is_empty() => replies::no_recipients(),
             Some(_) => {
                 replies::start_data().write_to(out);
                 self.state = State::Data(DataReceiver::new());
@@ -496,7 +509,7 @@ impl Session {
         self.state = State::Command;
         let reply = match &self.tx {
             None => replies::bad_sequence("need MAIL before BDAT"),
-            Some(tx) if tx.users.is_empty() => replies::no_recipients(),
+            Some(tx) if tx.users.is_empty() && tx.remote.is_empty() => replies::no_recipients(),
             Some(_) if is_last => return self.finish_message(out),
             Some(tx) if tx.too_big => Reply::new(250, "2.0.0", "chunk discarded: message too large so far"),
             Some(tx) => Reply::new(250, "2.0.0", format!("{} octets received", tx.body.len())),
@@ -514,7 +527,7 @@ impl Session {
         if tx.too_big {
             return self.error(replies::too_big(), out);
         }
-        if tx.users.is_empty() {
+        if tx.users.is_empty() && tx.remote.is_empty() {
             return self.error(replies::no_recipients(), out);
         }
         self.messages += 1;
@@ -534,11 +547,14 @@ impl Session {
                 .unwrap_or(0),
         }
         .header();
-        let mut message = Vec::with_capacity(header.len() + tx.body.len());
+        // RFC 5321 §4.4: the final delivery adds Return-Path with the reverse path.
+        let return_path = format!("Return-Path: <{}>\r\n", tx.from);
+        let mut message = Vec::with_capacity(return_path.len() + header.len() + tx.body.len());
+        message.extend_from_slice(return_path.as_bytes());
         message.extend_from_slice(header.as_bytes());
         message.extend_from_slice(&tx.body);
         self.state = State::Waiting;
-        let envelope = Envelope { from: tx.from, users: tx.users };
+        let envelope = Envelope { from: tx.from, users: tx.users, remote: tx.remote };
         Some(Flow::Action(Action::Deliver { id, envelope, message }))
     }
 

@@ -89,7 +89,7 @@ fn pipelined_transaction_delivers() {
     assert_eq!(envelope.users, vec!["alice@example.test", "bob@example.test"]);
     let text = String::from_utf8(message).unwrap();
     assert!(
-        text.starts_with("Received: from c ([192.0.2.7])\r\n\tby node1.example.test (SIRMS) with ESMTP id id.1;"),
+        text.starts_with("Return-Path: <x@remote.test>\r\nReceived: from c ([192.0.2.7])\r\n\tby node1.example.test (SIRMS) with ESMTP id id.1;"),
         "{text}"
     );
     assert!(text.ends_with("\r\nSubject: hi\r\n\r\n.dot line\r\nbody\r\n"), "{text:?}");
@@ -184,7 +184,12 @@ fn submission_requires_tls_then_auth() {
     let (_, out) = t.feed("MAIL FROM:<bob@example.test>\r\n");
     assert_eq!(out, "553 5.7.1 sender address not owned by the authenticated user\r\n");
     let (_, out) = t.feed("MAIL FROM:<alice@example.test>\r\nRCPT TO:<someone@remote.test>\r\n");
-    assert_eq!(out, "250 2.1.0 sender OK\r\n451 4.3.0 outbound delivery is not available on this node yet\r\n");
+    assert_eq!(out, "250 2.1.0 sender OK\r\n250 2.1.5 recipient OK\r\n");
+    t.feed("DATA\r\n");
+    let (flow, _) = t.feed("Subject: out\r\n\r\nbye\r\n.\r\n");
+    let Flow::Action(Action::Deliver { envelope, .. }) = flow else { panic!("{flow:?}") };
+    assert_eq!(envelope.users, Vec::<String>::new());
+    assert_eq!(envelope.remote, vec!["someone@remote.test"]);
 }
 
 #[test]
@@ -243,4 +248,12 @@ fn endless_line_is_bounded() {
     }
     let (_, out) = t.feed("\r\nNOOP\r\n");
     assert_eq!(out, "500 5.5.2 line too long\r\n250 2.0.0 OK\r\n");
+}
+
+#[test]
+fn postmaster_always_exists() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\nMAIL FROM:<x@remote.test>\r\n");
+    let (_, out) = t.feed("RCPT TO:<postmaster>\r\nRCPT TO:<Postmaster@Example.TEST>\r\n");
+    assert_eq!(out, "250 2.1.5 recipient OK\r\n250 2.1.5 recipient OK\r\n");
 }

@@ -1,0 +1,191 @@
+//! BODY and BODYSTRUCTURE (RFC 3501 §7.4.2): the MIME tree with sizes and line counts taken
+//! from the raw bytes.
+
+use mail_parser::{ContentType, HeaderName, HeaderValue, PartType};
+
+use super::header;
+use super::{PartRef, envelope, line_count};
+use crate::imap::response::Data;
+
+/// Deepest nesting rendered; deeper parts are cut off (a hostile message must not recurse forever).
+const MAX_DEPTH: usize = 32;
+
+/// Appends BODYSTRUCTURE (`extended`) or BODY of the part `part`.
+pub fn write(out: &mut Data, part: PartRef<'_, '_>, extended: bool) {
+    write_part(out, part, extended, 0, false);
+}
+
+fn content_type<'m>(part: PartRef<'m, '_>) -> Option<&'m ContentType<'m>> {
+    header_value(part, HeaderName::ContentType).and_then(HeaderValue::as_content_type)
+}
+
+fn header_value<'m>(part: PartRef<'m, '_>, name: HeaderName<'static>) -> Option<&'m HeaderValue<'m>> {
+    part.part().headers.iter().find(|h| h.name == name).map(|h| &h.value)
+}
+
+fn write_params(out: &mut Data, ct: Option<&ContentType<'_>>, default: Option<(&str, &str)>) {
+    let attrs: Vec<(&str, &str)> = match ct.and_then(|c| c.attributes()) {
+        Some(a) if !a.is_empty() => a.iter().map(|a| (a.name.as_ref(), a.value.as_ref())).collect(),
+        _ => default.into_iter().collect(),
+    };
+    if attrs.is_empty() {
+        out.raw("NIL");
+        return;
+    }
+    out.raw("(");
+    for (i, (name, value)) in attrs.iter().enumerate() {
+        if i > 0 {
+            out.raw(" ");
+        }
+        out.string(name.as_bytes()).raw(" ").string(value.as_bytes());
+    }
+    out.raw(")");
+}
+
+/// The disposition, language and location extension fields shared by all part kinds.
+fn write_extension_tail(out: &mut Data, part: PartRef<'_, '_>) {
+    let head = part.header();
+    out.raw(" ");
+    match header_value(part, HeaderName::ContentDisposition).and_then(HeaderValue::as_content_type) {
+        Some(disposition) => {
+            out.raw("(").string(disposition.ctype().as_bytes()).raw(" ");
+            write_params(out, Some(disposition), None);
+            out.raw(")");
+        }
+        None => {
+            out.raw("NIL");
+        }
+    }
+    out.raw(" ");
+    match header::first(head, "Content-Language") {
+        Some(langs) => {
+            let langs: Vec<&[u8]> = langs.split(|&b| b == b',').map(header::trim).filter(|l| !l.is_empty()).collect();
+            if langs.is_empty() {
+                out.raw("NIL");
+            } else {
+                out.raw("(");
+                for (i, lang) in langs.iter().enumerate() {
+                    if i > 0 {
+                        out.raw(" ");
+                    }
+                    out.string(lang);
+                }
+                out.raw(")");
+            }
+        }
+        None => {
+            out.raw("NIL");
+        }
+    }
+    out.raw(" ");
+    out.nstring(header::first(head, "Content-Location").as_deref());
+}
+
+fn write_part(out: &mut Data, part: PartRef<'_, '_>, extended: bool, depth: usize, in_digest: bool) {
+    let ct = content_type(part);
+    if let Some(children) = part.children().filter(|_| depth < MAX_DEPTH) {
+        out.raw("(");
+        let digest = ct.and_then(|c| c.subtype()).is_some_and(|s| s.eq_ignore_ascii_case("digest"));
+        if children.is_empty() {
+            // RFC 3501's grammar needs at least one body; an empty multipart shows as empty text.
+            out.raw("(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)");
+        }
+        for child in children {
+            write_part(out, child, extended, depth + 1, digest);
+        }
+        out.raw(" ");
+        out.string(ct.and_then(|c| c.subtype()).unwrap_or("mixed").as_bytes());
+        if extended {
+            out.raw(" ");
+            write_params(out, ct, None);
+            write_extension_tail(out, part);
+        }
+        out.raw(")");
+        return;
+    }
+    let head = part.header();
+    let body = part.body();
+    let nested = part.nested().filter(|_| depth < MAX_DEPTH);
+    let (kind, subtype, default_params) = match ct {
+        Some(c) => (c.ctype(), c.subtype().unwrap_or(""), None),
+        None if in_digest || nested.is_some() => ("message", "rfc822", None),
+        None => ("text", "plain", Some(("charset", "us-ascii"))),
+    };
+    out.raw("(");
+    out.string(kind.as_bytes()).raw(" ").string(subtype.as_bytes()).raw(" ");
+    write_params(out, ct, default_params);
+    out.raw(" ");
+    out.nstring(header::first(head, "Content-ID").as_deref());
+    out.raw(" ");
+    out.nstring(header::first(head, "Content-Description").as_deref());
+    out.raw(" ");
+    let encoding = header::first(head, "Content-Transfer-Encoding").filter(|e| !e.is_empty());
+    out.string(encoding.as_deref().unwrap_or(b"7bit"));
+    out.raw(format_args!(" {}", body.len()));
+    if kind.eq_ignore_ascii_case("text") {
+        out.raw(format_args!(" {}", line_count(body)));
+    } else if let Some(inner) = nested.filter(|_| kind.eq_ignore_ascii_case("message")) {
+        out.raw(" ");
+        envelope::write(out, inner);
+        out.raw(" ");
+        write_part(out, inner, extended, depth + 1, false);
+        out.raw(format_args!(" {}", line_count(body)));
+    } else if kind.eq_ignore_ascii_case("message")
+        && subtype.eq_ignore_ascii_case("rfc822")
+        && !matches!(part.part().body, PartType::Message(_))
+    {
+        // A message/rfc822 part mail-parser could not open still needs the grammar's fields.
+        out.raw(" (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)");
+        out.raw(format_args!(" {}", line_count(body)));
+    }
+    if extended {
+        out.raw(" ");
+        out.nstring(header::first(head, "Content-MD5").as_deref());
+        write_extension_tail(out, part);
+    }
+    out.raw(")");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{PartRef, parse};
+    use super::*;
+
+    fn structure(raw: &[u8], extended: bool) -> String {
+        let message = parse(raw).expect("parses");
+        let mut out = Data::fragment();
+        write(&mut out, PartRef::root(&message).expect("root"), extended);
+        String::from_utf8(out.into_bytes()).expect("utf-8")
+    }
+
+    #[test]
+    fn single_part() {
+        assert_eq!(
+            structure(b"Subject: x\r\n\r\nhello\r\nworld\r\n", true),
+            "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 14 2 NIL NIL NIL NIL)"
+        );
+        assert_eq!(
+            structure(
+                b"Content-Type: TEXT/html; CHARSET=\"utf-8\"\r\nContent-Transfer-Encoding: QUOTED-PRINTABLE\r\n\r\n<p>",
+                false
+            ),
+            "(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"QUOTED-PRINTABLE\" 3 1)"
+        );
+    }
+
+    #[test]
+    fn nested_multipart_with_attached_message() {
+        let got = structure(crate::imap::fetch::section::tests::NESTED, true);
+        let expected = "(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 23 2 NIL NIL NIL NIL)\
+(\"text\" \"html\" NIL NIL NIL \"7bit\" 11 1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"inner\") NIL NIL NIL)\
+(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 94 \
+(NIL \"attached\" ((\"Carol\" NIL \"carol\" \"example.test\")) ((\"Carol\" NIL \"carol\" \"example.test\")) \
+((\"Carol\" NIL \"carol\" \"example.test\")) NIL NIL NIL NIL NIL) \
+(\"text\" \"plain\" NIL NIL NIL \"7bit\" 13 1 NIL NIL NIL NIL) 5 NIL NIL NIL NIL)\
+(\"application\" \"octet-stream\" (\"name\" \"a.bin\") NIL NIL \"base64\" 8 NIL (\"attachment\" (\"filename\" \"a.bin\")) NIL NIL) \
+\"mixed\" (\"boundary\" \"outer\") NIL NIL NIL)";
+        assert_eq!(got, expected);
+        let body = structure(crate::imap::fetch::section::tests::NESTED, false);
+        assert!(body.ends_with("\"base64\" 8) \"mixed\")"), "{body}");
+    }
+}

@@ -1,0 +1,11 @@
+//! IMAP4rev1 (RFC 3501) with IDLE, UIDPLUS, MOVE, CONDSTORE and the other extensions mail
+//! clients rely on, over a `MailStore`.
+//!
+//! [`session::Session`] holds the protocol state and runs commands against the store; it
+//! writes responses to any `AsyncWrite`, so it is tested without a network.
+//! [`connection`] is the socket loop around it: framing with imap-codec's `Fragmentizer`,
+//! literal limits, STARTTLS, AUTHENTICATE continuations and IDLE.
+
+pub mod fetch;
+pub mod mutf7;
+pub mod response;

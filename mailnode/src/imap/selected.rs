@@ -1,0 +1,301 @@
+//! The selected mailbox as this session sees it: message sequence numbers ↔ UIDs, flags, \Recent,
+//! and the queue of changes (from this and other sessions) not yet reported to the client.
+
+use std::collections::VecDeque;
+
+use futures::{FutureExt, StreamExt};
+use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use sirms_storage::{Change, ChangeStream, MailboxStatus, MessageMeta, UidSet};
+
+use super::error::CommandError;
+
+/// One message of the view.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub meta: MessageMeta,
+    /// \Recent for this session.
+    pub recent: bool,
+}
+
+/// The selected mailbox.
+pub struct Selected {
+    /// The store's (UTF-8) name.
+    pub name: String,
+    /// EXAMINE, or a mailbox this session may not change.
+    pub read_only: bool,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub highest_modseq: u64,
+    /// In sequence order, which is UID order.
+    messages: Vec<Entry>,
+    changes: ChangeStream,
+    /// Changes read from the stream but not yet reported (EXPUNGE waits for a command that may report it).
+    queued: VecDeque<Change>,
+    /// The stream ended (mailbox deleted or renamed): no more changes will come.
+    pub gone: bool,
+}
+
+impl Selected {
+    /// A view from a store snapshot; `changes` must have been opened before the snapshot was taken
+    /// so nothing falls between them (duplicates are filtered when reported).
+    pub fn new(
+        name: String,
+        read_only: bool,
+        status: MailboxStatus,
+        messages: Vec<MessageMeta>,
+        recent: &[u32],
+        changes: ChangeStream,
+    ) -> Selected {
+        let messages =
+            messages.into_iter().map(|meta| Entry { recent: recent.contains(&meta.uid), meta }).collect();
+        Selected {
+            name,
+            read_only,
+            uid_validity: status.uid_validity,
+            uid_next: status.uid_next,
+            highest_modseq: status.highest_modseq,
+            messages,
+            changes,
+            queued: VecDeque::new(),
+            gone: false,
+        }
+    }
+
+    /// How many messages the client knows of (the last EXISTS).
+    pub fn exists(&self) -> u32 {
+        u32::try_from(self.messages.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The messages in sequence order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.messages
+    }
+
+    /// The message at 0-based `index`.
+    pub fn entry(&self, index: usize) -> Option<&Entry> {
+        self.messages.get(index)
+    }
+
+    /// The 0-based index of `uid`.
+    pub fn index_of(&self, uid: u32) -> Option<usize> {
+        self.messages.binary_search_by_key(&uid, |e| e.meta.uid).ok()
+    }
+
+    /// The highest UID in the view.
+    pub fn last_uid(&self) -> u32 {
+        self.messages.last().map_or(0, |e| e.meta.uid)
+    }
+
+    /// Updates a message's metadata (after STORE or a reported change).
+    pub fn update(&mut self, meta: MessageMeta) {
+        if let Some(i) = self.index_of(meta.uid) {
+            self.highest_modseq = self.highest_modseq.max(meta.modseq);
+            self.messages[i].meta = meta;
+        }
+    }
+
+    /// Adds a message at the end; false if it is already known.
+    pub fn push(&mut self, meta: MessageMeta) -> bool {
+        if meta.uid <= self.last_uid() {
+            return false;
+        }
+        self.uid_next = self.uid_next.max(meta.uid.saturating_add(1));
+        self.highest_modseq = self.highest_modseq.max(meta.modseq);
+        self.messages.push(Entry { meta, recent: false });
+        true
+    }
+
+    /// Marks messages \Recent for this session.
+    pub fn mark_recent(&mut self, uids: &[u32]) {
+        for &uid in uids {
+            if let Some(i) = self.index_of(uid) {
+                self.messages[i].recent = true;
+            }
+        }
+    }
+
+    /// Removes one message; returns the sequence number it had (for `* n EXPUNGE`).
+    pub fn remove(&mut self, uid: u32) -> Option<u32> {
+        let i = self.index_of(uid)?;
+        self.messages.remove(i);
+        u32::try_from(i + 1).ok()
+    }
+
+    /// The 0-based indexes a sequence set names, ascending and without duplicates.
+    ///
+    /// Message numbers beyond EXISTS are an error (RFC 3501 §9 "seq-number"); UIDs that do not
+    /// exist are skipped, as a UID set may name expunged messages.
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, CommandError> {
+        let count = self.messages.len();
+        let mut picked = vec![false; count];
+        for sequence in set.0.as_ref() {
+            let (a, b) = match sequence {
+                Sequence::Single(x) => (*x, *x),
+                Sequence::Range(a, b) => (*a, *b),
+            };
+            if uid {
+                let last = self.last_uid();
+                let value = |x: SeqOrUid| match x {
+                    SeqOrUid::Value(v) => v.get(),
+                    SeqOrUid::Asterisk => last,
+                };
+                let (lo, hi) = {
+                    let (x, y) = (value(a), value(b));
+                    (x.min(y), x.max(y))
+                };
+                let start = self.messages.partition_point(|e| e.meta.uid < lo);
+                let end = self.messages.partition_point(|e| e.meta.uid <= hi);
+                for p in picked.iter_mut().take(end).skip(start) {
+                    *p = true;
+                }
+            } else {
+                let value = |x: SeqOrUid| -> Result<usize, CommandError> {
+                    let n = match x {
+                        SeqOrUid::Value(v) => v.get() as usize,
+                        SeqOrUid::Asterisk => count,
+                    };
+                    if n == 0 || n > count {
+                        return Err(CommandError::bad("invalid message sequence number"));
+                    }
+                    Ok(n - 1)
+                };
+                let (x, y) = (value(a)?, value(b)?);
+                for p in picked.iter_mut().take(x.max(y) + 1).skip(x.min(y)) {
+                    *p = true;
+                }
+            }
+        }
+        Ok(picked.iter().enumerate().filter(|(_, p)| **p).map(|(i, _)| i).collect())
+    }
+
+    /// The UIDs at `indexes`.
+    pub fn uids(&self, indexes: &[usize]) -> UidSet {
+        indexes.iter().filter_map(|&i| self.messages.get(i)).map(|e| e.meta.uid).collect()
+    }
+
+    /// Moves every change the store has published so far into the queue, without waiting.
+    pub fn poll_changes(&mut self) {
+        while !self.gone {
+            match self.changes.next().now_or_never() {
+                Some(Some(change)) => {
+                    if change == Change::MailboxGone {
+                        self.gone = true;
+                    }
+                    self.queued.push_back(change);
+                }
+                Some(None) => self.gone = true,
+                None => break,
+            }
+        }
+    }
+
+    /// Waits for the next change from the store and queues it (IDLE); pending forever once gone.
+    pub async fn wait_change(&mut self) {
+        if self.gone {
+            return std::future::pending().await;
+        }
+        match self.changes.next().await {
+            Some(change) => {
+                if change == Change::MailboxGone {
+                    self.gone = true;
+                }
+                self.queued.push_back(change);
+            }
+            None => self.gone = true,
+        }
+    }
+
+    /// Takes the next queued change.
+    pub fn next_queued(&mut self) -> Option<Change> {
+        self.queued.pop_front()
+    }
+
+    /// Puts a change back at the head of the queue (an EXPUNGE that must wait).
+    pub fn requeue(&mut self, change: Change) {
+        self.queued.push_front(change);
+    }
+
+    /// Replaces the queue's head with changes that bring the view to `snapshot` (after `Lagged`).
+    pub fn resync(&mut self, snapshot: Vec<MessageMeta>) {
+        let mut synthetic = Vec::new();
+        let known: UidSet = snapshot.iter().map(|m| m.uid).collect();
+        let gone: Vec<u32> = self.messages.iter().map(|e| e.meta.uid).filter(|&u| !known.contains(u)).collect();
+        if !gone.is_empty() {
+            synthetic.push(Change::Expunged(gone));
+        }
+        let last = self.last_uid();
+        for meta in snapshot {
+            if meta.uid > last {
+                synthetic.push(Change::Appended(meta));
+            } else {
+                synthetic.push(Change::FlagsChanged(meta));
+            }
+        }
+        for change in synthetic.into_iter().rev() {
+            self.queued.push_front(change);
+        }
+    }
+}
+
+/// Renders UIDs as a compact set in the given order (`1:3,7`), for COPYUID and MODIFIED.
+pub fn render_uids(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut j = i;
+        while j + 1 < uids.len() && uids[j + 1] == uids[j].wrapping_add(1) {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j > i {
+            out.push_str(&format!("{start}:{}", uids[j]));
+        } else {
+            out.push_str(&start.to_string());
+        }
+        i = j + 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use sirms_storage::Flags;
+
+    use super::*;
+
+    fn view(uids: &[u32]) -> Selected {
+        let metas = uids
+            .iter()
+            .map(|&uid| MessageMeta { uid, flags: Flags::default(), internal_date: 0, size: 1, modseq: 1 })
+            .collect();
+        Selected::new("INBOX".into(), false, MailboxStatus::default(), metas, &[], Box::pin(futures::stream::empty()))
+    }
+
+    fn set(text: &str) -> SequenceSet {
+        SequenceSet::try_from(text).expect("sequence set")
+    }
+
+    #[test]
+    fn resolves_sequence_numbers_and_uids() {
+        let v = view(&[3, 5, 9, 10]);
+        assert_eq!(v.resolve(&set("1:*"), false).unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(v.resolve(&set("4,2"), false).unwrap(), vec![1, 3]);
+        assert!(v.resolve(&set("5"), false).is_err());
+        assert_eq!(v.resolve(&set("4:9"), true).unwrap(), vec![1, 2]);
+        assert_eq!(v.resolve(&set("11:*"), true).unwrap(), vec![3], "n:* always names the last UID");
+        assert_eq!(v.resolve(&set("1,2,4"), true).unwrap(), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn removes_and_renders() {
+        let mut v = view(&[3, 5, 9]);
+        assert_eq!(v.remove(5), Some(2));
+        assert_eq!(v.remove(5), None);
+        assert_eq!(v.exists(), 2);
+        assert_eq!(render_uids(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(render_uids(&[5, 4]), "5,4");
+    }
+}

@@ -1,0 +1,478 @@
+//! The IMAP session: protocol state (not authenticated, authenticated, selected, logout) and the
+//! dispatch of parsed commands to the handlers in [`super::command`].
+//!
+//! A [`Session`] runs one command at a time and writes every response to the sink it is given,
+//! so it is driven the same way by the socket loop and by tests. Commands that change how the
+//! connection reads (STARTTLS, IDLE, AUTHENTICATE without an initial response, LOGOUT) return a
+//! [`Next`] telling the driver what to do.
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use imap_types::auth::AuthenticateData;
+use imap_types::command::{Command, CommandBody};
+use sirms_storage::{Change, MailStore};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::error::{CommandError, CommandResult, Done};
+use super::flags;
+use super::response::{self, Code, Data, Status};
+use super::selected::Selected;
+use crate::auth::Authenticator;
+
+/// Where responses go: the connection, or a buffer in tests.
+pub type Sink<'a> = dyn AsyncWrite + Unpin + Send + 'a;
+
+/// How sessions of one listener behave.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Named in the greeting and BYE.
+    pub hostname: String,
+    /// STARTTLS is offered on a cleartext connection.
+    pub starttls_offered: bool,
+    /// LOGIN and AUTHENTICATE PLAIN without TLS (tests and closed networks only).
+    pub allow_plaintext_auth: bool,
+    /// Failed logins after which the connection is closed.
+    pub max_auth_failures: u32,
+    /// Malformed or invalid commands after which the connection is closed.
+    pub max_bad_commands: u32,
+}
+
+impl SessionConfig {
+    /// The defaults of a cleartext port 143 listener.
+    pub fn new(hostname: impl Into<String>) -> SessionConfig {
+        SessionConfig {
+            hostname: hostname.into(),
+            starttls_offered: true,
+            allow_plaintext_auth: false,
+            max_auth_failures: 3,
+            max_bad_commands: 20,
+        }
+    }
+}
+
+/// What the driver does after a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Read the next command.
+    Continue,
+    /// Close the connection (the responses, BYE included, are written).
+    Close,
+    /// The tagged OK is written: discard buffered input, run the TLS handshake, call [`Session::tls_started`].
+    StartTls,
+    /// The continuation is written: wait for DONE and for changes ([`Session::idle_wait`], [`Session::idle_done`]).
+    Idle { tag: String },
+    /// The `+` is written: the next line is the SASL response, for [`Session::authenticate_response`].
+    Authenticate { tag: String },
+}
+
+/// RFC 3501's states, for checks and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    NotAuthenticated,
+    Authenticated,
+    Selected,
+    Logout,
+}
+
+/// One IMAP session.
+pub struct Session {
+    pub(crate) config: Arc<SessionConfig>,
+    pub(crate) store: Arc<dyn MailStore>,
+    pub(crate) authenticator: Authenticator,
+    pub(crate) client: IpAddr,
+    pub(crate) tls_active: bool,
+    /// The canonical login: the store's user name.
+    pub(crate) user: Option<String>,
+    pub(crate) selected: Option<Selected>,
+    /// CONDSTORE was enabled (RFC 7162 §3.1): MODSEQ goes into FETCH responses about flag changes.
+    pub(crate) condstore: bool,
+    pub(crate) auth_failures: u32,
+    bad_commands: u32,
+    logged_out: bool,
+}
+
+async fn send(out: &mut Sink<'_>, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(bytes).await
+}
+
+impl Session {
+    /// A new session for a client at `client`; `tls_active` on implicit-TLS ports.
+    pub fn new(
+        config: Arc<SessionConfig>,
+        store: Arc<dyn MailStore>,
+        authenticator: Authenticator,
+        client: IpAddr,
+        tls_active: bool,
+    ) -> Session {
+        Session {
+            config,
+            store,
+            authenticator,
+            client,
+            tls_active,
+            user: None,
+            selected: None,
+            condstore: false,
+            auth_failures: 0,
+            bad_commands: 0,
+            logged_out: false,
+        }
+    }
+
+    /// The state the session is in.
+    pub fn phase(&self) -> Phase {
+        if self.logged_out {
+            Phase::Logout
+        } else if self.user.is_none() {
+            Phase::NotAuthenticated
+        } else if self.selected.is_some() {
+            Phase::Selected
+        } else {
+            Phase::Authenticated
+        }
+    }
+
+    /// The logged-in user, for logs.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The greeting.
+    pub fn greeting(&self) -> Vec<u8> {
+        let code = Code::Capability(self.capabilities());
+        response::status(None, Status::Ok, Some(&code), &format!("{} IMAP4rev1 server ready", self.config.hostname))
+    }
+
+    /// Whether passwords may be sent on this connection now.
+    pub(crate) fn plaintext_allowed(&self) -> bool {
+        self.tls_active || self.config.allow_plaintext_auth
+    }
+
+    /// The CAPABILITY list for the current state.
+    pub fn capabilities(&self) -> String {
+        let mut caps = String::from(
+            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE",
+        );
+        if self.user.is_none() {
+            if self.config.starttls_offered && !self.tls_active {
+                caps.push_str(" STARTTLS");
+            }
+            if self.plaintext_allowed() {
+                caps.push_str(" AUTH=PLAIN");
+            } else {
+                caps.push_str(" LOGINDISABLED");
+            }
+        }
+        caps
+    }
+
+    /// The TLS handshake after STARTTLS finished: state learned before it is forgotten (RFC 3501 §6.2.1).
+    pub fn tls_started(&mut self) {
+        self.tls_active = true;
+    }
+
+    /// Answers input that did not parse as a command; closes after too many.
+    pub async fn bad_input(&mut self, tag: Option<&str>, text: &str, out: &mut Sink<'_>) -> io::Result<Next> {
+        self.bad_commands = self.bad_commands.saturating_add(1);
+        send(out, &response::status(tag, Status::Bad, None, text)).await?;
+        if self.bad_commands >= self.config.max_bad_commands.max(1) {
+            send(out, &response::status(None, Status::Bye, None, "too many invalid commands")).await?;
+            return Ok(Next::Close);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// A tagged NO that did not reach command dispatch (a literal refused before it was sent).
+    pub async fn refuse(&mut self, tag: &str, code: Option<Code>, text: &str, out: &mut Sink<'_>) -> io::Result<()> {
+        send(out, &response::status(Some(tag), Status::No, code.as_ref(), text)).await
+    }
+
+    /// Runs one command.
+    pub async fn execute(&mut self, command: Command<'_>, out: &mut Sink<'_>) -> io::Result<Next> {
+        let tag = command.tag.inner().to_string();
+        let name = command.body.name();
+        if let Err(text) = self.check_state(&command.body) {
+            return self.bad_input(Some(&tag), text, out).await;
+        }
+        // RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE or SEARCH by sequence number, since
+        // the client could not tell which messages the results refer to.
+        let expunge_allowed = !matches!(
+            command.body,
+            CommandBody::Fetch { uid: false, .. }
+                | CommandBody::Store { uid: false, .. }
+                | CommandBody::Search { uid: false, .. }
+        );
+        let result: CommandResult = match command.body {
+            CommandBody::Capability => self.capability(out).await,
+            CommandBody::Noop | CommandBody::Check => Ok(Done::ok(format!("{name} completed"))),
+            CommandBody::Logout => {
+                send(out, &response::status(None, Status::Bye, None, "logging out")).await?;
+                send(out, &response::status(Some(&tag), Status::Ok, None, "LOGOUT completed")).await?;
+                self.logged_out = true;
+                self.selected = None;
+                return Ok(Next::Close);
+            }
+            CommandBody::StartTLS => {
+                if self.tls_active || !self.config.starttls_offered {
+                    Err(CommandError::bad("TLS is not available here or already active"))
+                } else {
+                    send(out, &response::status(Some(&tag), Status::Ok, None, "begin TLS negotiation now")).await?;
+                    return Ok(Next::StartTls);
+                }
+            }
+            CommandBody::Login { username, password } => {
+                let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let password = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                return self.login(&tag, &user, &password, out).await;
+            }
+            CommandBody::Authenticate { mechanism, initial_response } => {
+                let initial = initial_response.map(|r| r.declassify().to_vec());
+                return self.authenticate(&tag, &mechanism, initial, out).await;
+            }
+            CommandBody::Enable { capabilities } => self.enable(capabilities.as_ref(), out).await,
+            CommandBody::Id { .. } => self.id(out).await,
+            CommandBody::Namespace => self.namespace(out).await,
+            CommandBody::Select { mailbox, parameters } => self.select(&mailbox, false, &parameters, out).await,
+            CommandBody::Examine { mailbox, parameters } => self.select(&mailbox, true, &parameters, out).await,
+            CommandBody::Create { mailbox } => self.create(&mailbox).await,
+            CommandBody::Delete { mailbox } => self.delete(&mailbox).await,
+            CommandBody::Rename { from, to } => self.rename(&from, &to).await,
+            CommandBody::Subscribe { mailbox } => self.subscribe(&mailbox, true).await,
+            CommandBody::Unsubscribe { mailbox } => self.subscribe(&mailbox, false).await,
+            CommandBody::List { reference, mailbox_wildcard } => {
+                self.list(&reference, &mailbox_wildcard, false, out).await
+            }
+            CommandBody::Lsub { reference, mailbox_wildcard } => {
+                self.list(&reference, &mailbox_wildcard, true, out).await
+            }
+            CommandBody::Status { mailbox, item_names } => self.status(&mailbox, &item_names, out).await,
+            CommandBody::Append { mailbox, flags, date, message } => {
+                self.append(&mailbox, &flags, date.as_ref(), message.as_ref(), out).await
+            }
+            CommandBody::Close => self.close(true).await,
+            CommandBody::Unselect => self.close(false).await,
+            CommandBody::Expunge => self.expunge(None, out).await,
+            CommandBody::ExpungeUid { sequence_set } => self.expunge(Some(&sequence_set), out).await,
+            CommandBody::Search { charset, criteria, uid } => {
+                self.search(charset.as_ref(), criteria.as_ref(), uid, out).await
+            }
+            CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
+                self.fetch(&sequence_set, macro_or_item_names, uid, &modifiers, out).await
+            }
+            CommandBody::Store { sequence_set, kind, response, flags, uid, modifiers } => {
+                self.store(&sequence_set, kind, response, &flags, uid, &modifiers, out).await
+            }
+            CommandBody::Copy { sequence_set, mailbox, uid } => {
+                self.copy_move(&sequence_set, &mailbox, uid, false, out).await
+            }
+            CommandBody::Move { sequence_set, mailbox, uid } => {
+                self.copy_move(&sequence_set, &mailbox, uid, true, out).await
+            }
+            CommandBody::Idle => {
+                self.report_changes(true, out).await?;
+                send(out, &response::continuation("idling")).await?;
+                return Ok(Next::Idle { tag });
+            }
+            _ => Err(CommandError::bad(format!("{name} is not supported"))),
+        };
+        self.finish(&tag, name, result, expunge_allowed, out).await
+    }
+
+    /// Reports changes, then writes the tagged completion of a command.
+    async fn finish(
+        &mut self,
+        tag: &str,
+        name: &str,
+        result: CommandResult,
+        expunge_allowed: bool,
+        out: &mut Sink<'_>,
+    ) -> io::Result<Next> {
+        let (status, code, text) = match result {
+            Ok(done) => (Status::Ok, done.code, done.text.into_owned()),
+            Err(CommandError::Io(e)) => return Err(e),
+            Err(CommandError::Bad(text)) => return self.bad_input(Some(tag), &text, out).await,
+            Err(CommandError::No { code, text }) => (Status::No, code, text.into_owned()),
+            Err(CommandError::Store(e)) => {
+                let (code, text) = CommandError::store_reply(&e);
+                if code == Code::Unavailable {
+                    tracing::warn!(user = ?self.user, command = name, error = %e, "imap store error");
+                }
+                (Status::No, Some(code), text)
+            }
+        };
+        self.report_changes(expunge_allowed, out).await?;
+        let text = if status == Status::Ok && text.is_empty() { format!("{name} completed") } else { text };
+        send(out, &response::status(Some(tag), status, code.as_ref(), &text)).await?;
+        Ok(Next::Continue)
+    }
+
+    /// Which commands each state accepts (RFC 3501 §6).
+    fn check_state(&self, body: &CommandBody<'_>) -> Result<(), &'static str> {
+        use CommandBody as C;
+        let phase = self.phase();
+        let any = matches!(body, C::Capability | C::Noop | C::Logout | C::Id { .. });
+        let unauthenticated = matches!(body, C::StartTLS | C::Login { .. } | C::Authenticate { .. });
+        let selected_only = matches!(
+            body,
+            C::Check
+                | C::Close
+                | C::Unselect
+                | C::Expunge
+                | C::ExpungeUid { .. }
+                | C::Search { .. }
+                | C::Fetch { .. }
+                | C::Store { .. }
+                | C::Copy { .. }
+                | C::Move { .. }
+        );
+        match phase {
+            _ if any => Ok(()),
+            Phase::NotAuthenticated if unauthenticated => Ok(()),
+            Phase::NotAuthenticated => Err("log in first"),
+            _ if unauthenticated => Err("already authenticated"),
+            Phase::Authenticated if selected_only => Err("no mailbox selected"),
+            Phase::Logout => Err("logging out"),
+            _ => Ok(()),
+        }
+    }
+
+    /// The selected mailbox, or the BAD a command needing one gets.
+    pub(crate) fn selected(&mut self) -> Result<&mut Selected, CommandError> {
+        self.selected.as_mut().ok_or_else(|| CommandError::bad("no mailbox selected"))
+    }
+
+    /// The logged-in user.
+    pub(crate) fn login_name(&self) -> Result<String, CommandError> {
+        self.user.clone().ok_or_else(|| CommandError::bad("log in first"))
+    }
+
+    /// Reports queued changes of the selected mailbox as untagged EXISTS, RECENT, FETCH and
+    /// (when `expunge_allowed`) EXPUNGE responses.
+    pub async fn report_changes(&mut self, expunge_allowed: bool, out: &mut Sink<'_>) -> io::Result<()> {
+        let Some(user) = self.user.clone() else { return Ok(()) };
+        let condstore = self.condstore;
+        let Some(view) = self.selected.as_mut() else { return Ok(()) };
+        view.poll_changes();
+        let mut appended: Vec<u32> = Vec::new();
+        while let Some(change) = view.next_queued() {
+            match change {
+                Change::Appended(meta) => {
+                    let uid = meta.uid;
+                    if view.push(meta) {
+                        appended.push(uid);
+                    }
+                }
+                Change::FlagsChanged(meta) => {
+                    let Some(index) = view.index_of(meta.uid) else { continue };
+                    let entry = &view.entries()[index];
+                    if entry.meta.flags == meta.flags {
+                        view.update(meta);
+                        continue;
+                    }
+                    let recent = entry.recent;
+                    let mut data = Data::new(index + 1);
+                    data.raw(format_args!(" FETCH (UID {} FLAGS ({})", meta.uid, flags::render(&meta.flags, recent)));
+                    if condstore {
+                        data.raw(format_args!(" MODSEQ ({})", meta.modseq));
+                    }
+                    data.raw(")");
+                    view.update(meta);
+                    send(out, &data.finish()).await?;
+                }
+                Change::Expunged(uids) => {
+                    if !expunge_allowed {
+                        view.requeue(Change::Expunged(uids));
+                        break;
+                    }
+                    // New messages are announced before they can be expunged, so numbers stay right.
+                    Self::announce(&self.store, &user, view, &mut appended, out).await?;
+                    for uid in uids {
+                        if let Some(seq) = view.remove(uid) {
+                            send(out, format!("* {seq} EXPUNGE\r\n").as_bytes()).await?;
+                        }
+                    }
+                }
+                Change::MailboxGone => {
+                    if !expunge_allowed {
+                        view.requeue(Change::MailboxGone);
+                        break;
+                    }
+                    let uids: Vec<u32> = view.entries().iter().rev().map(|e| e.meta.uid).collect();
+                    for uid in uids {
+                        if let Some(seq) = view.remove(uid) {
+                            send(out, format!("* {seq} EXPUNGE\r\n").as_bytes()).await?;
+                        }
+                    }
+                    send(out, &response::status(None, Status::No, None, "mailbox was deleted or renamed")).await?;
+                }
+                Change::Lagged => match self.store.messages(&user, &view.name).await {
+                    Ok((_, snapshot)) => view.resync(snapshot),
+                    Err(e) => tracing::warn!(%user, error = %e, "imap resync failed"),
+                },
+            }
+        }
+        Self::announce(&self.store, &user, view, &mut appended, out).await
+    }
+
+    /// Sends EXISTS and RECENT for messages just added to the view.
+    async fn announce(
+        store: &Arc<dyn MailStore>,
+        user: &str,
+        view: &mut Selected,
+        appended: &mut Vec<u32>,
+        out: &mut Sink<'_>,
+    ) -> io::Result<()> {
+        if appended.is_empty() {
+            return Ok(());
+        }
+        appended.clear();
+        if !view.read_only {
+            // The first session told of a message takes its \Recent (RFC 3501 §2.3.2).
+            match store.claim_recent(user, &view.name).await {
+                Ok(recent) => view.mark_recent(&recent),
+                Err(e) => tracing::debug!(error = %e, "claim_recent failed"),
+            }
+        }
+        let recent = view.entries().iter().filter(|e| e.recent).count();
+        send(out, format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.exists()).as_bytes()).await
+    }
+
+    /// Waits until the selected mailbox changes (for IDLE); never returns without one.
+    pub async fn idle_wait(&mut self) {
+        match self.selected.as_mut() {
+            Some(view) => view.wait_change().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Ends IDLE: reports what is left and writes the tagged OK (or BAD if the line was not DONE).
+    pub async fn idle_done(&mut self, tag: &str, done: bool, out: &mut Sink<'_>) -> io::Result<Next> {
+        if !done {
+            return self.bad_input(Some(tag), "expected DONE", out).await;
+        }
+        self.report_changes(true, out).await?;
+        send(out, &response::status(Some(tag), Status::Ok, None, "IDLE terminated")).await?;
+        Ok(Next::Continue)
+    }
+
+    /// Takes the client's SASL response after `AUTHENTICATE` without an initial response.
+    pub async fn authenticate_response(
+        &mut self,
+        tag: &str,
+        data: AuthenticateData<'_>,
+        out: &mut Sink<'_>,
+    ) -> io::Result<Next> {
+        match data {
+            AuthenticateData::Cancel => {
+                send(out, &response::status(Some(tag), Status::Bad, None, "authentication cancelled")).await?;
+                Ok(Next::Continue)
+            }
+            AuthenticateData::Continue(bytes) => self.plain(tag, bytes.declassify(), out).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
