@@ -273,3 +273,21 @@ print(data.decode(errors="replace"))
     assert!(out.contains("221 2.0.0 bye"), "{out}");
     assert!(!out.contains("greets [192.0.2.66]"), "{out}");
 }
+
+/// swaks authenticates with AUTH LOGIN after STARTTLS on the submission port.
+#[test]
+fn swaks_auth_login_over_starttls() {
+    let node = MailNode::start("node8.example.test", "");
+    let out = std::process::Command::new("swaks")
+        .args(["--server", &node.submission.to_string(), "--tls", "--auth", "LOGIN"])
+        .args(["--auth-user", "bob@example.test", "--auth-password", "bob-pw"])
+        .args(["--from", "bob@example.test", "--to", "alice@example.test", "--header", "Subject: login"])
+        .output()
+        .expect("run swaks");
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{transcript}");
+    assert!(transcript.contains("235 2.7.0"), "{transcript}");
+    let inbox = node.inbox("alice@example.test");
+    assert_eq!(inbox.len(), 1);
+    assert!(String::from_utf8_lossy(&inbox[0]).contains("with ESMTPSA"));
+}
