@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sirms_mailnode::config::NodeConfig;
 use sirms_router::config::RouterConfig;
-use sirms_router::ctl::CtlArgs;
+use sirms_router::ctl::{CtlArgs, HookFuture, Hooks};
 
 mod dev;
 use dev::DevArgs;
@@ -126,7 +126,18 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Ctl(args) => {
             let hash = |p: &str| sirms_mailnode::directory::hash_password(p).map_err(|e| e.to_string());
-            let out = sirms_router::ctl::run(args, &hash).await?;
+            let move_user = |router: String, token: String, user: String, home: String| -> HookFuture {
+                Box::pin(async move {
+                    let r = sirms_mailnode::cluster::transfer::move_user(&router, &token, &user, &home)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(format!(
+                        "moved {} messages in {} mailboxes to {home}; {} arrived late and stay on the old home",
+                        r.messages, r.mailboxes, r.left_behind
+                    ))
+                })
+            };
+            let out = sirms_router::ctl::run(args, &Hooks { hash: &hash, move_user: &move_user }).await?;
             println!("{}", out.trim_end());
         }
         Command::Dev(args) => dev::run(args, shutdown_signal()).await?,

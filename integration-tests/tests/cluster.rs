@@ -160,3 +160,31 @@ fn mail_for_an_unreachable_home_waits_in_the_spool() {
     let stored = std::fs::read_dir(&cur).unwrap().next().unwrap().unwrap().path();
     assert!(String::from_utf8_lossy(&std::fs::read(stored).unwrap()).contains("Subject: from 127.0.0.41"));
 }
+
+#[test]
+fn users_move_carries_every_message_to_the_new_home() {
+    let (router, n1, _n2) = cluster();
+    let storage_dir = tempfile::tempdir().unwrap();
+    let storage =
+        StorageNode::start_with_token(storage_dir.path().to_path_buf(), sirms_integration_tests::CLUSTER_TOKEN);
+    router.ctl(&["nodes", "add", "store1", "127.0.0.1", "--storage-only", "--store", &storage.endpoint()]);
+    for i in 50..53 {
+        send_from(&router, &format!("127.0.0.{i}"), "alice@example.test");
+    }
+    let before = n1.inbox("alice@example.test");
+    assert_eq!(before.len(), 3);
+    let out = router.ctl(&["users", "move", "alice@example.test", "--to", "store1"]);
+    assert!(out.starts_with("moved 3 messages"), "{out}");
+    assert!(router.ctl(&["users", "list"]).contains("alice@example.test home=store1"));
+    assert!(n1.inbox("alice@example.test").is_empty());
+    let cur = storage_dir.path().join("mail/alice@example%2Etest/cur");
+    let mut moved: Vec<Vec<u8>> =
+        std::fs::read_dir(&cur).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
+    let mut want = before.clone();
+    moved.sort();
+    want.sort();
+    assert_eq!(moved, want, "moved messages differ from the originals");
+    // New mail goes to the new home.
+    send_from(&router, "127.0.0.60", "alice@example.test");
+    assert_eq!(std::fs::read_dir(&cur).unwrap().count(), 4);
+}

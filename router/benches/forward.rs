@@ -6,6 +6,7 @@
 //!   answers with one byte at the end;
 //! - connection rate: `BENCH_CONNS` short sessions (connect, a 64-byte request, a 64-byte
 //!   reply, close) from 16 concurrent clients — what mail traffic looks like.
+//!
 //! The goal (issue 6): the forwarded numbers reach at least 95% of the direct ones.
 
 use std::net::SocketAddr;

@@ -147,6 +147,13 @@ pub enum UsersCmd {
         #[arg(long)]
         password: Option<String>,
     },
+    /// Move a user's mailboxes to another node or storage node, losing nothing.
+    Move {
+        address: String,
+        /// The new home.
+        #[arg(long)]
+        to: String,
+    },
     /// Remove a user (the mailbox stays on its home).
     #[command(alias = "rm")]
     Remove { address: String },
@@ -178,9 +185,21 @@ pub enum CtlError {
 
 type Client = AdminClient<InterceptedService<Channel, TokenInterceptor>>;
 
-/// Runs one `sirms ctl` command; `hash` turns a password into a stored hash. Returns the
-/// text to print.
-pub async fn run(args: CtlArgs, hash: &dyn Fn(&str) -> Result<String, String>) -> Result<String, CtlError> {
+/// A pending result of a hook.
+pub type HookFuture = std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+
+/// What `sirms ctl` needs from crates the router must not depend on (the router knows
+/// mailboxes only through the directory).
+pub struct Hooks<'a> {
+    /// Turns a password into the stored hash.
+    pub hash: &'a dyn Fn(&str) -> Result<String, String>,
+    /// Moves a user's mailboxes: (router, token, user, new home) → report.
+    pub move_user: &'a dyn Fn(String, String, String, String) -> HookFuture,
+}
+
+/// Runs one `sirms ctl` command and returns the text to print.
+pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
+    let hash = hooks.hash;
     let channel = tonic::transport::Endpoint::from_shared(args.router.clone())
         .map_err(|e| CtlError::Connect(args.router.clone(), e.to_string()))?
         .connect()
@@ -319,6 +338,9 @@ pub async fn run(args: CtlArgs, hash: &dyn Fn(&str) -> Result<String, String>) -
                 c.put_user(User { address, password_hash, home: String::new(), quota_bytes: 0 }).await?;
                 done()
             }
+            UsersCmd::Move { address, to } => (hooks.move_user)(args.router.clone(), args.token.clone(), address, to)
+                .await
+                .map_err(CtlError::Input)?,
             UsersCmd::Remove { address } => {
                 c.remove_user(name(address)).await?;
                 done()

@@ -3,6 +3,7 @@
 
 pub mod home_store;
 pub mod membership;
+pub mod transfer;
 
 use std::net::SocketAddr;
 
