@@ -43,6 +43,8 @@ fn node_config(data: &std::path::Path, id: &str, ip: [u8; 4]) -> NodeConfig {
     c.listen.submissions = addr(ip, 3465);
     c.listen.pop3 = addr(ip, 3110);
     c.listen.pop3s = addr(ip, 3995);
+    c.listen.imap = addr(ip, 3143);
+    c.listen.imaps = addr(ip, 3993);
     c.cluster.router = Some(format!("http://{}", RouterConfig::default().admin_listen));
     c.cluster.node_id = Some(id.into());
     c.cluster.store_listen = Some(addr(ip, 7401));

@@ -155,6 +155,8 @@ pub struct MailNode {
     pub submissions: SocketAddr,
     pub pop3: SocketAddr,
     pub pop3s: SocketAddr,
+    pub imap: SocketAddr,
+    pub imaps: SocketAddr,
     pub hostname: String,
 }
 
@@ -174,6 +176,7 @@ impl MailNode {
         let ip = std::net::Ipv4Addr::from(ip);
         let port = |_| -> SocketAddr { SocketAddr::new(ip.into(), free_port()) };
         let (smtp, submission, submissions, pop3, pop3s) = (port(0), port(1), port(2), port(3), port(4));
+        let (imap, imaps) = (port(5), port(6));
         let users: Vec<String> =
             TEST_USERS.iter().map(|(u, p)| format!("{{ address = \"{u}\", password = \"{{plain}}{p}\" }}")).collect();
         let config = format!(
@@ -187,6 +190,8 @@ submission = "{submission}"
 submissions = "{submissions}"
 pop3 = "{pop3}"
 pop3s = "{pop3s}"
+imap = "{imap}"
+imaps = "{imaps}"
 [directory]
 domains = ["example.test"]
 users = [ {users} ]
@@ -200,10 +205,21 @@ users = [ {users} ]
         let config_path = dir.path().join("node.toml");
         std::fs::write(&config_path, config).expect("write config");
         let process = Process::sirms(&["node", "-c", config_path.to_str().expect("utf-8")]);
-        for addr in [smtp, submission, submissions, pop3, pop3s] {
+        for addr in [smtp, submission, submissions, pop3, pop3s, imap, imaps] {
             assert!(wait_for_port(addr, Duration::from_secs(20)), "sirms node did not listen on {addr}");
         }
-        MailNode { process, dir, smtp, submission, submissions, pop3, pop3s, hostname: hostname.to_string() }
+        MailNode {
+            process,
+            dir,
+            smtp,
+            submission,
+            submissions,
+            pop3,
+            pop3s,
+            imap,
+            imaps,
+            hostname: hostname.to_string(),
+        }
     }
 
     /// The files in a user's INBOX (`cur/`), oldest UID first, as bytes.

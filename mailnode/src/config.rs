@@ -38,6 +38,8 @@ pub struct Listen {
     pub submissions: SocketAddr,
     pub pop3: SocketAddr,
     pub pop3s: SocketAddr,
+    pub imap: SocketAddr,
+    pub imaps: SocketAddr,
 }
 
 /// Protocol limits.
@@ -50,6 +52,10 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     pub smtp_idle_secs: u64,
     pub pop3_idle_secs: u64,
+    /// IMAP autologout, IDLE included (RFC 3501 §5.4: at least 30 minutes).
+    pub imap_idle_secs: u64,
+    /// Largest message an IMAP client may APPEND.
+    pub imap_max_append: u32,
     pub max_errors: u32,
     pub max_auth_failures: u32,
 }
@@ -70,13 +76,16 @@ fn local(port: u16) -> SocketAddr {
 
 impl Default for Listen {
     fn default() -> Self {
-        // Unprivileged ports so `sirms node` runs as any user; production configs say 25, 587…
+        // Unprivileged ports so `sirms node` runs as any user, clear of the router's 25xx defaults
+        // on the same host (`sirms dev`); production configs say 25, 587…
         Listen {
-            smtp: local(2525),
-            submission: local(2587),
-            submissions: local(2465),
-            pop3: local(2110),
-            pop3s: local(2995),
+            smtp: local(3025),
+            submission: local(3587),
+            submissions: local(3465),
+            pop3: local(3110),
+            pop3s: local(3995),
+            imap: local(3143),
+            imaps: local(3993),
         }
     }
 }
@@ -90,6 +99,8 @@ impl Default for Limits {
             max_connections_per_ip: 50,
             smtp_idle_secs: 300,
             pop3_idle_secs: 600,
+            imap_idle_secs: 30 * 60,
+            imap_max_append: 64 * 1024 * 1024,
             max_errors: 20,
             max_auth_failures: 3,
         }

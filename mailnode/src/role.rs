@@ -15,6 +15,8 @@ use crate::cluster::membership::Membership;
 use crate::config::NodeConfig;
 use crate::delivery::Delivery;
 use crate::directory::{DirectoryData, DirectoryError, LiveDirectory};
+use crate::imap::ImapService;
+use crate::imap::connection::ImapLimits;
 use crate::net::listener::{self, ListenerSettings};
 use crate::net::tls::{self, TlsError};
 use crate::pop3::SessionConfig as Pop3Config;
@@ -77,8 +79,8 @@ async fn join_cluster(
         smtp_port: port(config.listen.smtp),
         submission_port: port(config.listen.submission),
         submissions_port: port(config.listen.submissions),
-        imap_port: 0,
-        imaps_port: 0,
+        imap_port: port(config.listen.imap),
+        imaps_port: port(config.listen.imaps),
         pop3_port: port(config.listen.pop3),
         pop3s_port: port(config.listen.pop3s),
         store_endpoint,
@@ -209,6 +211,33 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tokio::spawn(listener::serve(
             listener,
             settings(name, implicit_tls, POP3_BUSY),
+            move |conn| service.clone().handle(conn),
+            stopped.clone(),
+        ));
+    }
+
+    const IMAP_BUSY: &[u8] = b"* BYE [UNAVAILABLE] too many connections, try again later\r\n";
+    let imap_limits = ImapLimits {
+        max_append: limits.imap_max_append,
+        max_bad_commands: limits.max_errors,
+        max_auth_failures: limits.max_auth_failures,
+        ..ImapLimits::default()
+    };
+    for (name, addr, implicit_tls) in [("imap", config.listen.imap, false), ("imaps", config.listen.imaps, true)] {
+        let listener = bind(addr).await?;
+        let service = Arc::new(ImapService {
+            hostname: config.hostname.clone(),
+            authenticator: authenticator.clone(),
+            store: store.clone(),
+            tls: Some(acceptor.clone()),
+            allow_plaintext_auth: config.allow_plaintext_auth,
+            idle_timeout: Duration::from_secs(limits.imap_idle_secs),
+            limits: imap_limits,
+        });
+        tracing::info!(service = name, %addr, "listening");
+        tokio::spawn(listener::serve(
+            listener,
+            settings(name, implicit_tls, IMAP_BUSY),
             move |conn| service.clone().handle(conn),
             stopped.clone(),
         ));

@@ -208,7 +208,6 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
     let mut c: Client =
         AdminClient::with_interceptor(channel, TokenInterceptor::new(&args.token).ok_or(CtlError::Token)?);
     let name = |name: String| Name { name };
-    let done = || "ok".to_string();
     Ok(match args.command {
         CtlCommand::Status => {
             let s = c.status(Empty {}).await?.into_inner();
@@ -250,21 +249,11 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
                     drained: false,
                     storage_only,
                 };
-                c.put_node(node).await?;
-                done()
+                acked(c.put_node(node).await)?
             }
-            NodesCmd::Remove { id } => {
-                c.remove_node(name(id)).await?;
-                done()
-            }
-            NodesCmd::Drain { id } => {
-                c.drain_node(DrainRequest { id, drained: true }).await?;
-                done()
-            }
-            NodesCmd::Undrain { id } => {
-                c.drain_node(DrainRequest { id, drained: false }).await?;
-                done()
-            }
+            NodesCmd::Remove { id } => acked(c.remove_node(name(id)).await)?,
+            NodesCmd::Drain { id } => acked(c.drain_node(DrainRequest { id, drained: true }).await)?,
+            NodesCmd::Undrain { id } => acked(c.drain_node(DrainRequest { id, drained: false }).await)?,
         },
         CtlCommand::Routes(cmd) => match cmd {
             RoutesCmd::List => c
@@ -275,14 +264,8 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
                 .iter()
                 .map(|r| format!("{} -> {}\n", r.cidr, r.target))
                 .collect(),
-            RoutesCmd::Add { cidr, target } => {
-                c.put_route(Route { cidr, target }).await?;
-                done()
-            }
-            RoutesCmd::Remove { cidr } => {
-                c.remove_route(name(cidr)).await?;
-                done()
-            }
+            RoutesCmd::Add { cidr, target } => acked(c.put_route(Route { cidr, target }).await)?,
+            RoutesCmd::Remove { cidr } => acked(c.remove_route(name(cidr)).await)?,
             RoutesCmd::Test { ip } => {
                 let e = c.explain(name(ip)).await?.into_inner();
                 format!("{} ({}); fallback order: {}", e.node, e.reason, e.ranked.join(" "))
@@ -297,27 +280,15 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
                 .iter()
                 .map(|g| format!("{}: {}\n", g.name, g.members.join(" ")))
                 .collect(),
-            GroupsCmd::Set { name: group, members } => {
-                c.put_group(Group { name: group, members }).await?;
-                done()
-            }
-            GroupsCmd::Remove { name: group } => {
-                c.remove_group(name(group)).await?;
-                done()
-            }
+            GroupsCmd::Set { name: group, members } => acked(c.put_group(Group { name: group, members }).await)?,
+            GroupsCmd::Remove { name: group } => acked(c.remove_group(name(group)).await)?,
         },
         CtlCommand::Domains(cmd) => match cmd {
             DomainsCmd::List => {
                 c.get_directory(Empty {}).await?.into_inner().domains.iter().map(|d| format!("{d}\n")).collect()
             }
-            DomainsCmd::Add { domain } => {
-                c.put_domain(name(domain)).await?;
-                done()
-            }
-            DomainsCmd::Remove { domain } => {
-                c.remove_domain(name(domain)).await?;
-                done()
-            }
+            DomainsCmd::Add { domain } => acked(c.put_domain(name(domain)).await)?,
+            DomainsCmd::Remove { domain } => acked(c.remove_domain(name(domain)).await)?,
         },
         CtlCommand::Users(cmd) => match cmd {
             UsersCmd::List => c
@@ -330,21 +301,16 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
                 .collect(),
             UsersCmd::Add { address, password, home, keep_password } => {
                 let password_hash = if keep_password { String::new() } else { password_hash(password, hash)? };
-                c.put_user(User { address, password_hash, home, quota_bytes: 0 }).await?;
-                done()
+                acked(c.put_user(User { address, password_hash, home, quota_bytes: 0 }).await)?
             }
             UsersCmd::Passwd { address, password } => {
                 let password_hash = password_hash(password, hash)?;
-                c.put_user(User { address, password_hash, home: String::new(), quota_bytes: 0 }).await?;
-                done()
+                acked(c.put_user(User { address, password_hash, home: String::new(), quota_bytes: 0 }).await)?
             }
             UsersCmd::Move { address, to } => (hooks.move_user)(args.router.clone(), args.token.clone(), address, to)
                 .await
                 .map_err(CtlError::Input)?,
-            UsersCmd::Remove { address } => {
-                c.remove_user(name(address)).await?;
-                done()
-            }
+            UsersCmd::Remove { address } => acked(c.remove_user(name(address)).await)?,
         },
         CtlCommand::Aliases(cmd) => match cmd {
             AliasesCmd::List => c
@@ -355,16 +321,16 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
                 .iter()
                 .map(|a| format!("{} -> {}\n", a.address, a.targets.join(" ")))
                 .collect(),
-            AliasesCmd::Add { address, targets } => {
-                c.put_alias(Alias { address, targets }).await?;
-                done()
-            }
-            AliasesCmd::Remove { address } => {
-                c.remove_alias(name(address)).await?;
-                done()
-            }
+            AliasesCmd::Add { address, targets } => acked(c.put_alias(Alias { address, targets }).await)?,
+            AliasesCmd::Remove { address } => acked(c.remove_alias(name(address)).await)?,
         },
     })
+}
+
+/// "ok" for an acknowledged change.
+fn acked<T>(reply: Result<tonic::Response<T>, tonic::Status>) -> Result<String, CtlError> {
+    reply?;
+    Ok("ok".to_string())
 }
 
 /// The hash of the given password, or of the first line of stdin.

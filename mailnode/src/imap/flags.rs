@@ -29,8 +29,8 @@ pub fn from_imap(list: &[Flag<'_>]) -> Result<Flags, CommandError> {
             Flag::Flagged => system = system | SystemFlags::FLAGGED,
             Flag::Seen => system = system | SystemFlags::SEEN,
             // \Recent is the server's to set (RFC 3501 §2.3.2); clients that send it are ignored.
-            Flag::Extension(ext) if ext.to_string().eq_ignore_ascii_case("\\Recent") => {}
-            Flag::Extension(ext) => return Err(CommandError::bad(format!("unknown system flag {ext}"))),
+            Flag::Extension(_) if flag.to_string().eq_ignore_ascii_case("\\Recent") => {}
+            Flag::Extension(_) => return Err(CommandError::bad(format!("unknown system flag {flag}"))),
             Flag::Keyword(atom) if atom.inner().eq_ignore_ascii_case(FORWARDED) => {
                 system = system | SystemFlags::FORWARDED
             }

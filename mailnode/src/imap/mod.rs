@@ -6,6 +6,16 @@
 //! [`connection`] is the socket loop around it: framing with imap-codec's `Fragmentizer`,
 //! literal limits, STARTTLS, AUTHENTICATE continuations and IDLE.
 
+pub mod command;
+pub mod connection;
+pub mod date;
+pub mod error;
 pub mod fetch;
+pub mod flags;
 pub mod mutf7;
 pub mod response;
+pub mod selected;
+pub mod session;
+
+pub use connection::ImapService;
+pub use session::{Next, Phase, Session, SessionConfig};

@@ -46,8 +46,7 @@ impl Selected {
         recent: &[u32],
         changes: ChangeStream,
     ) -> Selected {
-        let messages =
-            messages.into_iter().map(|meta| Entry { recent: recent.contains(&meta.uid), meta }).collect();
+        let messages = messages.into_iter().map(|meta| Entry { recent: recent.contains(&meta.uid), meta }).collect();
         Selected {
             name,
             read_only,

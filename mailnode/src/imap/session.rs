@@ -249,15 +249,13 @@ impl Session {
             }
             CommandBody::Status { mailbox, item_names } => self.status(&mailbox, &item_names, out).await,
             CommandBody::Append { mailbox, flags, date, message } => {
-                self.append(&mailbox, &flags, date.as_ref(), message.as_ref(), out).await
+                self.append(&mailbox, &flags, date.as_ref(), &message).await
             }
             CommandBody::Close => self.close(true).await,
             CommandBody::Unselect => self.close(false).await,
             CommandBody::Expunge => self.expunge(None, out).await,
             CommandBody::ExpungeUid { sequence_set } => self.expunge(Some(&sequence_set), out).await,
-            CommandBody::Search { charset, criteria, uid } => {
-                self.search(charset.as_ref(), criteria.as_ref(), uid, out).await
-            }
+            CommandBody::Search { charset, criteria, uid } => self.search(charset.as_ref(), &criteria, uid, out).await,
             CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 self.fetch(&sequence_set, macro_or_item_names, uid, &modifiers, out).await
             }

@@ -80,6 +80,24 @@ fn host_name() -> String {
     if clean.is_empty() { "localhost".into() } else { clean }
 }
 
+/// Opens the sled index. sled releases its file lock from a background thread after the
+/// last handle is dropped, so a store reopened at once (a restart in the same process, a
+/// reindex right after a stop) may find it still held for a moment: wait a little.
+fn open_index(path: &Path) -> Result<sled::Db> {
+    let config = sled::Config::new().path(path).flush_every_ms(Some(1000));
+    let mut attempts = 0;
+    loop {
+        match config.open() {
+            // sled reports a held lock as a plain I/O error with this text.
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Runs blocking file-system work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Unavailable(format!("worker failed: {e}")))?
@@ -98,7 +116,7 @@ impl LocalStore {
         let root = root.as_ref();
         let mail_root = root.join("mail");
         fs::create_dir_all(&mail_root)?;
-        let db = sled::Config::new().path(root.join("index")).flush_every_ms(Some(1000)).open()?;
+        let db = open_index(&root.join("index"))?;
         let counters_tree = db.open_tree("folders")?;
         Ok(LocalStore {
             inner: Arc::new(Inner {

@@ -1,0 +1,450 @@
+//! IMAP against the real `sirms node` binary with Python's imaplib and curl: mail delivered
+//! by SMTP comes out byte for byte, flags, UIDPLUS, LIST, IDLE and two sessions seeing each
+//! other's changes.
+
+use std::process::Command;
+
+use sirms_integration_tests::{MailNode, python};
+
+/// Delivers `n` messages to alice by SMTP.
+fn deliver(node: &MailNode, n: usize) {
+    python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+for i in range(int(sys.argv[2])):
+    s.sendmail("x@remote.test", ["alice@example.test"],
+        ("From: X <x@remote.test>\r\nSubject: message %d\r\n\r\nbody %d\r\n.starts with a dot\r\n" % (i, i)).encode())
+s.quit()
+"#,
+        &[node.smtp.port().to_string(), n.to_string()],
+    );
+}
+
+/// Python prelude: `connect()` gives an imaplib session logged in as alice over STARTTLS.
+const PRELUDE: &str = r#"
+import imaplib, ssl, sys, json, time, smtplib, socket
+a = json.loads(sys.argv[1])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def connect(user="alice@example.test", password="alice-pw"):
+    m = imaplib.IMAP4("127.0.0.1", a["imap"], timeout=20)
+    m.starttls(ssl_context=ctx)
+    m.login(user, password)
+    return m
+def ok(r):
+    typ, data = r
+    assert typ == "OK", r
+    return data
+out = {}
+"#;
+
+fn run(node: &MailNode, script: &str) -> serde_json::Value {
+    let args = serde_json::json!({"imap": node.imap.port(), "imaps": node.imaps.port(), "smtp": node.smtp.port()});
+    let text = python(&format!("{PRELUDE}\n{script}\nprint(json.dumps(out))"), &[args.to_string()]);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON ({e}): {text}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn smtp_delivered_mail_is_fetched_byte_identical() {
+    let node = MailNode::start("imap-node.example.test", "");
+    deliver(&node, 3);
+    let stored = node.inbox("alice@example.test");
+    assert_eq!(stored.len(), 3);
+    let out = run(
+        &node,
+        r#"
+m = imaplib.IMAP4("127.0.0.1", a["imap"], timeout=20)
+out["caps_plain"] = sorted(m.capabilities)
+try:
+    m.login("alice@example.test", "alice-pw"); out["plain_login"] = "accepted"
+except imaplib.IMAP4.error as e:
+    out["plain_login"] = str(e)
+m.starttls(ssl_context=ctx)
+out["caps_tls"] = sorted(m.capabilities)
+ok(m.login("alice@example.test", "alice-pw"))
+typ, data = m.select("INBOX")
+out["exists"] = data[0].decode()
+out["uidvalidity"] = m.untagged_responses.get("UIDVALIDITY", [b"?"])[0].decode()
+typ, data = m.uid("FETCH", "1:*", "(RFC822.SIZE BODY.PEEK[])")
+out["bodies"] = [d[1].hex() for d in data if isinstance(d, tuple)]
+out["sizes"] = [d[0].decode() for d in data if isinstance(d, tuple)]
+out["flags_after_peek"] = [f.decode() for f in ok(m.fetch("1:*", "(FLAGS)"))]
+ok(m.fetch("2", "(BODY[TEXT])"))
+out["flags_after_fetch"] = [f.decode() for f in ok(m.fetch("1:*", "(FLAGS)"))]
+out["search_unseen"] = ok(m.search(None, "UNSEEN"))[0].decode()
+out["search_subject"] = ok(m.uid("SEARCH", "SUBJECT", "\"message 2\""))[0].decode()
+out["logout"] = m.logout()[0]
+"#,
+    );
+    assert!(out["caps_plain"].as_array().unwrap().iter().any(|c| c == "LOGINDISABLED"), "{out}");
+    assert!(out["plain_login"].as_str().unwrap().contains("PRIVACYREQUIRED"), "{out}");
+    for cap in ["IMAP4REV1", "IDLE", "UIDPLUS", "MOVE", "SPECIAL-USE", "AUTH=PLAIN", "CONDSTORE", "NAMESPACE"] {
+        assert!(out["caps_tls"].as_array().unwrap().iter().any(|c| c == cap), "{cap} missing: {out}");
+    }
+    assert_eq!(out["exists"], "3");
+    let bodies = out["bodies"].as_array().unwrap();
+    assert_eq!(bodies.len(), 3);
+    for (got, want) in bodies.iter().zip(&stored) {
+        assert_eq!(got.as_str().unwrap(), hex(want), "BODY[] must be the stored bytes");
+    }
+    for (header, want) in out["sizes"].as_array().unwrap().iter().zip(&stored) {
+        assert!(header.as_str().unwrap().contains(&format!("RFC822.SIZE {}", want.len())), "{header}");
+    }
+    assert!(out["flags_after_peek"].as_array().unwrap().iter().all(|f| !f.as_str().unwrap().contains("\\Seen")));
+    assert!(out["flags_after_fetch"][1].as_str().unwrap().contains("\\Seen"), "{out}");
+    assert_eq!(out["search_unseen"], "1 3");
+    assert_eq!(out["search_subject"], "3");
+    assert_eq!(out["logout"], "BYE");
+}
+
+const NESTED: &str = "From: Alice <alice@example.test>\r\n\
+To: Bob <bob@example.test>, carol@example.test\r\n\
+Subject: nested\r\n\
+Date: Wed, 05 Mar 2025 09:30:00 +0000\r\n\
+Message-ID: <nested@example.test>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"outer\"\r\n\
+\r\n\
+--outer\r\n\
+Content-Type: multipart/alternative; boundary=\"inner\"\r\n\
+\r\n\
+--inner\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+plain text\r\n\
+--inner\r\n\
+Content-Type: text/html; charset=utf-8\r\n\
+\r\n\
+<p>html</p>\r\n\
+--inner--\r\n\
+--outer\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+From: Carol <carol@example.test>\r\n\
+Subject: attached\r\n\
+\r\n\
+attached body\r\n\
+--outer\r\n\
+Content-Type: application/pdf; name=\"a.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+Content-Disposition: attachment; filename=\"a.pdf\"\r\n\
+\r\n\
+JVBERi0=\r\n\
+--outer--\r\n";
+
+#[test]
+fn append_structure_flags_copy_expunge_and_list() {
+    let node = MailNode::start("imap-node.example.test", "");
+    let out = run(
+        &node,
+        &format!(
+            r#"
+m = imaplib.IMAP4_SSL("127.0.0.1", a["imaps"], ssl_context=ctx, timeout=20)
+ok(m.login("alice@example.test", "alice-pw"))
+msg = {NESTED:?}.encode()
+typ, data = m.append("INBOX", "(\\Flagged $Work)", imaplib.Time2Internaldate(1700000000), msg)
+out["append"] = data[0].decode()
+m.select("INBOX")
+typ, data = m.fetch("1", "(INTERNALDATE FLAGS ENVELOPE BODYSTRUCTURE)")
+out["fetch"] = data[0].decode()
+typ, data = m.fetch("1", "(BODY.PEEK[1.2] BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[3.MIME] BODY.PEEK[]<0.20>)")
+out["parts"] = [d[1].decode() for d in data if isinstance(d, tuple)]
+out["store"] = [d.decode() for d in ok(m.store("1", "+FLAGS", "(\\Seen \\Deleted)"))]
+out["store2"] = [d.decode() for d in ok(m.store("1", "-FLAGS", "(\\Flagged)"))]
+typ, data = m.copy("1", "Archive")
+out["copy"] = data[0].decode()
+typ, data = m.expunge()
+out["expunge"] = [d.decode() for d in data if d]
+typ, data = m.list()
+out["list"] = [d.decode() for d in data]
+m.create("Projects/2025")
+out["list_pct"] = [d.decode() for d in ok(m.list('""', "Projects/%"))]
+out["status"] = ok(m.status("Archive", "(MESSAGES UIDNEXT UNSEEN)"))[0].decode()
+m.select("Archive")
+out["archive_flags"] = ok(m.fetch("1", "(FLAGS)"))[0].decode()
+m.logout()
+"#
+        ),
+    );
+    assert!(out["append"].as_str().unwrap().starts_with("[APPENDUID "), "{out}");
+    assert!(out["append"].as_str().unwrap().ends_with(" 1] APPEND completed"), "{out}");
+    let fetch = out["fetch"].as_str().unwrap();
+    assert!(fetch.contains("INTERNALDATE \"14-Nov-2023 22:13:20 +0000\""), "{fetch}");
+    assert!(fetch.contains("FLAGS (\\Flagged $Work \\Recent)"), "{fetch}");
+    assert!(
+        fetch.contains(
+            "ENVELOPE (\"Wed, 05 Mar 2025 09:30:00 +0000\" \"nested\" ((\"Alice\" NIL \"alice\" \"example.test\")) \
+((\"Alice\" NIL \"alice\" \"example.test\")) ((\"Alice\" NIL \"alice\" \"example.test\")) \
+((\"Bob\" NIL \"bob\" \"example.test\")(NIL NIL \"carol\" \"example.test\")) NIL NIL NIL \"<nested@example.test>\")"
+        ),
+        "{fetch}"
+    );
+    assert!(
+        fetch.contains(
+            "BODYSTRUCTURE (((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL)\
+(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 11 1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"inner\") NIL NIL NIL)\
+(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 68 (NIL \"attached\" ((\"Carol\" NIL \"carol\" \"example.test\")) \
+((\"Carol\" NIL \"carol\" \"example.test\")) ((\"Carol\" NIL \"carol\" \"example.test\")) NIL NIL NIL NIL NIL) \
+(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 13 1 NIL NIL NIL NIL) 4 NIL NIL NIL NIL)\
+(\"application\" \"pdf\" (\"name\" \"a.pdf\") NIL NIL \"base64\" 8 NIL (\"attachment\" (\"filename\" \"a.pdf\")) NIL NIL) \
+\"mixed\" (\"boundary\" \"outer\") NIL NIL NIL)"
+        ),
+        "{fetch}"
+    );
+    assert_eq!(
+        out["parts"],
+        serde_json::json!([
+            "<p>html</p>",
+            "Subject: attached\r\n\r\n",
+            "Content-Type: application/pdf; name=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\n\r\n",
+            "From: Alice <alice@e"
+        ])
+    );
+    assert_eq!(out["store"][0], "1 (FLAGS (\\Flagged \\Deleted \\Seen $Work \\Recent))");
+    assert_eq!(out["store2"][0], "1 (FLAGS (\\Deleted \\Seen $Work \\Recent))");
+    assert!(out["copy"].as_str().unwrap().starts_with("[COPYUID "), "{out}");
+    assert!(out["copy"].as_str().unwrap().contains(" 1 1]"), "{out}");
+    assert_eq!(out["expunge"], serde_json::json!(["1"]));
+    let list: Vec<&str> = out["list"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    for want in [
+        "(\\HasNoChildren) \"/\" INBOX",
+        "(\\HasNoChildren \\Sent) \"/\" Sent",
+        "(\\HasNoChildren \\Drafts) \"/\" Drafts",
+        "(\\HasNoChildren \\Trash) \"/\" Trash",
+        "(\\HasNoChildren \\Junk) \"/\" Junk",
+        "(\\HasNoChildren \\Archive) \"/\" Archive",
+    ] {
+        assert!(list.contains(&want), "{want} not in {list:?}");
+    }
+    assert_eq!(out["list_pct"], serde_json::json!(["(\\HasNoChildren) \"/\" Projects/2025"]));
+    assert_eq!(out["status"], "Archive (MESSAGES 1 UIDNEXT 2 UNSEEN 0)");
+    assert_eq!(out["archive_flags"], "1 (FLAGS (\\Deleted \\Seen $Work \\Recent))");
+}
+
+#[test]
+fn idle_sees_smtp_delivery_and_other_sessions_flags_within_a_second() {
+    let node = MailNode::start("imap-node.example.test", "");
+    deliver(&node, 1);
+    let out = run(
+        &node,
+        r#"
+idler = connect()
+idler.select("INBOX")
+other = connect()
+other.select("INBOX")
+def idle_until(m, want, action):
+    tag = m._new_tag()
+    m.send(tag + b" IDLE\r\n")
+    assert m.readline().startswith(b"+"), "no continuation"
+    start = time.monotonic()
+    action()
+    lines = []
+    while not any(want in l for l in lines):
+        lines.append(m.readline().decode().strip())
+    elapsed = time.monotonic() - start
+    m.send(b"DONE\r\n")
+    while True:
+        l = m.readline().decode()
+        if l.startswith(tag.decode()):
+            lines.append(l.strip()); break
+    return lines, elapsed
+def smtp():
+    s = smtplib.SMTP("127.0.0.1", a["smtp"], timeout=20)
+    s.sendmail("x@remote.test", ["alice@example.test"], b"Subject: new\r\n\r\nnew mail\r\n")
+    s.quit()
+out["delivery"], out["delivery_secs"] = idle_until(idler, "EXISTS", smtp)
+out["flags"], out["flags_secs"] = idle_until(idler, "FETCH", lambda: ok(other.store("1", "+FLAGS", "(\\Flagged)")))
+ok(other.store("2", "+FLAGS", "(\\Deleted)"))
+ok(other.expunge())
+typ, data = idler.noop()
+out["noop"] = [d.decode() for d in idler.untagged_responses.get("EXPUNGE", [])]
+idler.logout(); other.logout()
+"#,
+    );
+    assert!(out["delivery_secs"].as_f64().unwrap() < 1.0, "{out}");
+    assert!(out["delivery"].as_array().unwrap().iter().any(|l| l == "* 2 EXISTS"), "{out}");
+    assert!(out["flags_secs"].as_f64().unwrap() < 1.0, "{out}");
+    assert!(
+        out["flags"].as_array().unwrap().iter().any(|l| l == "* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))"),
+        "{out}"
+    );
+    assert!(
+        out["flags"].as_array().unwrap().last().unwrap().as_str().unwrap().ends_with("OK IDLE terminated"),
+        "{out}"
+    );
+    assert_eq!(out["noop"], serde_json::json!(["2"]));
+}
+
+#[test]
+fn limits_are_answered_and_the_session_goes_on() {
+    let node = MailNode::start("imap-node.example.test", "allow_plaintext_auth = true");
+    let out = run(
+        &node,
+        r#"
+s = socket.create_connection(("127.0.0.1", a["imap"]), timeout=20)
+f = s.makefile("rb")
+out["greeting"] = f.readline().decode().strip()
+def cmd(line):
+    s.sendall(line)
+    out.setdefault("lines", [])
+    while True:
+        l = f.readline().decode().strip()
+        out["lines"].append(l)
+        if not l.startswith("*") and not l.startswith("+"):
+            return l
+out["login"] = cmd(b'a LOGIN alice@example.test "alice-pw"\r\n')
+out["huge_literal"] = cmd(b"b APPEND INBOX {10737418240}\r\n")
+out["big_literal"] = cmd(b"c LOGIN {1000000}\r\n")
+out["long_line"] = cmd(b"d NOOP " + b"x" * 200000 + b"\r\n")
+out["after"] = cmd(b"e NOOP\r\n")
+out["literal_plus"] = cmd(b"f SELECT {5+}\r\nINBOX\r\n")
+out["garbage"] = cmd(b"g FROB\r\n")
+out["logout"] = cmd(b"h LOGOUT\r\n")
+"#,
+    );
+    assert!(out["greeting"].as_str().unwrap().starts_with("* OK [CAPABILITY IMAP4rev1"), "{out}");
+    assert!(out["login"].as_str().unwrap().starts_with("a OK"), "{out}");
+    assert!(out["huge_literal"].as_str().unwrap().starts_with("b BAD"), "{out}");
+    assert!(out["big_literal"].as_str().unwrap().starts_with("c NO [TOOBIG]"), "{out}");
+    assert!(out["long_line"].as_str().unwrap().starts_with("d BAD"), "{out}");
+    assert_eq!(out["after"], "e OK NOOP completed");
+    assert_eq!(out["literal_plus"], "f OK [READ-WRITE] SELECT completed");
+    assert!(out["garbage"].as_str().unwrap().starts_with("g BAD"), "{out}");
+    assert_eq!(out["logout"], "h OK LOGOUT completed");
+}
+
+#[test]
+fn curl_lists_and_fetches() {
+    let node = MailNode::start("imap-node.example.test", "");
+    deliver(&node, 2);
+    let stored = node.inbox("alice@example.test");
+    let curl = |url: String| {
+        let out = Command::new("curl")
+            .args(["-sS", "--ssl-reqd", "-k", "--user", "alice@example.test:alice-pw", &url])
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let list = String::from_utf8(curl(format!("imap://127.0.0.1:{}/", node.imap.port()))).unwrap();
+    assert!(list.contains("* LIST (\\HasNoChildren \\Sent) \"/\" Sent"), "{list}");
+    let body = curl(format!("imaps://127.0.0.1:{}/INBOX;UID=2", node.imaps.port()));
+    assert_eq!(body, stored[1]);
+}
+
+/// Writes the node's self-signed certificate (as imaps presents it) to `path`, for mbsync.
+fn save_certificate(node: &MailNode, path: &std::path::Path) {
+    let pem = python(
+        "import ssl, sys\nprint(ssl.get_server_certificate(('127.0.0.1', int(sys.argv[1]))))",
+        &[node.imaps.port().to_string()],
+    );
+    std::fs::write(path, pem).expect("write certificate");
+}
+
+/// The local Maildir's messages: folder → sorted (message number, maildir flags).
+fn local_state(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut state = std::collections::BTreeMap::new();
+    let Ok(folders) = std::fs::read_dir(root) else { return state };
+    for folder in folders.flatten() {
+        let mut names = Vec::new();
+        for sub in ["cur", "new"] {
+            for file in std::fs::read_dir(folder.path().join(sub)).into_iter().flatten().flatten() {
+                names.push(file.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        state.insert(folder.file_name().to_string_lossy().into_owned(), names);
+    }
+    state
+}
+
+#[test]
+fn mbsync_syncs_both_ways_and_then_has_nothing_to_do() {
+    if Command::new("mbsync").arg("--version").output().is_err() {
+        panic!("mbsync (isync) is not installed: run .ci/install-deps");
+    }
+    let node = MailNode::start("imap-node.example.test", "");
+    deliver(&node, 200);
+    let work = tempfile::tempdir().expect("tempdir");
+    let cert = work.path().join("node.pem");
+    save_certificate(&node, &cert);
+    let local = work.path().join("local");
+    std::fs::create_dir_all(&local).expect("local dir");
+    let config = format!(
+        "IMAPAccount sirms\nHost 127.0.0.1\nPort {port}\nUser alice@example.test\nPass alice-pw\n\
+         SSLType STARTTLS\nCertificateFile {cert}\nSystemCertificates no\n\n\
+         IMAPStore remote\nAccount sirms\n\n\
+         MaildirStore local\nPath {local}/\nInbox {local}/INBOX\nSubFolders Verbatim\n\n\
+         Channel sync\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\nExpunge Both\nSyncState *\n",
+        port = node.imap.port(),
+        cert = cert.display(),
+        local = local.display(),
+    );
+    let rc = work.path().join("mbsyncrc");
+    std::fs::write(&rc, config).expect("write mbsyncrc");
+    let mbsync = || {
+        let out = Command::new("mbsync").arg("-c").arg(&rc).arg("-a").output().expect("run mbsync");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "mbsync failed:\n{text}");
+        assert!(!text.contains("Error") && !text.contains("Warning"), "mbsync complained:\n{text}");
+    };
+    mbsync();
+    let first = local_state(&local);
+    assert_eq!(first.get("INBOX").map(Vec::len), Some(200), "{first:?}");
+    assert!(first.contains_key("Sent") && first.contains_key("Archive"), "{first:?}");
+
+    // Changes on both sides: a flag and a deletion on the server, a flag and a new folder locally.
+    python(
+        &format!(
+            "{PRELUDE}\nm = connect()\nm.select('INBOX')\nok(m.store('1', '+FLAGS', '(\\\\Flagged)'))\n\
+             ok(m.store('2', '+FLAGS', '(\\\\Deleted)'))\nok(m.expunge())\nm.logout()\nprint('{{}}')"
+        ),
+        &[serde_json::json!({"imap": node.imap.port()}).to_string()],
+    );
+    // Reading a message locally: an unseen one moves from new/ to cur/ with the S flag.
+    let inbox = local.join("INBOX");
+    let mut files: Vec<_> = std::fs::read_dir(inbox.join("new")).expect("new").flatten().map(|e| e.path()).collect();
+    files.sort();
+    let victim = files.last().expect("an unseen local message").clone();
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    let renamed = format!("{}:2,S", name.split(":2,").next().unwrap_or(&name));
+    std::fs::rename(&victim, inbox.join("cur").join(renamed)).expect("flag locally");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(local.join("Local Only").join(sub)).expect("new folder");
+    }
+    std::fs::write(local.join("Local Only/new/1.local"), "Subject: written locally\r\n\r\nhi\r\n")
+        .expect("local message");
+
+    mbsync();
+    let second = local_state(&local);
+    assert_eq!(second.get("INBOX").map(Vec::len), Some(199), "{second:?}");
+    let remote = run(
+        &node,
+        r#"
+m = connect()
+out["list"] = [d.decode() for d in ok(m.list())]
+m.select('"Local Only"')
+out["local_only"] = ok(m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))[0][1].decode()
+m.select("INBOX")
+out["seen"] = ok(m.search(None, "SEEN"))[0].decode()
+m.logout()
+"#,
+    );
+    assert!(
+        remote["list"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().ends_with("\"Local Only\"")),
+        "{remote}"
+    );
+    assert_eq!(remote["local_only"], "Subject: written locally\r\n\r\n");
+    assert!(remote["seen"].as_str().unwrap().parse::<u32>().is_ok(), "the local \\Seen reached the server: {remote}");
+    assert!(
+        second["INBOX"].iter().filter(|n| n.contains(":2,") && n.split(":2,").nth(1).unwrap().contains('F')).count()
+            == 1
+    );
+
+    mbsync();
+    assert_eq!(local_state(&local), second, "a sync with nothing to do changed the local side");
+}

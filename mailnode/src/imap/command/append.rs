@@ -1,0 +1,43 @@
+//! APPEND with flags and internal date, answered with APPENDUID (RFC 4315).
+
+use bytes::Bytes;
+use imap_types::datetime::DateTime;
+use imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_types::flag::Flag;
+use imap_types::mailbox::Mailbox;
+use sirms_storage::NewMessage;
+
+use super::mailbox_name;
+use crate::imap::error::{CommandError, CommandResult, Done};
+use crate::imap::flags;
+use crate::imap::response::Code;
+use crate::imap::session::Session;
+
+impl Session {
+    pub(crate) async fn append(
+        &mut self,
+        mailbox: &Mailbox<'_>,
+        flag_list: &[Flag<'_>],
+        date: Option<&DateTime>,
+        message: &LiteralOrLiteral8<'_>,
+    ) -> CommandResult {
+        let name = mailbox_name(mailbox)?;
+        let user = self.login_name()?;
+        let bytes: &[u8] = match message {
+            LiteralOrLiteral8::Literal(literal) => literal.as_ref(),
+            LiteralOrLiteral8::Literal8(literal) => literal.data.as_ref(),
+        };
+        if bytes.is_empty() {
+            return Err(CommandError::no(None, "empty message"));
+        }
+        let new = NewMessage {
+            bytes: Bytes::copy_from_slice(bytes),
+            flags: flags::from_imap(flag_list)?,
+            internal_date: date.map(|d| d.as_ref().timestamp()),
+        };
+        let appended = self.store.append(&user, &name, new).await.map_err(|e| CommandError::from(e).try_create())?;
+        // The EXISTS for an append to the selected mailbox comes from the change stream, reported
+        // before the tagged OK like any other change.
+        Ok(Done::with(Code::AppendUid { uid_validity: appended.uid_validity, uid: appended.uid }, "APPEND completed"))
+    }
+}

@@ -1,0 +1,43 @@
+//! CAPABILITY, ENABLE (RFC 5161), ID (RFC 2971) and NAMESPACE (RFC 2342).
+
+use imap_types::extensions::enable::CapabilityEnable;
+use tokio::io::AsyncWriteExt;
+
+use crate::imap::error::{CommandResult, Done};
+use crate::imap::session::{Session, Sink};
+
+impl Session {
+    pub(crate) async fn capability(&mut self, out: &mut Sink<'_>) -> CommandResult {
+        out.write_all(format!("* CAPABILITY {}\r\n", self.capabilities()).as_bytes()).await?;
+        Ok(Done::ok("CAPABILITY completed"))
+    }
+
+    pub(crate) async fn enable(&mut self, wanted: &[CapabilityEnable<'_>], out: &mut Sink<'_>) -> CommandResult {
+        let mut enabled = Vec::new();
+        for capability in wanted {
+            if matches!(capability, CapabilityEnable::CondStore) && !self.condstore {
+                self.condstore = true;
+                enabled.push("CONDSTORE");
+            }
+        }
+        let mut line = String::from("* ENABLED");
+        for name in enabled {
+            line.push(' ');
+            line.push_str(name);
+        }
+        line.push_str("\r\n");
+        out.write_all(line.as_bytes()).await?;
+        Ok(Done::ok("ENABLE completed"))
+    }
+
+    pub(crate) async fn id(&mut self, out: &mut Sink<'_>) -> CommandResult {
+        let version = env!("CARGO_PKG_VERSION");
+        out.write_all(format!("* ID (\"name\" \"SIRMS\" \"version\" \"{version}\")\r\n").as_bytes()).await?;
+        Ok(Done::ok("ID completed"))
+    }
+
+    pub(crate) async fn namespace(&mut self, out: &mut Sink<'_>) -> CommandResult {
+        out.write_all(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n").await?;
+        Ok(Done::ok("NAMESPACE completed"))
+    }
+}

@@ -1,0 +1,292 @@
+//! SEARCH and UID SEARCH: every RFC 3501 key plus MODSEQ (RFC 7162), evaluated per message.
+
+use chrono::Datelike;
+use imap_types::core::{Charset, Vec1};
+use imap_types::search::SearchKey;
+use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use mail_parser::{HeaderValue, Message, PartType};
+use sirms_storage::{BodyPart, SystemFlags};
+use tokio::io::AsyncWriteExt;
+
+use crate::imap::date;
+use crate::imap::error::{CommandError, CommandResult, Done};
+use crate::imap::fetch::{self as mime, PartRef, header};
+use crate::imap::flags;
+use crate::imap::response::Code;
+use crate::imap::selected::Entry;
+use crate::imap::session::{Session, Sink};
+
+/// Messages read from the store per round trip when a key needs their text.
+const BATCH: usize = 64;
+
+/// Deepest nesting of NOT/OR/parentheses evaluated (the parser limits it too).
+const MAX_DEPTH: usize = 64;
+
+/// One message as SEARCH sees it.
+pub struct Candidate<'a> {
+    pub seq: u32,
+    pub entry: &'a Entry,
+    /// The message bytes, when a key needs them.
+    pub raw: Option<&'a [u8]>,
+    pub parsed: Option<&'a Message<'a>>,
+}
+
+/// What `*` stands for in sequence and UID sets.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub last_seq: u32,
+    pub last_uid: u32,
+}
+
+fn in_set(set: &SequenceSet, value: u32, star: u32) -> bool {
+    let resolve = |x: &SeqOrUid| match x {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => star,
+    };
+    set.0.as_ref().iter().any(|s| match s {
+        Sequence::Single(x) => resolve(x) == value,
+        Sequence::Range(a, b) => {
+            let (a, b) = (resolve(a), resolve(b));
+            (a.min(b)..=a.max(b)).contains(&value)
+        }
+    })
+}
+
+/// Whether evaluating `key` needs the message's bytes.
+pub fn needs_content(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(needs_content),
+        SearchKey::Not(k) => needs_content(k),
+        SearchKey::Or(a, b) => needs_content(a) || needs_content(b),
+        SearchKey::Bcc(_)
+        | SearchKey::Body(_)
+        | SearchKey::Cc(_)
+        | SearchKey::From(_)
+        | SearchKey::Header(..)
+        | SearchKey::SentBefore(_)
+        | SearchKey::SentOn(_)
+        | SearchKey::SentSince(_)
+        | SearchKey::Subject(_)
+        | SearchKey::Text(_)
+        | SearchKey::To(_) => true,
+        _ => false,
+    }
+}
+
+fn lower(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_lowercase()
+}
+
+/// The texts a header field is searched in: its raw value and what mail-parser decoded.
+fn header_texts(c: &Candidate<'_>, name: &str) -> Vec<String> {
+    let mut texts = Vec::new();
+    let root = c.parsed.and_then(PartRef::root);
+    let head: &[u8] = match root {
+        Some(root) => root.header(),
+        None => c.raw.unwrap_or_default(),
+    };
+    for field in header::fields(head) {
+        if field.name.eq_ignore_ascii_case(name.as_bytes()) {
+            texts.push(lower(&header::unfold(field.value)));
+        }
+    }
+    if let Some(root) = root {
+        for h in root.part().headers.iter().filter(|h| h.name.as_str().eq_ignore_ascii_case(name)) {
+            match &h.value {
+                HeaderValue::Text(t) => texts.push(t.to_lowercase()),
+                HeaderValue::TextList(list) => texts.push(list.join(" ").to_lowercase()),
+                HeaderValue::Address(address) => {
+                    for addr in address.iter() {
+                        let name = addr.name.as_deref().unwrap_or_default();
+                        let email = addr.address.as_deref().unwrap_or_default();
+                        texts.push(format!("{name} <{email}>").to_lowercase());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    texts
+}
+
+fn header_matches(c: &Candidate<'_>, name: &str, needle: &[u8]) -> bool {
+    let needle = lower(needle);
+    header_texts(c, name).iter().any(|t| t.contains(&needle))
+}
+
+/// The decoded text of the message's text parts, for BODY and TEXT.
+fn body_text(c: &Candidate<'_>) -> String {
+    match c.parsed {
+        Some(message) => {
+            let mut text = String::new();
+            collect_text(message, &mut text, 0);
+            text.to_lowercase()
+        }
+        None => lower(c.raw.unwrap_or_default()),
+    }
+}
+
+fn collect_text(message: &Message<'_>, out: &mut String, depth: usize) {
+    for part in &message.parts {
+        match &part.body {
+            PartType::Text(t) | PartType::Html(t) => {
+                out.push_str(t);
+                out.push('\n');
+            }
+            PartType::Message(inner) if depth < MAX_DEPTH => collect_text(inner, out, depth + 1),
+            _ => {}
+        }
+    }
+}
+
+/// The day the Date header names, as written (RFC 3501 ignores its time zone), else the arrival day.
+fn sent_day(c: &Candidate<'_>) -> i64 {
+    let root = c.parsed.and_then(PartRef::root);
+    let date = root.and_then(|r| {
+        r.part()
+            .headers
+            .iter()
+            .find(|h| h.name.as_str().eq_ignore_ascii_case("Date"))
+            .and_then(|h| h.value.as_datetime())
+    });
+    match date {
+        Some(d) => date::days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day)),
+        None => date::day_of(c.entry.meta.internal_date),
+    }
+}
+
+fn day(d: &imap_types::datetime::NaiveDate) -> i64 {
+    let d = d.as_ref();
+    date::days_from_civil(i64::from(d.year()), d.month(), d.day())
+}
+
+/// Whether the message matches `key`.
+pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, bounds: Bounds, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    let meta = &c.entry.meta;
+    let has = |f: SystemFlags| meta.flags.system.contains(f);
+    let arrived = date::day_of(meta.internal_date);
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c, bounds, depth + 1)),
+        SearchKey::Not(k) => !matches(k, c, bounds, depth + 1),
+        SearchKey::Or(a, b) => matches(a, c, bounds, depth + 1) || matches(b, c, bounds, depth + 1),
+        SearchKey::SequenceSet(set) => in_set(set, c.seq, bounds.last_seq),
+        SearchKey::Uid(set) => in_set(set, meta.uid, bounds.last_uid),
+        SearchKey::All => true,
+        SearchKey::Answered => has(SystemFlags::ANSWERED),
+        SearchKey::Deleted => has(SystemFlags::DELETED),
+        SearchKey::Draft => has(SystemFlags::DRAFT),
+        SearchKey::Flagged => has(SystemFlags::FLAGGED),
+        SearchKey::Seen => has(SystemFlags::SEEN),
+        SearchKey::Unanswered => !has(SystemFlags::ANSWERED),
+        SearchKey::Undeleted => !has(SystemFlags::DELETED),
+        SearchKey::Undraft => !has(SystemFlags::DRAFT),
+        SearchKey::Unflagged => !has(SystemFlags::FLAGGED),
+        SearchKey::Unseen => !has(SystemFlags::SEEN),
+        SearchKey::Recent => c.entry.recent,
+        SearchKey::New => c.entry.recent && !has(SystemFlags::SEEN),
+        SearchKey::Old => !c.entry.recent,
+        SearchKey::Keyword(k) => flags::has_keyword(&meta.flags, k.inner()),
+        SearchKey::Unkeyword(k) => !flags::has_keyword(&meta.flags, k.inner()),
+        SearchKey::Larger(n) => meta.size > u64::from(*n),
+        SearchKey::Smaller(n) => meta.size < u64::from(*n),
+        SearchKey::Before(d) => arrived < day(d),
+        SearchKey::On(d) => arrived == day(d),
+        SearchKey::Since(d) => arrived >= day(d),
+        SearchKey::SentBefore(d) => sent_day(c) < day(d),
+        SearchKey::SentOn(d) => sent_day(c) == day(d),
+        SearchKey::SentSince(d) => sent_day(c) >= day(d),
+        SearchKey::Bcc(s) => header_matches(c, "Bcc", s.as_ref()),
+        SearchKey::Cc(s) => header_matches(c, "Cc", s.as_ref()),
+        SearchKey::From(s) => header_matches(c, "From", s.as_ref()),
+        SearchKey::To(s) => header_matches(c, "To", s.as_ref()),
+        SearchKey::Subject(s) => header_matches(c, "Subject", s.as_ref()),
+        SearchKey::Header(name, value) => header_matches(c, &String::from_utf8_lossy(name.as_ref()), value.as_ref()),
+        SearchKey::Body(s) => body_text(c).contains(&lower(s.as_ref())),
+        SearchKey::Text(s) => {
+            let needle = lower(s.as_ref());
+            let head = c.parsed.and_then(PartRef::root).map(|r| r.header()).unwrap_or_default();
+            lower(head).contains(&needle) || body_text(c).contains(&needle)
+        }
+        SearchKey::ModSequence { modseq, .. } => meta.modseq >= *modseq,
+    }
+}
+
+fn uses_modseq(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(uses_modseq),
+        SearchKey::Not(k) => uses_modseq(k),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::ModSequence { .. } => true,
+        _ => false,
+    }
+}
+
+impl Session {
+    pub(crate) async fn search(
+        &mut self,
+        charset: Option<&Charset<'_>>,
+        criteria: &Vec1<SearchKey<'_>>,
+        uid: bool,
+        out: &mut Sink<'_>,
+    ) -> CommandResult {
+        if let Some(charset) = charset {
+            let name = charset.as_ref();
+            if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII") {
+                return Err(CommandError::no(Some(Code::BadCharset), "unsupported charset"));
+            }
+        }
+        let keys = criteria.as_ref();
+        let key = match keys {
+            [single] => single.clone(),
+            _ => SearchKey::And(criteria.clone()),
+        };
+        let with_modseq = uses_modseq(&key);
+        if with_modseq {
+            self.condstore = true;
+        }
+        let content = needs_content(&key);
+        let user = self.login_name()?;
+        let view = self.selected()?;
+        let name = view.name.clone();
+        let bounds = Bounds { last_seq: view.exists(), last_uid: view.last_uid() };
+        let count = view.entries().len();
+        let mut found: Vec<u32> = Vec::new();
+        let mut highest = 0u64;
+        let all: Vec<usize> = (0..count).collect();
+        for chunk in all.chunks(BATCH) {
+            let view = self.selected()?;
+            let bodies = if content {
+                let uids = view.uids(chunk);
+                let fetched = self.store.fetch(&user, &name, &uids, BodyPart::Full).await?;
+                fetched.into_iter().filter_map(|m| Some((m.meta.uid, m.body?))).collect()
+            } else {
+                std::collections::HashMap::new()
+            };
+            let view = self.selected()?;
+            for &index in chunk {
+                let Some(entry) = view.entry(index) else { continue };
+                let raw = bodies.get(&entry.meta.uid).map(|b| b.as_ref());
+                let parsed = raw.and_then(mime::parse);
+                let candidate = Candidate { seq: index as u32 + 1, entry, raw, parsed: parsed.as_ref() };
+                if matches(&key, &candidate, bounds, 0) {
+                    found.push(if uid { entry.meta.uid } else { index as u32 + 1 });
+                    highest = highest.max(entry.meta.modseq);
+                }
+            }
+        }
+        let mut line = String::from("* SEARCH");
+        for n in &found {
+            line.push(' ');
+            line.push_str(&n.to_string());
+        }
+        if with_modseq && !found.is_empty() {
+            line.push_str(&format!(" (MODSEQ {highest})"));
+        }
+        line.push_str("\r\n");
+        out.write_all(line.as_bytes()).await?;
+        Ok(Done::ok(if uid { "UID SEARCH completed" } else { "SEARCH completed" }))
+    }
+}

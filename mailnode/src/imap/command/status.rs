@@ -1,0 +1,55 @@
+//! STATUS.
+
+use imap_types::mailbox::Mailbox;
+use imap_types::status::StatusDataItemName;
+use sirms_storage::SystemFlags;
+use tokio::io::AsyncWriteExt;
+
+use super::mailbox_name;
+use crate::imap::error::{CommandResult, Done};
+use crate::imap::mutf7;
+use crate::imap::response::Data;
+use crate::imap::session::{Session, Sink};
+
+impl Session {
+    pub(crate) async fn status(
+        &mut self,
+        mailbox: &Mailbox<'_>,
+        items: &[StatusDataItemName],
+        out: &mut Sink<'_>,
+    ) -> CommandResult {
+        let name = mailbox_name(mailbox)?;
+        let user = self.login_name()?;
+        let status = self.store.status(&user, &name).await?;
+        let mut fields = Vec::new();
+        for item in items {
+            let field = match item {
+                StatusDataItemName::Messages => format!("MESSAGES {}", status.messages),
+                StatusDataItemName::Recent => format!("RECENT {}", status.recent),
+                StatusDataItemName::UidNext => format!("UIDNEXT {}", status.uid_next),
+                StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", status.uid_validity),
+                StatusDataItemName::Unseen => format!("UNSEEN {}", status.unseen),
+                StatusDataItemName::HighestModSeq => {
+                    self.condstore = true;
+                    format!("HIGHESTMODSEQ {}", status.highest_modseq)
+                }
+                StatusDataItemName::Deleted => {
+                    let (_, messages) = self.store.messages(&user, &name).await?;
+                    let deleted = messages.iter().filter(|m| m.flags.system.contains(SystemFlags::DELETED)).count();
+                    format!("DELETED {deleted}")
+                }
+                StatusDataItemName::DeletedStorage => {
+                    let (_, messages) = self.store.messages(&user, &name).await?;
+                    let size: u64 =
+                        messages.iter().filter(|m| m.flags.system.contains(SystemFlags::DELETED)).map(|m| m.size).sum();
+                    format!("DELETED-STORAGE {size}")
+                }
+            };
+            fields.push(field);
+        }
+        let mut data = Data::new("STATUS ");
+        data.astring(&mutf7::encode(&name)).raw(format_args!(" ({})", fields.join(" ")));
+        out.write_all(&data.finish()).await?;
+        Ok(Done::ok("STATUS completed"))
+    }
+}

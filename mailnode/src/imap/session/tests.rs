@@ -1,0 +1,273 @@
+//! Sessions driven with parsed commands against a LocalStore in a temporary directory.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use imap_codec::CommandCodec;
+use imap_codec::decode::Decoder;
+use sirms_storage::{LocalStore, MailStore};
+
+use super::*;
+use crate::directory::{DirectoryConfig, DirectoryData};
+
+fn authenticator() -> Authenticator {
+    let cfg: DirectoryConfig = toml::from_str(
+        r#"
+domains = ["example.test"]
+users = [ { address = "alice@example.test", password = "{plain}pw" } ]
+"#,
+    )
+    .expect("directory config");
+    Authenticator::new(Arc::new(DirectoryData::from_config(&cfg).expect("directory")))
+}
+
+struct Harness {
+    store: Arc<dyn MailStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn MailStore> = Arc::new(LocalStore::open(dir.path().join("store")).expect("store"));
+        Harness { store, _dir: dir }
+    }
+
+    fn session(&self, plaintext: bool) -> Session {
+        let mut config = SessionConfig::new("imap.example.test");
+        config.allow_plaintext_auth = plaintext;
+        Session::new(Arc::new(config), self.store.clone(), authenticator(), IpAddr::V4(Ipv4Addr::LOCALHOST), false)
+    }
+
+    async fn logged_in(&self) -> Session {
+        let mut s = self.session(true);
+        let out = run(&mut s, "a LOGIN alice@example.test pw").await;
+        assert!(out.contains("a OK"), "{out}");
+        s
+    }
+}
+
+/// Runs one command given as wire text (CRLF added) and returns what the session wrote.
+async fn run(session: &mut Session, line: &str) -> String {
+    run_next(session, line).await.0
+}
+
+async fn run_next(session: &mut Session, line: &str) -> (String, Next) {
+    let wire = format!("{line}\r\n");
+    let mut out: Vec<u8> = Vec::new();
+    let next = match CommandCodec::default().decode(wire.as_bytes()) {
+        Ok((rest, command)) => {
+            assert!(rest.is_empty(), "trailing input in {line:?}");
+            session.execute(command, &mut out).await.expect("write to vec")
+        }
+        Err(_) => session.bad_input(None, "syntax error", &mut out).await.expect("write to vec"),
+    };
+    (String::from_utf8_lossy(&out).into_owned(), next)
+}
+
+const MESSAGE: &str = "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: Hello\r\nDate: Tue, 04 Mar 2025 10:00:00 +0100\r\n\r\nHello Alice,\r\nthe body.\r\n";
+
+async fn append(session: &mut Session, mailbox: &str, flags: &str, message: &str) -> String {
+    run(session, &format!("ap APPEND {mailbox} ({flags}) {{{}+}}\r\n{message}", message.len())).await
+}
+
+#[tokio::test]
+async fn greeting_capability_and_login() {
+    let h = Harness::new();
+    let mut s = h.session(false);
+    let greeting = String::from_utf8(s.greeting()).unwrap();
+    assert!(greeting.starts_with("* OK [CAPABILITY IMAP4rev1 "), "{greeting}");
+    assert!(greeting.contains("STARTTLS") && greeting.contains("LOGINDISABLED"), "{greeting}");
+    let out = run(&mut s, "a LOGIN alice@example.test pw").await;
+    assert!(out.starts_with("a NO [PRIVACYREQUIRED]"), "{out}");
+    let out = run(&mut s, "b SELECT INBOX").await;
+    assert!(out.starts_with("b BAD"), "{out}");
+
+    let mut s = h.session(true);
+    let out = run(&mut s, "c CAPABILITY").await;
+    assert!(out.contains("AUTH=PLAIN") && !out.contains("LOGINDISABLED"), "{out}");
+    let out = run(&mut s, "d LOGIN alice@example.test wrong").await;
+    assert!(out.starts_with("d NO [AUTHENTICATIONFAILED]"), "{out}");
+    // SASL-IR: base64 of "\0alice@example.test\0pw".
+    let out = run(&mut s, "e AUTHENTICATE PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdw==").await;
+    assert!(out.starts_with("e OK [CAPABILITY"), "{out}");
+    assert_eq!(s.user(), Some("alice@example.test"));
+    let (out, next) = run_next(&mut s, "f LOGOUT").await;
+    assert_eq!(out, "* BYE logging out\r\nf OK LOGOUT completed\r\n");
+    assert_eq!(next, Next::Close);
+}
+
+#[tokio::test]
+async fn select_fetch_and_seen() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let out = append(&mut s, "INBOX", "\\Flagged", MESSAGE).await;
+    assert!(out.starts_with("ap OK [APPENDUID "), "{out}");
+    let out = run(&mut s, "s SELECT inbox").await;
+    for expected in [
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)\r\n",
+        "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded \\*)]",
+        "* 1 EXISTS\r\n* 1 RECENT\r\n",
+        "* OK [UNSEEN 1]",
+        "* OK [UIDNEXT 2]",
+        "s OK [READ-WRITE] SELECT completed",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in {out}");
+    }
+    let out = run(&mut s, "f1 FETCH 1 (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)])").await;
+    assert_eq!(
+        out,
+        format!(
+            "* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent) RFC822.SIZE {} BODY[HEADER.FIELDS (Subject)] {{18}}\r\nSubject: Hello\r\n\r\n)\r\nf1 OK FETCH completed\r\n",
+            MESSAGE.len()
+        )
+    );
+    let out = run(&mut s, "f2 UID FETCH 1 (BODY[])").await;
+    assert_eq!(
+        out,
+        format!(
+            "* 1 FETCH (UID 1 BODY[] {{{}}}\r\n{MESSAGE} FLAGS (\\Flagged \\Seen \\Recent))\r\nf2 OK UID FETCH completed\r\n",
+            MESSAGE.len()
+        )
+    );
+    let out = run(&mut s, "f3 FETCH 1 (ENVELOPE BODY[TEXT]<6.5>)").await;
+    assert!(
+        out.contains(
+            "ENVELOPE (\"Tue, 04 Mar 2025 10:00:00 +0100\" \"Hello\" ((\"Bob\" NIL \"bob\" \"example.test\"))"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("BODY[TEXT]<6> {5}\r\nAlice)"), "{out}");
+    let out = run(&mut s, "f4 FETCH 2 FLAGS").await;
+    assert!(out.starts_with("f4 BAD"), "{out}");
+}
+
+#[tokio::test]
+async fn store_search_expunge_and_move() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    for i in 0..4 {
+        let msg = MESSAGE.replace("Hello\r\n", &format!("Hello {i}\r\n"));
+        append(&mut s, "INBOX", if i == 1 { "\\Seen" } else { "" }, &msg).await;
+    }
+    run(&mut s, "s SELECT INBOX").await;
+    let out = run(&mut s, "a STORE 1:2 +FLAGS (\\Deleted work)").await;
+    assert_eq!(
+        out,
+        "* 1 FETCH (FLAGS (\\Deleted work \\Recent))\r\n* 2 FETCH (FLAGS (\\Deleted \\Seen work \\Recent))\r\na OK STORE completed\r\n"
+    );
+    let out = run(&mut s, "b UID STORE 2 -FLAGS.SILENT (work)").await;
+    assert_eq!(out, "b OK STORE completed\r\n");
+    assert_eq!(run(&mut s, "c SEARCH DELETED").await, "* SEARCH 1 2\r\nc OK SEARCH completed\r\n");
+    assert_eq!(run(&mut s, "d SEARCH KEYWORD work NOT SEEN").await, "* SEARCH 1\r\nd OK SEARCH completed\r\n");
+    assert_eq!(run(&mut s, "e UID SEARCH SUBJECT \"hello 3\"").await, "* SEARCH 4\r\ne OK UID SEARCH completed\r\n");
+    assert_eq!(
+        run(&mut s, "f SEARCH OR FROM bob BODY nothing-like-this").await,
+        "* SEARCH 1 2 3 4\r\nf OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "g SEARCH SENTON 4-Mar-2025 LARGER 10 2:*").await,
+        "* SEARCH 2 3 4\r\ng OK SEARCH completed\r\n"
+    );
+    assert_eq!(run(&mut s, "h SEARCH CHARSET KOI8-R ALL").await.split(' ').nth(2), Some("[BADCHARSET"));
+    let out = run(&mut s, "i EXPUNGE").await;
+    assert_eq!(out, "* 2 EXPUNGE\r\n* 1 EXPUNGE\r\ni OK EXPUNGE completed\r\n");
+    let out = run(&mut s, "j UID MOVE 4 Archive").await;
+    assert!(out.starts_with("* OK [COPYUID "), "{out}");
+    assert!(out.contains(" 4 1] moved\r\n* 2 EXPUNGE\r\nj OK MOVE completed"), "{out}");
+    let out = run(&mut s, "k COPY 1 Nowhere").await;
+    assert!(out.starts_with("k NO [TRYCREATE]"), "{out}");
+    let out = run(&mut s, "l UID COPY 3 Trash").await;
+    assert!(out.starts_with("l OK [COPYUID ") && out.contains(" 3 1]"), "{out}");
+}
+
+#[tokio::test]
+async fn list_status_and_mailboxes() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert_eq!(run(&mut s, "a CREATE Entw&APw-rfe/Sub").await, "a OK CREATE completed\r\n");
+    let out = run(&mut s, "b LIST \"\" %").await;
+    assert!(out.contains("* LIST (\\HasNoChildren) \"/\" INBOX\r\n"), "{out}");
+    assert!(out.contains("* LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n"), "{out}");
+    assert!(out.contains("* LIST (\\HasChildren) \"/\" Entw&APw-rfe\r\n"), "{out}");
+    assert!(!out.contains("Sub"), "{out}");
+    let out = run(&mut s, "c LIST \"\" \"*/Sub\"").await;
+    assert_eq!(out, "* LIST (\\HasNoChildren) \"/\" Entw&APw-rfe/Sub\r\nc OK LIST completed\r\n");
+    assert_eq!(run(&mut s, "d LIST \"\" \"\"").await, "* LIST (\\Noselect) \"/\" \"\"\r\nd OK LIST completed\r\n");
+    append(&mut s, "Sent", "\\Seen", MESSAGE).await;
+    let out = run(&mut s, "e STATUS Sent (MESSAGES UNSEEN UIDNEXT)").await;
+    assert_eq!(out, "* STATUS Sent (MESSAGES 1 UNSEEN 0 UIDNEXT 2)\r\ne OK STATUS completed\r\n");
+    assert!(run(&mut s, "f RENAME Entw&APw-rfe Drafts2").await.starts_with("f OK"));
+    assert!(run(&mut s, "g DELETE Nope").await.starts_with("g NO [NONEXISTENT]"));
+    assert!(run(&mut s, "h CREATE INBOX").await.starts_with("h NO [ALREADYEXISTS]"));
+    assert!(run(&mut s, "i SUBSCRIBE Sent").await.starts_with("i OK"));
+    let out = run(&mut s, "j LSUB \"\" *").await;
+    assert!(out.contains("* LSUB (\\HasNoChildren \\Sent) \"/\" Sent\r\n"), "{out}");
+    assert_eq!(run(&mut s, "k NAMESPACE").await, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\nk OK NAMESPACE completed\r\n");
+    assert!(run(&mut s, "l ENABLE CONDSTORE").await.starts_with("* ENABLED CONDSTORE\r\n"));
+}
+
+#[tokio::test]
+async fn sessions_see_each_others_changes() {
+    let h = Harness::new();
+    let mut a = h.logged_in().await;
+    let mut b = h.logged_in().await;
+    append(&mut a, "INBOX", "", MESSAGE).await;
+    let out = run(&mut a, "s SELECT INBOX").await;
+    assert!(out.contains("* 1 RECENT"), "{out}");
+    let out = run(&mut b, "s SELECT INBOX").await;
+    assert!(out.contains("* 1 EXISTS\r\n* 0 RECENT"), "only one session gets \\Recent: {out}");
+    assert!(run(&mut b, "t STORE 1 +FLAGS (\\Answered)").await.ends_with("t OK STORE completed\r\n"));
+    let out = run(&mut a, "n NOOP").await;
+    assert_eq!(out, "* 1 FETCH (UID 1 FLAGS (\\Answered \\Recent))\r\nn OK NOOP completed\r\n");
+    append(&mut b, "INBOX", "", MESSAGE).await;
+    // A FETCH by sequence number may report new messages but no expunges.
+    run(&mut b, "x STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    assert!(run(&mut b, "y EXPUNGE").await.contains("* 1 EXPUNGE"));
+    let out = run(&mut a, "f FETCH 1 FLAGS").await;
+    assert!(out.contains("* 1 FETCH (UID 1 FLAGS (\\Answered \\Deleted \\Recent))\r\n"), "{out}");
+    assert!(out.contains("* 2 EXISTS\r\n* 1 RECENT\r\n"), "b saw the new message first: {out}");
+    assert!(!out.contains("EXPUNGE"), "{out}");
+    let out = run(&mut a, "n NOOP").await;
+    assert_eq!(out, "* 1 EXPUNGE\r\nn OK NOOP completed\r\n");
+    let out = run(&mut a, "g FETCH 1:* UID").await;
+    assert_eq!(out, "* 1 FETCH (UID 2)\r\ng OK FETCH completed\r\n");
+}
+
+#[tokio::test]
+async fn condstore_and_examine() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    let out = run(&mut s, "a EXAMINE INBOX").await;
+    assert!(out.contains("[PERMANENTFLAGS ()]") && out.contains("a OK [READ-ONLY]"), "{out}");
+    assert!(run(&mut s, "b STORE 1 +FLAGS (\\Seen)").await.starts_with("b NO [READ-ONLY]"));
+    let out = run(&mut s, "c FETCH 1 BODY[]").await;
+    assert!(!out.contains("\\Seen"), "EXAMINE never sets \\Seen: {out}");
+    run(&mut s, "d SELECT INBOX (CONDSTORE)").await;
+    let out = run(&mut s, "e FETCH 1:* (MODSEQ)").await;
+    let modseq: u64 =
+        out.split("MODSEQ (").nth(1).and_then(|r| r.split(')').next()).and_then(|n| n.parse().ok()).expect(&out);
+    let out = run(&mut s, &format!("f STORE 1:2 (UNCHANGEDSINCE {modseq}) +FLAGS (\\Flagged)")).await;
+    assert!(out.contains("f OK [MODIFIED 2]"), "{out}");
+    let out = run(&mut s, &format!("g FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq})")).await;
+    assert!(out.starts_with("* 1 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ ("), "{out}");
+    assert!(out.contains("* 2 FETCH (FLAGS (\\Recent) MODSEQ ("), "{out}");
+    let out = run(&mut s, "h UNSELECT").await;
+    assert_eq!(out, "h OK UNSELECT completed\r\n");
+}
+
+#[tokio::test]
+async fn bad_input_is_counted() {
+    let h = Harness::new();
+    let mut s = h.session(true);
+    for _ in 0..19 {
+        let (out, next) = run_next(&mut s, "x BOGUS").await;
+        assert!(out.starts_with("* BAD"), "{out}");
+        assert_eq!(next, Next::Continue);
+    }
+    let (out, next) = run_next(&mut s, "x BOGUS").await;
+    assert!(out.ends_with("* BYE too many invalid commands\r\n"), "{out}");
+    assert_eq!(next, Next::Close);
+}
