@@ -291,3 +291,34 @@ fn swaks_auth_login_over_starttls() {
     assert_eq!(inbox.len(), 1);
     assert!(String::from_utf8_lossy(&inbox[0]).contains("with ESMTPSA"));
 }
+
+/// Per-IP connection limit and the idle timeout answer in SMTP's own words.
+#[test]
+fn per_ip_limit_and_idle_timeout() {
+    let node = MailNode::start("node9.example.test", "[limits]\nmax_connections_per_ip = 2\nsmtp_idle_secs = 1\n");
+    let out = python(
+        r#"
+import socket, sys
+port = int(sys.argv[1])
+def greet():
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return s, s.recv(1000).decode().strip()
+a, ga = greet()
+b, gb = greet()
+c, gc = greet()
+print(ga.split()[0], gb.split()[0], gc)
+# An idle session is closed with 421 after the timeout; read until the server closes.
+data = b""
+while True:
+    chunk = a.recv(1000)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode().strip())
+"#,
+        &[node.smtp.port().to_string()],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "220 220 421 4.7.0 too many connections, try again later", "{out}");
+    assert_eq!(lines[1], "421 4.4.2 idle timeout, closing connection", "{out}");
+}
