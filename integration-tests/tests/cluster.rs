@@ -58,6 +58,9 @@ fn source_ip_picks_the_node_and_the_node_sees_the_real_client() {
         let needle = format!("([127.0.0.{i}])");
         assert_eq!(inbox.iter().filter(|m| String::from_utf8_lossy(m).contains(&needle)).count(), 2, "{needle}");
     }
+    // The nodes' heartbeats reach `ctl status`: idle sessions and empty queues now.
+    router.wait_nodes("0/0/0      0", 2);
+    assert!(router.ctl(&["status"]).contains("1 domains, 1 users"));
 }
 
 #[test]

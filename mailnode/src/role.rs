@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sirms_storage::role::DEV_TOKEN;
@@ -11,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::cluster::home_store::{Endpoints, HomeStore};
-use crate::cluster::membership::Membership;
+use crate::cluster::membership::{LoadGauges, Membership};
 use crate::config::NodeConfig;
 use crate::delivery::Delivery;
 use crate::directory::{DirectoryData, DirectoryError, LiveDirectory};
@@ -45,6 +46,7 @@ async fn join_cluster(
     router: &str,
     own_store: Arc<dyn MailStore>,
     directory: Arc<LiveDirectory>,
+    load: LoadGauges,
     stopped: watch::Receiver<bool>,
 ) -> Result<Arc<dyn MailStore>, NodeError> {
     let token = config.cluster.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
@@ -95,6 +97,7 @@ async fn join_cluster(
         directory: directory.clone(),
         endpoints: endpoints.clone(),
         cache: config.data_dir.join("directory.cache"),
+        load,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(StoreError::Io)?;
     if membership.load_cache() {
@@ -128,9 +131,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             Arc::new(store)
         }
     };
+    let load = LoadGauges { spool_envelopes: config.data_dir.join("queue").join("env"), ..Default::default() };
     let store: Arc<dyn MailStore> = match &config.cluster.router {
         None => own_store,
-        Some(router) => join_cluster(&config, router, own_store, directory.clone(), stopped.clone()).await?,
+        Some(router) => {
+            join_cluster(&config, router, own_store, directory.clone(), load.clone(), stopped.clone()).await?
+        }
     };
     let acceptor = tls::acceptor(&config.tls, &config.hostname)?;
     let authenticator = Authenticator::new(directory.clone());
@@ -165,13 +171,16 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             id_prefix: format!("{started:x}."),
         })
     };
-    let settings = |service: &'static str, implicit_tls: bool, busy_reply: &'static [u8]| ListenerSettings {
-        service,
-        max_connections: limits.max_connections,
-        max_per_ip: limits.max_connections_per_ip,
-        trusted_proxies: trusted.clone(),
-        implicit_tls: implicit_tls.then(|| acceptor.clone()),
-        busy_reply,
+    let settings = |service: &'static str, implicit_tls: bool, busy_reply: &'static [u8], sessions: &Arc<AtomicU64>| {
+        ListenerSettings {
+            service,
+            sessions: sessions.clone(),
+            max_connections: limits.max_connections,
+            max_per_ip: limits.max_connections_per_ip,
+            trusted_proxies: trusted.clone(),
+            implicit_tls: implicit_tls.then(|| acceptor.clone()),
+            busy_reply,
+        }
     };
     const SMTP_BUSY: &[u8] = b"421 4.7.0 too many connections, try again later\r\n";
 
@@ -186,7 +195,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(service = name, %addr, hostname = %config.hostname, "listening");
         tokio::spawn(listener::serve(
             listener,
-            settings(name, implicit_tls, SMTP_BUSY),
+            settings(name, implicit_tls, SMTP_BUSY, &load.smtp),
             move |conn| service.clone().handle(conn),
             stopped.clone(),
         ));
@@ -210,7 +219,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(service = name, %addr, "listening");
         tokio::spawn(listener::serve(
             listener,
-            settings(name, implicit_tls, POP3_BUSY),
+            settings(name, implicit_tls, POP3_BUSY, &load.pop3),
             move |conn| service.clone().handle(conn),
             stopped.clone(),
         ));
@@ -237,7 +246,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(service = name, %addr, "listening");
         tokio::spawn(listener::serve(
             listener,
-            settings(name, implicit_tls, IMAP_BUSY),
+            settings(name, implicit_tls, IMAP_BUSY, &load.imap),
             move |conn| service.clone().handle(conn),
             stopped.clone(),
         ));

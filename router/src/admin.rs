@@ -8,8 +8,8 @@ use futures::Stream;
 use sirms_proto::cluster::admin_server::{Admin, AdminServer};
 use sirms_proto::cluster::directory_server::{Directory, DirectoryServer};
 use sirms_proto::cluster::{
-    Ack, Alias, ClusterStatus, DirectorySnapshot, DrainRequest, Empty, Group, GroupList, Name, Node, NodeList, Route,
-    RouteExplanation, RouteList, User, WatchRequest,
+    Ack, Alias, ClusterStatus, DirectorySnapshot, DrainRequest, Empty, Group, GroupList, Name, Node, NodeList,
+    NodeLoad, Route, RouteExplanation, RouteList, User, WatchRequest,
 };
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
@@ -170,6 +170,11 @@ impl Directory for AdminService {
         tracing::info!(node = %merged.id, host = %merged.host, "node registered");
         self.dir().put_node(merged)?;
         Ok(Response::new(self.dir().snapshot()))
+    }
+
+    async fn heartbeat(&self, request: Request<NodeLoad>) -> Reply<Ack> {
+        self.router.record_load(self.open(request)?);
+        Ok(Response::new(Ack {}))
     }
 
     type WatchStream = SnapshotStream;

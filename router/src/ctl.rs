@@ -363,15 +363,23 @@ fn nodes_table(nodes: &[sirms_proto::cluster::NodeStatus]) -> String {
         } else {
             "active"
         };
+        let (sessions, queue) = match &s.load {
+            Some(l) => {
+                (format!("{}/{}/{}", l.smtp_sessions, l.imap_sessions, l.pop3_sessions), l.queue_length.to_string())
+            }
+            None => ("-".to_string(), "-".to_string()),
+        };
         out.push_str(&format!(
-            "{:<12} {:<16} {:>6} {:<8} {:<8} {:>7} {:>7}\n",
+            "{:<12} {:<16} {:>6} {:<8} {:<8} {:>7} {:>7} {:>18} {:>6}\n",
             n.id,
             n.host,
             n.weight,
             if s.healthy { "up" } else { "down" },
             state,
             s.active_connections,
-            s.total_connections
+            s.total_connections,
+            sessions,
+            queue
         ));
     }
     out

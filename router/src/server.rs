@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use sirms_proto::cluster::{Node, NodeStatus};
+use sirms_proto::cluster::{Node, NodeLoad, NodeStatus};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -104,8 +104,13 @@ pub struct Router {
     health: Arc<HealthMonitor>,
     routing: RwLock<Arc<Routing>>,
     counters: Mutex<HashMap<String, Counters>>,
+    /// Each node's last heartbeat and when it came.
+    loads: Mutex<HashMap<String, (NodeLoad, std::time::Instant)>>,
     forwarder: Forwarder,
 }
+
+/// A heartbeat older than this is not shown: the node's load is unknown.
+const LOAD_STALE: Duration = Duration::from_secs(30);
 
 /// Resolves a node's host (an address, or a name such as a compose service).
 async fn resolve(host: &str) -> Option<IpAddr> {
@@ -133,6 +138,7 @@ impl Router {
             health: Arc::new(HealthMonitor::new(health)),
             routing: RwLock::new(Arc::new(Routing::default())),
             counters: Mutex::new(HashMap::new()),
+            loads: Mutex::new(HashMap::new()),
             forwarder: Forwarder::new(config.forward()),
         })
     }
@@ -204,6 +210,7 @@ impl Router {
     pub fn status(&self) -> Vec<NodeStatus> {
         let health = self.health.snapshot();
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let loads = self.loads.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.directory
             .snapshot()
             .nodes
@@ -211,9 +218,16 @@ impl Router {
             .map(|node| {
                 let healthy = NodeId::from_str(&node.id).ok().and_then(|id| health.get(&id)).is_none_or(|h| h.is_up());
                 let c = counters.get(&node.id).copied().unwrap_or_default();
-                NodeStatus { node: Some(node), healthy, active_connections: c.active, total_connections: c.total }
+                let load = loads.get(&node.id).filter(|(_, at)| at.elapsed() < LOAD_STALE).map(|(l, _)| l.clone());
+                NodeStatus { node: Some(node), healthy, active_connections: c.active, total_connections: c.total, load }
             })
             .collect()
+    }
+
+    /// Records a node's heartbeat.
+    pub fn record_load(&self, load: NodeLoad) {
+        let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
+        loads.insert(load.node_id.clone(), (load, std::time::Instant::now()));
     }
 
     fn count(&self, node: &str, delta: i64) {

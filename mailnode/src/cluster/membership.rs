@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use prost::Message;
 use sirms_proto::cluster::directory_client::DirectoryClient;
-use sirms_proto::cluster::{DirectorySnapshot, Node, WatchRequest};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sirms_proto::cluster::{DirectorySnapshot, Node, NodeLoad, WatchRequest};
 use sirms_proto::token::TokenInterceptor;
 use tokio::sync::watch;
 
@@ -18,6 +20,36 @@ use crate::directory::{DirectoryData, LiveDirectory};
 
 /// Longest wait between attempts to reach the router.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What a node reports about its load.
+#[derive(Clone, Default)]
+pub struct LoadGauges {
+    pub smtp: Arc<AtomicU64>,
+    pub imap: Arc<AtomicU64>,
+    pub pop3: Arc<AtomicU64>,
+    /// The spool's envelope directory: its entry count is the queue length.
+    pub spool_envelopes: PathBuf,
+}
+
+impl LoadGauges {
+    /// The load now, as a heartbeat.
+    async fn sample(&self, node_id: &str) -> NodeLoad {
+        let dir = self.spool_envelopes.clone();
+        let queue_length = tokio::task::spawn_blocking(move || std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0))
+            .await
+            .unwrap_or(0) as u64;
+        NodeLoad {
+            node_id: node_id.to_string(),
+            smtp_sessions: self.smtp.load(Ordering::Relaxed),
+            imap_sessions: self.imap.load(Ordering::Relaxed),
+            pop3_sessions: self.pop3.load(Ordering::Relaxed),
+            queue_length,
+        }
+    }
+}
+
+/// How often a node tells the router its load.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A node's membership in the cluster.
 pub struct Membership {
@@ -29,6 +61,7 @@ pub struct Membership {
     pub endpoints: Endpoints,
     /// Where the last snapshot is cached.
     pub cache: PathBuf,
+    pub load: LoadGauges,
 }
 
 impl Membership {
@@ -75,11 +108,21 @@ impl Membership {
         self.apply(&snapshot);
         let request = WatchRequest { node_id: self.node.id.clone(), version: *version };
         let mut changes = client.watch(request).await.map_err(|e| e.message().to_string())?.into_inner();
-        while let Some(next) = changes.next().await {
-            let snapshot = next.map_err(|e| e.message().to_string())?;
-            if snapshot.version > *version {
-                *version = snapshot.version;
-                self.apply(&snapshot);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        loop {
+            tokio::select! {
+                next = changes.next() => {
+                    let Some(next) = next else { break };
+                    let snapshot = next.map_err(|e| e.message().to_string())?;
+                    if snapshot.version > *version {
+                        *version = snapshot.version;
+                        self.apply(&snapshot);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let load = self.load.sample(&self.node.id).await;
+                    client.heartbeat(load).await.map_err(|e| e.message().to_string())?;
+                }
             }
         }
         Err("the router closed the directory stream".into())

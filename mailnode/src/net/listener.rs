@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,24 @@ pub struct ListenerSettings {
     pub implicit_tls: Option<TlsAcceptor>,
     /// Sent, then the connection closed, when a limit is hit (in the protocol's own words).
     pub busy_reply: &'static [u8],
+    /// Sessions running now (shared by the listeners of one protocol; reported to the router).
+    pub sessions: Arc<AtomicU64>,
+}
+
+/// Counts a running session; uncounts it when dropped, however the session ends.
+struct SessionCount(Arc<AtomicU64>);
+
+impl SessionCount {
+    fn start(gauge: &Arc<AtomicU64>) -> SessionCount {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        SessionCount(gauge.clone())
+    }
+}
+
+impl Drop for SessionCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts connections per client IP; a slot is given back when its guard drops.
@@ -142,6 +161,7 @@ pub async fn serve<H, F>(
                 }
             };
             tracing::debug!(service = settings.service, %client, number, "connection");
+            let _counted = SessionCount::start(&settings.sessions);
             handler(Accepted { stream, client, number }).await;
         });
     }
