@@ -131,6 +131,28 @@ p.quit()
     assert!(out.starts_with("+OK node2.example.test"), "{out}");
     assert!(out.contains("(1, "), "{out}");
     assert!(out.contains(&format!("Subject: from {on1}")), "{out}");
+    // And over IMAP, through the router, from the source that lands on node2.
+    let imap = python(
+        r#"
+import imaplib, socket, ssl, sys
+host, port = sys.argv[1].rsplit(":", 1)
+class FromSource(imaplib.IMAP4):
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=(sys.argv[2], 0))
+m = FromSource(host, int(port), timeout=20)
+print(m.welcome.decode())
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m.starttls(ssl_context=ctx)
+m.login("bob@example.test", "bob-pw")
+m.select("INBOX")
+typ, data = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+print(data[0][1].decode().strip())
+m.logout()
+"#,
+        &[router.imap.to_string(), on2.clone()],
+    );
+    assert!(imap.contains("node2.example.test"), "{imap}");
+    assert!(imap.contains(&format!("Subject: from {on1}")), "{imap}");
     // Nothing landed on the mail nodes' own disks.
     assert!(n1.inbox("bob@example.test").is_empty() && n2.inbox("bob@example.test").is_empty());
 }
