@@ -40,6 +40,9 @@ struct RouterCmd {
     /// Config file (TOML); every key has a default.
     #[arg(short, long)]
     config: Option<PathBuf>,
+    /// Override `token` (also read from SIRMS_TOKEN), so it need not sit in the file.
+    #[arg(long, env = "SIRMS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -47,6 +50,9 @@ struct NodeCmd {
     /// Config file (TOML); every key has a default.
     #[arg(short, long)]
     config: Option<PathBuf>,
+    /// Override the cluster token of `[cluster]` and `[store]` (also read from SIRMS_TOKEN).
+    #[arg(long, env = "SIRMS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -118,10 +124,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Router(cmd) => {
-            let config = match &cmd.config {
+            let mut config = match &cmd.config {
                 Some(path) => RouterConfig::load(path).map_err(anyhow::Error::msg)?,
                 None => RouterConfig::default(),
             };
+            if let Some(token) = cmd.token {
+                config.token = token;
+            }
             sirms_router::role::run(config, shutdown_signal()).await.context("router")?;
         }
         Command::Ctl(args) => {
@@ -142,10 +151,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Dev(args) => dev::run(args, shutdown_signal()).await?,
         Command::Node(cmd) => {
-            let config = match &cmd.config {
+            let mut config = match &cmd.config {
                 Some(path) => NodeConfig::load(path)?,
                 None => NodeConfig::default(),
             };
+            if let Some(token) = cmd.token {
+                config.cluster.token = Some(token.clone());
+                config.store.token = Some(token);
+            }
             sirms_mailnode::role::run(config, shutdown_signal()).await.context("mail node")?;
         }
         Command::HashPassword => {

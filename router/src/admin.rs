@@ -149,7 +149,7 @@ impl Admin for AdminService {
         let choice = self.router.choose(ip);
         Ok(Response::new(RouteExplanation {
             node: choice.candidates.first().map(|n| n.to_string()).unwrap_or_default(),
-            reason: format!("{:?}", choice.reason),
+            reason: choice.reason.to_string(),
             ranked: choice.candidates.iter().map(|n| n.to_string()).collect(),
         }))
     }

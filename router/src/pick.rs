@@ -74,6 +74,18 @@ pub enum Reason {
     NoNodes,
 }
 
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Table { cidr, target } => write!(f, "table {cidr} -> {target}"),
+            Reason::TableUnavailable { cidr, target } => write!(f, "table {cidr} -> {target} is down; hashed"),
+            Reason::Hashed => write!(f, "hashed"),
+            Reason::LastResort => write!(f, "no node healthy; hashed over all"),
+            Reason::NoNodes => write!(f, "no node available"),
+        }
+    }
+}
+
 /// The outcome of [`Cluster::choose`]: candidates in the order to try them, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {

@@ -216,7 +216,10 @@ impl Router {
             .nodes
             .into_iter()
             .map(|node| {
-                let healthy = NodeId::from_str(&node.id).ok().and_then(|id| health.get(&id)).is_none_or(|h| h.is_up());
+                // Storage nodes are not probed; a mail node the monitor does not know (its host
+                // did not resolve) is not reachable either.
+                let probed = NodeId::from_str(&node.id).ok().and_then(|id| health.get(&id));
+                let healthy = if node.storage_only { true } else { probed.is_some_and(|h| h.is_up()) };
                 let c = counters.get(&node.id).copied().unwrap_or_default();
                 let load = loads.get(&node.id).filter(|(_, at)| at.elapsed() < LOAD_STALE).map(|(l, _)| l.clone());
                 NodeStatus { node: Some(node), healthy, active_connections: c.active, total_connections: c.total, load }
@@ -266,7 +269,7 @@ impl Router {
         self.count(&intended, -1);
         match result {
             Ok(stats) => tracing::info!(
-                service = service.name(), client = %peer, node = %stats.backend.node, reason = ?choice.reason,
+                service = service.name(), client = %peer, node = %stats.backend.node, reason = %choice.reason,
                 up = stats.client_to_backend, down = stats.backend_to_client, end = ?stats.end, "connection done"
             ),
             Err(e) => tracing::warn!(service = service.name(), client = %peer, error = %e, "connection not forwarded"),
