@@ -222,6 +222,22 @@ users = [ {users} ]
         }
     }
 
+    /// Delivers `n` numbered messages to alice by SMTP (`Subject: message <i>`, a body line
+    /// that starts with a dot, so transparency is exercised too).
+    pub fn deliver_numbered(&self, n: usize) {
+        python(
+            r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+for i in range(int(sys.argv[2])):
+    s.sendmail("x@remote.test", ["alice@example.test"],
+        ("From: X <x@remote.test>\r\nSubject: message %d\r\n\r\nbody %d\r\n.starts with a dot\r\n" % (i, i)).encode())
+s.quit()
+"#,
+            &[self.smtp.port().to_string(), n.to_string()],
+        );
+    }
+
     /// The files in a user's INBOX (`cur/`), oldest UID first, as bytes.
     pub fn inbox(&self, user: &str) -> Vec<Vec<u8>> {
         let escaped = user.replace('.', "%2E");

@@ -6,21 +6,6 @@ use std::process::Command;
 
 use sirms_integration_tests::{MailNode, python};
 
-/// Delivers `n` messages to alice by SMTP.
-fn deliver(node: &MailNode, n: usize) {
-    python(
-        r#"
-import smtplib, sys
-s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
-for i in range(int(sys.argv[2])):
-    s.sendmail("x@remote.test", ["alice@example.test"],
-        ("From: X <x@remote.test>\r\nSubject: message %d\r\n\r\nbody %d\r\n.starts with a dot\r\n" % (i, i)).encode())
-s.quit()
-"#,
-        &[node.smtp.port().to_string(), n.to_string()],
-    );
-}
-
 /// Python prelude: `connect()` gives an imaplib session logged in as alice over STARTTLS.
 const PRELUDE: &str = r#"
 import imaplib, ssl, sys, json, time, smtplib, socket
@@ -51,7 +36,7 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn smtp_delivered_mail_is_fetched_byte_identical() {
     let node = MailNode::start("imap-node.example.test", "");
-    deliver(&node, 3);
+    node.deliver_numbered(3);
     let stored = node.inbox("alice@example.test");
     assert_eq!(stored.len(), 3);
     let out = run(
@@ -228,7 +213,7 @@ m.logout()
 #[test]
 fn idle_sees_smtp_delivery_and_other_sessions_flags_within_a_second() {
     let node = MailNode::start("imap-node.example.test", "");
-    deliver(&node, 1);
+    node.deliver_numbered(1);
     let out = run(
         &node,
         r#"
@@ -320,7 +305,7 @@ out["logout"] = cmd(b"h LOGOUT\r\n")
 #[test]
 fn curl_lists_and_fetches() {
     let node = MailNode::start("imap-node.example.test", "");
-    deliver(&node, 2);
+    node.deliver_numbered(2);
     let stored = node.inbox("alice@example.test");
     let curl = |url: String| {
         let out = Command::new("curl")
@@ -368,7 +353,7 @@ fn mbsync_syncs_both_ways_and_then_has_nothing_to_do() {
         panic!("mbsync (isync) is not installed: run .ci/install-deps");
     }
     let node = MailNode::start("imap-node.example.test", "");
-    deliver(&node, 200);
+    node.deliver_numbered(200);
     let work = tempfile::tempdir().expect("tempdir");
     let cert = work.path().join("node.pem");
     save_certificate(&node, &cert);

@@ -5,21 +5,6 @@ use std::process::Command;
 
 use sirms_integration_tests::{MailNode, python};
 
-/// Delivers `n` messages to alice by SMTP; the bodies name their number.
-fn deliver(node: &MailNode, n: usize) {
-    python(
-        r#"
-import smtplib, sys
-s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
-for i in range(int(sys.argv[2])):
-    s.sendmail("x@remote.test", ["alice@example.test"],
-        ("Subject: message %d\r\n\r\nbody %d\r\n.starts with a dot\r\n" % (i, i)).encode())
-s.quit()
-"#,
-        &[node.smtp.port().to_string(), n.to_string()],
-    );
-}
-
 /// poplib over STLS: prints STAT, UIDLs, the RETR'd messages (hex), TOP, and QUIT's outcome.
 const SESSION: &str = r#"
 import poplib, ssl, sys, json
@@ -61,7 +46,7 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn retrieve_delete_and_uidl_stability() {
     let node = MailNode::start("pop-node.example.test", "");
-    deliver(&node, 3);
+    node.deliver_numbered(3);
     let stored = node.inbox("alice@example.test");
     assert_eq!(stored.len(), 3);
 
@@ -99,7 +84,7 @@ fn retrieve_delete_and_uidl_stability() {
 #[test]
 fn in_use_auth_plain_and_bad_password() {
     let node = MailNode::start("pop-node2.example.test", "allow_plaintext_auth = true\n");
-    deliver(&node, 1);
+    node.deliver_numbered(1);
     let out = python(
         r#"
 import poplib, sys, base64
@@ -137,7 +122,7 @@ d.quit()
 #[test]
 fn curl_reads_over_implicit_tls() {
     let node = MailNode::start("pop-node3.example.test", "");
-    deliver(&node, 2);
+    node.deliver_numbered(2);
     let stored = node.inbox("alice@example.test");
     let out = Command::new("curl")
         .args(["-sS", "-k", "--max-time", "20", "-u", "alice@example.test:alice-pw"])
@@ -158,7 +143,7 @@ fn curl_reads_over_implicit_tls() {
 #[test]
 fn fetchmail_fetches_everything_into_an_mda() {
     let node = MailNode::start("pop-node4.example.test", "");
-    deliver(&node, 3);
+    node.deliver_numbered(3);
     let stored = node.inbox("alice@example.test");
     let dir = tempfile::tempdir().unwrap();
     let outdir = dir.path().join("out");
