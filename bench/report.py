@@ -10,9 +10,10 @@ import statistics
 import sys
 
 TARGETS = ["pfdc", "N1", "N2", "N2_STORE"]
+QUOTA = os.environ.get("CPU_QUOTA", "?") + "%"
 PHASE_TITLE = {
     "main": "No CPU limits (all processes share the machine's 2 cores)",
-    "limited": "Scale-out simulation: each SIRMS node / storage node and the Postfix+Dovecot box limited to a fraction of one CPU (routers unlimited)",
+    "limited": "Scale-out simulation: each SIRMS mail node and storage node limited to %s of one CPU (cgroup cpu quota; routers unlimited)",
 }
 
 
@@ -155,7 +156,8 @@ def main():
         phases = [("main", args)]
     for ph, files in phases:
         res = load(files)
-        w("### %s\n\n" % PHASE_TITLE[ph])
+        title = PHASE_TITLE[ph] % QUOTA if ph == "limited" else PHASE_TITLE[ph]
+        w("### %s\n\n" % title)
         w("Files: %s\n\n" % ", ".join(os.path.basename(f) for f in files))
         rows = deliver_table(res, w)
         ratio_table(rows, w)

@@ -9,7 +9,7 @@
 #   bench/run.sh --no-limited    # skip the CPU-limited phase      --limited-only: only that phase
 #
 # Environment knobs [defaults]: SIZES ["100:2,1000:2,10000:1"] (N:repeats; one mailbench call per N)
-# CONC [1,16] FETCH_REPEAT [2] FETCH_COUNT [1000] CPU_QUOTA [50] (% of one CPU for each SIRMS mail node
+# CONC [1,16] FETCH_REPEAT [2] FETCH_COUNT [1000] CPU_QUOTA [25] (% of one CPU for each SIRMS mail node
 # and storage node in the limited phase; routers are not limited) LIMITED_PFDC [0] (1: also run
 # Postfix+Dovecot, limited to CPU_QUOTA as one box, in the limited phase) QUIET_WAIT [8]
 # QUIET_MAX_CORES [0.5] (mailbench waits up to QUIET_WAIT s before each timed run for the rest of the
@@ -41,7 +41,7 @@ SIZES=${SIZES:-100:2,1000:2,10000:1}
 CONC=${CONC:-1,16}
 FETCH_REPEAT=${FETCH_REPEAT:-2}
 FETCH_COUNT=${FETCH_COUNT:-1000}
-CPU_QUOTA=${CPU_QUOTA:-50}
+CPU_QUOTA=${CPU_QUOTA:-25}
 LIMITED_PFDC=${LIMITED_PFDC:-0}
 QUIET_WAIT=${QUIET_WAIT:-8}
 QUIET_MAX_CORES=${QUIET_MAX_CORES:-0.5}
@@ -416,7 +416,7 @@ done
   echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), $(findmnt -no FSTYPE,OPTIONS -T "$RUN" | cut -c1-60)"
   echo "run: $STAMP, $(( (SECONDS - T0) / 60 )) min, CPU_QUOTA=$CPU_QUOTA%, sirms built from $(cd "$ROOT" && git describe --always --dirty 2>/dev/null) (binary of $(date -r "$SIRMS" +%F\ %T))"
   echo
-  python3 "$HERE/report.py" "$RESULTS/$STAMP"
+  CPU_QUOTA=$CPU_QUOTA python3 "$HERE/report.py" "$RESULTS/$STAMP"
 } >"$RESULTS/$STAMP-tables.md"
 log "tables: $RESULTS/$STAMP-tables.md"
 python3 "$HERE/plot.py" "$RESULTS/$STAMP" "$ROOT/docs/benchmarks-fig7.png" "$CPU_QUOTA%" || log "warning: plot failed"

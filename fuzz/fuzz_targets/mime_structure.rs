@@ -296,8 +296,8 @@ impl<'a> P<'a> {
         self.sp()?;
         self.number()?;
         let cut_off = !strict() && self.bodies > WRITER_MAX_DEPTH && !self.s[self.at..].starts_with(b" (");
-        // IMAP4rev2 (RFC 9051) adds message/global to body-type-msg.
-        let msg = subtype.eq_ignore_ascii_case(b"rfc822") || subtype.eq_ignore_ascii_case(b"global");
+        // IMAP4rev1: only message/rfc822 is body-type-msg (IMAP4rev2 adds message/global).
+        let msg = subtype.eq_ignore_ascii_case(b"rfc822");
         // Known issue 3: any message/* may carry the body-type-msg fields.
         let msg = msg || (!strict() && self.s[self.at..].starts_with(b" ("));
         if kind.eq_ignore_ascii_case(b"message") && msg && !cut_off {
@@ -370,14 +370,13 @@ fn paths(part: PartRef<'_, '_>, prefix: &mut Vec<u32>, out: &mut Vec<Vec<u32>>) 
                 prefix.pop();
             }
         }
-        None => {
-            if let Some(inner) = part.nested() {
-                prefix.push(1);
-                out.push(prefix.clone());
-                prefix.pop();
-                let _ = inner;
-            }
+        // A non-multipart message/rfc822 body is part 1 of it.
+        None if part.nested().is_some() => {
+            prefix.push(1);
+            out.push(prefix.clone());
+            prefix.pop();
         }
+        None => {}
     }
 }
 
