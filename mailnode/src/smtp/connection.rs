@@ -86,6 +86,8 @@ impl SmtpService {
                 let mut flow = session.process(&mut iter, &mut out);
                 let consumed = input.len() - iter.as_slice().len();
                 input.drain(..consumed);
+                // Commands pipelined behind an action wait in `input`: serve them before reading.
+                let acted = matches!(flow, Flow::Action(_));
                 while let Flow::Action(action) = flow {
                     stream.write_all(&out).await?;
                     out.clear();
@@ -105,7 +107,7 @@ impl SmtpService {
                         }
                         Action::Authenticate { login, password } => {
                             let verdict = self.authenticator.verify(client.ip(), &login, &password).await;
-                            tracing::info!(session = %id, %client, %login, ?verdict, "smtp auth");
+                            tracing::info!(session = %id, %client, ?login, ?verdict, "smtp auth");
                             match verdict {
                                 Verdict::Granted(canonical) => Outcome::Authenticated(Some(canonical)),
                                 Verdict::Denied => Outcome::Authenticated(None),
@@ -129,6 +131,9 @@ impl SmtpService {
                 }
                 if flow == Flow::Close {
                     return Ok(());
+                }
+                if acted && !input.is_empty() {
+                    continue;
                 }
                 let mut chunk = [0u8; READ_CHUNK];
                 match tokio::time::timeout(self.idle_timeout, stream.read(&mut chunk)).await {
