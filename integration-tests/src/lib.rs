@@ -1,9 +1,10 @@
 //! Test harness for black-box tests: finding the `sirms` binary, starting it as a real
 //! process on a loopback port, and stopping it (gracefully or with SIGKILL).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `sirms` binary next to this test's target directory (built by the README's test
@@ -24,10 +25,30 @@ pub fn sirms_bin() -> PathBuf {
     bin
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; we release it for the child to take).
+/// A free TCP port on 127.0.0.1, released for a child process to take.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    free_port_on(Ipv4Addr::LOCALHOST)
+}
+
+/// Ports handed out by this test process. They come from below Linux's ephemeral range
+/// (32768+), so an outgoing connection's local port can never take one between our check
+/// and the child's bind; a counter keeps parallel tests in one process apart, and the pid
+/// spreads test processes apart.
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+const PORT_BASE: u32 = 12000;
+const PORT_SPAN: u32 = 20000;
+
+/// A free TCP port on `ip`, released for a child process to take.
+pub fn free_port_on(ip: Ipv4Addr) -> u16 {
+    let offset = (std::process::id() % 100) * (PORT_SPAN / 100);
+    for _ in 0..PORT_SPAN {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = (PORT_BASE + (offset + n) % PORT_SPAN) as u16;
+        if TcpListener::bind(SocketAddr::from((ip, port))).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip} between {PORT_BASE} and {}", PORT_BASE + PORT_SPAN);
 }
 
 /// Waits until something accepts connections on `addr`, at most `limit`.
@@ -72,6 +93,24 @@ impl Process {
     /// The child itself.
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
+    }
+
+    /// Waits (bounded) until every address in `addrs` accepts connections; panics at once,
+    /// with the exit status, if the process dies first (say, a port it could not bind).
+    pub fn wait_listening(&mut self, what: &str, addrs: &[SocketAddr]) {
+        let start = Instant::now();
+        for &addr in addrs {
+            loop {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("{what} exited ({status}) before listening on {addr}");
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(30), "{what} did not listen on {addr}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// SIGKILL and reap.
@@ -127,7 +166,7 @@ impl StorageNode {
     /// A storage node on a given address (to restart one where it was).
     pub fn start_at(addr: SocketAddr, data_dir: PathBuf, token: &str) -> StorageNode {
         let token = token.to_string();
-        let process = Process::sirms(&[
+        let mut process = Process::sirms(&[
             "storage",
             "--listen",
             &addr.to_string(),
@@ -136,7 +175,7 @@ impl StorageNode {
             "--token",
             &token,
         ]);
-        assert!(wait_for_port(addr, Duration::from_secs(20)), "sirms storage did not start on {addr}");
+        process.wait_listening("sirms storage", &[addr]);
         StorageNode { process, addr, data_dir, token }
     }
 
@@ -173,8 +212,8 @@ impl MailNode {
     /// The same, listening on loopback address `ip`.
     pub fn start_on(ip: [u8; 4], hostname: &str, extra: &str) -> MailNode {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ip = std::net::Ipv4Addr::from(ip);
-        let port = |_| -> SocketAddr { SocketAddr::new(ip.into(), free_port()) };
+        let ip = Ipv4Addr::from(ip);
+        let port = |_| -> SocketAddr { SocketAddr::new(ip.into(), free_port_on(ip)) };
         let (smtp, submission, submissions, pop3, pop3s) = (port(0), port(1), port(2), port(3), port(4));
         let (imap, imaps) = (port(5), port(6));
         let users: Vec<String> =
@@ -204,10 +243,8 @@ users = [ {users} ]
         );
         let config_path = dir.path().join("node.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let process = Process::sirms(&["node", "-c", config_path.to_str().expect("utf-8")]);
-        for addr in [smtp, submission, submissions, pop3, pop3s, imap, imaps] {
-            assert!(wait_for_port(addr, Duration::from_secs(20)), "sirms node did not listen on {addr}");
-        }
+        let mut process = Process::sirms(&["node", "-c", config_path.to_str().expect("utf-8")]);
+        process.wait_listening("sirms node", &[smtp, submission, submissions, pop3, pop3s, imap, imaps]);
         MailNode {
             process,
             dir,
@@ -299,10 +336,8 @@ impl RouterProcess {
         );
         let path = dir.path().join("router.toml");
         std::fs::write(&path, config).expect("write router config");
-        let process = Process::sirms(&["router", "-c", path.to_str().expect("utf-8")]);
-        for addr in [admin, smtp, pop3] {
-            assert!(wait_for_port(addr, Duration::from_secs(20)), "sirms router did not listen on {addr}");
-        }
+        let mut process = Process::sirms(&["router", "-c", path.to_str().expect("utf-8")]);
+        process.wait_listening("sirms router", &[admin, smtp, pop3]);
         RouterProcess { process, dir, admin, smtp, pop3, imap }
     }
 
@@ -320,12 +355,12 @@ impl RouterProcess {
     /// The `[cluster]` TOML a node needs to join this router as `node_id`, serving its
     /// store on `ip`.
     pub fn node_extra(&self, node_id: &str, ip: [u8; 4]) -> String {
-        let ip = std::net::Ipv4Addr::from(ip);
+        let ip = Ipv4Addr::from(ip);
         format!(
             "trusted_proxies = [\"127.0.0.1\"]\n[cluster]\nrouter = \"http://{}\"\nnode_id = \"{node_id}\"\n\
              token = \"{CLUSTER_TOKEN}\"\nstore_listen = \"{ip}:{}\"\n",
             self.admin,
-            free_port()
+            free_port_on(ip)
         )
     }
 
