@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""plot.py PREFIX OUT.png : the paper's Figure 7 (mean time per mail vs number of mails, log x)
-from bench/run.sh's results PREFIX-{main,limited}-*.json; installs matplotlib with pip if missing."""
+"""plot.py PREFIX[,PREFIX...] OUT.png [QUOTA] : the paper's Figure 7 (mean time per mail vs number
+of mails, log x) from bench/run.sh's results PREFIX-{main,limited}-*.json (several comma-separated
+prefixes are merged, e.g. a default run and a separate N=10^5 run); installs matplotlib with pip if
+missing."""
 import glob
 import importlib
 import json
@@ -28,7 +30,7 @@ def main():
     phases = []
     for ph in ("main", "limited"):
         res = []
-        for f in sorted(glob.glob(prefix + "-%s-*.json" % ph)):
+        for f in sorted(f for p in prefix.split(",") for f in glob.glob(p + "-%s-*.json" % ph)):
             res += [r for r in json.load(open(f))["results"] if r["test"] == "deliver" and r.get("delivered")]
         if res:
             phases.append((ph, res))
