@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, RequestReceiver};
+use smtp_proto::request::receiver::{BdatReceiver, DataReceiver};
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_SMTPUTF8, Request};
 
 use super::received::{Trace, protocol};
@@ -23,6 +23,12 @@ use crate::directory::{Directory, Recipient};
 const MAX_AUTH_LINE: usize = 12_288;
 /// Longest command line (RFC 5321 allows 512 octets, extensions more; Postfix uses 2048).
 pub const MAX_COMMAND_LINE: usize = 2048;
+
+/// Whether a parsed envelope address may go into headers and logs: no control characters
+/// (C0, DEL, C1) and, where there is an `@`, a domain after it. Empty is the null path.
+fn plausible_path(address: &str) -> bool {
+    !address.chars().any(char::is_control) && address.rsplit_once('@').is_none_or(|(_, domain)| !domain.is_empty())
+}
 
 /// What a session may do, fixed per listener.
 #[derive(Debug, Clone)]
@@ -125,7 +131,7 @@ pub struct Session {
     id: String,
     messages: u32,
     state: State,
-    requests: RequestReceiver,
+    /// The part of a command or AUTH line read so far.
     line: Vec<u8>,
     helo: Option<(String, bool)>,
     login: Option<String>,
@@ -151,7 +157,6 @@ impl Session {
             id,
             messages: 0,
             state: State::Command,
-            requests: RequestReceiver::default(),
             line: Vec::new(),
             helo: None,
             login: None,
@@ -221,7 +226,7 @@ impl Session {
                 self.helo = None;
                 self.login = None;
                 self.tx = None;
-                self.requests = RequestReceiver::default();
+                self.line.clear();
             }
         }
         Flow::NeedInput
@@ -255,22 +260,46 @@ impl Session {
         self.tls || self.config.allow_plaintext_auth
     }
 
-    fn command(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
-        // The parser bounds lines it must buffer, not a long line that arrives whole.
+    /// Cuts the next whole line (with its line end) out of the input, so each parse sees
+    /// exactly one line: the limit then holds however TCP splits the input, and a parser
+    /// error can never swallow the line after the bad one. `Err` is what to return instead.
+    fn cut_line(&mut self, input: &mut Iter<'_, u8>, limit: usize, out: &mut Vec<u8>) -> Result<Vec<u8>, Option<Flow>> {
         let rest = input.as_slice();
-        if let Some(pos) = rest.iter().take(MAX_COMMAND_LINE + 1).position(|&b| b == b'\n')
-            && pos >= MAX_COMMAND_LINE
-        {
-            *input = rest[pos + 1..].iter();
-            self.requests = RequestReceiver::default();
-            return self.error(replies::line_too_long(), out);
-        } else if rest.len() > MAX_COMMAND_LINE && !rest[..=MAX_COMMAND_LINE].contains(&b'\n') {
-            // Skip to the end of the line, however far it is; reply once when it ends.
-            return self.skip_long_line(input, out);
+        let room = limit.saturating_sub(self.line.len());
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(pos) if pos < room => {
+                self.line.extend_from_slice(&rest[..=pos]);
+                *input = rest[pos + 1..].iter();
+                Ok(std::mem::take(&mut self.line))
+            }
+            Some(pos) => {
+                *input = rest[pos + 1..].iter();
+                self.line.clear();
+                self.state = State::Command;
+                Err(self.error(replies::line_too_long(), out))
+            }
+            None if rest.len() < room => {
+                self.line.extend_from_slice(rest);
+                *input = [].iter();
+                Err(Some(Flow::NeedInput))
+            }
+            None => {
+                // Skip to the end of the line, however far it is; reply once when it ends.
+                *input = [].iter();
+                self.line.clear();
+                self.state = State::LongLine;
+                Err(Some(Flow::NeedInput))
+            }
         }
-        let request = match self.requests.ingest(input) {
+    }
+
+    fn command(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+        let line = match self.cut_line(input, MAX_COMMAND_LINE, out) {
+            Ok(line) => line,
+            Err(flow) => return flow,
+        };
+        let request = match Request::parse(&mut line.iter()) {
             Ok(r) => r.into_owned(),
-            Err(ParseError::NeedsMoreData { .. }) => return Some(Flow::NeedInput),
             Err(e) => {
                 let reply = match e {
                     ParseError::UnknownCommand => replies::unknown_command(),
@@ -280,6 +309,7 @@ impl Session {
                     ParseError::InvalidParameter { param } => replies::syntax(param),
                     ParseError::UnsupportedParameter { .. } => replies::unsupported_param(),
                     ParseError::ResponseTooLong => replies::line_too_long(),
+                    // A whole line the parser still wants more of is a truncated command.
                     _ => replies::syntax("invalid command"),
                 };
                 return self.error(reply, out);
@@ -324,7 +354,6 @@ impl Session {
         match rest.iter().position(|&b| b == b'\n') {
             Some(pos) => {
                 *input = rest[pos + 1..].iter();
-                self.requests = RequestReceiver::default();
                 self.error(replies::line_too_long(), out)
             }
             None => {
@@ -379,6 +408,9 @@ impl Session {
         if from.size > self.config.max_message_size {
             return self.error(replies::too_big(), out);
         }
+        if !plausible_path(&from.address) {
+            return self.error(replies::bad_sender(), out);
+        }
         if !from.address.is_ascii() && from.flags & MAIL_SMTPUTF8 == 0 {
             return self.error(replies::smtputf8_needed(), out);
         }
@@ -405,6 +437,9 @@ impl Session {
         let Some(tx) = &self.tx else {
             return self.error(replies::bad_sequence("need MAIL before RCPT"), out);
         };
+        if !plausible_path(address) {
+            return self.error(replies::bad_recipient(), out);
+        }
         if tx.recipients >= self.config.max_recipients {
             replies::too_many_recipients().write_to(out);
             return None;
@@ -601,28 +636,16 @@ impl Session {
     }
 
     fn auth_line(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
-        let rest = input.as_slice();
-        let Some(pos) = rest.iter().position(|&b| b == b'\n') else {
-            if self.line.len() + rest.len() > MAX_AUTH_LINE {
-                self.line.clear();
-                *input = [].iter();
-                self.state = State::Command;
-                return self.error(replies::line_too_long(), out);
-            }
-            self.line.extend_from_slice(rest);
-            *input = [].iter();
-            return Some(Flow::NeedInput);
+        // An over-long response ends the exchange (cut_line leaves the AUTH state).
+        let mut line = match self.cut_line(input, MAX_AUTH_LINE + 2, out) {
+            Ok(line) => line,
+            Err(flow) => return flow,
         };
-        self.line.extend_from_slice(&rest[..pos]);
-        *input = rest[pos + 1..].iter();
-        let mut line = std::mem::take(&mut self.line);
+        line.pop();
         if line.last() == Some(&b'\r') {
             line.pop();
         }
         let State::AuthLine(step) = std::mem::replace(&mut self.state, State::Command) else { return None };
-        if line.len() > MAX_AUTH_LINE {
-            return self.error(replies::line_too_long(), out);
-        }
         let Ok(line) = String::from_utf8(line) else {
             return self.error(replies::syntax("invalid base64"), out);
         };

@@ -234,6 +234,17 @@ impl LocalStore {
         Ok(())
     }
 
+    /// The folder if it is already open (never blocks on I/O).
+    fn open_folder_cached(&self, user: &str, name: &str) -> Option<Arc<Folder>> {
+        check_user(user).ok()?;
+        if !self.inner.users_ready.lock().unwrap_or_else(|p| p.into_inner()).contains(user) {
+            return None;
+        }
+        let name = mailbox::canonical_name(name).ok()?;
+        let folders = self.inner.folders.lock().unwrap_or_else(|p| p.into_inner());
+        folders.get(&(user.to_string(), name)).cloned()
+    }
+
     /// Opens a folder or returns the open one (blocking).
     fn open_folder(&self, user: &str, name: &str) -> Result<Arc<Folder>> {
         self.ensure_user(user)?;
@@ -254,6 +265,11 @@ impl LocalStore {
     }
 
     async fn folder(&self, user: &str, name: &str) -> Result<Arc<Folder>> {
+        // An open folder is a map lookup: skip the trip to a blocking thread, which would
+        // cost more than the lookup on every command of a busy session.
+        if let Some(folder) = self.open_folder_cached(user, name) {
+            return Ok(folder);
+        }
         let (store, user, name) = (self.clone(), user.to_string(), name.to_string());
         blocking(move || store.open_folder(&user, &name)).await
     }

@@ -257,3 +257,53 @@ fn postmaster_always_exists() {
     let (_, out) = t.feed("RCPT TO:<postmaster>\r\nRCPT TO:<Postmaster@Example.TEST>\r\n");
     assert_eq!(out, "250 2.1.5 recipient OK\r\n250 2.1.5 recipient OK\r\n");
 }
+
+/// Feeds `input` in pieces of `size` bytes and returns every reply.
+fn replies_in_pieces(input: &[u8], size: usize) -> String {
+    let mut t = T::new(false);
+    let mut all = String::new();
+    for piece in input.chunks(size) {
+        all += &t.feed_bytes(piece).1;
+    }
+    all
+}
+
+#[test]
+fn a_bad_line_never_swallows_the_next() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\n");
+    // smtp-proto, given more than one line, would read past a colon-less MAIL FROM.
+    let (_, out) = t.feed("MAIL FROM <x@remote.test>\r\nNOOP\r\n");
+    assert!(out.starts_with("5") && out.ends_with("\r\n250 2.0.0 OK\r\n"), "{out}");
+    assert_eq!(out.matches("\r\n").count(), 2, "{out}");
+    let (_, out) = t.feed("AUTH \x0cPLAIN\r\nNOOP\r\n");
+    assert_eq!(out.matches("\r\n").count(), 2, "{out}");
+    assert!(out.ends_with("\r\n250 2.0.0 OK\r\n"), "{out}");
+}
+
+#[test]
+fn replies_do_not_depend_on_how_tcp_splits_the_input() {
+    let mut input = b"EHLO c\r\nMAIL FROM x\r\nNOOP\r\n".to_vec();
+    input.extend(format!("NOOP {}\r\n", "a".repeat(MAX_COMMAND_LINE - 6)).as_bytes()); // one byte over
+    input.extend(format!("NOOP {}\r\n", "a".repeat(MAX_COMMAND_LINE - 7)).as_bytes()); // just fits
+    input.extend(b"AUTH \x0c\r\nQUIT\r\n");
+    let whole = replies_in_pieces(&input, input.len());
+    assert!(whole.contains("500 5.5.2 line too long\r\n250 2.0.0 OK\r\n"), "{whole}");
+    assert!(whole.ends_with("221 2.0.0 bye\r\n"), "{whole}");
+    for size in [1, 2, 3, 7, 100, 2047, 2048, 2049] {
+        assert_eq!(replies_in_pieces(&input, size), whole, "pieces of {size}");
+    }
+}
+
+#[test]
+fn control_characters_in_addresses_are_refused() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\n");
+    let (_, out) = t.feed("MAIL FROM:<\x7f@remote.test>\r\n");
+    assert_eq!(out, "553 5.1.7 bad sender address syntax\r\n");
+    let (_, out) = t.feed("MAIL FROM:<x@>\r\n");
+    assert!(out.starts_with("553 5.1.7"), "{out}");
+    t.feed("MAIL FROM:<x@remote.test>\r\n");
+    let (_, out) = t.feed("RCPT TO:<alice\u{85}@example.test>\r\n");
+    assert!(out.starts_with("553 5.1.3") || out.starts_with("501"), "{out}");
+}
