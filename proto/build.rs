@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     tonic_prost_build::configure()
         .bytes(".")
+        // `sirms ctl --json` prints the admin API's replies as they are.
+        .type_attribute(".sirms.cluster.v1", "#[derive(serde::Serialize)]")
         .compile_protos(&["proto/store.proto", "proto/cluster.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

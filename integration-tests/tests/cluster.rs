@@ -64,6 +64,26 @@ fn source_ip_picks_the_node_and_the_node_sees_the_real_client() {
 }
 
 #[test]
+fn ctl_json_is_the_api_reply_for_scripts() {
+    let (router, _n1, _n2) = cluster();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = router.ctl(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args:?} --json gave no JSON ({e}): {out}"))
+    };
+    let nodes = json(&["nodes", "list", "--json"]);
+    let ids: Vec<&str> = nodes["nodes"].as_array().unwrap().iter().map(|n| n["node"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["node1", "node2"], "{nodes}");
+    assert!(nodes["nodes"].as_array().unwrap().iter().all(|n| n["healthy"] == true), "{nodes}");
+    assert_eq!(json(&["--json", "routes", "add", "127.0.0.99/32", "node2"]), serde_json::json!({ "ok": true }));
+    assert_eq!(json(&["--json", "routes", "test", "127.0.0.99"])["node"], "node2");
+    let users = json(&["users", "list", "--json"]);
+    assert_eq!(users[0]["address"], "alice@example.test");
+    assert_eq!(users[0]["home"], "node1");
+    assert_eq!(users[0]["password_hash"], "", "hashes stay out of listings: {users}");
+    assert_eq!(json(&["--json", "status"])["users"], 1);
+}
+
+#[test]
 fn table_routes_drain_and_failover() {
     let (router, _n1, mut n2) = cluster();
     // Find a source that hashes to node1 and one that hashes to node2.

@@ -20,6 +20,9 @@ pub struct CtlArgs {
     /// The cluster token.
     #[arg(long, env = "SIRMS_TOKEN", default_value = DEV_TOKEN, hide_env_values = true)]
     pub token: String,
+    /// Print the API's replies as JSON, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -208,18 +211,18 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
     let mut c: Client =
         AdminClient::with_interceptor(channel, TokenInterceptor::new(&args.token).ok_or(CtlError::Token)?);
     let name = |name: String| Name { name };
+    let json = args.json;
     Ok(match args.command {
-        CtlCommand::Status => {
-            let s = c.status(Empty {}).await?.into_inner();
+        CtlCommand::Status => show(json, &c.status(Empty {}).await?.into_inner(), |s| {
             let mut out = format!(
                 "directory version {}, {} domains, {} users, {} routes\n",
                 s.directory_version, s.domains, s.users, s.routes
             );
             out.push_str(&nodes_table(&s.nodes));
             out
-        }
+        })?,
         CtlCommand::Nodes(cmd) => match cmd {
-            NodesCmd::List => nodes_table(&c.list_nodes(Empty {}).await?.into_inner().nodes),
+            NodesCmd::List => show(json, &c.list_nodes(Empty {}).await?.into_inner(), |l| nodes_table(&l.nodes))?,
             NodesCmd::Add {
                 id,
                 host,
@@ -249,88 +252,100 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
                     drained: false,
                     storage_only,
                 };
-                acked(c.put_node(node).await)?
+                acked(json, c.put_node(node).await)?
             }
-            NodesCmd::Remove { id } => acked(c.remove_node(name(id)).await)?,
-            NodesCmd::Drain { id } => acked(c.drain_node(DrainRequest { id, drained: true }).await)?,
-            NodesCmd::Undrain { id } => acked(c.drain_node(DrainRequest { id, drained: false }).await)?,
+            NodesCmd::Remove { id } => acked(json, c.remove_node(name(id)).await)?,
+            NodesCmd::Drain { id } => acked(json, c.drain_node(DrainRequest { id, drained: true }).await)?,
+            NodesCmd::Undrain { id } => acked(json, c.drain_node(DrainRequest { id, drained: false }).await)?,
         },
         CtlCommand::Routes(cmd) => match cmd {
-            RoutesCmd::List => c
-                .list_routes(Empty {})
-                .await?
-                .into_inner()
-                .routes
-                .iter()
-                .map(|r| format!("{} -> {}\n", r.cidr, r.target))
-                .collect(),
-            RoutesCmd::Add { cidr, target } => acked(c.put_route(Route { cidr, target }).await)?,
-            RoutesCmd::Remove { cidr } => acked(c.remove_route(name(cidr)).await)?,
-            RoutesCmd::Test { ip } => {
-                let e = c.explain(name(ip)).await?.into_inner();
-                format!("{} ({}); fallback order: {}", e.node, e.reason, e.ranked.join(" "))
-            }
+            RoutesCmd::List => show(json, &c.list_routes(Empty {}).await?.into_inner(), |l| {
+                l.routes.iter().map(|r| format!("{} -> {}\n", r.cidr, r.target)).collect()
+            })?,
+            RoutesCmd::Add { cidr, target } => acked(json, c.put_route(Route { cidr, target }).await)?,
+            RoutesCmd::Remove { cidr } => acked(json, c.remove_route(name(cidr)).await)?,
+            RoutesCmd::Test { ip } => show(json, &c.explain(name(ip)).await?.into_inner(), |e| {
+                format!("{} ({}); fallback order: {}\n", e.node, e.reason, e.ranked.join(" "))
+            })?,
         },
         CtlCommand::Groups(cmd) => match cmd {
-            GroupsCmd::List => c
-                .list_groups(Empty {})
-                .await?
-                .into_inner()
-                .groups
-                .iter()
-                .map(|g| format!("{}: {}\n", g.name, g.members.join(" ")))
-                .collect(),
-            GroupsCmd::Set { name: group, members } => acked(c.put_group(Group { name: group, members }).await)?,
-            GroupsCmd::Remove { name: group } => acked(c.remove_group(name(group)).await)?,
+            GroupsCmd::List => show(json, &c.list_groups(Empty {}).await?.into_inner(), |l| {
+                l.groups.iter().map(|g| format!("{}: {}\n", g.name, g.members.join(" "))).collect()
+            })?,
+            GroupsCmd::Set { name: group, members } => acked(json, c.put_group(Group { name: group, members }).await)?,
+            GroupsCmd::Remove { name: group } => acked(json, c.remove_group(name(group)).await)?,
         },
         CtlCommand::Domains(cmd) => match cmd {
             DomainsCmd::List => {
-                c.get_directory(Empty {}).await?.into_inner().domains.iter().map(|d| format!("{d}\n")).collect()
+                let domains = c.get_directory(Empty {}).await?.into_inner().domains;
+                show(json, &domains, |d| d.iter().map(|d| format!("{d}\n")).collect())?
             }
-            DomainsCmd::Add { domain } => acked(c.put_domain(name(domain)).await)?,
-            DomainsCmd::Remove { domain } => acked(c.remove_domain(name(domain)).await)?,
+            DomainsCmd::Add { domain } => acked(json, c.put_domain(name(domain)).await)?,
+            DomainsCmd::Remove { domain } => acked(json, c.remove_domain(name(domain)).await)?,
         },
         CtlCommand::Users(cmd) => match cmd {
-            UsersCmd::List => c
-                .get_directory(Empty {})
-                .await?
-                .into_inner()
-                .users
-                .iter()
-                .map(|u| format!("{} home={}\n", u.address, u.home))
-                .collect(),
+            UsersCmd::List => {
+                // Password hashes stay out of the listing, in JSON too.
+                let users: Vec<User> = c
+                    .get_directory(Empty {})
+                    .await?
+                    .into_inner()
+                    .users
+                    .into_iter()
+                    .map(|u| User { password_hash: String::new(), ..u })
+                    .collect();
+                show(json, &users, |l| {
+                    l.iter()
+                        .map(|u| match u.quota_bytes {
+                            0 => format!("{} home={}\n", u.address, u.home),
+                            q => format!("{} home={} quota={q}\n", u.address, u.home),
+                        })
+                        .collect()
+                })?
+            }
             UsersCmd::Add { address, password, home, keep_password } => {
                 let password_hash = if keep_password { String::new() } else { password_hash(password, hash)? };
-                acked(c.put_user(User { address, password_hash, home, quota_bytes: 0 }).await)?
+                acked(json, c.put_user(User { address, password_hash, home, quota_bytes: 0 }).await)?
             }
             UsersCmd::Passwd { address, password } => {
                 let password_hash = password_hash(password, hash)?;
-                acked(c.put_user(User { address, password_hash, home: String::new(), quota_bytes: 0 }).await)?
+                acked(json, c.put_user(User { address, password_hash, home: String::new(), quota_bytes: 0 }).await)?
             }
-            UsersCmd::Move { address, to } => (hooks.move_user)(args.router.clone(), args.token.clone(), address, to)
-                .await
-                .map_err(CtlError::Input)?,
-            UsersCmd::Remove { address } => acked(c.remove_user(name(address)).await)?,
+            UsersCmd::Move { address, to } => {
+                let report = (hooks.move_user)(args.router.clone(), args.token.clone(), address, to)
+                    .await
+                    .map_err(CtlError::Input)?;
+                show(json, &serde_json::json!({ "ok": true, "report": report }), |_| report.clone())?
+            }
+            UsersCmd::Remove { address } => acked(json, c.remove_user(name(address)).await)?,
         },
         CtlCommand::Aliases(cmd) => match cmd {
-            AliasesCmd::List => c
-                .get_directory(Empty {})
-                .await?
-                .into_inner()
-                .aliases
-                .iter()
-                .map(|a| format!("{} -> {}\n", a.address, a.targets.join(" ")))
-                .collect(),
-            AliasesCmd::Add { address, targets } => acked(c.put_alias(Alias { address, targets }).await)?,
-            AliasesCmd::Remove { address } => acked(c.remove_alias(name(address)).await)?,
+            AliasesCmd::List => {
+                let aliases = c.get_directory(Empty {}).await?.into_inner().aliases;
+                show(json, &aliases, |l| {
+                    l.iter().map(|a| format!("{} -> {}\n", a.address, a.targets.join(" "))).collect()
+                })?
+            }
+            AliasesCmd::Add { address, targets } => acked(json, c.put_alias(Alias { address, targets }).await)?,
+            AliasesCmd::Remove { address } => acked(json, c.remove_alias(name(address)).await)?,
         },
     })
 }
 
-/// "ok" for an acknowledged change.
-fn acked<T>(reply: Result<tonic::Response<T>, tonic::Status>) -> Result<String, CtlError> {
+/// "ok" (or `{"ok": true}`) for an acknowledged change.
+fn acked<T>(json: bool, reply: Result<tonic::Response<T>, tonic::Status>) -> Result<String, CtlError> {
     reply?;
-    Ok("ok".to_string())
+    show(json, &serde_json::json!({ "ok": true }), |_| "ok".to_string())
+}
+
+/// A reply as a human table, or with `--json` as the API gave it.
+fn show<T: serde::Serialize>(json: bool, reply: &T, human: impl FnOnce(&T) -> String) -> Result<String, CtlError> {
+    if !json {
+        return Ok(human(reply));
+    }
+    let mut text = serde_json::to_string_pretty(reply).map_err(|e| CtlError::Input(e.to_string()))?;
+    text.push('\n');
+    Ok(text)
 }
 
 /// The hash of the given password, or of the first line of stdin.
@@ -351,8 +366,8 @@ fn password_hash(password: Option<String>, hash: &dyn Fn(&str) -> Result<String,
 
 fn nodes_table(nodes: &[sirms_proto::cluster::NodeStatus]) -> String {
     let mut out = format!(
-        "{:<12} {:<16} {:>6} {:<8} {:<8} {:>7} {:>7}\n",
-        "node", "host", "weight", "health", "state", "active", "total"
+        "{:<12} {:<16} {:>6} {:<8} {:<8} {:>7} {:>7} {:>18} {:>6}\n",
+        "node", "host", "weight", "health", "state", "active", "total", "smtp/imap/pop3", "queue"
     );
     for s in nodes {
         let Some(n) = &s.node else { continue };
