@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::throttle::ThrottleConfig;
 use crate::cluster::ClusterConfig;
 use crate::directory::DirectoryConfig;
 use crate::net::tls::TlsConfig;
@@ -24,6 +25,8 @@ pub struct NodeConfig {
     pub listen: Listen,
     pub tls: TlsConfig,
     pub limits: Limits,
+    /// Failed-login throttling (`[auth]`).
+    pub auth: ThrottleConfig,
     pub store: StoreConfig,
     pub directory: DirectoryConfig,
     pub cluster: ClusterConfig,
@@ -117,6 +120,7 @@ impl Default for NodeConfig {
             listen: Listen::default(),
             tls: TlsConfig::default(),
             limits: Limits::default(),
+            auth: ThrottleConfig::default(),
             store: StoreConfig::default(),
             directory: DirectoryConfig::default(),
             cluster: ClusterConfig::default(),

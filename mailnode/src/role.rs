@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::Authenticator;
+use crate::auth::throttle::Throttle;
 use crate::cluster::home_store::{Endpoints, HomeStore};
 use crate::cluster::membership::{LoadGauges, Membership};
 use crate::config::NodeConfig;
@@ -35,6 +36,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("[auth] allow: {0}")]
+    AuthAllow(#[from] sirms_proto::cidr::CidrError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -139,7 +142,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         }
     };
     let acceptor = tls::acceptor(&config.tls, &config.hostname)?;
-    let authenticator = Authenticator::new(directory.clone());
+    let throttle = Throttle::new(&config.auth, &config.trusted_proxies)?;
+    let authenticator = Authenticator::new(directory.clone(), Arc::new(throttle));
     let delivery = Delivery::new(store.clone());
     let spool = Arc::new(Spool::open(config.data_dir.join("queue")).map_err(StoreError::Io)?);
     tokio::spawn(queue::worker::run(spool.clone(), delivery.clone(), stopped.clone()));

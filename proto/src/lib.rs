@@ -13,5 +13,6 @@ pub mod cluster {
 /// Metadata key that carries the cluster token on every internal gRPC call.
 pub const TOKEN_HEADER: &str = "x-sirms-token";
 
+pub mod cidr;
 pub mod proxy_v2;
 pub mod token;

@@ -1,10 +1,14 @@
-//! Password checks, shared by SMTP, IMAP and POP3: argon2 off the async threads, and the
-//! same work for unknown users so timing does not tell which logins exist.
+//! Password checks, shared by SMTP, IMAP and POP3: argon2 off the async threads, the
+//! same work for unknown users so timing does not tell which logins exist, and failed-login
+//! throttling ([`throttle`]) in front of it all.
+
+pub mod throttle;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::directory::{Directory, normalize, verify_password};
+use throttle::{Refusal, Throttle};
 
 /// A fixed argon2 hash to verify against when the user does not exist.
 const DUMMY_HASH: &str =
@@ -19,23 +23,36 @@ pub enum Verdict {
     Denied,
     /// The check itself failed.
     Unavailable,
+    /// Too many failed logins from this client (or for this account from it): refused
+    /// without looking at the password, until the ban runs out.
+    Throttled,
 }
 
 /// Checks credentials against the directory.
 #[derive(Clone)]
 pub struct Authenticator {
     directory: Arc<dyn Directory>,
+    throttle: Arc<Throttle>,
 }
 
 impl Authenticator {
-    /// An authenticator over `directory`.
-    pub fn new(directory: Arc<dyn Directory>) -> Authenticator {
-        Authenticator { directory }
+    /// An authenticator over `directory`, counting failures in `throttle`.
+    pub fn new(directory: Arc<dyn Directory>, throttle: Arc<Throttle>) -> Authenticator {
+        Authenticator { directory, throttle }
     }
 
-    /// Checks `password` for `login`; `_client` is where per-IP throttling will look.
-    pub async fn verify(&self, _client: IpAddr, login: &str, password: &str) -> Verdict {
+    /// Checks `password` for `login` from `client` (the real client, from PROXY v2).
+    pub async fn verify(&self, client: IpAddr, login: &str, password: &str) -> Verdict {
         let canonical = normalize(login).map(|(l, d)| format!("{l}@{d}"));
+        let account = canonical.as_deref().unwrap_or(login);
+        if let Err(refusal) = self.throttle.check(client, account) {
+            let why = match refusal {
+                Refusal::Network => "client banned",
+                Refusal::Account => "account locked against this client",
+            };
+            tracing::info!(%client, account = ?account, why, "login refused by throttling");
+            return Verdict::Throttled;
+        }
         let stored = canonical.as_deref().and_then(|c| self.directory.password_hash(c));
         let password = password.to_string();
         let checked = tokio::task::spawn_blocking(move || match stored {
@@ -48,7 +65,10 @@ impl Authenticator {
         .await;
         match (checked, canonical) {
             (Ok(true), Some(login)) => Verdict::Granted(login),
-            (Ok(_), _) => Verdict::Denied,
+            (Ok(_), canonical) => {
+                self.throttle.failed(client, canonical.as_deref().unwrap_or(login));
+                Verdict::Denied
+            }
             (Err(_), _) => Verdict::Unavailable,
         }
     }

@@ -157,6 +157,7 @@ impl Pop3Service {
                     Verdict::Granted(login) => login,
                     Verdict::Denied => return Outcome::BadCredentials,
                     Verdict::Unavailable => return Outcome::Unavailable,
+                    Verdict::Throttled => return Outcome::Throttled,
                 };
                 match self.locks.try_lock(&login) {
                     Some(guard) => {

@@ -122,6 +122,8 @@ pub enum Outcome {
     TlsStarted,
     /// The action failed for a reason the client can only wait out (store down, I/O error).
     Unavailable,
+    /// Authenticate only: too many failed logins from this client; refused unchecked.
+    Throttled,
 }
 
 /// Where a not-yet-authenticated session is in its login.
@@ -255,6 +257,9 @@ impl Session {
             }
             (Pending::Authenticate { .. }, Outcome::Unavailable) => {
                 Step::Reply(reply::err(Some(Code::SysTemp), "authentication is temporarily unavailable"))
+            }
+            (Pending::Authenticate { .. }, Outcome::Throttled) => {
+                Step::Reply(reply::err(Some(Code::SysTemp), "too many failed logins; try again later"))
             }
             (Pending::LoadMaildrop, Outcome::Maildrop { uid_validity, messages }) => {
                 let maildrop = Maildrop::new(uid_validity, messages);

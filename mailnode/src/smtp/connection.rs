@@ -112,6 +112,7 @@ impl SmtpService {
                                 Verdict::Granted(canonical) => Outcome::Authenticated(Some(canonical)),
                                 Verdict::Denied => Outcome::Authenticated(None),
                                 Verdict::Unavailable => Outcome::AuthUnavailable,
+                                Verdict::Throttled => Outcome::AuthThrottled,
                             }
                         }
                         Action::Deliver { id: msg_id, envelope, message } => {

@@ -95,6 +95,9 @@ pub mod replies {
     pub fn auth_unavailable() -> Reply {
         Reply::new(454, "4.7.0", "temporary authentication failure")
     }
+    pub fn auth_throttled() -> Reply {
+        Reply::new(454, "4.7.0", "too many failed logins; try again later")
+    }
     pub fn auth_needs_tls() -> Reply {
         Reply::new(538, "5.7.11", "encryption required for requested authentication mechanism")
     }

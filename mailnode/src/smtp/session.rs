@@ -77,6 +77,8 @@ pub enum Outcome {
     /// The canonical login if the credentials were right.
     Authenticated(Option<String>),
     AuthUnavailable,
+    /// Too many failed logins from this client: refused unchecked.
+    AuthThrottled,
     Delivered(bool),
     TlsStarted,
 }
@@ -215,6 +217,7 @@ impl Session {
                 }
             }
             Outcome::AuthUnavailable => replies::auth_unavailable().write_to(out),
+            Outcome::AuthThrottled => replies::auth_throttled().write_to(out),
             Outcome::Delivered(ok) => {
                 let id = self.message_id();
                 self.tx = None;

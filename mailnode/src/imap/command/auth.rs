@@ -107,6 +107,16 @@ impl Session {
                 }
                 Ok(Next::Continue)
             }
+            Verdict::Throttled => {
+                let reply = response::status(
+                    Some(tag),
+                    Status::No,
+                    Some(&Code::Unavailable),
+                    "too many failed logins; try again later",
+                );
+                out.write_all(&reply).await?;
+                Ok(Next::Continue)
+            }
             Verdict::Unavailable => {
                 let reply = response::status(
                     Some(tag),

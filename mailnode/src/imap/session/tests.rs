@@ -8,6 +8,7 @@ use imap_codec::decode::Decoder;
 use sirms_storage::{LocalStore, MailStore};
 
 use super::*;
+use crate::auth::throttle::{Throttle, ThrottleConfig};
 use crate::directory::{DirectoryConfig, DirectoryData};
 
 fn authenticator() -> Authenticator {
@@ -18,7 +19,8 @@ users = [ { address = "alice@example.test", password = "{plain}pw" } ]
 "#,
     )
     .expect("directory config");
-    Authenticator::new(Arc::new(DirectoryData::from_config(&cfg).expect("directory")))
+    let throttle = Throttle::new(&ThrottleConfig::default(), &[]).expect("throttle");
+    Authenticator::new(Arc::new(DirectoryData::from_config(&cfg).expect("directory")), Arc::new(throttle))
 }
 
 struct Harness {
