@@ -7,6 +7,8 @@
 #   bench/run.sh --full          # adds N = 10^5 (one repeat; about 2 more hours, most of it Postfix+Dovecot)
 #   bench/run.sh --quick         # smoke test: N = 10^2 and 10^3 once, no CPU-limited phase (~5 min)
 #   bench/run.sh --no-limited    # skip the CPU-limited phase      --limited-only: only that phase
+#   bench/run.sh --router-overhead   # issue 6's goal: one node, reached directly and through a router in
+#                                # front of it (same node, same mailboxes), deliver + IMAP + POP3; ~8 min
 #
 # Environment knobs [defaults]: SIZES ["100:2,1000:2,10000:1"] (N:repeats; one mailbench call per N)
 # CONC [1,16] FETCH_REPEAT [2] FETCH_COUNT [1000] CPU_QUOTA [25] (% of one CPU for each SIRMS mail node
@@ -53,7 +55,8 @@ for arg in "$@"; do
     --quick) SIZES=100:1,1000:1; FETCH_REPEAT=1; PHASES=main ;;
     --no-limited) PHASES=main ;;
     --limited-only) PHASES=limited ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    --router-overhead) PHASES=overhead; SIZES=${OVERHEAD_SIZES:-2000:3}; FETCH_REPEAT=3 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -315,6 +318,39 @@ start_sirms() {
     127.77.30.1:2525,127.77.30.1:2143
 }
 
+# start_overhead: one node joined to a router; the same node is a target directly and
+# through the router, so the only difference between the two is the router's hop.
+start_overhead() {
+  local d=$RUN/overhead
+  mkdir -p "$d"
+  router_toml "$d/router.toml" 127.77.40.1 "$d/router"
+  start_role overhead-router "" router -c "$d/router.toml"
+  wait_port 127.77.40.1 7070
+  node_toml "$d/node1.toml" node1 127.77.41.1 "$d/node1" 127.77.40.1:7070
+  start_role overhead-node1 "" node -c "$d/node1.toml"
+  wait_registered 127.77.40.1:7070 node1
+  log "overhead: provisioning 100 users homed on node1"
+  add_users 127.77.40.1:7070 node1 node1
+  python3 "$HERE/ready.py" 60 127.77.41.1:3025,127.77.41.1:3143 127.77.40.1:2525,127.77.40.1:2143
+}
+
+run_overhead() {
+  local targets=(
+    --target "name=direct,smtp=127.77.41.1:3025,imap=127.77.41.1:3143,pop3=127.77.41.1:3110$(pidspec overhead node1)"
+    --target "name=router,smtp=127.77.40.1:2525,imap=127.77.40.1:2143,pop3=127.77.40.1:2110$(pidspec overhead router node1)"
+  )
+  local common=(--sources "$SOURCES" --conc "$CONC" --quiet-wait "$QUIET_WAIT" --quiet-max-cores "$QUIET_MAX_CORES"
+                --fetch-count "$FETCH_COUNT" --max-est-s 100000)
+  local spec n rep
+  for spec in ${SIZES//,/ }; do
+    n=${spec%%:*}; rep=${spec#*:}; [[ $rep == "$spec" ]] && rep=1
+    log "overhead: deliver N=$n, C=$CONC, $rep repeat(s)"
+    mailbench overhead "n$n" "${targets[@]}" "${common[@]}" --tests deliver --sizes "$n" --repeat "$rep"
+  done
+  log "overhead: imap + pop3 fetch of $FETCH_COUNT messages, $FETCH_REPEAT repeat(s)"
+  mailbench overhead fetch "${targets[@]}" "${common[@]}" --tests imap,pop3 --repeat "$FETCH_REPEAT"
+}
+
 start_pfdc() {
   log "starting Postfix + Dovecot (BASE=$RUN/pfdc)"
   BASE=$RUN/pfdc SMTP_PORT=10525 IMAP_PORT=10543 POP3_PORT=10510 WIPE=1 \
@@ -400,6 +436,18 @@ run_matrix() {   # run_matrix PHASE
 # ------------------------------------------------------------------ run
 T0=$SECONDS
 PASSWORD_HASH=$(echo pw | "$SIRMS" hash-password)
+if [[ $PHASES == overhead ]]; then
+  start_overhead
+  run_overhead
+  {
+    echo "machine: $(nproc) CPUs, kernel $(uname -r); run $STAMP, $(( (SECONDS - T0) / 60 )) min, sirms from $(cd "$ROOT" && git describe --always --dirty 2>/dev/null)"
+    echo
+    python3 "$HERE/overhead.py" "$RESULTS/$STAMP"
+  } >"$RESULTS/$STAMP-overhead.md"
+  cat "$RESULTS/$STAMP-overhead.md"
+  log "done in $(( (SECONDS - T0) / 60 )) min"
+  exit 0
+fi
 start_pfdc
 for phase in $PHASES; do
   if [[ $phase == limited ]]; then
