@@ -9,6 +9,7 @@ use sirms_router::config::RouterConfig;
 use sirms_router::ctl::{CtlArgs, HookFuture, Hooks};
 
 mod dev;
+mod probe;
 use dev::DevArgs;
 use sirms_storage::role::{self, StorageConfig};
 
@@ -33,6 +34,8 @@ enum Command {
     Dev(DevArgs),
     /// Hash a password (read from stdin) for a config or the directory.
     HashPassword,
+    /// Health checks without a shell: is a port up, does it greet as expected (for containers).
+    Probe(probe::ProbeArgs),
 }
 
 #[derive(Args)]
@@ -150,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", out.trim_end());
         }
         Command::Dev(args) => dev::run(args, shutdown_signal()).await?,
+        Command::Probe(args) => std::process::exit(probe::run(args, shutdown_signal()).await),
         Command::Node(cmd) => {
             let mut config = match &cmd.config {
                 Some(path) => NodeConfig::load(path)?,
