@@ -259,6 +259,19 @@ users = [ {users} ]
         }
     }
 
+    /// Every listening address of the node.
+    pub fn addresses(&self) -> [SocketAddr; 7] {
+        [self.smtp, self.submission, self.submissions, self.pop3, self.pop3s, self.imap, self.imaps]
+    }
+
+    /// SIGKILL, then start the node again over the same config and data (same ports).
+    pub fn kill9_and_restart(&mut self) {
+        self.process.kill9();
+        let config = self.dir.path().join("node.toml");
+        self.process = Process::sirms(&["node", "-c", config.to_str().expect("utf-8")]);
+        self.process.wait_listening("restarted sirms node", &self.addresses());
+    }
+
     /// Delivers `n` numbered messages to alice by SMTP (`Subject: message <i>`, a body line
     /// that starts with a dot, so transparency is exercised too).
     pub fn deliver_numbered(&self, n: usize) {

@@ -9,6 +9,7 @@ use crate::auth::throttle::ThrottleConfig;
 use crate::cluster::ClusterConfig;
 use crate::directory::DirectoryConfig;
 use crate::net::tls::TlsConfig;
+use crate::outbound::OutboundConfig;
 
 /// The whole node config.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +29,8 @@ pub struct NodeConfig {
     /// Failed-login throttling (`[auth]`).
     pub auth: ThrottleConfig,
     pub store: StoreConfig,
+    /// Delivery to foreign domains (`[outbound]`).
+    pub outbound: OutboundConfig,
     pub directory: DirectoryConfig,
     pub cluster: ClusterConfig,
 }
@@ -122,6 +125,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             auth: ThrottleConfig::default(),
             store: StoreConfig::default(),
+            outbound: OutboundConfig::default(),
             directory: DirectoryConfig::default(),
             cluster: ClusterConfig::default(),
         }

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod directory;
 pub mod imap;
 pub mod net;
+pub mod outbound;
 pub mod pop3;
 pub mod proxy;
 pub mod queue;

@@ -21,6 +21,7 @@ use crate::imap::ImapService;
 use crate::imap::connection::ImapLimits;
 use crate::net::listener::{self, ListenerSettings};
 use crate::net::tls::{self, TlsError};
+use crate::outbound::Outbound;
 use crate::pop3::SessionConfig as Pop3Config;
 use crate::pop3::connection::{MaildropLocks, Pop3Service};
 use crate::queue::{self, Spool};
@@ -36,6 +37,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Outbound(#[from] crate::outbound::OutboundError),
     #[error("[auth] allow: {0}")]
     AuthAllow(#[from] sirms_proto::cidr::CidrError),
     #[error("cannot listen on {addr}: {source}")]
@@ -146,7 +149,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let authenticator = Authenticator::new(directory.clone(), Arc::new(throttle));
     let delivery = Delivery::new(store.clone());
     let spool = Arc::new(Spool::open(config.data_dir.join("queue")).map_err(StoreError::Io)?);
-    tokio::spawn(queue::worker::run(spool.clone(), delivery.clone(), stopped.clone()));
+    let worker = queue::worker::Worker {
+        spool: spool.clone(),
+        delivery: delivery.clone(),
+        outbound: Arc::new(Outbound::new(&config.outbound, &config.hostname)?),
+        directory: directory.clone(),
+        hostname: config.hostname.clone(),
+    };
+    tokio::spawn(worker.run(stopped.clone()));
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let trusted = Arc::new(config.trusted_proxies.clone());
     let limits = &config.limits;

@@ -1,5 +1,7 @@
 //! A queued message's envelope, as a small line-oriented text file.
 
+use std::collections::BTreeMap;
+
 /// Who a queued message is from and who still has to get it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueuedEnvelope {
@@ -13,6 +15,12 @@ pub struct QueuedEnvelope {
     pub attempts: u32,
     /// Seconds since the epoch before which no retry is made.
     pub next_attempt: i64,
+    /// Seconds since the epoch when the message was queued (0: unknown, older spool files).
+    pub created: i64,
+    /// Whether the sender was told of the delay already.
+    pub warned: bool,
+    /// The last temporary failure per pending recipient, for `queue` listings and bounces.
+    pub errors: BTreeMap<String, String>,
 }
 
 impl QueuedEnvelope {
@@ -23,12 +31,20 @@ impl QueuedEnvelope {
 
     /// The file form: one `key value` per line; addresses never contain line breaks.
     pub fn render(&self) -> String {
-        let mut s = format!("from {}\nattempts {}\nnext {}\n", self.from, self.attempts, self.next_attempt);
+        let mut s = format!(
+            "from {}\nattempts {}\nnext {}\ncreated {}\nwarned {}\n",
+            self.from, self.attempts, self.next_attempt, self.created, self.warned as u8
+        );
         for u in &self.local {
             s.push_str(&format!("local {u}\n"));
         }
         for r in &self.remote {
             s.push_str(&format!("remote {r}\n"));
+        }
+        for (rcpt, error) in &self.errors {
+            // Replies come from the network: keep them to one line.
+            let error: String = error.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            s.push_str(&format!("error {rcpt} {error}\n"));
         }
         s
     }
@@ -46,6 +62,12 @@ impl QueuedEnvelope {
                 }
                 "attempts" => env.attempts = value.parse().ok()?,
                 "next" => env.next_attempt = value.parse().ok()?,
+                "created" => env.created = value.parse().ok()?,
+                "warned" => env.warned = value == "1",
+                "error" => {
+                    let (rcpt, error) = value.split_once(' ').unwrap_or((value, ""));
+                    env.errors.insert(rcpt.to_string(), error.to_string());
+                }
                 "local" if !value.is_empty() => env.local.push(value.to_string()),
                 "remote" if !value.is_empty() => env.remote.push(value.to_string()),
                 _ => return None,
@@ -68,7 +90,13 @@ mod tests {
             remote: vec!["c@y.test".into()],
             attempts: 3,
             next_attempt: 1_700_000_000,
+            created: 1_699_000_000,
+            warned: true,
+            errors: [("c@y.test".to_string(), "451 4.3.0 try\r\nlater".to_string())].into(),
         };
+        let back = QueuedEnvelope::parse("q1", &env.render()).unwrap();
+        assert_eq!(back.errors["c@y.test"], "451 4.3.0 try  later");
+        let env = QueuedEnvelope { errors: back.errors.clone(), ..env };
         assert_eq!(QueuedEnvelope::parse("q1", &env.render()), Some(env));
         assert_eq!(QueuedEnvelope::parse("q", "garbage"), None);
         assert_eq!(QueuedEnvelope::parse("q", "attempts x\nfrom a"), None);

@@ -105,8 +105,7 @@ mod tests {
             from: "a@b.test".into(),
             local: vec!["u@example.test".into()],
             remote: vec!["x@far.test".into()],
-            attempts: 0,
-            next_attempt: 0,
+            ..Default::default()
         };
         spool.enqueue(&env, b"hello").unwrap();
         assert_eq!(spool.list().unwrap(), vec![env.clone()]);

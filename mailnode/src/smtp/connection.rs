@@ -56,8 +56,11 @@ impl SmtpService {
             from: envelope.from.clone(),
             local: failed,
             remote: envelope.remote.clone(),
-            attempts: 0,
-            next_attempt: 0,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+            ..QueuedEnvelope::default()
         };
         let spool = self.spool.clone();
         match tokio::task::spawn_blocking(move || spool.enqueue(&queued, &message)).await {

@@ -1,0 +1,232 @@
+//! Outbound delivery seen from the remote side: a scripted SMTP server on 127.0.0.4 that
+//! the node reaches through a static transport, from its egress address 127.0.0.3.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sirms_integration_tests::{MailNode, Process, free_port_on, python};
+
+/// A remote MTA: `python3 -c MTA HOST PORT LOGFILE`. Appends one JSON line per event
+/// (`mail` with the peer address, `rcpt` with the reply given, `data` with the message).
+/// Recipients script the replies: `reject@` gets 550 5.1.1, `defer-once@` 451 the first time.
+const MTA: &str = r#"
+import json, socketserver, sys, threading
+host, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+lock, deferred = threading.Lock(), set()
+def record(**event):
+    with lock, open(log, "a") as f:
+        f.write(json.dumps(event) + "\n")
+class Session(socketserver.StreamRequestHandler):
+    def reply(self, line):
+        self.wfile.write((line + "\r\n").encode())
+    def handle(self):
+        self.reply("220 mx.far.test ESMTP test")
+        rcpts = []
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return
+            cmd = line.decode(errors="replace").strip()
+            verb = cmd.split(" ")[0].upper()
+            if verb in ("EHLO", "HELO"):
+                self.reply("250-mx.far.test\r\n250 SIZE 10000000")
+            elif verb == "MAIL":
+                rcpts = []
+                record(event="mail", cmd=cmd, peer=self.client_address[0])
+                self.reply("250 2.1.0 ok")
+            elif verb == "RCPT":
+                addr = cmd[cmd.index("<") + 1:cmd.index(">")]
+                if addr.startswith("reject@"):
+                    answer = "550 5.1.1 no such user here"
+                elif addr.startswith("defer-once@") and addr not in deferred:
+                    deferred.add(addr)
+                    answer = "451 4.3.0 try again later"
+                else:
+                    answer = "250 2.1.5 ok"
+                    rcpts.append(addr)
+                record(event="rcpt", rcpt=addr, answer=answer)
+                self.reply(answer)
+            elif verb == "DATA":
+                self.reply("354 go ahead")
+                data = b""
+                while True:
+                    l = self.rfile.readline()
+                    if l in (b".\r\n", b""):
+                        break
+                    data += l[1:] if l.startswith(b"..") else l
+                record(event="data", rcpts=rcpts, data=data.decode(errors="replace"))
+                self.reply("250 2.0.0 queued")
+            elif verb == "QUIT":
+                self.reply("221 bye")
+                return
+            else:
+                self.reply("250 ok")
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer((host, port), Session).serve_forever()
+"#;
+
+/// Submits one message as alice (AUTH PLAIN over the plain submission port).
+const SUBMIT: &str = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+s.login("alice@example.test", "alice-pw")
+refused = s.sendmail("alice@example.test", sys.argv[3:], sys.argv[2].encode())
+print("refused", refused)
+s.quit()
+"#;
+
+/// The newest message in alice's INBOX parsed as a DSN: prints the report's parts.
+const READ_DSN: &str = r#"
+import email, sys
+msg = email.message_from_bytes(open(sys.argv[1], "rb").read())
+print("type", msg.get_content_type(), msg.get_param("report-type"))
+print("to", msg["To"], "auto", msg["Auto-Submitted"])
+for part in msg.walk():
+    print("part", part.get_content_type())
+    if part.get_content_type() == "message/delivery-status":
+        for block in part.get_payload():
+            for k in ("Final-Recipient", "Action", "Status", "Diagnostic-Code"):
+                if block[k]:
+                    print(k, block[k])
+"#;
+
+struct Mta {
+    _process: Process,
+    addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Mta {
+    fn start(dir: &std::path::Path, port: u16) -> Mta {
+        let log = dir.join("mta.log");
+        let ip = Ipv4Addr::new(127, 0, 0, 4);
+        let child = Command::new("python3")
+            .args(["-c", MTA, &ip.to_string(), &port.to_string(), log.to_str().expect("utf-8")])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start python3 test MTA");
+        let mut process = Process::from_child(child);
+        let addr = SocketAddr::from((ip, port));
+        process.wait_listening("test MTA", &[addr]);
+        Mta { _process: process, addr, log }
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Messages received (DATA events), waiting (bounded) until there are at least `n`.
+    fn wait_data(&self, n: usize) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let data: Vec<_> = self.events().into_iter().filter(|e| e["event"] == "data").collect();
+            if data.len() >= n || start.elapsed() > Duration::from_secs(30) {
+                return data;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn node_with_transport(mta_port: u16) -> MailNode {
+    MailNode::start(
+        "out-node.example.test",
+        &format!(
+            "allow_plaintext_auth = true\n[outbound]\negress = \"127.0.0.3\"\nretry_initial_secs = 1\n\
+             retry_max_secs = 2\ntransports = {{ \"far.test\" = \"127.0.0.4:{mta_port}\" }}\n"
+        ),
+    )
+}
+
+fn submit(node: &MailNode, message: &str, rcpts: &[&str]) -> String {
+    let mut args = vec![node.submission.port().to_string(), message.to_string()];
+    args.extend(rcpts.iter().map(|r| r.to_string()));
+    python(SUBMIT, &args)
+}
+
+#[test]
+fn delivers_from_the_egress_address_retries_once_and_bounces_to_the_sender() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mta_port = free_port_on(Ipv4Addr::new(127, 0, 0, 4));
+    let mta = Mta::start(work.path(), mta_port);
+    let node = node_with_transport(mta_port);
+    let message =
+        "From: Alice <alice@example.test>\r\nTo: far people\r\nSubject: outbound\r\n\r\nhello far\r\n.dot line\r\n";
+    let out = submit(&node, message, &["ok@far.test", "defer-once@far.test", "reject@far.test"]);
+    assert_eq!(out.trim(), "refused {}", "the node takes every foreign recipient of its user");
+
+    // ok@ at the first attempt; defer-once@ at the retry, once.
+    let data = mta.wait_data(2);
+    assert_eq!(data.len(), 2, "{:#?}", mta.events());
+    assert_eq!(data[0]["rcpts"], serde_json::json!(["ok@far.test"]));
+    assert_eq!(data[1]["rcpts"], serde_json::json!(["defer-once@far.test"]));
+    for d in &data {
+        let body = d["data"].as_str().expect("data");
+        assert!(body.ends_with(message), "the message arrives unchanged after our trace header: {body:?}");
+        assert!(body.starts_with("Received: "), "{body:?}");
+    }
+    let events = mta.events();
+    let peers: Vec<&str> = events.iter().filter(|e| e["event"] == "mail").filter_map(|e| e["peer"].as_str()).collect();
+    assert!(!peers.is_empty() && peers.iter().all(|p| *p == "127.0.0.3"), "egress address: {peers:?}");
+    let tries = |rcpt: &str| events.iter().filter(|e| e["event"] == "rcpt" && e["rcpt"] == rcpt).count();
+    assert_eq!((tries("ok@far.test"), tries("defer-once@far.test"), tries("reject@far.test")), (1, 2, 1));
+
+    // reject@ came back to alice as a delivery status notification.
+    let start = Instant::now();
+    let mut inbox = node.inbox("alice@example.test");
+    while inbox.is_empty() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+        inbox = node.inbox("alice@example.test");
+    }
+    assert_eq!(inbox.len(), 1, "one bounce");
+    let dsn_path = work.path().join("dsn.eml");
+    std::fs::write(&dsn_path, &inbox[0]).expect("write dsn");
+    let report = python(READ_DSN, &[dsn_path.to_str().expect("utf-8").to_string()]);
+    for line in [
+        "type multipart/report delivery-status",
+        "to <alice@example.test> auto auto-replied",
+        "part message/delivery-status",
+        "part text/rfc822-headers",
+        "Final-Recipient rfc822; reject@far.test",
+        "Action failed",
+        "Status 5.1.1",
+        "Diagnostic-Code smtp; 550 5.1.1 no such user here",
+    ] {
+        assert!(report.lines().any(|l| l == line), "{line:?} missing from the report:\n{report}");
+    }
+    assert!(!report.contains("ok@far.test"), "only the failed recipient is reported:\n{report}");
+}
+
+#[test]
+fn a_node_killed_with_undelivered_mail_delivers_it_after_restart() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mta_port = free_port_on(Ipv4Addr::new(127, 0, 0, 4));
+    let mut node = node_with_transport(mta_port);
+    // The remote side is down: the message waits in the queue.
+    let message = "Subject: later\r\n\r\nwaited for the remote side\r\n";
+    assert_eq!(submit(&node, message, &["later@far.test"]).trim(), "refused {}");
+    let queue = node.dir.path().join("data/queue/env");
+    let queued = || std::fs::read_dir(&queue).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(queued(), 1);
+    std::thread::sleep(Duration::from_secs(3)); // at least one failed attempt
+    let envelope = std::fs::read_dir(&queue).expect("queue").flatten().next().expect("envelope").path();
+    let text = std::fs::read_to_string(envelope).expect("envelope");
+    assert!(text.contains("error later@far.test") && text.contains("127.0.0.4"), "last error kept: {text}");
+
+    node.kill9_and_restart();
+    let mta = Mta::start(work.path(), mta_port);
+    let data = mta.wait_data(1);
+    assert_eq!(data.len(), 1, "{:#?}", mta.events());
+    assert!(data[0]["data"].as_str().expect("data").ends_with(message));
+    let start = Instant::now();
+    while queued() > 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(queued(), 0, "the queue is empty once the remote side took it");
+    assert_eq!(mta.addr.port(), mta_port);
+}

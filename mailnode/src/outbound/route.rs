@@ -1,0 +1,134 @@
+//! Where mail for a domain goes: a static transport, the smarthost, or the domain's MX
+//! hosts in preference order (RFC 5321 §5.1), with the implicit MX when there is none and
+//! no delivery at all for a null MX (RFC 7505).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_resolver::TokioResolver;
+
+/// One host to try, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// A DNS name or an IP address.
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why a domain has no usable route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The domain says it takes no mail, or does not exist: bounce.
+    #[error("{0}")]
+    Permanent(String),
+    /// DNS trouble: try again later.
+    #[error("{0}")]
+    Temporary(String),
+}
+
+/// `host:port`, `[v6]:port` or a bare host (port 25).
+pub fn parse_hop(text: &str) -> Option<Hop> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(Hop { host: addr.ip().to_string(), port: addr.port() });
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()?),
+        _ => (text, 25),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| Hop { host: host.to_string(), port })
+}
+
+/// Looks routes up.
+pub struct Router {
+    transports: BTreeMap<String, Hop>,
+    smarthost: Option<Hop>,
+    resolver: Option<TokioResolver>,
+}
+
+impl Router {
+    /// Static transports (lower-case domain → hop) win, then the smarthost, then DNS.
+    pub fn new(transports: BTreeMap<String, Hop>, smarthost: Option<Hop>) -> Router {
+        let resolver = match TokioResolver::builder_tokio() {
+            Ok(builder) => Some(builder.build()),
+            Err(e) => {
+                tracing::warn!(error = %e, "no DNS resolver configuration: only transports and the smarthost work");
+                None
+            }
+        };
+        Router { transports, smarthost, resolver }
+    }
+
+    /// The hosts to try for `domain`, best first.
+    pub async fn hops(&self, domain: &str) -> Result<Vec<Hop>, RouteError> {
+        let domain = domain.to_ascii_lowercase();
+        if let Some(hop) = self.transports.get(&domain).or(self.smarthost.as_ref()) {
+            return Ok(vec![hop.clone()]);
+        }
+        // A literal address (`user@[192.0.2.1]`, RFC 5321 §4.1.3).
+        if let Some(ip) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+            let ip = ip.strip_prefix("ipv6:").unwrap_or(ip);
+            return match ip.parse::<IpAddr>() {
+                Ok(ip) => Ok(vec![Hop { host: ip.to_string(), port: 25 }]),
+                Err(_) => Err(RouteError::Permanent(format!("bad address literal [{ip}]"))),
+            };
+        }
+        let resolver = self.resolver.as_ref().ok_or_else(|| RouteError::Temporary("no DNS resolver".into()))?;
+        match resolver.mx_lookup(format!("{domain}.")).await {
+            Ok(mx) => {
+                let mut records: Vec<(u16, String)> = mx
+                    .iter()
+                    .map(|r| (r.preference(), r.exchange().to_ascii().trim_end_matches('.').to_string()))
+                    .collect();
+                records.sort();
+                if records.iter().any(|(_, host)| host.is_empty()) {
+                    return Err(RouteError::Permanent(format!("{domain} accepts no mail (null MX)")));
+                }
+                Ok(records.into_iter().map(|(_, host)| Hop { host, port: 25 }).collect())
+            }
+            Err(e) if e.is_nx_domain() => Err(RouteError::Permanent(format!("domain {domain} does not exist"))),
+            // No MX: the domain itself is the implicit MX (RFC 5321 §5.1).
+            Err(e) if e.is_no_records_found() => Ok(vec![Hop { host: domain, port: 25 }]),
+            Err(e) => Err(RouteError::Temporary(format!("MX lookup for {domain}: {e}"))),
+        }
+    }
+
+    /// The addresses of a hop's host (an IP address is itself).
+    pub async fn addresses(&self, hop: &Hop) -> Result<Vec<IpAddr>, RouteError> {
+        if let Ok(ip) = hop.host.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let resolver = self.resolver.as_ref().ok_or_else(|| RouteError::Temporary("no DNS resolver".into()))?;
+        match resolver.lookup_ip(format!("{}.", hop.host)).await {
+            Ok(ips) => Ok(ips.iter().collect()),
+            Err(e) => Err(RouteError::Temporary(format!("address lookup for {}: {e}", hop.host))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hops_parse() {
+        let hop = |h: &str, p| Some(Hop { host: h.into(), port: p });
+        assert_eq!(parse_hop("127.0.0.4:2525"), hop("127.0.0.4", 2525));
+        assert_eq!(parse_hop("[::1]:26"), hop("::1", 26));
+        assert_eq!(parse_hop("mx.example.test"), hop("mx.example.test", 25));
+        assert_eq!(parse_hop("mx.example.test:587"), hop("mx.example.test", 587));
+        assert_eq!(parse_hop("mx:port"), None);
+        assert_eq!(parse_hop(""), None);
+    }
+
+    #[tokio::test]
+    async fn transports_and_literals_need_no_dns() {
+        let transports = [("far.test".to_string(), Hop { host: "127.0.0.9".into(), port: 2600 })].into();
+        let router = Router::new(transports, None);
+        assert_eq!(router.hops("FAR.test").await.unwrap(), [Hop { host: "127.0.0.9".into(), port: 2600 }]);
+        assert_eq!(router.hops("[127.0.0.7]").await.unwrap(), [Hop { host: "127.0.0.7".into(), port: 25 }]);
+        assert!(matches!(router.hops("[nonsense]").await, Err(RouteError::Permanent(_))));
+        let ips = router.addresses(&Hop { host: "127.0.0.9".into(), port: 1 }).await.unwrap();
+        assert_eq!(ips, ["127.0.0.9".parse::<IpAddr>().unwrap()]);
+    }
+}
