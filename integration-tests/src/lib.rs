@@ -202,6 +202,11 @@ pub struct MailNode {
 /// Users every test node has: `alice@example.test` / `alice-pw`, `bob@example.test` / `bob-pw`.
 pub const TEST_USERS: &[(&str, &str)] = &[("alice@example.test", "alice-pw"), ("bob@example.test", "bob-pw")];
 
+/// Outbound mail of test nodes goes to a dead loopback relay: tests never reach DNS or the
+/// internet, whatever foreign address a client names. Tests of outbound delivery set their
+/// own `[outbound]`.
+const LOOPBACK_ONLY_OUTBOUND: &str = "[outbound]\nsmarthost = \"127.0.0.9:9\"\n";
+
 impl MailNode {
     /// Starts a node named `hostname` with the test users; `extra` is top-level TOML
     /// (keys, then whole sections) added to its config.
@@ -237,9 +242,10 @@ users = [ {users} ]
 [directory.aliases]
 "postmaster@example.test" = ["alice@example.test"]
 "team@example.test" = ["alice@example.test", "bob@example.test"]
-"#,
+{outbound}"#,
             data = dir.path().join("data").display(),
             users = users.join(", "),
+            outbound = if extra.contains("[outbound]") { "" } else { LOOPBACK_ONLY_OUTBOUND },
         );
         let config_path = dir.path().join("node.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -363,6 +369,17 @@ impl RouterProcess {
             .expect("run sirms ctl");
         assert!(out.status.success(), "sirms ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `sirms ctl ARGS` that must fail; returns its error output.
+    pub fn ctl_fails(&self, args: &[&str]) -> String {
+        let out = Command::new(sirms_bin())
+            .args(["ctl", "--router", &format!("http://{}", self.admin), "--token", CLUSTER_TOKEN])
+            .args(args)
+            .output()
+            .expect("run sirms ctl");
+        assert!(!out.status.success(), "sirms ctl {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// The `[cluster]` TOML a node needs to join this router as `node_id`, serving its

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sirms_integration_tests::{MailNode, Process, free_port_on, python};
+use sirms_integration_tests::{MailNode, Process, RouterProcess, free_port_on, python};
 
 /// A remote MTA: `python3 -c MTA HOST PORT LOGFILE`. Appends one JSON line per event
 /// (`mail` with the peer address, `rcpt` with the reply given, `data` with the message).
@@ -66,10 +66,11 @@ socketserver.ThreadingTCPServer.allow_reuse_address = True
 socketserver.ThreadingTCPServer((host, port), Session).serve_forever()
 "#;
 
-/// Submits one message as alice (AUTH PLAIN over the plain submission port).
+/// Submits one message as alice (AUTH PLAIN over the plain submission port), from
+/// 127.0.0.5: in the cluster test 127.0.0.1 is the router, whose connections must carry PROXY.
 const SUBMIT: &str = r#"
 import smtplib, sys
-s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20, source_address=("127.0.0.5", 0))
 s.login("alice@example.test", "alice-pw")
 refused = s.sendmail("alice@example.test", sys.argv[3:], sys.argv[2].encode())
 print("refused", refused)
@@ -229,4 +230,33 @@ fn a_node_killed_with_undelivered_mail_delivers_it_after_restart() {
     }
     assert_eq!(queued(), 0, "the queue is empty once the remote side took it");
     assert_eq!(mta.addr.port(), mta_port);
+}
+
+#[test]
+fn the_admins_transport_reaches_every_node_through_the_directory() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mta_port = free_port_on(Ipv4Addr::new(127, 0, 0, 4));
+    let mta = Mta::start(work.path(), mta_port);
+    let router = RouterProcess::start();
+    let extra = format!(
+        // A dead smarthost: until the node has the admin's transport, mail waits rather
+        // than going to DNS (tests talk to loopback only).
+        "allow_plaintext_auth = true\n{}[outbound]\negress = \"127.0.0.3\"\nretry_initial_secs = 1\n\
+         retry_max_secs = 1\nsmarthost = \"127.0.0.9:9\"\n",
+        router.node_extra("node1", [127, 0, 0, 1])
+    );
+    let node = MailNode::start("node1.example.test", &extra);
+    router.wait_nodes(" up ", 1);
+    router.ctl(&["domains", "add", "example.test"]);
+    router.ctl(&["users", "add", "alice@example.test", "--password", "alice-pw", "--home", "node1"]);
+    router.ctl(&["transports", "add", "Far.Test", &format!("127.0.0.4:{mta_port}")]);
+    assert_eq!(router.ctl(&["transports", "list"]).trim(), format!("far.test -> 127.0.0.4:{mta_port}"));
+    let err = router.ctl_fails(&["transports", "add", "far.test", "127.0.0.4:notaport"]);
+    assert!(err.contains("not host:port"), "{err}");
+
+    // The node learns the transport from the directory (no transport in its own config).
+    submit(&node, "Subject: via the admin's transport\r\n\r\nhi\r\n", &["someone@far.test"]);
+    let data = mta.wait_data(1);
+    assert_eq!(data.len(), 1, "{:#?}", mta.events());
+    assert_eq!(data[0]["rcpts"], serde_json::json!(["someone@far.test"]));
 }

@@ -35,6 +35,10 @@ pub trait Directory: Send + Sync {
     fn password_hash(&self, login: &str) -> Option<String>;
     /// Whether `login` may use `address` as envelope sender.
     fn may_send_as(&self, login: &str, address: &str) -> bool;
+    /// The admin's static outbound relay for a foreign domain (`sirms ctl transports`).
+    fn transport(&self, _domain: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Splits and normalises an address: the domain is lower-cased, and so is the local
@@ -107,6 +111,8 @@ pub struct DirectoryData {
     domains: BTreeSet<String>,
     users: BTreeMap<String, UserRecord>,
     aliases: BTreeMap<String, Vec<String>>,
+    /// Lower-case domain → relay `host:port`.
+    transports: BTreeMap<String, String>,
 }
 
 /// Errors in the directory section of a config.
@@ -162,6 +168,7 @@ impl DirectoryData {
                 })
                 .collect(),
             aliases: snapshot.aliases.iter().map(|a| (a.address.to_lowercase(), a.targets.clone())).collect(),
+            transports: snapshot.transports.iter().map(|t| (t.domain.to_lowercase(), t.relay.clone())).collect(),
         }
     }
 
@@ -247,6 +254,10 @@ impl Directory for DirectoryData {
             _ => false,
         }
     }
+
+    fn transport(&self, domain: &str) -> Option<String> {
+        self.transports.get(&domain.to_lowercase()).cloned()
+    }
 }
 
 /// The directory a running node uses: swapped whole when the router sends a new snapshot.
@@ -281,6 +292,9 @@ impl Directory for LiveDirectory {
     }
     fn may_send_as(&self, login: &str, address: &str) -> bool {
         self.current().may_send_as(login, address)
+    }
+    fn transport(&self, domain: &str) -> Option<String> {
+        self.current().transport(domain)
     }
 }
 

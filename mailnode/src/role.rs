@@ -152,7 +152,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let worker = queue::worker::Worker {
         spool: spool.clone(),
         delivery: delivery.clone(),
-        outbound: Arc::new(Outbound::new(&config.outbound, &config.hostname)?),
+        outbound: Arc::new(Outbound::new(&config.outbound, &config.hostname, directory.clone())?),
         directory: directory.clone(),
         hostname: config.hostname.clone(),
     };

@@ -9,7 +9,7 @@ use sirms_proto::cluster::admin_server::{Admin, AdminServer};
 use sirms_proto::cluster::directory_server::{Directory, DirectoryServer};
 use sirms_proto::cluster::{
     Ack, Alias, ClusterStatus, DirectorySnapshot, DrainRequest, Empty, Group, GroupList, Name, Node, NodeList,
-    NodeLoad, Route, RouteExplanation, RouteList, User, WatchRequest,
+    NodeLoad, Route, RouteExplanation, RouteList, Transport, User, WatchRequest,
 };
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
@@ -122,6 +122,13 @@ impl Admin for AdminService {
     }
     async fn remove_alias(&self, request: Request<Name>) -> Reply<Ack> {
         ack(self.dir().remove_alias(&self.open(request)?.name))
+    }
+    async fn put_transport(&self, request: Request<Transport>) -> Reply<Ack> {
+        let t = self.open(request)?;
+        ack(self.dir().put_transport(&t.domain, &t.relay))
+    }
+    async fn remove_transport(&self, request: Request<Name>) -> Reply<Ack> {
+        ack(self.dir().remove_transport(&self.open(request)?.name))
     }
     async fn get_directory(&self, request: Request<Empty>) -> Reply<DirectorySnapshot> {
         self.open(request)?;

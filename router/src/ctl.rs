@@ -4,7 +4,7 @@ use std::io::Read;
 
 use clap::{Args, Subcommand};
 use sirms_proto::cluster::admin_client::AdminClient;
-use sirms_proto::cluster::{Alias, DrainRequest, Empty, Group, Name, Node, Route, User};
+use sirms_proto::cluster::{Alias, DrainRequest, Empty, Group, Name, Node, Route, Transport, User};
 use sirms_proto::token::TokenInterceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -50,6 +50,9 @@ pub enum CtlCommand {
     /// Aliases (one address delivered to others).
     #[command(subcommand)]
     Aliases(AliasesCmd),
+    /// Static outbound routes: a domain's mail goes to one relay instead of its MX hosts.
+    #[command(subcommand)]
+    Transports(TransportsCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +174,17 @@ pub enum AliasesCmd {
     /// Remove an alias.
     #[command(alias = "rm")]
     Remove { address: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TransportsCmd {
+    /// List static transports.
+    List,
+    /// Send mail for DOMAIN to RELAY (`host:port`, or a host for port 25).
+    Add { domain: String, relay: String },
+    /// Remove a transport (the domain's MX hosts are used again).
+    #[command(alias = "rm")]
+    Remove { domain: String },
 }
 
 /// Errors of `sirms ctl`.
@@ -328,6 +342,14 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
             }
             AliasesCmd::Add { address, targets } => acked(json, c.put_alias(Alias { address, targets }).await)?,
             AliasesCmd::Remove { address } => acked(json, c.remove_alias(name(address)).await)?,
+        },
+        CtlCommand::Transports(cmd) => match cmd {
+            TransportsCmd::List => {
+                let transports = c.get_directory(Empty {}).await?.into_inner().transports;
+                show(json, &transports, |l| l.iter().map(|t| format!("{} -> {}\n", t.domain, t.relay)).collect())?
+            }
+            TransportsCmd::Add { domain, relay } => acked(json, c.put_transport(Transport { domain, relay }).await)?,
+            TransportsCmd::Remove { domain } => acked(json, c.remove_transport(name(domain)).await)?,
         },
     })
 }

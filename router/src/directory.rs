@@ -6,7 +6,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use prost::Message;
-use sirms_proto::cluster::{Alias, DirectorySnapshot, Group, Node, Route, User};
+use sirms_proto::cluster::{Alias, DirectorySnapshot, Group, Node, Route, Transport, User};
 use tokio::sync::watch;
 
 use crate::hashing::{Rendezvous, WeightedNode};
@@ -48,6 +48,7 @@ pub struct ClusterDirectory {
     domains: sled::Tree,
     users: sled::Tree,
     aliases: sled::Tree,
+    transports: sled::Tree,
     version: watch::Sender<u64>,
 }
 
@@ -56,6 +57,15 @@ const VERSION_KEY: &[u8] = b"version";
 fn decode_all<M: Message + Default>(tree: &sled::Tree) -> Vec<M> {
     // A value that does not decode is skipped rather than failing the whole snapshot.
     tree.iter().values().filter_map(|v| v.ok()).filter_map(|v| M::decode(v.as_ref()).ok()).collect()
+}
+
+/// A domain as the directory keeps it (lower case), or why it is not one.
+fn checked_domain(domain: &str) -> Result<String, DirectoryError> {
+    let domain = domain.trim().to_lowercase();
+    if domain.is_empty() || domain.contains(['@', '/', ' ', ':']) || domain.len() > 253 {
+        return Err(DirectoryError::Invalid(format!("invalid domain {domain:?}")));
+    }
+    Ok(domain)
 }
 
 /// Normalises an address (lower case) and checks its shape.
@@ -84,6 +94,7 @@ impl ClusterDirectory {
             domains: db.open_tree("domains")?,
             users: db.open_tree("users")?,
             aliases: db.open_tree("aliases")?,
+            transports: db.open_tree("transports")?,
             db,
             version,
         })
@@ -118,6 +129,7 @@ impl ClusterDirectory {
                 .collect(),
             users: decode_all(&self.users),
             aliases: decode_all(&self.aliases),
+            transports: decode_all(&self.transports),
         }
     }
 
@@ -197,11 +209,34 @@ impl ClusterDirectory {
 
     /// Adds a mail domain.
     pub fn put_domain(&self, domain: &str) -> Result<(), DirectoryError> {
-        let domain = domain.trim().to_lowercase();
-        if domain.is_empty() || domain.contains(['@', '/', ' ']) || domain.len() > 253 {
-            return Err(DirectoryError::Invalid(format!("invalid domain {domain:?}")));
-        }
+        let domain = checked_domain(domain)?;
         self.domains.insert(domain.as_bytes(), &[])?;
+        self.commit()
+    }
+
+    /// Sends mail for a (foreign) domain to one relay instead of its MX hosts.
+    pub fn put_transport(&self, domain: &str, relay: &str) -> Result<(), DirectoryError> {
+        let domain = checked_domain(domain)?;
+        let relay = relay.trim();
+        let (host, port) = match relay.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, Some(p)),
+            _ => (relay, None),
+        };
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+        if host.trim_matches(['[', ']']).is_empty() || host.contains(char::is_whitespace) || !port_ok {
+            return Err(DirectoryError::Invalid(format!("relay {relay:?} is not host:port")));
+        }
+        let transport = Transport { domain, relay: relay.to_string() };
+        self.transports.insert(transport.domain.as_bytes(), transport.encode_to_vec())?;
+        self.commit()
+    }
+
+    /// Removes a static transport: the domain's MX hosts are used again.
+    pub fn remove_transport(&self, domain: &str) -> Result<(), DirectoryError> {
+        let domain = domain.trim().to_lowercase();
+        self.transports
+            .remove(domain.as_bytes())?
+            .ok_or_else(|| DirectoryError::NotFound(format!("transport for {domain}")))?;
         self.commit()
     }
 

@@ -21,6 +21,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 
+use crate::directory::Directory;
 use client::{RcptStatus, Transfer};
 use route::{Hop, RouteError, Router};
 
@@ -92,13 +93,19 @@ pub struct Outbound {
     config: OutboundConfig,
     hostname: String,
     router: Router,
+    directory: Arc<dyn Directory>,
     tls: TlsConnector,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Outbound {
-    /// An outbound deliverer that says `hostname` in EHLO.
-    pub fn new(config: &OutboundConfig, hostname: &str) -> Result<Outbound, OutboundError> {
+    /// An outbound deliverer that says `hostname` in EHLO and takes the admin's transports
+    /// from `directory`.
+    pub fn new(
+        config: &OutboundConfig,
+        hostname: &str,
+        directory: Arc<dyn Directory>,
+    ) -> Result<Outbound, OutboundError> {
         let hop = |what: &str, value: &str| {
             route::parse_hop(value).ok_or_else(|| OutboundError::BadHop { what: what.into(), value: value.into() })
         };
@@ -112,6 +119,7 @@ impl Outbound {
             config: config.clone(),
             hostname: hostname.to_string(),
             router: Router::new(transports, smarthost),
+            directory,
             tls: client::opportunistic_tls(),
             domains: Mutex::new(HashMap::new()),
         })
@@ -132,7 +140,13 @@ impl Outbound {
         let Ok(_permit) = gate.acquire_owned().await else {
             return vec![RcptStatus::Deferred("shutting down".into()); rcpts.len()];
         };
-        let hops = match self.router.hops(domain).await {
+        // The cluster-wide transports (`sirms ctl transports`) win over this node's config.
+        let admin_hop = self.directory.transport(domain).and_then(|relay| route::parse_hop(&relay));
+        let hops = match admin_hop {
+            Some(hop) => Ok(vec![hop]),
+            None => self.router.hops(domain).await,
+        };
+        let hops = match hops {
             Ok(hops) => hops,
             Err(RouteError::Permanent(e)) => return vec![RcptStatus::Failed(e); rcpts.len()],
             Err(RouteError::Temporary(e)) => return vec![RcptStatus::Deferred(e); rcpts.len()],
@@ -226,6 +240,7 @@ mod tests {
     #[test]
     fn bad_transports_are_config_errors() {
         let c = OutboundConfig { transports: [("x.test".into(), "host:port".into())].into(), ..Default::default() };
-        assert!(Outbound::new(&c, "n1").is_err());
+        let directory = Arc::new(crate::directory::DirectoryData::default());
+        assert!(Outbound::new(&c, "n1", directory).is_err());
     }
 }
