@@ -433,3 +433,42 @@ m.logout()
     mbsync();
     assert_eq!(local_state(&local), second, "a sync with nothing to do changed the local side");
 }
+
+#[test]
+fn quota_shows_the_directory_limit_and_no_root_without_one() {
+    let quota_user = r#"{ address = "carol@example.test", password = "{plain}carol-pw", quota_bytes = 1048576 }"#;
+    let node = MailNode::start_with_users([127, 0, 0, 1], "imap-node.example.test", "", &[quota_user]);
+    let out = run(
+        &node,
+        r#"
+s = smtplib.SMTP("127.0.0.1", a["smtp"], timeout=20)
+for i in range(3):
+    s.sendmail("x@remote.test", ["carol@example.test"], b"Subject: q\r\n\r\n" + b"x" * 1000 + b"\r\n")
+s.quit()
+m = connect("carol@example.test", "carol-pw")
+out["caps"] = sorted(m.capabilities)
+typ, data = m.getquotaroot("INBOX")
+out["root"] = [[d.decode() if d else d for d in part] for part in data]
+out["quota"] = [d.decode() for d in ok(m.getquota('""'))]
+typ, data = m.setquota('""', "(STORAGE 10)")
+out["setquota"] = [typ, data[0].decode()]
+m.logout()
+m = connect()
+typ, data = m.getquotaroot("INBOX")
+out["unlimited"] = [[d.decode() if d else d for d in part] for part in data]
+m.logout()
+"#,
+    );
+    let caps = out["caps"].as_array().unwrap();
+    assert!(caps.iter().any(|c| c == "QUOTA") && caps.iter().any(|c| c == "QUOTA=RES-STORAGE"), "{out}");
+    assert!(!caps.iter().any(|c| c == "QUOTASET" || c == "QUOTA=RES-MESSAGE"), "{out}");
+    let stored: usize = node.inbox("carol@example.test").iter().map(Vec::len).sum();
+    let used = stored.div_ceil(1024);
+    let quota = format!("\"\" (STORAGE {used} 1024)");
+    assert_eq!(out["root"], serde_json::json!([["INBOX \"\""], [quota]]));
+    assert_eq!(out["quota"], serde_json::json!([quota]));
+    assert_eq!(out["setquota"][0], "NO", "{out}");
+    assert!(out["setquota"][1].as_str().unwrap().starts_with("[NOPERM]"), "{out}");
+    // alice has no limit: no quota root, and no QUOTA response with a limit that does not exist.
+    assert_eq!(out["unlimited"], serde_json::json!([["INBOX"], [null]]));
+}
