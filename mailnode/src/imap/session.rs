@@ -159,7 +159,7 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QUOTA QUOTA=RES-STORAGE",
+             QUOTA QUOTA=RES-STORAGE BINARY",
         );
         if self.user.is_none() {
             if self.config.starttls_offered && !self.tls_active {

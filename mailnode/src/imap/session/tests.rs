@@ -323,3 +323,36 @@ async fn quota_roots_only_where_there_is_a_limit() {
     let out = run(&mut s, "q6 GETQUOTA \"\"").await;
     assert!(out.starts_with("q6 NO [NONEXISTENT]"), "{out}");
 }
+
+#[tokio::test]
+async fn binary_fetches_decoded_parts() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let out = run(&mut s, "c CAPABILITY").await;
+    assert!(out.contains(" BINARY"), "{out}");
+    let message = "Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n\
+--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAw==\r\n\
+--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n--b--\r\n";
+    append(&mut s, "INBOX", "", message).await;
+    run(&mut s, "s SELECT INBOX").await;
+    let out =
+        run(&mut s, "f1 FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1] BINARY.PEEK[2] BINARY.SIZE[2] BINARY.PEEK[1]<2.10>)")
+            .await;
+    assert_eq!(
+        out,
+        "* 1 FETCH (BINARY[1] {5}\r\ncaf\u{e9} BINARY.SIZE[1] 5 BINARY[2] ~{4}\r\n\0\x01\x02\x03 BINARY.SIZE[2] 4 \
+BINARY[1]<2> {3}\r\nf\u{e9})\r\nf1 OK FETCH completed\r\n"
+    );
+    let out = run(&mut s, "f2 FETCH 1 (FLAGS)").await;
+    assert!(!out.contains("\\Seen"), "BINARY.PEEK leaves \\Seen alone: {out}");
+    let out = run(&mut s, "f3 FETCH 1 (BINARY[3])").await;
+    assert!(out.starts_with("f3 NO [UNKNOWN-CTE]"), "{out}");
+    let out = run(&mut s, "f4 FETCH 1 (BINARY[2])").await;
+    assert!(out.contains("FLAGS (\\Seen \\Recent)"), "BINARY sets \\Seen: {out}");
+    // APPEND with a literal8: the NUL is stored, and BINARY[] answers with a literal8 too.
+    let out = run(&mut s, "a8 APPEND INBOX ~{11+}\r\nSubject:\0\r\n").await;
+    assert!(out.contains("* 2 EXISTS\r\n") && out.contains("a8 OK [APPENDUID"), "{out}");
+    let out = run(&mut s, "f5 FETCH 2 (BINARY.PEEK[] BINARY.SIZE[])").await;
+    assert!(out.contains("* 2 FETCH (BINARY[] ~{11}\r\nSubject:\0\r\n BINARY.SIZE[] 11)\r\n"), "{out}");
+}
