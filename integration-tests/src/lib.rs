@@ -216,13 +216,20 @@ impl MailNode {
 
     /// The same, listening on loopback address `ip`.
     pub fn start_on(ip: [u8; 4], hostname: &str, extra: &str) -> MailNode {
+        MailNode::start_with_users(ip, hostname, extra, &[])
+    }
+
+    /// The same, with more users: each an inline TOML table of `[directory] users`
+    /// (`{ address = "…", password = "{plain}…", quota_bytes = … }`).
+    pub fn start_with_users(ip: [u8; 4], hostname: &str, extra: &str, more_users: &[&str]) -> MailNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let ip = Ipv4Addr::from(ip);
         let port = |_| -> SocketAddr { SocketAddr::new(ip.into(), free_port_on(ip)) };
         let (smtp, submission, submissions, pop3, pop3s) = (port(0), port(1), port(2), port(3), port(4));
         let (imap, imaps) = (port(5), port(6));
-        let users: Vec<String> =
+        let mut users: Vec<String> =
             TEST_USERS.iter().map(|(u, p)| format!("{{ address = \"{u}\", password = \"{{plain}}{p}\" }}")).collect();
+        users.extend(more_users.iter().map(|u| u.to_string()));
         let config = format!(
             r#"
 hostname = "{hostname}"

@@ -433,3 +433,94 @@ m.logout()
     mbsync();
     assert_eq!(local_state(&local), second, "a sync with nothing to do changed the local side");
 }
+
+#[test]
+fn quota_shows_the_directory_limit_and_no_root_without_one() {
+    let quota_user = r#"{ address = "carol@example.test", password = "{plain}carol-pw", quota_bytes = 1048576 }"#;
+    let node = MailNode::start_with_users([127, 0, 0, 1], "imap-node.example.test", "", &[quota_user]);
+    let out = run(
+        &node,
+        r#"
+s = smtplib.SMTP("127.0.0.1", a["smtp"], timeout=20)
+for i in range(3):
+    s.sendmail("x@remote.test", ["carol@example.test"], b"Subject: q\r\n\r\n" + b"x" * 1000 + b"\r\n")
+s.quit()
+m = connect("carol@example.test", "carol-pw")
+out["caps"] = sorted(m.capabilities)
+typ, data = m.getquotaroot("INBOX")
+out["root"] = [[d.decode() if d else d for d in part] for part in data]
+out["quota"] = [d.decode() for d in ok(m.getquota('""'))]
+typ, data = m.setquota('""', "(STORAGE 10)")
+out["setquota"] = [typ, data[0].decode()]
+m.logout()
+m = connect()
+typ, data = m.getquotaroot("INBOX")
+out["unlimited"] = [[d.decode() if d else d for d in part] for part in data]
+m.logout()
+"#,
+    );
+    let caps = out["caps"].as_array().unwrap();
+    assert!(caps.iter().any(|c| c == "QUOTA") && caps.iter().any(|c| c == "QUOTA=RES-STORAGE"), "{out}");
+    assert!(!caps.iter().any(|c| c == "QUOTASET" || c == "QUOTA=RES-MESSAGE"), "{out}");
+    let stored: usize = node.inbox("carol@example.test").iter().map(Vec::len).sum();
+    let used = stored.div_ceil(1024);
+    let quota = format!("\"\" (STORAGE {used} 1024)");
+    assert_eq!(out["root"], serde_json::json!([["INBOX \"\""], [quota]]));
+    assert_eq!(out["quota"], serde_json::json!([quota]));
+    assert_eq!(out["setquota"][0], "NO", "{out}");
+    assert!(out["setquota"][1].as_str().unwrap().starts_with("[NOPERM]"), "{out}");
+    // alice has no limit: no quota root, and no QUOTA response with a limit that does not exist.
+    assert_eq!(out["unlimited"], serde_json::json!([["INBOX"], [null]]));
+}
+
+#[test]
+fn binary_fetch_decodes_parts() {
+    let node = MailNode::start("imap-node.example.test", "");
+    let with_nul = "Subject: nul\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAw==\r\n";
+    let unknown = "Subject: uu\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n";
+    let out = run(
+        &node,
+        &format!(
+            r#"
+m = connect()
+out["caps"] = sorted(m.capabilities)
+for msg in ({NESTED:?}, {with_nul:?}, {unknown:?}):
+    ok(m.append("INBOX", None, None, msg.encode()))
+m.select("INBOX")
+data = ok(m.fetch("1", "(BINARY.PEEK[3] BINARY.SIZE[3] BINARY.PEEK[1.1]<0.5>)"))
+out["nested"] = [[d[0].decode(), d[1].decode()] if isinstance(d, tuple) else d.decode() for d in data]
+data = ok(m.fetch("2", "(BINARY.PEEK[1])"))
+out["nul"] = [data[0][0].decode(), data[0][1].hex()]
+out["unseen"] = ok(m.search(None, "UNSEEN"))[0].decode()
+typ, data = m.fetch("3", "(BINARY[1])")
+out["unknown"] = [typ, data[0].decode()]
+out["unseen_after"] = ok(m.search(None, "UNSEEN"))[0].decode()
+tag = m._new_tag()
+m.send(tag + b" APPEND INBOX ~{{14+}}\r\nSubject: \0\r\n\r\n\r\n")
+while True:
+    line = m.readline().decode()
+    if line.startswith(tag.decode()):
+        out["append8"] = line.strip(); break
+data = ok(m.fetch("4", "(BINARY.PEEK[])"))
+out["fetch8"] = [data[0][0].decode(), data[0][1].hex()]
+m.logout()
+"#
+        ),
+    );
+    assert!(out["caps"].as_array().unwrap().iter().any(|c| c == "BINARY"), "{out}");
+    // The base64 attachment ("JVBERi0=") comes decoded, with its decoded size; a partial
+    // BINARY counts decoded octets.
+    assert_eq!(
+        out["nested"],
+        serde_json::json!([["1 (BINARY[3] {5}", "%PDF-"], [" BINARY.SIZE[3] 5 BINARY[1.1]<0> {5}", "plain"], ")"])
+    );
+    // Decoded data with a NUL comes as a literal8, which imaplib reads like a literal.
+    assert_eq!(out["nul"], serde_json::json!(["2 (BINARY[1] ~{4}", "00010203"]));
+    assert_eq!(out["unseen"], "1 2 3", "BINARY.PEEK does not set \\Seen");
+    assert_eq!(out["unknown"][0], "NO", "{out}");
+    assert!(out["unknown"][1].as_str().unwrap().starts_with("[UNKNOWN-CTE]"), "{out}");
+    assert_eq!(out["unseen_after"], "1 2 3", "a failed BINARY FETCH does not set \\Seen");
+    // APPEND of a literal8 (RFC 3516 §4.3) stores the NUL as sent.
+    assert!(out["append8"].as_str().unwrap().contains(" OK [APPENDUID "), "{out}");
+    assert_eq!(out["fetch8"], serde_json::json!(["4 (BINARY[] ~{14}", hex(b"Subject: \0\r\n\r\n")]));
+}

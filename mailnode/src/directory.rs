@@ -35,6 +35,8 @@ pub trait Directory: Send + Sync {
     fn password_hash(&self, login: &str) -> Option<String>;
     /// Whether `login` may use `address` as envelope sender.
     fn may_send_as(&self, login: &str, address: &str) -> bool;
+    /// The most bytes `login` may store, if the administrator set a limit.
+    fn quota_bytes(&self, login: &str) -> Option<u64>;
     /// The admin's static outbound relay for a foreign domain (`sirms ctl transports`).
     fn transport(&self, _domain: &str) -> Option<String> {
         None
@@ -84,6 +86,9 @@ pub struct UserEntry {
     pub address: String,
     /// argon2 PHC hash (`sirms hash-password`), or `{plain}secret` for development.
     pub password: String,
+    /// The most bytes the user may store (IMAP QUOTA shows it); absent or 0: no limit.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
 }
 
 /// The directory section of the node's TOML.
@@ -102,6 +107,8 @@ pub struct UserRecord {
     pub password_hash: String,
     /// The node that holds the mailbox; empty means this node.
     pub home: String,
+    /// The most bytes the user may store; `None`: no limit.
+    pub quota_bytes: Option<u64>,
 }
 
 /// Who is ours at one moment: from the node's TOML (a node alone, the paper's N1) or from
@@ -143,7 +150,11 @@ impl DirectoryData {
             if !dir.domains.contains(&domain) {
                 return Err(DirectoryError::ForeignUser(login));
             }
-            let record = UserRecord { password_hash: u.password.clone(), home: String::new() };
+            let record = UserRecord {
+                password_hash: u.password.clone(),
+                home: String::new(),
+                quota_bytes: u.quota_bytes.filter(|&q| q > 0),
+            };
             if dir.users.insert(login.clone(), record).is_some() {
                 return Err(DirectoryError::Duplicate(login));
             }
@@ -163,7 +174,12 @@ impl DirectoryData {
                 .users
                 .iter()
                 .map(|u| {
-                    let record = UserRecord { password_hash: u.password_hash.clone(), home: u.home.clone() };
+                    let record = UserRecord {
+                        password_hash: u.password_hash.clone(),
+                        home: u.home.clone(),
+                        // The cluster's User message has 0 for "no limit".
+                        quota_bytes: (u.quota_bytes > 0).then_some(u.quota_bytes),
+                    };
                     (u.address.to_lowercase(), record)
                 })
                 .collect(),
@@ -255,6 +271,11 @@ impl Directory for DirectoryData {
         }
     }
 
+    fn quota_bytes(&self, login: &str) -> Option<u64> {
+        let login = canonical(login).ok()?;
+        self.users.get(&login)?.quota_bytes
+    }
+
     fn transport(&self, domain: &str) -> Option<String> {
         self.transports.get(&domain.to_lowercase()).cloned()
     }
@@ -293,6 +314,9 @@ impl Directory for LiveDirectory {
     fn may_send_as(&self, login: &str, address: &str) -> bool {
         self.current().may_send_as(login, address)
     }
+    fn quota_bytes(&self, login: &str) -> Option<u64> {
+        self.current().quota_bytes(login)
+    }
     fn transport(&self, domain: &str) -> Option<String> {
         self.current().transport(domain)
     }
@@ -306,8 +330,9 @@ mod tests {
         let cfg: DirectoryConfig = toml::from_str(
             r#"
             domains = ["Example.test"]
-            users = [ { address = "Alice@example.test", password = "{plain}pw" },
-                      { address = "bob@example.test", password = "{plain}pw2" } ]
+            users = [ { address = "Alice@example.test", password = "{plain}pw", quota_bytes = 1048576 },
+                      { address = "bob@example.test", password = "{plain}pw2" },
+                      { address = "carol@example.test", password = "{plain}pw3", quota_bytes = 0 } ]
             [aliases]
             "postmaster@example.test" = ["alice@example.test"]
             "team@example.test" = ["alice@example.test", "bob@example.test"]
@@ -360,10 +385,33 @@ mod tests {
     }
 
     #[test]
+    fn quotas() {
+        let d = dir();
+        assert_eq!(d.quota_bytes("ALICE@example.test"), Some(1_048_576));
+        assert_eq!(d.quota_bytes("bob@example.test"), None, "no quota_bytes: no limit");
+        assert_eq!(d.quota_bytes("carol@example.test"), None, "0 means no limit, as in the cluster directory");
+        assert_eq!(d.quota_bytes("nobody@example.test"), None);
+        let user = |address: &str, quota_bytes| sirms_proto::cluster::User {
+            address: address.into(),
+            password_hash: "x".into(),
+            home: String::new(),
+            quota_bytes,
+        };
+        let snapshot = sirms_proto::cluster::DirectorySnapshot {
+            domains: vec!["example.test".into()],
+            users: vec![user("a@example.test", 5000), user("b@example.test", 0)],
+            ..Default::default()
+        };
+        let d = DirectoryData::from_snapshot(&snapshot);
+        assert_eq!(d.quota_bytes("a@example.test"), Some(5000));
+        assert_eq!(d.quota_bytes("b@example.test"), None);
+    }
+
+    #[test]
     fn rejects_bad_config() {
         let cfg = DirectoryConfig {
             domains: vec!["a.test".into()],
-            users: vec![UserEntry { address: "u@b.test".into(), password: "x".into() }],
+            users: vec![UserEntry { address: "u@b.test".into(), password: "x".into(), quota_bytes: None }],
             ..Default::default()
         };
         assert!(matches!(DirectoryData::from_config(&cfg), Err(DirectoryError::ForeignUser(_))));

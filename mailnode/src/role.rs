@@ -251,6 +251,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         let service = Arc::new(ImapService {
             hostname: config.hostname.clone(),
             authenticator: authenticator.clone(),
+            directory: directory.clone(),
             store: store.clone(),
             tls: Some(acceptor.clone()),
             allow_plaintext_auth: config.allow_plaintext_auth,

@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use super::response::{self, Code, Status};
 use super::session::{Next, Session, SessionConfig};
 use crate::auth::Authenticator;
+use crate::directory::Directory;
 use crate::net::listener::Accepted;
 use crate::net::stream::Stream;
 
@@ -52,6 +53,8 @@ impl Default for ImapLimits {
 pub struct ImapService {
     pub hostname: String,
     pub authenticator: Authenticator,
+    /// For the users' quotas.
+    pub directory: Arc<dyn Directory>,
     pub store: Arc<dyn MailStore>,
     /// For STARTTLS; `None` means it is not offered.
     pub tls: Option<TlsAcceptor>,
@@ -206,7 +209,14 @@ impl ImapService {
             max_bad_commands: self.limits.max_bad_commands,
         });
         let tls = conn.stream.is_tls();
-        let mut session = Session::new(config, self.store.clone(), self.authenticator.clone(), client.ip(), tls);
+        let mut session = Session::new(
+            config,
+            self.store.clone(),
+            self.authenticator.clone(),
+            self.directory.clone(),
+            client.ip(),
+            tls,
+        );
         let mut io = BufWriter::new(conn.stream);
         tracing::info!(%client, tls, "imap session start");
         let result = self.run(&mut session, &mut io).await;

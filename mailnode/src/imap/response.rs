@@ -25,7 +25,7 @@ impl Status {
     }
 }
 
-/// A response code, the bracketed part of a status response (RFC 3501 §7.1, 4315, 5530, 7162).
+/// A response code, the bracketed part of a status response (RFC 3501 §7.1, 3516, 4315, 5530, 7162).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Code {
     Alert,
@@ -58,6 +58,7 @@ pub enum Code {
     InUse,
     ClientBug,
     OverQuota,
+    UnknownCte,
 }
 
 impl Display for Code {
@@ -95,6 +96,7 @@ impl Display for Code {
             Code::InUse => f.write_str("INUSE"),
             Code::ClientBug => f.write_str("CLIENTBUG"),
             Code::OverQuota => f.write_str("OVERQUOTA"),
+            Code::UnknownCte => f.write_str("UNKNOWN-CTE"),
         }
     }
 }
@@ -187,6 +189,15 @@ impl Data {
         self
     }
 
+    /// Appends decoded content (BINARY, RFC 3516): a literal, or a literal8 (`~{n}`) when it
+    /// holds a NUL, which a literal may not.
+    pub fn binary(&mut self, bytes: &[u8]) -> &mut Data {
+        if bytes.contains(&0) {
+            self.out.push(b'~');
+        }
+        self.literal(bytes)
+    }
+
     /// Appends a string or `NIL`.
     pub fn nstring(&mut self, bytes: Option<&[u8]>) -> &mut Data {
         match bytes {
@@ -247,5 +258,12 @@ mod tests {
         d.raw(" ").string(b"a \"b\"").raw(" ").string(b"caf\xc3\xa9").raw(" ").nstring(None);
         d.raw(" ").astring("INBOX").raw(" ").astring("a b").raw(" ").astring("");
         assert_eq!(d.finish(), b"* X \"a \\\"b\\\"\" {5}\r\ncaf\xc3\xa9 NIL INBOX \"a b\" \"\"\r\n".to_vec());
+    }
+
+    #[test]
+    fn binary_literals() {
+        let mut d = Data::new("X");
+        d.raw(" ").binary(b"a\xffb").raw(" ").binary(b"a\0b");
+        assert_eq!(d.finish(), b"* X {3}\r\na\xffb ~{3}\r\na\0b\r\n".to_vec());
     }
 }

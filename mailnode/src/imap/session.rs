@@ -20,6 +20,7 @@ use super::flags;
 use super::response::{self, Code, Data, Status};
 use super::selected::Selected;
 use crate::auth::Authenticator;
+use crate::directory::Directory;
 
 /// Where responses go: the connection, or a buffer in tests.
 pub type Sink<'a> = dyn AsyncWrite + Unpin + Send + 'a;
@@ -81,6 +82,8 @@ pub struct Session {
     pub(crate) config: Arc<SessionConfig>,
     pub(crate) store: Arc<dyn MailStore>,
     pub(crate) authenticator: Authenticator,
+    /// Where the user's quota comes from.
+    pub(crate) directory: Arc<dyn Directory>,
     pub(crate) client: IpAddr,
     pub(crate) tls_active: bool,
     /// The canonical login: the store's user name.
@@ -103,6 +106,7 @@ impl Session {
         config: Arc<SessionConfig>,
         store: Arc<dyn MailStore>,
         authenticator: Authenticator,
+        directory: Arc<dyn Directory>,
         client: IpAddr,
         tls_active: bool,
     ) -> Session {
@@ -110,6 +114,7 @@ impl Session {
             config,
             store,
             authenticator,
+            directory,
             client,
             tls_active,
             user: None,
@@ -153,7 +158,8 @@ impl Session {
     /// The CAPABILITY list for the current state.
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
-            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE",
+            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
+             QUOTA QUOTA=RES-STORAGE BINARY",
         );
         if self.user.is_none() {
             if self.config.starttls_offered && !self.tls_active {
@@ -251,6 +257,9 @@ impl Session {
             CommandBody::Append { mailbox, flags, date, message } => {
                 self.append(&mailbox, &flags, date.as_ref(), &message).await
             }
+            CommandBody::GetQuotaRoot { mailbox } => self.get_quota_root(&mailbox, out).await,
+            CommandBody::GetQuota { root } => self.get_quota(&root, out).await,
+            CommandBody::SetQuota { .. } => self.set_quota().await,
             CommandBody::Close => self.close(true).await,
             CommandBody::Unselect => self.close(false).await,
             CommandBody::Expunge => self.expunge(None, out).await,

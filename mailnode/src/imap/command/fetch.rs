@@ -1,4 +1,5 @@
-//! FETCH and UID FETCH: every RFC 3501 data item, MODSEQ and CHANGEDSINCE (RFC 7162).
+//! FETCH and UID FETCH: every RFC 3501 data item, MODSEQ and CHANGEDSINCE (RFC 7162), BINARY and
+//! BINARY.SIZE (RFC 3516).
 
 use std::collections::HashMap;
 
@@ -13,9 +14,10 @@ use tokio::io::AsyncWriteExt;
 use crate::imap::date;
 use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::fetch::section::{self, Section};
-use crate::imap::fetch::{self as mime, PartRef, envelope, structure};
+use crate::imap::fetch::{self as mime, PartRef, binary, envelope, structure};
 use crate::imap::flags;
-use crate::imap::response::Data;
+use crate::imap::response::{Code, Data};
+use crate::imap::selected::Selected;
 use crate::imap::session::{Session, Sink};
 
 /// Messages read from the store per round trip: bounds memory for `1:* BODY[]`.
@@ -35,7 +37,21 @@ enum Item {
     Rfc822,
     Rfc822Header,
     Rfc822Text,
-    Section { section: Section, partial: Option<(u32, u32)>, peek: bool },
+    Section {
+        section: Section,
+        partial: Option<(u32, u32)>,
+        peek: bool,
+    },
+    /// `BINARY[path]<partial>`: the part decoded.
+    Binary {
+        path: Vec<u32>,
+        partial: Option<(u32, u32)>,
+        peek: bool,
+    },
+    /// `BINARY.SIZE[path]`: the length of the part decoded.
+    BinarySize {
+        path: Vec<u32>,
+    },
 }
 
 impl Item {
@@ -72,8 +88,13 @@ impl Item {
                 };
                 Item::Section { section, partial: partial.map(|(o, l)| (o, l.get())), peek: *peek }
             }
-            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
-                return Err(CommandError::bad("BINARY is not supported"));
+            MessageDataItemName::Binary { section, partial, peek } => Item::Binary {
+                path: section.iter().map(|n| n.get()).collect(),
+                partial: partial.map(|(o, l)| (o, l.get())),
+                peek: *peek,
+            },
+            MessageDataItemName::BinarySize { section } => {
+                Item::BinarySize { path: section.iter().map(|n| n.get()).collect() }
             }
         })
     }
@@ -83,7 +104,10 @@ impl Item {
     }
 
     fn sets_seen(&self) -> bool {
-        matches!(self, Item::Rfc822 | Item::Rfc822Text | Item::Section { peek: false, .. })
+        matches!(
+            self,
+            Item::Rfc822 | Item::Rfc822Text | Item::Section { peek: false, .. } | Item::Binary { peek: false, .. }
+        )
     }
 }
 
@@ -128,6 +152,22 @@ impl Session {
         let name = view.name.clone();
         for chunk in indexes.chunks(BATCH) {
             let view = self.selected()?;
+            let bodies: HashMap<u32, Bytes> = if needs_bytes {
+                let uids = view.uids(chunk);
+                self.store
+                    .fetch(&user, &name, &uids, BodyPart::Full)
+                    .await?
+                    .into_iter()
+                    .filter_map(|m| Some((m.meta.uid, m.body?)))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+            // A BINARY item that cannot be answered fails the command before this batch sets \Seen.
+            let view = self.selected()?;
+            if let Some((index, encoding)) = undecodable(view, chunk, &bodies, &items) {
+                return Err(unknown_cte(index, &encoding));
+            }
             let mut seen_now = UidSet::new();
             if sets_seen {
                 let unseen: UidSet = chunk
@@ -147,18 +187,6 @@ impl Session {
                 }
             }
             let view = self.selected()?;
-            let bodies: HashMap<u32, Bytes> = if needs_bytes {
-                let uids = view.uids(chunk);
-                self.store
-                    .fetch(&user, &name, &uids, BodyPart::Full)
-                    .await?
-                    .into_iter()
-                    .filter_map(|m| Some((m.meta.uid, m.body?)))
-                    .collect()
-            } else {
-                HashMap::new()
-            };
-            let view = self.selected()?;
             let mut lines = Vec::new();
             for &index in chunk {
                 let Some(entry) = view.entry(index) else { continue };
@@ -168,7 +196,7 @@ impl Session {
                     // The implicit \Seen is reported with the data (RFC 3501 §6.4.5).
                     wanted.push(Item::Flags);
                 }
-                lines.extend(render(index + 1, entry, raw, &wanted));
+                lines.extend(render(index + 1, entry, raw, &wanted).map_err(|e| unknown_cte(index, &e.0))?);
             }
             out.write_all(&lines).await?;
         }
@@ -176,8 +204,50 @@ impl Session {
     }
 }
 
-/// One `* n FETCH (…)` response.
-fn render(seq: usize, entry: &crate::imap::selected::Entry, raw: Option<&[u8]>, items: &[Item]) -> Vec<u8> {
+/// The first message of `chunk` (its index and the encoding) with a part a BINARY item asks
+/// for in a Content-Transfer-Encoding that cannot be undone.
+fn undecodable(
+    view: &Selected,
+    chunk: &[usize],
+    bodies: &HashMap<u32, Bytes>,
+    items: &[Item],
+) -> Option<(usize, String)> {
+    let paths: Vec<&[u32]> = items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Binary { path, .. } | Item::BinarySize { path } => Some(path.as_slice()),
+            _ => None,
+        })
+        .collect();
+    if paths.is_empty() {
+        return None;
+    }
+    for &index in chunk {
+        let Some(raw) = view.entry(index).and_then(|e| bodies.get(&e.meta.uid)) else { continue };
+        let parsed = mime::parse(raw);
+        for path in &paths {
+            if let Err(binary::UnknownCte(encoding)) = binary::extract(raw, parsed.as_ref(), path) {
+                return Some((index, encoding));
+            }
+        }
+    }
+    None
+}
+
+/// The tagged NO of a BINARY FETCH that met an unknown encoding (RFC 3516 §4.1); what was
+/// answered before it stands.
+fn unknown_cte(index: usize, encoding: &str) -> CommandError {
+    let text = format!("message {} has a part in Content-Transfer-Encoding {encoding:?}", index + 1);
+    CommandError::no(Some(Code::UnknownCte), text)
+}
+
+/// One `* n FETCH (…)` response; fails on a BINARY item whose part's encoding is unknown.
+fn render(
+    seq: usize,
+    entry: &crate::imap::selected::Entry,
+    raw: Option<&[u8]>,
+    items: &[Item],
+) -> Result<Vec<u8>, binary::UnknownCte> {
     let raw = raw.unwrap_or_default();
     let parsed = if items
         .iter()
@@ -257,8 +327,24 @@ fn render(seq: usize, entry: &crate::imap::selected::Entry, raw: Option<&[u8]>, 
                     }
                 }
             }
+            Item::Binary { path, partial, .. } => {
+                let bytes = binary::extract(raw, parsed.as_ref(), path)?;
+                data.raw(format_args!("BINARY[{}]", Section::Part(path.clone()).spec()));
+                match partial {
+                    Some((origin, length)) => {
+                        data.raw(format_args!("<{origin}> ")).binary(section::partial(&bytes, *origin, *length));
+                    }
+                    None => {
+                        data.raw(" ").binary(&bytes);
+                    }
+                }
+            }
+            Item::BinarySize { path } => {
+                let bytes = binary::extract(raw, parsed.as_ref(), path)?;
+                data.raw(format_args!("BINARY.SIZE[{}] {}", Section::Part(path.clone()).spec(), bytes.len()));
+            }
         }
     }
     data.raw(")");
-    data.finish()
+    Ok(data.finish())
 }

@@ -8,6 +8,7 @@ mod fetch;
 mod info;
 pub mod list;
 mod mailbox;
+mod quota;
 pub mod search;
 mod select;
 mod status;

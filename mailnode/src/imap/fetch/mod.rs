@@ -1,6 +1,7 @@
-//! What FETCH computes from a message's bytes: sections, ENVELOPE, BODYSTRUCTURE. Pure
+//! What FETCH computes from a message's bytes: sections, decoded parts, ENVELOPE, BODYSTRUCTURE. Pure
 //! functions over the MIME tree mail-parser builds, so they are unit-tested without a store.
 
+pub mod binary;
 pub mod envelope;
 pub mod header;
 pub mod section;

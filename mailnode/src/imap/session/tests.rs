@@ -11,16 +11,22 @@ use super::*;
 use crate::auth::throttle::{Throttle, ThrottleConfig};
 use crate::directory::{DirectoryConfig, DirectoryData};
 
-fn authenticator() -> Authenticator {
+/// alice has no quota; quota@example.test may store 10 KiB.
+fn directory() -> Arc<DirectoryData> {
     let cfg: DirectoryConfig = toml::from_str(
         r#"
 domains = ["example.test"]
-users = [ { address = "alice@example.test", password = "{plain}pw" } ]
+users = [ { address = "alice@example.test", password = "{plain}pw" },
+          { address = "quota@example.test", password = "{plain}pw", quota_bytes = 10240 } ]
 "#,
     )
     .expect("directory config");
+    Arc::new(DirectoryData::from_config(&cfg).expect("directory"))
+}
+
+fn authenticator(directory: Arc<DirectoryData>) -> Authenticator {
     let throttle = Throttle::new(&ThrottleConfig::default(), &[]).expect("throttle");
-    Authenticator::new(Arc::new(DirectoryData::from_config(&cfg).expect("directory")), Arc::new(throttle))
+    Authenticator::new(directory, Arc::new(throttle))
 }
 
 struct Harness {
@@ -38,12 +44,24 @@ impl Harness {
     fn session(&self, plaintext: bool) -> Session {
         let mut config = SessionConfig::new("imap.example.test");
         config.allow_plaintext_auth = plaintext;
-        Session::new(Arc::new(config), self.store.clone(), authenticator(), IpAddr::V4(Ipv4Addr::LOCALHOST), false)
+        let directory = directory();
+        Session::new(
+            Arc::new(config),
+            self.store.clone(),
+            authenticator(directory.clone()),
+            directory,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            false,
+        )
     }
 
     async fn logged_in(&self) -> Session {
+        self.logged_in_as("alice@example.test").await
+    }
+
+    async fn logged_in_as(&self, user: &str) -> Session {
         let mut s = self.session(true);
-        let out = run(&mut s, "a LOGIN alice@example.test pw").await;
+        let out = run(&mut s, &format!("a LOGIN {user} pw")).await;
         assert!(out.contains("a OK"), "{out}");
         s
     }
@@ -272,4 +290,69 @@ async fn bad_input_is_counted() {
     let (out, next) = run_next(&mut s, "x BOGUS").await;
     assert!(out.ends_with("* BYE too many invalid commands\r\n"), "{out}");
     assert_eq!(next, Next::Close);
+}
+
+#[tokio::test]
+async fn quota_roots_only_where_there_is_a_limit() {
+    let h = Harness::new();
+    let mut s = h.logged_in_as("quota@example.test").await;
+    let out = run(&mut s, "c CAPABILITY").await;
+    assert!(out.contains(" QUOTA QUOTA=RES-STORAGE") && !out.contains("QUOTASET"), "{out}");
+    let out = run(&mut s, "q0 GETQUOTAROOT INBOX").await;
+    assert_eq!(out, "* QUOTAROOT INBOX \"\"\r\n* QUOTA \"\" (STORAGE 0 10)\r\nq0 OK GETQUOTAROOT completed\r\n");
+    let message = "Subject: x\r\n\r\n".to_string() + &"a".repeat(1500);
+    append(&mut s, "INBOX", "", &message).await;
+    append(&mut s, "Sent", "", &message).await;
+    // Every mailbox, existing or not, has the one root over all of them.
+    let out = run(&mut s, "q1 GETQUOTAROOT \"No such/box\"").await;
+    assert_eq!(
+        out,
+        "* QUOTAROOT \"No such/box\" \"\"\r\n* QUOTA \"\" (STORAGE 3 10)\r\nq1 OK GETQUOTAROOT completed\r\n"
+    );
+    let out = run(&mut s, "q2 GETQUOTA \"\"").await;
+    assert_eq!(out, "* QUOTA \"\" (STORAGE 3 10)\r\nq2 OK GETQUOTA completed\r\n");
+    let out = run(&mut s, "q3 GETQUOTA \"#user/quota\"").await;
+    assert!(out.starts_with("q3 NO [NONEXISTENT]"), "{out}");
+    let out = run(&mut s, "q4 SETQUOTA \"\" (STORAGE 100)").await;
+    assert!(out.starts_with("q4 NO [NOPERM]"), "{out}");
+
+    // Without a limit there is no quota root, rather than a made-up limit.
+    let mut s = h.logged_in().await;
+    let out = run(&mut s, "q5 GETQUOTAROOT INBOX").await;
+    assert_eq!(out, "* QUOTAROOT INBOX\r\nq5 OK GETQUOTAROOT completed\r\n");
+    let out = run(&mut s, "q6 GETQUOTA \"\"").await;
+    assert!(out.starts_with("q6 NO [NONEXISTENT]"), "{out}");
+}
+
+#[tokio::test]
+async fn binary_fetches_decoded_parts() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let out = run(&mut s, "c CAPABILITY").await;
+    assert!(out.contains(" BINARY"), "{out}");
+    let message = "Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n\
+--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAw==\r\n\
+--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n--b--\r\n";
+    append(&mut s, "INBOX", "", message).await;
+    run(&mut s, "s SELECT INBOX").await;
+    let out =
+        run(&mut s, "f1 FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1] BINARY.PEEK[2] BINARY.SIZE[2] BINARY.PEEK[1]<2.10>)")
+            .await;
+    assert_eq!(
+        out,
+        "* 1 FETCH (BINARY[1] {5}\r\ncaf\u{e9} BINARY.SIZE[1] 5 BINARY[2] ~{4}\r\n\0\x01\x02\x03 BINARY.SIZE[2] 4 \
+BINARY[1]<2> {3}\r\nf\u{e9})\r\nf1 OK FETCH completed\r\n"
+    );
+    let out = run(&mut s, "f2 FETCH 1 (FLAGS)").await;
+    assert!(!out.contains("\\Seen"), "BINARY.PEEK leaves \\Seen alone: {out}");
+    let out = run(&mut s, "f3 FETCH 1 (BINARY[3])").await;
+    assert!(out.starts_with("f3 NO [UNKNOWN-CTE]"), "{out}");
+    let out = run(&mut s, "f4 FETCH 1 (BINARY[2])").await;
+    assert!(out.contains("FLAGS (\\Seen \\Recent)"), "BINARY sets \\Seen: {out}");
+    // APPEND with a literal8: the NUL is stored, and BINARY[] answers with a literal8 too.
+    let out = run(&mut s, "a8 APPEND INBOX ~{11+}\r\nSubject:\0\r\n").await;
+    assert!(out.contains("* 2 EXISTS\r\n") && out.contains("a8 OK [APPENDUID"), "{out}");
+    let out = run(&mut s, "f5 FETCH 2 (BINARY.PEEK[] BINARY.SIZE[])").await;
+    assert!(out.contains("* 2 FETCH (BINARY[] ~{11}\r\nSubject:\0\r\n BINARY.SIZE[] 11)\r\n"), "{out}");
 }
