@@ -233,30 +233,56 @@ fn a_node_killed_with_undelivered_mail_delivers_it_after_restart() {
 }
 
 #[test]
-fn the_admins_transport_reaches_every_node_through_the_directory() {
+fn the_admins_transport_and_queue_commands_reach_every_node() {
     let work = tempfile::tempdir().expect("tempdir");
     let mta_port = free_port_on(Ipv4Addr::new(127, 0, 0, 4));
     let mta = Mta::start(work.path(), mta_port);
     let router = RouterProcess::start();
     let extra = format!(
-        // A dead smarthost: until the node has the admin's transport, mail waits rather
-        // than going to DNS (tests talk to loopback only).
-        "allow_plaintext_auth = true\n{}[outbound]\negress = \"127.0.0.3\"\nretry_initial_secs = 1\n\
-         retry_max_secs = 1\nsmarthost = \"127.0.0.9:9\"\n",
+        // A dead smarthost: until the node has the admin's transport, mail waits (an hour:
+        // only `queue flush` brings it out sooner) rather than going to DNS.
+        "allow_plaintext_auth = true\n{}[outbound]\negress = \"127.0.0.3\"\nretry_initial_secs = 3600\n\
+         smarthost = \"127.0.0.9:9\"\n",
         router.node_extra("node1", [127, 0, 0, 1])
     );
     let node = MailNode::start("node1.example.test", &extra);
     router.wait_nodes(" up ", 1);
     router.ctl(&["domains", "add", "example.test"]);
     router.ctl(&["users", "add", "alice@example.test", "--password", "alice-pw", "--home", "node1"]);
+
+    // Two messages wait in node1's queue after a failed first attempt.
+    submit(&node, "Subject: keep\r\n\r\nhi\r\n", &["someone@far.test"]);
+    submit(&node, "Subject: drop\r\n\r\nbye\r\n", &["other@far.test"]);
+    let queued = |rcpt: &str| -> Option<serde_json::Value> {
+        let list: serde_json::Value = serde_json::from_str(&router.ctl(&["queue", "list", "--json"])).expect("json");
+        let messages = list[0]["messages"].as_array().cloned().unwrap_or_default();
+        messages.into_iter().find(|m| m["remote"][0] == rcpt)
+    };
+    let start = Instant::now();
+    while queued("other@far.test").is_none_or(|m| m["attempts"] == 0) && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let keep = queued("someone@far.test").expect("queued");
+    let drop = queued("other@far.test").expect("queued");
+    assert!(keep["errors"]["someone@far.test"].as_str().unwrap_or("").contains("127.0.0.9"), "{keep}");
+    let table = router.ctl(&["queue", "list"]);
+    assert!(table.contains("someone@far.test") && table.contains("alice@example.test"), "{table}");
+    let details = router.ctl(&["queue", "show", keep["id"].as_str().unwrap()]);
+    assert!(details.contains("node: node1") && details.contains("remote: someone@far.test: "), "{details}");
+    let id = drop["id"].as_str().unwrap();
+    assert_eq!(router.ctl(&["queue", "rm", id]).trim(), format!("removed {id} from node1"));
+    assert!(queued("other@far.test").is_none());
+    assert!(router.ctl_fails(&["queue", "rm", id]).contains("no queued message"));
+
+    // The admin routes far.test to the MTA; a flush sends the waiting message at once.
     router.ctl(&["transports", "add", "Far.Test", &format!("127.0.0.4:{mta_port}")]);
     assert_eq!(router.ctl(&["transports", "list"]).trim(), format!("far.test -> 127.0.0.4:{mta_port}"));
     let err = router.ctl_fails(&["transports", "add", "far.test", "127.0.0.4:notaport"]);
     assert!(err.contains("not host:port"), "{err}");
-
-    // The node learns the transport from the directory (no transport in its own config).
-    submit(&node, "Subject: via the admin's transport\r\n\r\nhi\r\n", &["someone@far.test"]);
+    std::thread::sleep(Duration::from_millis(500)); // the directory reaches the node
+    assert_eq!(router.ctl(&["queue", "flush"]).trim(), "node1: flushed");
     let data = mta.wait_data(1);
     assert_eq!(data.len(), 1, "{:#?}", mta.events());
     assert_eq!(data[0]["rcpts"], serde_json::json!(["someone@far.test"]));
+    assert!(data[0]["data"].as_str().unwrap().ends_with("Subject: keep\r\n\r\nhi\r\n"));
 }

@@ -6,9 +6,9 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sirms_storage::role::DEV_TOKEN;
-use sirms_storage::{LocalStore, MailStore, RemoteStore, StoreError, StoreService};
+use sirms_storage::{LocalStore, MailStore, RemoteStore, StoreError, StoreService, grpc};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::auth::Authenticator;
 use crate::auth::throttle::Throttle;
@@ -24,6 +24,7 @@ use crate::net::tls::{self, TlsError};
 use crate::outbound::Outbound;
 use crate::pop3::SessionConfig as Pop3Config;
 use crate::pop3::connection::{MaildropLocks, Pop3Service};
+use crate::queue::admin::QueueAdmin;
 use crate::queue::{self, Spool};
 use crate::smtp::connection::SmtpService;
 use crate::smtp::session::SessionConfig;
@@ -45,16 +46,25 @@ pub enum NodeError {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
-/// Registers with the router, serves this node's mailboxes to the cluster, and returns the
-/// store that reaches every user's home.
+/// What a node shares with the cluster besides its mailboxes.
+struct Member {
+    directory: Arc<LiveDirectory>,
+    load: LoadGauges,
+    spool: Arc<Spool>,
+    /// The queue runner's bell, for `sirms ctl queue flush`.
+    wake: Arc<Notify>,
+}
+
+/// Registers with the router, serves this node's mailboxes and queue to the cluster, and
+/// returns the store that reaches every user's home.
 async fn join_cluster(
     config: &NodeConfig,
     router: &str,
     own_store: Arc<dyn MailStore>,
-    directory: Arc<LiveDirectory>,
-    load: LoadGauges,
+    member: Member,
     stopped: watch::Receiver<bool>,
 ) -> Result<Arc<dyn MailStore>, NodeError> {
+    let Member { directory, load, spool, wake } = member;
     let token = config.cluster.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
     let node_id = config
         .cluster
@@ -67,17 +77,19 @@ async fn join_cluster(
         let listener = bind(addr).await?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(addr.port());
         store_endpoint = format!("http://{host}:{port}");
-        let service = StoreService::new(own_store.clone(), token.clone());
+        let store = StoreService::new(own_store.clone(), token.clone()).into_server();
+        let queue = QueueAdmin::new(spool, wake, token.clone()).into_server();
         let mut stop = stopped.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(e) = service.serve(listener, shutdown).await {
-                tracing::error!(error = %e, "store service failed");
+            let server = grpc::server().add_service(store).add_service(queue);
+            if let Err(e) = server.serve_with_incoming_shutdown(grpc::incoming(listener), shutdown).await {
+                tracing::error!(error = %e, "store and queue service failed");
             }
         });
-        tracing::info!(%addr, "serving this node's mailboxes to the cluster");
+        tracing::info!(%addr, "serving this node's mailboxes and queue to the cluster");
     }
     let port = |a: SocketAddr| u32::from(a.port());
     let node = sirms_proto::cluster::Node {
@@ -138,23 +150,27 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         }
     };
     let load = LoadGauges { spool_envelopes: config.data_dir.join("queue").join("env"), ..Default::default() };
+    let spool = Arc::new(Spool::open(config.data_dir.join("queue")).map_err(StoreError::Io)?);
+    let wake = Arc::new(Notify::new());
     let store: Arc<dyn MailStore> = match &config.cluster.router {
         None => own_store,
         Some(router) => {
-            join_cluster(&config, router, own_store, directory.clone(), load.clone(), stopped.clone()).await?
+            let member =
+                Member { directory: directory.clone(), load: load.clone(), spool: spool.clone(), wake: wake.clone() };
+            join_cluster(&config, router, own_store, member, stopped.clone()).await?
         }
     };
     let acceptor = tls::acceptor(&config.tls, &config.hostname)?;
     let throttle = Throttle::new(&config.auth, &config.trusted_proxies)?;
     let authenticator = Authenticator::new(directory.clone(), Arc::new(throttle));
     let delivery = Delivery::new(store.clone());
-    let spool = Arc::new(Spool::open(config.data_dir.join("queue")).map_err(StoreError::Io)?);
     let worker = queue::worker::Worker {
         spool: spool.clone(),
         delivery: delivery.clone(),
         outbound: Arc::new(Outbound::new(&config.outbound, &config.hostname, directory.clone())?),
         directory: directory.clone(),
         hostname: config.hostname.clone(),
+        wake,
     };
     tokio::spawn(worker.run(stopped.clone()));
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

@@ -3,6 +3,7 @@
 //! domains waiting for outbound delivery. Accepting into the spool is as durable as a
 //! mailbox append (write, fsync, rename, directory fsync), so a `250` never rests on memory.
 
+pub mod admin;
 mod envelope;
 pub mod worker;
 
@@ -55,13 +56,22 @@ impl Spool {
         write_durably(&self.dir.join("env"), &envelope.id, envelope.render().as_bytes())
     }
 
-    /// Rewrites an envelope after some recipients were done (blocking).
+    /// Rewrites an envelope after some recipients were done (blocking). Refused when the
+    /// message is gone (removed meanwhile by the admin or another pass), so no envelope is
+    /// brought back without its message.
     pub fn update(&self, envelope: &QueuedEnvelope) -> io::Result<()> {
+        if !valid_id(&envelope.id) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid queue id"));
+        }
+        fs::metadata(self.dir.join("msg").join(&envelope.id))?;
         write_durably(&self.dir.join("env"), &envelope.id, envelope.render().as_bytes())
     }
 
     /// Removes a message whose recipients are all done (blocking).
     pub fn remove(&self, id: &str) -> io::Result<()> {
+        if !valid_id(id) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid queue id"));
+        }
         // Envelope first: a message without an envelope is garbage, never a redelivery.
         fs::remove_file(self.dir.join("env").join(id))?;
         sync_dir(&self.dir.join("env"))?;
@@ -89,6 +99,11 @@ impl Spool {
     /// A queued message's bytes (blocking).
     pub fn message(&self, id: &str) -> io::Result<Vec<u8>> {
         fs::read(self.dir.join("msg").join(id))
+    }
+
+    /// A queued message's size in bytes (blocking).
+    pub fn message_size(&self, id: &str) -> io::Result<u64> {
+        Ok(fs::metadata(self.dir.join("msg").join(id))?.len())
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use super::{QueuedEnvelope, Spool};
 use crate::delivery::Delivery;
@@ -40,6 +40,8 @@ pub struct Worker {
     pub directory: Arc<dyn Directory>,
     /// Our name, in bounces.
     pub hostname: String,
+    /// Rung by `sirms ctl queue flush`: scan now rather than at the next tick.
+    pub wake: Arc<Notify>,
 }
 
 impl Worker {
@@ -49,6 +51,7 @@ impl Worker {
             self.run_once().await;
             tokio::select! {
                 _ = tokio::time::sleep(SCAN_INTERVAL) => {}
+                _ = self.wake.notified() => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -84,6 +87,12 @@ impl Worker {
         let id = env.id.clone();
         let message = match self.blocking(move |s| s.message(&id)).await {
             Ok(m) => Bytes::from(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // An envelope outlived its message (removed in a race): nothing to send.
+                let id = env.id.clone();
+                let _ = self.blocking(move |s| s.remove(&id)).await;
+                return;
+            }
             Err(e) => {
                 tracing::warn!(id = %env.id, error = %e, "queued message unreadable");
                 return;

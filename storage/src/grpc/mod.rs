@@ -19,3 +19,15 @@ const MAX_GRPC_MESSAGE: usize = 128 * 1024 * 1024;
 
 /// How often an idle connection is pinged, so a vanished peer ends its watch streams.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A tonic server set up as every internal SIRMS endpoint is (keepalive pings), for callers
+/// that serve more services next to the Store.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder().http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+}
+
+/// `listener` as tonic's connection stream, with TCP_NODELAY: without it small replies wait
+/// on delayed ACKs, and tonic does not set it for a listener it did not bind.
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}

@@ -10,11 +10,10 @@ use futures::stream::{self, BoxStream};
 use sirms_proto::store::store_server::{Store, StoreServer};
 use sirms_proto::store::{self as proto, append_chunk, fetch_chunk};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::MAX_GRPC_MESSAGE;
 use super::convert;
-use super::{KEEPALIVE_INTERVAL, MAX_GRPC_MESSAGE};
 use crate::error::StoreError;
 use crate::message::{FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage};
 use crate::store::MailStore;
@@ -42,13 +41,9 @@ impl StoreService {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
-        // Without TCP_NODELAY small replies wait on delayed ACKs; `TcpIncoming` sets it,
-        // which tonic does not do by itself for a listener it did not bind.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        super::server()
             .add_service(self.into_server())
-            .serve_with_incoming_shutdown(incoming, shutdown)
+            .serve_with_incoming_shutdown(super::incoming(listener), shutdown)
             .await
     }
 
