@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Mail checks for docker/test.sh, against the router's published ports on 127.0.0.1.
+"""Mail checks for docker/test.sh, against the router at $MAILCHECK_HOST (default
+127.0.0.1, its published ports). docker/test.sh also runs it inside client containers'
+network namespaces against the router's address on the compose network.
 
   mailcheck.py greet PORT                      -> prints the node named in the SMTP greeting
   mailcheck.py send PORT TO TOKEN [--starttls|--tls] [--auth USER:PASS]
-  mailcheck.py pop3 PORT USER:PASS TOKEN [--stls|--tls]
-  mailcheck.py imap PORT USER:PASS TOKEN [--starttls|--tls]
+  mailcheck.py pop3 PORT USER:PASS TOKEN [--stls|--tls] [--received-from IP] [--received-by NODE]
+  mailcheck.py imap PORT USER:PASS TOKEN [--starttls|--tls] [--received-from IP] [--received-by NODE]
                                                -> finds the message with TOKEN, checks its bytes
+                                                  and the node's Received: header
 
 Every command prints `node=NAME` (the node that greeted) on success and exits 0;
 on failure it prints why and exits 1 (3 for IMAP when nothing answers IMAP at all).
@@ -13,6 +16,7 @@ Certificates are self-signed: not verified.
 """
 
 import imaplib
+import os
 import poplib
 import re
 import smtplib
@@ -20,7 +24,7 @@ import socket
 import ssl
 import sys
 
-HOST = "127.0.0.1"
+HOST = os.environ.get("MAILCHECK_HOST") or "127.0.0.1"
 TIMEOUT = 20
 
 
@@ -110,6 +114,27 @@ def check_bytes(found, token, end=b""):
         raise AssertionError("Message-ID header lost")
 
 
+def option(opts, name):
+    return opts[opts.index(name) + 1] if name in opts else None
+
+
+def check_received(found, opts):
+    """The topmost Received: header (the accepting node's) names the client's address
+    (--received-from; the router passes it on in a PROXY v2 header) and the node
+    (--received-by)."""
+    want_ip, want_by = option(opts, "--received-from"), option(opts, "--received-by")
+    if want_ip is None and want_by is None:
+        return
+    m = re.search(rb"^Received: from [^\r\n]*\(\[([^\]]*)\]\)\s+by\s+(\S+)", found, re.M)
+    if not m:
+        raise AssertionError("no Received: header from a SIRMS node")
+    ip, by = m.group(1).decode(), m.group(2).decode()
+    if want_ip is not None and ip != want_ip:
+        raise AssertionError(f"Received: from [{ip}], expected [{want_ip}]")
+    if want_by is not None and by.split(".")[0] != want_by:
+        raise AssertionError(f"Received: by {by}, expected {want_by}")
+
+
 class NoImap(Exception):
     """Nothing answers IMAP on the port (the nodes do not serve it)."""
 
@@ -141,6 +166,7 @@ def cmd_imap(port, login, token, *opts):
     if found is None:
         raise AssertionError(f"no message with token {token} in INBOX")
     check_bytes(found, token, b"\r\n")
+    check_received(found, opts)
     return node
 
 
@@ -167,6 +193,7 @@ def cmd_pop3(port, login, token, *opts):
     if found is None:
         raise AssertionError(f"no message with token {token} among {count}")
     check_bytes(found, token)  # poplib has already undone the dot-stuffing
+    check_received(found, opts)
     return node
 
 
