@@ -174,6 +174,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
     tokio::spawn(worker.run(stopped.clone()));
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    // Nodes started in the same second must not hand out the same message ids: add a
+    // per-process random part (RandomState is seeded from the OS).
+    let nonce = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), started) as u16;
     let trusted = Arc::new(config.trusted_proxies.clone());
     let limits = &config.limits;
 
@@ -198,7 +201,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             spool: spool.clone(),
             tls: Some(acceptor.clone()),
             idle_timeout: Duration::from_secs(limits.smtp_idle_secs),
-            id_prefix: format!("{started:x}."),
+            id_prefix: format!("{started:x}{nonce:04x}."),
         })
     };
     let settings = |service: &'static str, implicit_tls: bool, busy_reply: &'static [u8], sessions: &Arc<AtomicU64>| {
