@@ -17,7 +17,7 @@ use super::response::{self, Code, Status};
 use super::session::{Next, Session, SessionConfig};
 use crate::auth::Authenticator;
 use crate::net::listener::Accepted;
-use crate::net::stream::Stream;
+use crate::net::stream::{HANDSHAKE_TIMEOUT, Stream};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -256,7 +256,7 @@ impl ImapService {
                     let Some(acceptor) = &self.tls else { return Ok(()) };
                     // Bytes pipelined after STARTTLS came in the clear: never parse them (RFC 3501 §6.2.1).
                     reader = Reader::new(self.limits);
-                    io.get_mut().upgrade(acceptor).await?;
+                    io.get_mut().upgrade(acceptor, HANDSHAKE_TIMEOUT).await?;
                     session.tls_started();
                     Next::Continue
                 }
