@@ -63,6 +63,14 @@ pub fn wait_for_port(addr: SocketAddr, limit: Duration) -> bool {
     false
 }
 
+/// Connects to `addr` from the loopback address `source` (any port), within `limit`.
+pub fn connect_from(source: Ipv4Addr, addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&addr.into(), limit)?;
+    Ok(socket.into())
+}
+
 /// A child process that is killed when dropped.
 pub struct Process {
     child: Child,
@@ -88,6 +96,14 @@ impl Process {
     /// The child's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A size line of `/proc/<pid>/status` in KiB: `VmRSS` (resident now), `VmHWM` (peak
+    /// resident); `None` once the process is gone.
+    pub fn status_kib(&self, key: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// The child itself.
@@ -277,12 +293,20 @@ users = [ {users} ]
         [self.smtp, self.submission, self.submissions, self.pop3, self.pop3s, self.imap, self.imaps]
     }
 
-    /// SIGKILL, then start the node again over the same config and data (same ports).
-    pub fn kill9_and_restart(&mut self) {
+    /// Kills the node (SIGKILL, if it still runs) and starts it again with the same config,
+    /// ports and data directory, as after a crash; waits until it listens.
+    pub fn restart(&mut self) {
         self.process.kill9();
         let config = self.dir.path().join("node.toml");
         self.process = Process::sirms(&["node", "-c", config.to_str().expect("utf-8")]);
         self.process.wait_listening("restarted sirms node", &self.addresses());
+    }
+
+    /// Messages the node holds in its spool (accepted, not yet in their home mailbox).
+    pub fn spooled(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("data/queue/env"))
+            .map(|d| d.filter_map(|e| e.ok()).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count())
+            .unwrap_or(0)
     }
 
     /// Delivers `n` numbered messages to alice by SMTP (`Subject: message <i>`, a body line

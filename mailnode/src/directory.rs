@@ -6,9 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use argon2::Argon2;
+use std::cell::RefCell;
+
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::Deserialize;
 
 /// Longest address accepted (RFC 5321 path limit).
@@ -63,9 +65,39 @@ pub fn verify_password(stored: &str, password: &str) -> bool {
         return constant_time_eq(plain.as_bytes(), password.as_bytes());
     }
     match PasswordHash::new(stored) {
-        Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
+        Ok(hash) => verify_argon2(&hash, password.as_bytes()).unwrap_or(false),
         Err(_) => false,
     }
+}
+
+thread_local! {
+    /// argon2's working memory (19 MiB with the default parameters), kept by each thread
+    /// that checks passwords. `Argon2::verify_password` allocates it afresh for every check,
+    /// and glibc (2.36) does not reuse such large aligned blocks once freed: a thread's heap
+    /// grew by 19 MiB a check, up to about 200 MiB, and stayed there.
+    static ARGON2_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What `PasswordVerifier::verify_password` does for argon2 (the hash's algorithm, version,
+/// parameters and salt; a constant-time comparison), in this thread's working memory.
+/// `None` if the hash cannot be used.
+fn verify_argon2(hash: &PasswordHash<'_>, password: &[u8]) -> Option<bool> {
+    let (salt, expected) = (hash.salt?, hash.hash?);
+    let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
+    let version = hash.version.map(Version::try_from).transpose().ok()?.unwrap_or_default();
+    let params = Params::try_from(hash).ok()?;
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_bytes).ok()?;
+    let blocks = params.block_count();
+    let mut out = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params);
+    ARGON2_MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            *memory = vec![Block::default(); blocks];
+        }
+        argon2.hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks]).ok()
+    })?;
+    Some(constant_time_eq(&out, expected.as_bytes()))
 }
 
 /// Hashes a password into an argon2id PHC string for the config or the directory.
@@ -415,5 +447,36 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(DirectoryData::from_config(&cfg), Err(DirectoryError::ForeignUser(_))));
+    }
+
+    /// The same verdicts as the argon2 crate's own verifier, for every algorithm and
+    /// version, in one working memory that is reused from check to check.
+    #[test]
+    fn argon2_verdicts_match_the_crate_and_memory_is_reused() {
+        use argon2::PasswordVerifier;
+        let mut hashes = vec![hash_password("right").unwrap()];
+        for (algorithm, version) in [
+            (Algorithm::Argon2i, Version::V0x10),
+            (Algorithm::Argon2d, Version::V0x13),
+            (Algorithm::Argon2id, Version::V0x13),
+        ] {
+            let params = Params::new(64, 3, 2, Some(24)).unwrap();
+            let salt = SaltString::generate(&mut OsRng);
+            let argon2 = Argon2::new(algorithm, version, params);
+            hashes.push(argon2.hash_password(b"right", &salt).unwrap().to_string());
+        }
+        let mut memory = None;
+        for hash in &hashes {
+            for password in ["right", "wrong", "", "right "] {
+                let theirs = Argon2::default().verify_password(password.as_bytes(), &PasswordHash::new(hash).unwrap());
+                assert_eq!(verify_password(hash, password), theirs.is_ok(), "{hash} {password:?}");
+            }
+            // The default parameters need the most memory: allocated once, then reused.
+            let now = ARGON2_MEMORY.with_borrow(|m| m.as_ptr());
+            assert_eq!(*memory.get_or_insert(now), now, "argon2 memory was allocated again");
+        }
+        assert!(!verify_password("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ", "right"), "no hash part");
+        assert!(!verify_password("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$AAAA", "right"), "output too short");
+        assert!(!verify_password("$scrypt$ln=16,r=8,p=1$c2FsdA$aGFzaA", "right"));
     }
 }

@@ -1,11 +1,11 @@
-//! Password checks, shared by SMTP, IMAP and POP3: argon2 off the async threads, the
+//! Password checks, shared by SMTP, IMAP and POP3: argon2 on a few threads of its own, the
 //! same work for unknown users so timing does not tell which logins exist, and failed-login
 //! throttling ([`throttle`]) in front of it all.
 
 pub mod throttle;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use crate::directory::{Directory, normalize, verify_password};
 use throttle::{Refusal, Throttle};
@@ -28,17 +28,77 @@ pub enum Verdict {
     Throttled,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run password checks, and the queue in front of them.
+///
+/// Each argon2 check holds 19 MiB and a core while it runs, and any client can ask for one.
+/// On tokio's blocking pool they ran all at once, on threads that come and go: 40 wrong
+/// logins sent together took a node from 40 MiB to 820 MiB, and since every new thread
+/// takes its own allocator arena, which keeps the freed 19 MiB, even one login at a time
+/// left the node 300 MiB larger after a few dozen. A few long-lived threads bound both the
+/// work and the memory; further checks wait in the queue.
+struct CheckPool {
+    queue: mpsc::Sender<Job>,
+}
+
+impl CheckPool {
+    fn new(threads: usize) -> CheckPool {
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        for i in 0..threads.max(1) {
+            let jobs = jobs.clone();
+            let spawned = std::thread::Builder::new().name(format!("password-check-{i}")).spawn(move || {
+                loop {
+                    let job = match jobs.lock() {
+                        Ok(jobs) => jobs.recv(),
+                        Err(_) => return,
+                    };
+                    // Every sender gone: the authenticator was dropped.
+                    let Ok(job) = job else { return };
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password-check thread");
+            }
+        }
+        CheckPool { queue }
+    }
+
+    /// Runs `check` on the pool; `None` if it could not run.
+    async fn run(&self, check: impl FnOnce() -> bool + Send + 'static) -> Option<bool> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Box::new(move || {
+                let _ = done.send(check());
+            }))
+            .ok()?;
+        result.await.ok()
+    }
+}
+
 /// Checks credentials against the directory.
 #[derive(Clone)]
 pub struct Authenticator {
     directory: Arc<dyn Directory>,
     throttle: Arc<Throttle>,
+    checks: Arc<CheckPool>,
+    /// The check itself (replaced in tests to observe concurrency).
+    verify_fn: fn(&str, &str) -> bool,
 }
 
 impl Authenticator {
-    /// An authenticator over `directory`, counting failures in `throttle`.
+    /// An authenticator over `directory`, counting failures in `throttle`, with one
+    /// password-check thread per core.
     pub fn new(directory: Arc<dyn Directory>, throttle: Arc<Throttle>) -> Authenticator {
-        Authenticator { directory, throttle }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Authenticator::with_threads(directory, throttle, cores)
+    }
+
+    /// The same, with `threads` password-check threads: at most that many checks run at once.
+    pub fn with_threads(directory: Arc<dyn Directory>, throttle: Arc<Throttle>, threads: usize) -> Authenticator {
+        Authenticator { directory, throttle, checks: Arc::new(CheckPool::new(threads)), verify_fn: verify_password }
     }
 
     /// Checks `password` for `login` from `client` (the real client, from PROXY v2).
@@ -55,21 +115,76 @@ impl Authenticator {
         }
         let stored = canonical.as_deref().and_then(|c| self.directory.password_hash(c));
         let password = password.to_string();
-        let checked = tokio::task::spawn_blocking(move || match stored {
-            Some(hash) => verify_password(&hash, &password),
-            None => {
-                let _ = verify_password(DUMMY_HASH, &password);
-                false
-            }
-        })
-        .await;
+        let verify = self.verify_fn;
+        let checked = self
+            .checks
+            .run(move || match stored {
+                Some(hash) => verify(&hash, &password),
+                None => {
+                    let _ = verify(DUMMY_HASH, &password);
+                    false
+                }
+            })
+            .await;
         match (checked, canonical) {
-            (Ok(true), Some(login)) => Verdict::Granted(login),
-            (Ok(_), canonical) => {
+            (Some(true), Some(login)) => Verdict::Granted(login),
+            (Some(_), canonical) => {
                 self.throttle.failed(client, canonical.as_deref().unwrap_or(login));
                 Verdict::Denied
             }
-            (Err(_), _) => Verdict::Unavailable,
+            (None, _) => Verdict::Unavailable,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::throttle::ThrottleConfig;
+    use crate::directory::{DirectoryConfig, DirectoryData};
+
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    /// A slow check that records how many run at once.
+    fn counted(stored: &str, password: &str) -> bool {
+        let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+        PEAK.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(30));
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        verify_password(stored, password)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn at_most_the_limit_of_password_checks_run_at_once() {
+        let cfg: DirectoryConfig = toml::from_str(
+            r#"
+            domains = ["example.test"]
+            users = [ { address = "alice@example.test", password = "{plain}pw" } ]
+            "#,
+        )
+        .unwrap();
+        let config = ThrottleConfig { max_failures_per_ip: 1000, max_failures_per_account: 1000, ..Default::default() };
+        let throttle = Arc::new(Throttle::new(&config, &[]).unwrap());
+        let mut auth = Authenticator::with_threads(Arc::new(DirectoryData::from_config(&cfg).unwrap()), throttle, 2);
+        auth.verify_fn = counted;
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let auth = auth.clone();
+                tokio::spawn(async move {
+                    let client = IpAddr::from([192, 0, 2, i]);
+                    let password = if i % 2 == 0 { "pw" } else { "wrong" };
+                    auth.verify(client, "alice@example.test", password).await
+                })
+            })
+            .collect();
+        for (i, task) in tasks.into_iter().enumerate() {
+            let want = if i % 2 == 0 { Verdict::Granted("alice@example.test".into()) } else { Verdict::Denied };
+            assert_eq!(task.await.unwrap(), want);
+        }
+        assert_eq!(PEAK.load(Ordering::SeqCst), 2);
     }
 }

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer};
+use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LineEnding};
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use imap_types::core::LiteralMode;
 use sirms_storage::MailStore;
@@ -18,7 +18,7 @@ use super::session::{Next, Session, SessionConfig};
 use crate::auth::Authenticator;
 use crate::directory::Directory;
 use crate::net::listener::Accepted;
-use crate::net::stream::Stream;
+use crate::net::stream::{HANDSHAKE_TIMEOUT, Stream};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -88,6 +88,28 @@ enum Expect {
     Line,
 }
 
+/// Bytes kept from the end of a discarded line: enough for `{`, 20 digits, `+}` and CRLF.
+const DISCARD_TAIL: usize = 32;
+
+/// The literal announced at the end of `line` (`{n}` or `{n+}`, then CRLF or LF): its mode and
+/// length, saturated to `u64`. Unlike the fragmentizer's, this also sees lengths past `u32::MAX`.
+fn trailing_literal(line: &[u8]) -> Option<(LiteralMode, u64)> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.strip_suffix(b"}")?;
+    let (line, mode) = match line.strip_suffix(b"+") {
+        Some(line) => (line, LiteralMode::NonSync),
+        None => (line, LiteralMode::Sync),
+    };
+    let digits = line.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (head, digits) = line.split_at(line.len() - digits);
+    if digits.is_empty() || head.last() != Some(&b'{') {
+        return None;
+    }
+    let length = digits.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')));
+    Some((mode, length))
+}
+
 /// Frames client input into messages.
 struct Reader {
     fragmentizer: Fragmentizer,
@@ -98,12 +120,21 @@ struct Reader {
     in_literal: bool,
     /// Dropping input up to the next line end (after an over-long line).
     discarding: bool,
+    /// The last bytes of the line being discarded: did it announce a literal?
+    discard_tail: Vec<u8>,
 }
 
 impl Reader {
     fn new(limits: ImapLimits) -> Reader {
         let max = limits.max_append.saturating_add(u32::try_from(limits.max_line).unwrap_or(u32::MAX));
-        Reader { fragmentizer: Fragmentizer::new(max), limits, line_start: 0, in_literal: false, discarding: false }
+        Reader {
+            fragmentizer: Fragmentizer::new(max),
+            limits,
+            line_start: 0,
+            in_literal: false,
+            discarding: false,
+            discard_tail: Vec::new(),
+        }
     }
 
     /// The literal limit for the message being read: large only for APPEND.
@@ -117,40 +148,73 @@ impl Reader {
         }
     }
 
+    /// Refuses a literal the client announced and will not be let to send. A synchronizing
+    /// one waits for our "+", so refusing voids the command (RFC 3501 §7.5). A
+    /// non-synchronizing one is already on its way, and its bytes must never be read as
+    /// commands: RFC 7888 §4 lets the server reject it and close, rather than read and throw
+    /// away gigabytes.
+    async fn refuse_literal(
+        &mut self,
+        io: &mut BufWriter<Stream>,
+        tag: Option<String>,
+        mode: LiteralMode,
+        status: Status,
+        code: Option<&Code>,
+        text: &str,
+    ) -> io::Result<Framed> {
+        self.fragmentizer.skip_message();
+        self.line_start = 0;
+        self.in_literal = false;
+        if mode == LiteralMode::Sync {
+            io.write_all(&response::status(tag.as_deref(), status, code, text)).await?;
+            io.flush().await?;
+            return Ok(Framed::Refused);
+        }
+        io.write_all(&response::status(tag.as_deref(), Status::Bad, code, text)).await?;
+        io.write_all(&response::status(None, Status::Bye, None, text)).await?;
+        io.flush().await?;
+        Ok(Framed::Fatal)
+    }
+
     async fn read(&mut self, io: &mut BufWriter<Stream>, expect: Expect) -> io::Result<Framed> {
         loop {
             match self.fragmentizer.progress() {
-                Some(FragmentInfo::Line { end, announcement, .. }) => {
+                Some(info @ FragmentInfo::Line { start, end, announcement, ending }) => {
                     self.line_start = end;
-                    if let Some(literal) = announcement {
-                        let tag = self.fragmentizer.decode_tag().map(|t| t.inner().to_string());
+                    let literal = match announcement {
+                        Some(a) => Some((a.mode, u64::from(a.length))),
+                        // `{n}` past u32::MAX is no literal to the fragmentizer, which would then
+                        // read a huge non-synchronizing literal's bytes as commands.
+                        None => trailing_literal(self.fragmentizer.fragment_bytes(info))
+                            .filter(|&(_, length)| length > u64::from(u32::MAX)),
+                    };
+                    let tag = match expect {
+                        Expect::Command => self.fragmentizer.decode_tag().map(|t| t.inner().to_string()),
+                        Expect::Line => None,
+                    };
+                    let ending = if ending == LineEnding::CrLf { 2 } else { 1 };
+                    if (end - start).saturating_sub(ending) > self.limits.max_line {
+                        // The line ended in the same read that took it past the limit.
+                        if let Some((mode @ LiteralMode::NonSync, _)) = literal {
+                            let text = "command line too long";
+                            return self.refuse_literal(io, tag, mode, Status::Bad, None, text).await;
+                        }
+                        self.fragmentizer.skip_message();
+                        self.line_start = 0;
+                        return Ok(Framed::TooLong(tag));
+                    }
+                    if let Some((mode, length)) = literal {
                         if expect == Expect::Line {
-                            self.fragmentizer.skip_message();
-                            io.write_all(&response::status(None, Status::Bad, None, "unexpected literal")).await?;
-                            io.flush().await?;
-                            return Ok(Framed::Refused);
+                            let text = "unexpected literal";
+                            return self.refuse_literal(io, tag, mode, Status::Bad, None, text).await;
                         }
                         let limit = self.literal_limit();
-                        if literal.length > limit {
+                        if length > u64::from(limit) {
                             let text = format!("literal too large (limit {limit} octets)");
-                            if literal.mode == LiteralMode::Sync {
-                                // The client waits for "+": refusing voids the command (RFC 3501 §7.5).
-                                self.fragmentizer.skip_message();
-                                let reply = response::status(tag.as_deref(), Status::No, Some(&Code::TooBig), &text);
-                                io.write_all(&reply).await?;
-                                io.flush().await?;
-                                return Ok(Framed::Refused);
-                            }
-                            // A non-synchronizing literal is already on its way: RFC 7888 §4 lets the
-                            // server reject it and close, rather than read and throw away gigabytes.
-                            io.write_all(&response::status(tag.as_deref(), Status::Bad, Some(&Code::TooBig), &text))
-                                .await?;
-                            io.write_all(&response::status(None, Status::Bye, None, "literal too large")).await?;
-                            io.flush().await?;
-                            return Ok(Framed::Fatal);
+                            return self.refuse_literal(io, tag, mode, Status::No, Some(&Code::TooBig), &text).await;
                         }
                         self.in_literal = true;
-                        if literal.mode == LiteralMode::Sync {
+                        if mode == LiteralMode::Sync {
                             io.write_all(&response::continuation("ready for literal data")).await?;
                             io.flush().await?;
                         }
@@ -165,11 +229,11 @@ impl Reader {
                     self.in_literal = false;
                 }
                 None => {
-                    if !self.in_literal
-                        && self.fragmentizer.message_bytes().len().saturating_sub(self.line_start)
-                            > self.limits.max_line
-                    {
+                    let line_len = self.fragmentizer.message_bytes().len().saturating_sub(self.line_start);
+                    if !self.in_literal && line_len > self.limits.max_line {
                         let tag = self.fragmentizer.decode_tag().map(|t| t.inner().to_string());
+                        let bytes = self.fragmentizer.message_bytes();
+                        self.discard_tail = bytes[bytes.len().saturating_sub(DISCARD_TAIL)..].to_vec();
                         self.fragmentizer.skip_message();
                         self.line_start = 0;
                         self.discarding = true;
@@ -182,12 +246,20 @@ impl Reader {
                     }
                     let mut data = &chunk[..n];
                     if self.discarding {
-                        match data.iter().position(|&b| b == b'\n') {
-                            Some(p) => {
-                                self.discarding = false;
-                                data = &data[p + 1..];
-                            }
-                            None => continue,
+                        let line_end = data.iter().position(|&b| b == b'\n');
+                        let seen = &data[..line_end.map_or(data.len(), |p| p + 1)];
+                        self.discard_tail.extend_from_slice(&seen[seen.len().saturating_sub(DISCARD_TAIL)..]);
+                        let excess = self.discard_tail.len().saturating_sub(DISCARD_TAIL);
+                        self.discard_tail.drain(..excess);
+                        let Some(p) = line_end else { continue };
+                        self.discarding = false;
+                        data = &data[p + 1..];
+                        if let Some((LiteralMode::NonSync, _)) = trailing_literal(&self.discard_tail) {
+                            // The discarded line announced a literal that is on its way: its
+                            // bytes are not commands, and where they end is not worth finding.
+                            io.write_all(&response::status(None, Status::Bye, None, "command line too long")).await?;
+                            io.flush().await?;
+                            return Ok(Framed::Fatal);
                         }
                     }
                     self.fragmentizer.enqueue_bytes(data);
@@ -266,7 +338,7 @@ impl ImapService {
                     let Some(acceptor) = &self.tls else { return Ok(()) };
                     // Bytes pipelined after STARTTLS came in the clear: never parse them (RFC 3501 §6.2.1).
                     reader = Reader::new(self.limits);
-                    io.get_mut().upgrade(acceptor).await?;
+                    io.get_mut().upgrade(acceptor, HANDSHAKE_TIMEOUT).await?;
                     session.tls_started();
                     Next::Continue
                 }
@@ -330,5 +402,127 @@ impl ImapService {
     async fn autologout(&self, io: &mut BufWriter<Stream>) -> io::Result<()> {
         io.write_all(&response::status(None, Status::Bye, None, "autologout; idle for too long")).await?;
         io.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// What the reader made of the input.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Seen {
+        Message(String),
+        Refused,
+        TooLong(Option<String>),
+        Fatal,
+    }
+
+    /// Feeds `input` (in two writes, the first flushed alone) to a reader with a small line
+    /// limit over a loopback socket; returns what it framed until the end, and what it wrote back.
+    async fn frame(expect: Expect, first: &[u8], rest: &[u8]) -> (Vec<Seen>, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (first, rest) = (first.to_vec(), rest.to_vec());
+        let writer = tokio::spawn(async move {
+            client.write_all(&first).await.unwrap();
+            client.flush().await.unwrap();
+            client.write_all(&rest).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut written = Vec::new();
+            client.read_to_end(&mut written).await.unwrap();
+            written
+        });
+        let limits = ImapLimits { max_line: 100, max_literal: 1000, ..ImapLimits::default() };
+        let mut reader = Reader::new(limits);
+        let mut io = BufWriter::new(Stream::Plain(server));
+        let mut seen = Vec::new();
+        loop {
+            match reader.read(&mut io, expect).await.unwrap() {
+                Framed::Complete => {
+                    seen.push(Seen::Message(String::from_utf8_lossy(reader.fragmentizer.message_bytes()).into()))
+                }
+                Framed::Refused => seen.push(Seen::Refused),
+                Framed::TooLong(tag) => seen.push(Seen::TooLong(tag)),
+                Framed::Fatal => {
+                    seen.push(Seen::Fatal);
+                    break;
+                }
+                Framed::Eof => break,
+            }
+        }
+        io.flush().await.unwrap();
+        drop(io);
+        (seen, String::from_utf8(writer.await.unwrap()).unwrap())
+    }
+
+    fn message(text: &str) -> Seen {
+        Seen::Message(text.to_string())
+    }
+
+    #[test]
+    fn trailing_literal_sees_every_length() {
+        assert_eq!(trailing_literal(b"a LOGIN {5}\r\n"), Some((LiteralMode::Sync, 5)));
+        assert_eq!(trailing_literal(b"a LOGIN {5+}\n"), Some((LiteralMode::NonSync, 5)));
+        assert_eq!(trailing_literal(b"{10737418240}\r\n"), Some((LiteralMode::Sync, 10_737_418_240)));
+        assert_eq!(
+            trailing_literal(&[b"{".as_slice(), &[b'9'; 40], b"+}\r\n"].concat()),
+            Some((LiteralMode::NonSync, u64::MAX))
+        );
+        for no in [&b"a NOOP\r\n"[..], b"a {5}", b"a {}\r\n", b"a {+}\r\n", b"a 5}\r\n", b"a {5a}\r\n", b"a {5}\r\r\n"]
+        {
+            assert_eq!(trailing_literal(no), None, "{}", String::from_utf8_lossy(no));
+        }
+    }
+
+    /// `{n}` past u32::MAX: the fragmentizer does not take it for a literal at all.
+    #[tokio::test]
+    async fn literal_past_u32_is_refused_and_never_read_as_commands() {
+        let (seen, written) = frame(Expect::Command, b"b APPEND INBOX {10737418240}\r\nc NOOP\r\n", b"").await;
+        assert_eq!(seen, [Seen::Refused, message("c NOOP\r\n")]);
+        assert!(written.starts_with("b NO [TOOBIG] literal too large"), "{written}");
+        let (seen, written) =
+            frame(Expect::Command, b"b APPEND INBOX {10737418240+}\r\nc CREATE smuggled\r\n", b"").await;
+        assert_eq!(seen, [Seen::Fatal]);
+        assert!(written.starts_with("b BAD [TOOBIG] literal too large"), "{written}");
+        assert!(written.contains("\r\n* BYE literal too large"), "{written}");
+    }
+
+    /// A line past the limit whose end came in the same read as the rest of it.
+    #[tokio::test]
+    async fn over_long_line_in_one_read_is_too_long() {
+        let line = format!("a NOOP {}\r\nc NOOP\r\n", "x".repeat(150));
+        let (seen, _) = frame(Expect::Command, line.as_bytes(), b"").await;
+        assert_eq!(seen, [Seen::TooLong(Some("a".into())), message("c NOOP\r\n")]);
+        let line = format!("a APPEND INBOX ({}) {{18+}}\r\nc CREATE smuggled\r\nd NOOP\r\n", "x".repeat(150));
+        let (seen, written) = frame(Expect::Command, line.as_bytes(), b"").await;
+        assert_eq!(seen, [Seen::Fatal]);
+        assert_eq!(written, "a BAD command line too long\r\n* BYE command line too long\r\n");
+    }
+
+    /// A line found too long before its end arrived is discarded up to its end; if that end
+    /// announces a non-synchronizing literal, the literal is not read as commands.
+    #[tokio::test]
+    async fn discarded_line_with_literal_plus_closes() {
+        // More than one read's worth, so the limit trips before the line end is seen.
+        let head = format!("a APPEND INBOX ({}", "x".repeat(READ_CHUNK + 100));
+        let (seen, written) = frame(Expect::Command, head.as_bytes(), b") {18+}\r\nc CREATE smuggled\r\n").await;
+        assert_eq!(seen, [Seen::TooLong(Some("a".into())), Seen::Fatal]);
+        assert_eq!(written, "* BYE command line too long\r\n");
+        // Without a literal the session goes on after the line.
+        let (seen, _) = frame(Expect::Command, head.as_bytes(), b") {18}\r\nc NOOP\r\n").await;
+        assert_eq!(seen, [Seen::TooLong(Some("a".into())), message("c NOOP\r\n")]);
+    }
+
+    #[tokio::test]
+    async fn literal_plus_in_a_continuation_line_closes() {
+        let (seen, written) = frame(Expect::Line, b"{17+}\r\nc CREATE smuggled\r\n", b"").await;
+        assert_eq!(seen, [Seen::Fatal]);
+        assert_eq!(written, "* BAD unexpected literal\r\n* BYE unexpected literal\r\n");
+        let (seen, written) = frame(Expect::Line, b"{5}\r\nDONE\r\n", b"").await;
+        assert_eq!(seen, [Seen::Refused, message("DONE\r\n")]);
+        assert_eq!(written, "* BAD unexpected literal\r\n");
     }
 }

@@ -13,11 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use super::stream::Stream;
+use super::stream::{HANDSHAKE_TIMEOUT, Stream};
 use crate::proxy;
-
-/// How long a trusted peer has to send its PROXY header, and a client its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection ready for a protocol session.
 pub struct Accepted {

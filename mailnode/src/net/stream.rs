@@ -3,11 +3,17 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+/// How long a client has for its TLS handshake, on implicit-TLS ports and after STARTTLS/STLS
+/// alike (the idle timeouts cover reads between commands, not the handshake); the listener
+/// gives a trusted router as long for its PROXY header.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A plain or TLS connection to a client.
 pub enum Stream {
@@ -36,10 +42,13 @@ impl Stream {
         }
     }
 
-    /// Upgrades this connection to TLS in place; on failure it is left `Gone`.
-    pub async fn upgrade(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+    /// Upgrades this connection to TLS in place (STARTTLS, STLS), giving the client at most
+    /// `limit` for the handshake; on failure or timeout it is left `Gone`.
+    pub async fn upgrade(&mut self, acceptor: &TlsAcceptor, limit: Duration) -> io::Result<()> {
         let plain = std::mem::replace(self, Stream::Gone);
-        *self = plain.start_tls(acceptor).await?;
+        *self = tokio::time::timeout(limit, plain.start_tls(acceptor))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         Ok(())
     }
 }
@@ -77,5 +86,43 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Gone => Poll::Ready(Err(gone())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::tls::{self, TlsConfig};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// Connected (server side, client side) plain sockets on loopback.
+    async fn pair() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Stream::Plain(server), client)
+    }
+
+    #[tokio::test]
+    async fn upgrade_gives_up_on_a_client_that_never_handshakes() {
+        let acceptor = tls::acceptor(&TlsConfig::default(), "stream.test").unwrap();
+        let (mut stream, mut client) = pair().await;
+        // Half a TLS record header, then silence: a STARTTLS slowloris.
+        client.write_all(&[0x16, 0x03]).await.unwrap();
+        let started = std::time::Instant::now();
+        let err = stream.upgrade(&acceptor, Duration::from_millis(200)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(matches!(stream, Stream::Gone));
+    }
+
+    #[tokio::test]
+    async fn upgrade_refuses_garbage_at_once() {
+        let acceptor = tls::acceptor(&TlsConfig::default(), "stream.test").unwrap();
+        let (mut stream, mut client) = pair().await;
+        client.write_all(b"EHLO not-tls.example\r\n").await.unwrap();
+        let err = stream.upgrade(&acceptor, Duration::from_secs(30)).await.unwrap_err();
+        assert_ne!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -12,7 +12,7 @@ use super::maildrop::MaildropEntry;
 use super::session::{Action, Outcome, Session, SessionConfig, Step};
 use crate::auth::{Authenticator, Verdict};
 use crate::net::listener::Accepted;
-use crate::net::stream::Stream;
+use crate::net::stream::{HANDSHAKE_TIMEOUT, Stream};
 
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -128,7 +128,7 @@ impl Pop3Service {
                             // Bytes pipelined after STLS came in the clear: never parse them.
                             buf.clear();
                             let Some(acceptor) = &self.tls else { return Ok(()) };
-                            stream.upgrade(acceptor).await?;
+                            stream.upgrade(acceptor, HANDSHAKE_TIMEOUT).await?;
                             step = session.complete(Outcome::TlsStarted);
                         }
                         Step::Action(action) => {

@@ -12,6 +12,7 @@ use crate::auth::{Authenticator, Verdict};
 use crate::delivery::Delivery;
 use crate::directory::Directory;
 use crate::net::listener::Accepted;
+use crate::net::stream::HANDSHAKE_TIMEOUT;
 use crate::queue::{QueuedEnvelope, Spool};
 
 /// Read buffer size; the session bounds lines and messages itself.
@@ -100,7 +101,7 @@ impl SmtpService {
                             // (the STARTTLS command-injection attack).
                             input.clear();
                             let Some(acceptor) = &self.tls else { return Ok(()) };
-                            match stream.upgrade(acceptor).await {
+                            match stream.upgrade(acceptor, HANDSHAKE_TIMEOUT).await {
                                 Ok(()) => Outcome::TlsStarted,
                                 Err(e) => {
                                     tracing::info!(session = %id, error = %e, "STARTTLS handshake failed");

@@ -301,6 +301,9 @@ impl Session {
             Ok(line) => line,
             Err(flow) => return flow,
         };
+        if let Some(is_last) = endless_bdat(&line) {
+            return self.start_bdat(usize::MAX, is_last, out);
+        }
         let request = match Request::parse(&mut line.iter()) {
             Ok(r) => r.into_owned(),
             Err(e) => {
@@ -701,6 +704,30 @@ impl Session {
     fn authenticate(&mut self, login: String, password: String) -> Option<Flow> {
         self.state = State::Waiting;
         Some(Flow::Action(Action::Authenticate { login, password }))
+    }
+}
+
+/// A `BDAT` line whose chunk size does not fit a `usize`: whether it says `LAST`. smtp-proto
+/// 0.2.5 misreads such sizes (the digits after its saturation point count again from zero, so
+/// `BDAT 1000000000000000000005` is a 5-octet chunk and the octets after the fifth are read as
+/// commands), and refuses exactly `usize::MAX`. Such a chunk is as good as endless: its octets
+/// are read and thrown away like any chunk past the size limit, so no part of it is ever taken
+/// for a command, whatever the sender meant.
+fn endless_bdat(line: &[u8]) -> Option<bool> {
+    let mut words = line.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    if !words.next()?.eq_ignore_ascii_case(b"BDAT") {
+        return None;
+    }
+    let size = words.next()?;
+    if !size.iter().all(u8::is_ascii_digit)
+        || std::str::from_utf8(size).ok()?.parse::<usize>().is_ok_and(|n| n < usize::MAX)
+    {
+        return None;
+    }
+    match (words.next(), words.next()) {
+        (None, _) => Some(false),
+        (Some(last), None) if last.eq_ignore_ascii_case(b"LAST") => Some(true),
+        _ => None,
     }
 }
 

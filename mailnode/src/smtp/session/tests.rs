@@ -238,6 +238,28 @@ fn bdat_chunks() {
     assert_eq!(out, "503 5.5.1 bad sequence of commands: need MAIL before BDAT\r\n250 2.0.0 OK\r\n");
 }
 
+/// smtp-proto reads `1000000000000000000005` as 5; the chunk must not end after "hello".
+#[test]
+fn bdat_size_past_usize_never_ends_the_chunk() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\n");
+    let (flow, out) = t.feed("BDAT 1000000000000000000005 LAST\r\nhelloNOOP\r\nQUIT\r\n");
+    assert_eq!((flow, out.as_str()), (Flow::NeedInput, ""));
+    let (flow, out) = t.feed_bytes(&vec![b'x'; 5000]);
+    assert_eq!((flow, out.as_str()), (Flow::NeedInput, ""));
+    // Without a transaction, with the largest usize, and without LAST: the same.
+    for line in ["BDAT 18446744073709551615 LAST\r\n", "bdat 99999999999999999999999\r\n"] {
+        let mut t = T::new(false);
+        t.feed("EHLO c\r\n");
+        let (flow, out) = t.feed(&format!("{line}NOOP\r\n"));
+        assert_eq!((flow, out.as_str()), (Flow::NeedInput, ""), "{line}");
+    }
+    assert_eq!(endless_bdat(b"BDAT 18446744073709551614 LAST\r\n"), None);
+    assert_eq!(endless_bdat(b"BDAT 99999999999999999999 LAST\r\n"), Some(true));
+    assert_eq!(endless_bdat(b"BDAT 99999999999999999999 MORE\r\n"), None);
+    assert_eq!(endless_bdat(b"MAIL FROM:<a@b> SIZE=99999999999999999999\r\n"), None);
+}
+
 #[test]
 fn endless_line_is_bounded() {
     let mut t = T::new(false);
