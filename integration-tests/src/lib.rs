@@ -391,24 +391,25 @@ impl RouterProcess {
         RouterProcess { process, dir, admin, smtp, pop3, imap }
     }
 
-    /// Runs `sirms ctl ARGS` against this router and returns its output (panics on failure).
-    pub fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new(sirms_bin())
+    /// Runs `sirms ctl ARGS` against this router.
+    fn ctl_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(sirms_bin())
             .args(["ctl", "--router", &format!("http://{}", self.admin), "--token", CLUSTER_TOKEN])
             .args(args)
             .output()
-            .expect("run sirms ctl");
+            .expect("run sirms ctl")
+    }
+
+    /// Runs `sirms ctl ARGS` against this router and returns its output (panics on failure).
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = self.ctl_output(args);
         assert!(out.status.success(), "sirms ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs `sirms ctl ARGS` that must fail; returns its error output.
     pub fn ctl_fails(&self, args: &[&str]) -> String {
-        let out = Command::new(sirms_bin())
-            .args(["ctl", "--router", &format!("http://{}", self.admin), "--token", CLUSTER_TOKEN])
-            .args(args)
-            .output()
-            .expect("run sirms ctl");
+        let out = self.ctl_output(args);
         assert!(!out.status.success(), "sirms ctl {args:?} should have failed");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }

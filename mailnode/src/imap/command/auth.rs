@@ -107,24 +107,13 @@ impl Session {
                 }
                 Ok(Next::Continue)
             }
-            Verdict::Throttled => {
-                let reply = response::status(
-                    Some(tag),
-                    Status::No,
-                    Some(&Code::Unavailable),
-                    "too many failed logins; try again later",
-                );
-                out.write_all(&reply).await?;
-                Ok(Next::Continue)
-            }
-            Verdict::Unavailable => {
-                let reply = response::status(
-                    Some(tag),
-                    Status::No,
-                    Some(&Code::Unavailable),
-                    "authentication temporarily unavailable",
-                );
-                out.write_all(&reply).await?;
+            verdict @ (Verdict::Throttled | Verdict::Unavailable) => {
+                let text = if verdict == Verdict::Throttled {
+                    "too many failed logins; try again later"
+                } else {
+                    "authentication temporarily unavailable"
+                };
+                out.write_all(&response::status(Some(tag), Status::No, Some(&Code::Unavailable), text)).await?;
                 Ok(Next::Continue)
             }
         }
