@@ -3,13 +3,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use imap_codec::CommandCodec;
-use imap_codec::decode::Decoder;
 use sirms_storage::{LocalStore, MailStore};
 
 use super::*;
 use crate::auth::throttle::{Throttle, ThrottleConfig};
 use crate::directory::{DirectoryConfig, DirectoryData};
+use crate::imap::extension;
 
 /// alice has no quota; quota@example.test may store 10 KiB.
 fn directory() -> Arc<DirectoryData> {
@@ -75,12 +74,9 @@ async fn run(session: &mut Session, line: &str) -> String {
 async fn run_next(session: &mut Session, line: &str) -> (String, Next) {
     let wire = format!("{line}\r\n");
     let mut out: Vec<u8> = Vec::new();
-    let next = match CommandCodec::default().decode(wire.as_bytes()) {
-        Ok((rest, command)) => {
-            assert!(rest.is_empty(), "trailing input in {line:?}");
-            session.execute(command, &mut out).await.expect("write to vec")
-        }
-        Err(_) => session.bad_input(None, "syntax error", &mut out).await.expect("write to vec"),
+    let next = match extension::decode(wire.as_bytes()) {
+        Ok(decoded) => session.execute(decoded, &mut out).await.expect("write to vec"),
+        Err(text) => session.bad_input(None, text, &mut out).await.expect("write to vec"),
     };
     (String::from_utf8_lossy(&out).into_owned(), next)
 }
@@ -355,4 +351,39 @@ BINARY[1]<2> {3}\r\nf\u{e9})\r\nf1 OK FETCH completed\r\n"
     assert!(out.contains("* 2 EXISTS\r\n") && out.contains("a8 OK [APPENDUID"), "{out}");
     let out = run(&mut s, "f5 FETCH 2 (BINARY.PEEK[] BINARY.SIZE[])").await;
     assert!(out.contains("* 2 FETCH (BINARY[] ~{11}\r\nSubject:\0\r\n BINARY.SIZE[] 11)\r\n"), "{out}");
+}
+
+#[tokio::test]
+async fn esearch_return_options() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert!(run(&mut s, "c CAPABILITY").await.contains(" ESEARCH"));
+    for i in 0..5 {
+        append(&mut s, "INBOX", if i == 1 || i == 4 { "\\Seen" } else { "" }, MESSAGE).await;
+    }
+    run(&mut s, "s SELECT INBOX").await;
+    run(&mut s, "x STORE 2 +FLAGS.SILENT (\\Deleted)").await;
+    run(&mut s, "x EXPUNGE").await;
+    // Sequence numbers 1..4 are UIDs 1, 3, 4, 5; UIDs 2 and 5 were \Seen.
+    assert_eq!(
+        run(&mut s, "a1 SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN").await,
+        "* ESEARCH (TAG \"a1\") MIN 1 MAX 3 COUNT 3 ALL 1:3\r\na1 OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "a2 UID SEARCH RETURN () UNSEEN").await,
+        "* ESEARCH (TAG \"a2\") UID ALL 1,3:4\r\na2 OK UID SEARCH completed\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "a3 uid search return (count) charset utf-8 subject {5+}\r\nNOPE!").await,
+        "* ESEARCH (TAG \"a3\") UID COUNT 0\r\na3 OK UID SEARCH completed\r\n"
+    );
+    let out = run(&mut s, "a4 SEARCH RETURN (MAX) MODSEQ 1").await;
+    assert!(out.starts_with("* ESEARCH (TAG \"a4\") MAX 4 MODSEQ "), "{out}");
+    // A RETURN in the criteria is a search string, not a result option.
+    assert_eq!(run(&mut s, "a5 SEARCH SUBJECT \"RETURN (MIN)\"").await, "* SEARCH\r\na5 OK SEARCH completed\r\n");
+    assert_eq!(
+        run(&mut s, "a6 SEARCH RETURN (SAVE) ALL").await,
+        "* BAD unknown SEARCH return option (MIN, MAX, ALL and COUNT are offered)\r\n"
+    );
+    assert!(run(&mut s, "a7 SEARCH RETURN (MIN").await.starts_with("* BAD SEARCH RETURN options"));
 }
