@@ -161,7 +161,7 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QUOTA QUOTA=RES-STORAGE BINARY ESEARCH",
+             QUOTA QUOTA=RES-STORAGE BINARY ESEARCH LIST-STATUS",
         );
         if self.user.is_none() {
             if self.config.starttls_offered && !self.tls_active {
@@ -250,9 +250,10 @@ impl Session {
             CommandBody::Rename { from, to } => self.rename(&from, &to).await,
             CommandBody::Subscribe { mailbox } => self.subscribe(&mailbox, true).await,
             CommandBody::Unsubscribe { mailbox } => self.subscribe(&mailbox, false).await,
-            CommandBody::List { reference, mailbox_wildcard } => {
-                self.list(&reference, &mailbox_wildcard, false, out).await
-            }
+            CommandBody::List { reference, mailbox_wildcard } => match &extension {
+                Extension::List(extended) => self.list_extended(&reference, extended, out).await,
+                _ => self.list(&reference, &mailbox_wildcard, false, out).await,
+            },
             CommandBody::Lsub { reference, mailbox_wildcard } => {
                 self.list(&reference, &mailbox_wildcard, true, out).await
             }
@@ -270,7 +271,7 @@ impl Session {
             CommandBody::Search { charset, criteria, uid } => {
                 let esearch = match extension {
                     Extension::SearchReturn(options) => Some(Esearch { tag: &tag, options }),
-                    Extension::None => None,
+                    _ => None,
                 };
                 self.search(charset.as_ref(), &criteria, uid, esearch, out).await
             }

@@ -5,14 +5,19 @@
 //! decodes what is left as the plain command, and hands what it removed to the command's
 //! handler as an [`Extension`]:
 //!
-//! - `tag [UID] SEARCH RETURN (opts) criteria`, ESEARCH (RFC 4731): [`esearch`].
+//! - `tag [UID] SEARCH RETURN (opts) criteria`, ESEARCH (RFC 4731): [`esearch`];
+//! - `tag LIST [(selection)] reference (patterns) [RETURN (opts)]`, LIST-EXTENDED (RFC 5258)
+//!   with LIST-STATUS (RFC 5819) and SPECIAL-USE (RFC 6154): [`list`].
 //!
-//! Each clause sits at a fixed place right after the command name and is made of atoms and
-//! parentheses only. So only the start of the first line is examined, and a quoted string or
-//! literal is never looked into, let alone cut: a `RETURN` inside the criteria is criteria.
-//! Everything else about the command (the tag, the criteria) is left to imap-codec.
+//! Only the first line is examined, up to the first literal, and clauses are made of atoms
+//! and parentheses. SEARCH's clause sits right after the command name, so a quoted string or
+//! literal in the criteria is never looked into, let alone cut: a `RETURN` there is criteria.
+//! LIST's return options follow its mailbox arguments, which are read as atoms and quoted
+//! strings; an extended LIST with a literal is refused. Everything else about the command
+//! (the tag, the criteria, the mailbox syntax) is left to imap-codec.
 
 pub mod esearch;
+pub mod list;
 
 use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
@@ -20,15 +25,18 @@ use imap_types::IntoStatic;
 use imap_types::command::Command;
 
 pub use esearch::SearchReturn;
+pub use list::ListExtended;
 
 /// What the pre-decoder took out of a command, for the command's handler.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Extension {
     /// A plain command.
     #[default]
     None,
     /// `SEARCH RETURN (…)`: answer with ESEARCH.
     SearchReturn(SearchReturn),
+    /// An extended LIST: its options and all its patterns.
+    List(ListExtended),
 }
 
 /// A decoded command and what the pre-decoder took out of it.
@@ -46,7 +54,7 @@ pub const SYNTAX_ERROR: &str = "syntax error in command";
 pub enum Predecoded {
     /// No extension syntax: imap-codec decodes the command as it is.
     Plain,
-    /// An extension clause was cut out of the command.
+    /// Extension syntax was cut out of the command (and for LIST, the patterns but the first).
     Cut { command: Vec<u8>, extension: Extension },
     /// The command uses an extension's syntax wrongly: the text of the tagged BAD.
     Invalid(&'static str),
@@ -54,15 +62,21 @@ pub enum Predecoded {
 
 /// Recognises the extensions' syntax in a complete command (line and literals).
 pub fn predecode(message: &[u8]) -> Predecoded {
-    match esearch::find(message) {
+    if let Some(found) = esearch::find(message) {
+        return match found {
+            Err(text) => Predecoded::Invalid(text),
+            Ok((clause, options)) => {
+                let mut command = Vec::with_capacity(message.len() - clause.len());
+                command.extend_from_slice(&message[..clause.start]);
+                command.extend_from_slice(&message[clause.end..]);
+                Predecoded::Cut { command, extension: Extension::SearchReturn(options) }
+            }
+        };
+    }
+    match list::find(message) {
         None => Predecoded::Plain,
         Some(Err(text)) => Predecoded::Invalid(text),
-        Some(Ok((clause, options))) => {
-            let mut command = Vec::with_capacity(message.len() - clause.len());
-            command.extend_from_slice(&message[..clause.start]);
-            command.extend_from_slice(&message[clause.end..]);
-            Predecoded::Cut { command, extension: Extension::SearchReturn(options) }
-        }
+        Some(Ok((command, list))) => Predecoded::Cut { command, extension: Extension::List(list) },
     }
 }
 
@@ -110,6 +124,11 @@ impl<'a> Scanner<'a> {
             self.pos += 1;
         }
         &self.bytes[start..self.pos]
+    }
+
+    /// The next byte.
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
     }
 
     /// Takes `byte` if it comes next.

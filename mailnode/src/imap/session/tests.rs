@@ -387,3 +387,48 @@ async fn esearch_return_options() {
     );
     assert!(run(&mut s, "a7 SEARCH RETURN (MIN").await.starts_with("* BAD SEARCH RETURN options"));
 }
+
+#[tokio::test]
+async fn extended_list_and_list_status() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let out = run(&mut s, "c CAPABILITY").await;
+    assert!(out.contains(" LIST-STATUS") && !out.contains("LIST-EXTENDED"), "{out}");
+    append(&mut s, "INBOX", "\\Seen", MESSAGE).await;
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    append(&mut s, "Sent", "\\Seen", MESSAGE).await;
+    run(&mut s, "a CREATE Work/Old").await;
+    run(&mut s, "b SUBSCRIBE Work/Old").await;
+    run(&mut s, "b SUBSCRIBE INBOX").await;
+    // RFC 5819 §3's example: a LIST line, then a STATUS line, per mailbox.
+    let out = run(&mut s, "A01 LIST \"\" % RETURN (STATUS (MESSAGES UNSEEN))").await;
+    let inbox = "* LIST (\\HasNoChildren \\Subscribed) \"/\" INBOX\r\n* STATUS INBOX (MESSAGES 2 UNSEEN 1)\r\n";
+    assert!(out.starts_with(inbox), "{out}");
+    assert!(out.contains("* LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n* STATUS Sent (MESSAGES 1 UNSEEN 0)\r\n"));
+    assert!(out.contains("* LIST (\\HasChildren) \"/\" Work\r\n* STATUS Work (MESSAGES 0 UNSEEN 0)\r\n"), "{out}");
+    assert!(out.ends_with("A01 OK LIST completed\r\n") && !out.contains("Old"), "{out}");
+    // Selection: special-use mailboxes only, several patterns, each mailbox once.
+    let out = run(&mut s, "A02 LIST (SPECIAL-USE) \"\" (Sent \"S*\" Trash) RETURN (SPECIAL-USE)").await;
+    assert_eq!(
+        out,
+        "* LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n* LIST (\\HasNoChildren \\Trash) \"/\" Trash\r\nA02 OK LIST completed\r\n"
+    );
+    // RECURSIVEMATCH: Work is not subscribed but lists for its subscribed child (RFC 5258 §3.5).
+    let out = run(&mut s, "A03 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" % RETURN (STATUS (MESSAGES))").await;
+    assert_eq!(
+        out,
+        format!(
+            "* LIST (\\HasNoChildren \\Subscribed) \"/\" INBOX\r\n* STATUS INBOX (MESSAGES 2)\r\n\
+* LIST (\\HasChildren) \"/\" Work (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\nA03 OK LIST completed\r\n"
+        )
+    );
+    let out = run(&mut s, "A04 LIST (SUBSCRIBED) \"\" *").await;
+    assert!(out.contains("Work/Old\r\n") && !out.contains("CHILDINFO") && !out.contains(" Work\r\n"), "{out}");
+    // In an extended LIST the empty pattern is no request for the delimiter.
+    assert_eq!(run(&mut s, "A05 LIST () \"\" \"\"").await, "A05 OK LIST completed\r\n");
+    assert_eq!(run(&mut s, "A06 LIST \"\" \"\"").await, "* LIST (\\Noselect) \"/\" \"\"\r\nA06 OK LIST completed\r\n");
+    let out = run(&mut s, "A07 LIST (RECURSIVEMATCH) \"\" *").await;
+    assert_eq!(out, "* BAD RECURSIVEMATCH needs SUBSCRIBED or SPECIAL-USE\r\n");
+    let out = run(&mut s, "A08 LIST \"\" * RETURN (STATUS (MESSAGES) FOO)").await;
+    assert!(out.starts_with("* BAD unknown LIST return option"), "{out}");
+}
