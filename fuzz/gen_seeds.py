@@ -229,3 +229,31 @@ MIME = {
 }
 for name, raw in MIME.items():
     write("mime_structure", name, raw)
+
+# ---- imap_extension: a prefix selector (0 none, 1 "a SEARCH RETURN (", 2 "A1 UID SEARCH RETURN (",
+# 3 "a SEARCH ", 4 "a LIST (", 5 'L LIST "" (', 6 'L LIST "" * RETURN (', 7 "a LIST "), then the
+# rest of one complete command (line and literals).
+IMAP_EXTENSION = {
+    "esearch_all_options": (0, b"a1 SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN\r\n"),
+    "esearch_empty_list": (0, b"a2 uid search return () charset utf-8 1:* NOT DELETED\r\n"),
+    "esearch_literal": (1, b"COUNT) SUBJECT {9+}\r\nRETURN ()\r\n"),
+    "esearch_uid_modseq": (2, b"MAX MIN) MODSEQ 5\r\n"),
+    "esearch_unknown_option": (1, b"SAVE) ALL\r\n"),
+    "esearch_unbalanced": (1, b"MIN ALL\r\n"),
+    "esearch_no_criteria": (2, b"MIN)\r\n"),
+    "esearch_nul": (1, b"MIN\x00) ALL\r\n"),
+    "return_in_quoted_string": (3, b"SUBJECT \"RETURN (MIN)\" ALL\r\n"),
+    "plain_search": (3, b"OR FROM bob (SEEN UNDELETED)\r\n"),
+    "plain_fetch": (0, b"f UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])\r\n"),
+    "plain_append": (0, b"ap APPEND INBOX (\\Seen) {5+}\r\nhello\r\n"),
+    "list_status": (0, b'A01 LIST "" % RETURN (STATUS (MESSAGES UNSEEN))\r\n'),
+    "list_selection": (4, b'SUBSCRIBED RECURSIVEMATCH) "" % RETURN (STATUS (MESSAGES) CHILDREN)\r\n'),
+    "list_patterns": (5, b'"a \\"b\\"" %/x INBOX "") RETURN (SPECIAL-USE SUBSCRIBED)\r\n'),
+    "list_return_status": (6, b"STATUS (UIDNEXT UIDVALIDITY HIGHESTMODSEQ DELETED))\r\n"),
+    "list_special_use": (4, b'SPECIAL-USE) Archive/ *\r\n'),
+    "list_literal": (7, b'{0}\r\n * RETURN (CHILDREN)\r\n'),
+    "list_unknown_options": (4, b"FOO) \"\" * RETURN (BAR)\r\n"),
+    "list_plain": (7, b'"" "RETURN (STATUS (MESSAGES))"\r\n'),
+}
+for name, (selector, rest) in IMAP_EXTENSION.items():
+    write("imap_extension", name, bytes([selector]) + rest)

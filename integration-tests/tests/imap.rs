@@ -1,6 +1,6 @@
 //! IMAP against the real `sirms node` binary with Python's imaplib and curl: mail delivered
-//! by SMTP comes out byte for byte, flags, UIDPLUS, LIST, IDLE and two sessions seeing each
-//! other's changes.
+//! by SMTP comes out byte for byte, flags, UIDPLUS, LIST, IDLE, two sessions seeing each
+//! other's changes, and the extensions (QUOTA, BINARY, ESEARCH, LIST-STATUS).
 
 use std::process::Command;
 
@@ -523,4 +523,103 @@ m.logout()
     // APPEND of a literal8 (RFC 3516 §4.3) stores the NUL as sent.
     assert!(out["append8"].as_str().unwrap().contains(" OK [APPENDUID "), "{out}");
     assert_eq!(out["fetch8"], serde_json::json!(["4 (BINARY[] ~{14}", hex(b"Subject: \0\r\n\r\n")]));
+}
+
+#[test]
+fn esearch_answers_search_return() {
+    let node = MailNode::start("imap-node.example.test", "");
+    node.deliver_numbered(4);
+    let out = run(
+        &node,
+        r#"
+m = connect()
+out["caps"] = sorted(m.capabilities)
+m.select("INBOX")
+ok(m.store("2", "+FLAGS.SILENT", "(\\Seen)"))
+def esearch(*args):
+    # imaplib has no ESEARCH helper: the untagged ESEARCH is kept in untagged_responses.
+    tag = (m.tagpre + str(m.tagnum).encode()).decode()
+    try:
+        typ, data = m._simple_command(*args)
+    except imaplib.IMAP4.error as e:
+        return ["BAD", str(e)]
+    found = [d.decode() for d in m.untagged_responses.pop("ESEARCH", [])]
+    return [typ, [f.replace('"%s"' % tag, '"TAG"') for f in found]]
+out["all_options"] = esearch("SEARCH", 'RETURN (MIN MAX COUNT ALL) UNSEEN')
+out["uid_default"] = esearch("UID", "SEARCH", "RETURN () NOT SUBJECT", '"message 3"')
+out["none_found"] = esearch("SEARCH", "RETURN (COUNT MIN)", "SUBJECT", '"RETURN (ALL)"')
+out["unknown"] = esearch("SEARCH", "RETURN (SAVE) ALL")
+out["plain"] = ok(m.search(None, "UNSEEN"))[0].decode()
+m.logout()
+"#,
+    );
+    assert!(out["caps"].as_array().unwrap().iter().any(|c| c == "ESEARCH"), "{out}");
+    assert_eq!(out["all_options"], serde_json::json!(["OK", ["(TAG \"TAG\") MIN 1 MAX 4 COUNT 3 ALL 1,3:4"]]));
+    assert_eq!(out["uid_default"], serde_json::json!(["OK", ["(TAG \"TAG\") UID ALL 1:3"]]));
+    assert_eq!(out["none_found"], serde_json::json!(["OK", ["(TAG \"TAG\") COUNT 0"]]));
+    assert_eq!(out["unknown"][0], "BAD", "{out}");
+    assert!(out["unknown"][1].as_str().unwrap().contains("unknown SEARCH return option"), "{out}");
+    assert_eq!(out["plain"], "1 3 4", "SEARCH without RETURN still answers * SEARCH");
+}
+
+#[test]
+fn list_status_answers_each_mailbox_with_its_status() {
+    let node = MailNode::start("imap-node.example.test", "");
+    node.deliver_numbered(3);
+    let out = run(
+        &node,
+        r#"
+m = connect()
+out["caps"] = sorted(m.capabilities)
+ok(m.append("Sent", "(\\Seen)", None, b"Subject: sent\r\n\r\nx\r\n"))
+ok(m.create("Work/Old"))
+ok(m.subscribe("Work/Old"))
+def raw(command):
+    # The LIST and STATUS lines as they come, to see their order.
+    tag = m._new_tag()
+    m.send(tag + b" " + command + b"\r\n")
+    lines = []
+    while True:
+        line = m.readline().decode().rstrip("\r\n")
+        lines.append(line)
+        if line.startswith(tag.decode() + " "):
+            return lines[:-1] + [line[len(tag) + 1:]]
+out["status"] = raw(b'LIST "" "*" RETURN (STATUS (MESSAGES UNSEEN))')
+out["recursive"] = raw(b'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%" RETURN (STATUS (MESSAGES))')
+out["special_use"] = raw(b'LIST (SPECIAL-USE) "" ("Sent" "Work*") RETURN (SPECIAL-USE)')
+out["bad"] = raw(b'LIST "" "*" RETURN (STATUS (NOSUCHITEM))')
+out["plain"] = [d.decode() for d in ok(m.list('""', "%"))]
+m.logout()
+"#,
+    );
+    let caps: Vec<&str> = out["caps"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(caps.contains(&"LIST-STATUS") && !caps.contains(&"LIST-EXTENDED"), "{out}");
+    let lines: Vec<&str> = out["status"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(lines.last(), Some(&"OK LIST completed"), "{out}");
+    // Every LIST line is followed by the STATUS of the same mailbox.
+    let pairs = &lines[..lines.len() - 1];
+    assert!(pairs.len() >= 8 && pairs.len().is_multiple_of(2), "{out}");
+    for pair in pairs.chunks(2) {
+        let name = pair[0].rsplit(' ').next().unwrap();
+        assert!(pair[0].starts_with("* LIST (") && pair[1].starts_with(&format!("* STATUS {name} (")), "{pair:?}");
+    }
+    for expected in [
+        "* STATUS INBOX (MESSAGES 3 UNSEEN 3)",
+        "* STATUS Sent (MESSAGES 1 UNSEEN 0)",
+        "* STATUS Work/Old (MESSAGES 0 UNSEEN 0)",
+    ] {
+        assert!(lines.contains(&expected), "{expected} missing: {out}");
+    }
+    // Work is not subscribed: listed for its subscribed child, without a STATUS (RFC 5819 §3).
+    assert_eq!(
+        out["recursive"],
+        serde_json::json!(["* LIST (\\HasChildren) \"/\" Work (\"CHILDINFO\" (\"SUBSCRIBED\"))", "OK LIST completed"]),
+        "nothing else is subscribed"
+    );
+    assert_eq!(
+        out["special_use"],
+        serde_json::json!(["* LIST (\\HasNoChildren \\Sent) \"/\" Sent", "OK LIST completed"])
+    );
+    assert!(out["bad"][0].as_str().unwrap().starts_with("BAD unknown STATUS item"), "{out}");
+    assert!(out["plain"].as_array().unwrap().iter().any(|l| l == "(\\HasChildren) \"/\" Work"), "{out}");
 }

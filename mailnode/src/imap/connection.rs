@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LineEnding};
-use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
+use imap_codec::{AuthenticateDataCodec, IdleDoneCodec};
 use imap_types::core::LiteralMode;
 use sirms_storage::MailStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio_rustls::TlsAcceptor;
 
+use super::extension::{self, Decoded};
 use super::response::{self, Code, Status};
 use super::session::{Next, Session, SessionConfig};
 use crate::auth::Authenticator;
@@ -176,6 +177,15 @@ impl Reader {
         Ok(Framed::Fatal)
     }
 
+    /// Decodes the complete message as a command, with the extensions imap-codec lacks
+    /// ([`extension::decode`]); fails with the text of the tagged BAD.
+    fn decode(&self) -> Result<Decoded<'_>, &'static str> {
+        if self.fragmentizer.is_max_message_size_exceeded() || self.fragmentizer.is_message_poisoned() {
+            return Err(extension::SYNTAX_ERROR);
+        }
+        extension::decode(self.fragmentizer.message_bytes())
+    }
+
     async fn read(&mut self, io: &mut BufWriter<Stream>, expect: Expect) -> io::Result<Framed> {
         loop {
             match self.fragmentizer.progress() {
@@ -318,11 +328,11 @@ impl ImapService {
                                 // Empty lines are noise some clients send between commands.
                                 Next::Continue
                             } else {
-                                match reader.fragmentizer.decode_message(&CommandCodec::default()) {
-                                    Ok(command) => session.execute(command, io).await?,
-                                    Err(_) => {
+                                match reader.decode() {
+                                    Ok(decoded) => session.execute(decoded, io).await?,
+                                    Err(text) => {
                                         let tag = reader.fragmentizer.decode_tag().map(|t| t.inner().to_string());
-                                        session.bad_input(tag.as_deref(), "syntax error in command", io).await?
+                                        session.bad_input(tag.as_deref(), text, io).await?
                                     }
                                 }
                             }

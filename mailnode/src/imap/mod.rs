@@ -4,12 +4,14 @@
 //! [`session::Session`] holds the protocol state and runs commands against the store; it
 //! writes responses to any `AsyncWrite`, so it is tested without a network.
 //! [`connection`] is the socket loop around it: framing with imap-codec's `Fragmentizer`,
-//! literal limits, STARTTLS, AUTHENTICATE continuations and IDLE.
+//! literal limits, STARTTLS, AUTHENTICATE continuations and IDLE. [`extension`] decodes
+//! commands: imap-codec, after cutting out the extension syntax it does not know.
 
 pub mod command;
 pub mod connection;
 pub mod date;
 pub mod error;
+pub mod extension;
 pub mod fetch;
 pub mod flags;
 pub mod mutf7;

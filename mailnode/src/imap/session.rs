@@ -11,11 +11,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use imap_types::auth::AuthenticateData;
-use imap_types::command::{Command, CommandBody};
+use imap_types::command::CommandBody;
 use sirms_storage::{Change, MailStore};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::command::search::Esearch;
 use super::error::{CommandError, CommandResult, Done};
+use super::extension::{Decoded, Extension};
 use super::flags;
 use super::response::{self, Code, Data, Status};
 use super::selected::Selected;
@@ -159,7 +161,7 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QUOTA QUOTA=RES-STORAGE BINARY",
+             QUOTA QUOTA=RES-STORAGE BINARY ESEARCH LIST-STATUS",
         );
         if self.user.is_none() {
             if self.config.starttls_offered && !self.tls_active {
@@ -196,7 +198,8 @@ impl Session {
     }
 
     /// Runs one command.
-    pub async fn execute(&mut self, command: Command<'_>, out: &mut Sink<'_>) -> io::Result<Next> {
+    pub async fn execute(&mut self, decoded: Decoded<'_>, out: &mut Sink<'_>) -> io::Result<Next> {
+        let Decoded { command, extension } = decoded;
         let tag = command.tag.inner().to_string();
         let name = command.body.name();
         if let Err(text) = self.check_state(&command.body) {
@@ -247,9 +250,10 @@ impl Session {
             CommandBody::Rename { from, to } => self.rename(&from, &to).await,
             CommandBody::Subscribe { mailbox } => self.subscribe(&mailbox, true).await,
             CommandBody::Unsubscribe { mailbox } => self.subscribe(&mailbox, false).await,
-            CommandBody::List { reference, mailbox_wildcard } => {
-                self.list(&reference, &mailbox_wildcard, false, out).await
-            }
+            CommandBody::List { reference, mailbox_wildcard } => match &extension {
+                Extension::List(extended) => self.list_extended(&reference, extended, out).await,
+                _ => self.list(&reference, &mailbox_wildcard, false, out).await,
+            },
             CommandBody::Lsub { reference, mailbox_wildcard } => {
                 self.list(&reference, &mailbox_wildcard, true, out).await
             }
@@ -264,7 +268,13 @@ impl Session {
             CommandBody::Unselect => self.close(false).await,
             CommandBody::Expunge => self.expunge(None, out).await,
             CommandBody::ExpungeUid { sequence_set } => self.expunge(Some(&sequence_set), out).await,
-            CommandBody::Search { charset, criteria, uid } => self.search(charset.as_ref(), &criteria, uid, out).await,
+            CommandBody::Search { charset, criteria, uid } => {
+                let esearch = match extension {
+                    Extension::SearchReturn(options) => Some(Esearch { tag: &tag, options }),
+                    _ => None,
+                };
+                self.search(charset.as_ref(), &criteria, uid, esearch, out).await
+            }
             CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 self.fetch(&sequence_set, macro_or_item_names, uid, &modifiers, out).await
             }

@@ -1,9 +1,14 @@
-//! LIST and LSUB with `*`/`%` patterns, CHILDREN (RFC 3348) and SPECIAL-USE (RFC 6154) attributes.
+//! LIST and LSUB with `*`/`%` patterns, CHILDREN (RFC 3348) and SPECIAL-USE (RFC 6154)
+//! attributes; extended LIST (RFC 5258) with its STATUS return option (RFC 5819).
+
+use std::collections::HashSet;
 
 use imap_types::mailbox::{ListMailbox, Mailbox};
+use sirms_storage::MailboxInfo;
 use tokio::io::AsyncWriteExt;
 
-use crate::imap::error::{CommandResult, Done};
+use crate::imap::error::{CommandError, CommandResult, Done};
+use crate::imap::extension::ListExtended;
 use crate::imap::mutf7;
 use crate::imap::response::Data;
 use crate::imap::session::{Session, Sink};
@@ -50,7 +55,43 @@ fn normalize_inbox(pattern: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// The bytes of a LIST reference.
+fn reference_bytes<'a>(reference: &'a Mailbox<'_>) -> &'a [u8] {
+    match reference {
+        Mailbox::Inbox => b"INBOX",
+        Mailbox::Other(other) => other.as_ref(),
+    }
+}
+
+/// A mailbox's attributes: children (RFC 3348), special use (RFC 6154) and, except in LSUB
+/// (which lists only subscribed mailboxes anyway), subscription (RFC 5258).
+fn attributes(mailbox: &MailboxInfo, lsub: bool) -> Vec<&'static str> {
+    let mut attributes = vec![if mailbox.has_children { "\\HasChildren" } else { "\\HasNoChildren" }];
+    if let Some(special) = mailbox.special_use {
+        attributes.push(special.attribute());
+    }
+    if mailbox.subscribed && !lsub {
+        attributes.push("\\Subscribed");
+    }
+    attributes
+}
+
+/// `* LIST (attributes) "/" name` or `* LSUB …`, without the line end.
+fn list_data(verb: &str, attributes: &[&str], wire_name: &str) -> Data {
+    let mut data = Data::new(verb);
+    data.raw(format_args!(" ({}) \"/\" ", attributes.join(" "))).astring(wire_name);
+    data
+}
+
 impl Session {
+    /// The user's mailboxes, INBOX first, then by name.
+    async fn sorted_mailboxes(&mut self) -> Result<Vec<MailboxInfo>, CommandError> {
+        let user = self.login_name()?;
+        let mut mailboxes = self.store.list_mailboxes(&user).await?;
+        mailboxes.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
+        Ok(mailboxes)
+    }
+
     pub(crate) async fn list(
         &mut self,
         reference: &Mailbox<'_>,
@@ -59,10 +100,6 @@ impl Session {
         out: &mut Sink<'_>,
     ) -> CommandResult {
         let verb = if lsub { "LSUB" } else { "LIST" };
-        let reference: &[u8] = match reference {
-            Mailbox::Inbox => b"INBOX",
-            Mailbox::Other(other) => other.as_ref(),
-        };
         let pattern: &[u8] = match pattern {
             ListMailbox::Token(token) => token.as_ref(),
             ListMailbox::String(string) => string.as_ref(),
@@ -72,34 +109,89 @@ impl Session {
             out.write_all(format!("* {verb} (\\Noselect) \"/\" \"\"\r\n").as_bytes()).await?;
             return Ok(Done::ok(format!("{verb} completed")));
         }
-        let mut full = reference.to_vec();
-        full.extend_from_slice(pattern);
-        let full = normalize_inbox(full);
-        let user = self.login_name()?;
-        let mut mailboxes = self.store.list_mailboxes(&user).await?;
-        mailboxes.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
+        let full = normalize_inbox([reference_bytes(reference), pattern].concat());
         let mut lines = Vec::new();
-        for mailbox in mailboxes {
+        for mailbox in self.sorted_mailboxes().await? {
             if lsub && !mailbox.subscribed {
                 continue;
             }
             let wire = mutf7::encode(&mailbox.name);
-            if !matches(&full, wire.as_bytes()) {
-                continue;
+            if matches(&full, wire.as_bytes()) {
+                lines.extend(list_data(verb, &attributes(&mailbox, lsub), &wire).finish());
             }
-            let mut attributes = vec![if mailbox.has_children { "\\HasChildren" } else { "\\HasNoChildren" }];
-            if let Some(special) = mailbox.special_use {
-                attributes.push(special.attribute());
-            }
-            if mailbox.subscribed && !lsub {
-                attributes.push("\\Subscribed");
-            }
-            let mut data = Data::new(verb);
-            data.raw(format_args!(" ({}) \"/\" ", attributes.join(" "))).astring(&wire);
-            lines.extend(data.finish());
         }
         out.write_all(&lines).await?;
         Ok(Done::ok(format!("{verb} completed")))
+    }
+
+    /// Extended LIST (RFC 5258): selection options (SUBSCRIBED, REMOTE, RECURSIVEMATCH,
+    /// SPECIAL-USE), several patterns, and return options, STATUS (RFC 5819) among them.
+    ///
+    /// CHILDREN, SPECIAL-USE and SUBSCRIBED as return options change nothing: their
+    /// attributes are always sent. There are no remote mailboxes, so REMOTE changes nothing.
+    pub(crate) async fn list_extended(
+        &mut self,
+        reference: &Mailbox<'_>,
+        list: &ListExtended,
+        out: &mut Sink<'_>,
+    ) -> CommandResult {
+        let reference = reference_bytes(reference);
+        // §3: in an extended LIST an empty pattern matches nothing; it does not ask for the delimiter.
+        let patterns: Vec<Vec<u8>> =
+            list.patterns.iter().filter(|p| !p.is_empty()).map(|p| normalize_inbox([reference, p].concat())).collect();
+        let selection = list.selection;
+        let selected = |m: &MailboxInfo| {
+            (!selection.subscribed || m.subscribed) && (!selection.special_use || m.special_use.is_some())
+        };
+        let mailboxes = self.sorted_mailboxes().await?;
+        let wires: Vec<String> = mailboxes.iter().map(|m| mutf7::encode(&m.name)).collect();
+        let listed: Vec<bool> = wires.iter().map(|w| patterns.iter().any(|p| matches(p, w.as_bytes()))).collect();
+        // RECURSIVEMATCH (§3.5): a listed mailbox gets CHILDINFO when one of its descendants is
+        // selected but not listed itself, and is listed for that even when not selected.
+        let mut childinfo: HashSet<&str> = HashSet::new();
+        if selection.recursive_match {
+            for (mailbox, _) in mailboxes.iter().zip(&listed).filter(|(m, listed)| selected(m) && !**listed) {
+                let mut name = mailbox.name.as_str();
+                while let Some((parent, _)) = name.rsplit_once('/') {
+                    childinfo.insert(parent);
+                    name = parent;
+                }
+            }
+        }
+        let criteria: Vec<&str> =
+            [(selection.subscribed, "\"SUBSCRIBED\""), (selection.special_use, "\"SPECIAL-USE\"")]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+        let mut lines = Vec::new();
+        for ((mailbox, wire), _) in mailboxes.iter().zip(&wires).zip(&listed).filter(|(_, listed)| **listed) {
+            let is_selected = selected(mailbox);
+            let has_childinfo = childinfo.contains(mailbox.name.as_str());
+            if !is_selected && !has_childinfo {
+                continue;
+            }
+            let mut attributes = attributes(mailbox, false);
+            // RFC 5819 §2: a STATUS after the LIST line of every selected mailbox; one that
+            // cannot be had leaves the mailbox \Noselect, without a STATUS.
+            let mut status = None;
+            if is_selected && !list.returns.status.is_empty() {
+                match self.status_response(&mailbox.name, &list.returns.status).await {
+                    Ok(response) => status = Some(response),
+                    Err(e) => {
+                        tracing::debug!(mailbox = %mailbox.name, error = %e, "LIST-STATUS without STATUS");
+                        attributes.push("\\Noselect");
+                    }
+                }
+            }
+            let mut data = list_data("LIST", &attributes, wire);
+            if has_childinfo {
+                data.raw(format_args!(" (\"CHILDINFO\" ({}))", criteria.join(" ")));
+            }
+            lines.extend(data.finish());
+            lines.extend(status.unwrap_or_default());
+        }
+        out.write_all(&lines).await?;
+        Ok(Done::ok("LIST completed"))
     }
 }
 

@@ -1,4 +1,5 @@
-//! SEARCH and UID SEARCH: every RFC 3501 key plus MODSEQ (RFC 7162), evaluated per message.
+//! SEARCH and UID SEARCH: every RFC 3501 key plus MODSEQ (RFC 7162), evaluated per message,
+//! answered with SEARCH or, after `RETURN (…)`, with ESEARCH (RFC 4731).
 
 use chrono::Datelike;
 use imap_types::core::{Charset, Vec1};
@@ -10,10 +11,11 @@ use tokio::io::AsyncWriteExt;
 
 use crate::imap::date;
 use crate::imap::error::{CommandError, CommandResult, Done};
+use crate::imap::extension::SearchReturn;
 use crate::imap::fetch::{self as mime, PartRef, header};
 use crate::imap::flags;
-use crate::imap::response::Code;
-use crate::imap::selected::Entry;
+use crate::imap::response::{Code, Data};
+use crate::imap::selected::{Entry, render_uids};
 use crate::imap::session::{Session, Sink};
 
 /// Messages read from the store per round trip when a key needs their text.
@@ -224,12 +226,78 @@ fn uses_modseq(key: &SearchKey<'_>) -> bool {
     }
 }
 
+/// A SEARCH to be answered with ESEARCH (RFC 4731): the command's tag and its result options.
+#[derive(Debug, Clone, Copy)]
+pub struct Esearch<'a> {
+    pub tag: &'a str,
+    pub options: SearchReturn,
+}
+
+/// `* SEARCH n…`, with `(MODSEQ m)` when the criteria used MODSEQ (RFC 7162 §3.1.5).
+///
+/// `found`: the matching numbers (sequence numbers or UIDs) with their modseqs, ascending.
+pub fn search_response(found: &[(u32, u64)], with_modseq: bool) -> Vec<u8> {
+    let mut data = Data::new("SEARCH");
+    for (n, _) in found {
+        data.raw(format_args!(" {n}"));
+    }
+    if let Some(highest) = found.iter().map(|f| f.1).max().filter(|_| with_modseq) {
+        data.raw(format_args!(" (MODSEQ {highest})"));
+    }
+    data.finish()
+}
+
+/// `* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [COUNT n] [ALL set] [MODSEQ m]` (RFC 4731 §3).
+///
+/// `found` as for [`search_response`]. MIN, MAX and ALL are left out when nothing matched;
+/// COUNT never is. MODSEQ (§3.2, with a MODSEQ criterion) is the highest of the messages
+/// returned: those MIN and MAX name, or every match when ALL or COUNT was asked for.
+pub fn esearch_response(esearch: Esearch<'_>, uid: bool, found: &[(u32, u64)], with_modseq: bool) -> Vec<u8> {
+    let options = esearch.options;
+    let mut data = Data::new("ESEARCH (TAG ");
+    data.string(esearch.tag.as_bytes()).raw(")");
+    if uid {
+        data.raw(" UID");
+    }
+    let (Some(first), Some(last)) = (found.first(), found.last()) else {
+        if options.count {
+            data.raw(" COUNT 0");
+        }
+        return data.finish();
+    };
+    if options.min {
+        data.raw(format_args!(" MIN {}", first.0));
+    }
+    if options.max {
+        data.raw(format_args!(" MAX {}", last.0));
+    }
+    if options.count {
+        data.raw(format_args!(" COUNT {}", found.len()));
+    }
+    if options.all {
+        let numbers: Vec<u32> = found.iter().map(|f| f.0).collect();
+        data.raw(format_args!(" ALL {}", render_uids(&numbers)));
+    }
+    if with_modseq {
+        let highest = if options.all || options.count {
+            found.iter().map(|f| f.1).max().unwrap_or(0)
+        } else {
+            let min = if options.min { first.1 } else { 0 };
+            let max = if options.max { last.1 } else { 0 };
+            min.max(max)
+        };
+        data.raw(format_args!(" MODSEQ {highest}"));
+    }
+    data.finish()
+}
+
 impl Session {
     pub(crate) async fn search(
         &mut self,
         charset: Option<&Charset<'_>>,
         criteria: &Vec1<SearchKey<'_>>,
         uid: bool,
+        esearch: Option<Esearch<'_>>,
         out: &mut Sink<'_>,
     ) -> CommandResult {
         if let Some(charset) = charset {
@@ -253,8 +321,7 @@ impl Session {
         let name = view.name.clone();
         let bounds = Bounds { last_seq: view.exists(), last_uid: view.last_uid() };
         let count = view.entries().len();
-        let mut found: Vec<u32> = Vec::new();
-        let mut highest = 0u64;
+        let mut found: Vec<(u32, u64)> = Vec::new();
         let all: Vec<usize> = (0..count).collect();
         for chunk in all.chunks(BATCH) {
             let view = self.selected()?;
@@ -272,21 +339,65 @@ impl Session {
                 let parsed = raw.and_then(mime::parse);
                 let candidate = Candidate { seq: index as u32 + 1, entry, raw, parsed: parsed.as_ref() };
                 if matches(&key, &candidate, bounds, 0) {
-                    found.push(if uid { entry.meta.uid } else { index as u32 + 1 });
-                    highest = highest.max(entry.meta.modseq);
+                    found.push((if uid { entry.meta.uid } else { index as u32 + 1 }, entry.meta.modseq));
                 }
             }
         }
-        let mut line = String::from("* SEARCH");
-        for n in &found {
-            line.push(' ');
-            line.push_str(&n.to_string());
-        }
-        if with_modseq && !found.is_empty() {
-            line.push_str(&format!(" (MODSEQ {highest})"));
-        }
-        line.push_str("\r\n");
-        out.write_all(line.as_bytes()).await?;
+        let response = match esearch {
+            Some(esearch) => esearch_response(esearch, uid, &found, with_modseq),
+            None => search_response(&found, with_modseq),
+        };
+        out.write_all(&response).await?;
         Ok(Done::ok(if uid { "UID SEARCH completed" } else { "SEARCH completed" }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esearch(tag: &str, min: bool, max: bool, all: bool, count: bool) -> Esearch<'_> {
+        Esearch { tag, options: SearchReturn { min, max, all, count } }
+    }
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).expect("ASCII")
+    }
+
+    #[test]
+    fn search_responses() {
+        let found = [(2, 10), (3, 30), (9, 20)];
+        assert_eq!(text(search_response(&found, false)), "* SEARCH 2 3 9\r\n");
+        assert_eq!(text(search_response(&found, true)), "* SEARCH 2 3 9 (MODSEQ 30)\r\n");
+        assert_eq!(text(search_response(&[], true)), "* SEARCH\r\n");
+    }
+
+    #[test]
+    fn esearch_responses() {
+        let found = [(1, 5), (2, 40), (3, 7), (7, 9), (9, 8), (10, 6)];
+        let every = esearch("A282", true, true, true, true);
+        assert_eq!(
+            text(esearch_response(every, false, &found, false)),
+            "* ESEARCH (TAG \"A282\") MIN 1 MAX 10 COUNT 6 ALL 1:3,7,9:10\r\n"
+        );
+        assert_eq!(
+            text(esearch_response(every, true, &found, true)),
+            "* ESEARCH (TAG \"A282\") UID MIN 1 MAX 10 COUNT 6 ALL 1:3,7,9:10 MODSEQ 40\r\n"
+        );
+        // MODSEQ of the messages returned: MIN's and MAX's only, unless ALL or COUNT.
+        let min_max = esearch("t", true, true, false, false);
+        assert_eq!(
+            text(esearch_response(min_max, false, &found, true)),
+            "* ESEARCH (TAG \"t\") MIN 1 MAX 10 MODSEQ 6\r\n"
+        );
+        let max = esearch("t", false, true, false, false);
+        assert_eq!(text(esearch_response(max, true, &found, false)), "* ESEARCH (TAG \"t\") UID MAX 10\r\n");
+        let count = esearch("t", false, false, false, true);
+        assert_eq!(text(esearch_response(count, false, &found, true)), "* ESEARCH (TAG \"t\") COUNT 6 MODSEQ 40\r\n");
+        // Nothing found: COUNT 0 and nothing else, but always a response.
+        assert_eq!(text(esearch_response(every, true, &[], true)), "* ESEARCH (TAG \"A282\") UID COUNT 0\r\n");
+        let all = esearch("t", false, false, true, false);
+        assert_eq!(text(esearch_response(all, false, &[], false)), "* ESEARCH (TAG \"t\")\r\n");
+        assert_eq!(text(esearch_response(all, false, &[(4, 1)], false)), "* ESEARCH (TAG \"t\") ALL 4\r\n");
     }
 }

@@ -1,4 +1,4 @@
-//! STATUS.
+//! STATUS, and the STATUS responses LIST's STATUS return option (RFC 5819) sends.
 
 use imap_types::mailbox::Mailbox;
 use imap_types::status::StatusDataItemName;
@@ -6,7 +6,7 @@ use sirms_storage::SystemFlags;
 use tokio::io::AsyncWriteExt;
 
 use super::mailbox_name;
-use crate::imap::error::{CommandResult, Done};
+use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::mutf7;
 use crate::imap::response::Data;
 use crate::imap::session::{Session, Sink};
@@ -19,8 +19,20 @@ impl Session {
         out: &mut Sink<'_>,
     ) -> CommandResult {
         let name = mailbox_name(mailbox)?;
+        let response = self.status_response(&name, items).await?;
+        out.write_all(&response).await?;
+        Ok(Done::ok("STATUS completed"))
+    }
+
+    /// `* STATUS name (item value …)` for the mailbox the store calls `name` (for STATUS, and
+    /// LIST's STATUS return option).
+    pub(crate) async fn status_response(
+        &mut self,
+        name: &str,
+        items: &[StatusDataItemName],
+    ) -> Result<Vec<u8>, CommandError> {
         let user = self.login_name()?;
-        let status = self.store.status(&user, &name).await?;
+        let status = self.store.status(&user, name).await?;
         let mut fields = Vec::new();
         for item in items {
             let field = match item {
@@ -34,12 +46,12 @@ impl Session {
                     format!("HIGHESTMODSEQ {}", status.highest_modseq)
                 }
                 StatusDataItemName::Deleted => {
-                    let (_, messages) = self.store.messages(&user, &name).await?;
+                    let (_, messages) = self.store.messages(&user, name).await?;
                     let deleted = messages.iter().filter(|m| m.flags.system.contains(SystemFlags::DELETED)).count();
                     format!("DELETED {deleted}")
                 }
                 StatusDataItemName::DeletedStorage => {
-                    let (_, messages) = self.store.messages(&user, &name).await?;
+                    let (_, messages) = self.store.messages(&user, name).await?;
                     let size: u64 =
                         messages.iter().filter(|m| m.flags.system.contains(SystemFlags::DELETED)).map(|m| m.size).sum();
                     format!("DELETED-STORAGE {size}")
@@ -48,8 +60,7 @@ impl Session {
             fields.push(field);
         }
         let mut data = Data::new("STATUS ");
-        data.astring(&mutf7::encode(&name)).raw(format_args!(" ({})", fields.join(" ")));
-        out.write_all(&data.finish()).await?;
-        Ok(Done::ok("STATUS completed"))
+        data.astring(&mutf7::encode(name)).raw(format_args!(" ({})", fields.join(" ")));
+        Ok(data.finish())
     }
 }

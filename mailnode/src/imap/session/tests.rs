@@ -3,13 +3,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use imap_codec::CommandCodec;
-use imap_codec::decode::Decoder;
 use sirms_storage::{LocalStore, MailStore};
 
 use super::*;
 use crate::auth::throttle::{Throttle, ThrottleConfig};
 use crate::directory::{DirectoryConfig, DirectoryData};
+use crate::imap::extension;
 
 /// alice has no quota; quota@example.test may store 10 KiB.
 fn directory() -> Arc<DirectoryData> {
@@ -75,12 +74,9 @@ async fn run(session: &mut Session, line: &str) -> String {
 async fn run_next(session: &mut Session, line: &str) -> (String, Next) {
     let wire = format!("{line}\r\n");
     let mut out: Vec<u8> = Vec::new();
-    let next = match CommandCodec::default().decode(wire.as_bytes()) {
-        Ok((rest, command)) => {
-            assert!(rest.is_empty(), "trailing input in {line:?}");
-            session.execute(command, &mut out).await.expect("write to vec")
-        }
-        Err(_) => session.bad_input(None, "syntax error", &mut out).await.expect("write to vec"),
+    let next = match extension::decode(wire.as_bytes()) {
+        Ok(decoded) => session.execute(decoded, &mut out).await.expect("write to vec"),
+        Err(text) => session.bad_input(None, text, &mut out).await.expect("write to vec"),
     };
     (String::from_utf8_lossy(&out).into_owned(), next)
 }
@@ -355,4 +351,84 @@ BINARY[1]<2> {3}\r\nf\u{e9})\r\nf1 OK FETCH completed\r\n"
     assert!(out.contains("* 2 EXISTS\r\n") && out.contains("a8 OK [APPENDUID"), "{out}");
     let out = run(&mut s, "f5 FETCH 2 (BINARY.PEEK[] BINARY.SIZE[])").await;
     assert!(out.contains("* 2 FETCH (BINARY[] ~{11}\r\nSubject:\0\r\n BINARY.SIZE[] 11)\r\n"), "{out}");
+}
+
+#[tokio::test]
+async fn esearch_return_options() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert!(run(&mut s, "c CAPABILITY").await.contains(" ESEARCH"));
+    for i in 0..5 {
+        append(&mut s, "INBOX", if i == 1 || i == 4 { "\\Seen" } else { "" }, MESSAGE).await;
+    }
+    run(&mut s, "s SELECT INBOX").await;
+    run(&mut s, "x STORE 2 +FLAGS.SILENT (\\Deleted)").await;
+    run(&mut s, "x EXPUNGE").await;
+    // Sequence numbers 1..4 are UIDs 1, 3, 4, 5; UIDs 2 and 5 were \Seen.
+    assert_eq!(
+        run(&mut s, "a1 SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN").await,
+        "* ESEARCH (TAG \"a1\") MIN 1 MAX 3 COUNT 3 ALL 1:3\r\na1 OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "a2 UID SEARCH RETURN () UNSEEN").await,
+        "* ESEARCH (TAG \"a2\") UID ALL 1,3:4\r\na2 OK UID SEARCH completed\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "a3 uid search return (count) charset utf-8 subject {5+}\r\nNOPE!").await,
+        "* ESEARCH (TAG \"a3\") UID COUNT 0\r\na3 OK UID SEARCH completed\r\n"
+    );
+    let out = run(&mut s, "a4 SEARCH RETURN (MAX) MODSEQ 1").await;
+    assert!(out.starts_with("* ESEARCH (TAG \"a4\") MAX 4 MODSEQ "), "{out}");
+    // A RETURN in the criteria is a search string, not a result option.
+    assert_eq!(run(&mut s, "a5 SEARCH SUBJECT \"RETURN (MIN)\"").await, "* SEARCH\r\na5 OK SEARCH completed\r\n");
+    assert_eq!(
+        run(&mut s, "a6 SEARCH RETURN (SAVE) ALL").await,
+        "* BAD unknown SEARCH return option (MIN, MAX, ALL and COUNT are offered)\r\n"
+    );
+    assert!(run(&mut s, "a7 SEARCH RETURN (MIN").await.starts_with("* BAD SEARCH RETURN options"));
+}
+
+#[tokio::test]
+async fn extended_list_and_list_status() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let out = run(&mut s, "c CAPABILITY").await;
+    assert!(out.contains(" LIST-STATUS") && !out.contains("LIST-EXTENDED"), "{out}");
+    append(&mut s, "INBOX", "\\Seen", MESSAGE).await;
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    append(&mut s, "Sent", "\\Seen", MESSAGE).await;
+    run(&mut s, "a CREATE Work/Old").await;
+    run(&mut s, "b SUBSCRIBE Work/Old").await;
+    run(&mut s, "b SUBSCRIBE INBOX").await;
+    // RFC 5819 §3's example: a LIST line, then a STATUS line, per mailbox.
+    let out = run(&mut s, "A01 LIST \"\" % RETURN (STATUS (MESSAGES UNSEEN))").await;
+    let inbox = "* LIST (\\HasNoChildren \\Subscribed) \"/\" INBOX\r\n* STATUS INBOX (MESSAGES 2 UNSEEN 1)\r\n";
+    assert!(out.starts_with(inbox), "{out}");
+    assert!(out.contains("* LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n* STATUS Sent (MESSAGES 1 UNSEEN 0)\r\n"));
+    assert!(out.contains("* LIST (\\HasChildren) \"/\" Work\r\n* STATUS Work (MESSAGES 0 UNSEEN 0)\r\n"), "{out}");
+    assert!(out.ends_with("A01 OK LIST completed\r\n") && !out.contains("Old"), "{out}");
+    // Selection: special-use mailboxes only, several patterns, each mailbox once.
+    let out = run(&mut s, "A02 LIST (SPECIAL-USE) \"\" (Sent \"S*\" Trash) RETURN (SPECIAL-USE)").await;
+    assert_eq!(
+        out,
+        "* LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n* LIST (\\HasNoChildren \\Trash) \"/\" Trash\r\nA02 OK LIST completed\r\n"
+    );
+    // RECURSIVEMATCH: Work is not subscribed but lists for its subscribed child (RFC 5258 §3.5).
+    let out = run(&mut s, "A03 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" % RETURN (STATUS (MESSAGES))").await;
+    assert_eq!(
+        out,
+        format!(
+            "* LIST (\\HasNoChildren \\Subscribed) \"/\" INBOX\r\n* STATUS INBOX (MESSAGES 2)\r\n\
+* LIST (\\HasChildren) \"/\" Work (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\nA03 OK LIST completed\r\n"
+        )
+    );
+    let out = run(&mut s, "A04 LIST (SUBSCRIBED) \"\" *").await;
+    assert!(out.contains("Work/Old\r\n") && !out.contains("CHILDINFO") && !out.contains(" Work\r\n"), "{out}");
+    // In an extended LIST the empty pattern is no request for the delimiter.
+    assert_eq!(run(&mut s, "A05 LIST () \"\" \"\"").await, "A05 OK LIST completed\r\n");
+    assert_eq!(run(&mut s, "A06 LIST \"\" \"\"").await, "* LIST (\\Noselect) \"/\" \"\"\r\nA06 OK LIST completed\r\n");
+    let out = run(&mut s, "A07 LIST (RECURSIVEMATCH) \"\" *").await;
+    assert_eq!(out, "* BAD RECURSIVEMATCH needs SUBSCRIBED or SPECIAL-USE\r\n");
+    let out = run(&mut s, "A08 LIST \"\" * RETURN (STATUS (MESSAGES) FOO)").await;
+    assert!(out.starts_with("* BAD unknown LIST return option"), "{out}");
 }

@@ -1,0 +1,208 @@
+//! Fuzzes the IMAP command pre-decoder (`sirms_mailnode::imap::extension`): the code that
+//! takes extension syntax imap-codec cannot decode out of a complete command before imap-codec
+//! decodes the rest: `SEARCH RETURN (…)` (ESEARCH) and extended LIST (LIST-EXTENDED,
+//! LIST-STATUS).
+//!
+//! The input is one complete command as the connection hands it over (line and literals).
+//! Byte 0 picks a prefix put before the rest, so that most inputs reach the extensions:
+//! 0 none, 1 `a SEARCH RETURN (`, 2 `A1 UID SEARCH RETURN (`, 3 `a SEARCH `, 4 `a LIST (`,
+//! 5 `L LIST "" (`, 6 `L LIST "" * RETURN (`, 7 `a LIST `. Checked:
+//!
+//! - nothing panics;
+//! - a SEARCH cut is only ever `RETURN (opt …) ` with `opt` one of MIN, MAX, ALL, COUNT (any
+//!   case), right after `tag SP [UID SP] SEARCH SP` on the first line: never anything inside a
+//!   quoted string or literal, never past a line end; the options it reports are the ones it
+//!   cut (at least one: `()` is ALL);
+//! - an extended LIST is a single line (no literal) ending the message, rewritten as
+//!   `tag LIST reference first-pattern`; it has patterns, RECURSIVEMATCH only with a criterion,
+//!   every pattern is one imap-codec reads back the same from a quoted string, and the first is
+//!   the one imap-codec decodes from the rewritten command;
+//! - the pre-decoder only takes over commands imap-codec rejects: whenever it cuts or refuses,
+//!   imap-codec does not decode the input as it is; SEARCH and LIST never both claim one;
+//! - a plain command decodes exactly as imap-codec alone decodes it, with no extension;
+//! - a cut command decodes iff imap-codec decodes what is left, and then it is a SEARCH or LIST
+//!   with the same tag and carries the options.
+
+#![no_main]
+
+use imap_codec::CommandCodec;
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::mailbox::ListMailbox;
+use libfuzzer_sys::fuzz_target;
+use sirms_mailnode::imap::extension::{
+    Decoded, Extension, ListExtended, Predecoded, SearchReturn, decode, esearch, list, predecode,
+};
+
+const PREFIXES: [&[u8]; 8] = [
+    b"",
+    b"a SEARCH RETURN (",
+    b"A1 UID SEARCH RETURN (",
+    b"a SEARCH ",
+    b"a LIST (",
+    b"L LIST \"\" (",
+    b"L LIST \"\" * RETURN (",
+    b"a LIST ",
+];
+
+/// imap-codec's decoding of all of `bytes` as one command.
+fn codec(bytes: &[u8]) -> Option<Command<'_>> {
+    match CommandCodec::default().decode(bytes) {
+        Ok(([], command)) => Some(command),
+        _ => None,
+    }
+}
+
+/// Splits `bytes` at single spaces, all of them (an empty word where two spaces meet).
+fn words(bytes: &[u8]) -> Vec<&[u8]> {
+    bytes.split(|&b| b == b' ').collect()
+}
+
+/// Checks the clause `find` cut, `message[start..end]`, and returns the options it names.
+fn check_clause(message: &[u8], start: usize, end: usize) -> SearchReturn {
+    assert!(start < end && end <= message.len(), "cut {start}..{end} of {}", message.len());
+    // Before the clause: `tag SP [UID SP] SEARCH SP`, all on the first line.
+    let head = &message[..start];
+    assert!(!head.iter().any(|&b| b == b'\r' || b == b'\n'), "cut after a line end");
+    let head_words = words(head.strip_suffix(b" ").expect("clause after a space"));
+    let command: &[&[u8]] = match head_words.as_slice() {
+        [tag, command @ ..] => {
+            assert!(!tag.is_empty() && !tag.iter().any(|&b| b == b'(' || b == b')' || b.is_ascii_control()));
+            command
+        }
+        [] => unreachable!("split gives at least one word"),
+    };
+    assert!(
+        matches!(command, [search] if search.eq_ignore_ascii_case(b"SEARCH"))
+            || matches!(command, [uid, search] if uid.eq_ignore_ascii_case(b"UID") && search.eq_ignore_ascii_case(b"SEARCH")),
+        "cut after {:?}",
+        String::from_utf8_lossy(head)
+    );
+    // The clause: `RETURN (opt …) ` and nothing else.
+    let clause = &message[start..end];
+    assert!(clause.len() >= 10 && clause[..8].eq_ignore_ascii_case(b"RETURN ("), "clause {clause:?}");
+    let list = clause[8..].strip_suffix(b") ").expect("clause ends with ') '");
+    let mut options = SearchReturn::default();
+    if !list.is_empty() {
+        for word in words(list) {
+            let option = match word.to_ascii_uppercase().as_slice() {
+                b"MIN" => &mut options.min,
+                b"MAX" => &mut options.max,
+                b"ALL" => &mut options.all,
+                b"COUNT" => &mut options.count,
+                _ => panic!("cut an unknown option {word:?}"),
+            };
+            *option = true;
+        }
+    }
+    if options == SearchReturn::default() {
+        options.all = true;
+    }
+    options
+}
+
+/// The pattern of a decoded LIST, as bytes.
+fn pattern_bytes<'a>(pattern: &'a ListMailbox<'_>) -> &'a [u8] {
+    match pattern {
+        ListMailbox::Token(token) => token.as_ref(),
+        ListMailbox::String(string) => string.as_ref(),
+    }
+}
+
+/// Checks an extended LIST the pre-decoder rewrote as `command`.
+fn check_list(message: &[u8], command: &[u8], list: &ListExtended, decoded: &Result<Decoded<'_>, &'static str>) {
+    let line = message.strip_suffix(b"\r\n").expect("extended LIST ends the message with CRLF");
+    assert!(!line.iter().any(|&b| b == b'\r' || b == b'\n'), "extended LIST over several lines");
+    let tag = message.split(|&b| b == b' ').next().unwrap_or_default();
+    let rest = command.strip_prefix(tag).and_then(|r| r.strip_prefix(b" LIST ")).expect("tag LIST …");
+    let rest = rest.strip_suffix(b"\r\n").expect("rewritten command ends with CRLF");
+    assert!(!rest.iter().any(|&b| b == b'\r' || b == b'\n'));
+    assert!(!list.patterns.is_empty(), "no pattern");
+    let s = list.selection;
+    assert!(!s.recursive_match || s.subscribed || s.special_use, "RECURSIVEMATCH alone");
+    for pattern in &list.patterns {
+        let mut quoted = b"q LIST \"\" \"".to_vec();
+        for &b in pattern {
+            if b == b'"' || b == b'\\' {
+                quoted.push(b'\\');
+            }
+            quoted.push(b);
+        }
+        quoted.extend_from_slice(b"\"\r\n");
+        match codec(&quoted) {
+            Some(Command { body: CommandBody::List { mailbox_wildcard, .. }, .. }) => {
+                assert_eq!(pattern_bytes(&mailbox_wildcard), pattern.as_slice());
+            }
+            other => panic!("pattern {pattern:?} is no pattern for imap-codec: {other:?}"),
+        }
+    }
+    match (decoded, codec(command)) {
+        (Ok(d), Some(c)) => {
+            assert_eq!(d.command, c);
+            assert_eq!(d.extension, Extension::List(list.clone()));
+            let CommandBody::List { mailbox_wildcard, .. } = &d.command.body else { panic!("{:?}", d.command) };
+            assert_eq!(pattern_bytes(mailbox_wildcard), list.patterns[0].as_slice());
+            assert_eq!(d.command.tag.inner().as_bytes(), tag);
+        }
+        (Err(_), None) => {}
+        (d, c) => panic!("decode {d:?} but imap-codec on the rewritten command {c:?}"),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, rest)) = data.split_first() else { return };
+    let mut message = PREFIXES[usize::from(selector % 8)].to_vec();
+    message.extend_from_slice(rest);
+    let message = message.as_slice();
+
+    let found = esearch::find(message);
+    let listed = list::find(message);
+    assert!(found.is_none() || listed.is_none(), "SEARCH and LIST both claim the command");
+    let predecoded = predecode(message);
+    let decoded = decode(message);
+    if predecoded != Predecoded::Plain {
+        assert!(codec(message).is_none(), "imap-codec decodes a command the pre-decoder took: {predecoded:?}");
+    }
+    match (&found, &listed, &predecoded) {
+        (None, None, Predecoded::Plain) => {
+            // Plain commands are imap-codec's alone.
+            match (&decoded, codec(message)) {
+                (Ok(d), Some(c)) => {
+                    assert_eq!(d.command, c);
+                    assert_eq!(d.extension, Extension::None);
+                }
+                (Err(_), None) => {}
+                (d, c) => panic!("decode {d:?} but imap-codec {c:?}"),
+            }
+        }
+        (Some(Ok((range, options))), None, Predecoded::Cut { command, extension }) => {
+            assert_eq!(check_clause(message, range.start, range.end), *options);
+            assert_eq!(*extension, Extension::SearchReturn(*options));
+            let mut left = message[..range.start].to_vec();
+            left.extend_from_slice(&message[range.end..]);
+            assert_eq!(command, &left);
+            match (&decoded, codec(&left)) {
+                (Ok(d), Some(c)) => {
+                    assert_eq!(d.command, c);
+                    assert_eq!(d.extension, *extension);
+                    assert!(matches!(d.command.body, CommandBody::Search { .. }), "{:?}", d.command);
+                    let tag = message.split(|&b| b == b' ').next().unwrap_or_default();
+                    assert_eq!(d.command.tag.inner().as_bytes(), tag);
+                }
+                (Err(_), None) => {}
+                (d, c) => panic!("decode {d:?} but imap-codec on the rest {c:?}"),
+            }
+        }
+        (None, Some(Ok((rewritten, list))), Predecoded::Cut { command, extension }) => {
+            assert_eq!(rewritten, command);
+            assert_eq!(*extension, Extension::List(list.clone()));
+            check_list(message, command, list, &decoded);
+        }
+        (Some(Err(text)), None, Predecoded::Invalid(invalid))
+        | (None, Some(Err(text)), Predecoded::Invalid(invalid)) => {
+            assert_eq!(text, invalid);
+            assert_eq!(decoded.as_ref().err(), Some(text));
+        }
+        (found, listed, predecoded) => panic!("find {found:?} and {listed:?} but predecode {predecoded:?}"),
+    }
+});

@@ -1,0 +1,182 @@
+//! Command syntax imap-codec `=2.0.0-alpha.10` cannot decode, cut out before it decodes the rest.
+//!
+//! The pre-decoder looks at one complete command (its line and literals, as the fragmentizer
+//! holds it) and recognises an extension's clause. It removes the clause, so that imap-codec
+//! decodes what is left as the plain command, and hands what it removed to the command's
+//! handler as an [`Extension`]:
+//!
+//! - `tag [UID] SEARCH RETURN (opts) criteria`, ESEARCH (RFC 4731): [`esearch`];
+//! - `tag LIST [(selection)] reference (patterns) [RETURN (opts)]`, LIST-EXTENDED (RFC 5258)
+//!   with LIST-STATUS (RFC 5819) and SPECIAL-USE (RFC 6154): [`list`].
+//!
+//! Only the first line is examined, up to the first literal, and clauses are made of atoms
+//! and parentheses. SEARCH's clause sits right after the command name, so a quoted string or
+//! literal in the criteria is never looked into, let alone cut: a `RETURN` there is criteria.
+//! LIST's return options follow its mailbox arguments, which are read as atoms and quoted
+//! strings; an extended LIST with a literal is refused. Everything else about the command
+//! (the tag, the criteria, the mailbox syntax) is left to imap-codec.
+
+pub mod esearch;
+pub mod list;
+
+use imap_codec::CommandCodec;
+use imap_codec::decode::Decoder;
+use imap_types::IntoStatic;
+use imap_types::command::Command;
+
+pub use esearch::SearchReturn;
+pub use list::ListExtended;
+
+/// What the pre-decoder took out of a command, for the command's handler.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Extension {
+    /// A plain command.
+    #[default]
+    None,
+    /// `SEARCH RETURN (…)`: answer with ESEARCH.
+    SearchReturn(SearchReturn),
+    /// An extended LIST: its options and all its patterns.
+    List(ListExtended),
+}
+
+/// A decoded command and what the pre-decoder took out of it.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    pub command: Command<'a>,
+    pub extension: Extension,
+}
+
+/// The text of the tagged BAD for a command imap-codec could not decode.
+pub const SYNTAX_ERROR: &str = "syntax error in command";
+
+/// What the pre-decoder made of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Predecoded {
+    /// No extension syntax: imap-codec decodes the command as it is.
+    Plain,
+    /// Extension syntax was cut out of the command (and for LIST, the patterns but the first).
+    Cut { command: Vec<u8>, extension: Extension },
+    /// The command uses an extension's syntax wrongly: the text of the tagged BAD.
+    Invalid(&'static str),
+}
+
+/// Recognises the extensions' syntax in a complete command (line and literals).
+pub fn predecode(message: &[u8]) -> Predecoded {
+    if let Some(found) = esearch::find(message) {
+        return match found {
+            Err(text) => Predecoded::Invalid(text),
+            Ok((clause, options)) => {
+                let mut command = Vec::with_capacity(message.len() - clause.len());
+                command.extend_from_slice(&message[..clause.start]);
+                command.extend_from_slice(&message[clause.end..]);
+                Predecoded::Cut { command, extension: Extension::SearchReturn(options) }
+            }
+        };
+    }
+    match list::find(message) {
+        None => Predecoded::Plain,
+        Some(Err(text)) => Predecoded::Invalid(text),
+        Some(Ok((command, list))) => Predecoded::Cut { command, extension: Extension::List(list) },
+    }
+}
+
+/// Decodes one complete command (line and literals): the pre-decoder, then imap-codec.
+///
+/// Fails with the text of the tagged BAD.
+pub fn decode(message: &[u8]) -> Result<Decoded<'_>, &'static str> {
+    let (command, extension) = match predecode(message) {
+        Predecoded::Plain => (whole(message)?, Extension::None),
+        Predecoded::Cut { command, extension } => (whole(&command)?.into_static(), extension),
+        Predecoded::Invalid(text) => return Err(text),
+    };
+    Ok(Decoded { command, extension })
+}
+
+/// imap-codec's decoding of all of `bytes` as one command.
+fn whole(bytes: &[u8]) -> Result<Command<'_>, &'static str> {
+    match CommandCodec::default().decode(bytes) {
+        Ok(([], command)) => Ok(command),
+        _ => Err(SYNTAX_ERROR),
+    }
+}
+
+/// A cursor over the start of a command line, for the clauses' atoms and parentheses.
+///
+/// It never moves past a line end: [`Scanner::word`] stops at one, and every other step takes
+/// exactly the byte it expects.
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(bytes: &'a [u8]) -> Scanner<'a> {
+        Scanner { bytes, pos: 0 }
+    }
+
+    /// The next run of bytes up to a space, parenthesis or control character (CR, LF, NUL…).
+    fn word(&mut self) -> &'a [u8] {
+        let start = self.pos;
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if b == b' ' || b == b'(' || b == b')' || b.is_ascii_control() {
+                break;
+            }
+            self.pos += 1;
+        }
+        &self.bytes[start..self.pos]
+    }
+
+    /// The next byte.
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    /// Takes `byte` if it comes next.
+    fn take(&mut self, byte: u8) -> bool {
+        if self.bytes.get(self.pos) == Some(&byte) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes `keyword` (any case) followed by a space, or nothing.
+    fn keyword(&mut self, keyword: &[u8]) -> bool {
+        let start = self.pos;
+        if self.word().eq_ignore_ascii_case(keyword) && self.take(b' ') {
+            return true;
+        }
+        self.pos = start;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use imap_types::command::CommandBody;
+
+    use super::*;
+
+    #[test]
+    fn plain_commands_pass_through() {
+        let decoded = decode(b"a1 UID SEARCH SUBJECT \"RETURN (MIN)\"\r\n").unwrap();
+        assert_eq!(decoded.extension, Extension::None);
+        assert!(matches!(decoded.command.body, CommandBody::Search { uid: true, .. }));
+        assert_eq!(decode(b"a1 BOGUS\r\n").unwrap_err(), SYNTAX_ERROR);
+        assert_eq!(decode(b"a1 NOOP\r\ntrailing").unwrap_err(), SYNTAX_ERROR);
+    }
+
+    #[test]
+    fn search_return_is_cut_and_the_rest_decoded() {
+        let decoded = decode(b"t UID SEARCH RETURN (MIN COUNT) CHARSET UTF-8 SUBJECT {3+}\r\nx y\r\n").unwrap();
+        let CommandBody::Search { charset, criteria, uid } = decoded.command.body else { panic!("not a SEARCH") };
+        assert!(uid && charset.is_some() && criteria.as_ref().len() == 1);
+        assert_eq!(
+            decoded.extension,
+            Extension::SearchReturn(SearchReturn { min: true, count: true, ..SearchReturn::default() })
+        );
+        assert_eq!(decode(b"t SEARCH RETURN (MIN) BOGUS\r\n").unwrap_err(), SYNTAX_ERROR);
+        assert_eq!(decode(b"t SEARCH RETURN (FOO) ALL\r\n").unwrap_err(), esearch::UNKNOWN_OPTION);
+    }
+}
