@@ -24,6 +24,7 @@ pub mod directory;
 pub mod forward;
 pub mod hashing;
 pub mod health;
+pub mod nat;
 pub mod node;
 pub mod pick;
 pub mod role;
