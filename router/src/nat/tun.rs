@@ -79,7 +79,7 @@ fn annotate(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// Sets IFF_UP on interface `name` (SIOCGIFFLAGS, then SIOCSIFFLAGS).
+/// Sets IFF_UP on interface `name` (SIOCGIFFLAGS, then SIOCSIFFLAGS if it is down).
 fn set_up(name: &str) -> io::Result<()> {
     // SAFETY: a plain socket(2); the descriptor is owned right away.
     let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -94,6 +94,10 @@ fn set_up(name: &str) -> io::Result<()> {
     unsafe {
         if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
             return Err(annotate(io::Error::last_os_error(), &format!("SIOCGIFFLAGS {name}")));
+        }
+        // Already up (the operator's `ip link set up`): nothing to do, and no privilege needed.
+        if req.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short != 0 {
+            return Ok(());
         }
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
         if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) < 0 {
