@@ -97,10 +97,7 @@ impl Netns {
         std::thread::scope(|scope| {
             scope
                 .spawn(move || {
-                    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-                    // SAFETY: setns(2) on a descriptor we hold; it moves only this thread.
-                    let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(entered, 0, "setns {}: {}", path.display(), std::io::Error::last_os_error());
+                    enter(&path);
                     f()
                 })
                 .join()
@@ -108,10 +105,27 @@ impl Netns {
         })
     }
 
+    /// Starts a thread that enters the namespace and runs `f` (a server, say).
+    pub fn spawn<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> std::thread::JoinHandle<R> {
+        let path = PathBuf::from("/run/netns").join(&self.name);
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+    }
+
     /// Waits (bounded) until `process` accepts connections on every address, seen from inside.
     pub fn wait_listening(&self, process: &mut Process, what: &str, addrs: &[SocketAddr]) {
         self.within(|| process.wait_listening(what, addrs));
     }
+}
+
+/// Moves the calling thread into the network namespace bound at `path`.
+fn enter(path: &std::path::Path) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // SAFETY: setns(2) on a descriptor we hold; it moves only this thread.
+    let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(entered, 0, "setns {}: {}", path.display(), std::io::Error::last_os_error());
 }
 
 impl Drop for Netns {
