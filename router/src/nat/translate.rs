@@ -11,7 +11,8 @@
 //! * A packet of a known flow is rewritten as its flow says, in either direction.
 //! * An ICMP error about a packet of a known flow is rewritten to match: the packet it
 //!   quotes, and its outer addresses, become what the other side of the NAT sent or sees.
-//! * A TCP segment of no known flow, to the public address, to an alias or from a node, is
+//! * A TCP segment of no known flow, to the public address, to an alias or from a node
+//!   (including a node's connection to the public address: hairpin is not translated), is
 //!   answered with a reset, as a host answers a segment for a closed port: a client never
 //!   waits on a black hole, whether the port is not served, no node is available or its flow
 //!   was reset or forgotten (say, by a router restart).
@@ -224,7 +225,11 @@ impl Translator {
             return Verdict::Discard(Discard::NotOurs);
         }
         if from_node.is_some() && to_us {
-            return Verdict::Discard(Discard::Hairpin);
+            // Refused rather than dropped, so the node's connect fails at once.
+            return match segment {
+                Some(segment) => refuse(tuple, &segment, Discard::Hairpin),
+                None => Verdict::Discard(Discard::Hairpin),
+            };
         }
         // TCP flows start with a SYN; any other segment is answered as by a closed port.
         if let Some(segment) = segment
@@ -539,10 +544,14 @@ mod tests {
     }
 
     #[test]
-    fn hairpin_is_dropped() {
+    fn hairpin_is_refused() {
+        let t0 = Instant::now();
         let mut nat = translator(view(healthy(), &[]));
-        let mut buf = tcp("198.19.0.11:45000", "198.18.100.1:25", 7, 0, SYN, &[]);
-        assert_eq!(nat.handle(&mut buf, Instant::now()), Verdict::Discard(Discard::Hairpin));
+        let (t, _) = answer(&mut nat, tcp("198.19.0.11:45000", "198.18.100.1:25", 7, 0, SYN, &[]), t0);
+        assert_eq!(t.dst, sa("198.19.0.11:45000"));
+        let mut udp = packet::udp_packet(sa("198.19.0.11:5353"), sa("198.18.100.12:53"), b"q");
+        assert_eq!(nat.handle(&mut udp, t0), Verdict::Discard(Discard::Hairpin));
+        assert_eq!(nat.flow_count(), 0);
     }
 
     /// Establishes client → public:25 → node at `node_ip`, with data both ways; returns the client port's flow.
