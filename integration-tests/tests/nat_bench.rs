@@ -8,11 +8,11 @@
 //!
 //! The backend is a small server in the nodes' namespace (a thread of this process), so the
 //! router is the only SIRMS code measured:
-//! - bulk: one connection streams `NAT_BENCH_MB` MiB (default 256) to the backend, which
+//! - bulk: one connection streams `NAT_BENCH_MB` MiB (default 512) to the backend, which
 //!   answers one byte after the end; MiB/s over the whole exchange;
-//! - sequential: `NAT_BENCH_SEQ` connections (default 2000) one after another, each connect,
+//! - sequential: `NAT_BENCH_SEQ` connections (default 5000) one after another, each connect,
 //!   a 64-byte request, its 64-byte echo, close: per-connection latency percentiles;
-//! - concurrent: 16 clients doing the same, `NAT_BENCH_CONC` connections each (default 250):
+//! - concurrent: 16 clients doing the same, `NAT_BENCH_CONC` connections each (default 500):
 //!   connections per second.
 //!
 //! The router's CPU time (user + system, from /proc) is reported per phase.
@@ -100,19 +100,21 @@ fn bulk(addr: SocketAddr, mib: usize) -> f64 {
 }
 
 /// One short session; returns its duration.
-fn request(addr: SocketAddr) -> Duration {
+fn request(addr: SocketAddr) -> std::io::Result<Duration> {
     let start = Instant::now();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_nodelay(true).expect("nodelay");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(&[b'R'; REQUEST]).expect("request");
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(&[b'R'; REQUEST])?;
     let mut reply = [0u8; REQUEST];
-    s.read_exact(&mut reply).expect("echo");
-    start.elapsed()
+    s.read_exact(&mut reply)?;
+    Ok(start.elapsed())
 }
 
 struct Row {
     name: &'static str,
+    /// Sessions that failed (connect or echo timed out, refused, reset).
+    failed: usize,
     bulk_mib_s: f64,
     p50: Duration,
     p90: Duration,
@@ -136,24 +138,35 @@ fn cpu_secs(pid: u32) -> f64 {
 
 fn measure(lab: &NatLab, name: &'static str, target: SocketAddr, router: Option<u32>) -> Row {
     let (mib, seq, conc) =
-        (env_num("NAT_BENCH_MB", 256), env_num("NAT_BENCH_SEQ", 2000), env_num("NAT_BENCH_CONC", 250));
+        (env_num("NAT_BENCH_MB", 512), env_num("NAT_BENCH_SEQ", 5000), env_num("NAT_BENCH_CONC", 500));
     let cpu = || router.map(cpu_secs).unwrap_or(0.0);
+    eprintln!("measuring {name}");
     lab.public.within(|| {
         for _ in 0..50 {
-            request(target); // warm-up: ARP, routes, the router's first flows
+            request(target).expect("warm-up session"); // ARP, routes, the router's first flows
         }
         let c0 = cpu();
         let bulk_mib_s = bulk(target, mib);
+        eprintln!("  bulk done");
         let c1 = cpu();
-        let mut times: Vec<Duration> = (0..seq).map(|_| request(target)).collect();
+        let failed = std::sync::atomic::AtomicUsize::new(0);
+        let count = |r: std::io::Result<Duration>| {
+            r.inspect_err(|e| {
+                failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("  session failed: {e}");
+            })
+            .ok()
+        };
+        let mut times: Vec<Duration> = (0..seq).filter_map(|_| count(request(target))).collect();
         let seq_secs: f64 = times.iter().map(Duration::as_secs_f64).sum();
+        eprintln!("  sequential done");
         let c2 = cpu();
         let start = Instant::now();
         std::thread::scope(|scope| {
             for _ in 0..16 {
                 scope.spawn(|| {
                     for _ in 0..conc {
-                        request(target);
+                        count(request(target));
                     }
                 });
             }
@@ -164,11 +177,12 @@ fn measure(lab: &NatLab, name: &'static str, target: SocketAddr, router: Option<
         let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
         Row {
             name,
+            failed: failed.into_inner(),
             bulk_mib_s,
             p50: at(0.5),
             p90: at(0.9),
             p99: at(0.99),
-            seq_per_s: seq as f64 / seq_secs,
+            seq_per_s: times.len() as f64 / seq_secs,
             conc_per_s,
             // CPU seconds per GiB streamed, per 1000 sequential and per 1000 concurrent sessions.
             router_cpu: router.map(|_| {
@@ -184,13 +198,13 @@ fn measure(lab: &NatLab, name: &'static str, target: SocketAddr, router: Option<
 
 /// Starts a router in the router namespace with `mode` and one node, node1, at its SMTP
 /// backend port; waits until the node is up.
-fn router(lab: &NatLab, dir: &std::path::Path, mode: &str) -> Process {
+fn router(lab: &NatLab, dir: &std::path::Path, mode: &str, public: &str) -> Process {
     let ports = [25, 587, 465, 143, 993, 110, 995];
     let names = ["smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"];
-    let listen: String = names.iter().zip(ports).map(|(n, p)| format!("{n} = \"{PUBLIC}:{p}\"\n")).collect();
+    let listen: String = names.iter().zip(ports).map(|(n, p)| format!("{n} = \"{public}:{p}\"\n")).collect();
     let config = format!(
         "data_dir = \"{}\"\ntoken = \"{TOKEN}\"\nadmin_listen = \"{ROUTER_PRIVATE}:7070\"\nhealth_interval_secs = 1\n\
-         mode = \"{mode}\"\n[listen]\n{listen}[nat]\npublic = \"{PUBLIC}\"\n",
+         mode = \"{mode}\"\n[listen]\n{listen}[nat]\npublic = \"{public}\"\n",
         dir.join(format!("data-{mode}")).display()
     );
     let path = dir.join(format!("router-{mode}.toml"));
@@ -198,17 +212,7 @@ fn router(lab: &NatLab, dir: &std::path::Path, mode: &str) -> Process {
     let mut process = lab.router.sirms(&["router", "-c", path.to_str().expect("utf-8")]);
     let admin: SocketAddr = format!("{ROUTER_PRIVATE}:7070").parse().expect("addr");
     lab.router.wait_listening(&mut process, "sirms router", &[admin]);
-    let ctl = |args: &[&str]| {
-        let out = lab
-            .router
-            .command(sirms_integration_tests::sirms_bin())
-            .args(["ctl", "--router", &format!("http://{admin}"), "--token", TOKEN])
-            .args(args)
-            .output()
-            .expect("ctl");
-        assert!(out.status.success(), "ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ctl = |args: &[&str]| ctl(lab, args);
     ctl(&["nodes", "add", "node1", NODE_IPS[0], "--smtp-port", "2525"]);
     let start = Instant::now();
     while !ctl(&["nodes", "list"]).contains(" up ") {
@@ -216,6 +220,19 @@ fn router(lab: &NatLab, dir: &std::path::Path, mode: &str) -> Process {
         std::thread::sleep(Duration::from_millis(200));
     }
     process
+}
+
+/// `sirms ctl ARGS` against the router in the lab.
+fn ctl(lab: &NatLab, args: &[&str]) -> String {
+    let out = lab
+        .router
+        .command(sirms_integration_tests::sirms_bin())
+        .args(["ctl", "--router", &format!("http://{ROUTER_PRIVATE}:7070"), "--token", TOKEN])
+        .args(args)
+        .output()
+        .expect("ctl");
+    assert!(out.status.success(), "ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn ms(d: Duration) -> String {
@@ -236,44 +253,59 @@ fn nat_vs_proxy_vs_direct() {
     lab.public.sysctl("net.ipv4.tcp_tw_reuse", "1");
     let stop = Arc::new(AtomicBool::new(false));
     let backend_addr: SocketAddr = format!("{}:2525", NODE_IPS[0]).parse().expect("addr");
-    let server = backend(&lab, backend_addr, stop.clone());
+    // Direct sessions go to a second backend address. On one address the backend would keep
+    // TIME_WAIT entries of direct sessions that NAT sessions from the same client port then
+    // run into, and refuse them: the client's timestamps and initial sequence numbers are
+    // derived from the destination it sees, which differs (the classic NAT clash).
+    let direct_addr: SocketAddr = format!("{}:2525", NODE_IPS[1]).parse().expect("addr");
+    let servers = [backend(&lab, backend_addr, stop.clone()), backend(&lab, direct_addr, stop.clone())];
     let public: SocketAddr = format!("{PUBLIC}:25").parse().expect("addr");
+    // Proxy mode gets an address of its own: the router's TIME_WAIT sockets on the public
+    // address would otherwise catch (and the kernel drop, being forwarded) NAT-mode packets
+    // of clients that reuse their ports.
+    let proxy_public: SocketAddr = "198.18.100.2:25".parse().expect("addr");
     let mut rows = Vec::new();
 
     // Direct: the client reaches the backend's private address, forwarded by the kernel.
     lab.public.ip(&["route", "add", "198.19.0.0/24", "via", "198.18.0.1"]);
     lab.nodes.within(|| netns_wait(backend_addr));
-    rows.push(measure(&lab, "direct (kernel forwarding)", backend_addr, None));
+    lab.nodes.within(|| netns_wait(direct_addr));
+    rows.push(measure(&lab, "direct (kernel forwarding)", direct_addr, None));
 
     // Proxy mode: the public address is the router's own.
-    lab.router.ip(&["addr", "add", &format!("{PUBLIC}/32"), "dev", "lo"]);
-    let mut proxy = router(&lab, dir.path(), "proxy");
-    rows.push(measure(&lab, "proxy mode", public, Some(proxy.pid())));
+    let proxy_ip = proxy_public.ip().to_string();
+    lab.router.ip(&["addr", "add", &format!("{proxy_ip}/32"), "dev", "lo"]);
+    let mut proxy = router(&lab, dir.path(), "proxy", &proxy_ip);
+    rows.push(measure(&lab, "proxy mode", proxy_public, Some(proxy.pid())));
     proxy.stop();
-    lab.router.ip(&["addr", "del", &format!("{PUBLIC}/32"), "dev", "lo"]);
 
     // NAT mode: the public address is routed into the TUN device.
     lab.route_through_tun();
-    let mut nat = router(&lab, dir.path(), "nat");
+    let mut nat = router(&lab, dir.path(), "nat", PUBLIC);
     rows.push(measure(&lab, "NAT mode", public, Some(nat.pid())));
+    eprint!("{}", ctl(&lab, &["status"]).lines().nth(1).unwrap_or_default());
     nat.stop();
 
     stop.store(true, Ordering::SeqCst);
     lab.nodes.within(|| {
-        let _ = TcpStream::connect_timeout(&backend_addr, Duration::from_secs(1));
+        for addr in [backend_addr, direct_addr] {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        }
     });
-    let _ = server.join();
+    for server in servers {
+        let _ = server.join();
+    }
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nsirms: {}; load average at the end: {}", sirms_integration_tests::sirms_bin().display(), load.trim());
     println!(
-        "\n| path | bulk MiB/s | session p50 ms | p90 ms | p99 ms | sequential sessions/s | 16 concurrent sessions/s | router CPU s per GiB / per 1000 seq / per 1000 conc |"
+        "\n| path | bulk MiB/s | session p50 ms | p90 ms | p99 ms | sequential sessions/s | 16 concurrent sessions/s | failed sessions | router CPU s per GiB / per 1000 seq / per 1000 conc |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &rows {
         let cpu = r.router_cpu.map(|(g, s, c)| format!("{g:.2} / {s:.2} / {c:.2}")).unwrap_or_else(|| "-".into());
         println!(
-            "| {} | {:.0} | {} | {} | {} | {:.0} | {:.0} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {:.0} | {:.0} | {} | {} |",
             r.name,
             r.bulk_mib_s,
             ms(r.p50),
@@ -281,6 +313,7 @@ fn nat_vs_proxy_vs_direct() {
             ms(r.p99),
             r.seq_per_s,
             r.conc_per_s,
+            r.failed,
             cpu
         );
     }
