@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod netns;
+
 /// The `sirms` binary next to this test's target directory (built by the README's test
 /// command), or `$SIRMS_BIN`.
 pub fn sirms_bin() -> PathBuf {
@@ -348,7 +350,12 @@ s.quit()
 /// Runs a Python 3 script (real client libraries: smtplib, poplib, imaplib) with
 /// arguments; returns stdout, panicking with stderr if it fails.
 pub fn python(script: &str, args: &[String]) -> String {
-    let out = Command::new("python3").arg("-c").arg(script).args(args).output().expect("run python3");
+    python_with(Command::new("python3"), script, args)
+}
+
+/// The same, run by `python3`, a command that starts Python 3 (say, in a network namespace).
+pub fn python_with(mut python3: Command, script: &str, args: &[String]) -> String {
+    let out = python3.arg("-c").arg(script).args(args).output().expect("run python3");
     assert!(
         out.status.success(),
         "python failed:\n--- stdout\n{}\n--- stderr\n{}",

@@ -148,6 +148,7 @@ impl Admin for AdminService {
             users: snapshot.users.len() as u64,
             domains: snapshot.domains.len() as u64,
             routes: self.dir().routes().len() as u64,
+            nat: self.router.nat_status(),
         }))
     }
     async fn explain(&self, request: Request<Name>) -> Reply<RouteExplanation> {

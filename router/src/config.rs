@@ -1,6 +1,7 @@
 //! `router.toml`: every key has a default, so `sirms router` runs with no config at all.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +27,71 @@ pub struct RouterConfig {
     pub connect_timeout_secs: u64,
     /// Seconds a forwarded connection may stay silent both ways.
     pub idle_timeout_secs: u64,
+    /// How connections reach the nodes: proxied (the default) or translated packets.
+    pub mode: Mode,
+    /// NAT mode's device, addresses and flow table.
+    pub nat: NatConfig,
+}
+
+/// The router's data plane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Accept each connection and relay it to a node behind a PROXY v2 header.
+    #[default]
+    Proxy,
+    /// Rewrite packets through a TUN device: nodes see clients directly (docs/NAT.md).
+    Nat,
+}
+
+/// `[nat]`: used when `mode = "nat"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatConfig {
+    /// The TUN device packets are read from and written to.
+    pub device: String,
+    /// The cluster's public address; clients connect to it on the `[listen]` ports.
+    pub public: Option<Ipv4Addr>,
+    /// Node id → the public address its own outbound flows leave from (else `public`).
+    pub aliases: BTreeMap<String, Ipv4Addr>,
+    /// Most flows tracked at once.
+    pub max_flows: usize,
+    pub tcp_syn_secs: u64,
+    pub tcp_established_secs: u64,
+    pub tcp_closing_secs: u64,
+    pub tcp_closed_secs: u64,
+    pub udp_secs: u64,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        let timeouts = crate::nat::Timeouts::default();
+        NatConfig {
+            device: "sirms0".to_string(),
+            public: None,
+            aliases: BTreeMap::new(),
+            max_flows: 65_536,
+            tcp_syn_secs: timeouts.tcp_syn.as_secs(),
+            tcp_established_secs: timeouts.tcp_established.as_secs(),
+            tcp_closing_secs: timeouts.tcp_closing.as_secs(),
+            tcp_closed_secs: timeouts.tcp_closed.as_secs(),
+            udp_secs: timeouts.udp.as_secs(),
+        }
+    }
+}
+
+impl NatConfig {
+    /// The flow timeouts, each at least a second.
+    pub fn timeouts(&self) -> crate::nat::Timeouts {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        crate::nat::Timeouts {
+            tcp_syn: secs(self.tcp_syn_secs),
+            tcp_established: secs(self.tcp_established_secs),
+            tcp_closing: secs(self.tcp_closing_secs),
+            tcp_closed: secs(self.tcp_closed_secs),
+            udp: secs(self.udp_secs),
+        }
+    }
 }
 
 /// The public listeners, one per service.
@@ -70,6 +136,8 @@ impl Default for RouterConfig {
             health_interval_secs: 2,
             connect_timeout_secs: 2,
             idle_timeout_secs: 31 * 60,
+            mode: Mode::Proxy,
+            nat: NatConfig::default(),
         }
     }
 }
@@ -78,7 +146,12 @@ impl RouterConfig {
     /// Reads a TOML file.
     pub fn load(path: &Path) -> Result<RouterConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
+        let config: RouterConfig =
+            toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))?;
+        if config.mode == Mode::Nat && config.nat.public.is_none() {
+            return Err(format!("invalid config {}: mode = \"nat\" needs nat.public", path.display()));
+        }
+        Ok(config)
     }
 
     /// The forwarder's timeouts.
@@ -88,5 +161,40 @@ impl RouterConfig {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_is_the_default_mode() {
+        let config: RouterConfig = toml::from_str("").expect("empty config");
+        assert_eq!(config.mode, Mode::Proxy);
+        assert_eq!(config.nat.timeouts(), crate::nat::Timeouts::default());
+    }
+
+    #[test]
+    fn nat_mode_reads_its_section() {
+        let config: RouterConfig = toml::from_str(
+            "mode = \"nat\"\n[nat]\ndevice = \"tun9\"\npublic = \"198.18.100.1\"\nmax_flows = 10\n\
+             tcp_closed_secs = 0\n[nat.aliases]\nnode1 = \"198.18.100.11\"\n",
+        )
+        .expect("valid");
+        assert_eq!(config.mode, Mode::Nat);
+        assert_eq!(config.nat.device, "tun9");
+        assert_eq!(config.nat.public, Some(Ipv4Addr::new(198, 18, 100, 1)));
+        assert_eq!(config.nat.aliases.get("node1"), Some(&Ipv4Addr::new(198, 18, 100, 11)));
+        assert_eq!(config.nat.timeouts().tcp_closed, Duration::from_secs(1), "at least a second");
+        assert!(toml::from_str::<RouterConfig>("mode = \"kernel\"").is_err());
+    }
+
+    #[test]
+    fn nat_mode_needs_a_public_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("router.toml");
+        std::fs::write(&path, "mode = \"nat\"\n").expect("write");
+        assert!(RouterConfig::load(&path).expect_err("refused").contains("nat.public"));
     }
 }

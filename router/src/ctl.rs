@@ -248,6 +248,12 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
                 "directory version {}, {} domains, {} users, {} routes\n",
                 s.directory_version, s.domains, s.users, s.routes
             );
+            if let Some(nat) = &s.nat {
+                out.push_str(&format!(
+                    "nat: {} flows; {} opened, {} reset; packets {} forwarded, {} answered, {} dropped\n",
+                    nat.flows, nat.flows_opened, nat.flows_reset, nat.forwarded, nat.answered, nat.discarded
+                ));
+            }
             out.push_str(&nodes_table(&s.nodes));
             out
         })?,

@@ -8,7 +8,8 @@
 //!   fallbacks, never black-holing a source while any node can take it;
 //! * [`health`] — active probes with hysteresis, passive failures, cheap snapshots;
 //! * PROXY protocol v2 lives in `sirms_proto::proxy_v2`, shared with the mail nodes that decode it;
-//! * [`forward`] — connect to the first backend that accepts, send the header, relay bytes.
+//! * [`forward`] — connect to the first backend that accepts, send the header, relay bytes;
+//! * [`nat`] — NAT mode instead of forwarding: packets from a TUN device, translated.
 //!
 //! One connection flows through them like this: the listener accepts a client; the control
 //! plane asks [`Cluster::choose`] for candidates given the client's IP, the current
@@ -24,6 +25,7 @@ pub mod directory;
 pub mod forward;
 pub mod hashing;
 pub mod health;
+pub mod nat;
 pub mod node;
 pub mod pick;
 pub mod role;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::admin::AdminService;
-use crate::config::{DEV_TOKEN, RouterConfig};
+use crate::config::{DEV_TOKEN, Mode, RouterConfig};
 use crate::directory::{ClusterDirectory, DirectoryError};
 use crate::server::{self, Router};
 
@@ -47,13 +47,20 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
             }),
     );
     let data_plane = tokio::spawn({
-        let (router, listen) = (router.clone(), config.listen.clone());
-        async move { server::serve(router, &listen, stopped).await }
+        let (router, listen, nat) = (router.clone(), config.listen.clone(), config.nat.clone());
+        let mode = config.mode;
+        async move {
+            match mode {
+                Mode::Proxy => server::serve(router, &listen, stopped).await,
+                Mode::Nat => server::serve_nat(router, &listen, &nat, stopped).await,
+            }
+        }
     });
     tokio::select! {
         _ = shutdown => {}
         result = data_plane => {
-            // The data plane only returns early when a listener could not be bound.
+            // The data plane only returns early when a listener could not be bound or the
+            // TUN device failed.
             if let Ok(Err(e)) = result {
                 return Err(e.into());
             }

@@ -4,17 +4,19 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sirms_proto::cluster::{Node, NodeLoad, NodeStatus};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{PublicListen, RouterConfig};
+use crate::config::{NatConfig, PublicListen, RouterConfig};
 use crate::directory::ClusterDirectory;
 use crate::forward::{Backend, Forwarder, Inbound};
 use crate::health::{HealthConfig, HealthMonitor};
+use crate::nat::tun::{NatStats, Tun};
+use crate::nat::{NatNode, NatView, Translator};
 use crate::node::{GroupName, NodeId, NodeState};
 use crate::pick::{Choice, Cluster, ClusterNode};
 use crate::table::{Cidr, RouteTable, Target};
@@ -102,11 +104,14 @@ struct Counters {
 pub struct Router {
     directory: Arc<ClusterDirectory>,
     health: Arc<HealthMonitor>,
-    routing: RwLock<Arc<Routing>>,
+    routing: watch::Sender<Arc<Routing>>,
     counters: Mutex<HashMap<String, Counters>>,
     /// Each node's last heartbeat and when it came.
     loads: Mutex<HashMap<String, (NodeLoad, std::time::Instant)>>,
     forwarder: Forwarder,
+    /// NAT mode's counts (all zero in proxy mode).
+    nat_stats: Arc<NatStats>,
+    nat_mode: bool,
 }
 
 /// A heartbeat older than this is not shown: the node's load is unknown.
@@ -136,10 +141,12 @@ impl Router {
         Arc::new(Router {
             directory,
             health: Arc::new(HealthMonitor::new(health)),
-            routing: RwLock::new(Arc::new(Routing::default())),
+            routing: watch::Sender::new(Arc::new(Routing::default())),
             counters: Mutex::new(HashMap::new()),
             loads: Mutex::new(HashMap::new()),
             forwarder: Forwarder::new(config.forward()),
+            nat_stats: Arc::default(),
+            nat_mode: config.mode == crate::config::Mode::Nat,
         })
     }
 
@@ -149,7 +156,50 @@ impl Router {
     }
 
     fn current(&self) -> Arc<Routing> {
-        self.routing.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.routing.borrow().clone()
+    }
+
+    /// NAT mode's flow and packet counts; `None` in proxy mode.
+    pub fn nat_status(&self) -> Option<sirms_proto::cluster::NatStatus> {
+        if !self.nat_mode {
+            return None;
+        }
+        let s = &self.nat_stats;
+        let get = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        Some(sirms_proto::cluster::NatStatus {
+            flows: get(&s.flows),
+            forwarded: get(&s.forwarded),
+            answered: get(&s.answered),
+            discarded: get(&s.discarded),
+            flows_opened: get(&s.flows_opened),
+            flows_reset: get(&s.flows_reset),
+            write_errors: get(&s.write_errors),
+        })
+    }
+
+    /// The cluster as NAT mode needs it: the routing state, each node's private IPv4 address,
+    /// its port for each public port of `listen`, and its alias from `nat`.
+    fn nat_view(&self, listen: &PublicListen, nat: &NatConfig) -> NatView {
+        let routing = self.current();
+        let nodes = routing
+            .nodes
+            .iter()
+            .filter_map(|(id, (node, ip))| {
+                let IpAddr::V4(ip) = ip.to_canonical() else {
+                    tracing::warn!(node = %id, %ip, "nat mode needs an IPv4 node address");
+                    return None;
+                };
+                let ports = Service::ALL
+                    .iter()
+                    .filter_map(|s| {
+                        Some((s.listen(listen).port(), u16::try_from(s.port(node)).ok().filter(|p| *p != 0)?))
+                    })
+                    .collect();
+                let alias = nat.aliases.get(id).copied();
+                Some((NodeId::from_str(id).ok()?, NatNode { ip, ports, alias }))
+            })
+            .collect();
+        NatView { table: routing.table.clone(), cluster: routing.cluster.clone(), nodes }
     }
 
     /// Rebuilds the routing state from the directory and the latest health.
@@ -197,7 +247,7 @@ impl Router {
             .into_iter()
             .filter_map(|r| Some((Cidr::from_str(&r.cidr).ok()?, Target::from_str(&r.target).ok()?)))
             .collect();
-        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Routing { table, cluster, nodes });
+        self.routing.send_replace(Arc::new(Routing { table, cluster, nodes }));
     }
 
     /// Where a client at `ip` goes now.
@@ -316,16 +366,54 @@ pub async fn serve(
     }
     let monitor = router.health.clone();
     tasks.spawn(async move { monitor.run().await });
-    // Rebuild routing whenever the directory or any node's health changes.
+    follow_changes(&router, &mut shutdown, || {}).await;
+    tasks.abort_all();
+    Ok(())
+}
+
+/// Rebuilds routing whenever the directory or any node's health changes, calling `changed`
+/// after each rebuild, until `shutdown` turns true.
+async fn follow_changes(router: &Router, shutdown: &mut watch::Receiver<bool>, mut changed: impl FnMut()) {
     let (mut versions, mut health) = (router.directory.subscribe(), router.health.subscribe());
     loop {
         tokio::select! {
-            changed = versions.changed() => if changed.is_err() { break },
-            changed = health.changed() => if changed.is_err() { break },
+            result = versions.changed() => if result.is_err() { break },
+            result = health.changed() => if result.is_err() { break },
             _ = shutdown.changed() => break,
         }
         router.rebuild().await;
+        changed();
     }
+}
+
+/// NAT mode: attaches to the TUN device (so a missing device or privilege fails at start),
+/// then translates packets, keeping the translator's view of the cluster current, until
+/// `shutdown` turns true. Nothing listens on `listen`: its ports are the public address's.
+pub async fn serve_nat(
+    router: Arc<Router>,
+    listen: &PublicListen,
+    nat: &NatConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let public = nat
+        .public
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "mode = \"nat\" needs nat.public"))?;
+    let tun = Tun::open(&nat.device)?;
+    tracing::info!(device = tun.name(), %public, "router in nat mode");
+    router.rebuild().await;
+    let (views, view) = watch::channel(Arc::new(router.nat_view(listen, nat)));
+    let translator = Translator::new(public, nat.max_flows, nat.timeouts());
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut translating =
+        tokio::spawn(crate::nat::tun::run(tun, translator, view, router.nat_stats.clone(), shutdown.clone()));
+    let monitor = router.health.clone();
+    tasks.spawn(async move { monitor.run().await });
+    let result = tokio::select! {
+        _ = follow_changes(&router, &mut shutdown, || {
+            views.send_replace(Arc::new(router.nat_view(listen, nat)));
+        }) => (&mut translating).await,
+        result = &mut translating => result,
+    };
     tasks.abort_all();
-    Ok(())
+    result.unwrap_or_else(|e| Err(std::io::Error::other(format!("nat loop: {e}"))))
 }
