@@ -100,6 +100,10 @@ const TRACE_SLACK: usize = 1024;
 ///
 /// 1, 3 and 4 are all smtp-proto's error recovery: without `SIRMS_FUZZ_STRICT`, the chunking
 /// comparison is skipped when the whole run got a parser error reply (500/501/553/555).
+/// Known issues 1, 3 and 4 were fixed by cutting lines in the session (F2–F4 in
+/// fuzz/README.md): the chunking comparison is no longer skipped for parser errors.
+const KNOWN_SMTP_PARSER_ISSUES_OPEN: bool = false;
+
 fn strict() -> bool {
     static STRICT: OnceLock<bool> = OnceLock::new();
     *STRICT.get_or_init(|| std::env::var_os("SIRMS_FUZZ_STRICT").is_some_and(|v| v != "0"))
@@ -341,9 +345,9 @@ fn check_replies(bytes: &[u8], pending: &mut Option<[u8; 3]>) {
     }
 }
 
-/// No control characters (known issue 5: none that break a header or log line).
+/// No control characters (known issue 5, fixed: the session refuses them in paths).
 fn clean(s: &str) -> bool {
-    if strict() { !s.chars().any(char::is_control) } else { !s.contains(['\r', '\n', '\0']) }
+    !s.chars().any(char::is_control)
 }
 
 /// The Received header's date changes from second to second; blank it for comparison.
@@ -527,7 +531,9 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
 fuzz_target!(|data: &[u8]| {
     let Some((head, client)) = data.split_first_chunk::<4>() else { return };
     let mut p = params(head);
-    p.colonless = !strict() && has_colonless_path(client);
+    // Known issue 1 is fixed (the session cuts lines itself); still tolerated without
+    // SIRMS_FUZZ_STRICT only as long as fuzz/README.md lists it open.
+    p.colonless = !strict() && KNOWN_SMTP_PARSER_ISSUES_OPEN && has_colonless_path(client);
     if p.mode == 0 {
         run(&p, client, false, &mut Recorder::None);
         return;
@@ -535,7 +541,7 @@ fuzz_target!(|data: &[u8]| {
     let mut log = Recorder::Log { events: Vec::new(), stopped: false };
     run(&p, client, false, &mut log);
     let Recorder::Log { events, .. } = log else { unreachable!() };
-    if !strict() && parser_error(&events) {
+    if !strict() && KNOWN_SMTP_PARSER_ISSUES_OPEN && parser_error(&events) {
         run(&p, client, true, &mut Recorder::None);
     } else {
         run(&p, client, true, &mut Recorder::Check { expected: &events, at: 0, offset: 0, stopped: false });
