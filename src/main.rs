@@ -165,7 +165,10 @@ async fn main() -> anyhow::Result<()> {
                     ))
                 })
             };
-            let out = sirms_router::ctl::run(args, &Hooks { hash: &hash, move_user: &move_user }).await?;
+            let dkim_key = || sirms_mailnode::outbound::dkim::generate_key().map_err(|e| e.to_string());
+            let dkim_record = |pem: &str| sirms_mailnode::outbound::dkim::dns_record(pem).map_err(|e| e.to_string());
+            let hooks = Hooks { hash: &hash, move_user: &move_user, dkim_key: &dkim_key, dkim_record: &dkim_record };
+            let out = sirms_router::ctl::run(args, &hooks).await?;
             println!("{}", out.trim_end());
         }
         Command::Dev(args) => dev::run(args, shutdown_signal()).await?,

@@ -92,6 +92,18 @@ for part in msg.walk():
                     print(k, block[k])
 "#;
 
+/// Verifies the DKIM signature of argv[1]'s file with dkimpy, an independent verifier,
+/// answering its DNS query with argv[2] (the TXT record `sirms ctl dkim` printed) for the
+/// name argv[3] only.
+const VERIFY_DKIM: &str = r#"
+import dkim, sys
+message = open(sys.argv[1], "rb").read()
+def dns(name, timeout=5):
+    assert name.decode().rstrip(".") == sys.argv[3], name
+    return sys.argv[2].encode()
+print("dkim", "pass" if dkim.verify(message, dnsfunc=dns) else "fail")
+"#;
+
 struct Mta {
     _process: Process,
     addr: SocketAddr,
@@ -274,6 +286,15 @@ fn the_admins_transport_and_queue_commands_reach_every_node() {
     assert!(queued("other@far.test").is_none());
     assert!(router.ctl_fails(&["queue", "rm", id]).contains("no queued message"));
 
+    // Mail of example.test is signed from now on, including what already waits in the queue.
+    let added: serde_json::Value =
+        serde_json::from_str(&router.ctl(&["dkim", "add", "example.test", "--selector", "s1", "--json"]))
+            .expect("json");
+    assert_eq!(added["name"], "s1._domainkey.example.test");
+    let txt = added["txt"].as_str().expect("txt").to_string();
+    assert!(txt.starts_with("v=DKIM1; k=rsa; p="), "{txt}");
+    assert!(router.ctl(&["dkim", "list"]).contains(&format!("s1._domainkey.example.test IN TXT \"{txt}\"")));
+
     // The admin routes far.test to the MTA; a flush sends the waiting message at once.
     router.ctl(&["transports", "add", "Far.Test", &format!("127.0.0.4:{mta_port}")]);
     assert_eq!(router.ctl(&["transports", "list"]).trim(), format!("far.test -> 127.0.0.4:{mta_port}"));
@@ -284,5 +305,15 @@ fn the_admins_transport_and_queue_commands_reach_every_node() {
     let data = mta.wait_data(1);
     assert_eq!(data.len(), 1, "{:#?}", mta.events());
     assert_eq!(data[0]["rcpts"], serde_json::json!(["someone@far.test"]));
-    assert!(data[0]["data"].as_str().unwrap().ends_with("Subject: keep\r\n\r\nhi\r\n"));
+    let received = data[0]["data"].as_str().unwrap();
+    assert!(received.ends_with("Subject: keep\r\n\r\nhi\r\n"));
+    assert!(received.starts_with("DKIM-Signature: "), "{received}");
+    let path = work.path().join("signed.eml");
+    std::fs::write(&path, received).expect("write");
+    let verdict = python(VERIFY_DKIM, &[path.display().to_string(), txt.clone(), "s1._domainkey.example.test".into()]);
+    assert_eq!(verdict.trim(), "dkim pass", "an independent verifier accepts the signature");
+    // A changed body no longer verifies: the test can fail.
+    std::fs::write(&path, received.replace("hi\r\n", "hj\r\n")).expect("write");
+    let verdict = python(VERIFY_DKIM, &[path.display().to_string(), txt, "s1._domainkey.example.test".into()]);
+    assert_eq!(verdict.trim(), "dkim fail");
 }

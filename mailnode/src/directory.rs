@@ -43,6 +43,10 @@ pub trait Directory: Send + Sync {
     fn transport(&self, _domain: &str) -> Option<String> {
         None
     }
+    /// The DKIM selector and PKCS#8 PEM key of one of our domains (`sirms ctl dkim`).
+    fn dkim_key(&self, _domain: &str) -> Option<(String, String)> {
+        None
+    }
 }
 
 /// Splits and normalises an address: the domain is lower-cased, and so is the local
@@ -152,6 +156,8 @@ pub struct DirectoryData {
     aliases: BTreeMap<String, Vec<String>>,
     /// Lower-case domain → relay `host:port`.
     transports: BTreeMap<String, String>,
+    /// Lower-case domain → (selector, PKCS#8 PEM key).
+    dkim_keys: BTreeMap<String, (String, String)>,
 }
 
 /// Errors in the directory section of a config.
@@ -217,6 +223,11 @@ impl DirectoryData {
                 .collect(),
             aliases: snapshot.aliases.iter().map(|a| (a.address.to_lowercase(), a.targets.clone())).collect(),
             transports: snapshot.transports.iter().map(|t| (t.domain.to_lowercase(), t.relay.clone())).collect(),
+            dkim_keys: snapshot
+                .dkim_keys
+                .iter()
+                .map(|k| (k.domain.to_lowercase(), (k.selector.clone(), k.private_key_pem.clone())))
+                .collect(),
         }
     }
 
@@ -311,6 +322,10 @@ impl Directory for DirectoryData {
     fn transport(&self, domain: &str) -> Option<String> {
         self.transports.get(&domain.to_lowercase()).cloned()
     }
+
+    fn dkim_key(&self, domain: &str) -> Option<(String, String)> {
+        self.dkim_keys.get(&domain.to_lowercase()).cloned()
+    }
 }
 
 /// The directory a running node uses: swapped whole when the router sends a new snapshot.
@@ -351,6 +366,9 @@ impl Directory for LiveDirectory {
     }
     fn transport(&self, domain: &str) -> Option<String> {
         self.current().transport(domain)
+    }
+    fn dkim_key(&self, domain: &str) -> Option<(String, String)> {
+        self.current().dkim_key(domain)
     }
 }
 

@@ -8,7 +8,7 @@ use futures::Stream;
 use sirms_proto::cluster::admin_server::{Admin, AdminServer};
 use sirms_proto::cluster::directory_server::{Directory, DirectoryServer};
 use sirms_proto::cluster::{
-    Ack, Alias, ClusterStatus, DirectorySnapshot, DrainRequest, Empty, Group, GroupList, Name, Node, NodeList,
+    Ack, Alias, ClusterStatus, DirectorySnapshot, DkimKey, DrainRequest, Empty, Group, GroupList, Name, Node, NodeList,
     NodeLoad, Route, RouteExplanation, RouteList, Transport, User, WatchRequest,
 };
 use tokio_stream::wrappers::WatchStream;
@@ -129,6 +129,12 @@ impl Admin for AdminService {
     }
     async fn remove_transport(&self, request: Request<Name>) -> Reply<Ack> {
         ack(self.dir().remove_transport(&self.open(request)?.name))
+    }
+    async fn put_dkim_key(&self, request: Request<DkimKey>) -> Reply<Ack> {
+        ack(self.dir().put_dkim_key(self.open(request)?))
+    }
+    async fn remove_dkim_key(&self, request: Request<Name>) -> Reply<Ack> {
+        ack(self.dir().remove_dkim_key(&self.open(request)?.name))
     }
     async fn get_directory(&self, request: Request<Empty>) -> Reply<DirectorySnapshot> {
         self.open(request)?;

@@ -4,7 +4,7 @@ use std::io::Read;
 
 use clap::{Args, Subcommand};
 use sirms_proto::cluster::admin_client::AdminClient;
-use sirms_proto::cluster::{Alias, DrainRequest, Empty, Group, Name, Node, Route, Transport, User};
+use sirms_proto::cluster::{Alias, DkimKey, DrainRequest, Empty, Group, Name, Node, Route, Transport, User};
 use sirms_proto::token::TokenInterceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -56,6 +56,9 @@ pub enum CtlCommand {
     /// The mail nodes' queues: mail waiting for a remote server or an unreachable home.
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// DKIM keys: outbound mail of a domain is signed with its key.
+    #[command(subcommand)]
+    Dkim(DkimCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,6 +194,24 @@ pub enum TransportsCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum DkimCmd {
+    /// Domains with a key, and the DNS record each needs.
+    List,
+    /// Give DOMAIN a key (a new RSA-2048 one unless --key-file names a PKCS#8 PEM) and print
+    /// the TXT record to publish.
+    Add {
+        domain: String,
+        #[arg(long, default_value = "sirms")]
+        selector: String,
+        #[arg(long)]
+        key_file: Option<std::path::PathBuf>,
+    },
+    /// Stop signing DOMAIN's mail.
+    #[command(alias = "rm")]
+    Remove { domain: String },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum QueueCmd {
     /// Messages waiting on every node, with their last error.
     List,
@@ -228,6 +249,10 @@ pub struct Hooks<'a> {
     pub hash: &'a dyn Fn(&str) -> Result<String, String>,
     /// Moves a user's mailboxes: (router, token, user, new home) → report.
     pub move_user: &'a dyn Fn(String, String, String, String) -> HookFuture,
+    /// A new DKIM private key (PKCS#8 PEM).
+    pub dkim_key: &'a dyn Fn() -> Result<String, String>,
+    /// The DNS TXT record that publishes a DKIM private key's public half.
+    pub dkim_record: &'a dyn Fn(&str) -> Result<String, String>,
 }
 
 /// Runs one `sirms ctl` command and returns the text to print.
@@ -374,6 +399,29 @@ pub async fn run(args: CtlArgs, hooks: &Hooks<'_>) -> Result<String, CtlError> {
             TransportsCmd::Remove { domain } => acked(json, c.remove_transport(name(domain)).await)?,
         },
         CtlCommand::Queue(cmd) => queue::run(&mut c, &args.token, json, cmd).await?,
+        CtlCommand::Dkim(cmd) => match cmd {
+            DkimCmd::List => {
+                let keys = c.get_directory(Empty {}).await?.into_inner().dkim_keys;
+                let records = keys
+                    .iter()
+                    .map(|k| dkim_record(hooks, &k.domain, &k.selector, &k.private_key_pem))
+                    .collect::<Result<Vec<_>, _>>()?;
+                show(json, &records, |r| r.iter().map(|r| format!("{} IN TXT \"{}\"\n", r.name, r.txt)).collect())?
+            }
+            DkimCmd::Add { domain, selector, key_file } => {
+                let pem = match key_file {
+                    Some(path) => std::fs::read_to_string(&path)
+                        .map_err(|e| CtlError::Input(format!("{}: {e}", path.display())))?,
+                    None => (hooks.dkim_key)().map_err(CtlError::Input)?,
+                };
+                let record = dkim_record(hooks, &domain.to_lowercase(), &selector, &pem)?;
+                c.put_dkim_key(DkimKey { domain, selector, private_key_pem: pem }).await?;
+                show(json, &record, |r| {
+                    format!("publish this record, then mail is signed:\n{} IN TXT \"{}\"", r.name, r.txt)
+                })?
+            }
+            DkimCmd::Remove { domain } => acked(json, c.remove_dkim_key(name(domain)).await)?,
+        },
     })
 }
 
@@ -537,6 +585,26 @@ mod queue {
         }
         out
     }
+}
+
+/// The DNS record a DKIM key needs.
+#[derive(serde::Serialize)]
+struct DkimRecord {
+    domain: String,
+    selector: String,
+    /// `SELECTOR._domainkey.DOMAIN`.
+    name: String,
+    txt: String,
+}
+
+fn dkim_record(hooks: &Hooks<'_>, domain: &str, selector: &str, pem: &str) -> Result<DkimRecord, CtlError> {
+    let txt = (hooks.dkim_record)(pem).map_err(CtlError::Input)?;
+    Ok(DkimRecord {
+        domain: domain.to_string(),
+        selector: selector.to_string(),
+        name: format!("{selector}._domainkey.{domain}"),
+        txt,
+    })
 }
 
 /// "ok" (or `{"ok": true}`) for an acknowledged change.

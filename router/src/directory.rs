@@ -6,7 +6,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use prost::Message;
-use sirms_proto::cluster::{Alias, DirectorySnapshot, Group, Node, Route, Transport, User};
+use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Node, Route, Transport, User};
 use tokio::sync::watch;
 
 use crate::hashing::{Rendezvous, WeightedNode};
@@ -49,6 +49,7 @@ pub struct ClusterDirectory {
     users: sled::Tree,
     aliases: sled::Tree,
     transports: sled::Tree,
+    dkim_keys: sled::Tree,
     version: watch::Sender<u64>,
 }
 
@@ -95,6 +96,7 @@ impl ClusterDirectory {
             users: db.open_tree("users")?,
             aliases: db.open_tree("aliases")?,
             transports: db.open_tree("transports")?,
+            dkim_keys: db.open_tree("dkim_keys")?,
             db,
             version,
         })
@@ -130,6 +132,7 @@ impl ClusterDirectory {
             users: decode_all(&self.users),
             aliases: decode_all(&self.aliases),
             transports: decode_all(&self.transports),
+            dkim_keys: decode_all(&self.dkim_keys),
         }
     }
 
@@ -228,6 +231,34 @@ impl ClusterDirectory {
         }
         let transport = Transport { domain, relay: relay.to_string() };
         self.transports.insert(transport.domain.as_bytes(), transport.encode_to_vec())?;
+        self.commit()
+    }
+
+    /// Sets the DKIM key of one of our domains (replacing any other selector).
+    pub fn put_dkim_key(&self, mut key: DkimKey) -> Result<(), DirectoryError> {
+        key.domain = checked_domain(&key.domain)?;
+        if !self.domains.contains_key(key.domain.as_bytes())? {
+            return Err(DirectoryError::UnknownDomain(key.domain));
+        }
+        let selector_ok = !key.selector.is_empty()
+            && key.selector.len() <= 63
+            && key.selector.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !selector_ok {
+            return Err(DirectoryError::Invalid(format!("invalid selector {:?}", key.selector)));
+        }
+        if !key.private_key_pem.contains("PRIVATE KEY") || key.private_key_pem.len() > 16 * 1024 {
+            return Err(DirectoryError::Invalid("the key is not a PEM private key".into()));
+        }
+        self.dkim_keys.insert(key.domain.as_bytes(), key.encode_to_vec())?;
+        self.commit()
+    }
+
+    /// Removes a domain's DKIM key: its mail goes out unsigned.
+    pub fn remove_dkim_key(&self, domain: &str) -> Result<(), DirectoryError> {
+        let domain = domain.trim().to_lowercase();
+        self.dkim_keys
+            .remove(domain.as_bytes())?
+            .ok_or_else(|| DirectoryError::NotFound(format!("DKIM key for {domain}")))?;
         self.commit()
     }
 

@@ -6,6 +6,7 @@
 //! ([`route`]) and talks SMTP to the remote side ([`client`]); [`dsn`] writes bounces.
 
 pub mod client;
+pub mod dkim;
 pub mod dsn;
 pub mod reply;
 pub mod route;
@@ -201,6 +202,27 @@ impl Outbound {
         tokio::time::timeout(limit, socket.connect(addr))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+    }
+}
+
+impl Outbound {
+    /// The message as it leaves for other servers: our `Return-Path:` removed, and signed
+    /// with the sender's domain's DKIM key if the directory has one.
+    pub fn outgoing(&self, from: &str, message: &[u8]) -> Vec<u8> {
+        let message = relay_copy(message);
+        let domain = domain_of(from);
+        let Some((selector, pem)) = self.directory.dkim_key(&domain) else { return message.to_vec() };
+        match dkim::signature(message, &domain, &selector, &pem) {
+            Ok(mut signed) => {
+                signed.extend_from_slice(message);
+                signed
+            }
+            Err(e) => {
+                // Unsigned mail may land in spam; undelivered mail is worse.
+                tracing::warn!(%domain, error = %e, "sending unsigned");
+                message.to_vec()
+            }
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::delivery::Delivery;
 use crate::directory::{Directory, Recipient};
 use crate::outbound::client::RcptStatus;
 use crate::outbound::dsn::{self, Action, RecipientReport};
-use crate::outbound::{Outbound, domain_of, relay_copy};
+use crate::outbound::{Outbound, domain_of};
 
 /// How often the queue is looked at.
 const SCAN_INTERVAL: Duration = Duration::from_secs(2);
@@ -108,12 +108,13 @@ impl Worker {
             env.local = results.into_iter().filter(|(_, r)| r.is_err()).map(|(u, _)| u).collect();
         }
         if !env.remote.is_empty() {
+            let outgoing = self.outbound.outgoing(&env.from, &message);
             let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for rcpt in std::mem::take(&mut env.remote) {
                 by_domain.entry(domain_of(&rcpt)).or_default().push(rcpt);
             }
             let sessions = by_domain.iter().map(|(domain, rcpts)| {
-                let (outbound, from, message) = (&self.outbound, &env.from, relay_copy(&message));
+                let (outbound, from, message) = (&self.outbound, &env.from, &outgoing);
                 async move { (rcpts, outbound.deliver_domain(from, domain, rcpts, message).await) }
             });
             for (rcpts, statuses) in futures::future::join_all(sessions).await {
