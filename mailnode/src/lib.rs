@@ -13,3 +13,4 @@ pub mod proxy;
 pub mod queue;
 pub mod role;
 pub mod smtp;
+pub mod stuffing;

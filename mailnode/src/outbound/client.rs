@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio_rustls::TlsConnector;
 
 use super::reply::{MAX_REPLY_LINE, Reply, ReplyError, ReplyParser};
+use crate::stuffing::{LoneCr, dot_stuff};
 
 /// Anything an SMTP session can run over: plain TCP, or TLS after STARTTLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -218,36 +219,11 @@ fn verdict(reply: &Reply) -> RcptStatus {
     if reply.is_permanent() { RcptStatus::Failed(reply.summary()) } else { RcptStatus::Deferred(reply.summary()) }
 }
 
-/// The DATA payload: CRLF line ends, leading dots doubled (RFC 5321 §4.5.2), and the final
-/// `.` line. Bare LF and bare CR become CRLF so no server sees an ambiguous line end.
+/// The DATA payload: CRLF line ends only (bare LF and bare CR become CRLF, so no server sees
+/// an ambiguous line end), leading dots doubled (RFC 5321 §4.5.2), and the final `.` line.
 pub fn dot_stuffed(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 50 + 5);
-    let mut at_line_start = true;
-    let mut i = 0;
-    while i < message.len() {
-        let b = message[i];
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        match b {
-            b'\r' | b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                // CRLF is one line end, not two.
-                if b == b'\r' && message.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-                at_line_start = true;
-            }
-            _ => {
-                out.push(b);
-                at_line_start = false;
-            }
-        }
-        i += 1;
-    }
-    if !at_line_start {
-        out.extend_from_slice(b"\r\n");
-    }
+    dot_stuff(message, &mut out, LoneCr::LineEnd);
     out.extend_from_slice(b".\r\n");
     out
 }

@@ -9,10 +9,8 @@ mod maildrop;
 mod reply;
 mod sasl;
 pub mod session;
-pub mod stuffing;
 mod top;
 
 pub use command::{Command, CommandError, MAX_ARGUMENT, MAX_COMMAND_LINE, Secret};
 pub use maildrop::MaildropEntry;
 pub use session::{Action, MAX_SASL_RESPONSE, Outcome, Phase, Session, SessionConfig, Step};
-pub use stuffing::dot_stuff;

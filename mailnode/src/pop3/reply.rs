@@ -3,7 +3,7 @@
 use std::fmt::{self, Display};
 use std::io::Write;
 
-use super::stuffing::dot_stuff;
+use crate::stuffing::{LoneCr, dot_stuff};
 
 /// Extended response codes (RFC 2449 §8, RFC 3206) that tell a client why a command failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl MultiLine {
 
     /// Message content, dot-stuffed.
     pub(crate) fn body(&mut self, body: &[u8]) {
-        dot_stuff(body, &mut self.out);
+        dot_stuff(body, &mut self.out, LoneCr::Keep);
     }
 
     /// The finished response, terminator included.

@@ -40,14 +40,11 @@ impl QueueAdmin {
         &self,
         f: impl FnOnce(&Spool) -> std::io::Result<T> + Send + 'static,
     ) -> Result<T, Status> {
-        let spool = self.spool.clone();
-        match tokio::task::spawn_blocking(move || f(&spool)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(Status::not_found("no such queued message")),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => Err(Status::invalid_argument(e.to_string())),
-            Ok(Err(e)) => Err(Status::internal(format!("queue: {e}"))),
-            Err(e) => Err(Status::internal(format!("queue worker failed: {e}"))),
-        }
+        self.spool.run(f).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Status::not_found("no such queued message"),
+            std::io::ErrorKind::InvalidInput => Status::invalid_argument(e.to_string()),
+            _ => Status::internal(format!("queue: {e}")),
+        })
     }
 }
 

@@ -10,8 +10,14 @@ pub mod worker;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use envelope::QueuedEnvelope;
+
+/// Seconds since the epoch: the unit of every time in an envelope.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
 
 /// A spool directory: `msg/<id>` holds the message, `env/<id>` its envelope.
 #[derive(Debug, Clone)]
@@ -38,6 +44,15 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Spool {
+    /// Runs spool work (file I/O with fsyncs) on a blocking thread.
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Spool) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let spool = self.clone();
+        tokio::task::spawn_blocking(move || f(&spool)).await.map_err(io::Error::other)?
+    }
+
     /// Opens (creating) the spool under `dir`.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Spool> {
         let dir = dir.into();

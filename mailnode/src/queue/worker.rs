@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::{QueuedEnvelope, Spool};
+use super::{QueuedEnvelope, Spool, now};
 use crate::delivery::Delivery;
 use crate::directory::{Directory, Recipient};
 use crate::outbound::client::RcptStatus;
@@ -26,10 +26,6 @@ const SCAN_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_LOCAL_BACKOFF_SECS: i64 = 15 * 60;
 /// Messages worked on at once.
 const PARALLEL_MESSAGES: usize = 16;
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
 
 /// What the queue runner needs.
 #[derive(Clone)]
@@ -59,8 +55,7 @@ impl Worker {
 
     /// One pass: every message that is due gets one attempt.
     pub async fn run_once(&self) {
-        let spool = self.spool.clone();
-        let Ok(Ok(queued)) = tokio::task::spawn_blocking(move || spool.list()).await else { return };
+        let Ok(queued) = self.spool.run(Spool::list).await else { return };
         let gate = Arc::new(Semaphore::new(PARALLEL_MESSAGES));
         let mut tasks = tokio::task::JoinSet::new();
         for env in queued.into_iter().filter(|e| !e.is_done() && e.next_attempt <= now()) {
@@ -74,23 +69,15 @@ impl Worker {
         while tasks.join_next().await.is_some() {}
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Spool) -> std::io::Result<T> + Send + 'static,
-    ) -> std::io::Result<T> {
-        let spool = self.spool.clone();
-        tokio::task::spawn_blocking(move || f(&spool)).await.map_err(std::io::Error::other)?
-    }
-
     /// One attempt for every recipient still pending.
     async fn attempt(&self, mut env: QueuedEnvelope) {
         let id = env.id.clone();
-        let message = match self.blocking(move |s| s.message(&id)).await {
+        let message = match self.spool.run(move |s| s.message(&id)).await {
             Ok(m) => Bytes::from(m),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // An envelope outlived its message (removed in a race): nothing to send.
                 let id = env.id.clone();
-                let _ = self.blocking(move |s| s.remove(&id)).await;
+                let _ = self.spool.run(move |s| s.remove(&id)).await;
                 return;
             }
             Err(e) => {
@@ -171,7 +158,7 @@ impl Worker {
             "queue attempt"
         );
         let done = env.is_done();
-        let saved = self.blocking(move |s| if done { s.remove(&env.id) } else { s.update(&env) }).await;
+        let saved = self.spool.run(move |s| if done { s.remove(&env.id) } else { s.update(&env) }).await;
         if let Err(e) = saved {
             tracing::warn!(error = %e, "queue envelope not saved");
         }
@@ -234,7 +221,7 @@ impl Worker {
             ..QueuedEnvelope::default()
         };
         let id = notice.id.clone();
-        match self.blocking(move |s| s.enqueue(&notice, &bytes)).await {
+        match self.spool.run(move |s| s.enqueue(&notice, &bytes)).await {
             Ok(()) => tracing::info!(id = %env.id, notice = %id, to = %env.from, ?action, "sender notified"),
             Err(e) => tracing::warn!(id = %env.id, error = %e, "sender notice not queued"),
         }

@@ -13,7 +13,7 @@ use crate::delivery::Delivery;
 use crate::directory::Directory;
 use crate::net::listener::Accepted;
 use crate::net::stream::HANDSHAKE_TIMEOUT;
-use crate::queue::{QueuedEnvelope, Spool};
+use crate::queue::{self, QueuedEnvelope, Spool};
 
 /// Read buffer size; the session bounds lines and messages itself.
 const READ_CHUNK: usize = 16 * 1024;
@@ -57,20 +57,15 @@ impl SmtpService {
             from: envelope.from.clone(),
             local: failed,
             remote: envelope.remote.clone(),
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
+            created: queue::now(),
             ..QueuedEnvelope::default()
         };
-        let spool = self.spool.clone();
-        match tokio::task::spawn_blocking(move || spool.enqueue(&queued, &message)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
+        match self.spool.run(move |s| s.enqueue(&queued, &message)).await {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::error!(msg = %msg_id, error = %e, "cannot spool message");
                 false
             }
-            Err(_) => false,
         }
     }
 

@@ -1,4 +1,15 @@
-//! Byte-stuffing of message bodies for dot-terminated multi-line responses (RFC 1939 §3, RFC 5321 §4.5.2).
+//! Byte-stuffing of message bodies for dot-terminated transfers: POP3 multi-line responses
+//! (RFC 1939 §3) and outbound SMTP DATA (RFC 5321 §4.5.2).
+
+/// What a CR that is not followed by LF means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoneCr {
+    /// Content, passed through (POP3: the client gets the message as stored).
+    Keep,
+    /// A line end (SMTP: a bare CR is what smuggling attacks hide behind, so another server
+    /// must only ever see CRLF).
+    LineEnd,
+}
 
 /// Appends `body` to `out` dot-stuffed, with every line ending in CRLF, but without the terminating `.\r\n`.
 ///
@@ -6,29 +17,36 @@
 /// Stored messages may use bare LF (a Maildir written by other software, mail from a sloppy client): each bare LF
 /// becomes CRLF on the wire, because the protocol requires CRLF and clients undo the stuffing line by line.
 /// A body whose last line lacks an ending gets a CRLF, so the caller's `.\r\n` always starts a line of its own.
-/// An empty body adds nothing. Lone CRs inside a line are passed through untouched.
-pub fn dot_stuff(body: &[u8], out: &mut Vec<u8>) {
+/// An empty body adds nothing. Lone CRs inside a line are handled as `lone_cr` says.
+pub fn dot_stuff(body: &[u8], out: &mut Vec<u8>, lone_cr: LoneCr) {
     // Each line may grow by a stuffed dot and a CR; reserving for the common case of few such lines avoids
     // repeated reallocation on large messages.
     out.reserve(body.len() + 3);
     for line in body.split_inclusive(|&b| b == b'\n') {
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
         let content = line.strip_suffix(b"\n").unwrap_or(line);
         let content = content.strip_suffix(b"\r").unwrap_or(content);
-        out.extend_from_slice(content);
-        out.extend_from_slice(b"\r\n");
+        match lone_cr {
+            LoneCr::Keep => push_line(content, out),
+            LoneCr::LineEnd => content.split(|&b| b == b'\r').for_each(|part| push_line(part, out)),
+        }
     }
+}
+
+fn push_line(content: &[u8], out: &mut Vec<u8>) {
+    if content.first() == Some(&b'.') {
+        out.push(b'.');
+    }
+    out.extend_from_slice(content);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
 mod tests {
-    use super::dot_stuff;
+    use super::{LoneCr, dot_stuff};
 
     fn stuffed(body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        dot_stuff(body, &mut out);
+        dot_stuff(body, &mut out, LoneCr::Keep);
         out
     }
 
@@ -77,7 +95,7 @@ mod tests {
     #[test]
     fn appends_to_existing_output() {
         let mut out = b"+OK\r\n".to_vec();
-        dot_stuff(b".x", &mut out);
+        dot_stuff(b".x", &mut out, LoneCr::Keep);
         assert_eq!(out, b"+OK\r\n..x\r\n");
     }
 
