@@ -22,22 +22,6 @@ use sirms_mailnode::imap::fetch::section::{Section, extract, partial};
 use sirms_mailnode::imap::fetch::{PartRef, envelope, parse, structure};
 use sirms_mailnode::imap::response::Data;
 
-/// Deepest body nesting `structure::write` renders (its `MAX_DEPTH`).
-const WRITER_MAX_DEPTH: usize = 32;
-
-/// Known bugs this target reports only with `SIRMS_FUZZ_STRICT=1`, so that fuzzing can go on
-/// looking for others until they are fixed (see fuzz/README.md, "Findings"):
-///
-/// 1. a NUL byte in a header value is sent inside a literal (RFC 3501 CHAR8 excludes NUL);
-/// 2. a message/rfc822 part at the depth limit is written without envelope, body and lines;
-/// 3. a part mail-parser opens as an attached message is written as body-type-msg whatever
-///    its Content-Type says (SIRMS reads the first Content-Type field, mail-parser the last),
-///    e.g. `"message" ""` or `"message" "global"` with an envelope, which RFC 3501 does not allow.
-fn strict() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("SIRMS_FUZZ_STRICT").is_some_and(|v| v != "0"))
-}
-
 /// RFC 3501 §9, for what ENVELOPE and BODYSTRUCTURE contain.
 struct P<'a> {
     s: &'a [u8],
@@ -134,7 +118,7 @@ impl<'a> P<'a> {
                 let n = self.number()? as usize;
                 self.lit(b"}\r\n")?;
                 let Some(data) = self.s.get(self.at..self.at + n) else { return self.err("literal data") };
-                if data.contains(&0) && strict() {
+                if data.contains(&0) {
                     return self.err("literal without NUL (CHAR8)");
                 }
                 self.at += n;
@@ -295,12 +279,9 @@ impl<'a> P<'a> {
         self.string()?;
         self.sp()?;
         self.number()?;
-        let cut_off = !strict() && self.bodies > WRITER_MAX_DEPTH && !self.s[self.at..].starts_with(b" (");
         // IMAP4rev1: only message/rfc822 is body-type-msg (IMAP4rev2 adds message/global).
         let msg = subtype.eq_ignore_ascii_case(b"rfc822");
-        // Known issue 3: any message/* may carry the body-type-msg fields.
-        let msg = msg || (!strict() && self.s[self.at..].starts_with(b" ("));
-        if kind.eq_ignore_ascii_case(b"message") && msg && !cut_off {
+        if kind.eq_ignore_ascii_case(b"message") && msg {
             self.sp()?;
             self.envelope()?;
             self.sp()?;
@@ -329,13 +310,6 @@ fn check<'a>(what: &str, bytes: &'a [u8], f: impl FnOnce(&mut P<'a>) -> R) -> us
         panic!("{what} is not RFC 3501: {e}\nfull: {:?}", String::from_utf8_lossy(bytes));
     }
     p.max_depth
-}
-
-/// Whether imap-codec would trip over a known issue in `b`: a NUL (1), or a message/* other
-/// than message/rfc822 (3).
-fn known_issue(b: &[u8]) -> bool {
-    let count = |pat: &[u8]| b.windows(pat.len()).filter(|w| w.eq_ignore_ascii_case(pat)).count();
-    b.contains(&0) || count(b"\"message\" ") != count(b"\"message\" \"rfc822\"")
 }
 
 /// How deep the MIME tree is, counting multiparts and attached messages.
@@ -405,8 +379,7 @@ fuzz_target!(|raw: &[u8]| {
     check("BODY", &body, |p| p.body(false));
 
     // imap-codec bounds its recursion (8 levels); compare where it can follow.
-    let tolerated = !strict() && [&env, &bodystructure, &body].into_iter().any(|b| known_issue(b));
-    if tree_depth(root, 0) <= 4 && !tolerated {
+    if tree_depth(root, 0) <= 4 {
         let mut response = b"* 1 FETCH (ENVELOPE ".to_vec();
         response.extend_from_slice(&env);
         response.extend_from_slice(b" BODYSTRUCTURE ");

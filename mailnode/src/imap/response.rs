@@ -3,6 +3,9 @@
 
 use std::fmt::{self, Display, Write as _};
 
+/// What a NUL in message data is sent as, inside literals (Dovecot makes the same choice).
+const NUL_SUBSTITUTE: u8 = 0x80;
+
 /// The result word of a status response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -182,20 +185,33 @@ impl Data {
         self
     }
 
-    /// Appends a literal, whatever the bytes (bodies are always sent this way).
+    /// Appends a literal (bodies are always sent this way), with any NUL sent as 0x80.
+    ///
+    /// A literal is CHAR8, which excludes NUL (RFC 3501 §9), and strict clients reject the
+    /// whole response otherwise; a same-length substitute keeps RFC822.SIZE and partial
+    /// offsets true. The exact bytes remain available through BINARY's literal8.
     pub fn literal(&mut self, bytes: &[u8]) -> &mut Data {
         let _ = write!(Writer(&mut self.out), "{{{}}}\r\n", bytes.len());
+        let start = self.out.len();
         self.out.extend_from_slice(bytes);
+        for b in &mut self.out[start..] {
+            if *b == 0 {
+                *b = NUL_SUBSTITUTE;
+            }
+        }
         self
     }
 
-    /// Appends decoded content (BINARY, RFC 3516): a literal, or a literal8 (`~{n}`) when it
-    /// holds a NUL, which a literal may not.
+    /// Appends decoded content (BINARY, RFC 3516): a literal, or a literal8 (`~{n}`) with the
+    /// exact bytes when it holds a NUL.
     pub fn binary(&mut self, bytes: &[u8]) -> &mut Data {
         if bytes.contains(&0) {
-            self.out.push(b'~');
+            let _ = write!(Writer(&mut self.out), "~{{{}}}\r\n", bytes.len());
+            self.out.extend_from_slice(bytes);
+            self
+        } else {
+            self.literal(bytes)
         }
-        self.literal(bytes)
     }
 
     /// Appends a string or `NIL`.
@@ -258,6 +274,13 @@ mod tests {
         d.raw(" ").string(b"a \"b\"").raw(" ").string(b"caf\xc3\xa9").raw(" ").nstring(None);
         d.raw(" ").astring("INBOX").raw(" ").astring("a b").raw(" ").astring("");
         assert_eq!(d.finish(), b"* X \"a \\\"b\\\"\" {5}\r\ncaf\xc3\xa9 NIL INBOX \"a b\" \"\"\r\n".to_vec());
+    }
+
+    #[test]
+    fn nul_in_literals() {
+        let mut d = Data::new("X");
+        d.raw(" ").string(b"a\0b").raw(" ").literal(b"\0");
+        assert_eq!(d.finish(), b"* X {3}\r\na\x80b {1}\r\n\x80\r\n".to_vec());
     }
 
     #[test]

@@ -59,24 +59,8 @@ async fn read_line(stream: &mut Stream, buf: &mut Vec<u8>, line: &mut Vec<u8>, l
     line.clear();
     let mut overflow = false;
     loop {
-        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-            if !overflow {
-                line.extend_from_slice(&buf[..pos]);
-            }
-            buf.drain(..=pos);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            line.truncate(limit + 1);
+        if cut_line(buf, line, &mut overflow, limit) {
             return Ok(true);
-        }
-        if !overflow && line.len() + buf.len() > limit {
-            let keep = (limit + 1).saturating_sub(line.len()).min(buf.len());
-            line.extend_from_slice(&buf[..keep]);
-            overflow = true;
-        }
-        if overflow {
-            buf.clear();
         }
         let mut chunk = [0u8; READ_CHUNK];
         let n = stream.read(&mut chunk).await?;
@@ -85,6 +69,35 @@ async fn read_line(stream: &mut Stream, buf: &mut Vec<u8>, line: &mut Vec<u8>, l
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Moves the line that `buf` holds into `line` (without its CR LF), keeping at most
+/// `limit + 1` octets; true once the line end was seen. `overflow` carries across reads.
+fn cut_line(buf: &mut Vec<u8>, line: &mut Vec<u8>, overflow: &mut bool, limit: usize) -> bool {
+    if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+        if !*overflow {
+            line.extend_from_slice(&buf[..pos]);
+        }
+        buf.drain(..=pos);
+        // After an overflow, a CR kept as the line's `limit + 1`th octet is content, not the
+        // line end: dropping it would turn an over-long line into one the session accepts.
+        if !*overflow && line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        line.truncate(limit + 1);
+        return true;
+    }
+    // A CR at the end of what has arrived may be the line end whose LF is still on its way.
+    let pending_cr = usize::from(buf.last() == Some(&b'\r'));
+    if !*overflow && line.len() + buf.len() - pending_cr > limit {
+        let keep = (limit + 1).saturating_sub(line.len()).min(buf.len());
+        line.extend_from_slice(&buf[..keep]);
+        *overflow = true;
+    }
+    if *overflow {
+        buf.clear();
+    }
+    false
 }
 
 impl Pop3Service {
@@ -207,5 +220,39 @@ impl Pop3Service {
             }
             Action::StartTls { .. } => Outcome::Unavailable,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_line;
+
+    /// Feeds `pieces` as successive reads; the line `cut_line` produces.
+    fn cut(pieces: &[&[u8]], limit: usize) -> Vec<u8> {
+        let (mut buf, mut line, mut overflow) = (Vec::new(), Vec::new(), false);
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            if cut_line(&mut buf, &mut line, &mut overflow, limit) {
+                return line;
+            }
+        }
+        panic!("no line end in {pieces:?}");
+    }
+
+    #[test]
+    fn lines_within_the_limit() {
+        assert_eq!(cut(&[b"STAT\r\n"], 4), b"STAT");
+        assert_eq!(cut(&[b"ST", b"AT\r", b"\n"], 4), b"STAT");
+        assert_eq!(cut(&[b"STAT\n"], 4), b"STAT");
+        assert_eq!(cut(&[b"STAT\r", b"\n"], 4), b"STAT");
+    }
+
+    #[test]
+    fn over_long_lines_stay_over_long() {
+        // The CR kept as the fifth octet must not be taken for the line end (fuzz finding F11).
+        assert_eq!(cut(&[b"STAT", b"\rxxxx", b"\r\n"], 4), b"STAT\r");
+        assert_eq!(cut(&[b"STATS\r\n"], 4), b"STATS");
+        assert_eq!(cut(&[b"STAT\r\r\n"], 4), b"STAT\r");
+        assert_eq!(cut(&[b"NOOPNOOPNOOP", b"\r\n"], 4).len(), 5);
     }
 }

@@ -7,12 +7,16 @@
 //! whose names are listed in the folder's `sirms-keywords` file.
 
 use crate::flags::{Flags, SystemFlags};
-use crate::mailbox::DELIMITER;
+use crate::mailbox::{DELIMITER, canonical_name};
 
 /// At most this many keywords per folder: one lower-case letter each.
 pub const MAX_KEYWORDS: usize = 26;
 /// Longest file name we parse; anything longer is not one of ours.
 pub const MAX_FILE_NAME: usize = 255;
+
+/// The longest unique part a rebased name keeps: room is left for the longest
+/// `,U=…,S=…` (36 bytes) and `:2,` with every system flag and keyword letter (35).
+const MAX_UNIQUE: usize = MAX_FILE_NAME - 36 - 35;
 
 const SYSTEM_LETTERS: [(char, SystemFlags); 6] = [
     ('D', SystemFlags::DRAFT),
@@ -98,9 +102,19 @@ impl FileName {
         format!("{unique},U={uid},S={size}")
     }
 
-    /// The same base with a (new) UID, keeping the unique part and size.
+    /// The same base with a (new) UID, keeping the unique part (shortened if need be) and size.
+    ///
+    /// A foreign name may be up to 255 bytes already; ours adds UID, size and flags, so the
+    /// unique part is cut to what still fits with every flag set. The UID keeps cut names apart.
     pub fn rebase(&self, uid: u32, size: u64) -> String {
-        let unique = self.base.split(',').next().unwrap_or(&self.base);
+        let mut unique = self.base.split(',').next().unwrap_or(&self.base);
+        if unique.len() > MAX_UNIQUE {
+            let mut end = MAX_UNIQUE;
+            while !unique.is_char_boundary(end) {
+                end -= 1;
+            }
+            unique = &unique[..end];
+        }
         FileName::new_base(unique, uid, size)
     }
 }
@@ -133,15 +147,24 @@ pub fn escape_component(s: &str) -> String {
     out
 }
 
-/// Reverses [`escape_component`]; `None` if the text is not a valid escape.
+/// Reverses [`escape_component`]; `None` if the text is not what it would have written (only
+/// `%XX` with upper-case hex, only for bytes it escapes), so one folder has one directory name.
 pub fn unescape_component(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = |at: usize| match bytes.get(at) {
+                Some(&d @ b'0'..=b'9') => Some(d - b'0'),
+                Some(&d @ b'A'..=b'F') => Some(d - b'A' + 10),
+                _ => None,
+            };
+            let byte = hex(i + 1)? << 4 | hex(i + 2)?;
+            if byte >= 0x80 || is_plain(byte) {
+                return None;
+            }
+            out.push(byte);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -172,12 +195,38 @@ pub fn folder_name(dir: &str) -> Option<String> {
     if parts.iter().any(|p| p.contains(DELIMITER)) {
         return None;
     }
-    Some(parts.join(&DELIMITER.to_string()))
+    // Only names the store itself could have made: a directory made by hand may not list
+    // under a name that CREATE would refuse or spell differently.
+    let name = parts.join(&DELIMITER.to_string());
+    canonical_name(&name).ok().filter(|c| *c == name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_foreign_names_can_take_flags() {
+        let foreign = "x".repeat(MAX_FILE_NAME);
+        let parsed = FileName::parse(&foreign).unwrap();
+        let all = SystemFlags::SEEN | SystemFlags::DRAFT | SystemFlags::FLAGGED | SystemFlags::ANSWERED;
+        let letters: Vec<u8> = (0..26).collect();
+        let name = FileName::render(&parsed.rebase(u32::MAX, u64::MAX), all, &letters);
+        assert!(name.len() <= MAX_FILE_NAME, "{} bytes", name.len());
+        assert_eq!(FileName::parse(&name).unwrap().uid, Some(u32::MAX));
+        let wide = "é".repeat(MAX_FILE_NAME / 2);
+        assert!(FileName::parse(&wide).unwrap().rebase(1, 1).starts_with('é'));
+    }
+
+    #[test]
+    fn only_canonical_folder_directories() {
+        assert_eq!(folder_name(".a%2Eb").as_deref(), Some("a.b"));
+        assert_eq!(folder_name(".a%2eb"), None);
+        assert_eq!(folder_name(".%41"), None);
+        assert_eq!(folder_name(".%+1"), None);
+        assert_eq!(folder_name(".%01"), None);
+        assert_eq!(folder_name(".inbox.x"), None);
+    }
 
     #[test]
     fn file_name_roundtrip() {

@@ -1,7 +1,7 @@
 //! BODY and BODYSTRUCTURE (RFC 3501 §7.4.2): the MIME tree with sizes and line counts taken
 //! from the raw bytes.
 
-use mail_parser::{ContentType, HeaderName, HeaderValue, PartType};
+use mail_parser::{ContentType, HeaderName, HeaderValue};
 
 use super::header;
 use super::{PartRef, envelope, line_count};
@@ -19,8 +19,10 @@ fn content_type<'m>(part: PartRef<'m, '_>) -> Option<&'m ContentType<'m>> {
     header_value(part, HeaderName::ContentType).and_then(HeaderValue::as_content_type)
 }
 
+/// The last field named `name`: the one mail-parser obeys when it opens the part, so the type
+/// shown always agrees with how the part was parsed.
 fn header_value<'m>(part: PartRef<'m, '_>, name: HeaderName<'static>) -> Option<&'m HeaderValue<'m>> {
-    part.part().headers.iter().find(|h| h.name == name).map(|h| &h.value)
+    part.part().headers.iter().rev().find(|h| h.name == name).map(|h| &h.value)
 }
 
 fn write_params(out: &mut Data, ct: Option<&ContentType<'_>>, default: Option<(&str, &str)>) {
@@ -124,18 +126,21 @@ fn write_part(out: &mut Data, part: PartRef<'_, '_>, extended: bool, depth: usiz
     out.raw(format_args!(" {}", body.len()));
     if kind.eq_ignore_ascii_case("text") {
         out.raw(format_args!(" {}", line_count(body)));
-    } else if let Some(inner) = nested.filter(|_| kind.eq_ignore_ascii_case("message")) {
-        out.raw(" ");
-        envelope::write(out, inner);
-        out.raw(" ");
-        write_part(out, inner, extended, depth + 1, false);
-        out.raw(format_args!(" {}", line_count(body)));
-    } else if kind.eq_ignore_ascii_case("message")
-        && subtype.eq_ignore_ascii_case("rfc822")
-        && !matches!(part.part().body, PartType::Message(_))
-    {
-        // A message/rfc822 part mail-parser could not open still needs the grammar's fields.
-        out.raw(" (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)");
+    } else if kind.eq_ignore_ascii_case("message") && subtype.eq_ignore_ascii_case("rfc822") {
+        // IMAP4rev1's body-type-msg is message/rfc822 only (message/global and the rest are
+        // basic bodies), and it always carries envelope, body and lines: when the part could
+        // not be opened, or lies past the depth limit, empty ones stand in.
+        match nested {
+            Some(inner) => {
+                out.raw(" ");
+                envelope::write(out, inner);
+                out.raw(" ");
+                write_part(out, inner, extended, depth + 1, false);
+            }
+            None => {
+                out.raw(" (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)");
+            }
+        }
         out.raw(format_args!(" {}", line_count(body)));
     }
     if extended {
@@ -156,6 +161,44 @@ mod tests {
         let mut out = Data::fragment();
         write(&mut out, PartRef::root(&message).expect("root"), extended);
         String::from_utf8(out.into_bytes()).expect("utf-8")
+    }
+
+    #[test]
+    fn message_fields_only_for_message_rfc822() {
+        // The last Content-Type is the one mail-parser opens the part by (fuzz finding F9).
+        let two = structure(
+            b"Content-Type: message\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n",
+            false,
+        );
+        assert!(two.starts_with("(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 21 (NIL \"inner\""), "{two}");
+        // message/global is a basic body in IMAP4rev1.
+        let global = structure(b"Content-Type: message/global\r\n\r\nSubject: inner\r\n\r\nx\r\n", false);
+        assert_eq!(global, "(\"message\" \"global\" NIL NIL NIL \"7bit\" 21)");
+    }
+
+    #[test]
+    fn message_rfc822_at_the_depth_limit_keeps_its_fields() {
+        // Fuzz finding F8: past MAX_DEPTH the attached message is not opened, but the grammar
+        // still needs envelope, body and line count.
+        let mut raw = Vec::new();
+        for _ in 0..MAX_DEPTH + 2 {
+            raw.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+        }
+        raw.extend_from_slice(b"Subject: last\r\n\r\nbody\r\n");
+        let out = structure(&raw, false);
+        let empty = "(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" ";
+        let innermost = out.rfind(empty).expect("a message part");
+        let tail = &out[innermost + empty.len()..];
+        let after_size = tail.split_once(' ').expect("size").1;
+        assert!(after_size.starts_with("(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\""), "{after_size}");
+    }
+
+    #[test]
+    fn malformed_multipart_does_not_panic_in_debug_builds() {
+        // Reaches mail-parser's `debug_assert!(false, …)` (F10) unless Cargo.toml turns its
+        // debug assertions off, which this test checks for the dev profile.
+        let raw = b"Content-Type: multipart;boundary=o\n\r\n--oContent-Type:message/rfc822\n\nContent-Type:message/rfc822\n\n\n--o--";
+        structure(raw, true);
     }
 
     #[test]
