@@ -31,7 +31,10 @@ fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::from((ip, port))
 }
 
-fn node_config(data: &std::path::Path, id: &str, ip: [u8; 4]) -> NodeConfig {
+/// Prometheus endpoints: router, node1, node2, storage1.
+const METRICS_PORTS: [u16; 4] = [9100, 9101, 9102, 9103];
+
+fn node_config(data: &std::path::Path, id: &str, ip: [u8; 4], metrics_port: u16) -> NodeConfig {
     let mut c = NodeConfig {
         hostname: format!("{id}.sirms.test"),
         data_dir: data.join(id),
@@ -45,6 +48,7 @@ fn node_config(data: &std::path::Path, id: &str, ip: [u8; 4]) -> NodeConfig {
     c.listen.pop3s = addr(ip, 3995);
     c.listen.imap = addr(ip, 3143);
     c.listen.imaps = addr(ip, 3993);
+    c.listen.metrics = Some(addr([127, 0, 0, 1], metrics_port));
     c.cluster.router = Some(format!("http://{}", RouterConfig::default().admin_listen));
     c.cluster.node_id = Some(id.into());
     c.cluster.store_listen = Some(addr(ip, 7401));
@@ -61,8 +65,13 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         listen: addr([127, 0, 0, 1], 7400),
         data_dir: args.data_dir.join("storage"),
         token: DEV_TOKEN.into(),
+        metrics_listen: Some(addr([127, 0, 0, 1], METRICS_PORTS[3])),
     };
-    let router = RouterConfig { data_dir: args.data_dir.join("router"), ..RouterConfig::default() };
+    let router = RouterConfig {
+        data_dir: args.data_dir.join("router"),
+        metrics_listen: Some(addr([127, 0, 0, 1], METRICS_PORTS[0])),
+        ..RouterConfig::default()
+    };
     let mut roles = tokio::task::JoinSet::new();
     roles.spawn({
         let done = until_stopped(stopped.clone());
@@ -74,8 +83,9 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     });
     let admin = connect_admin().await?;
     provision(admin).await?;
-    for (id, ip) in [("node1", [127, 0, 0, 1]), ("node2", [127, 0, 0, 2])] {
-        let config = node_config(&args.data_dir, id, ip);
+    for (id, ip, metrics) in [("node1", [127, 0, 0, 1], METRICS_PORTS[1]), ("node2", [127, 0, 0, 2], METRICS_PORTS[2])]
+    {
+        let config = node_config(&args.data_dir, id, ip, metrics);
         let done = until_stopped(stopped.clone());
         roles.spawn(async move { sirms_mailnode::role::run(config, done).await.context("mail node") });
     }
@@ -83,8 +93,10 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     eprintln!(
         "\nSIRMS dev cluster is up: point a mail client at 127.0.0.1\n  \
          SMTP 2525, submission 2587 (STARTTLS) / 2465 (TLS), IMAP 2143 / 2993, POP3 2110 / 2995\n\
-         {users}  admin: `sirms ctl status` (router API {}, token {DEV_TOKEN})\n  Ctrl-C stops it.\n",
-        RouterConfig::default().admin_listen
+         {users}  admin: `sirms ctl status` (router API {}, token {DEV_TOKEN})\n  \
+         metrics: http://127.0.0.1:{{{}}}/metrics (router, node1, node2, storage1)\n  Ctrl-C stops it.\n",
+        RouterConfig::default().admin_listen,
+        METRICS_PORTS.map(|p| p.to_string()).join(",")
     );
     tokio::select! {
         _ = shutdown => {}

@@ -214,6 +214,8 @@ pub struct MailNode {
     pub pop3s: SocketAddr,
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
+    /// Prometheus `/metrics`.
+    pub metrics: SocketAddr,
     pub hostname: String,
 }
 
@@ -244,7 +246,7 @@ impl MailNode {
         let ip = Ipv4Addr::from(ip);
         let port = |_| -> SocketAddr { SocketAddr::new(ip.into(), free_port_on(ip)) };
         let (smtp, submission, submissions, pop3, pop3s) = (port(0), port(1), port(2), port(3), port(4));
-        let (imap, imaps) = (port(5), port(6));
+        let (imap, imaps, metrics) = (port(5), port(6), port(7));
         let mut users: Vec<String> =
             TEST_USERS.iter().map(|(u, p)| format!("{{ address = \"{u}\", password = \"{{plain}}{p}\" }}")).collect();
         users.extend(more_users.iter().map(|u| u.to_string()));
@@ -261,6 +263,7 @@ pop3 = "{pop3}"
 pop3s = "{pop3s}"
 imap = "{imap}"
 imaps = "{imaps}"
+metrics = "{metrics}"
 [directory]
 domains = ["example.test"]
 users = [ {users} ]
@@ -286,6 +289,7 @@ users = [ {users} ]
             pop3s,
             imap,
             imaps,
+            metrics,
             hostname: hostname.to_string(),
         }
     }
@@ -373,6 +377,8 @@ pub struct RouterProcess {
     pub smtp: SocketAddr,
     pub pop3: SocketAddr,
     pub imap: SocketAddr,
+    /// Prometheus `/metrics`.
+    pub metrics: SocketAddr,
 }
 
 /// The token the test cluster uses.
@@ -383,10 +389,11 @@ impl RouterProcess {
     pub fn start() -> RouterProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("addr") };
-        let (admin, smtp, submission, submissions, imap, imaps, pop3, pop3s) =
-            (port(), port(), port(), port(), port(), port(), port(), port());
+        let (admin, smtp, submission, submissions, imap, imaps, pop3, pop3s, metrics) =
+            (port(), port(), port(), port(), port(), port(), port(), port(), port());
         let config = format!(
             "data_dir = \"{}\"\ntoken = \"{CLUSTER_TOKEN}\"\nadmin_listen = \"{admin}\"\nhealth_interval_secs = 1\n\
+             metrics_listen = \"{metrics}\"\n\
              [listen]\nsmtp = \"{smtp}\"\nsubmission = \"{submission}\"\nsubmissions = \"{submissions}\"\n\
              imap = \"{imap}\"\nimaps = \"{imaps}\"\npop3 = \"{pop3}\"\npop3s = \"{pop3s}\"\n",
             dir.path().join("data").display()
@@ -395,7 +402,7 @@ impl RouterProcess {
         std::fs::write(&path, config).expect("write router config");
         let mut process = Process::sirms(&["router", "-c", path.to_str().expect("utf-8")]);
         process.wait_listening("sirms router", &[admin, smtp, pop3]);
-        RouterProcess { process, dir, admin, smtp, pop3, imap }
+        RouterProcess { process, dir, admin, smtp, pop3, imap, metrics }
     }
 
     /// Runs `sirms ctl ARGS` against this router.

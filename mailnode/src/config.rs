@@ -46,6 +46,8 @@ pub struct Listen {
     pub pop3s: SocketAddr,
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
+    /// Prometheus `/metrics` (off when unset).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Protocol limits.
@@ -92,6 +94,7 @@ impl Default for Listen {
             pop3s: local(3995),
             imap: local(3143),
             imaps: local(3993),
+            metrics: None,
         }
     }
 }

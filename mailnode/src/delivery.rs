@@ -5,16 +5,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sirms_storage::{MailStore, NewMessage, StoreError};
 
+use crate::metrics::NodeMetrics;
+
 /// Puts messages into mailboxes through the store (local, or remote on a storage node).
 #[derive(Clone)]
 pub struct Delivery {
     store: Arc<dyn MailStore>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Delivery {
-    /// Delivery into `store`.
-    pub fn new(store: Arc<dyn MailStore>) -> Delivery {
-        Delivery { store }
+    /// Delivery into `store`, counted in `metrics`.
+    pub fn new(store: Arc<dyn MailStore>, metrics: Arc<NodeMetrics>) -> Delivery {
+        Delivery { store, metrics }
     }
 
     /// Appends `message` to every user's INBOX, concurrently so the store can commit them
@@ -24,6 +27,13 @@ impl Delivery {
             let message = NewMessage::new(message.clone());
             async move { (user.clone(), self.store.append(user, "INBOX", message).await.map(|_| ())) }
         });
-        futures::future::join_all(appends).await
+        let results = futures::future::join_all(appends).await;
+        for (_, result) in &results {
+            match result {
+                Ok(()) => self.metrics.local_delivered.inc(),
+                Err(_) => self.metrics.local_deferred.inc(),
+            }
+        }
+        results
     }
 }

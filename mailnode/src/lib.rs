@@ -6,6 +6,7 @@ pub mod config;
 pub mod delivery;
 pub mod directory;
 pub mod imap;
+pub mod metrics;
 pub mod net;
 pub mod outbound;
 pub mod pop3;

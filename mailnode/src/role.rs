@@ -2,23 +2,23 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sirms_storage::role::DEV_TOKEN;
-use sirms_storage::{LocalStore, MailStore, RemoteStore, StoreError, StoreService, grpc};
+use sirms_storage::{LocalStore, MailStore, Measured, RemoteStore, StoreError, StoreService, grpc};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::auth::Authenticator;
 use crate::auth::throttle::Throttle;
 use crate::cluster::home_store::{Endpoints, HomeStore};
-use crate::cluster::membership::{LoadGauges, Membership};
+use crate::cluster::membership::Membership;
 use crate::config::NodeConfig;
 use crate::delivery::Delivery;
 use crate::directory::{DirectoryData, DirectoryError, LiveDirectory};
 use crate::imap::ImapService;
 use crate::imap::connection::ImapLimits;
+use crate::metrics::NodeMetrics;
 use crate::net::listener::{self, ListenerSettings};
 use crate::net::tls::{self, TlsError};
 use crate::outbound::Outbound;
@@ -49,7 +49,7 @@ pub enum NodeError {
 /// What a node shares with the cluster besides its mailboxes.
 struct Member {
     directory: Arc<LiveDirectory>,
-    load: LoadGauges,
+    metrics: Arc<NodeMetrics>,
     spool: Arc<Spool>,
     /// The queue runner's bell, for `sirms ctl queue flush`.
     wake: Arc<Notify>,
@@ -64,7 +64,7 @@ async fn join_cluster(
     member: Member,
     stopped: watch::Receiver<bool>,
 ) -> Result<Arc<dyn MailStore>, NodeError> {
-    let Member { directory, load, spool, wake } = member;
+    let Member { directory, metrics, spool, wake } = member;
     let token = config.cluster.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
     let node_id = config
         .cluster
@@ -115,7 +115,7 @@ async fn join_cluster(
         directory: directory.clone(),
         endpoints: endpoints.clone(),
         cache: config.data_dir.join("directory.cache"),
-        load,
+        metrics,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(StoreError::Io)?;
     if membership.load_cache() {
@@ -149,21 +149,31 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             Arc::new(store)
         }
     };
-    let load = LoadGauges { spool_envelopes: config.data_dir.join("queue").join("env"), ..Default::default() };
+    let metrics = Arc::new(NodeMetrics::new(config.data_dir.join("queue").join("env")));
     let spool = Arc::new(Spool::open(config.data_dir.join("queue")).map_err(StoreError::Io)?);
     let wake = Arc::new(Notify::new());
     let store: Arc<dyn MailStore> = match &config.cluster.router {
         None => own_store,
         Some(router) => {
-            let member =
-                Member { directory: directory.clone(), load: load.clone(), spool: spool.clone(), wake: wake.clone() };
+            let member = Member {
+                directory: directory.clone(),
+                metrics: metrics.clone(),
+                spool: spool.clone(),
+                wake: wake.clone(),
+            };
             join_cluster(&config, router, own_store, member, stopped.clone()).await?
         }
     };
+    let store: Arc<dyn MailStore> = Arc::new(Measured::new(store, metrics.store.clone()));
+    if let Some(addr) = config.listen.metrics {
+        let listener = bind(addr).await?;
+        tracing::info!(%addr, "metrics at /metrics");
+        tokio::spawn(sirms_telemetry::http::serve(listener, metrics.clone(), stopped.clone()));
+    }
     let acceptor = tls::acceptor(&config.tls, &config.hostname)?;
     let throttle = Throttle::new(&config.auth, &config.trusted_proxies)?;
-    let authenticator = Authenticator::new(directory.clone(), Arc::new(throttle));
-    let delivery = Delivery::new(store.clone());
+    let authenticator = Authenticator::new(directory.clone(), Arc::new(throttle)).counting(metrics.clone());
+    let delivery = Delivery::new(store.clone(), metrics.clone());
     let worker = queue::worker::Worker {
         spool: spool.clone(),
         delivery: delivery.clone(),
@@ -171,6 +181,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         directory: directory.clone(),
         hostname: config.hostname.clone(),
         wake,
+        metrics: metrics.clone(),
     };
     tokio::spawn(worker.run(stopped.clone()));
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -202,18 +213,17 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             tls: Some(acceptor.clone()),
             idle_timeout: Duration::from_secs(limits.smtp_idle_secs),
             id_prefix: format!("{started:x}{nonce:04x}."),
+            metrics: metrics.clone(),
         })
     };
-    let settings = |service: &'static str, implicit_tls: bool, busy_reply: &'static [u8], sessions: &Arc<AtomicU64>| {
-        ListenerSettings {
-            service,
-            sessions: sessions.clone(),
-            max_connections: limits.max_connections,
-            max_per_ip: limits.max_connections_per_ip,
-            trusted_proxies: trusted.clone(),
-            implicit_tls: implicit_tls.then(|| acceptor.clone()),
-            busy_reply,
-        }
+    let settings = |service: &'static str, implicit_tls: bool, busy_reply: &'static [u8]| ListenerSettings {
+        service,
+        metrics: metrics.clone(),
+        max_connections: limits.max_connections,
+        max_per_ip: limits.max_connections_per_ip,
+        trusted_proxies: trusted.clone(),
+        implicit_tls: implicit_tls.then(|| acceptor.clone()),
+        busy_reply,
     };
     const SMTP_BUSY: &[u8] = b"421 4.7.0 too many connections, try again later\r\n";
 
@@ -228,7 +238,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(service = name, %addr, hostname = %config.hostname, "listening");
         tokio::spawn(listener::serve(
             listener,
-            settings(name, implicit_tls, SMTP_BUSY, &load.smtp),
+            settings(name, implicit_tls, SMTP_BUSY),
             move |conn| service.clone().handle(conn),
             stopped.clone(),
         ));
@@ -252,7 +262,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(service = name, %addr, "listening");
         tokio::spawn(listener::serve(
             listener,
-            settings(name, implicit_tls, POP3_BUSY, &load.pop3),
+            settings(name, implicit_tls, POP3_BUSY),
             move |conn| service.clone().handle(conn),
             stopped.clone(),
         ));
@@ -280,7 +290,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(service = name, %addr, "listening");
         tokio::spawn(listener::serve(
             listener,
-            settings(name, implicit_tls, IMAP_BUSY, &load.imap),
+            settings(name, implicit_tls, IMAP_BUSY),
             move |conn| service.clone().handle(conn),
             stopped.clone(),
         ));

@@ -20,6 +20,8 @@ pub struct RouterConfig {
     pub token: String,
     /// Admin + Directory gRPC API.
     pub admin_listen: SocketAddr,
+    /// Prometheus `/metrics` (off when unset).
+    pub metrics_listen: Option<SocketAddr>,
     pub listen: PublicListen,
     /// Seconds between active health checks.
     pub health_interval_secs: u64,
@@ -132,6 +134,7 @@ impl Default for RouterConfig {
             data_dir: PathBuf::from("sirms-data/router"),
             token: DEV_TOKEN.to_string(),
             admin_listen: local(7070),
+            metrics_listen: None,
             listen: PublicListen::default(),
             health_interval_secs: 2,
             connect_timeout_secs: 2,

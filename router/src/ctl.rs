@@ -640,10 +640,44 @@ fn password_hash(password: Option<String>, hash: &dyn Fn(&str) -> Result<String,
 }
 
 fn nodes_table(nodes: &[sirms_proto::cluster::NodeStatus]) -> String {
-    let mut out = format!(
-        "{:<12} {:<16} {:>6} {:<8} {:<8} {:>7} {:>7} {:>18} {:>6}\n",
-        "node", "host", "weight", "health", "state", "active", "total", "smtp/imap/pop3", "queue"
-    );
+    let row = |cells: [&str; 14]| {
+        let [
+            id,
+            host,
+            weight,
+            health,
+            state,
+            active,
+            total,
+            sessions,
+            queue,
+            received,
+            delivered,
+            deferred,
+            bounced,
+            auth,
+        ] = cells;
+        format!(
+            "{id:<12} {host:<16} {weight:>6} {health:<8} {state:<8} {active:>7} {total:>7} {sessions:>18} {queue:>6} \
+             {received:>9} {delivered:>9} {deferred:>8} {bounced:>7} {auth:>9}\n"
+        )
+    };
+    let mut out = row([
+        "node",
+        "host",
+        "weight",
+        "health",
+        "state",
+        "active",
+        "total",
+        "smtp/imap/pop3",
+        "queue",
+        "received",
+        "delivered",
+        "deferred",
+        "bounced",
+        "auth-fail",
+    ]);
     for s in nodes {
         let Some(n) = &s.node else { continue };
         let state = if n.storage_only {
@@ -653,24 +687,24 @@ fn nodes_table(nodes: &[sirms_proto::cluster::NodeStatus]) -> String {
         } else {
             "active"
         };
-        let (sessions, queue) = match &s.load {
-            Some(l) => {
-                (format!("{}/{}/{}", l.smtp_sessions, l.imap_sessions, l.pop3_sessions), l.queue_length.to_string())
-            }
-            None => ("-".to_string(), "-".to_string()),
-        };
-        out.push_str(&format!(
-            "{:<12} {:<16} {:>6} {:<8} {:<8} {:>7} {:>7} {:>18} {:>6}\n",
-            n.id,
-            n.host,
-            n.weight,
+        // Without a recent heartbeat the node's own numbers are unknown.
+        let load = |pick: fn(&sirms_proto::cluster::NodeLoad) -> String| s.load.as_ref().map_or("-".to_string(), pick);
+        out.push_str(&row([
+            &n.id,
+            &n.host,
+            &n.weight.to_string(),
             if s.healthy { "up" } else { "down" },
             state,
-            s.active_connections,
-            s.total_connections,
-            sessions,
-            queue
-        ));
+            &s.active_connections.to_string(),
+            &s.total_connections.to_string(),
+            &load(|l| format!("{}/{}/{}", l.smtp_sessions, l.imap_sessions, l.pop3_sessions)),
+            &load(|l| l.queue_length.to_string()),
+            &load(|l| l.messages_received.to_string()),
+            &load(|l| l.delivered.to_string()),
+            &load(|l| l.deferred.to_string()),
+            &load(|l| l.bounced.to_string()),
+            &load(|l| l.auth_failures.to_string()),
+        ]));
     }
     out
 }

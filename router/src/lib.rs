@@ -25,6 +25,7 @@ pub mod directory;
 pub mod forward;
 pub mod hashing;
 pub mod health;
+pub mod metrics;
 pub mod nat;
 pub mod node;
 pub mod pick;

@@ -36,6 +36,14 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {} (admin): {e}", config.admin_listen)))?;
     tracing::info!(addr = %config.admin_listen, "admin API listening");
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics): {e}")))?;
+        tracing::info!(%addr, "metrics at /metrics");
+        let scrape = Arc::new(crate::metrics::Scrape(router.clone()));
+        tokio::spawn(sirms_telemetry::http::serve(listener, scrape, stopped.clone()));
+    }
     let (admin, directory_service) = AdminService::new(router.clone(), &config.token).into_servers();
     let mut admin_stop = stopped.clone();
     let admin_task = tokio::spawn(

@@ -15,6 +15,7 @@ use crate::config::{NatConfig, PublicListen, RouterConfig};
 use crate::directory::ClusterDirectory;
 use crate::forward::{Backend, Forwarder, Inbound};
 use crate::health::{HealthConfig, HealthMonitor};
+use crate::metrics::RouterMetrics;
 use crate::nat::tun::{NatStats, Tun};
 use crate::nat::{NatNode, NatView, Translator};
 use crate::node::{GroupName, NodeId, NodeState};
@@ -112,6 +113,7 @@ pub struct Router {
     /// NAT mode's counts (all zero in proxy mode).
     nat_stats: Arc<NatStats>,
     nat_mode: bool,
+    metrics: RouterMetrics,
 }
 
 /// A heartbeat older than this is not shown: the node's load is unknown.
@@ -147,12 +149,18 @@ impl Router {
             forwarder: Forwarder::new(config.forward()),
             nat_stats: Arc::default(),
             nat_mode: config.mode == crate::config::Mode::Nat,
+            metrics: RouterMetrics::default(),
         })
     }
 
     /// The directory this router serves.
     pub fn directory(&self) -> &Arc<ClusterDirectory> {
         &self.directory
+    }
+
+    /// What the data plane counts.
+    pub fn metrics(&self) -> &RouterMetrics {
+        &self.metrics
     }
 
     fn current(&self) -> Arc<Routing> {
@@ -297,6 +305,7 @@ impl Router {
     /// Forwards one client connection of `service`.
     async fn handle(self: Arc<Self>, service: Service, inbound: Inbound) {
         let peer = inbound.peer;
+        let _session = self.metrics.connection(service);
         let routing = self.current();
         let choice = routing.cluster.choose(peer.ip(), &routing.table);
         let backends: Vec<Backend> = choice
@@ -311,12 +320,21 @@ impl Router {
         let intended = backends.first().map(|b| b.node.to_string()).unwrap_or_default();
         self.count(&intended, 1);
         let health = self.health.clone();
+        let metrics = &self.metrics;
         let failures = move |backend: &Backend, error: &std::io::Error| {
             tracing::warn!(node = %backend.node, addr = %backend.addr, %error, "node refused a connection; marking it down");
+            metrics.connect_failed(backend.node.as_str());
             health.mark_failed(&backend.node);
         };
         let result = self.forwarder.forward(inbound, &backends, &failures).await;
         self.count(&intended, -1);
+        match &result {
+            Ok(stats) => {
+                self.metrics.routed(Some(stats.backend.node.as_str()), &choice.reason);
+                self.metrics.relayed(stats.client_to_backend, stats.backend_to_client);
+            }
+            Err(_) => self.metrics.routed(None, &choice.reason),
+        }
         match result {
             Ok(stats) => tracing::info!(
                 service = service.name(), client = %peer, node = %stats.backend.node, reason = %choice.reason,

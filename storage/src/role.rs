@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::grpc::StoreService;
 use crate::local::LocalStore;
+use crate::measured::{Measured, StoreMetrics};
 
 /// The token `sirms dev` and an unconfigured storage node use; fine on loopback only.
 pub const DEV_TOKEN: &str = "sirms-dev-token";
@@ -22,6 +23,8 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// The cluster token every caller must present.
     pub token: String,
+    /// Where Prometheus scrapes `/metrics` (off when unset).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for StorageConfig {
@@ -30,6 +33,7 @@ impl Default for StorageConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             data_dir: PathBuf::from("sirms-data/storage"),
             token: DEV_TOKEN.to_string(),
+            metrics_listen: None,
         }
     }
 }
@@ -71,8 +75,18 @@ pub async fn run(config: StorageConfig, shutdown: impl Future<Output = ()> + Sen
         .await
         .map_err(|source| RoleError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().unwrap_or(config.listen);
+    let metrics = Arc::new(StoreMetrics::default());
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    if let Some(addr) = config.metrics_listen {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| RoleError::Listen { addr, source })?;
+        tracing::info!(%addr, "metrics at /metrics");
+        tokio::spawn(sirms_telemetry::http::serve(listener, metrics.clone(), metrics_stopped));
+    }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "storage node serving the Store service");
-    StoreService::new(Arc::new(store.clone()), config.token).serve(listener, shutdown).await?;
+    let measured = Measured::new(Arc::new(store.clone()), metrics);
+    StoreService::new(Arc::new(measured), config.token).serve(listener, shutdown).await?;
+    let _ = stop_metrics.send(true);
     store.flush().await?;
     tracing::info!("storage node stopped");
     Ok(())

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::directory::{Directory, normalize, verify_password};
+use crate::metrics::NodeMetrics;
 use throttle::{Refusal, Throttle};
 
 /// A fixed argon2 hash to verify against when the user does not exist.
@@ -86,6 +87,8 @@ pub struct Authenticator {
     checks: Arc<CheckPool>,
     /// The check itself (replaced in tests to observe concurrency).
     verify_fn: fn(&str, &str) -> bool,
+    /// Where failures are counted, if anywhere.
+    metrics: Option<Arc<NodeMetrics>>,
 }
 
 impl Authenticator {
@@ -98,7 +101,19 @@ impl Authenticator {
 
     /// The same, with `threads` password-check threads: at most that many checks run at once.
     pub fn with_threads(directory: Arc<dyn Directory>, throttle: Arc<Throttle>, threads: usize) -> Authenticator {
-        Authenticator { directory, throttle, checks: Arc::new(CheckPool::new(threads)), verify_fn: verify_password }
+        Authenticator {
+            directory,
+            throttle,
+            checks: Arc::new(CheckPool::new(threads)),
+            verify_fn: verify_password,
+            metrics: None,
+        }
+    }
+
+    /// The same, counting failed logins in `metrics`.
+    pub fn counting(mut self, metrics: Arc<NodeMetrics>) -> Authenticator {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Checks `password` for `login` from `client` (the real client, from PROXY v2).
@@ -111,6 +126,9 @@ impl Authenticator {
                 Refusal::Account => "account locked against this client",
             };
             tracing::info!(%client, account = ?account, why, "login refused by throttling");
+            if let Some(m) = &self.metrics {
+                m.auth_throttled.inc();
+            }
             return Verdict::Throttled;
         }
         let stored = canonical.as_deref().and_then(|c| self.directory.password_hash(c));
@@ -129,6 +147,9 @@ impl Authenticator {
         match (checked, canonical) {
             (Some(true), Some(login)) => Verdict::Granted(login),
             (Some(_), canonical) => {
+                if let Some(m) = &self.metrics {
+                    m.auth_denied.inc();
+                }
                 self.throttle.failed(client, canonical.as_deref().unwrap_or(login));
                 Verdict::Denied
             }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use prost::Message;
 use sirms_proto::cluster::directory_client::DirectoryClient;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sirms_proto::cluster::{DirectorySnapshot, Node, NodeLoad, WatchRequest};
 use sirms_proto::token::TokenInterceptor;
@@ -17,34 +16,27 @@ use tokio::sync::watch;
 
 use super::home_store::Endpoints;
 use crate::directory::{DirectoryData, LiveDirectory};
+use crate::metrics::{NodeMetrics, Protocol};
 
 /// Longest wait between attempts to reach the router.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// What a node reports about its load.
-#[derive(Clone, Default)]
-pub struct LoadGauges {
-    pub smtp: Arc<AtomicU64>,
-    pub imap: Arc<AtomicU64>,
-    pub pop3: Arc<AtomicU64>,
-    /// The spool's envelope directory: its entry count is the queue length.
-    pub spool_envelopes: PathBuf,
-}
-
-impl LoadGauges {
-    /// The load now, as a heartbeat.
-    async fn sample(&self, node_id: &str) -> NodeLoad {
-        let dir = self.spool_envelopes.clone();
-        let queue_length = tokio::task::spawn_blocking(move || std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0))
-            .await
-            .unwrap_or(0) as u64;
-        NodeLoad {
-            node_id: node_id.to_string(),
-            smtp_sessions: self.smtp.load(Ordering::Relaxed),
-            imap_sessions: self.imap.load(Ordering::Relaxed),
-            pop3_sessions: self.pop3.load(Ordering::Relaxed),
-            queue_length,
-        }
+/// The load now, as a heartbeat.
+async fn sample(metrics: &Arc<NodeMetrics>, node_id: &str) -> NodeLoad {
+    let m = metrics.clone();
+    let queue_length = tokio::task::spawn_blocking(move || m.queue_length()).await.unwrap_or(0);
+    let sessions = |p| metrics.sessions(p).get().max(0) as u64;
+    NodeLoad {
+        node_id: node_id.to_string(),
+        smtp_sessions: sessions(Protocol::Smtp),
+        imap_sessions: sessions(Protocol::Imap),
+        pop3_sessions: sessions(Protocol::Pop3),
+        queue_length,
+        messages_received: metrics.messages_received.get(),
+        delivered: metrics.local_delivered.get() + metrics.outbound_delivered.get(),
+        deferred: metrics.local_deferred.get() + metrics.outbound_deferred.get(),
+        bounced: metrics.bounced.get(),
+        auth_failures: metrics.auth_denied.get() + metrics.auth_throttled.get(),
     }
 }
 
@@ -61,7 +53,8 @@ pub struct Membership {
     pub endpoints: Endpoints,
     /// Where the last snapshot is cached.
     pub cache: PathBuf,
-    pub load: LoadGauges,
+    /// What the heartbeats report.
+    pub metrics: Arc<NodeMetrics>,
 }
 
 impl Membership {
@@ -120,7 +113,7 @@ impl Membership {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    let load = self.load.sample(&self.node.id).await;
+                    let load = sample(&self.metrics, &self.node.id).await;
                     client.heartbeat(load).await.map_err(|e| e.message().to_string())?;
                 }
             }

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::stream::{HANDSHAKE_TIMEOUT, Stream};
+use crate::metrics::{NodeMetrics, Protocol};
 use crate::proxy;
 
 /// A connection ready for a protocol session.
@@ -38,24 +38,8 @@ pub struct ListenerSettings {
     pub implicit_tls: Option<TlsAcceptor>,
     /// Sent, then the connection closed, when a limit is hit (in the protocol's own words).
     pub busy_reply: &'static [u8],
-    /// Sessions running now (shared by the listeners of one protocol; reported to the router).
-    pub sessions: Arc<AtomicU64>,
-}
-
-/// Counts a running session; uncounts it when dropped, however the session ends.
-struct SessionCount(Arc<AtomicU64>);
-
-impl SessionCount {
-    fn start(gauge: &Arc<AtomicU64>) -> SessionCount {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        SessionCount(gauge.clone())
-    }
-}
-
-impl Drop for SessionCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    /// Where connections and open sessions are counted.
+    pub metrics: Arc<NodeMetrics>,
 }
 
 /// Counts connections per client IP; a slot is given back when its guard drops.
@@ -125,6 +109,7 @@ pub async fn serve<H, F>(
         let (settings, handler, slots, per_ip) = (settings.clone(), handler.clone(), slots.clone(), per_ip.clone());
         tokio::spawn(async move {
             let Ok(_slot) = slots.try_acquire_owned() else {
+                settings.metrics.refused(settings.service);
                 refuse(tcp, settings.busy_reply).await;
                 tracing::warn!(service = settings.service, %peer, "connection limit reached");
                 return;
@@ -137,6 +122,7 @@ pub async fn serve<H, F>(
                 }
             };
             let Some(_ip_slot) = per_ip.take(client.ip(), settings.max_per_ip) else {
+                settings.metrics.refused(settings.service);
                 refuse(tcp, settings.busy_reply).await;
                 tracing::warn!(service = settings.service, %client, "per-IP connection limit reached");
                 return;
@@ -158,7 +144,8 @@ pub async fn serve<H, F>(
                 }
             };
             tracing::debug!(service = settings.service, %client, number, "connection");
-            let _counted = SessionCount::start(&settings.sessions);
+            settings.metrics.connection(settings.service);
+            let _counted = settings.metrics.sessions(Protocol::of(settings.service)).track();
             handler(Accepted { stream, client, number }).await;
         });
     }

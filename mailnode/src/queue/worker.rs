@@ -16,6 +16,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use super::{QueuedEnvelope, Spool, now};
 use crate::delivery::Delivery;
 use crate::directory::{Directory, Recipient};
+use crate::metrics::NodeMetrics;
 use crate::outbound::client::RcptStatus;
 use crate::outbound::dsn::{self, Action, RecipientReport};
 use crate::outbound::{Outbound, domain_of};
@@ -38,6 +39,8 @@ pub struct Worker {
     pub hostname: String,
     /// Rung by `sirms ctl queue flush`: scan now rather than at the next tick.
     pub wake: Arc<Notify>,
+    /// Where outcomes are counted.
+    pub metrics: Arc<NodeMetrics>,
 }
 
 impl Worker {
@@ -108,6 +111,7 @@ impl Worker {
                 for (rcpt, status) in rcpts.iter().zip(statuses) {
                     match status {
                         RcptStatus::Delivered(_) => {
+                            self.metrics.outbound_delivered.inc();
                             env.errors.remove(rcpt);
                         }
                         RcptStatus::Failed(why) => {
@@ -115,6 +119,7 @@ impl Worker {
                             failed.push(RecipientReport { recipient: rcpt.clone(), diagnostic: why });
                         }
                         RcptStatus::Deferred(why) => {
+                            self.metrics.outbound_deferred.inc();
                             env.errors.insert(rcpt.clone(), why);
                             env.remote.push(rcpt.clone());
                         }
@@ -135,6 +140,7 @@ impl Worker {
         }
         let mut notices = Vec::new();
         if !failed.is_empty() {
+            self.metrics.bounced.add(failed.len() as u64);
             notices.push((Action::Failed, failed));
         }
         if !env.warned && !env.remote.is_empty() && config.warn_after_secs > 0 && age >= config.warn_after_secs as i64 {

@@ -11,6 +11,7 @@ use super::session::{Action, Envelope, Flow, Outcome, Session, SessionConfig};
 use crate::auth::{Authenticator, Verdict};
 use crate::delivery::Delivery;
 use crate::directory::Directory;
+use crate::metrics::NodeMetrics;
 use crate::net::listener::Accepted;
 use crate::net::stream::HANDSHAKE_TIMEOUT;
 use crate::queue::{self, QueuedEnvelope, Spool};
@@ -31,6 +32,8 @@ pub struct SmtpService {
     pub idle_timeout: Duration,
     /// Prefix of session ids: the node's name and start time, so ids are unique in the cluster.
     pub id_prefix: String,
+    /// Where accepted messages are counted.
+    pub metrics: Arc<NodeMetrics>,
 }
 
 impl SmtpService {
@@ -116,6 +119,9 @@ impl SmtpService {
                         }
                         Action::Deliver { id: msg_id, envelope, message } => {
                             let ok = self.accept(&msg_id, &envelope, message).await;
+                            if ok {
+                                self.metrics.messages_received.inc();
+                            }
                             tracing::info!(
                                 session = %id, %client, msg = %msg_id, from = %envelope.from,
                                 to = ?envelope.users, remote = ?envelope.remote, ok, "message accepted"

@@ -1,0 +1,196 @@
+//! What a mail node counts, for its Prometheus endpoint and its heartbeats to the router.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sirms_storage::StoreMetrics;
+use sirms_telemetry::{Counter, Exposition, Gauge, Render};
+
+/// The node's listeners, in the order their counters are kept.
+pub const LISTENERS: [&str; 7] = ["smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"];
+
+/// The protocol families whose open sessions are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Smtp,
+    Imap,
+    Pop3,
+}
+
+impl Protocol {
+    /// The family a listener belongs to.
+    pub fn of(listener: &str) -> Protocol {
+        if listener.starts_with("imap") {
+            Protocol::Imap
+        } else if listener.starts_with("pop3") {
+            Protocol::Pop3
+        } else {
+            Protocol::Smtp
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+        }
+    }
+}
+
+/// Per-listener connection counts.
+#[derive(Debug, Default)]
+struct ListenerCounts {
+    accepted: Counter,
+    /// Turned away by the connection limits (total or per client IP).
+    refused: Counter,
+}
+
+/// Every counter of one mail node.
+pub struct NodeMetrics {
+    listeners: [ListenerCounts; LISTENERS.len()],
+    sessions: [Gauge; 3],
+    /// Messages taken by SMTP (one per 250 after DATA or BDAT LAST).
+    pub messages_received: Counter,
+    /// Local deliveries (one per recipient) now durably in a mailbox.
+    pub local_delivered: Counter,
+    /// Local deliveries that failed and stay queued for a retry.
+    pub local_deferred: Counter,
+    /// Remote recipients a foreign server accepted.
+    pub outbound_delivered: Counter,
+    /// Remote recipients that failed for now and stay queued.
+    pub outbound_deferred: Counter,
+    /// Recipients given up on (permanent failure or expiry), bounced to the sender.
+    pub bounced: Counter,
+    /// Wrong passwords and unknown users, over SMTP, IMAP and POP3.
+    pub auth_denied: Counter,
+    /// Logins refused by failed-login throttling without a check.
+    pub auth_throttled: Counter,
+    /// The store behind this node's protocols.
+    pub store: Arc<StoreMetrics>,
+    /// The spool's envelope directory: its entry count is the queue length.
+    spool_envelopes: PathBuf,
+}
+
+impl NodeMetrics {
+    /// Metrics of a node whose spool keeps envelopes in `spool_envelopes`.
+    pub fn new(spool_envelopes: PathBuf) -> NodeMetrics {
+        NodeMetrics {
+            listeners: Default::default(),
+            sessions: Default::default(),
+            messages_received: Counter::default(),
+            local_delivered: Counter::default(),
+            local_deferred: Counter::default(),
+            outbound_delivered: Counter::default(),
+            outbound_deferred: Counter::default(),
+            bounced: Counter::default(),
+            auth_denied: Counter::default(),
+            auth_throttled: Counter::default(),
+            store: Arc::default(),
+            spool_envelopes,
+        }
+    }
+
+    fn listener(&self, name: &str) -> Option<&ListenerCounts> {
+        LISTENERS.iter().position(|l| *l == name).map(|i| &self.listeners[i])
+    }
+
+    /// Counts a connection a listener accepted.
+    pub fn connection(&self, listener: &str) {
+        if let Some(l) = self.listener(listener) {
+            l.accepted.inc();
+        }
+    }
+
+    /// Counts a connection a listener turned away at a limit.
+    pub fn refused(&self, listener: &str) {
+        if let Some(l) = self.listener(listener) {
+            l.refused.inc();
+        }
+    }
+
+    /// The open-session gauge of a protocol family.
+    pub fn sessions(&self, protocol: Protocol) -> &Gauge {
+        &self.sessions[protocol as usize]
+    }
+
+    /// Messages waiting in the queue (a directory listing: call off the async threads).
+    pub fn queue_length(&self) -> u64 {
+        std::fs::read_dir(&self.spool_envelopes).map(|d| d.count() as u64).unwrap_or(0)
+    }
+}
+
+impl Render for NodeMetrics {
+    fn render(&self, out: &mut Exposition) {
+        let by_listener = |pick: fn(&ListenerCounts) -> u64| -> Vec<_> {
+            LISTENERS.iter().zip(&self.listeners).map(|(name, l)| ([("listener", *name)], pick(l))).collect()
+        };
+        let accepted = by_listener(|l| l.accepted.get());
+        let accepted: Vec<_> = accepted.iter().map(|(l, v)| (&l[..], *v)).collect();
+        out.counter("sirms_connections_total", "Connections accepted, by listener.", &accepted);
+        let refused = by_listener(|l| l.refused.get());
+        let refused: Vec<_> = refused.iter().map(|(l, v)| (&l[..], *v)).collect();
+        out.counter("sirms_connections_refused_total", "Connections turned away at a limit.", &refused);
+        let protocols = [Protocol::Smtp, Protocol::Imap, Protocol::Pop3];
+        let labels: Vec<_> = protocols.iter().map(|p| [("protocol", p.name())]).collect();
+        let sessions: Vec<_> = labels.iter().zip(protocols).map(|(l, p)| (&l[..], self.sessions(p).get())).collect();
+        out.gauge("sirms_sessions", "Sessions open now, by protocol.", &sessions);
+        out.counter(
+            "sirms_messages_received_total",
+            "Messages accepted over SMTP.",
+            &[(&[], self.messages_received.get())],
+        );
+        out.counter(
+            "sirms_deliveries_total",
+            "Recipients handled, by where the message went and how it ended.",
+            &[
+                (&[("route", "local"), ("result", "delivered")], self.local_delivered.get()),
+                (&[("route", "local"), ("result", "deferred")], self.local_deferred.get()),
+                (&[("route", "remote"), ("result", "delivered")], self.outbound_delivered.get()),
+                (&[("route", "remote"), ("result", "deferred")], self.outbound_deferred.get()),
+                (&[("route", "any"), ("result", "bounced")], self.bounced.get()),
+            ],
+        );
+        out.gauge(
+            "sirms_queue_messages",
+            "Messages in the outbound and retry queue.",
+            &[(&[], self.queue_length() as i64)],
+        );
+        out.counter(
+            "sirms_auth_failures_total",
+            "Failed logins over SMTP, IMAP and POP3, by reason.",
+            &[
+                (&[("reason", "denied")], self.auth_denied.get()),
+                (&[("reason", "throttled")], self.auth_throttled.get()),
+            ],
+        );
+        self.store.render(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let metrics = NodeMetrics::new(PathBuf::from("/nonexistent"));
+        metrics.connection("imaps");
+        metrics.refused("smtp");
+        let _session = metrics.sessions(Protocol::of("pop3s")).track();
+        metrics.messages_received.inc();
+        let mut page = Exposition::new();
+        metrics.render(&mut page);
+        let page = page.finish();
+        for line in [
+            "sirms_connections_total{listener=\"imaps\"} 1\n",
+            "sirms_connections_refused_total{listener=\"smtp\"} 1\n",
+            "sirms_sessions{protocol=\"pop3\"} 1\n",
+            "sirms_messages_received_total 1\n",
+            "sirms_queue_messages 0\n",
+            "sirms_store_op_seconds_count{op=\"append\"} 0\n",
+        ] {
+            assert!(page.contains(line), "{line:?} missing from\n{page}");
+        }
+    }
+}

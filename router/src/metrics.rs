@@ -1,0 +1,130 @@
+//! What the router counts: connections per service, routing decisions per node and reason,
+//! connect failures; rendered with the nodes' health and their heartbeats on `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use sirms_telemetry::{Counter, Exposition, Gauge, GaugeGuard, Render};
+
+use crate::pick::Reason;
+use crate::server::{Router, Service};
+
+/// A routing decision's kind, as a metric label.
+pub fn reason_label(reason: &Reason) -> &'static str {
+    match reason {
+        Reason::Table { .. } => "table",
+        Reason::TableUnavailable { .. } => "table_unavailable",
+        Reason::Hashed => "hashed",
+        Reason::LastResort => "last_resort",
+        Reason::NoNodes => "no_nodes",
+    }
+}
+
+/// The router's own counters.
+#[derive(Default)]
+pub struct RouterMetrics {
+    connections: [Counter; Service::ALL.len()],
+    sessions: [Gauge; Service::ALL.len()],
+    /// (node that served, or "none"; reason) -> connections.
+    routed: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// node -> connections it did not take.
+    connect_failures: Mutex<BTreeMap<String, u64>>,
+    /// Bytes relayed, client to node and back.
+    bytes_up: Counter,
+    bytes_down: Counter,
+}
+
+impl RouterMetrics {
+    /// Counts a connection accepted on `service`; the gauge stays up while the guard lives.
+    pub fn connection(&self, service: Service) -> GaugeGuard<'_> {
+        self.connections[service as usize].inc();
+        self.sessions[service as usize].track()
+    }
+
+    /// Counts where a connection went (`None`: nowhere) and why.
+    pub fn routed(&self, node: Option<&str>, reason: &Reason) {
+        let key = (node.unwrap_or("none").to_string(), reason_label(reason));
+        *self.routed.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default() += 1;
+    }
+
+    /// Counts a node that did not take a connection.
+    pub fn connect_failed(&self, node: &str) {
+        *self.connect_failures.lock().unwrap_or_else(|p| p.into_inner()).entry(node.to_string()).or_default() += 1;
+    }
+
+    /// Counts bytes relayed by a finished session.
+    pub fn relayed(&self, up: u64, down: u64) {
+        self.bytes_up.add(up);
+        self.bytes_down.add(down);
+    }
+
+    fn render_own(&self, out: &mut Exposition) {
+        let labels: Vec<_> = Service::ALL.iter().map(|s| [("service", s.name())]).collect();
+        let counts: Vec<_> = labels.iter().zip(&self.connections).map(|(l, c)| (&l[..], c.get())).collect();
+        out.counter("sirms_router_connections_total", "Client connections accepted, by service.", &counts);
+        let open: Vec<_> = labels.iter().zip(&self.sessions).map(|(l, g)| (&l[..], g.get())).collect();
+        out.gauge("sirms_router_sessions", "Sessions being relayed now, by service.", &open);
+        let routed = self.routed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let labels: Vec<_> =
+            routed.keys().map(|(node, reason)| [("node", node.as_str()), ("reason", *reason)]).collect();
+        let samples: Vec<_> = labels.iter().zip(routed.values()).map(|(l, v)| (&l[..], *v)).collect();
+        out.counter(
+            "sirms_router_routed_total",
+            "Connections by the node that served them and why it was chosen.",
+            &samples,
+        );
+        let failures = self.connect_failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let labels: Vec<_> = failures.keys().map(|node| [("node", node.as_str())]).collect();
+        let samples: Vec<_> = labels.iter().zip(failures.values()).map(|(l, v)| (&l[..], *v)).collect();
+        out.counter("sirms_router_connect_failures_total", "Forwarded connections a node did not take.", &samples);
+        out.counter(
+            "sirms_router_bytes_total",
+            "Bytes relayed between clients and nodes.",
+            &[(&[("direction", "up")], self.bytes_up.get()), (&[("direction", "down")], self.bytes_down.get())],
+        );
+    }
+}
+
+/// The router's `/metrics`: its counters, and each node's health and last heartbeat.
+pub struct Scrape(pub Arc<Router>);
+
+impl Render for Scrape {
+    fn render(&self, out: &mut Exposition) {
+        self.0.metrics().render_own(out);
+        let nodes = self.0.status();
+        let ids: Vec<[(&str, &str); 1]> =
+            nodes.iter().map(|n| [("node", n.node.as_ref().map_or("", |node| node.id.as_str()))]).collect();
+        let gauge = |f: &dyn Fn(&sirms_proto::cluster::NodeStatus) -> Option<i64>| -> Vec<(&[(&str, &str)], i64)> {
+            ids.iter().zip(&nodes).filter_map(|(l, n)| Some((&l[..], f(n)?))).collect()
+        };
+        out.gauge("sirms_node_up", "1 if the node passes health checks.", &gauge(&|n| Some(i64::from(n.healthy))));
+        out.gauge(
+            "sirms_node_drained",
+            "1 if the node takes no new connections.",
+            &gauge(&|n| Some(i64::from(n.node.as_ref().is_some_and(|n| n.drained)))),
+        );
+        out.gauge(
+            "sirms_node_connections",
+            "Connections relayed to the node now.",
+            &gauge(&|n| Some(n.active_connections as i64)),
+        );
+        let load = |pick: fn(&sirms_proto::cluster::NodeLoad) -> u64| {
+            move |n: &sirms_proto::cluster::NodeStatus| n.load.as_ref().map(|l| pick(l) as i64)
+        };
+        out.gauge(
+            "sirms_node_queue_messages",
+            "The node's queue, from its last heartbeat.",
+            &gauge(&load(|l| l.queue_length)),
+        );
+        out.gauge(
+            "sirms_node_messages_received",
+            "Messages the node took over SMTP since it started, from its last heartbeat.",
+            &gauge(&load(|l| l.messages_received)),
+        );
+        out.gauge(
+            "sirms_node_auth_failures",
+            "Failed logins on the node since it started, from its last heartbeat.",
+            &gauge(&load(|l| l.auth_failures)),
+        );
+    }
+}
