@@ -30,9 +30,18 @@ pub enum Error {
     /// The server answered a command with a refusal (SMTP 4xx/5xx, IMAP NO/BAD, POP3 -ERR).
     #[error("{command} refused: {reply}")]
     Refused { command: &'static str, reply: String },
+    /// A step around the timed work failed (an IMAP login for the delivery check, emptying
+    /// a mailbox), named with what it was for.
+    #[error("{step}: {err}")]
+    Step { step: String, err: Box<Error> },
 }
 
 impl Error {
+    /// This error as the failure of `step`.
+    pub(crate) fn during(self, step: impl Into<String>) -> Error {
+        Error::Step { step: step.into(), err: Box::new(self) }
+    }
+
     /// A `Malformed` error that shows the offending bytes.
     pub(crate) fn malformed(bytes: &[u8]) -> Error {
         Error::Malformed(printable(bytes))
