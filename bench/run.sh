@@ -9,11 +9,16 @@
 #   bench/run.sh --no-limited    # skip the CPU-limited phase      --limited-only: only that phase
 #   bench/run.sh --router-overhead   # issue 6's goal: one node, reached directly and through a router in
 #                                # front of it (same node, same mailboxes), deliver + IMAP + POP3; ~8 min
+#   bench/run.sh --client=sirms  # the deliver test with `sirms bench smtp` instead of mailbench, for every
+#                                # target (Postfix+Dovecot too); same as BENCH_CLIENT=sirms
+#   bench/run.sh --deliver-only  # skip the IMAP/POP3 fetch tests
 #
 # Environment knobs [defaults]: SIZES ["100:2,1000:2,10000:1"] (N:repeats; one mailbench call per N)
 # CONC [1,16] FETCH_REPEAT [2] FETCH_COUNT [1000] CPU_QUOTA [25] (% of one CPU for each SIRMS mail node
 # and storage node in the limited phase; routers are not limited) LIMITED_PFDC [0] (1: also run
-# Postfix+Dovecot, limited to CPU_QUOTA as one box, in the limited phase) QUIET_WAIT [8]
+# Postfix+Dovecot, limited to CPU_QUOTA as one box, in the limited phase) BENCH_CLIENT [mailbench]
+# (sirms: the deliver test's client is `sirms bench smtp`, run per C, repeat and target in mailbench's
+# order, its JSON reports gathered into the same results file for report.py) QUIET_WAIT [8]
 # QUIET_MAX_CORES [0.5] (mailbench waits up to QUIET_WAIT s before each timed run for the rest of the
 # machine to use less than QUIET_MAX_CORES) SIRMS (binary; default: built here with
 # CARGO_TARGET_DIR=target/bench) NO_BUILD=1 KEEP=1 (keep data dirs and logs under $RUN).
@@ -47,6 +52,8 @@ CPU_QUOTA=${CPU_QUOTA:-25}
 LIMITED_PFDC=${LIMITED_PFDC:-0}
 QUIET_WAIT=${QUIET_WAIT:-8}
 QUIET_MAX_CORES=${QUIET_MAX_CORES:-0.5}
+BENCH_CLIENT=${BENCH_CLIENT:-mailbench}
+FETCH=1
 PHASES="main limited"
 
 for arg in "$@"; do
@@ -56,10 +63,13 @@ for arg in "$@"; do
     --no-limited) PHASES=main ;;
     --limited-only) PHASES=limited ;;
     --router-overhead) PHASES=overhead; SIZES=${OVERHEAD_SIZES:-2000:3}; FETCH_REPEAT=3 ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    --client=*) BENCH_CLIENT=${arg#--client=} ;;
+    --deliver-only) FETCH=0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown argument $arg" >&2; exit 2 ;;
   esac
 done
+[[ $BENCH_CLIENT == mailbench || $BENCH_CLIENT == sirms ]] || { echo "BENCH_CLIENT/--client: mailbench or sirms, not $BENCH_CLIENT" >&2; exit 2; }
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
@@ -344,9 +354,10 @@ run_overhead() {
   local spec n rep
   for spec in ${SIZES//,/ }; do
     n=${spec%%:*}; rep=${spec#*:}; [[ $rep == "$spec" ]] && rep=1
-    log "overhead: deliver N=$n, C=$CONC, $rep repeat(s)"
-    mailbench overhead "n$n" "${targets[@]}" "${common[@]}" --tests deliver --sizes "$n" --repeat "$rep"
+    log "overhead: deliver N=$n, C=$CONC, $rep repeat(s), client $BENCH_CLIENT"
+    deliver overhead "n$n" "$n" "$rep" "${targets[@]}"
   done
+  [[ $FETCH == 1 ]] || return 0
   log "overhead: imap + pop3 fetch of $FETCH_COUNT messages, $FETCH_REPEAT repeat(s)"
   mailbench overhead fetch "${targets[@]}" "${common[@]}" --tests imap,pop3 --repeat "$FETCH_REPEAT"
 }
@@ -407,6 +418,84 @@ mailbench() {   # mailbench PHASE OUTNAME ARGS... : runs in the background so a 
   MB_PID=""
 }
 
+# deliver PHASE OUTNAME N REPEATS --target SPEC... : the deliver test with the chosen client (mailbench also
+# gets the caller's `common` options)
+deliver() {
+  local phase=$1 out=$2 n=$3 rep=$4; shift 4
+  if [[ $BENCH_CLIENT == sirms ]]; then
+    sirms_deliver "$phase" "$out" "$n" "$rep" "$@"
+  else
+    mailbench "$phase" "$out" "$@" "${common[@]}" --tests deliver --sizes "$n" --repeat "$rep"
+  fi
+}
+
+# sirms_deliver PHASE OUTNAME N REPEATS --target SPEC... : `sirms bench smtp` in mailbench's order (each C,
+# each repeat, the targets in turn), with mailbench's method: mailboxes emptied, sessions opened and the
+# INBOX counts read before the clock, 1 s of rest, the quiet wait, then N messages of 4096 bytes to random
+# users among u1..u100 (the same for every target), one SMTP session per message, from $SOURCES round
+# robin, timed to the last 250 and until every message is in its INBOX. The per-run JSON reports are
+# gathered into $RESULTS/$STAMP-PHASE-OUTNAME.json in mailbench's layout, for report.py and plot.py.
+sirms_deliver() {
+  local phase=$1 out=$2 n=$3 rep=$4; shift 4
+  local specs=()
+  while (($# >= 2)); do
+    [[ $1 == --target ]] && specs+=("$2")
+    shift 2
+  done
+  local dir=$RUN/sirms-bench/$phase-$out
+  mkdir -p "$dir"
+  local c r spec part name smtp imap pid rc i=0
+  for c in ${CONC//,/ }; do
+    for ((r = 0; r < rep; r++)); do
+      for spec in "${specs[@]}"; do
+        local pids=()
+        name=target smtp="" imap=""
+        IFS=, read -ra parts <<<"$spec"
+        for part in "${parts[@]}"; do
+          case $part in
+            name=*) name=${part#name=} ;;
+            smtp=*) smtp=${part#smtp=} ;;
+            imap=*) imap=${part#imap=} ;;
+            pid=*) pid=${part#pid=}; pids+=(--server-pid "${pid%%:*}=${pid#*:}") ;;
+          esac
+        done
+        i=$((i + 1))
+        log "$phase: sirms bench smtp: $name N=$n C=$c repeat $r"
+        rc=0
+        "$SIRMS" bench smtp --target "$smtp" --imap "$imap" --password pw --reset --users 100 \
+          --rcpt 'u{i}@example.test' -n "$n" -c "$c" --size 4096 --msgs-per-conn 1 --sources "$SOURCES" \
+          --seed $((n * 1000 + c * 10 + r + 1)) --settle 1 --quiet-wait "$QUIET_WAIT" \
+          --quiet-max-cores "$QUIET_MAX_CORES" --name "$name" "${pids[@]}" \
+          --out "$(printf '%s/%03d-c%d-r%d-%s.json' "$dir" "$i" "$c" "$r" "$name")" \
+          > >(tee -a "$RUN/sirms-bench-$phase.log" >&2) 2>&1 &
+        MB_PID=$!
+        wait "$MB_PID" || rc=$?
+        MB_PID=""
+        # 1: the run finished with failures (they are in its report); anything else: it did not run.
+        if ((rc > 1)); then log "sirms bench smtp failed (exit $rc); see $RUN/sirms-bench-$phase.log"; return 1; fi
+      done
+    done
+  done
+  python3 - "$RESULTS/$STAMP-$phase-$out.json" "$dir"/*.json <<'EOF'
+import json, os, re, sys
+out, files = sys.argv[1], sys.argv[2:]
+results = []
+for f in files:
+    with open(f) as fh:
+        r = json.load(fh)
+    # mailbench's names: "target" is the label, "delivered" says whether every message arrived
+    r["address"], r["target"] = r["target"], r.get("name") or r["target"]
+    r["rep"] = int(re.search(r"-r(\d+)-", os.path.basename(f)).group(1))
+    r["delivered_count"], r["delivered"] = r["delivered"], bool(r["all_delivered"])
+    q = r.get("quiet_wait")
+    r["pre_run_quiet_wait_s_busy_cores"] = [q["waited_s"], q["busy_cores"]] if q else None
+    results.append(r)
+meta = {"client": "sirms bench smtp", "ncpu": os.cpu_count(), "files": files}
+with open(out, "w") as fh:
+    json.dump({"meta": meta, "results": results}, fh, indent=1)
+EOF
+}
+
 run_matrix() {   # run_matrix PHASE
   local phase=$1
   local pf_pids=",pid=postfix:$RUN/pfdc/postfix-queue/pid/master.pid,pid=dovecot:$RUN/pfdc/dovecot-run/master.pid"
@@ -424,9 +513,9 @@ run_matrix() {   # run_matrix PHASE
   local spec n rep
   for spec in ${SIZES//,/ }; do
     n=${spec%%:*}; rep=${spec#*:}; [[ $rep == "$spec" ]] && rep=1
-    log "$phase: deliver N=$n, C=$CONC, $rep repeat(s)"
-    mailbench "$phase" "n$n" "${targets[@]}" "${common[@]}" --tests deliver --sizes "$n" --repeat "$rep"
-    if [[ $spec == "${SIZES%%,*}" ]]; then
+    log "$phase: deliver N=$n, C=$CONC, $rep repeat(s), client $BENCH_CLIENT"
+    deliver "$phase" "n$n" "$n" "$rep" "${targets[@]}"
+    if [[ $FETCH == 1 && $spec == "${SIZES%%,*}" ]]; then
       log "$phase: imap + pop3 fetch of $FETCH_COUNT messages, $FETCH_REPEAT repeat(s)"
       mailbench "$phase" fetch "${targets[@]}" "${common[@]}" --tests imap,pop3 --repeat "$FETCH_REPEAT"
     fi

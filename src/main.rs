@@ -36,6 +36,9 @@ enum Command {
     HashPassword,
     /// Health checks without a shell: is a port up, does it greet as expected (for containers).
     Probe(probe::ProbeArgs),
+    /// Load generator: SMTP delivery (time to accept and to the mailbox), IMAP fetch, POP3
+    /// retrieve against any endpoint, with latencies and the servers' CPU time.
+    Bench(sirms_loadgen::BenchArgs),
 }
 
 #[derive(Args)]
@@ -173,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Dev(args) => dev::run(args, shutdown_signal()).await?,
         Command::Probe(args) => std::process::exit(probe::run(args, shutdown_signal()).await),
+        Command::Bench(args) => std::process::exit(sirms_loadgen::run(args).await),
         Command::Node(cmd) => {
             let mut config = match &cmd.config {
                 Some(path) => NodeConfig::load(path)?,
