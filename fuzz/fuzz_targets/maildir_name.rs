@@ -9,7 +9,8 @@
 //!   its keyword letters are sorted, unique and below 26;
 //! - `parse(render(base, flags, keywords))` gives back base, UID, size, flags and the
 //!   keyword letters (those below 26, sorted, unique), for every parsed name whose rendering
-//!   still fits in a file name; `rebase` keeps the unique part and sets UID and size;
+//!   still fits in a file name; `rebase` keeps the unique part (cut to fit with every flag)
+//!   and sets UID and size;
 //! - for every valid mailbox name (`canonical_name`), `folder_dir` is a single directory
 //!   name (starts with `.`, no `/`, no control characters, only plain bytes and `%XX`)
 //!   and `folder_name(folder_dir(n)) == n`;
@@ -25,6 +26,9 @@ use sirms_storage::local::maildir::{
     FileName, MAX_FILE_NAME, MAX_KEYWORDS, escape_component, folder_dir, folder_name, unescape_component,
 };
 use sirms_storage::mailbox::canonical_name;
+
+/// What `FileName::rebase` keeps of a unique part at most (its `MAX_UNIQUE`).
+const MAX_UNIQUE_PART: usize = MAX_FILE_NAME - 36 - 35;
 
 fn check_file_name(name: &str, flags: u8, extra_letters: &[u8]) {
     let Some(parsed) = FileName::parse(name) else { return };
@@ -63,7 +67,11 @@ fn check_file_name(name: &str, flags: u8, extra_letters: &[u8]) {
     let size = u64::from(flags) << 33 | u64::from(uid);
     let rebased = parsed.rebase(uid, size);
     let unique = parsed.base.split(',').next().unwrap_or_default();
-    assert!(rebased.starts_with(unique));
+    // Long unique parts are cut (on a character boundary) so that every rendering fits.
+    let kept = rebased.split(',').next().unwrap_or_default();
+    assert!(unique.starts_with(kept) && (kept == unique || kept.len() + 4 > MAX_UNIQUE_PART), "{rebased:?}");
+    let all_flags = FileName::render(&rebased, SystemFlags::from_bits(u32::MAX), &(0..26).collect::<Vec<u8>>());
+    assert!(all_flags.len() <= MAX_FILE_NAME, "{all_flags:?} is {} bytes", all_flags.len());
     if rebased.len() <= MAX_FILE_NAME && !unique.is_empty() && !unique.contains(':') {
         let again = FileName::parse(&rebased).unwrap_or_else(|| panic!("rebased {rebased:?} does not parse"));
         assert_eq!((again.uid, again.size), (Some(uid), Some(size)), "rebased {rebased:?}");
