@@ -82,30 +82,6 @@ impl MessageCache {
         Ok(())
     }
 
-    /// Keeps only the entries for which `current(uid)` is the identity they were made for:
-    /// run when a folder is opened, so entries of messages that vanished while the folder was
-    /// closed (or whose files were replaced) do not pile up.
-    pub fn retain(&self, current: impl Fn(u32) -> Option<String>) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        for item in self.tree.iter() {
-            let (key, value) = item?;
-            let keep = <[u8; 4]>::try_from(key.as_ref())
-                .ok()
-                .map(u32::from_be_bytes)
-                .and_then(&current)
-                .is_some_and(|identity| decode(&value).is_some_and(|(stored, _)| stored == identity.as_bytes()));
-            if !keep {
-                batch.remove(key);
-                any = true;
-            }
-        }
-        if any {
-            self.tree.apply_batch(batch)?;
-        }
-        Ok(())
-    }
-
     /// Forgets everything (the folder was deleted or renamed away).
     pub fn clear(&self) -> Result<()> {
         self.tree.clear()?;
@@ -143,21 +119,11 @@ mod tests {
     }
 
     #[test]
-    fn retain_drops_entries_of_vanished_or_replaced_files() {
+    fn clear_forgets_everything() {
         let (c, _db) = cache();
-        for (uid, id) in [(1, "a,U=1,S=1"), (2, "b,U=2,S=1"), (3, "c,U=3,S=1")] {
-            c.put(uid, id, b"x").unwrap();
-        }
-        c.tree.insert(4u32.to_be_bytes(), b"\xff".to_vec()).unwrap();
-        c.retain(|uid| match uid {
-            1 => Some("a,U=1,S=1".into()),
-            2 => Some("replaced,U=2,S=1".into()),
-            _ => None,
-        })
-        .unwrap();
-        assert_eq!(c.tree.len(), 1);
-        assert_eq!(c.get(&[(1, "a,U=1,S=1".into())]).unwrap().len(), 1);
+        c.put(1, "a,U=1,S=1", b"x").unwrap();
+        c.put(2, "b,U=2,S=1", b"y").unwrap();
         c.clear().unwrap();
-        assert!(c.tree.is_empty());
+        assert!(c.get(&[(1, "a,U=1,S=1".into()), (2, "b,U=2,S=1".into())]).unwrap().is_empty());
     }
 }

@@ -224,8 +224,23 @@ impl Folder {
         }
         tree.apply_batch(batch)?;
         counters_tree.insert(&key, counters.encode())?;
+        // Cache entries of messages that vanished, or whose file changed, while the folder was
+        // closed. Found through the index rather than by reading the whole cache, which can be
+        // twenty times its size; an entry this misses is never served anyway (its file's
+        // identity is checked on every read), it only takes room.
         let cache = MessageCache::new(cache_tree);
-        cache.retain(|uid| messages.get(&uid).map(|e: &Entry| cache::identity(&e.file_name).to_string()))?;
+        if trusted_index {
+            let stale: Vec<u32> = indexed
+                .iter()
+                .filter(|(uid, ix)| {
+                    messages.get(uid).is_none_or(|e| cache::identity(&e.file_name) != cache::identity(&ix.file_name))
+                })
+                .map(|(uid, _)| *uid)
+                .collect();
+            cache.remove(&stale)?;
+        } else {
+            cache.clear()?;
+        }
 
         let (changes, _) = broadcast::channel(WATCH_BACKLOG);
         Ok(Folder {

@@ -50,3 +50,27 @@ async fn a_file_replaced_under_the_same_uid_gets_no_old_data() {
     let fetched = store.fetch(USER, "INBOX", &UidSet::single(1), BodyPart::Full).await.expect("fetch");
     assert_eq!(fetched[0].body.as_deref(), Some(&b"Subject: c\r\n\r\nC\r\n"[..]));
 }
+
+#[tokio::test]
+async fn entries_of_files_gone_while_closed_are_dropped_when_the_folder_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cur = dir.path().join("mail").join(maildir::escape_component(USER)).join("cur");
+    {
+        let store = LocalStore::open(dir.path()).expect("open");
+        for body in [&b"Subject: a\r\n\r\nA\r\n"[..], &b"Subject: b\r\n\r\nB\r\n"[..]] {
+            store.append(USER, "INBOX", NewMessage::new(body)).await.expect("append");
+        }
+        store.cache_put(USER, "INBOX", vec![entry(1, b"of a"), entry(2, b"of b")]).await.expect("put");
+        store.flush().await.expect("flush");
+    }
+    let gone = fs::read_dir(&cur)
+        .expect("cur")
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().contains(",U=2,"))
+        .expect("UID 2");
+    fs::remove_file(gone.path()).expect("remove");
+    let store = LocalStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.cache_get(USER, "INBOX", &UidSet::all()).await.expect("get"), vec![entry(1, b"of a")]);
+    let tree = store.inner.db.open_tree(index::cache_tree_name(USER, "INBOX")).expect("tree");
+    assert_eq!(tree.len(), 1, "the entry of the vanished file is gone from disk too");
+}
