@@ -21,7 +21,9 @@
 # order, its JSON reports gathered into the same results file for report.py) QUIET_WAIT [8]
 # QUIET_MAX_CORES [0.5] (mailbench waits up to QUIET_WAIT s before each timed run for the rest of the
 # machine to use less than QUIET_MAX_CORES) SIRMS (binary; default: built here with
-# CARGO_TARGET_DIR=target/bench) NO_BUILD=1 KEEP=1 (keep data dirs and logs under $RUN).
+# CARGO_TARGET_DIR=target/bench) NO_BUILD=1 KEEP=1 (keep data dirs and logs under $RUN)
+# BASELINE_SIRMS (another sirms binary, e.g. one built before a change: it runs as one more
+# target, N1_BASE, a lone node like N1 on 127.77.11.1, so before and after share one run).
 #
 # What runs, all at the same time, each from a fresh data dir, only on 127.0.0.0/8:
 #   pfdc      Postfix -> LMTP -> Dovecot (../shared/bench/setup_postfix_dovecot.sh, BASE=$RUN/pfdc)
@@ -85,7 +87,7 @@ fi
 
 mkdir -p "$RUN" "$RESULTS"
 chmod 755 "$RUN"
-log "run dir $RUN, results in $RESULTS, sirms $SIRMS ($("$SIRMS" --version))"
+log "run dir $RUN, results in $RESULTS, sirms $SIRMS ($("$SIRMS" --version))${BASELINE_SIRMS:+, baseline $BASELINE_SIRMS}"
 
 # ------------------------------------------------------------------ process bookkeeping
 PIDS=()        # every sirms process we started
@@ -115,15 +117,15 @@ make_cgroup() {   # make_cgroup NAME -> sets CG to a new cgroup dir limited to C
   CG=$dir
 }
 
-start_role() {   # start_role NAME CGROUP|"" ARGS... ; pid file $RUN/pids/NAME.pid
-  local name=$1 cg=$2; shift 2
+start_role() {   # start_role NAME CGROUP|"" ARGS... ; pid file $RUN/pids/NAME.pid; binary $ROLE_BIN or $SIRMS
+  local name=$1 cg=$2 bin=${ROLE_BIN:-$SIRMS}; shift 2
   mkdir -p "$RUN/pids" "$RUN/logs"
   if [[ -n $cg ]]; then
     # join the cgroup first, then exec: the server and its threads are born inside it
-    sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$cg" "$SIRMS" "$@" \
+    sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$cg" "$bin" "$@" \
       >"$RUN/logs/$name.log" 2>&1 </dev/null &
   else
-    "$SIRMS" "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
+    "$bin" "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
   fi
   local pid=$!
   echo "$pid" >"$RUN/pids/$name.pid"
@@ -287,6 +289,12 @@ start_sirms() {
   # N1
   node_toml "$d/n1-node.toml" node1 127.77.10.1 "$d/n1/node1"
   start_role "$phase-n1-node" "$cg_n1" node -c "$d/n1-node.toml"
+  if [[ -n ${BASELINE_SIRMS:-} ]]; then
+    local cg_base=""
+    [[ -n $limit ]] && { make_cgroup n1base-node; cg_base=$CG; }
+    node_toml "$d/n1base-node.toml" node1 127.77.11.1 "$d/n1base/node1"
+    ROLE_BIN=$BASELINE_SIRMS start_role "$phase-n1base-node" "$cg_base" node -c "$d/n1base-node.toml"
+  fi
   # N2
   router_toml "$d/n2-router.toml" 127.77.20.1 "$d/n2/router"
   start_role "$phase-n2-router" "" router -c "$d/n2-router.toml"
@@ -325,7 +333,7 @@ start_sirms() {
   done
   # Every target answers for u1 and u100 from both source halves (directory has reached the nodes).
   python3 "$HERE/ready.py" 60 127.77.10.1:3025,127.77.10.1:3143 127.77.20.1:2525,127.77.20.1:2143 \
-    127.77.30.1:2525,127.77.30.1:2143
+    127.77.30.1:2525,127.77.30.1:2143 ${BASELINE_SIRMS:+127.77.11.1:3025,127.77.11.1:3143}
 }
 
 # start_overhead: one node joined to a router; the same node is a target directly and
@@ -502,6 +510,9 @@ run_matrix() {   # run_matrix PHASE
   local targets=()
   if [[ $phase == main || $LIMITED_PFDC == 1 ]]; then
     targets+=(--target "name=pfdc,smtp=127.0.0.1:10525,imap=127.0.0.1:10543,pop3=127.0.0.1:10510$pf_pids")
+  fi
+  if [[ -n ${BASELINE_SIRMS:-} ]]; then
+    targets+=(--target "name=N1_BASE,smtp=127.77.11.1:3025,imap=127.77.11.1:3143,pop3=127.77.11.1:3110$(pidspec "$phase" n1base-node)")
   fi
   targets+=(
     --target "name=N1,smtp=127.77.10.1:3025,imap=127.77.10.1:3143,pop3=127.77.10.1:3110$(pidspec "$phase" n1-node)"

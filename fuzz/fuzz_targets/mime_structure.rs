@@ -10,6 +10,9 @@
 //!   (message/rfc822 has envelope, body and lines; text has lines), addresses of four fields;
 //! - imap-codec (the parser the project uses for commands; it stops at 8 levels) parses
 //!   `* 1 FETCH (ENVELOPE … BODYSTRUCTURE … BODY …)` when the MIME tree is shallow;
+//! - the message cache's form of the three (`fetch::cache::Structure`) holds the same bytes
+//!   and reads back as them, and arbitrary bytes read as a cached form (a damaged entry)
+//!   give nothing rather than a panic;
 //! - every part's section bytes (`n`, `n.MIME`, `n.HEADER`, `n.TEXT`, `HEADER.FIELDS`) and
 //!   `partial` are cut without panics, and paths that do not exist give nothing.
 
@@ -18,6 +21,7 @@
 use imap_codec::ResponseCodec;
 use imap_codec::decode::Decoder;
 use libfuzzer_sys::fuzz_target;
+use sirms_mailnode::imap::fetch::cache::Structure;
 use sirms_mailnode::imap::fetch::section::{Section, extract, partial};
 use sirms_mailnode::imap::fetch::{PartRef, envelope, parse, structure};
 use sirms_mailnode::imap::response::Data;
@@ -355,6 +359,12 @@ fn paths(part: PartRef<'_, '_>, prefix: &mut Vec<u32>, out: &mut Vec<Vec<u32>>) 
 }
 
 fuzz_target!(|raw: &[u8]| {
+    let cached = Structure::of(raw);
+    assert_eq!(Structure::decode(&cached.encode()).as_ref(), Some(&cached));
+    if let Some(damaged) = Structure::decode(&raw.to_vec().into()) {
+        assert_eq!(Structure::decode(&damaged.encode()), Some(damaged));
+    }
+
     let message = parse(raw);
     let Some(root) = message.as_ref().and_then(PartRef::root) else {
         // Nothing parsed: only BODY[] exists.
@@ -377,6 +387,11 @@ fuzz_target!(|raw: &[u8]| {
     structure::write(&mut body, root, false);
     let body = body.into_bytes();
     check("BODY", &body, |p| p.body(false));
+    assert_eq!(
+        (&cached.envelope[..], &cached.body[..], &cached.bodystructure[..]),
+        (&env[..], &body[..], &bodystructure[..]),
+        "the cached form differs from a fresh rendering"
+    );
 
     // imap-codec bounds its recursion (8 levels); compare where it can follow.
     if tree_depth(root, 0) <= 4 {

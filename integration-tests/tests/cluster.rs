@@ -233,3 +233,46 @@ fn users_move_carries_every_message_to_the_new_home() {
     send_from(&router, "127.0.0.60", "alice@example.test");
     assert_eq!(std::fs::read_dir(&cur).unwrap().count(), 4);
 }
+
+#[test]
+fn a_changed_password_ends_the_remembered_login_at_once() {
+    let router = RouterProcess::start();
+    // Polling for the new password fails a few times: the test's address must not get banned.
+    let extra = format!("{}[auth]\nallow = [\"127.0.0.0/8\"]\n", router.node_extra("node1", [127, 0, 0, 1]));
+    let _node = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &extra);
+    router.wait_nodes(" up ", 1);
+    router.ctl(&["domains", "add", "example.test"]);
+    router.ctl(&["users", "add", "carol@example.test", "--password", "old-pw", "--home", "node1"]);
+    let login = r#"
+import imaplib, ssl, sys, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def login(password):
+    m = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]), timeout=20)
+    m.starttls(ssl_context=ctx)
+    try:
+        m.login("carol@example.test", password)
+        return "OK"
+    except imaplib.IMAP4.error as e:
+        return "NO"
+    finally:
+        m.shutdown()
+def until(password, want):
+    deadline = time.time() + 15
+    while login(password) != want:
+        assert time.time() < deadline, "no %s for %s" % (want, password)
+        time.sleep(0.2)
+"#;
+    // Through the router to the node; the second login of the same password is the remembered one.
+    let out = python(
+        &format!("{login}\nuntil('old-pw', 'OK')\nprint(login('old-pw'), login('old-pw'))"),
+        &[router.imap.port().to_string()],
+    );
+    assert_eq!(out.trim(), "OK OK");
+    router.ctl(&["users", "passwd", "carol@example.test", "--password", "new-pw"]);
+    // Once the node has the new hash (the new password works), the old one fails, every time.
+    let out = python(
+        &format!("{login}\nuntil('new-pw', 'OK')\nprint(login('old-pw'), login('old-pw'), login('new-pw'))"),
+        &[router.imap.port().to_string()],
+    );
+    assert_eq!(out.trim(), "NO NO OK");
+}

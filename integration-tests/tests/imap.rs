@@ -121,6 +121,21 @@ Content-Disposition: attachment; filename=\"a.pdf\"\r\n\
 JVBERi0=\r\n\
 --outer--\r\n";
 
+/// NESTED's ENVELOPE, as a FETCH shows it.
+const NESTED_ENVELOPE: &str = "ENVELOPE (\"Wed, 05 Mar 2025 09:30:00 +0000\" \"nested\" \
+((\"Alice\" NIL \"alice\" \"example.test\")) ((\"Alice\" NIL \"alice\" \"example.test\")) \
+((\"Alice\" NIL \"alice\" \"example.test\")) ((\"Bob\" NIL \"bob\" \"example.test\")(NIL NIL \"carol\" \"example.test\")) \
+NIL NIL NIL \"<nested@example.test>\")";
+
+/// NESTED's BODYSTRUCTURE, as a FETCH shows it.
+const NESTED_BODYSTRUCTURE: &str = "BODYSTRUCTURE (((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL)\
+(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 11 1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"inner\") NIL NIL NIL)\
+(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 68 (NIL \"attached\" ((\"Carol\" NIL \"carol\" \"example.test\")) \
+((\"Carol\" NIL \"carol\" \"example.test\")) ((\"Carol\" NIL \"carol\" \"example.test\")) NIL NIL NIL NIL NIL) \
+(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 13 1 NIL NIL NIL NIL) 4 NIL NIL NIL NIL)\
+(\"application\" \"pdf\" (\"name\" \"a.pdf\") NIL NIL \"base64\" 8 NIL (\"attachment\" (\"filename\" \"a.pdf\")) NIL NIL) \
+\"mixed\" (\"boundary\" \"outer\") NIL NIL NIL)";
+
 #[test]
 fn append_structure_flags_copy_expunge_and_list() {
     let node = MailNode::start("imap-node.example.test", "");
@@ -160,26 +175,8 @@ m.logout()
     let fetch = out["fetch"].as_str().unwrap();
     assert!(fetch.contains("INTERNALDATE \"14-Nov-2023 22:13:20 +0000\""), "{fetch}");
     assert!(fetch.contains("FLAGS (\\Flagged $Work \\Recent)"), "{fetch}");
-    assert!(
-        fetch.contains(
-            "ENVELOPE (\"Wed, 05 Mar 2025 09:30:00 +0000\" \"nested\" ((\"Alice\" NIL \"alice\" \"example.test\")) \
-((\"Alice\" NIL \"alice\" \"example.test\")) ((\"Alice\" NIL \"alice\" \"example.test\")) \
-((\"Bob\" NIL \"bob\" \"example.test\")(NIL NIL \"carol\" \"example.test\")) NIL NIL NIL \"<nested@example.test>\")"
-        ),
-        "{fetch}"
-    );
-    assert!(
-        fetch.contains(
-            "BODYSTRUCTURE (((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL)\
-(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 11 1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"inner\") NIL NIL NIL)\
-(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 68 (NIL \"attached\" ((\"Carol\" NIL \"carol\" \"example.test\")) \
-((\"Carol\" NIL \"carol\" \"example.test\")) ((\"Carol\" NIL \"carol\" \"example.test\")) NIL NIL NIL NIL NIL) \
-(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 13 1 NIL NIL NIL NIL) 4 NIL NIL NIL NIL)\
-(\"application\" \"pdf\" (\"name\" \"a.pdf\") NIL NIL \"base64\" 8 NIL (\"attachment\" (\"filename\" \"a.pdf\")) NIL NIL) \
-\"mixed\" (\"boundary\" \"outer\") NIL NIL NIL)"
-        ),
-        "{fetch}"
-    );
+    assert!(fetch.contains(NESTED_ENVELOPE), "{fetch}");
+    assert!(fetch.contains(NESTED_BODYSTRUCTURE), "{fetch}");
     assert_eq!(
         out["parts"],
         serde_json::json!([
@@ -622,4 +619,65 @@ m.logout()
     );
     assert!(out["bad"][0].as_str().unwrap().starts_with("BAD unknown STATUS item"), "{out}");
     assert!(out["plain"].as_array().unwrap().iter().any(|l| l == "(\\HasChildren) \"/\" Work"), "{out}");
+}
+
+#[test]
+fn cached_structures_stay_right_across_a_restart_flag_changes_and_expunge() {
+    let mut node = MailNode::start("imap-cache.example.test", "");
+    let fetch = |m: &str| {
+        format!(
+            r#"
+m = connect()
+msg = {NESTED:?}.encode()
+m.select("INBOX")
+{m}
+m.logout()
+"#
+        )
+    };
+    // The first FETCH renders the structures and caches them; the second reads the cache.
+    let before = run(
+        &node,
+        &fetch(
+            r#"
+ok(m.append("INBOX", None, None, msg))
+out["first"] = ok(m.uid("FETCH", "1", "(ENVELOPE BODY BODYSTRUCTURE)"))[0].decode()
+out["second"] = ok(m.uid("FETCH", "1", "(ENVELOPE BODY BODYSTRUCTURE)"))[0].decode()
+"#,
+        ),
+    );
+    let first = before["first"].as_str().unwrap();
+    assert!(first.contains(NESTED_ENVELOPE) && first.contains(NESTED_BODYSTRUCTURE), "{first}");
+    assert_eq!(before["second"], first);
+
+    node.restart();
+    let after = run(
+        &node,
+        &fetch(
+            r#"
+out["restarted"] = ok(m.uid("FETCH", "1", "(ENVELOPE BODY BODYSTRUCTURE)"))[0].decode()
+ok(m.uid("STORE", "1", "+FLAGS.SILENT", "(\\Seen $Read)"))
+out["flagged"] = ok(m.uid("FETCH", "1", "(FLAGS ENVELOPE BODYSTRUCTURE)"))[0].decode()
+ok(m.uid("STORE", "1", "+FLAGS.SILENT", "(\\Deleted)"))
+ok(m.expunge())
+ok(m.append("INBOX", None, None, b"From: Dan <dan@example.test>\r\nSubject: other\r\n\r\nshort\r\n"))
+ok(m.append("INBOX", None, None, msg))
+ok(m.noop())
+out["others"] = [d.decode() for d in ok(m.uid("FETCH", "1:*", "(ENVELOPE BODYSTRUCTURE)"))]
+"#,
+        ),
+    );
+    assert_eq!(after["restarted"], first, "the same bytes after a restart");
+    let flagged = after["flagged"].as_str().unwrap();
+    assert!(flagged.contains("FLAGS (\\Seen $Read"), "{flagged}");
+    assert!(flagged.contains(NESTED_ENVELOPE) && flagged.contains(NESTED_BODYSTRUCTURE), "{flagged}");
+    let others = after["others"].as_array().unwrap();
+    assert_eq!(others.len(), 2, "{after}");
+    let (short, again) = (others[0].as_str().unwrap(), others[1].as_str().unwrap());
+    assert!(short.contains("UID 2 ") && short.contains("\"other\" ((\"Dan\" NIL \"dan\""), "{short}");
+    assert!(
+        short.contains("BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 7 1"),
+        "{short}"
+    );
+    assert!(again.contains("UID 3 ") && again.contains(NESTED_BODYSTRUCTURE), "{again}");
 }

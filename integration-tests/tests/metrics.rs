@@ -9,10 +9,8 @@ use sirms_integration_tests::{MailNode, RouterProcess, python};
 
 /// Scrapes `url` with curl; the status code and the body.
 fn curl(url: &str) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}", url])
-        .output()
-        .expect("run curl");
+    let out =
+        Command::new("curl").args(["-s", "--max-time", "10", "-w", "\n%{http_code}", url]).output().expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').expect("status line from -w");
     (code.to_string(), body.to_string())

@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use sirms_integration_tests::StorageNode;
 use sirms_storage::{
-    BodyPart, Change, FlagOp, Flags, LocalStore, MailStore, NewMessage, RemoteStore, SpecialUse, StoreError,
-    SystemFlags, UidSet,
+    BodyPart, Cached, Change, FlagOp, Flags, LocalStore, MAX_CACHED_SIZE, MailStore, NewMessage, RemoteStore,
+    SpecialUse, StoreError, SystemFlags, UidSet,
 };
 use tempfile::TempDir;
 
@@ -84,6 +84,7 @@ conformance!(
     watch_changes,
     errors_are_typed,
     concurrent_appends_unique_uids,
+    message_cache,
 );
 
 async fn default_mailboxes(s: Arc<dyn MailStore>) {
@@ -420,4 +421,61 @@ async fn concurrent_appends_unique_uids(s: Arc<dyn MailStore>) {
         assert_eq!(m.meta.uid, *uid);
         assert_eq!(m.body.as_deref(), Some(body.as_bytes()));
     }
+}
+
+fn cached(uid: u32, data: &str) -> Cached {
+    Cached { uid, data: data.as_bytes().to_vec().into() }
+}
+
+async fn message_cache(s: Arc<dyn MailStore>) {
+    for i in 0..3 {
+        s.append(USER, "INBOX", msg(&sample(i))).await.unwrap();
+    }
+    assert!(s.cache_get(USER, "INBOX", &UidSet::all()).await.unwrap().is_empty());
+    // Data for a message that does not exist is not kept.
+    s.cache_put(USER, "INBOX", vec![cached(1, "one"), cached(2, "two"), cached(9, "nine")]).await.unwrap();
+    assert_eq!(s.cache_get(USER, "INBOX", &UidSet::all()).await.unwrap(), vec![cached(1, "one"), cached(2, "two")]);
+    assert_eq!(s.cache_get(USER, "INBOX", &UidSet::range(2, 9)).await.unwrap(), vec![cached(2, "two")]);
+    s.cache_put(USER, "INBOX", vec![cached(1, "uno")]).await.unwrap();
+    // A flag change leaves the message, and so its data, as it was.
+    s.store_flags(USER, "INBOX", &UidSet::single(1), FlagOp::Add, &Flags::system(SystemFlags::SEEN), None)
+        .await
+        .unwrap();
+    assert_eq!(s.cache_get(USER, "INBOX", &UidSet::single(1)).await.unwrap(), vec![cached(1, "uno")]);
+    let big = Cached { uid: 3, data: vec![b'x'; MAX_CACHED_SIZE + 1].into() };
+    s.cache_put(USER, "INBOX", vec![big]).await.unwrap();
+    assert!(s.cache_get(USER, "INBOX", &UidSet::single(3)).await.unwrap().is_empty());
+
+    // Moved and expunged messages take their data with them; new messages start with none.
+    let moved = s.move_messages(USER, "INBOX", "Archive", &UidSet::single(2)).await.unwrap();
+    assert!(s.cache_get(USER, "Archive", &UidSet::single(moved.pairs[0].1)).await.unwrap().is_empty());
+    s.store_flags(USER, "INBOX", &UidSet::single(1), FlagOp::Add, &Flags::system(SystemFlags::DELETED), None)
+        .await
+        .unwrap();
+    s.expunge(USER, "INBOX", None).await.unwrap();
+    s.append(USER, "INBOX", msg("new")).await.unwrap();
+    assert!(s.cache_get(USER, "INBOX", &UidSet::all()).await.unwrap().is_empty());
+
+    // A mailbox deleted and made again under the same name starts empty, cache included,
+    // though its first message has the UID the old one's had.
+    s.create_mailbox(USER, "Work", None).await.unwrap();
+    let old = s.append(USER, "Work", msg("old")).await.unwrap();
+    s.cache_put(USER, "Work", vec![cached(old.uid, "old")]).await.unwrap();
+    s.delete_mailbox(USER, "Work").await.unwrap();
+    s.create_mailbox(USER, "Work", None).await.unwrap();
+    let new = s.append(USER, "Work", msg("new")).await.unwrap();
+    assert_eq!(new.uid, old.uid);
+    assert!(s.cache_get(USER, "Work", &UidSet::all()).await.unwrap().is_empty());
+    // And so does one that takes the name of a mailbox renamed away.
+    s.cache_put(USER, "Work", vec![cached(new.uid, "work")]).await.unwrap();
+    s.rename_mailbox(USER, "Work", "Play").await.unwrap();
+    s.create_mailbox(USER, "Work", None).await.unwrap();
+    s.append(USER, "Work", msg("newer")).await.unwrap();
+    assert!(s.cache_get(USER, "Work", &UidSet::all()).await.unwrap().is_empty());
+    for found in s.cache_get(USER, "Play", &UidSet::all()).await.unwrap() {
+        assert_eq!(found, cached(new.uid, "work"), "a renamed mailbox keeps its messages' data or none");
+    }
+
+    assert!(matches!(s.cache_get(USER, "Nope", &UidSet::all()).await, Err(StoreError::NoSuchMailbox)));
+    assert!(matches!(s.cache_put(USER, "Nope", vec![cached(1, "x")]).await, Err(StoreError::NoSuchMailbox)));
 }

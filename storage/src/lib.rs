@@ -24,6 +24,8 @@ pub use grpc::{RemoteStore, StoreService};
 pub use local::LocalStore;
 pub use mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
 pub use measured::{Measured, StoreMetrics};
-pub use message::{AppendResult, BodyPart, CopyResult, FetchedMessage, MessageMeta, NewMessage, QuotaUsage};
+pub use message::{
+    AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MAX_CACHED_SIZE, MessageMeta, NewMessage, QuotaUsage,
+};
 pub use store::MailStore;
 pub use uidset::UidSet;

@@ -11,7 +11,7 @@ use crate::change::ChangeStream;
 use crate::error::Result;
 use crate::flags::{FlagOp, Flags};
 use crate::mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
-use crate::message::{AppendResult, BodyPart, CopyResult, FetchedMessage, MessageMeta, NewMessage, QuotaUsage};
+use crate::message::{AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MessageMeta, NewMessage, QuotaUsage};
 use crate::store::MailStore;
 use crate::uidset::UidSet;
 
@@ -26,6 +26,8 @@ enum Op {
     Append,
     Messages,
     Fetch,
+    CacheGet,
+    CachePut,
     StoreFlags,
     Expunge,
     Copy,
@@ -37,7 +39,7 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 16] = [
+    const ALL: [Op; 18] = [
         Op::ListMailboxes,
         Op::CreateMailbox,
         Op::DeleteMailbox,
@@ -46,6 +48,8 @@ impl Op {
         Op::Append,
         Op::Messages,
         Op::Fetch,
+        Op::CacheGet,
+        Op::CachePut,
         Op::StoreFlags,
         Op::Expunge,
         Op::Copy,
@@ -66,6 +70,8 @@ impl Op {
             Op::Append => "append",
             Op::Messages => "messages",
             Op::Fetch => "fetch",
+            Op::CacheGet => "cache_get",
+            Op::CachePut => "cache_put",
             Op::StoreFlags => "store_flags",
             Op::Expunge => "expunge",
             Op::Copy => "copy",
@@ -151,6 +157,12 @@ impl MailStore for Measured {
     }
     async fn fetch(&self, user: &str, mailbox: &str, uids: &UidSet, body: BodyPart) -> Result<Vec<FetchedMessage>> {
         self.timed(Op::Fetch, self.inner.fetch(user, mailbox, uids, body)).await
+    }
+    async fn cache_get(&self, user: &str, mailbox: &str, uids: &UidSet) -> Result<Vec<Cached>> {
+        self.timed(Op::CacheGet, self.inner.cache_get(user, mailbox, uids)).await
+    }
+    async fn cache_put(&self, user: &str, mailbox: &str, items: Vec<Cached>) -> Result<()> {
+        self.timed(Op::CachePut, self.inner.cache_put(user, mailbox, items)).await
     }
     async fn store_flags(
         &self,

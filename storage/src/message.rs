@@ -7,6 +7,10 @@ use crate::flags::Flags;
 /// Largest message the store accepts (the SMTP and IMAP layers enforce their own, smaller limits).
 pub const MAX_MESSAGE_SIZE: u64 = 256 * 1024 * 1024;
 
+/// Largest cached item kept for one message; a larger one is not kept (and so is derived
+/// again each time: only messages with thousands of MIME parts get there).
+pub const MAX_CACHED_SIZE: usize = 256 * 1024;
+
 /// What the store knows about one message without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageMeta {
@@ -50,6 +54,14 @@ pub enum BodyPart {
 pub struct FetchedMessage {
     pub meta: MessageMeta,
     pub body: Option<Bytes>,
+}
+
+/// Data a protocol layer derived from one message's bytes (IMAP's ENVELOPE and BODYSTRUCTURE),
+/// kept by the store beside the message so that it need not be read and parsed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    pub uid: u32,
+    pub data: Bytes,
 }
 
 /// The result of an append.

@@ -6,7 +6,7 @@ use crate::change::ChangeStream;
 use crate::error::Result;
 use crate::flags::{FlagOp, Flags};
 use crate::mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
-use crate::message::{AppendResult, BodyPart, CopyResult, FetchedMessage, MessageMeta, NewMessage, QuotaUsage};
+use crate::message::{AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MessageMeta, NewMessage, QuotaUsage};
 use crate::uidset::UidSet;
 
 /// A user's mailboxes, wherever they are kept (local Maildir or a remote Store service).
@@ -32,6 +32,14 @@ pub trait MailStore: Send + Sync {
     async fn messages(&self, user: &str, mailbox: &str) -> Result<(MailboxStatus, Vec<MessageMeta>)>;
     /// Metadata and, if asked, bytes of the messages in `uids`, in UID order.
     async fn fetch(&self, user: &str, mailbox: &str, uids: &UidSet, body: BodyPart) -> Result<Vec<FetchedMessage>>;
+    /// What [`MailStore::cache_put`] kept for the messages in `uids`, for those that have it, in
+    /// UID order. The store may lose it (a rebuilt index), but never returns one message's data
+    /// for another: it is bound to the message's stored file, not only to its UID.
+    async fn cache_get(&self, user: &str, mailbox: &str, uids: &UidSet) -> Result<Vec<Cached>>;
+    /// Keeps derived data beside messages, replacing what they had. Messages that are gone and
+    /// data over [`crate::message::MAX_CACHED_SIZE`] are skipped. Not fsynced: it can be
+    /// derived again.
+    async fn cache_put(&self, user: &str, mailbox: &str, items: Vec<Cached>) -> Result<()>;
     /// Changes flags; with `unchanged_since`, messages modified after it are left alone.
     /// Returns the messages whose flags changed.
     async fn store_flags(

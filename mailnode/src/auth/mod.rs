@@ -1,7 +1,9 @@
 //! Password checks, shared by SMTP, IMAP and POP3: argon2 on a few threads of its own, the
-//! same work for unknown users so timing does not tell which logins exist, and failed-login
-//! throttling ([`throttle`]) in front of it all.
+//! same work for unknown users so timing does not tell which logins exist, failed-login
+//! throttling ([`throttle`]) in front of it all, and a memory of recent successes
+//! ([`cache`]) so a client that logs in again and again skips argon2.
 
+pub mod cache;
 pub mod throttle;
 
 use std::net::IpAddr;
@@ -9,6 +11,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use crate::directory::{Directory, normalize, verify_password};
 use crate::metrics::NodeMetrics;
+use cache::AuthCache;
 use throttle::{Refusal, Throttle};
 
 /// A fixed argon2 hash to verify against when the user does not exist.
@@ -85,6 +88,8 @@ pub struct Authenticator {
     directory: Arc<dyn Directory>,
     throttle: Arc<Throttle>,
     checks: Arc<CheckPool>,
+    /// Recent successful checks; `None` when the system gave no random key for it.
+    cache: Option<Arc<AuthCache>>,
     /// The check itself (replaced in tests to observe concurrency).
     verify_fn: fn(&str, &str) -> bool,
     /// Where failures are counted, if anywhere.
@@ -101,10 +106,15 @@ impl Authenticator {
 
     /// The same, with `threads` password-check threads: at most that many checks run at once.
     pub fn with_threads(directory: Arc<dyn Directory>, throttle: Arc<Throttle>, threads: usize) -> Authenticator {
+        let cache = AuthCache::new(cache::DEFAULT_TTL, cache::DEFAULT_CAPACITY).map(Arc::new);
+        if cache.is_none() {
+            tracing::warn!("no random key for the login cache: every login runs the full password check");
+        }
         Authenticator {
             directory,
             throttle,
             checks: Arc::new(CheckPool::new(threads)),
+            cache,
             verify_fn: verify_password,
             metrics: None,
         }
@@ -132,20 +142,32 @@ impl Authenticator {
             return Verdict::Throttled;
         }
         let stored = canonical.as_deref().and_then(|c| self.directory.password_hash(c));
-        let password = password.to_string();
+        if let (Some(cache), Some(login), Some(hash)) = (&self.cache, &canonical, &stored)
+            && cache.granted(login, hash, password)
+        {
+            return Verdict::Granted(login.clone());
+        }
+        let (hash, attempt) = (stored.clone(), password.to_string());
         let verify = self.verify_fn;
         let checked = self
             .checks
-            .run(move || match stored {
-                Some(hash) => verify(&hash, &password),
+            .run(move || match hash {
+                Some(hash) => verify(&hash, &attempt),
                 None => {
-                    let _ = verify(DUMMY_HASH, &password);
+                    let _ = verify(DUMMY_HASH, &attempt);
                     false
                 }
             })
             .await;
         match (checked, canonical) {
-            (Some(true), Some(login)) => Verdict::Granted(login),
+            (Some(true), Some(login)) => {
+                // Bound to the hash the check ran against: if the directory changed meanwhile,
+                // the entry matches nothing.
+                if let (Some(cache), Some(hash)) = (&self.cache, &stored) {
+                    cache.remember(&login, hash, password);
+                }
+                Verdict::Granted(login)
+            }
             (Some(_), canonical) => {
                 if let Some(m) = &self.metrics {
                     m.auth_denied.inc();
@@ -207,5 +229,81 @@ mod tests {
             assert_eq!(task.await.unwrap(), want);
         }
         assert_eq!(PEAK.load(Ordering::SeqCst), 2);
+    }
+
+    /// A one-user directory whose stored hash can be changed, like `sirms ctl users passwd`.
+    struct Swappable(Mutex<String>);
+
+    impl Directory for Swappable {
+        fn resolve(&self, _address: &str) -> crate::directory::Recipient {
+            crate::directory::Recipient::Unknown
+        }
+        fn password_hash(&self, login: &str) -> Option<String> {
+            (login == "alice@example.test").then(|| self.0.lock().unwrap().clone())
+        }
+        fn may_send_as(&self, _login: &str, _address: &str) -> bool {
+            false
+        }
+        fn quota_bytes(&self, _login: &str) -> Option<u64> {
+            None
+        }
+    }
+
+    static FULL_CHECKS: AtomicUsize = AtomicUsize::new(0);
+
+    /// The real check, counted.
+    fn counted_full(stored: &str, password: &str) -> bool {
+        FULL_CHECKS.fetch_add(1, Ordering::SeqCst);
+        verify_password(stored, password)
+    }
+
+    #[tokio::test]
+    async fn a_repeated_login_skips_the_check_until_the_password_changes() {
+        let old = crate::directory::hash_password("old-pw").unwrap();
+        let directory = Arc::new(Swappable(Mutex::new(old)));
+        let config = ThrottleConfig { max_failures_per_ip: 1000, max_failures_per_account: 1000, ..Default::default() };
+        let throttle = Arc::new(Throttle::new(&config, &[]).unwrap());
+        let mut auth = Authenticator::with_threads(directory.clone(), throttle, 1);
+        auth.verify_fn = counted_full;
+        let client = IpAddr::from([192, 0, 2, 1]);
+        let alice = || Verdict::Granted("alice@example.test".into());
+        let checks = || FULL_CHECKS.load(Ordering::SeqCst);
+
+        assert_eq!(auth.verify(client, "alice@example.test", "old-pw").await, alice());
+        assert_eq!(checks(), 1);
+        // Remembered: no argon2 this time, whatever case the login is typed in.
+        assert_eq!(auth.verify(client, "Alice@Example.test", "old-pw").await, alice());
+        assert_eq!(checks(), 1);
+        // A wrong password is always checked in full, and never remembered.
+        assert_eq!(auth.verify(client, "alice@example.test", "guess").await, Verdict::Denied);
+        assert_eq!(auth.verify(client, "alice@example.test", "guess").await, Verdict::Denied);
+        assert_eq!(checks(), 3);
+        // The administrator sets a new password: the old one fails at once.
+        *directory.0.lock().unwrap() = crate::directory::hash_password("new-pw").unwrap();
+        assert_eq!(auth.verify(client, "alice@example.test", "old-pw").await, Verdict::Denied);
+        assert_eq!(checks(), 4);
+        assert_eq!(auth.verify(client, "alice@example.test", "new-pw").await, alice());
+        assert_eq!(auth.verify(client, "alice@example.test", "new-pw").await, alice());
+        assert_eq!(checks(), 5);
+        assert_eq!(auth.verify(client, "alice@example.test", "old-pw").await, Verdict::Denied);
+        // Unknown users never come near the cache.
+        assert_eq!(auth.verify(client, "bob@example.test", "new-pw").await, Verdict::Denied);
+        assert_eq!(checks(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_throttled_client_is_refused_even_with_a_remembered_password() {
+        let directory = Arc::new(Swappable(Mutex::new("{plain}pw".into())));
+        let config = ThrottleConfig { max_failures_per_ip: 2, max_failures_per_account: 1000, ..Default::default() };
+        let auth = Authenticator::with_threads(directory, Arc::new(Throttle::new(&config, &[]).unwrap()), 1);
+        let client = IpAddr::from([192, 0, 2, 2]);
+        assert_eq!(
+            auth.verify(client, "alice@example.test", "pw").await,
+            Verdict::Granted("alice@example.test".into())
+        );
+        for _ in 0..2 {
+            assert_eq!(auth.verify(client, "alice@example.test", "wrong").await, Verdict::Denied);
+        }
+        assert_eq!(auth.verify(client, "alice@example.test", "pw").await, Verdict::Throttled);
     }
 }

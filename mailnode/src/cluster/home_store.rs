@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use sirms_storage::{
-    AppendResult, BodyPart, ChangeStream, CopyResult, FetchedMessage, FlagOp, Flags, MailStore, MailboxInfo,
+    AppendResult, BodyPart, Cached, ChangeStream, CopyResult, FetchedMessage, FlagOp, Flags, MailStore, MailboxInfo,
     MailboxStatus, MessageMeta, NewMessage, QuotaUsage, RemoteStore, Result, SpecialUse, StoreError, UidSet,
 };
 
@@ -89,6 +89,12 @@ impl MailStore for HomeStore {
     }
     async fn fetch(&self, user: &str, mailbox: &str, uids: &UidSet, body: BodyPart) -> Result<Vec<FetchedMessage>> {
         self.store_for(user)?.fetch(user, mailbox, uids, body).await
+    }
+    async fn cache_get(&self, user: &str, mailbox: &str, uids: &UidSet) -> Result<Vec<Cached>> {
+        self.store_for(user)?.cache_get(user, mailbox, uids).await
+    }
+    async fn cache_put(&self, user: &str, mailbox: &str, items: Vec<Cached>) -> Result<()> {
+        self.store_for(user)?.cache_put(user, mailbox, items).await
     }
     async fn store_flags(
         &self,

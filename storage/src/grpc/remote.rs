@@ -21,7 +21,8 @@ use crate::error::{Result, StoreError};
 use crate::flags::{FlagOp, Flags};
 use crate::mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
 use crate::message::{
-    AppendResult, BodyPart, CopyResult, FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage, QuotaUsage,
+    AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MAX_CACHED_SIZE, MAX_MESSAGE_SIZE, MessageMeta,
+    NewMessage, QuotaUsage,
 };
 use crate::store::MailStore;
 use crate::uidset::UidSet;
@@ -142,6 +143,28 @@ impl MailStore for RemoteStore {
         };
         let chunks = self.client().fetch(request).await?.into_inner();
         receive_fetched(chunks).await
+    }
+
+    async fn cache_get(&self, user: &str, mailbox: &str, uids: &UidSet) -> Result<Vec<Cached>> {
+        let request =
+            proto::CacheGetRequest { user: user.to_owned(), mailbox: mailbox.to_owned(), uids: Some(uids.into()) };
+        let reply = self.client().cache_get(request).await?.into_inner();
+        Ok(reply.entries.into_iter().map(|e| Cached { uid: e.uid, data: e.data }).collect())
+    }
+
+    async fn cache_put(&self, user: &str, mailbox: &str, items: Vec<Cached>) -> Result<()> {
+        // The server drops these too, but only after they have crossed the network.
+        let entries: Vec<proto::CacheEntry> = items
+            .into_iter()
+            .filter(|c| c.data.len() <= MAX_CACHED_SIZE)
+            .map(|c| proto::CacheEntry { uid: c.uid, data: c.data })
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let request = proto::CachePutRequest { user: user.to_owned(), mailbox: mailbox.to_owned(), entries };
+        self.client().cache_put(request).await?;
+        Ok(())
     }
 
     async fn store_flags(

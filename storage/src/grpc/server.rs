@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::MAX_GRPC_MESSAGE;
 use super::convert;
 use crate::error::StoreError;
-use crate::message::{FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage};
+use crate::message::{Cached, FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage};
 use crate::store::MailStore;
 
 /// The Store gRPC service over a `MailStore`, open to callers that present the cluster token.
@@ -141,6 +141,26 @@ impl Store for StoreService {
         // Lazy, so only one chunk of the bodies at a time is copied into a wire message.
         let chunks = messages.into_iter().flat_map(fetch_chunks).map(Ok);
         Ok(Response::new(stream::iter(chunks).boxed()))
+    }
+
+    async fn cache_get(
+        &self,
+        request: Request<proto::CacheGetRequest>,
+    ) -> Result<Response<proto::CacheEntries>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.into_inner();
+        let uids = convert::uid_set(request.uids);
+        let found = store.cache_get(&request.user, &request.mailbox, &uids).await?;
+        let entries = found.into_iter().map(|c| proto::CacheEntry { uid: c.uid, data: c.data }).collect();
+        Ok(Response::new(proto::CacheEntries { entries }))
+    }
+
+    async fn cache_put(&self, request: Request<proto::CachePutRequest>) -> Result<Response<proto::Empty>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.into_inner();
+        let items = request.entries.into_iter().map(|e| Cached { uid: e.uid, data: e.data }).collect();
+        store.cache_put(&request.user, &request.mailbox, items).await?;
+        Ok(Response::new(proto::Empty {}))
     }
 
     async fn store_flags(

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
+use super::cache::{self, MessageCache};
 use super::files::{self, FolderFile, KEYWORDS_FILE};
 use super::index::{FolderCounters, IndexEntry, counters_key};
 use super::maildir::{self, FileName, MAX_KEYWORDS};
@@ -44,6 +45,16 @@ impl Entry {
     }
 }
 
+/// The sled trees a folder keeps its index and cache in.
+pub struct FolderTrees {
+    /// Message entries by UID.
+    pub messages: sled::Tree,
+    /// Every folder's counters (shared).
+    pub counters: sled::Tree,
+    /// Cached derived data by UID.
+    pub cache: sled::Tree,
+}
+
 /// The mutable part of a folder, behind its lock.
 pub struct FolderState {
     pub counters: FolderCounters,
@@ -62,6 +73,8 @@ pub struct Folder {
     pub cur: PathBuf,
     tree: sled::Tree,
     counters_tree: sled::Tree,
+    /// Data derived from the messages (IMAP's ENVELOPE and BODYSTRUCTURE).
+    pub cache: MessageCache,
     state: Mutex<FolderState>,
     changes: broadcast::Sender<Change>,
 }
@@ -76,16 +89,17 @@ fn mtime_secs(meta: &fs::Metadata) -> i64 {
 }
 
 impl Folder {
-    /// Opens the folder at `dir`, repairing the index from the directory listing.
-    /// `new_uid_validity` is used if the folder has none yet.
+    /// Opens the folder at `dir`, repairing the index from the directory listing and dropping
+    /// cache entries of messages no longer there. `new_uid_validity` is used if the folder
+    /// has none yet.
     pub fn open(
         user: &str,
         name: &str,
         dir: PathBuf,
-        tree: sled::Tree,
-        counters_tree: sled::Tree,
+        trees: FolderTrees,
         new_uid_validity: impl FnOnce() -> u32,
     ) -> Result<Folder> {
+        let FolderTrees { messages: tree, counters: counters_tree, cache: cache_tree } = trees;
         let cur = dir.join("cur");
         if !cur.is_dir() {
             return Err(StoreError::NoSuchMailbox);
@@ -210,6 +224,23 @@ impl Folder {
         }
         tree.apply_batch(batch)?;
         counters_tree.insert(&key, counters.encode())?;
+        // Cache entries of messages that vanished, or whose file changed, while the folder was
+        // closed. Found through the index rather than by reading the whole cache, which can be
+        // twenty times its size; an entry this misses is never served anyway (its file's
+        // identity is checked on every read), it only takes room.
+        let cache = MessageCache::new(cache_tree);
+        if trusted_index {
+            let stale: Vec<u32> = indexed
+                .iter()
+                .filter(|(uid, ix)| {
+                    messages.get(uid).is_none_or(|e| cache::identity(&e.file_name) != cache::identity(&ix.file_name))
+                })
+                .map(|(uid, _)| *uid)
+                .collect();
+            cache.remove(&stale)?;
+        } else {
+            cache.clear()?;
+        }
 
         let (changes, _) = broadcast::channel(WATCH_BACKLOG);
         Ok(Folder {
@@ -219,6 +250,7 @@ impl Folder {
             cur,
             tree,
             counters_tree,
+            cache,
             state: Mutex::new(FolderState { counters, settings, keywords, messages, gone: false }),
             changes,
         })
@@ -262,14 +294,14 @@ impl Folder {
         Ok(())
     }
 
-    /// Removes entries from the index.
+    /// Removes entries from the index, and the messages' cached data with them.
     pub fn index_remove(&self, uids: &[u32]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for uid in uids {
             batch.remove(&uid.to_be_bytes());
         }
         self.tree.apply_batch(batch)?;
-        Ok(())
+        self.cache.remove(uids)
     }
 
     /// Records the counters in the index.
@@ -278,11 +310,11 @@ impl Folder {
         Ok(())
     }
 
-    /// Drops this folder's index entirely (after delete or rename).
+    /// Drops this folder's index and cache entirely (after delete or rename).
     pub fn index_drop(&self) -> Result<()> {
         self.tree.clear()?;
         self.counters_tree.remove(counters_key(&self.user, &self.name))?;
-        Ok(())
+        self.cache.clear()
     }
 }
 

@@ -75,6 +75,15 @@ pub fn tree_name(user: &str, mailbox: &str) -> Vec<u8> {
     v
 }
 
+/// The sled tree name of a folder's message cache.
+pub fn cache_tree_name(user: &str, mailbox: &str) -> Vec<u8> {
+    let mut v = b"cache\0".to_vec();
+    v.extend_from_slice(user.as_bytes());
+    v.push(0);
+    v.extend_from_slice(mailbox.as_bytes());
+    v
+}
+
 /// The key of a folder's counters in the `folders` tree.
 pub fn counters_key(user: &str, mailbox: &str) -> Vec<u8> {
     let mut v = user.as_bytes().to_vec();

@@ -11,11 +11,14 @@
 //!
 //! Only one process may own a store root at a time (sled's lock enforces it).
 
+mod cache;
 mod commit;
 mod files;
 mod folder;
 mod index;
 pub mod maildir;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -32,13 +35,13 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use self::commit::{Committer, Job, Prepared};
-use self::folder::{Entry, Folder, now_secs};
+use self::folder::{Entry, Folder, FolderTrees, now_secs};
 use crate::change::{Change, ChangeStream};
 use crate::error::{Result, StoreError};
 use crate::flags::{FlagOp, Flags};
 use crate::mailbox::{self, DEFAULT_MAILBOXES, MailboxInfo, MailboxStatus, SpecialUse};
 use crate::message::{
-    AppendResult, BodyPart, CopyResult, FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage, QuotaUsage,
+    AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage, QuotaUsage,
 };
 use crate::store::MailStore;
 use crate::uidset::UidSet;
@@ -254,11 +257,12 @@ impl LocalStore {
         if let Some(f) = folders.get(&key) {
             return Ok(f.clone());
         }
-        let tree = self.inner.db.open_tree(index::tree_name(user, &name))?;
-        let folder =
-            Folder::open(user, &name, self.folder_dir(user, &name), tree, self.inner.counters_tree.clone(), || {
-                self.next_uid_validity()
-            })?;
+        let trees = FolderTrees {
+            messages: self.inner.db.open_tree(index::tree_name(user, &name))?,
+            counters: self.inner.counters_tree.clone(),
+            cache: self.inner.db.open_tree(index::cache_tree_name(user, &name))?,
+        };
+        let folder = Folder::open(user, &name, self.folder_dir(user, &name), trees, || self.next_uid_validity())?;
         let folder = Arc::new(folder);
         folders.insert(key, folder.clone());
         Ok(folder)
@@ -701,6 +705,34 @@ impl MailStore for LocalStore {
         }
         let uids = uids.clone();
         blocking(move || Self::fetch_blocking(&folder, &uids, body)).await
+    }
+
+    async fn cache_get(&self, user: &str, mailbox: &str, uids: &UidSet) -> Result<Vec<Cached>> {
+        let folder = self.folder(user, mailbox).await?;
+        let wanted: Vec<(u32, String)> = {
+            let st = folder.lock()?;
+            uids.ranges()
+                .iter()
+                .flat_map(|&(lo, hi)| st.messages.range(lo..=hi))
+                .map(|(uid, e)| (*uid, cache::identity(&e.file_name).to_string()))
+                .collect()
+        };
+        // Read on the calling thread, outside the folder lock: sled serves these from memory
+        // nearly always, and a trip to a blocking thread per FETCH batch would cost more.
+        folder.cache.get(&wanted)
+    }
+
+    async fn cache_put(&self, user: &str, mailbox: &str, items: Vec<Cached>) -> Result<()> {
+        let folder = self.folder(user, mailbox).await?;
+        // Under the folder lock, so an expunge cannot slip in between finding the message and
+        // keeping its data: it removes the entry after, or finds no message to keep data for.
+        let st = folder.lock()?;
+        for item in items {
+            if let Some(entry) = st.messages.get(&item.uid) {
+                folder.cache.put(item.uid, cache::identity(&entry.file_name), &item.data)?;
+            }
+        }
+        Ok(())
     }
 
     async fn store_flags(

@@ -2,19 +2,21 @@
 //! BINARY.SIZE (RFC 3516).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use bytes::Bytes;
 use imap_types::IntoStatic;
 use imap_types::command::FetchModifier;
 use imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Part, Section as WireSection};
 use imap_types::sequence::SequenceSet;
-use sirms_storage::{BodyPart, FlagOp, Flags, SystemFlags, UidSet};
+use sirms_storage::{BodyPart, Cached, FlagOp, Flags, MailStore, SystemFlags, UidSet};
 use tokio::io::AsyncWriteExt;
 
 use crate::imap::date;
 use crate::imap::error::{CommandError, CommandResult, Done};
+use crate::imap::fetch::cache::Structure;
 use crate::imap::fetch::section::{self, Section};
-use crate::imap::fetch::{self as mime, PartRef, binary, envelope, structure};
+use crate::imap::fetch::{self as mime, PartRef, binary};
 use crate::imap::flags;
 use crate::imap::response::{Code, Data};
 use crate::imap::selected::Selected;
@@ -22,6 +24,11 @@ use crate::imap::session::{Session, Sink};
 
 /// Messages read from the store per round trip: bounds memory for `1:* BODY[]`.
 const BATCH: usize = 64;
+
+/// Cached structures looked up per round trip when no item needs the messages' bytes (FLAGS,
+/// ENVELOPE, BODYSTRUCTURE…): a round trip to a storage node costs more than rendering a few
+/// hundred of them, and at most [`sirms_storage::MAX_CACHED_SIZE`] each, they stay bounded.
+const STRUCTURE_BATCH: usize = 256;
 
 /// One requested data item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +106,27 @@ impl Item {
         })
     }
 
+    /// Whether the message's bytes are needed for this item (ENVELOPE, BODY and BODYSTRUCTURE
+    /// only when they are not cached).
     fn needs_bytes(&self) -> bool {
         !matches!(self, Item::Uid | Item::Flags | Item::InternalDate | Item::Size | Item::ModSeq)
+            && !self.is_structure()
+    }
+
+    /// ENVELOPE, BODY and BODYSTRUCTURE: rendered once per message and cached in the store.
+    fn is_structure(&self) -> bool {
+        matches!(self, Item::Envelope | Item::Body | Item::BodyStructure)
+    }
+
+    /// Whether the item needs the MIME tree beyond what a [`Structure`] holds.
+    fn needs_parse(&self) -> bool {
+        match self {
+            Item::Uid | Item::Flags | Item::InternalDate | Item::Size | Item::ModSeq | Item::Rfc822 => false,
+            Item::Envelope | Item::Body | Item::BodyStructure => false,
+            // The whole message is its bytes as stored: nothing to parse.
+            Item::Section { section: Section::Part(path), .. } => !path.is_empty(),
+            _ => true,
+        }
     }
 
     fn sets_seen(&self) -> bool {
@@ -141,66 +167,157 @@ impl Session {
         if uid && !items.contains(&Item::Uid) {
             items.insert(0, Item::Uid);
         }
-        let needs_bytes = items.iter().any(Item::needs_bytes);
         let user = self.login_name()?;
         let view = self.selected()?;
-        let sets_seen = !view.read_only && items.iter().any(Item::sets_seen);
         let mut indexes = view.resolve(set, uid)?;
         if let Some(since) = changed_since {
             indexes.retain(|&i| view.entry(i).is_some_and(|e| e.meta.modseq > since));
         }
-        let name = view.name.clone();
-        for chunk in indexes.chunks(BATCH) {
-            let view = self.selected()?;
-            let bodies: HashMap<u32, Bytes> = if needs_bytes {
-                let uids = view.uids(chunk);
-                self.store
-                    .fetch(&user, &name, &uids, BodyPart::Full)
-                    .await?
-                    .into_iter()
-                    .filter_map(|m| Some((m.meta.uid, m.body?)))
-                    .collect()
+        let request = Request {
+            needs_bytes: items.iter().any(Item::needs_bytes),
+            wants_structure: items.iter().any(Item::is_structure),
+            sets_seen: !view.read_only && items.iter().any(Item::sets_seen),
+            items,
+            user,
+            mailbox: view.name.clone(),
+        };
+        // Cached structures are looked up many at a time (a round trip each, over the network
+        // for a storage node); bytes are read, \Seen set and responses rendered a BATCH at a
+        // time, which bounds the memory a FETCH holds.
+        for lookup in indexes.chunks(if request.needs_bytes { BATCH } else { STRUCTURE_BATCH }) {
+            let mut structures = if request.wants_structure {
+                let uids = self.selected()?.uids(lookup);
+                cached(&*self.store, &request.user, &request.mailbox, &uids).await
             } else {
                 HashMap::new()
             };
-            // A BINARY item that cannot be answered fails the command before this batch sets \Seen.
-            let view = self.selected()?;
-            if let Some((index, encoding)) = undecodable(view, chunk, &bodies, &items) {
-                return Err(unknown_cte(index, &encoding));
+            for chunk in lookup.chunks(BATCH) {
+                self.fetch_batch(&request, chunk, &mut structures, out).await?;
             }
-            let mut seen_now = UidSet::new();
-            if sets_seen {
-                let unseen: UidSet = chunk
-                    .iter()
-                    .filter_map(|&i| view.entry(i))
-                    .filter(|e| !e.meta.flags.system.contains(SystemFlags::SEEN))
-                    .map(|e| e.meta.uid)
-                    .collect();
-                if !unseen.is_empty() {
-                    let seen = Flags::system(SystemFlags::SEEN);
-                    let changed = self.store.store_flags(&user, &name, &unseen, FlagOp::Add, &seen, None).await?;
-                    let view = self.selected()?;
-                    for meta in changed {
-                        seen_now.insert(meta.uid);
-                        view.update(meta);
-                    }
-                }
-            }
-            let view = self.selected()?;
-            let mut lines = Vec::new();
-            for &index in chunk {
-                let Some(entry) = view.entry(index) else { continue };
-                let raw = bodies.get(&entry.meta.uid).map(Bytes::as_ref);
-                let mut wanted = items.clone();
-                if seen_now.contains(entry.meta.uid) && !wanted.contains(&Item::Flags) {
-                    // The implicit \Seen is reported with the data (RFC 3501 §6.4.5).
-                    wanted.push(Item::Flags);
-                }
-                lines.extend(render(index + 1, entry, raw, &wanted).map_err(|e| unknown_cte(index, &e.0))?);
-            }
-            out.write_all(&lines).await?;
         }
         Ok(Done::ok(if uid { "UID FETCH completed" } else { "FETCH completed" }))
+    }
+
+    /// Answers for the messages at `chunk`, taking their structures out of `structures`
+    /// (and rendering and caching those not there).
+    async fn fetch_batch(
+        &mut self,
+        request: &Request,
+        chunk: &[usize],
+        structures: &mut HashMap<u32, Structure>,
+        out: &mut Sink<'_>,
+    ) -> CommandResult<()> {
+        let (user, name, items) = (&request.user, &request.mailbox, &request.items);
+        let view = self.selected()?;
+        // The bytes of every message when an item needs them, else of those whose structure is
+        // not cached yet.
+        let wanted: UidSet = chunk
+            .iter()
+            .filter_map(|&i| view.entry(i))
+            .map(|e| e.meta.uid)
+            .filter(|uid| request.needs_bytes || (request.wants_structure && !structures.contains_key(uid)))
+            .collect();
+        let bodies = if wanted.is_empty() { HashMap::new() } else { read(&*self.store, user, name, &wanted).await? };
+        if request.wants_structure {
+            remember(&*self.store, user, name, &bodies, structures).await;
+        }
+        // A BINARY item that cannot be answered fails the command before this batch sets \Seen.
+        let view = self.selected()?;
+        if let Some((index, encoding)) = undecodable(view, chunk, &bodies, items) {
+            return Err(unknown_cte(index, &encoding));
+        }
+        let mut seen_now = UidSet::new();
+        if request.sets_seen {
+            let unseen: UidSet = chunk
+                .iter()
+                .filter_map(|&i| view.entry(i))
+                .filter(|e| !e.meta.flags.system.contains(SystemFlags::SEEN))
+                .map(|e| e.meta.uid)
+                .collect();
+            if !unseen.is_empty() {
+                let seen = Flags::system(SystemFlags::SEEN);
+                let changed = self.store.store_flags(user, name, &unseen, FlagOp::Add, &seen, None).await?;
+                let view = self.selected()?;
+                for meta in changed {
+                    seen_now.insert(meta.uid);
+                    view.update(meta);
+                }
+            }
+        }
+        let view = self.selected()?;
+        let mut lines = Vec::new();
+        for &index in chunk {
+            let Some(entry) = view.entry(index) else { continue };
+            let raw = bodies.get(&entry.meta.uid).map(Bytes::as_ref);
+            let mut wanted = items.clone();
+            if seen_now.contains(entry.meta.uid) && !wanted.contains(&Item::Flags) {
+                // The implicit \Seen is reported with the data (RFC 3501 §6.4.5).
+                wanted.push(Item::Flags);
+            }
+            let structure = structures.remove(&entry.meta.uid);
+            lines.extend(
+                render(index + 1, entry, raw, structure.as_ref(), &wanted).map_err(|e| unknown_cte(index, &e.0))?,
+            );
+        }
+        out.write_all(&lines).await?;
+        Ok(())
+    }
+}
+
+/// What one FETCH command asks for, as its batches need it.
+struct Request {
+    items: Vec<Item>,
+    user: String,
+    mailbox: String,
+    /// Some item needs the messages' bytes (not only their structures).
+    needs_bytes: bool,
+    /// ENVELOPE, BODY or BODYSTRUCTURE is asked for.
+    wants_structure: bool,
+    /// The FETCH sets \Seen (a non-peek body item in a read-write mailbox).
+    sets_seen: bool,
+}
+
+/// The bytes of the messages in `uids` (those still there).
+async fn read(store: &dyn MailStore, user: &str, mailbox: &str, uids: &UidSet) -> CommandResult<HashMap<u32, Bytes>> {
+    let fetched = store.fetch(user, mailbox, uids, BodyPart::Full).await?;
+    Ok(fetched.into_iter().filter_map(|m| Some((m.meta.uid, m.body?))).collect())
+}
+
+/// The cached structures of `uids` that are of the current format. A store that cannot say
+/// (a storage node from before the cache) counts as having none: the FETCH still works.
+async fn cached(store: &dyn MailStore, user: &str, mailbox: &str, uids: &UidSet) -> HashMap<u32, Structure> {
+    match store.cache_get(user, mailbox, uids).await {
+        Ok(items) => items.into_iter().filter_map(|c| Some((c.uid, Structure::decode(&c.data)?))).collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "message cache unavailable");
+            HashMap::new()
+        }
+    }
+}
+
+/// Renders the structures of the messages in `bodies` that have none in `structures`, adds
+/// them, and has the store keep them. Keeping them is an optimisation: a failure is logged.
+async fn remember(
+    store: &dyn MailStore,
+    user: &str,
+    mailbox: &str,
+    bodies: &HashMap<u32, Bytes>,
+    structures: &mut HashMap<u32, Structure>,
+) {
+    let mut fresh = Vec::new();
+    for (&uid, raw) in bodies {
+        if let Entry::Vacant(slot) = structures.entry(uid) {
+            let structure = Structure::of(raw);
+            fresh.push(Cached { uid, data: structure.encode() });
+            slot.insert(structure);
+        }
+    }
+    if fresh.is_empty() {
+        return;
+    }
+    fresh.sort_unstable_by_key(|c| c.uid);
+    if let Err(e) = store.cache_put(user, mailbox, fresh).await {
+        tracing::debug!(error = %e, "cannot keep rendered message structures");
     }
 }
 
@@ -241,23 +358,32 @@ fn unknown_cte(index: usize, encoding: &str) -> CommandError {
     CommandError::no(Some(Code::UnknownCte), text)
 }
 
-/// One `* n FETCH (…)` response; fails on a BINARY item whose part's encoding is unknown.
+/// One `* n FETCH (…)` response, with the message's cached `structure` if there is one; fails
+/// on a BINARY item whose part's encoding is unknown.
 fn render(
     seq: usize,
     entry: &crate::imap::selected::Entry,
     raw: Option<&[u8]>,
+    structure: Option<&Structure>,
     items: &[Item],
 ) -> Result<Vec<u8>, binary::UnknownCte> {
     let raw = raw.unwrap_or_default();
-    let parsed = if items
-        .iter()
-        .any(|i| !matches!(i, Item::Uid | Item::Flags | Item::InternalDate | Item::Size | Item::ModSeq | Item::Rfc822))
-    {
+    let wants_structure = items.iter().any(Item::is_structure);
+    let parsed = if items.iter().any(Item::needs_parse) || (wants_structure && structure.is_none()) {
         mime::parse(raw)
     } else {
         None
     };
     let root = parsed.as_ref().and_then(PartRef::root);
+    let computed;
+    let structure = match structure {
+        Some(s) => Some(s),
+        None if wants_structure => {
+            computed = Structure::render(raw, root);
+            Some(&computed)
+        }
+        None => None,
+    };
     let meta = &entry.meta;
     let mut data = Data::new(seq);
     data.raw(" FETCH (");
@@ -281,27 +407,15 @@ fn render(
             Item::ModSeq => {
                 data.raw(format_args!("MODSEQ ({})", meta.modseq));
             }
-            Item::Envelope => {
-                data.raw("ENVELOPE ");
-                match root {
-                    Some(root) => envelope::write(&mut data, root),
-                    None => {
-                        data.raw("(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)");
-                    }
-                }
-            }
-            Item::Body | Item::BodyStructure => {
-                let extended = *item == Item::BodyStructure;
-                data.raw(if extended { "BODYSTRUCTURE " } else { "BODY " });
-                match root {
-                    Some(root) => structure::write(&mut data, root, extended),
-                    None => {
-                        data.raw(format_args!(
-                            "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" {} {})",
-                            raw.len(),
-                            mime::line_count(raw)
-                        ));
-                    }
+            Item::Envelope | Item::Body | Item::BodyStructure => {
+                // Set above whenever one of these is asked for.
+                if let Some(s) = structure {
+                    let (name, bytes) = match item {
+                        Item::Envelope => ("ENVELOPE ", &s.envelope),
+                        Item::Body => ("BODY ", &s.body),
+                        _ => ("BODYSTRUCTURE ", &s.bodystructure),
+                    };
+                    data.raw(name).bytes(bytes);
                 }
             }
             Item::Rfc822 => {

@@ -2,6 +2,7 @@
 //! functions over the MIME tree mail-parser builds, so they are unit-tested without a store.
 
 pub mod binary;
+pub mod cache;
 pub mod envelope;
 pub mod header;
 pub mod section;

@@ -432,3 +432,93 @@ async fn extended_list_and_list_status() {
     let out = run(&mut s, "A08 LIST \"\" * RETURN (STATUS (MESSAGES) FOO)").await;
     assert!(out.starts_with("* BAD unknown LIST return option"), "{out}");
 }
+
+/// ENVELOPE, BODY and BODYSTRUCTURE of a message as rendered straight from its bytes.
+fn fresh_structure(raw: &[u8]) -> String {
+    use crate::imap::fetch::{PartRef, envelope, parse, structure};
+    let message = parse(raw).expect("parses");
+    let root = PartRef::root(&message).expect("root");
+    let mut out = Data::fragment();
+    out.raw("ENVELOPE ");
+    envelope::write(&mut out, root);
+    out.raw(" BODY ");
+    structure::write(&mut out, root, false);
+    out.raw(" BODYSTRUCTURE ");
+    structure::write(&mut out, root, true);
+    String::from_utf8(out.into_bytes()).expect("utf-8")
+}
+
+#[tokio::test]
+async fn structures_come_from_the_cache_and_are_never_stale() {
+    use crate::imap::fetch::cache::Structure;
+    use crate::imap::fetch::section::tests::NESTED;
+    use bytes::Bytes;
+    use sirms_storage::{Cached, UidSet};
+
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let nested = std::str::from_utf8(NESTED).expect("ascii");
+    append(&mut s, "INBOX", "", nested).await;
+    run(&mut s, "s SELECT INBOX").await;
+    let fresh = fresh_structure(NESTED);
+    assert!(fresh.contains("BODYSTRUCTURE (((\"text\" \"plain\" (\"charset\" \"utf-8\")"), "{fresh}");
+    let items = "(ENVELOPE BODY BODYSTRUCTURE)";
+    let want = |flags: &str| format!("* 1 FETCH (UID 1 {flags}{fresh})\r\n");
+    let first = run(&mut s, &format!("f1 UID FETCH 1 {items}")).await;
+    assert_eq!(first, format!("{}f1 OK UID FETCH completed\r\n", want("")));
+    // The first FETCH left the rendering in the store: the same bytes.
+    let stored = h.store.cache_get("alice@example.test", "INBOX", &UidSet::single(1)).await.expect("cache");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(Structure::decode(&stored[0].data), Some(Structure::of(NESTED)));
+    assert_eq!(run(&mut s, &format!("f2 UID FETCH 1 {items}")).await, first.replace("f1", "f2"));
+
+    // Later FETCHes read it from there: an entry planted in the store is what they answer.
+    let planted = Structure {
+        envelope: Bytes::from_static(b"(PLANTED)"),
+        body: Bytes::from_static(b"(B)"),
+        bodystructure: Bytes::from_static(b"(BS)"),
+    };
+    let plant = |data: Bytes| vec![Cached { uid: 1, data }];
+    h.store.cache_put("alice@example.test", "INBOX", plant(planted.encode())).await.expect("plant");
+    let out = run(&mut s, "f3 FETCH 1 (ENVELOPE BODYSTRUCTURE)").await;
+    assert_eq!(out, "* 1 FETCH (ENVELOPE (PLANTED) BODYSTRUCTURE (BS))\r\nf3 OK FETCH completed\r\n");
+    // An entry in another rendering format is rendered afresh and replaced, never served.
+    let mut older = planted.encode().to_vec();
+    older[0] = older[0].wrapping_add(1);
+    h.store.cache_put("alice@example.test", "INBOX", plant(older.into())).await.expect("plant");
+    assert_eq!(run(&mut s, &format!("f4 UID FETCH 1 {items}")).await, first.replace("f1", "f4"));
+    let stored = h.store.cache_get("alice@example.test", "INBOX", &UidSet::single(1)).await.expect("cache");
+    assert_eq!(Structure::decode(&stored[0].data), Some(Structure::of(NESTED)));
+
+    // Flags come from the index, not the cache: a change shows at once, the structure stays.
+    run(&mut s, "st STORE 1 +FLAGS.SILENT (\\Flagged)").await;
+    let out = run(&mut s, "f5 UID FETCH 1 (FLAGS ENVELOPE BODY BODYSTRUCTURE)").await;
+    assert_eq!(out, format!("{}f5 OK UID FETCH completed\r\n", want("FLAGS (\\Flagged \\Recent) ")));
+
+    // An expunged message takes its entry with it; the next message gets its own.
+    run(&mut s, "d STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    run(&mut s, "e EXPUNGE").await;
+    assert!(h.store.cache_get("alice@example.test", "INBOX", &UidSet::all()).await.expect("cache").is_empty());
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    run(&mut s, "n NOOP").await;
+    let out = run(&mut s, "f6 UID FETCH 2 (ENVELOPE BODY BODYSTRUCTURE)").await;
+    assert_eq!(
+        out,
+        format!("* 1 FETCH (UID 2 {})\r\nf6 OK UID FETCH completed\r\n", fresh_structure(MESSAGE.as_bytes()))
+    );
+}
+
+#[tokio::test]
+async fn whole_message_fetches_match_with_and_without_structures() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let nested = std::str::from_utf8(crate::imap::fetch::section::tests::NESTED).expect("ascii");
+    append(&mut s, "INBOX", "", nested).await;
+    run(&mut s, "s SELECT INBOX").await;
+    // A miss while the bytes are read anyway, then a hit next to them: the same answer.
+    let items = "(BODYSTRUCTURE BODY.PEEK[] ENVELOPE BODY.PEEK[1.1])";
+    let first = run(&mut s, &format!("a UID FETCH 1 {items}")).await;
+    assert!(first.contains(&format!("BODY[] {{{}}}\r\n{nested} ENVELOPE (NIL \"nested\"", nested.len())), "{first}");
+    assert!(first.contains("BODY[1.1] {23}\r\nplain text\r\nsecond line)\r\n"), "{first}");
+    assert_eq!(run(&mut s, &format!("b UID FETCH 1 {items}")).await, first.replace("a OK", "b OK"));
+}
