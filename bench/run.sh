@@ -9,6 +9,9 @@
 #   bench/run.sh --no-limited    # skip the CPU-limited phase      --limited-only: only that phase
 #   bench/run.sh --router-overhead   # issue 6's goal: one node, reached directly and through a router in
 #                                # front of it (same node, same mailboxes), deliver + IMAP + POP3; ~8 min
+#   bench/run.sh --router-overhead --router-own-cpu   # the same, with the router pinned to CPU 1 and the
+#                                # node and the client to CPU 0 (both targets), as if the router had its own
+#                                # machine, as in the paper; same as ROUTER_CPUS=1 NODE_CPUS=0 CLIENT_CPUS=0
 #   bench/run.sh --client=sirms  # the deliver test with `sirms bench smtp` instead of mailbench, for every
 #                                # target (Postfix+Dovecot too); same as BENCH_CLIENT=sirms
 #   bench/run.sh --deliver-only  # skip the IMAP/POP3 fetch tests
@@ -65,6 +68,7 @@ for arg in "$@"; do
     --no-limited) PHASES=main ;;
     --limited-only) PHASES=limited ;;
     --router-overhead) PHASES=overhead; SIZES=${OVERHEAD_SIZES:-2000:3}; FETCH_REPEAT=3 ;;
+    --router-own-cpu) ROUTER_CPUS=1; NODE_CPUS=0; CLIENT_CPUS=0 ;;
     --client=*) BENCH_CLIENT=${arg#--client=} ;;
     --deliver-only) FETCH=0 ;;
     -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
@@ -117,8 +121,16 @@ make_cgroup() {   # make_cgroup NAME -> sets CG to a new cgroup dir limited to C
   CG=$dir
 }
 
-start_role() {   # start_role NAME CGROUP|"" ARGS... ; pid file $RUN/pids/NAME.pid; binary $ROLE_BIN or $SIRMS
+# pinned CPUS CMD...: CMD on the CPU list CPUS (taskset), or unpinned when CPUS is empty
+pinned() {
+  local cpus=$1; shift
+  if [[ -n $cpus ]]; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+
+start_role() {   # start_role NAME CGROUP|"" ARGS... ; pid file $RUN/pids/NAME.pid; binary $ROLE_BIN or $SIRMS;
+                 # pinned to $ROLE_CPUS when set
   local name=$1 cg=$2 bin=${ROLE_BIN:-$SIRMS}; shift 2
+  if [[ -n ${ROLE_CPUS:-} ]]; then set -- -c "$ROLE_CPUS" "$bin" "$@"; bin=taskset; fi
   mkdir -p "$RUN/pids" "$RUN/logs"
   if [[ -n $cg ]]; then
     # join the cgroup first, then exec: the server and its threads are born inside it
@@ -342,10 +354,10 @@ start_overhead() {
   local d=$RUN/overhead
   mkdir -p "$d"
   router_toml "$d/router.toml" 127.77.40.1 "$d/router"
-  start_role overhead-router "" router -c "$d/router.toml"
+  ROLE_CPUS=${ROUTER_CPUS:-} start_role overhead-router "" router -c "$d/router.toml"
   wait_port 127.77.40.1 7070
   node_toml "$d/node1.toml" node1 127.77.41.1 "$d/node1" 127.77.40.1:7070
-  start_role overhead-node1 "" node -c "$d/node1.toml"
+  ROLE_CPUS=${NODE_CPUS:-} start_role overhead-node1 "" node -c "$d/node1.toml"
   wait_registered 127.77.40.1:7070 node1
   log "overhead: provisioning 100 users homed on node1"
   add_users 127.77.40.1:7070 node1 node1
@@ -419,7 +431,7 @@ SOURCES=${SOURCES%,}
 
 mailbench() {   # mailbench PHASE OUTNAME ARGS... : runs in the background so a signal stops it at once
   local phase=$1 out=$2; shift 2
-  python3 "$HERE/mbench.py" "$@" --out "$RESULTS/$STAMP-$phase-$out.json" \
+  pinned "${CLIENT_CPUS:-}" python3 "$HERE/mbench.py" "$@" --out "$RESULTS/$STAMP-$phase-$out.json" \
     > >(tee -a "$RUN/mailbench-$phase.log" >&2) 2>&1 &
   MB_PID=$!
   wait "$MB_PID"
@@ -470,7 +482,7 @@ sirms_deliver() {
         i=$((i + 1))
         log "$phase: sirms bench smtp: $name N=$n C=$c repeat $r"
         rc=0
-        "$SIRMS" bench smtp --target "$smtp" --imap "$imap" --password pw --reset --users 100 \
+        pinned "${CLIENT_CPUS:-}" "$SIRMS" bench smtp --target "$smtp" --imap "$imap" --password pw --reset --users 100 \
           --rcpt 'u{i}@example.test' -n "$n" -c "$c" --size 4096 --msgs-per-conn 1 --sources "$SOURCES" \
           --seed $((n * 1000 + c * 10 + r + 1)) --settle 1 --quiet-wait "$QUIET_WAIT" \
           --quiet-max-cores "$QUIET_MAX_CORES" --name "$name" "${pids[@]}" \
