@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::rr::RData;
 
 /// One host to try, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +50,8 @@ pub struct Router {
 impl Router {
     /// Static transports (lower-case domain → hop) win, then the smarthost, then DNS.
     pub fn new(transports: BTreeMap<String, Hop>, smarthost: Option<Hop>) -> Router {
-        let resolver = match TokioResolver::builder_tokio() {
-            Ok(builder) => Some(builder.build()),
+        let resolver = match TokioResolver::builder_tokio().and_then(|builder| builder.build()) {
+            Ok(resolver) => Some(resolver),
             Err(e) => {
                 tracing::warn!(error = %e, "no DNS resolver configuration: only transports and the smarthost work");
                 None
@@ -76,11 +77,22 @@ impl Router {
         let resolver = self.resolver.as_ref().ok_or_else(|| RouteError::Temporary("no DNS resolver".into()))?;
         match resolver.mx_lookup(format!("{domain}.")).await {
             Ok(mx) => {
+                // The answer section may also hold the CNAMEs that led to the MX records.
                 let mut records: Vec<(u16, String)> = mx
+                    .answers()
                     .iter()
-                    .map(|r| (r.preference(), r.exchange().to_ascii().trim_end_matches('.').to_string()))
+                    .filter_map(|record| match &record.data {
+                        RData::MX(mx) => {
+                            Some((mx.preference, mx.exchange.to_ascii().trim_end_matches('.').to_string()))
+                        }
+                        _ => None,
+                    })
                     .collect();
                 records.sort();
+                if records.is_empty() {
+                    // An answer with no MX in it (only CNAMEs): as if there were no MX records.
+                    return Ok(vec![Hop { host: domain, port: 25 }]);
+                }
                 if records.iter().any(|(_, host)| host.is_empty()) {
                     return Err(RouteError::Permanent(format!("{domain} accepts no mail (null MX)")));
                 }
