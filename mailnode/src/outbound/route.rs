@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, Record};
 
 /// One host to try, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,26 @@ pub fn parse_hop(text: &str) -> Option<Hop> {
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| Hop { host: host.to_string(), port })
+}
+
+/// The hosts an MX answer names, best (lowest preference) first: the domain itself when the
+/// answer holds no MX record (only CNAMEs), and a permanent failure for a null MX (RFC 7505).
+fn mx_hops(domain: String, answers: &[Record]) -> Result<Vec<Hop>, RouteError> {
+    let mut records: Vec<(u16, String)> = answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii().trim_end_matches('.').to_string())),
+            _ => None,
+        })
+        .collect();
+    if records.is_empty() {
+        return Ok(vec![Hop { host: domain, port: 25 }]);
+    }
+    if records.iter().any(|(_, host)| host.is_empty()) {
+        return Err(RouteError::Permanent(format!("{domain} accepts no mail (null MX)")));
+    }
+    records.sort();
+    Ok(records.into_iter().map(|(_, host)| Hop { host, port: 25 }).collect())
 }
 
 /// Looks routes up.
@@ -76,28 +96,7 @@ impl Router {
         }
         let resolver = self.resolver.as_ref().ok_or_else(|| RouteError::Temporary("no DNS resolver".into()))?;
         match resolver.mx_lookup(format!("{domain}.")).await {
-            Ok(mx) => {
-                // The answer section may also hold the CNAMEs that led to the MX records.
-                let mut records: Vec<(u16, String)> = mx
-                    .answers()
-                    .iter()
-                    .filter_map(|record| match &record.data {
-                        RData::MX(mx) => {
-                            Some((mx.preference, mx.exchange.to_ascii().trim_end_matches('.').to_string()))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                records.sort();
-                if records.is_empty() {
-                    // An answer with no MX in it (only CNAMEs): as if there were no MX records.
-                    return Ok(vec![Hop { host: domain, port: 25 }]);
-                }
-                if records.iter().any(|(_, host)| host.is_empty()) {
-                    return Err(RouteError::Permanent(format!("{domain} accepts no mail (null MX)")));
-                }
-                Ok(records.into_iter().map(|(_, host)| Hop { host, port: 25 }).collect())
-            }
+            Ok(answer) => mx_hops(domain, answer.answers()),
             Err(e) if e.is_nx_domain() => Err(RouteError::Permanent(format!("domain {domain} does not exist"))),
             // No MX: the domain itself is the implicit MX (RFC 5321 §5.1).
             Err(e) if e.is_no_records_found() => Ok(vec![Hop { host: domain, port: 25 }]),
@@ -121,6 +120,8 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_resolver::proto::rr::Name;
+    use hickory_resolver::proto::rr::rdata::{CNAME, MX};
 
     #[test]
     fn hops_parse() {
@@ -142,5 +143,26 @@ mod tests {
         assert!(matches!(router.hops("[nonsense]").await, Err(RouteError::Permanent(_))));
         let ips = router.addresses(&Hop { host: "127.0.0.9".into(), port: 1 }).await.unwrap();
         assert_eq!(ips, ["127.0.0.9".parse::<IpAddr>().unwrap()]);
+    }
+
+    fn mx(preference: u16, exchange: &str) -> Record {
+        let name = Name::from_ascii("example.test.").unwrap();
+        Record::from_rdata(name, 300, RData::MX(MX::new(preference, Name::from_ascii(exchange).unwrap())))
+    }
+
+    #[test]
+    fn mx_answers_become_hops_in_preference_order() {
+        let hop = |h: &str| Hop { host: h.into(), port: 25 };
+        let cname = Record::from_rdata(
+            Name::from_ascii("alias.test.").unwrap(),
+            300,
+            RData::CNAME(CNAME(Name::from_ascii("example.test.").unwrap())),
+        );
+        let answers = [cname.clone(), mx(20, "b.mx.test."), mx(10, "a.mx.test.")];
+        assert_eq!(mx_hops("example.test".into(), &answers).unwrap(), [hop("a.mx.test"), hop("b.mx.test")]);
+        // Only the CNAME: the domain is its own (implicit) MX.
+        assert_eq!(mx_hops("example.test".into(), &[cname]).unwrap(), [hop("example.test")]);
+        // RFC 7505: `MX 0 .` means no mail at all, whatever else is listed.
+        assert!(matches!(mx_hops("example.test".into(), &[mx(0, ".")]), Err(RouteError::Permanent(_))));
     }
 }
