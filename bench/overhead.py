@@ -2,8 +2,8 @@
 """overhead.py PREFIX : the router-overhead table from bench/run.sh --router-overhead's results
 PREFIX-overhead-*.json (targets `direct` and `router`, the same node behind both).
 
-For each measure: the median over repeats of each target, and router/direct as a share of the
-direct throughput (issue 6's goal: at least 95%)."""
+For each measure: the median over repeats of each target with the range of the repeats in brackets,
+and router/direct as a share of the direct throughput (issue 6's goal: at least 95%)."""
 import glob
 import json
 import statistics
@@ -29,15 +29,23 @@ def main():
     for test, label, field, higher in MEASURES:
         groups = sorted({r.get("conc", "") for r in rows if r["test"] == test and field in r}, key=str)
         for conc in groups:
-            val = {}
+            val, spread = {}, {}
             for target in ("direct", "router"):
                 xs = [r[field] for r in rows if r["test"] == test and r["target"] == target
                       and r.get("conc", "") == conc and field in r and (test != "deliver" or r.get("delivered"))]
                 val[target] = statistics.median(xs) if xs else None
+                spread[target] = (min(xs), max(xs)) if len(xs) > 1 else None
             d, v = val["direct"], val["router"]
             share = "" if not d or not v else "%.1f%%" % (100 * (v / d if higher else d / v))
-            fmt = (lambda x: "-" if x is None else ("%.1f" % x if higher else "%.3f" % x))
-            print("| %s | %s | %s | %s | %s |" % (label, conc, fmt(d), fmt(v), share))
+            num = "%.1f" if higher else "%.3f"
+
+            def cell(target):
+                if val[target] is None:
+                    return "-"
+                if spread[target] is None:
+                    return num % val[target]
+                return (num + " [" + num + "-" + num + "]") % ((val[target],) + spread[target])
+            print("| %s | %s | %s | %s | %s |" % (label, conc, cell("direct"), cell("router"), share))
 
 
 if __name__ == "__main__":
