@@ -17,6 +17,12 @@ use serde::Deserialize;
 pub const MAX_ADDRESS_LEN: usize = 256;
 /// How deep alias expansion goes before it is treated as a loop.
 const MAX_ALIAS_DEPTH: usize = 8;
+/// An argon2id hash with `hash_password`'s parameters, for unknown logins when the
+/// directory gives nothing better to match (no users).
+const DEFAULT_UNKNOWN_USER_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2lybXMtZHVtbXktc2FsdA$1bM2g7kH0tqm1e3zW3ZQOqS0ImwHc0RtQ1VjgQvGV8o";
+/// The salt of the hashes `unknown_user_hash_for` makes up.
+const UNKNOWN_USER_SALT: &str = "c2lybXMtZHVtbXktc2FsdA";
 
 /// What an envelope recipient is to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +45,11 @@ pub trait Directory: Send + Sync {
     fn may_send_as(&self, login: &str, address: &str) -> bool;
     /// The most bytes `login` may store, if the administrator set a limit.
     fn quota_bytes(&self, login: &str) -> Option<u64>;
+    /// What a login naming no user is checked against: a hash that costs what checking this
+    /// directory's users costs, so the time a refusal takes does not tell which logins exist.
+    fn unknown_user_hash(&self) -> String {
+        DEFAULT_UNKNOWN_USER_HASH.to_string()
+    }
     /// The admin's static outbound relay for a foreign domain (`sirms ctl transports`).
     fn transport(&self, _domain: &str) -> Option<String> {
         None
@@ -114,6 +125,41 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What decides the cost of checking a stored hash: `{plain}`, or an argon2 PHC string's
+/// algorithm, version and parameters with the length of its hash part. `None` for a hash
+/// no password can match.
+fn cost_class(stored: &str) -> Option<(&str, usize)> {
+    if stored.starts_with("{plain}") {
+        return Some(("{plain}", 0));
+    }
+    let parsed = PasswordHash::new(stored).ok()?;
+    parsed.salt?;
+    let hash_len = parsed.hash?.b64_len();
+    let mut parts = stored.rsplitn(3, '$');
+    let (_hash, _salt, prefix) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((prefix, hash_len))
+}
+
+/// A made-up hash in the cost class most of `users` share (ties: the first in order), so an
+/// unknown login costs what a real one does: an argon2 hash with their parameters, or a
+/// plain-text compare for a directory of `{plain}` passwords. No password matches it, and
+/// its verdict is never used.
+fn unknown_user_hash_for<'a>(users: impl Iterator<Item = &'a UserRecord>) -> String {
+    let mut classes: BTreeMap<(&str, usize), usize> = BTreeMap::new();
+    for user in users {
+        if let Some(class) = cost_class(&user.password_hash) {
+            *classes.entry(class).or_default() += 1;
+        }
+    }
+    let most = classes.iter().max_by(|(a, n), (b, m)| n.cmp(m).then_with(|| b.cmp(a))).map(|(class, _)| *class);
+    let made_up = match most {
+        None => return DEFAULT_UNKNOWN_USER_HASH.to_string(),
+        Some(("{plain}", _)) => "{plain}no user has this password".to_string(),
+        Some((prefix, hash_len)) => format!("{prefix}${UNKNOWN_USER_SALT}${}", "A".repeat(hash_len)),
+    };
+    if cost_class(&made_up).is_some() { made_up } else { DEFAULT_UNKNOWN_USER_HASH.to_string() }
+}
+
 /// One user in the node's TOML.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +204,8 @@ pub struct DirectoryData {
     transports: BTreeMap<String, String>,
     /// Lower-case domain → (selector, PKCS#8 PEM key).
     dkim_keys: BTreeMap<String, (String, String)>,
+    /// See [`Directory::unknown_user_hash`]; empty until users are loaded.
+    unknown_user_hash: String,
 }
 
 /// Errors in the directory section of a config.
@@ -201,12 +249,13 @@ impl DirectoryData {
             let targets: Result<Vec<String>, _> = targets.iter().map(|t| canonical(t)).collect();
             dir.aliases.insert(canonical(alias)?, targets?);
         }
+        dir.unknown_user_hash = unknown_user_hash_for(dir.users.values());
         Ok(dir)
     }
 
     /// Builds the directory from the router's snapshot (already checked by the router).
     pub fn from_snapshot(snapshot: &sirms_proto::cluster::DirectorySnapshot) -> DirectoryData {
-        DirectoryData {
+        let mut dir = DirectoryData {
             domains: snapshot.domains.iter().map(|d| d.to_lowercase()).collect(),
             users: snapshot
                 .users
@@ -228,7 +277,10 @@ impl DirectoryData {
                 .iter()
                 .map(|k| (k.domain.to_lowercase(), (k.selector.clone(), k.private_key_pem.clone())))
                 .collect(),
-        }
+            unknown_user_hash: String::new(),
+        };
+        dir.unknown_user_hash = unknown_user_hash_for(dir.users.values());
+        dir
     }
 
     /// Users whose password is stored in plain text (to warn about).
@@ -326,6 +378,14 @@ impl Directory for DirectoryData {
     fn dkim_key(&self, domain: &str) -> Option<(String, String)> {
         self.dkim_keys.get(&domain.to_lowercase()).cloned()
     }
+
+    fn unknown_user_hash(&self) -> String {
+        if self.unknown_user_hash.is_empty() {
+            DEFAULT_UNKNOWN_USER_HASH.to_string()
+        } else {
+            self.unknown_user_hash.clone()
+        }
+    }
 }
 
 /// The directory a running node uses: swapped whole when the router sends a new snapshot.
@@ -369,6 +429,9 @@ impl Directory for LiveDirectory {
     }
     fn dkim_key(&self, domain: &str) -> Option<(String, String)> {
         self.current().dkim_key(domain)
+    }
+    fn unknown_user_hash(&self) -> String {
+        self.current().unknown_user_hash()
     }
 }
 
@@ -465,6 +528,63 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(DirectoryData::from_config(&cfg), Err(DirectoryError::ForeignUser(_))));
+    }
+
+    /// A directory of the given stored passwords, one user each.
+    fn with_passwords(passwords: &[&str]) -> DirectoryData {
+        let cfg = DirectoryConfig {
+            domains: vec!["example.test".into()],
+            users: passwords
+                .iter()
+                .enumerate()
+                .map(|(i, p)| UserEntry {
+                    address: format!("u{i}@example.test"),
+                    password: p.to_string(),
+                    quota_bytes: None,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        DirectoryData::from_config(&cfg).unwrap()
+    }
+
+    #[test]
+    fn unknown_logins_are_checked_at_the_cost_of_known_ones() {
+        // Plain-text passwords (development): a plain compare, not 19 MiB of argon2.
+        let plain = with_passwords(&["{plain}a", "{plain}b"]);
+        assert!(plain.unknown_user_hash().starts_with("{plain}"), "{}", plain.unknown_user_hash());
+
+        // argon2 with other parameters than ours (hashes from another tool): the same ones.
+        let cheap = |password: &str| {
+            let params = Params::new(64, 1, 1, None).unwrap();
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(password.as_bytes(), &salt)
+                .unwrap()
+                .to_string()
+        };
+        let (x, y) = (cheap("x"), cheap("y"));
+        let mixed = with_passwords(&[&x, "{plain}p", &y]);
+        let made_up = mixed.unknown_user_hash();
+        assert!(made_up.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{made_up}");
+        let (ours, theirs) = (PasswordHash::new(&made_up).unwrap(), PasswordHash::new(&x).unwrap());
+        assert_eq!(ours.hash.unwrap().len(), theirs.hash.unwrap().len());
+        for attempt in ["x", "y", "p", ""] {
+            assert!(!verify_password(&made_up, attempt));
+        }
+        // Through a live directory too, as a node uses it.
+        assert_eq!(LiveDirectory::new(mixed).unknown_user_hash(), made_up);
+
+        // No users, or none with a usable hash: argon2 with our own parameters.
+        for empty in [with_passwords(&[]), with_passwords(&["garbage"]), DirectoryData::default()] {
+            let made_up = empty.unknown_user_hash();
+            assert!(made_up.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{made_up}");
+            assert!(!verify_password(&made_up, "pw"));
+        }
+        // The default is a real hash of our default parameters, as `hash_password` makes.
+        let ours = hash_password("pw").unwrap();
+        assert_eq!(cost_class(DEFAULT_UNKNOWN_USER_HASH), cost_class(&ours).map(|(p, _)| (p, 43)));
+        assert_eq!(with_passwords(&[&ours]).unknown_user_hash().rsplitn(3, '$').nth(2), ours.rsplitn(3, '$').nth(2));
     }
 
     /// The same verdicts as the argon2 crate's own verifier, for every algorithm and

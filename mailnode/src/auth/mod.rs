@@ -14,10 +14,6 @@ use crate::metrics::NodeMetrics;
 use cache::AuthCache;
 use throttle::{Refusal, Throttle};
 
-/// A fixed argon2 hash to verify against when the user does not exist.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c2lybXMtZHVtbXktc2FsdA$1bM2g7kH0tqm1e3zW3ZQOqS0ImwHc0RtQ1VjgQvGV8o";
-
 /// The result of a password check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -147,14 +143,16 @@ impl Authenticator {
         {
             return Verdict::Granted(login.clone());
         }
-        let (hash, attempt) = (stored.clone(), password.to_string());
+        // An unknown login is checked too, against a made-up hash of the same cost.
+        let hash = stored.clone().ok_or_else(|| self.directory.unknown_user_hash());
+        let attempt = password.to_string();
         let verify = self.verify_fn;
         let checked = self
             .checks
             .run(move || match hash {
-                Some(hash) => verify(&hash, &attempt),
-                None => {
-                    let _ = verify(DUMMY_HASH, &attempt);
+                Ok(hash) => verify(&hash, &attempt),
+                Err(made_up) => {
+                    let _ = verify(&made_up, &attempt);
                     false
                 }
             })
