@@ -316,9 +316,11 @@ fn check<'a>(what: &str, bytes: &'a [u8], f: impl FnOnce(&mut P<'a>) -> R) -> us
     p.max_depth
 }
 
-/// How deep the MIME tree is, counting multiparts and attached messages.
+/// How deep the MIME tree is, counting multiparts and attached messages, up to 5: only
+/// "at most 4" is asked, and a part listed under several multiparts (F14) must not make the
+/// walk exponential.
 fn tree_depth(part: PartRef<'_, '_>, level: usize) -> usize {
-    if level > 64 {
+    if level > 4 {
         return level;
     }
     let mut deepest = level;
