@@ -11,7 +11,7 @@ use crate::imap::response::Data;
 const MAX_DEPTH: usize = 32;
 /// Most parts opened for one message. mail-parser can list one part under several multiparts,
 /// so within `MAX_DEPTH` a message of a few hundred bytes named exponentially many (fuzz
-/// finding F14: one FETCH ran for minutes); past this budget, parts are shown unopened.
+/// finding F14: one rendering ran past 30 s); past this budget, parts are shown unopened.
 const MAX_PARTS: usize = 1000;
 
 /// Appends BODYSTRUCTURE (`extended`) or BODY of the part `part`.
