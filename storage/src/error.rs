@@ -39,7 +39,11 @@ pub enum StoreError {
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Index(e.to_string())
+        match e {
+            // A tree dropped under a reader: its mailbox was deleted or renamed meanwhile.
+            sled::Error::CollectionNotFound(_) => StoreError::NoSuchMailbox,
+            e => StoreError::Index(e.to_string()),
+        }
     }
 }
 

@@ -82,7 +82,7 @@ impl MessageCache {
         Ok(())
     }
 
-    /// Forgets everything (the folder was deleted or renamed away).
+    /// Forgets everything (the folder's index could not be trusted to find stale entries).
     pub fn clear(&self) -> Result<()> {
         self.tree.clear()?;
         Ok(())

@@ -309,13 +309,6 @@ impl Folder {
         self.counters_tree.insert(counters_key(&self.user, &self.name), counters.encode())?;
         Ok(())
     }
-
-    /// Drops this folder's index and cache entirely (after delete or rename).
-    pub fn index_drop(&self) -> Result<()> {
-        self.tree.clear()?;
-        self.counters_tree.remove(counters_key(&self.user, &self.name))?;
-        self.cache.clear()
-    }
 }
 
 impl FolderState {

@@ -257,12 +257,18 @@ impl LocalStore {
         if let Some(f) = folders.get(&key) {
             return Ok(f.clone());
         }
+        let dir = self.folder_dir(user, &name);
+        // Checked before the trees are opened, since opening creates them: a name that is no
+        // folder (a SELECT of any string) would otherwise leave two empty trees in sled for ever.
+        if !dir.join("cur").is_dir() {
+            return Err(StoreError::NoSuchMailbox);
+        }
         let trees = FolderTrees {
             messages: self.inner.db.open_tree(index::tree_name(user, &name))?,
             counters: self.inner.counters_tree.clone(),
             cache: self.inner.db.open_tree(index::cache_tree_name(user, &name))?,
         };
-        let folder = Folder::open(user, &name, self.folder_dir(user, &name), trees, || self.next_uid_validity())?;
+        let folder = Folder::open(user, &name, dir, trees, || self.next_uid_validity())?;
         let folder = Arc::new(folder);
         folders.insert(key, folder.clone());
         Ok(folder)
@@ -303,20 +309,29 @@ impl LocalStore {
     }
 
     /// Closes every open folder named `name` or below it, telling their watchers.
-    fn retire_folders(&self, user: &str, name: &str) -> Vec<Arc<Folder>> {
+    /// Retires the open folders at `name` and below (`names` lists the user's folders) and
+    /// drops their index, cache and counters, open or not. The trees are dropped, not
+    /// emptied: sled keeps every tree's name in one list that it rewrites each time a tree is
+    /// opened, so the empty trees of deleted and renamed mailboxes would pile up in it for
+    /// ever (found by the imap_session fuzzer, whose index grew by gigabytes in minutes).
+    fn retire_folders(&self, user: &str, name: &str, names: &[String]) -> Result<()> {
+        let doomed = |n: &str| n == name || mailbox::is_descendant(n, name);
+        // Held throughout, so no one opens a doomed folder's trees while they are dropped.
         let mut folders = self.inner.folders.lock().unwrap_or_else(|p| p.into_inner());
-        let keys: Vec<(String, String)> = folders
-            .keys()
-            .filter(|(u, n)| u == user && (n == name || mailbox::is_descendant(n, name)))
-            .cloned()
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| folders.remove(&k))
-            .inspect(|f| {
-                f.retire();
-                let _ = f.index_drop();
-            })
-            .collect()
+        folders.retain(|(u, n), folder| {
+            let retire = u == user && doomed(n);
+            if retire {
+                // Under the folder's lock: writers see it gone before the trees go.
+                folder.retire();
+            }
+            !retire
+        });
+        for n in names.iter().filter(|n| doomed(n)) {
+            self.inner.db.drop_tree(index::tree_name(user, n))?;
+            self.inner.db.drop_tree(index::cache_tree_name(user, n))?;
+            self.inner.counters_tree.remove(index::counters_key(user, n))?;
+        }
+        Ok(())
     }
 
     fn list_blocking(&self, user: &str) -> Result<Vec<MailboxInfo>> {
@@ -366,10 +381,11 @@ impl LocalStore {
         if !dir.join("cur").is_dir() {
             return Err(StoreError::NoSuchMailbox);
         }
-        if self.folder_names(user)?.iter().any(|n| mailbox::is_descendant(n, &name)) {
+        let names = self.folder_names(user)?;
+        if names.iter().any(|n| mailbox::is_descendant(n, &name)) {
             return Err(StoreError::HasChildren);
         }
-        self.retire_folders(user, &name);
+        self.retire_folders(user, &name, &names)?;
         // Rename away first so the folder vanishes atomically, then remove at leisure.
         let doomed = self.user_dir(user).join(format!("sirms-deleted.{}", self.unique()));
         fs::rename(&dir, &doomed)?;
@@ -404,7 +420,7 @@ impl LocalStore {
                 self.make_folder_dir(&dir, None, false)?;
             }
         }
-        self.retire_folders(user, &from);
+        self.retire_folders(user, &from, &names)?;
         for name in names.iter().filter(|n| **n == from || mailbox::is_descendant(n, &from)) {
             let new_name = format!("{to}{}", &name[from.len()..]);
             fs::rename(self.folder_dir(user, name), self.folder_dir(user, &new_name))?;

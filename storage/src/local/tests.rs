@@ -1,5 +1,6 @@
-//! What only the local store can show about its message cache: that it outlives a restart,
-//! and that an entry is tied to its message's file, not just to a UID.
+//! What only the local store can show: that its message cache outlives a restart and that an
+//! entry is tied to its message's file, not just to a UID; and that deleted and renamed
+//! mailboxes leave nothing behind in the index.
 
 use std::fs;
 
@@ -73,4 +74,76 @@ async fn entries_of_files_gone_while_closed_are_dropped_when_the_folder_opens() 
     assert_eq!(store.cache_get(USER, "INBOX", &UidSet::all()).await.expect("get"), vec![entry(1, b"of a")]);
     let tree = store.inner.db.open_tree(index::cache_tree_name(USER, "INBOX")).expect("tree");
     assert_eq!(tree.len(), 1, "the entry of the vanished file is gone from disk too");
+}
+
+/// The sled trees of alice's folders (each folder has a message tree and a cache tree).
+fn folder_trees(store: &LocalStore) -> Vec<String> {
+    let mut names: Vec<String> = store
+        .inner
+        .db
+        .tree_names()
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .filter(|n| n.contains(USER))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn deleted_and_renamed_mailboxes_leave_no_trees_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalStore::open(dir.path()).expect("open");
+    store.append(USER, "INBOX", NewMessage::new(&b"Subject: a\r\n\r\nA\r\n"[..])).await.expect("append");
+    let before = folder_trees(&store);
+    for i in 0..20 {
+        let name = format!("Temp{i}");
+        store.create_mailbox(USER, &name, None).await.expect("create");
+        store.create_mailbox(USER, &format!("{name}/Child"), None).await.expect("create child");
+        store
+            .append(USER, &format!("{name}/Child"), NewMessage::new(&b"Subject: b\r\n\r\nB\r\n"[..]))
+            .await
+            .expect("append");
+        store.cache_put(USER, &format!("{name}/Child"), vec![entry(1, b"of b")]).await.expect("put");
+        store.rename_mailbox(USER, &name, &format!("Moved{i}")).await.expect("rename");
+        store.messages(USER, &format!("Moved{i}/Child")).await.expect("open the renamed child");
+        store.delete_mailbox(USER, &format!("Moved{i}/Child")).await.expect("delete child");
+        store.delete_mailbox(USER, &format!("Moved{i}")).await.expect("delete");
+    }
+    assert_eq!(folder_trees(&store), before, "only INBOX's trees are left");
+    // A recreated mailbox starts empty, with a new UIDVALIDITY.
+    store.create_mailbox(USER, "Temp0", None).await.expect("create again");
+    let (status, messages) = store.messages(USER, "Temp0").await.expect("messages");
+    assert!(messages.is_empty());
+    let (inbox, _) = store.messages(USER, "INBOX").await.expect("inbox");
+    assert_ne!(status.uid_validity, inbox.uid_validity);
+}
+
+#[tokio::test]
+async fn a_mailbox_deleted_after_a_restart_leaves_no_trees_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = LocalStore::open(dir.path()).expect("open");
+        store.create_mailbox(USER, "Old", None).await.expect("create");
+        store.append(USER, "Old", NewMessage::new(&b"Subject: a\r\n\r\nA\r\n"[..])).await.expect("append");
+        store.flush().await.expect("flush");
+    }
+    let store = LocalStore::open(dir.path()).expect("reopen");
+    assert!(folder_trees(&store).iter().any(|n| n.ends_with("Old")), "the index of Old outlived the restart");
+    // Deleted without being opened in this process.
+    store.delete_mailbox(USER, "Old").await.expect("delete");
+    assert!(!folder_trees(&store).iter().any(|n| n.ends_with("Old")));
+}
+
+#[tokio::test]
+async fn opening_a_mailbox_that_does_not_exist_leaves_no_trees_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalStore::open(dir.path()).expect("open");
+    store.messages(USER, "INBOX").await.expect("inbox");
+    let before = folder_trees(&store);
+    for i in 0..20 {
+        let err = store.messages(USER, &format!("Nowhere{i}")).await.expect_err("no such mailbox");
+        assert!(matches!(err, StoreError::NoSuchMailbox), "{err}");
+    }
+    assert_eq!(folder_trees(&store), before);
 }
