@@ -308,7 +308,6 @@ impl LocalStore {
         Ok(text.map(|t| t.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()).unwrap_or_default())
     }
 
-    /// Closes every open folder named `name` or below it, telling their watchers.
     /// Retires the open folders at `name` and below (`names` lists the user's folders) and
     /// drops their index, cache and counters, open or not. The trees are dropped, not
     /// emptied: sled keeps every tree's name in one list that it rewrites each time a tree is
