@@ -78,6 +78,15 @@ impl CheckPool {
     }
 }
 
+/// A new login cache; `None`, with a warning, when the system gives no random key for it.
+fn new_cache() -> Option<Arc<AuthCache>> {
+    let cache = AuthCache::new(cache::DEFAULT_TTL, cache::DEFAULT_CAPACITY).map(Arc::new);
+    if cache.is_none() {
+        tracing::warn!("no random key for the login cache: every login runs the full password check");
+    }
+    cache
+}
+
 /// Checks credentials against the directory.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -102,18 +111,21 @@ impl Authenticator {
 
     /// The same, with `threads` password-check threads: at most that many checks run at once.
     pub fn with_threads(directory: Arc<dyn Directory>, throttle: Arc<Throttle>, threads: usize) -> Authenticator {
-        let cache = AuthCache::new(cache::DEFAULT_TTL, cache::DEFAULT_CAPACITY).map(Arc::new);
-        if cache.is_none() {
-            tracing::warn!("no random key for the login cache: every login runs the full password check");
-        }
         Authenticator {
             directory,
             throttle,
             checks: Arc::new(CheckPool::new(threads)),
-            cache,
+            cache: new_cache(),
             verify_fn: verify_password,
             metrics: None,
         }
+    }
+
+    /// An authenticator with this one's directory and password-check threads, but counting
+    /// failures in `throttle` and with an empty login cache: a fresh start that does not
+    /// spawn threads (the imap_session fuzz target takes one per input).
+    pub fn restarted(&self, throttle: Arc<Throttle>) -> Authenticator {
+        Authenticator { throttle, cache: new_cache(), ..self.clone() }
     }
 
     /// The same, counting failed logins in `metrics`.
@@ -302,6 +314,38 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(auth.verify(client, "alice@example.test", "wrong").await, Verdict::Denied);
         }
+        assert_eq!(auth.verify(client, "alice@example.test", "pw").await, Verdict::Throttled);
+    }
+
+    static RESTART_CHECKS: AtomicUsize = AtomicUsize::new(0);
+
+    /// The real check, counted apart from the other tests'.
+    fn counted_restart(stored: &str, password: &str) -> bool {
+        RESTART_CHECKS.fetch_add(1, Ordering::SeqCst);
+        verify_password(stored, password)
+    }
+
+    #[tokio::test]
+    async fn a_restarted_authenticator_has_no_bans_and_no_remembered_logins() {
+        let directory = Arc::new(Swappable(Mutex::new("{plain}pw".into())));
+        let config = ThrottleConfig { max_failures_per_ip: 2, max_failures_per_account: 1000, ..Default::default() };
+        let mut auth = Authenticator::with_threads(directory, Arc::new(Throttle::new(&config, &[]).unwrap()), 1);
+        auth.verify_fn = counted_restart;
+        let client = IpAddr::from([192, 0, 2, 3]);
+        let alice = || Verdict::Granted("alice@example.test".into());
+        let checks = || RESTART_CHECKS.load(Ordering::SeqCst);
+        assert_eq!(auth.verify(client, "alice@example.test", "pw").await, alice());
+        assert_eq!(auth.verify(client, "alice@example.test", "pw").await, alice());
+        assert_eq!(checks(), 1);
+        for _ in 0..2 {
+            assert_eq!(auth.verify(client, "alice@example.test", "wrong").await, Verdict::Denied);
+        }
+        assert_eq!(auth.verify(client, "alice@example.test", "pw").await, Verdict::Throttled);
+
+        let fresh = auth.restarted(Arc::new(Throttle::new(&config, &[]).unwrap()));
+        assert_eq!(fresh.verify(client, "alice@example.test", "pw").await, alice());
+        assert_eq!(checks(), 4, "the restarted one checks in full: its cache starts empty");
+        // The first is untouched: still banned.
         assert_eq!(auth.verify(client, "alice@example.test", "pw").await, Verdict::Throttled);
     }
 }
