@@ -19,6 +19,8 @@ pub enum StoreError {
     HasChildren,
     #[error("too many keywords in this mailbox")]
     TooManyKeywords,
+    #[error("too many mailboxes; delete some first")]
+    TooManyMailboxes,
     #[error("invalid keyword")]
     InvalidKeyword,
     #[error("message too large")]

@@ -8,6 +8,10 @@ pub const DELIMITER: char = '/';
 pub const MAX_NAME_LEN: usize = 512;
 /// Deepest hierarchy accepted.
 pub const MAX_DEPTH: usize = 16;
+/// Most mailboxes one user may have, INBOX not counted (the default of `LocalStore`): each is
+/// four directories and two index trees, so without a bound one account could use up a
+/// node's inodes, and listing them costs every LIST.
+pub const MAX_MAILBOXES: usize = 10_000;
 
 /// The special-use attributes of RFC 6154.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

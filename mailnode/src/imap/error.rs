@@ -42,7 +42,7 @@ impl CommandError {
             StoreError::MailboxExists => Code::AlreadyExists,
             StoreError::InvalidName(_) | StoreError::CannotDeleteInbox | StoreError::HasChildren => Code::Cannot,
             StoreError::InvalidKeyword => Code::ClientBug,
-            StoreError::TooManyKeywords => Code::Limit,
+            StoreError::TooManyKeywords | StoreError::TooManyMailboxes => Code::Limit,
             StoreError::TooLarge | StoreError::SizeMismatch => Code::TooBig,
             StoreError::Unauthorized | StoreError::InvalidUser => Code::NoPerm,
             StoreError::Unavailable(_) | StoreError::Io(_) | StoreError::Index(_) | StoreError::Protocol(_) => {

@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -67,6 +67,8 @@ struct Inner {
     host: String,
     sequence: AtomicU64,
     last_uid_validity: AtomicU32,
+    /// Most folders per user, INBOX not counted.
+    max_mailboxes: AtomicUsize,
 }
 
 /// What a reindex found.
@@ -133,8 +135,15 @@ impl LocalStore {
                 host: host_name(),
                 sequence: AtomicU64::new(0),
                 last_uid_validity: AtomicU32::new(0),
+                max_mailboxes: AtomicUsize::new(mailbox::MAX_MAILBOXES),
             }),
         })
+    }
+
+    /// Sets the most mailboxes one user may have, INBOX not counted (default
+    /// `mailbox::MAX_MAILBOXES`). It bounds creating and renaming; what exists stays.
+    pub fn set_mailbox_limit(&self, limit: usize) {
+        self.inner.max_mailboxes.store(limit, Ordering::Relaxed);
     }
 
     /// Throws the index away and rebuilds it from the Maildirs. The store must not be open.
@@ -358,15 +367,44 @@ impl LocalStore {
         if name == "INBOX" || self.folder_dir(user, &name).join("cur").is_dir() {
             return Err(StoreError::MailboxExists);
         }
+        let parents = self.missing_parents(user, &name);
+        self.check_room(user, parents.len() + 1)?;
+        self.make_parents(user, &parents)?;
+        self.make_folder_dir(&self.folder_dir(user, &name), special_use, false)
+    }
+
+    /// The ancestors of `name` that are not folders yet, outermost first (blocking).
+    fn missing_parents(&self, user: &str, name: &str) -> Vec<String> {
         let parts: Vec<&str> = name.split(mailbox::DELIMITER).collect();
-        for depth in 1..parts.len() {
-            let parent = parts[..depth].join("/");
-            let dir = self.folder_dir(user, &parent);
-            if !dir.join("cur").is_dir() {
-                self.make_folder_dir(&dir, None, parent == "INBOX")?;
+        (1..parts.len())
+            .map(|depth| parts[..depth].join("/"))
+            .filter(|parent| !self.folder_dir(user, parent).join("cur").is_dir())
+            .collect()
+    }
+
+    /// Creates the folders `missing_parents` found (blocking).
+    fn make_parents(&self, user: &str, parents: &[String]) -> Result<()> {
+        for parent in parents {
+            self.make_folder_dir(&self.folder_dir(user, parent), None, false)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses `adding` more folders when they would take the user past the mailbox limit
+    /// (blocking). Counts the Maildir++ folder directories (their names start with a dot)
+    /// without parsing their names: this runs on every CREATE.
+    fn check_room(&self, user: &str, adding: usize) -> Result<()> {
+        if adding == 0 {
+            return Ok(());
+        }
+        let limit = self.inner.max_mailboxes.load(Ordering::Relaxed);
+        let mut existing = 0;
+        for item in fs::read_dir(self.user_dir(user))? {
+            if item?.file_name().as_encoded_bytes().first() == Some(&b'.') {
+                existing += 1;
             }
         }
-        self.make_folder_dir(&self.folder_dir(user, &name), special_use, false)
+        if existing + adding > limit { Err(StoreError::TooManyMailboxes) } else { Ok(()) }
     }
 
     fn delete_blocking(&self, user: &str, name: &str) -> Result<()> {
@@ -411,14 +449,9 @@ impl LocalStore {
         if from == "INBOX" {
             return Err(StoreError::Protocol("INBOX rename is done by moving messages".into()));
         }
-        let parts: Vec<&str> = to.split(mailbox::DELIMITER).collect();
-        for depth in 1..parts.len() {
-            let parent = parts[..depth].join("/");
-            let dir = self.folder_dir(user, &parent);
-            if !dir.join("cur").is_dir() {
-                self.make_folder_dir(&dir, None, false)?;
-            }
-        }
+        let parents = self.missing_parents(user, &to);
+        self.check_room(user, parents.len())?;
+        self.make_parents(user, &parents)?;
         self.retire_folders(user, &from, &names)?;
         for name in names.iter().filter(|n| **n == from || mailbox::is_descendant(n, &from)) {
             let new_name = format!("{to}{}", &name[from.len()..]);

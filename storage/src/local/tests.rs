@@ -147,3 +147,20 @@ async fn opening_a_mailbox_that_does_not_exist_leaves_no_trees_behind() {
     }
     assert_eq!(folder_trees(&store), before);
 }
+
+#[tokio::test]
+async fn the_mailbox_limit_counts_the_parents_a_create_or_rename_would_make() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalStore::open(dir.path()).expect("open");
+    let defaults = DEFAULT_MAILBOXES.len() - 1;
+    store.set_mailbox_limit(defaults + 1);
+    store.create_mailbox(USER, "a", None).await.expect("room for one");
+    let before = store.list_mailboxes(USER).await.expect("list");
+    assert!(matches!(store.create_mailbox(USER, "b/c", None).await, Err(StoreError::TooManyMailboxes)));
+    assert!(matches!(store.rename_mailbox(USER, "a", "b/c").await, Err(StoreError::TooManyMailboxes)));
+    assert_eq!(store.list_mailboxes(USER).await.expect("list"), before, "a refused change makes nothing");
+    store.rename_mailbox(USER, "a", "b").await.expect("a rename that makes no parent needs no room");
+    assert!(matches!(store.create_mailbox(USER, "d", None).await, Err(StoreError::TooManyMailboxes)));
+    store.delete_mailbox(USER, "b").await.expect("delete");
+    store.create_mailbox(USER, "d", None).await.expect("room again");
+}

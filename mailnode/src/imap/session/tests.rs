@@ -35,9 +35,15 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_mailbox_limit(sirms_storage::mailbox::MAX_MAILBOXES)
+    }
+
+    /// A harness whose store allows each user `limit` mailboxes besides INBOX.
+    fn with_mailbox_limit(limit: usize) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn MailStore> = Arc::new(LocalStore::open(dir.path().join("store")).expect("store"));
-        Harness { store, _dir: dir }
+        let store = LocalStore::open(dir.path().join("store")).expect("store");
+        store.set_mailbox_limit(limit);
+        Harness { store: Arc::new(store), _dir: dir }
     }
 
     fn session(&self, plaintext: bool) -> Session {
@@ -521,4 +527,22 @@ async fn whole_message_fetches_match_with_and_without_structures() {
     assert!(first.contains(&format!("BODY[] {{{}}}\r\n{nested} ENVELOPE (NIL \"nested\"", nested.len())), "{first}");
     assert!(first.contains("BODY[1.1] {23}\r\nplain text\r\nsecond line)\r\n"), "{first}");
     assert_eq!(run(&mut s, &format!("b UID FETCH 1 {items}")).await, first.replace("a OK", "b OK"));
+}
+
+#[tokio::test]
+async fn create_past_the_mailbox_limit_is_refused_with_limit() {
+    // The five default mailboxes (Sent, Drafts, Trash, Junk, Archive) count; two more fit.
+    let h = Harness::with_mailbox_limit(7);
+    let mut s = h.logged_in().await;
+    assert_eq!(run(&mut s, "a CREATE One").await, "a OK CREATE completed\r\n");
+    // Two folders (Two and its parent New) where one is left: neither is made.
+    assert_eq!(run(&mut s, "b CREATE New/Two").await, "b NO [LIMIT] too many mailboxes; delete some first\r\n");
+    assert!(!run(&mut s, "c LIST \"\" New*").await.contains("* LIST"));
+    assert_eq!(run(&mut s, "d CREATE Two").await, "d OK CREATE completed\r\n");
+    assert!(run(&mut s, "e CREATE Three").await.starts_with("e NO [LIMIT] "));
+    // A rename that needs a new parent needs room for it; one that needs none does not.
+    assert!(run(&mut s, "f RENAME Two New/Two").await.starts_with("f NO [LIMIT] "));
+    assert_eq!(run(&mut s, "g RENAME Two Three").await, "g OK RENAME completed\r\n");
+    assert_eq!(run(&mut s, "h DELETE One").await, "h OK DELETE completed\r\n");
+    assert_eq!(run(&mut s, "i CREATE Four").await, "i OK CREATE completed\r\n");
 }
