@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora under fuzz/corpus/<target>/ (run from anywhere; idempotent).
+"""Writes the seed corpora under fuzz/seeds/<target>/ (run from anywhere; idempotent).
 
 Each target's input layout is described at the top of fuzz_targets/<target>.rs. The seeds
 are small, readable transcripts and names; libFuzzer grows the working corpus from them.
@@ -37,7 +37,7 @@ def smtp_outcome_seed(first_below_4_in):
 
 
 def write(target, name, data):
-    d = os.path.join(HERE, "corpus", target)
+    d = os.path.join(HERE, "seeds", target)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), "wb") as f:
         f.write(data)
