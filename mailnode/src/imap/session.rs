@@ -15,8 +15,8 @@ use imap_types::command::CommandBody;
 use sirms_storage::{Change, MailStore};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::command::search::Esearch;
 use super::error::{CommandError, CommandResult, Done};
+use super::extension::esearch::Esearch;
 use super::extension::{Decoded, Extension};
 use super::flags;
 use super::response::{self, Code, Data, Status};

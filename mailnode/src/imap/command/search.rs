@@ -9,9 +9,9 @@ use mail_parser::{HeaderValue, Message, PartType};
 use sirms_storage::{BodyPart, SystemFlags};
 use tokio::io::AsyncWriteExt;
 
-use crate::imap::date;
+use crate::calendar;
 use crate::imap::error::{CommandError, CommandResult, Done};
-use crate::imap::extension::SearchReturn;
+use crate::imap::extension::esearch::Esearch;
 use crate::imap::fetch::{self as mime, PartRef, header};
 use crate::imap::flags;
 use crate::imap::response::{Code, Data};
@@ -152,14 +152,14 @@ fn sent_day(c: &Candidate<'_>) -> i64 {
             .and_then(|h| h.value.as_datetime())
     });
     match date {
-        Some(d) => date::days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day)),
-        None => date::day_of(c.entry.meta.internal_date),
+        Some(d) => calendar::days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day)),
+        None => calendar::day_of(c.entry.meta.internal_date),
     }
 }
 
 fn day(d: &imap_types::datetime::NaiveDate) -> i64 {
     let d = d.as_ref();
-    date::days_from_civil(i64::from(d.year()), d.month(), d.day())
+    calendar::days_from_civil(i64::from(d.year()), d.month(), d.day())
 }
 
 /// Whether the message matches `key`.
@@ -169,7 +169,7 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, bounds: Bounds, depth: us
     }
     let meta = &c.entry.meta;
     let has = |f: SystemFlags| meta.flags.system.contains(f);
-    let arrived = date::day_of(meta.internal_date);
+    let arrived = calendar::day_of(meta.internal_date);
     match key {
         SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c, bounds, depth + 1)),
         SearchKey::Not(k) => !matches(k, c, bounds, depth + 1),
@@ -224,13 +224,6 @@ fn uses_modseq(key: &SearchKey<'_>) -> bool {
         SearchKey::ModSequence { .. } => true,
         _ => false,
     }
-}
-
-/// A SEARCH to be answered with ESEARCH (RFC 4731): the command's tag and its result options.
-#[derive(Debug, Clone, Copy)]
-pub struct Esearch<'a> {
-    pub tag: &'a str,
-    pub options: SearchReturn,
 }
 
 /// `* SEARCH n…`, with `(MODSEQ m)` when the criteria used MODSEQ (RFC 7162 §3.1.5).
@@ -355,6 +348,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imap::extension::SearchReturn;
 
     fn esearch(tag: &str, min: bool, max: bool, all: bool, count: bool) -> Esearch<'_> {
         Esearch { tag, options: SearchReturn { min, max, all, count } }

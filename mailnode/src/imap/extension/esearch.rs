@@ -26,6 +26,13 @@ pub struct SearchReturn {
     pub count: bool,
 }
 
+/// A SEARCH to be answered with ESEARCH (RFC 4731): the command's tag and its result options.
+#[derive(Debug, Clone, Copy)]
+pub struct Esearch<'a> {
+    pub tag: &'a str,
+    pub options: SearchReturn,
+}
+
 /// Finds `RETURN (opts) ` in `tag [UID] SEARCH RETURN (opts) criteria`.
 ///
 /// `None`: the command is not a SEARCH with RETURN. Otherwise the byte range to cut (from
