@@ -1,6 +1,7 @@
 //! The mail node: SMTP (MX and submission), IMAP, POP3 and the outbound queue, all over a `MailStore`.
 
 pub mod auth;
+pub mod calendar;
 pub mod cluster;
 pub mod config;
 pub mod delivery;

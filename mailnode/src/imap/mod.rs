@@ -9,7 +9,6 @@
 
 pub mod command;
 pub mod connection;
-pub mod date;
 pub mod error;
 pub mod extension;
 pub mod fetch;

@@ -1,4 +1,6 @@
-//! The `Received:` trace header (RFC 5321 §4.4) and RFC 5322 dates, with no date crate.
+//! The `Received:` trace header (RFC 5321 §4.4).
+
+use crate::calendar::rfc5322_date;
 
 /// How the message came in, for the `with` clause (RFC 3848).
 pub fn protocol(esmtp: bool, tls: bool, authenticated: bool) -> &'static str {
@@ -9,39 +11,6 @@ pub fn protocol(esmtp: bool, tls: bool, authenticated: bool) -> &'static str {
         (true, false, true) => "ESMTPA",
         (true, true, true) => "ESMTPSA",
     }
-}
-
-/// Formats seconds since the epoch as an RFC 5322 date in UTC, e.g. `Tue, 24 Nov 2026 13:05:09 +0000`.
-pub fn rfc5322_date(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
-        WEEKDAYS[days.rem_euclid(7) as usize],
-        d,
-        MONTHS[(m - 1) as usize],
-        y,
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// What the trace header says about a message's arrival.
@@ -85,13 +54,6 @@ impl Trace<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_795_611_909), "Wed, 25 Nov 2026 13:05:09 +0000");
-    }
 
     #[test]
     fn header_shape() {

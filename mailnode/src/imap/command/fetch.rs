@@ -12,7 +12,7 @@ use imap_types::sequence::SequenceSet;
 use sirms_storage::{BodyPart, Cached, FlagOp, Flags, MailStore, SystemFlags, UidSet};
 use tokio::io::AsyncWriteExt;
 
-use crate::imap::date;
+use crate::calendar;
 use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::fetch::cache::Structure;
 use crate::imap::fetch::section::{self, Section};
@@ -399,7 +399,7 @@ fn render(
                 data.raw(format_args!("FLAGS ({})", flags::render(&meta.flags, entry.recent)));
             }
             Item::InternalDate => {
-                data.raw(format_args!("INTERNALDATE \"{}\"", date::internal_date(meta.internal_date)));
+                data.raw(format_args!("INTERNALDATE \"{}\"", calendar::internal_date(meta.internal_date)));
             }
             Item::Size => {
                 data.raw(format_args!("RFC822.SIZE {}", meta.size));

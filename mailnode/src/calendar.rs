@@ -1,4 +1,5 @@
-//! Calendar arithmetic for INTERNALDATE and SEARCH dates, in UTC (the store keeps Unix seconds).
+//! Civil dates in UTC with no date crate: the arithmetic behind IMAP's INTERNALDATE and SEARCH
+//! dates and the RFC 5322 dates of trace headers (the store keeps Unix seconds).
 
 const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
@@ -40,6 +41,17 @@ pub fn internal_date(timestamp: i64) -> String {
     format!("{day:02}-{month}-{year:04} {:02}:{:02}:{:02} +0000", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// An RFC 5322 date in UTC, e.g. `Tue, 24 Nov 2026 13:05:09 +0000`.
+pub fn rfc5322_date(timestamp: i64) -> String {
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let days = day_of(timestamp);
+    let (year, month, day) = civil_from_days(days);
+    let secs = timestamp.rem_euclid(86_400);
+    let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
+    let month = MONTHS[(month as usize).saturating_sub(1).min(11)];
+    format!("{weekday}, {day} {month} {year} {:02}:{:02}:{:02} +0000", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +62,8 @@ mod tests {
         assert_eq!(civil_from_days(days_from_civil(2000, 2, 29)), (2000, 2, 29));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
         assert_eq!(internal_date(837_571_465), "17-Jul-1996 02:44:25 +0000");
+        assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(rfc5322_date(1_795_611_909), "Wed, 25 Nov 2026 13:05:09 +0000");
     }
 }
