@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sirms_mailnode::pop3::{Action, MaildropEntry, Outcome, Phase, Session, SessionConfig, Step};
+use sirms_mailnode::pop3::{Action, MaildropEntry, Outcome, Phase, Session, SessionConfig, Next};
 
 fn strict() -> bool {
     static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -195,7 +195,7 @@ fuzz_target!(|data: &[u8]| {
         let mut first = true;
         loop {
             match step {
-                Step::Reply(bytes) => {
+                Next::Reply(bytes) => {
                     assert!(!was_closed, "reply after close");
                     if bytes.is_empty() {
                         // Only after STLS, when the client speaks first.
@@ -209,13 +209,13 @@ fuzz_target!(|data: &[u8]| {
                     }
                     break;
                 }
-                Step::Close(bytes) => {
+                Next::Close(bytes) => {
                     check_response(&bytes);
                     assert_eq!(session.phase(), Phase::Update);
                     closed = true;
                     break;
                 }
-                Step::Action(action) => {
+                Next::Action(action) => {
                     assert!(!was_closed, "action after close");
                     first = false;
                     if rng.below(64) == 0 {
@@ -256,7 +256,7 @@ fuzz_target!(|data: &[u8]| {
                             } else {
                                 let message = message(&mut rng, pool);
                                 let response = session.complete(Outcome::Message(Bytes::from(message.clone())));
-                                let Step::Reply(bytes) = response else { panic!("RETR/TOP answered {response:?}") };
+                                let Next::Reply(bytes) = response else { panic!("RETR/TOP answered {response:?}") };
                                 let body = check_response(&bytes).expect("RETR/TOP response is multi-line");
                                 match top {
                                     None => {
@@ -301,7 +301,7 @@ fuzz_target!(|data: &[u8]| {
         if closed {
             // A closed session stays closed.
             let again = session.handle_line(b"NOOP");
-            assert!(matches!(again, Step::Close(_)), "closed session answered {again:?}");
+            assert!(matches!(again, Next::Close(_)), "closed session answered {again:?}");
             return;
         }
     }

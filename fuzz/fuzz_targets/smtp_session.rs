@@ -13,9 +13,9 @@
 //! The same client bytes are fed twice: once whole and once split into chunks, completing
 //! every action with the same outcome (the connection loop's job). Checked:
 //!
-//! - no panic; `Flow::NeedInput` only once the input handed over is consumed;
+//! - no panic; `Next::NeedInput` only once the input handed over is consumed;
 //! - every reply is well-formed SMTP: `ddd` + `-`/space, printable text, CRLF, continuation
-//!   lines followed by the same code, nothing after `Flow::Close`;
+//!   lines followed by the same code, nothing after `Next::Close`;
 //! - output is bounded by the input: at most `OUT_PER_BYTE` bytes per input byte plus a constant;
 //! - memory held by the session (live heap, measured by a counting allocator) stays below a
 //!   bound set by `max_message_size` and the chunk size, and a delivered message is at most
@@ -34,7 +34,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use sirms_mailnode::directory::{Directory, DirectoryConfig, DirectoryData};
-use sirms_mailnode::smtp::session::{Action, Flow, Outcome, Session, SessionConfig};
+use sirms_mailnode::smtp::session::{Action, Next, Outcome, Session, SessionConfig};
 
 /// Live heap bytes, to bound what the session holds on to.
 struct Counting;
@@ -404,7 +404,7 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
             let mut completed = false;
             let flow = loop {
                 let action = match flow {
-                    Flow::Action(action) => action,
+                    Next::Action(action) => action,
                     other => break other,
                 };
                 completed = true;
@@ -469,7 +469,7 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
                         if outcomes.below(8) == 0 {
                             // Handshake failed: the loop closes the connection.
                             closed = true;
-                            break Flow::Close;
+                            break Next::Close;
                         }
                         tls = true;
                         logged_in = false;
@@ -494,33 +494,33 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
             rec.out(&out);
             out.clear();
             match flow {
-                Flow::Close => {
+                Next::Close => {
                     assert!(pending_code.is_none(), "closed inside a multi-line reply");
                     rec.event(Event::Close);
                     // Nothing more comes out of a closed session.
                     let mut more = b"NOOP\r\n".iter();
-                    assert_eq!(session.process(&mut more, &mut out), Flow::Close);
+                    assert_eq!(session.process(&mut more, &mut out), Next::Close);
                     assert!(out.is_empty(), "output after close");
                     closed = true;
                     break;
                 }
                 // After an action the session wants the input it left: process it.
-                Flow::NeedInput if completed => continue,
-                Flow::NeedInput if input.as_slice().is_empty() => break,
+                Next::NeedInput if completed => continue,
+                Next::NeedInput if input.as_slice().is_empty() => break,
                 // Known issue 1 also leaves input unread.
-                Flow::NeedInput if p.colonless => break,
-                Flow::NeedInput => {
+                Next::NeedInput if p.colonless => break,
+                Next::NeedInput => {
                     // Actions leave input unread; once none is pending, everything must be used.
                     panic!("NeedInput with {} bytes unread", input.as_slice().len());
                 }
-                Flow::Action(_) => unreachable!(),
+                Next::Action(_) => unreachable!(),
             }
         }
     }
     if !closed {
         // The idle timeout ends every session with a 421.
         let flow = session.timeout(&mut out);
-        assert_eq!(flow, Flow::Close);
+        assert_eq!(flow, Next::Close);
         check_replies(&out, &mut pending_code);
         assert!(out.starts_with(b"421"), "timeout reply {:?}", String::from_utf8_lossy(&out));
         rec.out(&out);

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
 use super::maildrop::MaildropEntry;
-use super::session::{Action, Outcome, Session, SessionConfig, Step};
+use super::session::{Action, Outcome, Session, SessionConfig, Next};
 use crate::auth::{Authenticator, Verdict};
 use crate::net::listener::Accepted;
 use crate::net::stream::{HANDSHAKE_TIMEOUT, Stream};
@@ -128,15 +128,15 @@ impl Pop3Service {
                 let mut step = session.handle_line(&line);
                 loop {
                     match step {
-                        Step::Reply(bytes) => {
+                        Next::Reply(bytes) => {
                             stream.write_all(&bytes).await?;
                             break;
                         }
-                        Step::Close(bytes) => {
+                        Next::Close(bytes) => {
                             stream.write_all(&bytes).await?;
                             return Ok(());
                         }
-                        Step::Action(Action::StartTls { reply }) => {
+                        Next::Action(Action::StartTls { reply }) => {
                             stream.write_all(&reply).await?;
                             // Bytes pipelined after STLS came in the clear: never parse them.
                             buf.clear();
@@ -144,7 +144,7 @@ impl Pop3Service {
                             stream.upgrade(acceptor, HANDSHAKE_TIMEOUT).await?;
                             step = session.complete(Outcome::TlsStarted);
                         }
-                        Step::Action(action) => {
+                        Next::Action(action) => {
                             let outcome = self.perform(action, client.ip(), &mut lock).await;
                             step = session.complete(outcome);
                         }

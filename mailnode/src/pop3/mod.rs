@@ -13,4 +13,4 @@ mod top;
 
 pub use command::{Command, CommandError, MAX_ARGUMENT, MAX_COMMAND_LINE, Secret};
 pub use maildrop::MaildropEntry;
-pub use session::{Action, MAX_SASL_RESPONSE, Outcome, Phase, Session, SessionConfig, Step};
+pub use session::{Action, MAX_SASL_RESPONSE, Outcome, Phase, Session, SessionConfig, Next};

@@ -1,12 +1,12 @@
 //! The POP3 session state machine: command lines in, response bytes and store actions out, no I/O.
 //!
 //! A driver owns the socket and the store. It sends [`Session::greeting`], then for each line the client sends
-//! (without its line ending) calls [`Session::handle_line`] and follows the returned [`Step`]:
+//! (without its line ending) calls [`Session::handle_line`] and follows the returned [`Next`]:
 //!
-//! - [`Step::Reply`]: write the bytes, read the next line.
-//! - [`Step::Close`]: write the bytes, flush, close the connection.
-//! - [`Step::Action`]: do the I/O the [`Action`] asks for, call [`Session::complete`] with its [`Outcome`] and
-//!   follow the `Step` that returns (which may be another action).
+//! - [`Next::Reply`]: write the bytes, read the next line.
+//! - [`Next::Close`]: write the bytes, flush, close the connection.
+//! - [`Next::Action`]: do the I/O the [`Action`] asks for, call [`Session::complete`] with its [`Outcome`] and
+//!   follow the `Next` that returns (which may be another action).
 //!
 //! One line is handled at a time: with PIPELINING the client may send several, and the driver keeps the unread ones
 //! buffered until the current one's steps are finished.
@@ -66,7 +66,7 @@ pub enum Phase {
 
 /// What the driver does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub enum Next {
     /// Send these bytes, then read the next line. Empty after STLS, when the client speaks first.
     Reply(Vec<u8>),
     /// Send these bytes, then close the connection (releasing the maildrop lock, if one was taken).
@@ -207,7 +207,7 @@ impl Session {
     }
 
     /// Handles one line from the client, given without its CRLF (or bare LF).
-    pub fn handle_line(&mut self, line: &[u8]) -> Step {
+    pub fn handle_line(&mut self, line: &[u8]) -> Next {
         if self.pending.is_some() {
             // The driver broke the one-line-at-a-time contract; answering would reorder responses.
             return self.internal_error();
@@ -222,18 +222,18 @@ impl Session {
                 };
                 match Command::parse(line) {
                     Ok(command) => self.authorization(command, user),
-                    Err(error) => Step::Reply(reply::err(None, error)),
+                    Err(error) => Next::Reply(reply::err(None, error)),
                 }
             }
             State::Transaction(_) => match Command::parse(line) {
                 Ok(command) => self.transaction(command),
-                Err(error) => Step::Reply(reply::err(None, error)),
+                Err(error) => Next::Reply(reply::err(None, error)),
             },
         }
     }
 
     /// Takes the result of the [`Action`] the last step asked for.
-    pub fn complete(&mut self, outcome: Outcome) -> Step {
+    pub fn complete(&mut self, outcome: Outcome) -> Next {
         let Some(pending) = self.pending.take() else {
             return self.internal_error();
         };
@@ -241,7 +241,7 @@ impl Session {
             (Pending::Authenticate { user }, Outcome::Authenticated) => {
                 self.user = Some(user);
                 self.pending = Some(Pending::LoadMaildrop);
-                Step::Action(Action::LoadMaildrop)
+                Next::Action(Action::LoadMaildrop)
             }
             (Pending::Authenticate { .. }, Outcome::BadCredentials) => {
                 self.auth_failures = self.auth_failures.saturating_add(1);
@@ -249,23 +249,23 @@ impl Session {
                 if self.auth_failures >= self.config.max_auth_failures.max(1) {
                     self.close(reply)
                 } else {
-                    Step::Reply(reply)
+                    Next::Reply(reply)
                 }
             }
             (Pending::Authenticate { .. }, Outcome::InUse) => {
-                Step::Reply(reply::err(Some(Code::InUse), "maildrop is in use by another POP3 session"))
+                Next::Reply(reply::err(Some(Code::InUse), "maildrop is in use by another POP3 session"))
             }
             (Pending::Authenticate { .. }, Outcome::Unavailable) => {
-                Step::Reply(reply::err(Some(Code::SysTemp), "authentication is temporarily unavailable"))
+                Next::Reply(reply::err(Some(Code::SysTemp), "authentication is temporarily unavailable"))
             }
             (Pending::Authenticate { .. }, Outcome::Throttled) => {
-                Step::Reply(reply::err(Some(Code::SysTemp), "too many failed logins; try again later"))
+                Next::Reply(reply::err(Some(Code::SysTemp), "too many failed logins; try again later"))
             }
             (Pending::LoadMaildrop, Outcome::Maildrop { uid_validity, messages }) => {
                 let maildrop = Maildrop::new(uid_validity, messages);
                 let (count, octets) = maildrop.stat();
                 self.state = State::Transaction(maildrop);
-                Step::Reply(reply::ok(format_args!("maildrop has {count} messages ({octets} octets)")))
+                Next::Reply(reply::ok(format_args!("maildrop has {count} messages ({octets} octets)")))
             }
             (Pending::LoadMaildrop, Outcome::Unavailable) => {
                 self.close(reply::err(Some(Code::SysTemp), "unable to open the maildrop"))
@@ -284,10 +284,10 @@ impl Session {
                         response
                     }
                 };
-                Step::Reply(response.finish())
+                Next::Reply(response.finish())
             }
             (Pending::Fetch { number, .. }, Outcome::Unavailable) => {
-                Step::Reply(reply::err(Some(Code::SysTemp), format_args!("unable to read message {number}")))
+                Next::Reply(reply::err(Some(Code::SysTemp), format_args!("unable to read message {number}")))
             }
             (Pending::Commit { left }, Outcome::Committed) => {
                 let reply = self.sign_off(Some(left));
@@ -303,13 +303,13 @@ impl Session {
                 self.config.tls_active = true;
                 self.state = State::Authorization(Login::Idle);
                 self.user = None;
-                Step::Reply(Vec::new())
+                Next::Reply(Vec::new())
             }
             _ => self.internal_error(),
         }
     }
 
-    fn authorization(&mut self, command: Command, user: Option<String>) -> Step {
+    fn authorization(&mut self, command: Command, user: Option<String>) -> Next {
         match command {
             Command::Capa => self.capa(),
             Command::Quit => {
@@ -322,7 +322,7 @@ impl Session {
                     return refusal;
                 }
                 self.state = State::Authorization(Login::User(name));
-                Step::Reply(reply::ok("send PASS"))
+                Next::Reply(reply::ok("send PASS"))
             }
             Command::Pass(password) => {
                 if let Some(refusal) = self.plaintext_refusal() {
@@ -330,21 +330,21 @@ impl Session {
                 }
                 match user {
                     Some(user) => self.authenticate(user, password),
-                    None => Step::Reply(reply::err(None, "send USER first")),
+                    None => Next::Reply(reply::err(None, "send USER first")),
                 }
             }
-            Command::Apop { .. } => Step::Reply(reply::err(None, "APOP is not supported")),
+            Command::Apop { .. } => Next::Reply(reply::err(None, "APOP is not supported")),
             Command::Auth { mechanism: None, .. } => {
                 // Not in RFC 5034, but some clients probe with a bare AUTH and expect the mechanism list.
                 let mut response = MultiLine::new("", 8);
                 if self.plaintext_allowed() {
                     response.line("PLAIN");
                 }
-                Step::Reply(response.finish())
+                Next::Reply(response.finish())
             }
             Command::Auth { mechanism: Some(mechanism), initial_response } => {
                 if mechanism != "PLAIN" {
-                    return Step::Reply(reply::err(None, "unsupported SASL mechanism"));
+                    return Next::Reply(reply::err(None, "unsupported SASL mechanism"));
                 }
                 if let Some(refusal) = self.plaintext_refusal() {
                     return refusal;
@@ -353,7 +353,7 @@ impl Session {
                     Some(response) => self.plain(response.expose().as_bytes()),
                     None => {
                         self.state = State::Authorization(Login::Plain);
-                        Step::Reply(b"+ \r\n".to_vec())
+                        Next::Reply(b"+ \r\n".to_vec())
                     }
                 }
             }
@@ -364,11 +364,11 @@ impl Session {
             | Command::Noop
             | Command::Rset
             | Command::Top { .. }
-            | Command::Uidl(_) => Step::Reply(reply::err(None, "command not valid in AUTHORIZATION state")),
+            | Command::Uidl(_) => Next::Reply(reply::err(None, "command not valid in AUTHORIZATION state")),
         }
     }
 
-    fn transaction(&mut self, command: Command) -> Step {
+    fn transaction(&mut self, command: Command) -> Next {
         let State::Transaction(maildrop) = &mut self.state else {
             return self.internal_error();
         };
@@ -421,17 +421,17 @@ impl Session {
                     return self.close(reply);
                 }
                 self.pending = Some(Pending::Commit { left });
-                return Step::Action(Action::CommitDeletes { uids });
+                return Next::Action(Action::CommitDeletes { uids });
             }
             Command::Capa => return self.capa(),
             Command::User(_) | Command::Pass(_) | Command::Apop { .. } | Command::Auth { .. } | Command::Stls => {
                 reply::err(None, "command not valid in TRANSACTION state")
             }
         };
-        Step::Reply(reply)
+        Next::Reply(reply)
     }
 
-    fn fetch(&mut self, number: u32, top_lines: Option<u32>) -> Step {
+    fn fetch(&mut self, number: u32, top_lines: Option<u32>) -> Next {
         let State::Transaction(maildrop) = &self.state else {
             return self.internal_error();
         };
@@ -439,13 +439,13 @@ impl Session {
             Ok(slot) => {
                 let uid = slot.uid;
                 self.pending = Some(Pending::Fetch { number, size: slot.size, top_lines });
-                Step::Action(Action::Fetch { uid, top_lines })
+                Next::Action(Action::Fetch { uid, top_lines })
             }
-            Err(error) => Step::Reply(reply::err(None, error)),
+            Err(error) => Next::Reply(reply::err(None, error)),
         }
     }
 
-    fn capa(&self) -> Step {
+    fn capa(&self) -> Next {
         let mut response = MultiLine::new("capability list follows", 128);
         for capability in ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"] {
             response.line(capability);
@@ -459,18 +459,18 @@ impl Session {
             response.line("STLS");
         }
         response.line("IMPLEMENTATION SIRMS");
-        Step::Reply(response.finish())
+        Next::Reply(response.finish())
     }
 
-    fn stls(&mut self) -> Step {
+    fn stls(&mut self) -> Next {
         if self.config.tls_active {
-            return Step::Reply(reply::err(None, "TLS is already active"));
+            return Next::Reply(reply::err(None, "TLS is already active"));
         }
         if !self.config.stls_offered {
-            return Step::Reply(reply::err(None, "STLS is not available"));
+            return Next::Reply(reply::err(None, "STLS is not available"));
         }
         self.pending = Some(Pending::StartTls);
-        Step::Action(Action::StartTls { reply: reply::ok("begin TLS negotiation") })
+        Next::Action(Action::StartTls { reply: reply::ok("begin TLS negotiation") })
     }
 
     fn stls_available(&self) -> bool {
@@ -482,7 +482,7 @@ impl Session {
     }
 
     /// The refusal of a password sent in the clear, if this connection does not allow it.
-    fn plaintext_refusal(&self) -> Option<Step> {
+    fn plaintext_refusal(&self) -> Option<Next> {
         if self.plaintext_allowed() {
             return None;
         }
@@ -491,31 +491,31 @@ impl Session {
         } else {
             "plaintext authentication is disabled on this connection"
         };
-        Some(Step::Reply(reply::err(Some(Code::Auth), text)))
+        Some(Next::Reply(reply::err(Some(Code::Auth), text)))
     }
 
-    fn plain_continuation(&mut self, line: &[u8]) -> Step {
+    fn plain_continuation(&mut self, line: &[u8]) -> Next {
         self.state = State::Authorization(Login::Idle);
         if line == b"*" {
-            return Step::Reply(reply::err(None, "authentication cancelled"));
+            return Next::Reply(reply::err(None, "authentication cancelled"));
         }
         if line.len() > MAX_SASL_RESPONSE {
-            return Step::Reply(reply::err(None, "SASL response too long"));
+            return Next::Reply(reply::err(None, "SASL response too long"));
         }
         self.plain(line)
     }
 
-    fn plain(&mut self, response: &[u8]) -> Step {
+    fn plain(&mut self, response: &[u8]) -> Next {
         match sasl::decode_plain(response) {
             Ok(credentials) => self.authenticate(credentials.user, credentials.password),
-            Err(error @ PlainError::AuthzidMismatch) => Step::Reply(reply::err(Some(Code::Auth), error)),
-            Err(error) => Step::Reply(reply::err(None, error)),
+            Err(error @ PlainError::AuthzidMismatch) => Next::Reply(reply::err(Some(Code::Auth), error)),
+            Err(error) => Next::Reply(reply::err(None, error)),
         }
     }
 
-    fn authenticate(&mut self, user: String, password: Secret) -> Step {
+    fn authenticate(&mut self, user: String, password: Secret) -> Next {
         self.pending = Some(Pending::Authenticate { user: user.clone() });
-        Step::Action(Action::Authenticate { user, password })
+        Next::Action(Action::Authenticate { user, password })
     }
 
     /// The QUIT response; `left` is how many messages remain, when a maildrop was open.
@@ -529,14 +529,14 @@ impl Session {
         }
     }
 
-    fn close(&mut self, reply: Vec<u8>) -> Step {
+    fn close(&mut self, reply: Vec<u8>) -> Next {
         self.state = State::Update;
         self.pending = None;
-        Step::Close(reply)
+        Next::Close(reply)
     }
 
     /// Answers a driver that broke the protocol between it and the session; the state can no longer be trusted.
-    fn internal_error(&mut self) -> Step {
+    fn internal_error(&mut self) -> Next {
         self.close(reply::err(Some(Code::SysPerm), "internal server error"))
     }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
-use super::session::{Action, Envelope, Flow, Outcome, Session, SessionConfig};
+use super::session::{Action, Envelope, Next, Outcome, Session, SessionConfig};
 use crate::auth::{Authenticator, Verdict};
 use crate::delivery::Delivery;
 use crate::directory::Directory;
@@ -89,8 +89,8 @@ impl SmtpService {
                 let consumed = input.len() - iter.as_slice().len();
                 input.drain(..consumed);
                 // Commands pipelined behind an action wait in `input`: serve them before reading.
-                let acted = matches!(flow, Flow::Action(_));
-                while let Flow::Action(action) = flow {
+                let acted = matches!(flow, Next::Action(_));
+                while let Next::Action(action) = flow {
                     stream.write_all(&out).await?;
                     out.clear();
                     let outcome = match action {
@@ -135,7 +135,7 @@ impl SmtpService {
                     stream.write_all(&out).await?;
                     out.clear();
                 }
-                if flow == Flow::Close {
+                if flow == Next::Close {
                     return Ok(());
                 }
                 if acted && !input.is_empty() {

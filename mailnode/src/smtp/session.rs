@@ -85,7 +85,7 @@ pub enum Outcome {
 
 /// What the connection loop does next.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Flow {
+pub enum Next {
     /// Flush output, read more input.
     NeedInput,
     /// Flush output, perform this, then call [`Session::complete`].
@@ -180,11 +180,11 @@ impl Session {
 
     /// Consumes input, appending replies to `out`, until it needs more input, an action,
     /// or the end.
-    pub fn process(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Flow {
+    pub fn process(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Next {
         loop {
             let flow = match &mut self.state {
-                State::Closed => return Flow::Close,
-                State::Waiting => return Flow::NeedInput,
+                State::Closed => return Next::Close,
+                State::Waiting => return Next::NeedInput,
                 State::Command => self.command(input, out),
                 State::LongLine => {
                     self.state = State::Command;
@@ -202,7 +202,7 @@ impl Session {
     }
 
     /// Takes the result of the last action, appending replies to `out`.
-    pub fn complete(&mut self, outcome: Outcome, out: &mut Vec<u8>) -> Flow {
+    pub fn complete(&mut self, outcome: Outcome, out: &mut Vec<u8>) -> Next {
         self.state = State::Command;
         match outcome {
             Outcome::Authenticated(Some(login)) => {
@@ -232,11 +232,11 @@ impl Session {
                 self.line.clear();
             }
         }
-        Flow::NeedInput
+        Next::NeedInput
     }
 
     /// Replies to the connection loop's idle timeout.
-    pub fn timeout(&mut self, out: &mut Vec<u8>) -> Flow {
+    pub fn timeout(&mut self, out: &mut Vec<u8>) -> Next {
         self.close_with(replies::timeout(), out)
     }
 
@@ -244,13 +244,13 @@ impl Session {
         format!("{}.{}", self.id, self.messages)
     }
 
-    fn close_with(&mut self, reply: Reply, out: &mut Vec<u8>) -> Flow {
+    fn close_with(&mut self, reply: Reply, out: &mut Vec<u8>) -> Next {
         reply.write_to(out);
         self.state = State::Closed;
-        Flow::Close
+        Next::Close
     }
 
-    fn error(&mut self, reply: Reply, out: &mut Vec<u8>) -> Option<Flow> {
+    fn error(&mut self, reply: Reply, out: &mut Vec<u8>) -> Option<Next> {
         reply.write_to(out);
         self.errors += 1;
         if self.errors >= self.config.max_errors {
@@ -266,7 +266,7 @@ impl Session {
     /// Cuts the next whole line (with its line end) out of the input, so each parse sees
     /// exactly one line: the limit then holds however TCP splits the input, and a parser
     /// error can never swallow the line after the bad one. `Err` is what to return instead.
-    fn cut_line(&mut self, input: &mut Iter<'_, u8>, limit: usize, out: &mut Vec<u8>) -> Result<Vec<u8>, Option<Flow>> {
+    fn cut_line(&mut self, input: &mut Iter<'_, u8>, limit: usize, out: &mut Vec<u8>) -> Result<Vec<u8>, Option<Next>> {
         let rest = input.as_slice();
         let room = limit.saturating_sub(self.line.len());
         match rest.iter().position(|&b| b == b'\n') {
@@ -284,19 +284,19 @@ impl Session {
             None if rest.len() < room => {
                 self.line.extend_from_slice(rest);
                 *input = [].iter();
-                Err(Some(Flow::NeedInput))
+                Err(Some(Next::NeedInput))
             }
             None => {
                 // Skip to the end of the line, however far it is; reply once when it ends.
                 *input = [].iter();
                 self.line.clear();
                 self.state = State::LongLine;
-                Err(Some(Flow::NeedInput))
+                Err(Some(Next::NeedInput))
             }
         }
     }
 
-    fn command(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+    fn command(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Next> {
         let line = match self.cut_line(input, MAX_COMMAND_LINE, out) {
             Ok(line) => line,
             Err(flow) => return flow,
@@ -355,7 +355,7 @@ impl Session {
         }
     }
 
-    fn skip_long_line(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+    fn skip_long_line(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Next> {
         let rest = input.as_slice();
         match rest.iter().position(|&b| b == b'\n') {
             Some(pos) => {
@@ -365,12 +365,12 @@ impl Session {
             None => {
                 *input = [].iter();
                 self.state = State::LongLine;
-                Some(Flow::NeedInput)
+                Some(Next::NeedInput)
             }
         }
     }
 
-    fn hello(&mut self, host: String, esmtp: bool, out: &mut Vec<u8>) -> Option<Flow> {
+    fn hello(&mut self, host: String, esmtp: bool, out: &mut Vec<u8>) -> Option<Next> {
         if host.is_empty() {
             return self.error(replies::syntax("EHLO/HELO needs a domain or address"), out);
         }
@@ -400,7 +400,7 @@ impl Session {
         None
     }
 
-    fn mail(&mut self, from: smtp_proto::MailFrom<String>, out: &mut Vec<u8>) -> Option<Flow> {
+    fn mail(&mut self, from: smtp_proto::MailFrom<String>, out: &mut Vec<u8>) -> Option<Next> {
         if self.helo.is_none() {
             return self.error(replies::bad_sequence("send EHLO first"), out);
         }
@@ -439,7 +439,7 @@ impl Session {
         None
     }
 
-    fn rcpt(&mut self, address: &str, out: &mut Vec<u8>) -> Option<Flow> {
+    fn rcpt(&mut self, address: &str, out: &mut Vec<u8>) -> Option<Next> {
         let Some(tx) = &self.tx else {
             return self.error(replies::bad_sequence("need MAIL before RCPT"), out);
         };
@@ -482,7 +482,7 @@ impl Session {
         }
     }
 
-    fn start_data(&mut self, out: &mut Vec<u8>) -> Option<Flow> {
+    fn start_data(&mut self, out: &mut Vec<u8>) -> Option<Next> {
         let reply = match &self.tx {
             None => replies::bad_sequence("need MAIL before DATA"),
             Some(tx) if tx.chunking => replies::bad_sequence("DATA after BDAT"),
@@ -496,7 +496,7 @@ impl Session {
         self.error(reply, out)
     }
 
-    fn data(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+    fn data(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Next> {
         let State::Data(receiver) = &mut self.state else { return None };
         let Some(tx) = self.tx.as_mut() else {
             self.state = State::Command;
@@ -509,13 +509,13 @@ impl Session {
             tx.body = Vec::new();
         }
         if !done {
-            return Some(Flow::NeedInput);
+            return Some(Next::NeedInput);
         }
         self.state = State::Command;
         self.finish_message(out)
     }
 
-    fn start_bdat(&mut self, size: usize, is_last: bool, out: &mut Vec<u8>) -> Option<Flow> {
+    fn start_bdat(&mut self, size: usize, is_last: bool, out: &mut Vec<u8>) -> Option<Next> {
         // The chunk's bytes follow regardless of whether we want them: read them first.
         self.state = State::Bdat(BdatReceiver::new(size, is_last));
         if let Some(tx) = self.tx.as_mut() {
@@ -525,7 +525,7 @@ impl Session {
         None
     }
 
-    fn bdat(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+    fn bdat(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Next> {
         let State::Bdat(receiver) = &mut self.state else { return None };
         let is_last = receiver.is_last;
         let mut sink = Vec::new();
@@ -545,7 +545,7 @@ impl Session {
             }
         };
         if !done {
-            return Some(Flow::NeedInput);
+            return Some(Next::NeedInput);
         }
         self.state = State::Command;
         let reply = match &self.tx {
@@ -563,7 +563,7 @@ impl Session {
         }
     }
 
-    fn finish_message(&mut self, out: &mut Vec<u8>) -> Option<Flow> {
+    fn finish_message(&mut self, out: &mut Vec<u8>) -> Option<Next> {
         let tx = self.tx.take()?;
         if tx.too_big {
             return self.error(replies::too_big(), out);
@@ -596,10 +596,10 @@ impl Session {
         message.extend_from_slice(&tx.body);
         self.state = State::Waiting;
         let envelope = Envelope { from: tx.from, users: tx.users, remote: tx.remote };
-        Some(Flow::Action(Action::Deliver { id, envelope, message }))
+        Some(Next::Action(Action::Deliver { id, envelope, message }))
     }
 
-    fn starttls(&mut self, out: &mut Vec<u8>) -> Option<Flow> {
+    fn starttls(&mut self, out: &mut Vec<u8>) -> Option<Next> {
         if self.tls {
             return self.error(replies::bad_sequence("TLS already active"), out);
         }
@@ -608,10 +608,10 @@ impl Session {
         }
         replies::ready_tls().write_to(out);
         self.state = State::Waiting;
-        Some(Flow::Action(Action::StartTls))
+        Some(Next::Action(Action::StartTls))
     }
 
-    fn auth(&mut self, mechanism: u64, initial: String, out: &mut Vec<u8>) -> Option<Flow> {
+    fn auth(&mut self, mechanism: u64, initial: String, out: &mut Vec<u8>) -> Option<Next> {
         if self.helo.is_none() {
             return self.error(replies::bad_sequence("send EHLO first"), out);
         }
@@ -641,7 +641,7 @@ impl Session {
         }
     }
 
-    fn auth_line(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Flow> {
+    fn auth_line(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Next> {
         // An over-long response ends the exchange (cut_line leaves the AUTH state).
         let mut line = match self.cut_line(input, MAX_AUTH_LINE + 2, out) {
             Ok(line) => line,
@@ -668,7 +668,7 @@ impl Session {
         }
     }
 
-    fn login_user(&mut self, encoded: &str, out: &mut Vec<u8>) -> Option<Flow> {
+    fn login_user(&mut self, encoded: &str, out: &mut Vec<u8>) -> Option<Next> {
         match decode(encoded) {
             Some(user) => {
                 Reply::plain(334, vec![BASE64.encode("Password:")]).write_to(out);
@@ -679,7 +679,7 @@ impl Session {
         }
     }
 
-    fn auth_plain(&mut self, encoded: &str, out: &mut Vec<u8>) -> Option<Flow> {
+    fn auth_plain(&mut self, encoded: &str, out: &mut Vec<u8>) -> Option<Next> {
         // RFC 4616: authzid NUL authcid NUL passwd; "=" is an empty initial response.
         let decoded = if encoded == "=" { Some(String::new()) } else { decode(encoded) };
         let Some(decoded) = decoded else {
@@ -701,9 +701,9 @@ impl Session {
         }
     }
 
-    fn authenticate(&mut self, login: String, password: String) -> Option<Flow> {
+    fn authenticate(&mut self, login: String, password: String) -> Option<Next> {
         self.state = State::Waiting;
-        Some(Flow::Action(Action::Authenticate { login, password }))
+        Some(Next::Action(Action::Authenticate { login, password }))
     }
 }
 

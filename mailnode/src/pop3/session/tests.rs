@@ -99,21 +99,21 @@ impl Driver {
         let mut step = self.session.handle_line(line);
         loop {
             match step {
-                Step::Reply(bytes) => {
+                Next::Reply(bytes) => {
                     wire.extend_from_slice(&bytes);
                     return wire;
                 }
-                Step::Close(bytes) => {
+                Next::Close(bytes) => {
                     wire.extend_from_slice(&bytes);
                     self.closed = true;
                     return wire;
                 }
-                Step::Action(Action::StartTls { reply }) => {
+                Next::Action(Action::StartTls { reply }) => {
                     wire.extend_from_slice(&reply);
                     self.tls_handshakes += 1;
                     step = self.session.complete(Outcome::TlsStarted);
                 }
-                Step::Action(action) => {
+                Next::Action(action) => {
                     let outcome = self.store.perform(&action);
                     step = self.session.complete(outcome);
                 }
@@ -440,8 +440,8 @@ fn quit_in_authorization_commits_nothing() {
 #[test]
 fn nothing_is_read_after_close() {
     let mut session = Session::new(SessionConfig::new("dewey"));
-    assert!(matches!(session.handle_line(b"QUIT"), Step::Close(_)));
-    assert_eq!(session.handle_line(b"STAT"), Step::Close(b"-ERR session is closing\r\n".to_vec()));
+    assert!(matches!(session.handle_line(b"QUIT"), Next::Close(_)));
+    assert_eq!(session.handle_line(b"STAT"), Next::Close(b"-ERR session is closing\r\n".to_vec()));
 }
 
 #[test]
@@ -451,18 +451,18 @@ fn driver_contract_violations_close_instead_of_panicking() {
     let mut session = Session::new(config.clone());
     assert_eq!(
         session.complete(Outcome::Committed),
-        Step::Close(b"-ERR [SYS/PERM] internal server error\r\n".to_vec())
+        Next::Close(b"-ERR [SYS/PERM] internal server error\r\n".to_vec())
     );
 
     let mut session = Session::new(config.clone());
     session.handle_line(b"USER mrose");
-    assert!(matches!(session.handle_line(b"PASS x"), Step::Action(Action::Authenticate { .. })));
-    assert!(matches!(session.handle_line(b"NOOP"), Step::Close(_)));
+    assert!(matches!(session.handle_line(b"PASS x"), Next::Action(Action::Authenticate { .. })));
+    assert!(matches!(session.handle_line(b"NOOP"), Next::Close(_)));
 
     let mut session = Session::new(config);
     session.handle_line(b"USER mrose");
     session.handle_line(b"PASS x");
-    assert!(matches!(session.complete(Outcome::TlsStarted), Step::Close(_)));
+    assert!(matches!(session.complete(Outcome::TlsStarted), Next::Close(_)));
 }
 
 #[test]
@@ -527,10 +527,10 @@ fn stls_step_carries_the_reply_to_send_before_the_handshake() {
     let mut session = Session::new(SessionConfig::new("dewey"));
     assert_eq!(
         session.handle_line(b"STLS"),
-        Step::Action(Action::StartTls { reply: b"+OK begin TLS negotiation\r\n".to_vec() })
+        Next::Action(Action::StartTls { reply: b"+OK begin TLS negotiation\r\n".to_vec() })
     );
     // The client speaks first after the handshake: nothing to send.
-    assert_eq!(session.complete(Outcome::TlsStarted), Step::Reply(Vec::new()));
+    assert_eq!(session.complete(Outcome::TlsStarted), Next::Reply(Vec::new()));
 }
 
 #[test]

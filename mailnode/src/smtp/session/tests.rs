@@ -41,16 +41,16 @@ impl T {
         T { s, out: Vec::new() }
     }
     /// Feeds bytes; returns the flow and the replies written so far (then clears them).
-    fn feed(&mut self, input: &str) -> (Flow, String) {
+    fn feed(&mut self, input: &str) -> (Next, String) {
         self.feed_bytes(input.as_bytes())
     }
-    fn feed_bytes(&mut self, input: &[u8]) -> (Flow, String) {
+    fn feed_bytes(&mut self, input: &[u8]) -> (Next, String) {
         let mut it = input.iter();
         let flow = self.s.process(&mut it, &mut self.out);
-        assert!(it.as_slice().is_empty() || !matches!(flow, Flow::NeedInput), "input left over");
+        assert!(it.as_slice().is_empty() || !matches!(flow, Next::NeedInput), "input left over");
         (flow, String::from_utf8(std::mem::take(&mut self.out)).unwrap())
     }
-    fn complete(&mut self, o: Outcome) -> (Flow, String) {
+    fn complete(&mut self, o: Outcome) -> (Next, String) {
         let flow = self.s.complete(o, &mut self.out);
         (flow, String::from_utf8(std::mem::take(&mut self.out)).unwrap())
     }
@@ -61,7 +61,7 @@ fn greeting_and_ehlo_name_the_node() {
     let mut t = T::new(false);
     assert_eq!(t.s.greeting(), b"220 node1.example.test ESMTP SIRMS ready\r\n");
     let (flow, out) = t.feed("EHLO client.test\r\n");
-    assert_eq!(flow, Flow::NeedInput);
+    assert_eq!(flow, Next::NeedInput);
     assert!(out.starts_with("250-node1.example.test greets [192.0.2.7]\r\n"), "{out}");
     for ext in ["PIPELINING", "SIZE 1000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "STARTTLS"] {
         assert!(out.contains(ext), "{ext} missing: {out}");
@@ -76,14 +76,14 @@ fn pipelined_transaction_delivers() {
     t.feed("EHLO c\r\n");
     let (flow, out) =
         t.feed("MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<all@example.test>\r\nDATA\r\n");
-    assert_eq!(flow, Flow::NeedInput);
+    assert_eq!(flow, Next::NeedInput);
     assert_eq!(
         out,
         "250 2.1.0 sender OK\r\n250 2.1.5 recipient OK\r\n250 2.1.5 recipient OK\r\n354 end data with <CR><LF>.<CR><LF>\r\n"
     );
     let (flow, out) = t.feed("Subject: hi\r\n\r\n..dot line\r\nbody\r\n.\r\n");
     assert_eq!(out, "");
-    let Flow::Action(Action::Deliver { id, envelope, message }) = flow else { panic!("{flow:?}") };
+    let Next::Action(Action::Deliver { id, envelope, message }) = flow else { panic!("{flow:?}") };
     assert_eq!(id, "id.1");
     assert_eq!(envelope.from, "x@remote.test");
     assert_eq!(envelope.users, vec!["alice@example.test", "bob@example.test"]);
@@ -94,10 +94,10 @@ fn pipelined_transaction_delivers() {
     );
     assert!(text.ends_with("\r\nSubject: hi\r\n\r\n.dot line\r\nbody\r\n"), "{text:?}");
     let (flow, out) = t.complete(Outcome::Delivered(true));
-    assert_eq!(flow, Flow::NeedInput);
+    assert_eq!(flow, Next::NeedInput);
     assert_eq!(out, "250 2.0.0 OK delivered as id.1\r\n");
     let (flow, out) = t.feed("QUIT\r\n");
-    assert_eq!((flow, out.as_str()), (Flow::Close, "221 2.0.0 bye\r\n"));
+    assert_eq!((flow, out.as_str()), (Next::Close, "221 2.0.0 bye\r\n"));
 }
 
 #[test]
@@ -106,9 +106,9 @@ fn bare_lf_dot_does_not_end_data() {
     t.feed("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
     // Smuggling attempts: "\n.\n", "\n.\r\n" and "\r\n.\n" are not the end of data.
     let (flow, _) = t.feed("a\n.\nMAIL FROM:<evil@x>\r\nb\n.\r\nc\r\n.\nd\r\n");
-    assert_eq!(flow, Flow::NeedInput);
+    assert_eq!(flow, Next::NeedInput);
     let (flow, _) = t.feed(".\r\n");
-    let Flow::Action(Action::Deliver { message, .. }) = flow else { panic!("{flow:?}") };
+    let Next::Action(Action::Deliver { message, .. }) = flow else { panic!("{flow:?}") };
     let text = String::from_utf8(message).unwrap();
     // A dot after CRLF is transparency (RFC 5321 §4.5.2) and is removed; it ends nothing.
     assert!(text.ends_with("a\n.\nMAIL FROM:<evil@x>\r\nb\n.\r\nc\r\n\nd\r\n"), "{text:?}");
@@ -128,7 +128,7 @@ fn limits_and_policy() {
     let big = "x".repeat(700);
     let (flow, out) = t.feed(&format!("{big}\r\n{big}\r\n.\r\n"));
     assert_eq!(out, "552 5.3.4 message size exceeds fixed limit\r\n");
-    assert_eq!(flow, Flow::NeedInput);
+    assert_eq!(flow, Next::NeedInput);
     // The session goes on after the violation.
     let (_, out) = t.feed("NOOP\r\n");
     assert_eq!(out, "250 2.0.0 OK\r\n");
@@ -145,7 +145,7 @@ fn sequence_errors_and_error_limit() {
         "250 node1.example.test greets [192.0.2.7]\r\n503 5.5.1 bad sequence of commands: need MAIL before RCPT\r\n503 5.5.1 bad sequence of commands: need MAIL before DATA\r\n"
     );
     let (flow, out) = t.feed("FOO\r\nBAR\r\nBAZ\r\nA\r\nB\r\nC\r\n");
-    assert_eq!(flow, Flow::Close);
+    assert_eq!(flow, Next::Close);
     assert!(out.ends_with("421 4.7.0 too many errors, closing connection\r\n"), "{out}");
 }
 
@@ -169,7 +169,7 @@ fn submission_requires_tls_then_auth() {
     assert!(out.starts_with("538 5.7.11"), "{out}");
     let (flow, out) = t.feed("STARTTLS\r\n");
     assert_eq!(out, "220 2.0.0 ready to start TLS\r\n");
-    assert_eq!(flow, Flow::Action(Action::StartTls));
+    assert_eq!(flow, Next::Action(Action::StartTls));
     t.complete(Outcome::TlsStarted);
     // After TLS the client must say EHLO again.
     let (_, out) = t.feed("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\n");
@@ -177,7 +177,7 @@ fn submission_requires_tls_then_auth() {
     let (_, out) = t.feed("EHLO c\r\n");
     assert!(out.contains("AUTH PLAIN LOGIN") && !out.contains("STARTTLS"), "{out}");
     let (flow, _) = t.feed("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\n");
-    assert_eq!(flow, Flow::Action(Action::Authenticate { login: "alice@example.test".into(), password: "pw".into() }));
+    assert_eq!(flow, Next::Action(Action::Authenticate { login: "alice@example.test".into(), password: "pw".into() }));
     let (_, out) = t.complete(Outcome::Authenticated(Some("alice@example.test".into())));
     assert_eq!(out, "235 2.7.0 authentication succeeded\r\n");
     assert_eq!(t.s.login(), Some("alice@example.test"));
@@ -187,7 +187,7 @@ fn submission_requires_tls_then_auth() {
     assert_eq!(out, "250 2.1.0 sender OK\r\n250 2.1.5 recipient OK\r\n");
     t.feed("DATA\r\n");
     let (flow, _) = t.feed("Subject: out\r\n\r\nbye\r\n.\r\n");
-    let Flow::Action(Action::Deliver { envelope, .. }) = flow else { panic!("{flow:?}") };
+    let Next::Action(Action::Deliver { envelope, .. }) = flow else { panic!("{flow:?}") };
     assert_eq!(envelope.users, Vec::<String>::new());
     assert_eq!(envelope.remote, vec!["someone@remote.test"]);
 }
@@ -206,7 +206,7 @@ fn auth_login_and_failures() {
     let (flow, _) = t.feed("d3Jvbmc=\r\n");
     assert_eq!(
         flow,
-        Flow::Action(Action::Authenticate { login: "alice@example.test".into(), password: "wrong".into() })
+        Next::Action(Action::Authenticate { login: "alice@example.test".into(), password: "wrong".into() })
     );
     let (_, out) = t.complete(Outcome::Authenticated(None));
     assert_eq!(out, "535 5.7.8 authentication credentials invalid\r\n");
@@ -217,7 +217,7 @@ fn auth_login_and_failures() {
     let (_, out) = t.feed("AUTH PLAIN !!!notbase64\r\n");
     assert!(out.starts_with("501"), "{out}");
     let (flow, out) = t.feed("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdA==\r\n");
-    assert_eq!(flow, Flow::Close);
+    assert_eq!(flow, Next::Close);
     assert!(out.ends_with("421 4.7.0 too many errors, closing connection\r\n"), "{out}");
 }
 
@@ -230,7 +230,7 @@ fn bdat_chunks() {
     let (_, out) = t.feed("DATA\r\n");
     assert!(out.starts_with("503"), "{out}");
     let (flow, _) = t.feed("BDAT 7 LAST\r\nWorld\r\n");
-    let Flow::Action(Action::Deliver { message, .. }) = flow else { panic!("{flow:?}") };
+    let Next::Action(Action::Deliver { message, .. }) = flow else { panic!("{flow:?}") };
     assert!(message.ends_with(b"\r\nHello\nWorld\r\n"));
     t.complete(Outcome::Delivered(true));
     // A BDAT without a transaction still consumes its bytes.
@@ -244,15 +244,15 @@ fn bdat_size_past_usize_never_ends_the_chunk() {
     let mut t = T::new(false);
     t.feed("EHLO c\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\n");
     let (flow, out) = t.feed("BDAT 1000000000000000000005 LAST\r\nhelloNOOP\r\nQUIT\r\n");
-    assert_eq!((flow, out.as_str()), (Flow::NeedInput, ""));
+    assert_eq!((flow, out.as_str()), (Next::NeedInput, ""));
     let (flow, out) = t.feed_bytes(&vec![b'x'; 5000]);
-    assert_eq!((flow, out.as_str()), (Flow::NeedInput, ""));
+    assert_eq!((flow, out.as_str()), (Next::NeedInput, ""));
     // Without a transaction, with the largest usize, and without LAST: the same.
     for line in ["BDAT 18446744073709551615 LAST\r\n", "bdat 99999999999999999999999\r\n"] {
         let mut t = T::new(false);
         t.feed("EHLO c\r\n");
         let (flow, out) = t.feed(&format!("{line}NOOP\r\n"));
-        assert_eq!((flow, out.as_str()), (Flow::NeedInput, ""), "{line}");
+        assert_eq!((flow, out.as_str()), (Next::NeedInput, ""), "{line}");
     }
     assert_eq!(endless_bdat(b"BDAT 18446744073709551614 LAST\r\n"), None);
     assert_eq!(endless_bdat(b"BDAT 99999999999999999999 LAST\r\n"), Some(true));
@@ -266,7 +266,7 @@ fn endless_line_is_bounded() {
     let chunk = "A".repeat(10_000);
     for _ in 0..5 {
         let (flow, out) = t.feed(&chunk);
-        assert_eq!((flow, out.as_str()), (Flow::NeedInput, ""));
+        assert_eq!((flow, out.as_str()), (Next::NeedInput, ""));
     }
     let (_, out) = t.feed("\r\nNOOP\r\n");
     assert_eq!(out, "500 5.5.2 line too long\r\n250 2.0.0 OK\r\n");
