@@ -322,3 +322,40 @@ print(data.decode().strip())
     assert_eq!(lines[0], "220 220 421 4.7.0 too many connections, try again later", "{out}");
     assert_eq!(lines[1], "421 4.4.2 idle timeout, closing connection", "{out}");
 }
+
+/// Fuzz finding F1: commands pipelined behind an action (the end of DATA, a BDAT LAST chunk)
+/// are answered at once, not after the idle timeout. Each transaction goes out in one write
+/// and the client reads until the node closes, within a timeout far below the idle one.
+#[test]
+fn commands_pipelined_after_the_message_are_answered() {
+    let node = MailNode::start("node10.example.test", "[limits]\nsmtp_idle_secs = 60\n");
+    let out = python(
+        r#"
+import socket, sys
+port = int(sys.argv[1])
+def session(payload):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.recv(1000)
+    s.sendall(payload)
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+head = b"EHLO c\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\n"
+print(repr(session(head + b"DATA\r\nSubject: one\r\n\r\nbody\r\n.\r\nQUIT\r\n")))
+print(repr(session(head + b"BDAT 22 LAST\r\nSubject: two\r\n\r\nbody\r\nQUIT\r\n")))
+"#,
+        &[node.smtp.port().to_string()],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for line in lines {
+        assert!(line.contains("250 2.0.0 OK delivered as") && line.ends_with("221 2.0.0 bye\\r\\n'"), "{line}");
+    }
+    let inbox = node.inbox("alice@example.test");
+    assert_eq!(inbox.len(), 2);
+    assert!(inbox[1].ends_with(b"Subject: two\r\n\r\nbody\r\n"));
+}
