@@ -6,10 +6,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sirms_mailnode::config::NodeConfig;
 use sirms_router::config::RouterConfig;
-use sirms_router::ctl::{CtlArgs, HookFuture, Hooks};
 
+mod ctl;
 mod dev;
 mod probe;
+use ctl::CtlArgs;
 use dev::DevArgs;
 use sirms_storage::role::{self, StorageConfig};
 
@@ -156,22 +157,7 @@ async fn main() -> anyhow::Result<()> {
             sirms_router::role::run(config, shutdown_signal()).await.context("router")?;
         }
         Command::Ctl(args) => {
-            let hash = |p: &str| sirms_mailnode::directory::hash_password(p).map_err(|e| e.to_string());
-            let move_user = |router: String, token: String, user: String, home: String| -> HookFuture {
-                Box::pin(async move {
-                    let r = sirms_mailnode::cluster::transfer::move_user(&router, &token, &user, &home)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(format!(
-                        "moved {} messages in {} mailboxes to {home}; {} arrived late and stay on the old home",
-                        r.messages, r.mailboxes, r.left_behind
-                    ))
-                })
-            };
-            let dkim_key = || sirms_mailnode::outbound::dkim::generate_key().map_err(|e| e.to_string());
-            let dkim_record = |pem: &str| sirms_mailnode::outbound::dkim::dns_record(pem).map_err(|e| e.to_string());
-            let hooks = Hooks { hash: &hash, move_user: &move_user, dkim_key: &dkim_key, dkim_record: &dkim_record };
-            let out = sirms_router::ctl::run(args, &hooks).await?;
+            let out = ctl::run(args).await?;
             println!("{}", out.trim_end());
         }
         Command::Dev(args) => dev::run(args, shutdown_signal()).await?,

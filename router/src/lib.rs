@@ -20,7 +20,6 @@
 
 pub mod admin;
 pub mod config;
-pub mod ctl;
 pub mod directory;
 pub mod forward;
 pub mod hashing;

@@ -1,0 +1,158 @@
+//! `sirms ctl nodes`: mail and storage nodes, and the table `status` shows them in.
+
+use clap::Subcommand;
+use sirms_proto::cluster::{DrainRequest, Empty, Name, Node, NodeLoad, NodeStatus};
+
+use super::{Client, CtlError, acked, show};
+
+#[derive(Subcommand, Debug)]
+pub enum NodesCmd {
+    /// List nodes.
+    List,
+    /// Add or replace a node by hand (nodes also register themselves).
+    Add {
+        id: String,
+        host: String,
+        #[arg(long, default_value_t = 100)]
+        weight: u32,
+        #[arg(long, default_value_t = 25)]
+        smtp_port: u32,
+        #[arg(long, default_value_t = 587)]
+        submission_port: u32,
+        #[arg(long, default_value_t = 465)]
+        submissions_port: u32,
+        #[arg(long, default_value_t = 143)]
+        imap_port: u32,
+        #[arg(long, default_value_t = 993)]
+        imaps_port: u32,
+        #[arg(long, default_value_t = 110)]
+        pop3_port: u32,
+        #[arg(long, default_value_t = 995)]
+        pop3s_port: u32,
+        /// The node's Store gRPC endpoint, e.g. http://10.0.0.5:7401.
+        #[arg(long, default_value = "")]
+        store: String,
+        /// A storage-only node: holds mailboxes, takes no mail traffic.
+        #[arg(long)]
+        storage_only: bool,
+    },
+    /// Remove a node.
+    #[command(alias = "rm")]
+    Remove { id: String },
+    /// Stop sending new connections to a node; open sessions finish.
+    Drain { id: String },
+    /// Send new connections to a drained node again.
+    Undrain { id: String },
+}
+
+pub(super) async fn run(c: &mut Client, json: bool, cmd: NodesCmd) -> Result<String, CtlError> {
+    match cmd {
+        NodesCmd::List => show(json, &c.list_nodes(Empty {}).await?.into_inner(), |l| table(&l.nodes)),
+        NodesCmd::Add {
+            id,
+            host,
+            weight,
+            smtp_port,
+            submission_port,
+            submissions_port,
+            imap_port,
+            imaps_port,
+            pop3_port,
+            pop3s_port,
+            store,
+            storage_only,
+        } => {
+            let node = Node {
+                id,
+                host,
+                weight,
+                smtp_port,
+                submission_port,
+                submissions_port,
+                imap_port,
+                imaps_port,
+                pop3_port,
+                pop3s_port,
+                store_endpoint: store,
+                drained: false,
+                storage_only,
+            };
+            acked(json, c.put_node(node).await)
+        }
+        NodesCmd::Remove { id } => acked(json, c.remove_node(Name { name: id }).await),
+        NodesCmd::Drain { id } => acked(json, c.drain_node(DrainRequest { id, drained: true }).await),
+        NodesCmd::Undrain { id } => acked(json, c.drain_node(DrainRequest { id, drained: false }).await),
+    }
+}
+
+/// One row per node: the router's view (health, state, connections) and, from its last
+/// heartbeat, the node's own (sessions, queue, mail counts).
+pub(super) fn table(nodes: &[NodeStatus]) -> String {
+    let row = |cells: [&str; 14]| {
+        let [
+            id,
+            host,
+            weight,
+            health,
+            state,
+            active,
+            total,
+            sessions,
+            queue,
+            received,
+            delivered,
+            deferred,
+            bounced,
+            auth,
+        ] = cells;
+        format!(
+            "{id:<12} {host:<16} {weight:>6} {health:<8} {state:<8} {active:>7} {total:>7} {sessions:>18} {queue:>6} \
+             {received:>9} {delivered:>9} {deferred:>8} {bounced:>7} {auth:>9}\n"
+        )
+    };
+    let mut out = row([
+        "node",
+        "host",
+        "weight",
+        "health",
+        "state",
+        "active",
+        "total",
+        "smtp/imap/pop3",
+        "queue",
+        "received",
+        "delivered",
+        "deferred",
+        "bounced",
+        "auth-fail",
+    ]);
+    for s in nodes {
+        let Some(n) = &s.node else { continue };
+        let state = if n.storage_only {
+            "storage"
+        } else if n.drained {
+            "drained"
+        } else {
+            "active"
+        };
+        // Without a recent heartbeat the node's own numbers are unknown.
+        let load = |pick: fn(&NodeLoad) -> String| s.load.as_ref().map_or("-".to_string(), pick);
+        out.push_str(&row([
+            &n.id,
+            &n.host,
+            &n.weight.to_string(),
+            if s.healthy { "up" } else { "down" },
+            state,
+            &s.active_connections.to_string(),
+            &s.total_connections.to_string(),
+            &load(|l| format!("{}/{}/{}", l.smtp_sessions, l.imap_sessions, l.pop3_sessions)),
+            &load(|l| l.queue_length.to_string()),
+            &load(|l| l.messages_received.to_string()),
+            &load(|l| l.delivered.to_string()),
+            &load(|l| l.deferred.to_string()),
+            &load(|l| l.bounced.to_string()),
+            &load(|l| l.auth_failures.to_string()),
+        ]));
+    }
+    out
+}
