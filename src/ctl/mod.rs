@@ -132,3 +132,25 @@ fn show<T: serde::Serialize>(json: bool, reply: &T, human: impl FnOnce(&T) -> St
     text.push('\n');
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Args;
+
+    use super::CtlArgs;
+
+    /// Clap's own checks of the whole `sirms ctl` tree (names, aliases, defaults, globals).
+    #[test]
+    fn the_command_tree_is_well_formed() {
+        CtlArgs::augment_args(clap::Command::new("ctl")).debug_assert();
+    }
+
+    #[test]
+    fn json_replies_end_with_a_newline_and_human_ones_as_written() {
+        assert_eq!(
+            super::show(true, &serde_json::json!({ "ok": true }), |_| unreachable!()).unwrap(),
+            "{\n  \"ok\": true\n}\n"
+        );
+        assert_eq!(super::show(false, &1, |n| format!("{n} thing")).unwrap(), "1 thing");
+    }
+}

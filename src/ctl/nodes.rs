@@ -156,3 +156,33 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use sirms_proto::cluster::{Node, NodeLoad, NodeStatus};
+
+    use super::table;
+
+    fn status(id: &str, drained: bool, storage_only: bool, load: Option<NodeLoad>) -> NodeStatus {
+        let node =
+            Node { id: id.into(), host: "10.0.0.1".into(), weight: 100, drained, storage_only, ..Default::default() };
+        NodeStatus { node: Some(node), healthy: true, active_connections: 2, total_connections: 7, load }
+    }
+
+    #[test]
+    fn a_row_per_node_with_its_state_and_dashes_without_a_heartbeat() {
+        let load =
+            NodeLoad { smtp_sessions: 1, imap_sessions: 2, pop3_sessions: 3, queue_length: 4, ..Default::default() };
+        let text = table(&[
+            status("node1", false, false, Some(load)),
+            status("node2", true, false, None),
+            status("store1", false, true, None),
+        ]);
+        let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows.len(), 4, "{text}");
+        assert_eq!(rows[0][..4], ["node", "host", "weight", "health"]);
+        assert_eq!(rows[1][..9], ["node1", "10.0.0.1", "100", "up", "active", "2", "7", "1/2/3", "4"]);
+        assert_eq!(rows[2][4..], ["drained", "2", "7", "-", "-", "-", "-", "-", "-", "-"]);
+        assert_eq!(rows[3][4], "storage");
+    }
+}
