@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Run a storage node: the Store gRPC service over a local Maildir store.
     Storage(StorageCmd),
-    /// Run a mail node: SMTP (MX and submission) and POP3 over a mail store.
+    /// Run a mail node: SMTP (MX and submission), IMAP and POP3 over a mail store.
     Node(NodeCmd),
     /// Run the router: source-IP routing of SMTP/IMAP/POP3, the directory, the admin API.
     Router(RouterCmd),
