@@ -29,7 +29,9 @@ pub mod nat;
 pub mod node;
 pub mod pick;
 pub mod role;
+pub mod scrape;
 pub mod server;
+pub mod service;
 pub mod table;
 
 pub use forward::{

@@ -2,12 +2,12 @@
 //! connect failures; rendered with the nodes' health and their heartbeats on `/metrics`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use sirms_telemetry::{Counter, Exposition, Gauge, GaugeGuard, Render};
+use sirms_telemetry::{Counter, Exposition, Gauge, GaugeGuard};
 
 use crate::pick::Reason;
-use crate::server::{Router, Service};
+use crate::service::Service;
 
 /// A routing decision's kind, as a metric label.
 pub fn reason_label(reason: &Reason) -> &'static str {
@@ -58,7 +58,8 @@ impl RouterMetrics {
         self.bytes_down.add(down);
     }
 
-    fn render_own(&self, out: &mut Exposition) {
+    /// Writes the router's own counters (the page adds the nodes': `scrape.rs`).
+    pub fn render_own(&self, out: &mut Exposition) {
         let labels: Vec<_> = Service::ALL.iter().map(|s| [("service", s.name())]).collect();
         let counts: Vec<_> = labels.iter().zip(&self.connections).map(|(l, c)| (&l[..], c.get())).collect();
         out.counter("sirms_router_connections_total", "Client connections accepted, by service.", &counts);
@@ -81,50 +82,6 @@ impl RouterMetrics {
             "sirms_router_bytes_total",
             "Bytes relayed between clients and nodes.",
             &[(&[("direction", "up")], self.bytes_up.get()), (&[("direction", "down")], self.bytes_down.get())],
-        );
-    }
-}
-
-/// The router's `/metrics`: its counters, and each node's health and last heartbeat.
-pub struct Scrape(pub Arc<Router>);
-
-impl Render for Scrape {
-    fn render(&self, out: &mut Exposition) {
-        self.0.metrics().render_own(out);
-        let nodes = self.0.status();
-        let ids: Vec<[(&str, &str); 1]> =
-            nodes.iter().map(|n| [("node", n.node.as_ref().map_or("", |node| node.id.as_str()))]).collect();
-        let gauge = |f: &dyn Fn(&sirms_proto::cluster::NodeStatus) -> Option<i64>| -> Vec<(&[(&str, &str)], i64)> {
-            ids.iter().zip(&nodes).filter_map(|(l, n)| Some((&l[..], f(n)?))).collect()
-        };
-        out.gauge("sirms_node_up", "1 if the node passes health checks.", &gauge(&|n| Some(i64::from(n.healthy))));
-        out.gauge(
-            "sirms_node_drained",
-            "1 if the node takes no new connections.",
-            &gauge(&|n| Some(i64::from(n.node.as_ref().is_some_and(|n| n.drained)))),
-        );
-        out.gauge(
-            "sirms_node_connections",
-            "Connections relayed to the node now.",
-            &gauge(&|n| Some(n.active_connections as i64)),
-        );
-        let load = |pick: fn(&sirms_proto::cluster::NodeLoad) -> u64| {
-            move |n: &sirms_proto::cluster::NodeStatus| n.load.as_ref().map(|l| pick(l) as i64)
-        };
-        out.gauge(
-            "sirms_node_queue_messages",
-            "The node's queue, from its last heartbeat.",
-            &gauge(&load(|l| l.queue_length)),
-        );
-        out.gauge(
-            "sirms_node_messages_received",
-            "Messages the node took over SMTP since it started, from its last heartbeat.",
-            &gauge(&load(|l| l.messages_received)),
-        );
-        out.gauge(
-            "sirms_node_auth_failures",
-            "Failed logins on the node since it started, from its last heartbeat.",
-            &gauge(&load(|l| l.auth_failures)),
         );
     }
 }

@@ -41,7 +41,7 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics): {e}")))?;
         tracing::info!(%addr, "metrics at /metrics");
-        let scrape = Arc::new(crate::metrics::Scrape(router.clone()));
+        let scrape = Arc::new(crate::scrape::Scrape(router.clone()));
         tokio::spawn(sirms_telemetry::http::serve(listener, scrape, stopped.clone()));
     }
     let (admin, directory_service) = AdminService::new(router.clone(), &config.token).into_servers();
