@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
 use super::maildrop::MaildropEntry;
-use super::session::{Action, Outcome, Session, SessionConfig, Next};
+use super::session::{Action, Next, Outcome, Session, SessionConfig};
 use crate::auth::{Authenticator, Verdict};
 use crate::net::listener::Accepted;
 use crate::net::stream::{HANDSHAKE_TIMEOUT, Stream};

@@ -13,4 +13,4 @@ mod top;
 
 pub use command::{Command, CommandError, MAX_ARGUMENT, MAX_COMMAND_LINE, Secret};
 pub use maildrop::MaildropEntry;
-pub use session::{Action, MAX_SASL_RESPONSE, Outcome, Phase, Session, SessionConfig, Next};
+pub use session::{Action, MAX_SASL_RESPONSE, Next, Outcome, Phase, Session, SessionConfig};
