@@ -147,7 +147,8 @@ async fn provision(mut admin: Admin) -> anyhow::Result<()> {
         .await?;
     admin.put_domain(Name { name: "example.test".into() }).await?;
     for (address, password) in DEMO_USERS {
-        let password_hash = sirms_mailnode::directory::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let password_hash =
+            sirms_mailnode::auth::password::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
         let user = User { address: address.into(), password_hash, home: "storage1".into(), quota_bytes: 0 };
         admin.put_user(user).await?;
     }

@@ -179,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
             std::io::stdin().read_line(&mut password).context("reading the password from stdin")?;
             let password = password.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "empty password");
-            let hash = sirms_mailnode::directory::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let hash = sirms_mailnode::auth::password::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{hash}");
         }
         Command::Storage(cmd) => {

@@ -6,8 +6,8 @@
 use std::io::Read;
 
 use clap::Subcommand;
+use sirms_mailnode::auth::password::hash_password;
 use sirms_mailnode::cluster::transfer::move_user;
-use sirms_mailnode::directory::hash_password;
 use sirms_proto::cluster::{Empty, Name, User};
 
 use super::{Client, CtlError, acked, show};

@@ -4,14 +4,16 @@
 //! ([`cache`]) so a client that logs in again and again skips argon2.
 
 pub mod cache;
+pub mod password;
 pub mod throttle;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, mpsc};
 
-use crate::directory::{Directory, normalize, verify_password};
+use crate::directory::{Directory, normalize};
 use crate::metrics::NodeMetrics;
 use cache::AuthCache;
+use password::verify_password;
 use throttle::{Refusal, Throttle};
 
 /// The result of a password check.
@@ -269,7 +271,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_repeated_login_skips_the_check_until_the_password_changes() {
-        let old = crate::directory::hash_password("old-pw").unwrap();
+        let old = password::hash_password("old-pw").unwrap();
         let directory = Arc::new(Swappable(Mutex::new(old)));
         let config = ThrottleConfig { max_failures_per_ip: 1000, max_failures_per_account: 1000, ..Default::default() };
         let throttle = Arc::new(Throttle::new(&config, &[]).unwrap());
@@ -289,7 +291,7 @@ mod tests {
         assert_eq!(auth.verify(client, "alice@example.test", "guess").await, Verdict::Denied);
         assert_eq!(checks(), 3);
         // The administrator sets a new password: the old one fails at once.
-        *directory.0.lock().unwrap() = crate::directory::hash_password("new-pw").unwrap();
+        *directory.0.lock().unwrap() = password::hash_password("new-pw").unwrap();
         assert_eq!(auth.verify(client, "alice@example.test", "old-pw").await, Verdict::Denied);
         assert_eq!(checks(), 4);
         assert_eq!(auth.verify(client, "alice@example.test", "new-pw").await, alice());
