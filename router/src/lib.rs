@@ -1,6 +1,6 @@
 //! The router: source-IP routing of connections to mail nodes, the cluster directory and the admin API.
 //!
-//! This crate currently holds the data plane, as a library the control plane drives:
+//! The routing decision and the forwarding (the data plane):
 //!
 //! * [`table`] — the admin's policy table, CIDR → node or group, longest prefix wins;
 //! * [`hashing`] — weighted rendezvous hashing of a source IP over nodes, with a stable hash;
@@ -11,12 +11,16 @@
 //! * [`forward`] — connect to the first backend that accepts, send the header, relay bytes;
 //! * [`nat`] — NAT mode instead of forwarding: packets from a TUN device, translated.
 //!
-//! One connection flows through them like this: the listener accepts a client; the control
-//! plane asks [`Cluster::choose`] for candidates given the client's IP, the current
+//! One connection flows through them like this: the listener accepts a client; [`server`]
+//! asks [`Cluster::choose`] for candidates given the client's IP, the current
 //! [`RouteTable`] and node states (combined from the directory's drain flags and the
 //! [`HealthMonitor`]'s snapshot with [`NodeState::new`]); it maps the candidates to
 //! [`Backend`] addresses for the listener's service, and [`Forwarder::forward`] serves the
 //! client, reporting refused backends back to the monitor.
+//!
+//! Around them: [`directory`], the cluster directory (nodes, routes, domains, users) that the
+//! routing state is rebuilt from; [`admin`], the Admin and Directory gRPC services (the admin
+//! CLI, `sirms ctl`, is the binary's); [`role`], `sirms router` wired together.
 
 pub mod admin;
 pub mod config;
