@@ -3,7 +3,8 @@
 //! [`MailStore`] is the one interface protocol code uses. [`LocalStore`] keeps mail in
 //! Maildir (the truth) with a sled index beside it; [`grpc::StoreService`] exports any
 //! `MailStore` over gRPC and [`RemoteStore`] is a `MailStore` that talks to it — together
-//! they replace the NFS of the original system.
+//! they replace the NFS of the original system. [`MemoryStore`] keeps mail in memory, for
+//! tests and fuzzing.
 
 pub mod change;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod grpc;
 pub mod local;
 pub mod mailbox;
 pub mod measured;
+pub mod memory;
 pub mod message;
 pub mod role;
 pub mod store;
@@ -24,6 +26,7 @@ pub use grpc::{RemoteStore, StoreService};
 pub use local::LocalStore;
 pub use mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
 pub use measured::{Measured, StoreMetrics};
+pub use memory::MemoryStore;
 pub use message::{
     AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MAX_CACHED_SIZE, MessageMeta, NewMessage, QuotaUsage,
 };
