@@ -322,7 +322,12 @@ impl LocalStore {
     /// emptied: sled keeps every tree's name in one list that it rewrites each time a tree is
     /// opened, so the empty trees of deleted and renamed mailboxes would pile up in it for
     /// ever (found by the imap_session fuzzer, whose index grew by gigabytes in minutes).
-    fn retire_folders(&self, user: &str, name: &str, names: &[String]) -> Result<()> {
+    ///
+    /// Folders renamed to `renamed_to` (and below) take their counters along: their
+    /// UIDVALIDITY goes with them (in the settings file), so HIGHESTMODSEQ may not start
+    /// over (RFC 7162: a client that saw a modseq would miss later changes below it). Their
+    /// messages, found in no index when the folder opens, get modseqs above the old highest.
+    fn retire_folders(&self, user: &str, name: &str, names: &[String], renamed_to: Option<&str>) -> Result<()> {
         let doomed = |n: &str| n == name || mailbox::is_descendant(n, name);
         // Held throughout, so no one opens a doomed folder's trees while they are dropped.
         let mut folders = self.inner.folders.lock().unwrap_or_else(|p| p.into_inner());
@@ -337,7 +342,11 @@ impl LocalStore {
         for n in names.iter().filter(|n| doomed(n)) {
             self.inner.db.drop_tree(index::tree_name(user, n))?;
             self.inner.db.drop_tree(index::cache_tree_name(user, n))?;
-            self.inner.counters_tree.remove(index::counters_key(user, n))?;
+            let counters = self.inner.counters_tree.remove(index::counters_key(user, n))?;
+            if let (Some(to), Some(counters)) = (renamed_to, counters) {
+                let new_name = format!("{to}{}", &n[name.len()..]);
+                self.inner.counters_tree.insert(index::counters_key(user, &new_name), counters)?;
+            }
         }
         Ok(())
     }
@@ -422,7 +431,7 @@ impl LocalStore {
         if names.iter().any(|n| mailbox::is_descendant(n, &name)) {
             return Err(StoreError::HasChildren);
         }
-        self.retire_folders(user, &name, &names)?;
+        self.retire_folders(user, &name, &names, None)?;
         // Rename away first so the folder vanishes atomically, then remove at leisure.
         let doomed = self.user_dir(user).join(format!("sirms-deleted.{}", self.unique()));
         fs::rename(&dir, &doomed)?;
@@ -452,7 +461,7 @@ impl LocalStore {
         let parents = self.missing_parents(user, &to);
         self.check_room(user, parents.len())?;
         self.make_parents(user, &parents)?;
-        self.retire_folders(user, &from, &names)?;
+        self.retire_folders(user, &from, &names, Some(&to))?;
         for name in names.iter().filter(|n| **n == from || mailbox::is_descendant(n, &from)) {
             let new_name = format!("{to}{}", &name[from.len()..]);
             fs::rename(self.folder_dir(user, name), self.folder_dir(user, &new_name))?;

@@ -1,6 +1,7 @@
 //! What only the local store can show: that its message cache outlives a restart and that an
-//! entry is tied to its message's file, not just to a UID; and that deleted and renamed
-//! mailboxes leave nothing behind in the index.
+//! entry is tied to its message's file, not just to a UID; that deleted and renamed
+//! mailboxes leave nothing behind in the index; and that a renamed one's modseqs go on from
+//! where they were after a restart.
 
 use std::fs;
 
@@ -163,4 +164,29 @@ async fn the_mailbox_limit_counts_the_parents_a_create_or_rename_would_make() {
     assert!(matches!(store.create_mailbox(USER, "d", None).await, Err(StoreError::TooManyMailboxes)));
     store.delete_mailbox(USER, "b").await.expect("delete");
     store.create_mailbox(USER, "d", None).await.expect("room again");
+}
+
+#[tokio::test]
+async fn a_renamed_mailbox_goes_on_from_its_highest_modseq_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seen = Flags::system(crate::SystemFlags::SEEN);
+    let highest = {
+        let store = LocalStore::open(dir.path()).expect("open");
+        store.create_mailbox(USER, "R", None).await.expect("create");
+        store.append(USER, "R", NewMessage::new(&b"Subject: a\r\n\r\nA\r\n"[..])).await.expect("append");
+        for op in [FlagOp::Add, FlagOp::Remove, FlagOp::Add] {
+            store.store_flags(USER, "R", &UidSet::all(), op, &seen, None).await.expect("store");
+        }
+        let highest = store.status(USER, "R").await.expect("status").highest_modseq;
+        assert_eq!(store.claim_recent(USER, "R").await.expect("claim"), vec![1]);
+        store.rename_mailbox(USER, "R", "S").await.expect("rename");
+        store.flush().await.expect("flush");
+        highest
+    };
+    // Reopened, and never opened under its new name before: same UIDVALIDITY, so no going back.
+    let store = LocalStore::open(dir.path()).expect("reopen");
+    let (status, messages) = store.messages(USER, "S").await.expect("messages");
+    assert!(status.highest_modseq >= highest, "{} after {highest}", status.highest_modseq);
+    assert!(messages.iter().all(|m| m.modseq <= status.highest_modseq));
+    assert_eq!(status.recent, 0, "what was claimed as \\Recent stays claimed");
 }
