@@ -1,38 +1,123 @@
-//! One conformance suite for `MailStore`, run against `LocalStore` in-process and against
-//! `RemoteStore` talking to a real `sirms storage` process over TCP: same tests, both
-//! implementations.
+//! One conformance suite for `MailStore`: every test runs against every implementation —
+//! `LocalStore` in-process, `RemoteStore` talking to a real `sirms storage` process over TCP,
+//! `MemoryStore`, the `Measured` wrapper around a `LocalStore`, and a mail node's `HomeStore`
+//! for users homed on a storage node (so through a `RemoteStore` it makes itself). What
+//! `LocalStore` does is the contract; the others must do the same.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use sirms_integration_tests::StorageNode;
+use sirms_mailnode::cluster::home_store::{Endpoints, HomeStore};
+use sirms_mailnode::directory::{DirectoryData, LiveDirectory};
+use sirms_proto::cluster::{DirectorySnapshot, User};
+use sirms_storage::message::MAX_MESSAGE_SIZE;
 use sirms_storage::{
-    BodyPart, Cached, Change, FlagOp, Flags, LocalStore, MAX_CACHED_SIZE, MailStore, NewMessage, RemoteStore,
-    SpecialUse, StoreError, SystemFlags, UidSet,
+    BodyPart, Cached, Change, ChangeStream, FlagOp, Flags, LocalStore, MAX_CACHED_SIZE, MailStore, Measured,
+    MemoryStore, MessageMeta, NewMessage, RemoteStore, SpecialUse, StoreError, StoreMetrics, SystemFlags, UidSet,
 };
 use tempfile::TempDir;
 
 const USER: &str = "alice@example.test";
+/// A second user, for what must stay apart.
+const OTHER: &str = "bob@example.test";
+
+/// The store under test as two sessions on the same mail. It derefs to the first; `second`
+/// is another client of the same mail (for the remote stores, its own connection).
+#[derive(Clone)]
+struct Stores {
+    first: Arc<dyn MailStore>,
+    second: Arc<dyn MailStore>,
+}
+
+impl Deref for Stores {
+    type Target = dyn MailStore;
+    fn deref(&self) -> &Self::Target {
+        &*self.first
+    }
+}
 
 /// Keeps whatever backs a store alive for the test's duration.
 struct Harness {
-    store: Arc<dyn MailStore>,
-    _dir: TempDir,
+    stores: Stores,
+    _dir: Option<TempDir>,
     _node: Option<StorageNode>,
+    /// A mail directory the test must leave empty: the home store's own `LocalStore`, which
+    /// none of its calls may reach, since every user is homed elsewhere.
+    untouched: Option<PathBuf>,
+}
+
+impl Harness {
+    fn new(first: Arc<dyn MailStore>, second: Arc<dyn MailStore>) -> Harness {
+        Harness { stores: Stores { first, second }, _dir: None, _node: None, untouched: None }
+    }
+
+    fn finish(self) {
+        if let Some(dir) = &self.untouched {
+            let entries: Vec<_> = std::fs::read_dir(dir).expect("read mail dir").collect();
+            assert!(entries.is_empty(), "calls reached the local store instead of the user's home: {entries:?}");
+        }
+    }
 }
 
 fn local() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = LocalStore::open(dir.path()).expect("open store");
-    Harness { store: Arc::new(store), _dir: dir, _node: None }
+    let store: Arc<dyn MailStore> = Arc::new(LocalStore::open(dir.path()).expect("open store"));
+    Harness { _dir: Some(dir), ..Harness::new(store.clone(), store) }
 }
 
 fn remote() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = StorageNode::start(dir.path().to_path_buf());
-    let store = RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect");
-    Harness { store: Arc::new(store), _dir: dir, _node: Some(node) }
+    let connect = || RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect");
+    let (first, second) = (Arc::new(connect()), Arc::new(connect()));
+    Harness { _dir: Some(dir), _node: Some(node), ..Harness::new(first, second) }
+}
+
+fn memory() -> Harness {
+    let store: Arc<dyn MailStore> = Arc::new(MemoryStore::new());
+    Harness::new(store.clone(), store)
+}
+
+fn measured() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn MailStore> = Arc::new(LocalStore::open(dir.path()).expect("open store"));
+    let metrics = Arc::new(StoreMetrics::default());
+    let first = Arc::new(Measured::new(store.clone(), metrics.clone()));
+    let second = Arc::new(Measured::new(store, metrics));
+    Harness { _dir: Some(dir), ..Harness::new(first, second) }
+}
+
+/// Two mail nodes' `HomeStore`s (as `role.rs` builds them) for users homed on a storage node.
+fn home() -> Harness {
+    const HOME: &str = "storage-1";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StorageNode::start(dir.path().join("home"));
+    let snapshot = DirectorySnapshot {
+        domains: vec!["example.test".into()],
+        users: [USER, OTHER]
+            .map(|address| User { address: address.into(), home: HOME.into(), ..Default::default() })
+            .into(),
+        ..Default::default()
+    };
+    let directory = Arc::new(LiveDirectory::new(DirectoryData::from_snapshot(&snapshot)));
+    let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([(HOME.to_string(), node.endpoint())])));
+    let own_root = dir.path().join("node");
+    let own: Arc<dyn MailStore> = Arc::new(LocalStore::open(&own_root).expect("open store"));
+    let node_store = |id: &str| -> Arc<dyn MailStore> {
+        Arc::new(HomeStore::new(id.into(), own.clone(), directory.clone(), endpoints.clone(), node.token.clone()))
+    };
+    let (first, second) = (node_store("node-a"), node_store("node-b"));
+    Harness {
+        _dir: Some(dir),
+        _node: Some(node),
+        untouched: Some(own_root.join("mail")),
+        ..Harness::new(first, second)
+    }
 }
 
 fn msg(text: &str) -> NewMessage {
@@ -43,26 +128,26 @@ fn sample(i: usize) -> String {
     format!("From: a@example.test\r\nTo: {USER}\r\nSubject: test {i}\r\n\r\nBody {i}\r\n")
 }
 
+/// Runs each test against every implementation, one module per implementation.
 macro_rules! conformance {
+    (@on $module:ident, $harness:ident; $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = super::$harness();
+                    super::$name(h.stores.clone()).await;
+                    h.finish();
+                }
+            )*
+        }
+    };
     ($($name:ident),* $(,)?) => {
-        mod local_store {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let h = super::local();
-                    super::$name(h.store.clone()).await;
-                }
-            )*
-        }
-        mod remote_store {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let h = super::remote();
-                    super::$name(h.store.clone()).await;
-                }
-            )*
-        }
+        conformance!(@on local_store, local; $($name),*);
+        conformance!(@on remote_store, remote; $($name),*);
+        conformance!(@on memory_store, memory; $($name),*);
+        conformance!(@on measured_store, measured; $($name),*);
+        conformance!(@on home_store, home; $($name),*);
     };
 }
 
@@ -85,9 +170,21 @@ conformance!(
     errors_are_typed,
     concurrent_appends_unique_uids,
     message_cache,
+    bytes_are_kept_exactly,
+    uid_validity_and_uids,
+    modseqs_only_go_up,
+    keyword_limits,
+    copy_and_move_within_and_across,
+    rename_and_delete_with_children,
+    special_use_and_subscriptions_by_name,
+    quota_and_size_limits,
+    two_sessions_write_at_once,
+    watchers_see_copies_moves_and_renames,
+    a_watcher_behind_gets_every_change_or_lagged,
+    users_are_apart,
 );
 
-async fn default_mailboxes(s: Arc<dyn MailStore>) {
+async fn default_mailboxes(s: Stores) {
     let list = s.list_mailboxes(USER).await.unwrap();
     let names: Vec<&str> = list.iter().map(|m| m.name.as_str()).collect();
     for want in ["INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive"] {
@@ -101,7 +198,7 @@ async fn default_mailboxes(s: Arc<dyn MailStore>) {
     assert!(st.uid_validity > 0);
 }
 
-async fn create_delete_rename(s: Arc<dyn MailStore>) {
+async fn create_delete_rename(s: Stores) {
     s.create_mailbox(USER, "Work/Projects/2026", None).await.unwrap();
     let names =
         |l: Vec<sirms_storage::MailboxInfo>| l.into_iter().map(|m| (m.name, m.has_children)).collect::<Vec<_>>();
@@ -136,7 +233,7 @@ async fn create_delete_rename(s: Arc<dyn MailStore>) {
     assert!(list.contains(&("a.b".into(), false)) && list.contains(&("Ünïcödé/日本".into(), false)), "{list:?}");
 }
 
-async fn rename_inbox_moves_messages(s: Arc<dyn MailStore>) {
+async fn rename_inbox_moves_messages(s: Stores) {
     for i in 0..3 {
         s.append(USER, "INBOX", msg(&sample(i))).await.unwrap();
     }
@@ -150,7 +247,7 @@ async fn rename_inbox_moves_messages(s: Arc<dyn MailStore>) {
     }
 }
 
-async fn subscriptions(s: Arc<dyn MailStore>) {
+async fn subscriptions(s: Stores) {
     s.subscribe(USER, "Sent", true).await.unwrap();
     s.subscribe(USER, "INBOX", true).await.unwrap();
     s.subscribe(USER, "INBOX", false).await.unwrap();
@@ -159,7 +256,7 @@ async fn subscriptions(s: Arc<dyn MailStore>) {
     assert!(!list.iter().find(|m| m.name == "INBOX").unwrap().subscribed);
 }
 
-async fn append_and_fetch_bytes(s: Arc<dyn MailStore>) {
+async fn append_and_fetch_bytes(s: Stores) {
     let mut uids = Vec::new();
     for i in 0..5 {
         let mut m = msg(&sample(i));
@@ -184,7 +281,7 @@ async fn append_and_fetch_bytes(s: Arc<dyn MailStore>) {
     assert!(meta_only.iter().all(|m| m.body.is_none()));
 }
 
-async fn fetch_ranges_and_missing(s: Arc<dyn MailStore>) {
+async fn fetch_ranges_and_missing(s: Stores) {
     let text = "0123456789abcdef";
     s.append(USER, "INBOX", msg(text)).await.unwrap();
     let part = |offset, length| BodyPart::Range { offset, length };
@@ -197,7 +294,7 @@ async fn fetch_ranges_and_missing(s: Arc<dyn MailStore>) {
     assert!(s.fetch(USER, "INBOX", &UidSet::range(2, 50), BodyPart::Full).await.unwrap().is_empty());
 }
 
-async fn large_and_empty_messages(s: Arc<dyn MailStore>) {
+async fn large_and_empty_messages(s: Stores) {
     // Larger than any single gRPC chunk, with every byte value.
     let big: Vec<u8> = (0..5 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
     let r = s.append(USER, "INBOX", NewMessage::new(big.clone())).await.unwrap();
@@ -209,7 +306,7 @@ async fn large_and_empty_messages(s: Arc<dyn MailStore>) {
     assert_eq!(got[0].body.as_deref(), Some(&b""[..]));
 }
 
-async fn flags_and_modseq(s: Arc<dyn MailStore>) {
+async fn flags_and_modseq(s: Stores) {
     for i in 0..3 {
         s.append(USER, "INBOX", msg(&sample(i))).await.unwrap();
     }
@@ -244,7 +341,7 @@ async fn flags_and_modseq(s: Arc<dyn MailStore>) {
     assert_eq!(got[0].body.as_deref(), Some(sample(0).as_bytes()));
 }
 
-async fn keywords_roundtrip(s: Arc<dyn MailStore>) {
+async fn keywords_roundtrip(s: Stores) {
     s.append(USER, "INBOX", msg("a")).await.unwrap();
     let mut m = msg("b");
     m.flags = Flags::new(SystemFlags::empty(), ["$Forwarded".to_string(), "Work".to_string()]);
@@ -265,7 +362,7 @@ async fn keywords_roundtrip(s: Arc<dyn MailStore>) {
     assert_eq!(got[0].meta.flags.keywords, vec!["$Forwarded", "$Junk", "Work"]);
 }
 
-async fn conditional_store(s: Arc<dyn MailStore>) {
+async fn conditional_store(s: Stores) {
     s.append(USER, "INBOX", msg("a")).await.unwrap();
     s.append(USER, "INBOX", msg("b")).await.unwrap();
     let (_, msgs) = s.messages(USER, "INBOX").await.unwrap();
@@ -276,9 +373,18 @@ async fn conditional_store(s: Arc<dyn MailStore>) {
         .await
         .unwrap();
     assert_eq!(changed.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![1]);
+    // A message whose modseq is exactly `since` is unchanged since; no message is unchanged
+    // since 0 (modseqs start at 1).
+    let flagged = Flags::system(SystemFlags::FLAGGED);
+    let (_, msgs) = s.messages(USER, "INBOX").await.unwrap();
+    let zero = s.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &flagged, Some(0)).await.unwrap();
+    assert!(zero.is_empty(), "{zero:?}");
+    let exact = s.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &flagged, Some(msgs[1].modseq)).await;
+    assert_eq!(exact.unwrap().iter().map(|m| m.uid).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(s.messages(USER, "INBOX").await.unwrap().1[0].flags.system, SystemFlags::SEEN);
 }
 
-async fn expunge_semantics(s: Arc<dyn MailStore>) {
+async fn expunge_semantics(s: Stores) {
     for i in 0..5 {
         s.append(USER, "INBOX", msg(&sample(i))).await.unwrap();
     }
@@ -296,7 +402,7 @@ async fn expunge_semantics(s: Arc<dyn MailStore>) {
     assert!(s.expunge(USER, "INBOX", None).await.unwrap().is_empty());
 }
 
-async fn copy_and_move(s: Arc<dyn MailStore>) {
+async fn copy_and_move(s: Stores) {
     for i in 0..4 {
         let mut m = msg(&sample(i));
         m.flags = Flags::system(SystemFlags::ANSWERED);
@@ -328,7 +434,7 @@ async fn copy_and_move(s: Arc<dyn MailStore>) {
     assert!(matches!(s.copy(USER, "INBOX", "Nope", &UidSet::all()).await, Err(StoreError::NoSuchMailbox)));
 }
 
-async fn status_and_recent(s: Arc<dyn MailStore>) {
+async fn status_and_recent(s: Stores) {
     for i in 0..3 {
         s.append(USER, "INBOX", msg(&sample(i))).await.unwrap();
     }
@@ -342,14 +448,14 @@ async fn status_and_recent(s: Arc<dyn MailStore>) {
     assert_eq!(s.claim_recent(USER, "INBOX").await.unwrap(), vec![4]);
 }
 
-async fn quota_usage(s: Arc<dyn MailStore>) {
+async fn quota_usage(s: Stores) {
     s.append(USER, "INBOX", msg("12345")).await.unwrap();
     s.append(USER, "Sent", msg("123")).await.unwrap();
     let q = s.quota(USER).await.unwrap();
     assert_eq!((q.messages, q.bytes), (2, 8));
 }
 
-async fn watch_changes(s: Arc<dyn MailStore>) {
+async fn watch_changes(s: Stores) {
     s.create_mailbox(USER, "Watched", None).await.unwrap();
     let mut changes = s.watch(USER, "Watched").await.unwrap();
     let writer = s.clone();
@@ -377,7 +483,7 @@ async fn watch_changes(s: Arc<dyn MailStore>) {
     assert_eq!(next().await, None);
 }
 
-async fn errors_are_typed(s: Arc<dyn MailStore>) {
+async fn errors_are_typed(s: Stores) {
     assert!(matches!(s.status(USER, "Missing").await, Err(StoreError::NoSuchMailbox)));
     assert!(matches!(s.append(USER, "Missing", msg("x")).await, Err(StoreError::NoSuchMailbox)));
     assert!(matches!(s.create_mailbox(USER, "a//b", None).await, Err(StoreError::InvalidName(_))));
@@ -387,9 +493,62 @@ async fn errors_are_typed(s: Arc<dyn MailStore>) {
     assert!(matches!(s.rename_mailbox(USER, "Sent", "Drafts").await, Err(StoreError::MailboxExists)));
     assert!(matches!(s.list_mailboxes("").await, Err(StoreError::InvalidUser)));
     assert!(matches!(s.list_mailboxes("a/../b").await, Err(StoreError::InvalidUser)));
+    // Every call on a mailbox that does not exist.
+    let all = UidSet::all();
+    let seen = Flags::system(SystemFlags::SEEN);
+    let missing = [
+        s.messages(USER, "Missing").await.err(),
+        s.fetch(USER, "Missing", &all, BodyPart::Full).await.err(),
+        s.cache_get(USER, "Missing", &all).await.err(),
+        s.store_flags(USER, "Missing", &all, FlagOp::Add, &seen, None).await.err(),
+        s.expunge(USER, "Missing", None).await.err(),
+        s.claim_recent(USER, "Missing").await.err(),
+        s.watch(USER, "Missing").await.err(),
+        s.delete_mailbox(USER, "Missing").await.err(),
+        s.move_messages(USER, "Missing", "INBOX", &all).await.err(),
+    ];
+    for (i, error) in missing.into_iter().enumerate() {
+        assert!(matches!(error, Some(StoreError::NoSuchMailbox)), "call {i}: {error:?}");
+    }
+    // Names the store refuses, wherever they are given.
+    let deep = ["x"; 17].join("/");
+    let long = "n".repeat(513);
+    for bad in ["", "a//b", "/a", "a/", "a/../b", "./a", "a\nb", "a\u{7f}", &deep, &long] {
+        let refused = [
+            s.create_mailbox(USER, bad, None).await.err(),
+            s.status(USER, bad).await.err(),
+            s.append(USER, bad, msg("x")).await.err(),
+            s.rename_mailbox(USER, "Sent", bad).await.err(),
+            s.rename_mailbox(USER, "INBOX", bad).await.err(),
+            s.subscribe(USER, bad, true).await.err(),
+            s.copy(USER, "INBOX", bad, &all).await.err(),
+        ];
+        for (i, error) in refused.into_iter().enumerate() {
+            assert!(matches!(error, Some(StoreError::InvalidName(_))), "{bad:?}, call {i}: {error:?}");
+        }
+    }
+    // User names the store refuses, whatever the call.
+    let long = "u".repeat(256);
+    for bad in ["", "a/b", "a\u{7}b", &long] {
+        let refused = [
+            s.list_mailboxes(bad).await.err(),
+            s.status(bad, "INBOX").await.err(),
+            s.append(bad, "INBOX", msg("x")).await.err(),
+            s.create_mailbox(bad, "X", None).await.err(),
+            s.subscribe(bad, "INBOX", true).await.err(),
+            s.quota(bad).await.err(),
+            s.watch(bad, "INBOX").await.err(),
+        ];
+        for (i, error) in refused.into_iter().enumerate() {
+            assert!(matches!(error, Some(StoreError::InvalidUser)), "{bad:?}, call {i}: {error:?}");
+        }
+    }
+    // Nothing a refused call touched came into being.
+    let list = s.list_mailboxes(USER).await.unwrap();
+    assert_eq!(list.len(), 6, "{list:?}");
 }
 
-async fn concurrent_appends_unique_uids(s: Arc<dyn MailStore>) {
+async fn concurrent_appends_unique_uids(s: Stores) {
     const TASKS: usize = 32;
     const EACH: usize = 10;
     let mut handles = Vec::new();
@@ -427,7 +586,7 @@ fn cached(uid: u32, data: &str) -> Cached {
     Cached { uid, data: data.as_bytes().to_vec().into() }
 }
 
-async fn message_cache(s: Arc<dyn MailStore>) {
+async fn message_cache(s: Stores) {
     for i in 0..3 {
         s.append(USER, "INBOX", msg(&sample(i))).await.unwrap();
     }
@@ -478,4 +637,546 @@ async fn message_cache(s: Arc<dyn MailStore>) {
 
     assert!(matches!(s.cache_get(USER, "Nope", &UidSet::all()).await, Err(StoreError::NoSuchMailbox)));
     assert!(matches!(s.cache_put(USER, "Nope", vec![cached(1, "x")]).await, Err(StoreError::NoSuchMailbox)));
+}
+
+/// Waits for a watcher's next change (`None`: the stream ended).
+async fn next_change(changes: &mut ChangeStream) -> Option<Change> {
+    tokio::time::timeout(Duration::from_secs(30), changes.next()).await.expect("a change, or the end, in time")
+}
+
+/// The bodies of a mailbox's messages in UID order, each checked against its size.
+async fn bodies(s: &dyn MailStore, mailbox: &str) -> Vec<Vec<u8>> {
+    let fetched = s.fetch(USER, mailbox, &UidSet::all(), BodyPart::Full).await.unwrap();
+    let body = |m: sirms_storage::FetchedMessage| {
+        let body = m.body.expect("a body").to_vec();
+        assert_eq!(m.meta.size, body.len() as u64);
+        body
+    };
+    fetched.into_iter().map(body).collect()
+}
+
+/// What a message is, apart from its modseq: UID, flags, date and size.
+fn identity(m: &MessageMeta) -> (u32, Flags, i64, u64) {
+    (m.uid, m.flags.clone(), m.internal_date, m.size)
+}
+
+fn keywords(names: impl IntoIterator<Item = String>) -> Flags {
+    Flags::new(SystemFlags::empty(), names)
+}
+
+/// RemoteStore's chunk on the wire: bodies of about this size cross chunk boundaries.
+const CHUNK: usize = 64 * 1024;
+
+/// Bytes a careless store would mangle: NULs, bare CRs and LFs, every byte value, and no
+/// line end at the end.
+fn odd_bytes(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| match i % 7 {
+            0 => b'\r',
+            3 => b'\n',
+            5 => 0,
+            _ => (i * 31 % 256) as u8,
+        })
+        .collect()
+}
+
+async fn bytes_are_kept_exactly(s: Stores) {
+    let originals: Vec<Vec<u8>> = [1, 2, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5].map(odd_bytes).into();
+    for body in &originals {
+        s.append(USER, "INBOX", NewMessage::new(body.clone())).await.unwrap();
+    }
+    assert_eq!(bodies(&*s, "INBOX").await, originals);
+    let big = originals.last().unwrap();
+    let len = big.len() as u64;
+    for (offset, length) in [(0, 1), (CHUNK as u64 - 1, 2), (CHUNK as u64, CHUNK as u64), (len - 1, 10), (len, 1)]
+        .into_iter()
+        .chain([(0, u64::MAX), (len + 10, 5)])
+    {
+        let part = BodyPart::Range { offset, length };
+        let got = s.fetch(USER, "INBOX", &UidSet::single(6), part).await.unwrap();
+        let (from, to) = (offset.min(len) as usize, offset.saturating_add(length).min(len) as usize);
+        assert_eq!(got[0].body.as_deref(), Some(&big[from..to]), "{offset}+{length}");
+        assert_eq!(got[0].meta.size, len);
+    }
+    // Nothing the store does to a message changes its bytes.
+    let all = Flags::new(SystemFlags::SEEN | SystemFlags::FLAGGED, ["Work".to_string()]);
+    s.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &all, None).await.unwrap();
+    assert_eq!(bodies(&*s, "INBOX").await, originals);
+    s.copy(USER, "INBOX", "Archive", &UidSet::all()).await.unwrap();
+    assert_eq!(bodies(&*s, "Archive").await, originals);
+    s.create_mailbox(USER, "Keep", None).await.unwrap();
+    s.move_messages(USER, "INBOX", "Keep", &UidSet::all()).await.unwrap();
+    s.rename_mailbox(USER, "Keep", "Kept").await.unwrap();
+    assert_eq!(bodies(&*s, "Kept").await, originals);
+}
+
+async fn uid_validity_and_uids(s: Stores) {
+    s.create_mailbox(USER, "A", None).await.unwrap();
+    let a = s.status(USER, "A").await.unwrap().uid_validity;
+    assert_ne!(a, s.status(USER, "INBOX").await.unwrap().uid_validity);
+    // A mailbox deleted and made again numbers from 1 again, under another UIDVALIDITY: no
+    // (UIDVALIDITY, UID) ever names two messages.
+    for i in 0..2 {
+        s.append(USER, "A", msg(&sample(i))).await.unwrap();
+    }
+    s.delete_mailbox(USER, "A").await.unwrap();
+    s.create_mailbox(USER, "A", None).await.unwrap();
+    let again = s.status(USER, "A").await.unwrap();
+    assert_eq!((again.messages, again.uid_next), (0, 1));
+    assert_ne!(again.uid_validity, a);
+    let r = s.append(USER, "A", msg("again")).await.unwrap();
+    assert_eq!((r.uid_validity, r.uid), (again.uid_validity, 1));
+
+    // Moving the highest messages away frees no UID.
+    s.create_mailbox(USER, "B", None).await.unwrap();
+    for i in 0..3 {
+        let mut m = msg(&sample(i));
+        m.flags = Flags::new(SystemFlags::FLAGGED, ["Tag".to_string()]);
+        m.internal_date = Some(1_650_000_000 + i as i64);
+        s.append(USER, "B", m).await.unwrap();
+    }
+    s.move_messages(USER, "B", "Archive", &UidSet::single(3)).await.unwrap();
+    assert_eq!(s.status(USER, "B").await.unwrap().uid_next, 4);
+    assert_eq!(s.append(USER, "B", msg("fourth")).await.unwrap().uid, 4);
+
+    // A renamed mailbox is the same mailbox, its children too: UIDVALIDITY, UIDs, the next
+    // UID, flags and dates stay.
+    s.create_mailbox(USER, "B/Child", None).await.unwrap();
+    s.append(USER, "B/Child", msg("child")).await.unwrap();
+    let before = [s.messages(USER, "B").await.unwrap(), s.messages(USER, "B/Child").await.unwrap()];
+    for (from, to) in [("B", "C"), ("C", "B")] {
+        s.rename_mailbox(USER, from, to).await.unwrap();
+        for ((was, was_messages), name) in before.iter().zip([to.to_string(), format!("{to}/Child")]) {
+            let (now, messages) = s.messages(USER, &name).await.unwrap();
+            assert_eq!((now.uid_validity, now.uid_next, now.messages), (was.uid_validity, was.uid_next, was.messages));
+            let ids: Vec<_> = messages.iter().map(identity).collect();
+            assert_eq!(ids, was_messages.iter().map(identity).collect::<Vec<_>>(), "{name}");
+        }
+    }
+
+    // Renaming INBOX empties it but keeps its UIDVALIDITY and UID counter; the new mailbox
+    // numbers its messages itself.
+    for i in 0..2 {
+        s.append(USER, "INBOX", msg(&sample(i))).await.unwrap();
+    }
+    let inbox = s.status(USER, "INBOX").await.unwrap();
+    s.rename_mailbox(USER, "INBOX", "Old").await.unwrap();
+    let now = s.status(USER, "INBOX").await.unwrap();
+    assert_eq!((now.uid_validity, now.uid_next, now.messages), (inbox.uid_validity, inbox.uid_next, 0));
+    assert_eq!(s.append(USER, "INBOX", msg("new")).await.unwrap().uid, inbox.uid_next);
+    let (old, messages) = s.messages(USER, "Old").await.unwrap();
+    assert_ne!(old.uid_validity, inbox.uid_validity);
+    assert_eq!(messages.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![1, 2]);
+}
+
+/// What a client has seen of a mailbox: HIGHESTMODSEQ never goes down, and no message has a
+/// modseq above it. Returns the messages and moves `highest` up to the mailbox's.
+async fn modseqs(s: &dyn MailStore, mailbox: &str, highest: &mut u64) -> Vec<MessageMeta> {
+    let (status, messages) = s.messages(USER, mailbox).await.unwrap();
+    assert!(status.highest_modseq >= *highest, "{mailbox}: HIGHESTMODSEQ {} after {highest}", status.highest_modseq);
+    for m in &messages {
+        assert!(m.modseq > 0 && m.modseq <= status.highest_modseq, "{mailbox}: {m:?} above {status:?}");
+    }
+    *highest = status.highest_modseq;
+    messages
+}
+
+async fn modseqs_only_go_up(s: Stores) {
+    let mut inbox = 0;
+    modseqs(&*s, "INBOX", &mut inbox).await;
+    // Every change gives the message a modseq above all reported before.
+    for i in 0..3 {
+        let before = inbox;
+        s.append(USER, "INBOX", msg(&sample(i))).await.unwrap();
+        let messages = modseqs(&*s, "INBOX", &mut inbox).await;
+        assert!(messages[i].modseq > before);
+    }
+    let before = inbox;
+    let seen = Flags::system(SystemFlags::SEEN);
+    let changed = s.store_flags(USER, "INBOX", &UidSet::range(1, 2), FlagOp::Add, &seen, None).await.unwrap();
+    assert_eq!(changed.len(), 2);
+    assert!(changed[0].modseq > before && changed[1].modseq > changed[0].modseq, "{changed:?}");
+    modseqs(&*s, "INBOX", &mut inbox).await;
+    assert!(inbox >= changed[1].modseq);
+    // Calls that change nothing, or are refused, leave HIGHESTMODSEQ alone.
+    let before = inbox;
+    assert!(s.store_flags(USER, "INBOX", &UidSet::range(1, 2), FlagOp::Add, &seen, None).await.unwrap().is_empty());
+    assert!(s.store_flags(USER, "INBOX", &UidSet::range(50, 60), FlagOp::Add, &seen, None).await.unwrap().is_empty());
+    let bad = keywords(["no good".to_string()]);
+    assert!(s.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &bad, None).await.is_err());
+    assert!(s.expunge(USER, "INBOX", None).await.unwrap().is_empty());
+    modseqs(&*s, "INBOX", &mut inbox).await;
+    assert_eq!(inbox, before);
+    // An expunge is a change.
+    let deleted = Flags::system(SystemFlags::DELETED);
+    s.store_flags(USER, "INBOX", &UidSet::single(1), FlagOp::Add, &deleted, None).await.unwrap();
+    let before = modseqs(&*s, "INBOX", &mut inbox).await.iter().map(|m| m.modseq).max().unwrap();
+    assert_eq!(s.expunge(USER, "INBOX", None).await.unwrap(), vec![1]);
+    modseqs(&*s, "INBOX", &mut inbox).await;
+    assert!(inbox > before);
+    // Copies and moves change both mailboxes.
+    let mut archive = 0;
+    modseqs(&*s, "Archive", &mut archive).await;
+    let (inbox_before, archive_before) = (inbox, archive);
+    s.copy(USER, "INBOX", "Archive", &UidSet::single(2)).await.unwrap();
+    s.move_messages(USER, "INBOX", "Archive", &UidSet::single(3)).await.unwrap();
+    let arrived = modseqs(&*s, "Archive", &mut archive).await;
+    assert!(arrived.iter().all(|m| m.modseq > archive_before), "{arrived:?}");
+    modseqs(&*s, "INBOX", &mut inbox).await;
+    assert!(inbox > inbox_before);
+    s.claim_recent(USER, "Archive").await.unwrap();
+    modseqs(&*s, "Archive", &mut archive).await;
+
+    // A mailbox renamed away and back has the same UIDVALIDITY, so to a client it is the same
+    // mailbox: its modseqs must go on from where they were.
+    s.create_mailbox(USER, "R", None).await.unwrap();
+    for i in 0..2 {
+        s.append(USER, "R", msg(&sample(i))).await.unwrap();
+    }
+    for op in [FlagOp::Add, FlagOp::Remove, FlagOp::Add, FlagOp::Remove] {
+        s.store_flags(USER, "R", &UidSet::all(), op, &seen, None).await.unwrap();
+    }
+    let mut r = 0;
+    modseqs(&*s, "R", &mut r).await;
+    s.rename_mailbox(USER, "R", "R2").await.unwrap();
+    s.rename_mailbox(USER, "R2", "R").await.unwrap();
+    modseqs(&*s, "R", &mut r).await;
+    let changed = s.store_flags(USER, "R", &UidSet::single(1), FlagOp::Add, &seen, None).await.unwrap();
+    assert!(changed[0].modseq > r, "{changed:?} after HIGHESTMODSEQ {r}");
+}
+
+async fn keyword_limits(s: Stores) {
+    const MAX_KEYWORDS: usize = sirms_storage::local::maildir::MAX_KEYWORDS;
+    let kw = |i: usize| format!("kw{i}");
+    s.append(USER, "INBOX", msg("a")).await.unwrap();
+    let first_half = keywords((0..MAX_KEYWORDS / 2).map(kw));
+    let second_half = keywords((MAX_KEYWORDS / 2..MAX_KEYWORDS).map(kw));
+    for half in [first_half, second_half] {
+        s.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &half, None).await.unwrap();
+    }
+    let (_, messages) = s.messages(USER, "INBOX").await.unwrap();
+    assert_eq!(messages[0].flags.keywords.len(), MAX_KEYWORDS);
+    // One more keyword is refused, by STORE and by APPEND, and nothing changes.
+    let before = s.messages(USER, "INBOX").await.unwrap();
+    let one_more = keywords([kw(MAX_KEYWORDS)]);
+    let refused = s.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &one_more, None).await;
+    assert!(matches!(refused, Err(StoreError::TooManyKeywords)), "{refused:?}");
+    let mut m = msg("b");
+    m.flags = one_more.clone();
+    assert!(matches!(s.append(USER, "INBOX", m).await, Err(StoreError::TooManyKeywords)));
+    assert_eq!(s.messages(USER, "INBOX").await.unwrap(), before);
+    // A keyword keeps its place once used, even when no message has it any more.
+    s.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Set, &Flags::default(), None).await.unwrap();
+    let refused = s.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &one_more, None).await;
+    assert!(matches!(refused, Err(StoreError::TooManyKeywords)), "{refused:?}");
+    s.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &keywords([kw(0)]), None).await.unwrap();
+    // The limit is per mailbox; a copy into a mailbox without room for its keywords is refused.
+    let mut m = msg("c");
+    m.flags = one_more;
+    let r = s.append(USER, "Archive", m).await.unwrap();
+    let refused = s.copy(USER, "Archive", "INBOX", &UidSet::single(r.uid)).await;
+    assert!(matches!(refused, Err(StoreError::TooManyKeywords)), "{refused:?}");
+    assert_eq!(s.status(USER, "INBOX").await.unwrap().messages, 1);
+    // Invalid keywords are refused wherever they are given; the longest valid one is taken.
+    for bad in ["", "a b", "\\Seen", "(x", "x]", "caf\u{e9}", &"k".repeat(65)] {
+        let bad = keywords([bad.to_string()]);
+        let refused = s.store_flags(USER, "Archive", &UidSet::all(), FlagOp::Add, &bad, None).await;
+        assert!(matches!(refused, Err(StoreError::InvalidKeyword)), "{bad:?}: {refused:?}");
+        let mut m = msg("d");
+        m.flags = bad.clone();
+        let refused = s.append(USER, "Archive", m).await;
+        assert!(matches!(refused, Err(StoreError::InvalidKeyword)), "{bad:?}: {refused:?}");
+    }
+    assert_eq!(s.status(USER, "Archive").await.unwrap().messages, 1);
+    let longest = keywords(["k".repeat(64)]);
+    assert_eq!(s.store_flags(USER, "Archive", &UidSet::all(), FlagOp::Add, &longest, None).await.unwrap().len(), 1);
+}
+
+async fn copy_and_move_within_and_across(s: Stores) {
+    for i in 0..2 {
+        let mut m = msg(&sample(i));
+        m.flags = Flags::new(SystemFlags::ANSWERED, ["Tag".to_string()]);
+        s.append(USER, "INBOX", m).await.unwrap();
+    }
+    let uids =
+        async |mailbox: &str| s.messages(USER, mailbox).await.unwrap().1.iter().map(|m| m.uid).collect::<Vec<_>>();
+    // Within one mailbox, a copy is a new message and a move renumbers.
+    let inbox = s.status(USER, "INBOX").await.unwrap().uid_validity;
+    let copied = s.copy(USER, "INBOX", "INBOX", &UidSet::range(1, 2)).await.unwrap();
+    assert_eq!((copied.uid_validity, copied.pairs), (inbox, vec![(1, 3), (2, 4)]));
+    let moved = s.move_messages(USER, "INBOX", "INBOX", &UidSet::single(1)).await.unwrap();
+    assert_eq!(moved.pairs, vec![(1, 5)]);
+    assert_eq!(uids("INBOX").await, vec![2, 3, 4, 5]);
+    let texts = [sample(1), sample(0), sample(1), sample(0)].map(String::into_bytes);
+    assert_eq!(bodies(&*s, "INBOX").await, texts);
+    // Copies arrive \Recent in the destination, with their flags.
+    assert!(s.claim_recent(USER, "Archive").await.unwrap().is_empty());
+    let copied = s.copy(USER, "INBOX", "Archive", &UidSet::all()).await.unwrap();
+    assert_eq!(copied.pairs, vec![(2, 1), (3, 2), (4, 3), (5, 4)]);
+    assert_eq!(s.status(USER, "Archive").await.unwrap().recent, 4);
+    let (_, archived) = s.messages(USER, "Archive").await.unwrap();
+    assert!(archived.iter().all(|m| m.flags == Flags::new(SystemFlags::ANSWERED, ["Tag".to_string()])));
+    // Nothing to copy or move: no pairs, and the destination's UIDVALIDITY.
+    let archive = s.status(USER, "Archive").await.unwrap().uid_validity;
+    for result in [
+        s.copy(USER, "INBOX", "Archive", &UidSet::range(100, 200)).await.unwrap(),
+        s.move_messages(USER, "INBOX", "Archive", &UidSet::range(100, 200)).await.unwrap(),
+    ] {
+        assert_eq!((result.uid_validity, result.pairs), (archive, vec![]));
+    }
+    // A move to nowhere, or from nowhere, is refused and leaves the messages where they were.
+    let refused = s.move_messages(USER, "INBOX", "Nope", &UidSet::all()).await;
+    assert!(matches!(refused, Err(StoreError::NoSuchMailbox)), "{refused:?}");
+    let refused = s.move_messages(USER, "Nope", "INBOX", &UidSet::all()).await;
+    assert!(matches!(refused, Err(StoreError::NoSuchMailbox)), "{refused:?}");
+    assert_eq!(uids("INBOX").await, vec![2, 3, 4, 5]);
+}
+
+async fn rename_and_delete_with_children(s: Stores) {
+    s.create_mailbox(USER, "a/b/c", None).await.unwrap();
+    for (i, name) in ["a", "a/b", "a/b/c"].into_iter().enumerate() {
+        s.append(USER, name, msg(&sample(i))).await.unwrap();
+    }
+    let mut watchers = vec![s.watch(USER, "a").await.unwrap(), s.watch(USER, "a/b/c").await.unwrap()];
+    s.rename_mailbox(USER, "a", "x/y").await.unwrap();
+    let list: BTreeMap<String, bool> =
+        s.list_mailboxes(USER).await.unwrap().into_iter().map(|m| (m.name, m.has_children)).collect();
+    assert!(!list.keys().any(|n| n == "a" || n.starts_with("a/")), "{list:?}");
+    for (name, children) in [("x", true), ("x/y", true), ("x/y/b", true), ("x/y/b/c", false)] {
+        assert_eq!(list.get(name), Some(&children), "{name} in {list:?}");
+    }
+    for (i, name) in ["x/y", "x/y/b", "x/y/b/c"].into_iter().enumerate() {
+        assert_eq!(bodies(&*s, name).await, vec![sample(i).into_bytes()], "{name}");
+    }
+    // Watchers of the old names are told they are gone, the children's too.
+    for changes in &mut watchers {
+        assert_eq!(next_change(changes).await, Some(Change::MailboxGone));
+        assert_eq!(next_change(changes).await, None);
+    }
+    // Renames the store refuses.
+    let refused = s.rename_mailbox(USER, "x/y", "x/y/b/d").await;
+    assert!(matches!(refused, Err(StoreError::InvalidName(_))), "into itself: {refused:?}");
+    for taken in ["INBOX", "inbox", "Sent", "x/y", "x"] {
+        let refused = s.rename_mailbox(USER, "x/y", taken).await;
+        assert!(matches!(refused, Err(StoreError::MailboxExists)), "{taken}: {refused:?}");
+    }
+    // Deleting goes leaf first.
+    for parent in ["x/y", "x"] {
+        assert!(matches!(s.delete_mailbox(USER, parent).await, Err(StoreError::HasChildren)), "{parent}");
+    }
+    for name in ["x/y/b/c", "x/y/b", "x/y", "x"] {
+        s.delete_mailbox(USER, name).await.unwrap();
+    }
+    assert!(matches!(s.delete_mailbox(USER, "x").await, Err(StoreError::NoSuchMailbox)));
+    // INBOX may have children, which may go.
+    let inbox_children =
+        async || s.list_mailboxes(USER).await.unwrap().into_iter().find(|m| m.name == "INBOX").unwrap();
+    s.create_mailbox(USER, "inbox/Sub", None).await.unwrap();
+    assert!(inbox_children().await.has_children);
+    assert!(s.list_mailboxes(USER).await.unwrap().iter().any(|m| m.name == "INBOX/Sub"));
+    s.delete_mailbox(USER, "INBOX/Sub").await.unwrap();
+    assert!(!inbox_children().await.has_children);
+    // Renaming INBOX to a name in use is refused and leaves INBOX as it was.
+    s.append(USER, "INBOX", msg("stays")).await.unwrap();
+    assert!(matches!(s.rename_mailbox(USER, "INBOX", "Sent").await, Err(StoreError::MailboxExists)));
+    assert_eq!(s.status(USER, "INBOX").await.unwrap().messages, 1);
+}
+
+async fn special_use_and_subscriptions_by_name(s: Stores) {
+    let info = async |name: &str| s.list_mailboxes(USER).await.unwrap().into_iter().find(|m| m.name == name);
+    s.create_mailbox(USER, "Receipts", Some(SpecialUse::Flagged)).await.unwrap();
+    assert_eq!(info("Receipts").await.unwrap().special_use, Some(SpecialUse::Flagged));
+    s.rename_mailbox(USER, "Receipts", "Bills").await.unwrap();
+    assert_eq!(info("Bills").await.unwrap().special_use, Some(SpecialUse::Flagged));
+    // Subscriptions are names (RFC 3501 6.3.6): one may come before its mailbox and outlive it.
+    s.subscribe(USER, "Later", true).await.unwrap();
+    assert!(info("Later").await.is_none(), "only mailboxes that exist are listed");
+    s.create_mailbox(USER, "Later", None).await.unwrap();
+    assert!(info("Later").await.unwrap().subscribed);
+    s.delete_mailbox(USER, "Later").await.unwrap();
+    s.create_mailbox(USER, "Later", None).await.unwrap();
+    assert!(info("Later").await.unwrap().subscribed);
+    // A rename leaves the subscription with the old name.
+    s.subscribe(USER, "Bills", true).await.unwrap();
+    s.rename_mailbox(USER, "Bills", "Paid").await.unwrap();
+    assert!(!info("Paid").await.unwrap().subscribed);
+    s.create_mailbox(USER, "Bills", None).await.unwrap();
+    let bills = info("Bills").await.unwrap();
+    assert!(bills.subscribed && bills.special_use.is_none(), "{bills:?}");
+    // Subscribing twice, or unsubscribing what never was, is no error; names are canonical.
+    s.subscribe(USER, "Bills", true).await.unwrap();
+    s.subscribe(USER, "Never", false).await.unwrap();
+    s.subscribe(USER, "inbox", true).await.unwrap();
+    assert!(info("INBOX").await.unwrap().subscribed);
+}
+
+async fn quota_and_size_limits(s: Stores) {
+    let quota = async || {
+        let q = s.quota(USER).await.unwrap();
+        (q.messages, q.bytes)
+    };
+    s.append(USER, "INBOX", msg("12345")).await.unwrap();
+    s.append(USER, "Sent", msg("123")).await.unwrap();
+    s.copy(USER, "INBOX", "Archive", &UidSet::single(1)).await.unwrap();
+    assert_eq!(quota().await, (3, 13));
+    s.move_messages(USER, "Sent", "Trash", &UidSet::single(1)).await.unwrap();
+    assert_eq!(quota().await, (3, 13));
+    s.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &Flags::system(SystemFlags::DELETED), None)
+        .await
+        .unwrap();
+    s.expunge(USER, "INBOX", None).await.unwrap();
+    assert_eq!(quota().await, (2, 8));
+    s.delete_mailbox(USER, "Trash").await.unwrap();
+    assert_eq!(quota().await, (1, 5));
+    let other = s.quota(OTHER).await.unwrap();
+    assert_eq!((other.messages, other.bytes), (0, 0));
+    // A message over the store's limit is refused before anything is kept. The zeroed buffer
+    // is never touched, so it costs no memory.
+    let huge = vec![0u8; MAX_MESSAGE_SIZE as usize + 1];
+    let refused = s.append(USER, "INBOX", NewMessage::new(huge)).await;
+    assert!(matches!(refused, Err(StoreError::TooLarge)), "{refused:?}");
+    assert_eq!(quota().await, (1, 5));
+    assert_eq!(s.status(USER, "INBOX").await.unwrap().messages, 0);
+}
+
+async fn two_sessions_write_at_once(s: Stores) {
+    const EACH: u32 = 30;
+    let mut changes = s.second.watch(USER, "INBOX").await.unwrap();
+    let writer = async |store: Arc<dyn MailStore>, name: &'static str| {
+        let mut mine = Vec::new();
+        let seen = Flags::system(SystemFlags::SEEN);
+        for i in 0..EACH {
+            let r = store.append(USER, "INBOX", msg(&format!("{name} {i}"))).await.unwrap();
+            let tag = keywords([name.to_string()]);
+            let changed = store.store_flags(USER, "INBOX", &UidSet::single(r.uid), FlagOp::Add, &tag, None).await;
+            assert_eq!(changed.unwrap().len(), 1);
+            if i % 10 == 9 {
+                store.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &seen, None).await.unwrap();
+            }
+            mine.push(r.uid);
+        }
+        mine
+    };
+    let first = tokio::spawn(writer(s.first.clone(), "first"));
+    let second = tokio::spawn(writer(s.second.clone(), "second"));
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    // Each session sees its own UIDs rising; together they are every UID once.
+    assert!(first.windows(2).all(|w| w[0] < w[1]) && second.windows(2).all(|w| w[0] < w[1]));
+    let mut all: Vec<u32> = first.iter().chain(&second).copied().collect();
+    all.sort();
+    assert_eq!(all, (1..=2 * EACH).collect::<Vec<_>>());
+    let fetched = s.fetch(USER, "INBOX", &UidSet::all(), BodyPart::Full).await.unwrap();
+    for m in &fetched {
+        let body = String::from_utf8(m.body.as_deref().unwrap().to_vec()).unwrap();
+        let writer = if first.contains(&m.meta.uid) { "first" } else { "second" };
+        assert!(body.starts_with(writer), "{body} as UID {}", m.meta.uid);
+        assert_eq!(m.meta.flags.keywords, vec![writer], "UID {}", m.meta.uid);
+    }
+
+    // The second session's watcher saw every change, whoever made it, in modseq order, and
+    // ends up where the mailbox is.
+    let (status, messages) = s.messages(USER, "INBOX").await.unwrap();
+    let mut latest: BTreeMap<u32, MessageMeta> = BTreeMap::new();
+    let mut appended = Vec::new();
+    let mut modseq = 0;
+    while modseq < status.highest_modseq {
+        let meta = match next_change(&mut changes).await {
+            Some(Change::Appended(meta)) => {
+                appended.push(meta.uid);
+                meta
+            }
+            Some(Change::FlagsChanged(meta)) => {
+                assert!(latest.contains_key(&meta.uid), "flags of UID {} before it was appended", meta.uid);
+                meta
+            }
+            other => panic!("unexpected change {other:?}"),
+        };
+        assert!(meta.modseq > modseq, "modseq {} after {modseq}", meta.modseq);
+        modseq = meta.modseq;
+        latest.insert(meta.uid, meta);
+    }
+    assert_eq!(appended, all);
+    assert_eq!(latest.into_values().collect::<Vec<_>>(), messages);
+
+    // Both claim \Recent at once: each message is recent to one of them.
+    let (a, b) = tokio::join!(s.first.claim_recent(USER, "INBOX"), s.second.claim_recent(USER, "INBOX"));
+    let mut claimed: Vec<u32> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    claimed.sort();
+    assert_eq!(claimed, all);
+}
+
+async fn watchers_see_copies_moves_and_renames(s: Stores) {
+    for i in 0..2 {
+        s.append(USER, "INBOX", msg(&sample(i))).await.unwrap();
+    }
+    s.create_mailbox(USER, "W", None).await.unwrap();
+    let mut w = s.watch(USER, "W").await.unwrap();
+    let mut inbox = s.watch(USER, "INBOX").await.unwrap();
+    let appended_uid = |change: Option<Change>| match change {
+        Some(Change::Appended(m)) => m.uid,
+        other => panic!("expected Appended, got {other:?}"),
+    };
+    s.copy(USER, "INBOX", "W", &UidSet::all()).await.unwrap();
+    assert_eq!(appended_uid(next_change(&mut w).await), 1);
+    assert_eq!(appended_uid(next_change(&mut w).await), 2);
+    s.move_messages(USER, "W", "INBOX", &UidSet::single(1)).await.unwrap();
+    assert_eq!(next_change(&mut w).await, Some(Change::Expunged(vec![1])));
+    assert_eq!(appended_uid(next_change(&mut inbox).await), 3);
+    // Renaming INBOX empties it; INBOX itself stays, and so does its watcher.
+    s.rename_mailbox(USER, "INBOX", "Old").await.unwrap();
+    assert_eq!(next_change(&mut inbox).await, Some(Change::Expunged(vec![1, 2, 3])));
+    s.append(USER, "INBOX", msg("new")).await.unwrap();
+    assert_eq!(appended_uid(next_change(&mut inbox).await), 4);
+    s.rename_mailbox(USER, "W", "W2").await.unwrap();
+    assert_eq!(next_change(&mut w).await, Some(Change::MailboxGone));
+    assert_eq!(next_change(&mut w).await, None);
+    assert!(matches!(s.watch(USER, "W").await, Err(StoreError::NoSuchMailbox)));
+}
+
+async fn a_watcher_behind_gets_every_change_or_lagged(s: Stores) {
+    const MESSAGES: u32 = 40;
+    // 28 × 40 = 1,120 changes, more than LocalStore keeps for a watcher (1,024).
+    const ROUNDS: usize = 28;
+    s.create_mailbox(USER, "Busy", None).await.unwrap();
+    for i in 0..MESSAGES {
+        s.append(USER, "Busy", msg(&sample(i as usize))).await.unwrap();
+    }
+    let mut changes = s.watch(USER, "Busy").await.unwrap();
+    let seen = Flags::system(SystemFlags::SEEN);
+    for round in 0..ROUNDS {
+        let op = if round % 2 == 0 { FlagOp::Add } else { FlagOp::Remove };
+        s.store_flags(USER, "Busy", &UidSet::all(), op, &seen, None).await.unwrap();
+    }
+    s.delete_mailbox(USER, "Busy").await.unwrap();
+    let mut got = Vec::new();
+    while let Some(change) = next_change(&mut changes).await {
+        got.push(change);
+    }
+    // Never a change lost without a word: either all of them, or `Lagged` where they went.
+    let modseqs: Vec<u64> = got
+        .iter()
+        .filter_map(|c| match c {
+            Change::FlagsChanged(m) => Some(m.modseq),
+            _ => None,
+        })
+        .collect();
+    assert!(modseqs.windows(2).all(|w| w[0] < w[1]), "changes out of order");
+    if !got.contains(&Change::Lagged) {
+        assert_eq!(modseqs.len(), ROUNDS * MESSAGES as usize);
+        assert_eq!(got.last(), Some(&Change::MailboxGone));
+    }
+}
+
+async fn users_are_apart(s: Stores) {
+    s.create_mailbox(USER, "Mine", None).await.unwrap();
+    s.append(USER, "INBOX", msg("for alice")).await.unwrap();
+    assert!(!s.list_mailboxes(OTHER).await.unwrap().iter().any(|m| m.name == "Mine"));
+    assert_eq!(s.status(OTHER, "INBOX").await.unwrap().messages, 0);
+    assert!(matches!(s.status(OTHER, "Mine").await, Err(StoreError::NoSuchMailbox)));
+    s.create_mailbox(OTHER, "Mine", None).await.unwrap();
+    s.append(OTHER, "Mine", msg("for bob")).await.unwrap();
+    assert_eq!(s.status(USER, "Mine").await.unwrap().messages, 0);
+    s.delete_mailbox(USER, "Mine").await.unwrap();
+    assert_eq!(s.status(OTHER, "Mine").await.unwrap().messages, 1);
+    assert_eq!(s.quota(OTHER).await.unwrap().messages, 1);
 }
