@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod etcd;
 pub mod netns;
 
 /// The `sirms` binary next to this test's target directory (built by the README's test

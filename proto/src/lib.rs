@@ -10,6 +10,13 @@ pub mod cluster {
     tonic::include_proto!("sirms.cluster.v1");
 }
 
+/// etcd's v3 API, the part the control plane uses (keys, transactions, watches, leases): the
+/// directory and node membership live in etcd when a cluster runs several routers.
+pub mod etcd {
+    #![allow(missing_docs, clippy::doc_overindented_list_items)]
+    tonic::include_proto!("etcdserverpb");
+}
+
 /// Metadata key that carries the cluster token on every internal gRPC call.
 pub const TOKEN_HEADER: &str = "x-sirms-token";
 

@@ -29,6 +29,8 @@ impl From<DirectoryError> for Status {
         match e {
             DirectoryError::NotFound(_) => Status::not_found(e.to_string()),
             DirectoryError::Db(_) => Status::internal(e.to_string()),
+            DirectoryError::Unavailable(_) => Status::unavailable(e.to_string()),
+            DirectoryError::Conflict(_) => Status::aborted(e.to_string()),
             DirectoryError::UnknownDomain(_) | DirectoryError::UnknownNode(_) => {
                 Status::failed_precondition(e.to_string())
             }
@@ -66,19 +68,29 @@ impl AdminService {
     fn dir(&self) -> &crate::directory::ClusterDirectory {
         self.router.directory()
     }
+
+    /// Refuses to hand out a directory this router has not read yet: a node given the empty
+    /// copy would refuse every user.
+    fn loaded(&self) -> Result<(), Status> {
+        if self.dir().current().loaded {
+            Ok(())
+        } else {
+            Err(Status::unavailable(format!("this router has not read the directory yet ({})", self.dir().describe())))
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn put_node(&self, request: Request<Node>) -> Reply<Ack> {
-        ack(self.dir().put_node(self.open(request)?))
+        ack(self.dir().put_node(self.open(request)?).await)
     }
     async fn remove_node(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_node(&self.open(request)?.name))
+        ack(self.dir().remove_node(&self.open(request)?.name).await)
     }
     async fn drain_node(&self, request: Request<DrainRequest>) -> Reply<Ack> {
         let r = self.open(request)?;
-        ack(self.dir().set_drained(&r.id, r.drained))
+        ack(self.dir().set_drained(&r.id, r.drained).await)
     }
     async fn list_nodes(&self, request: Request<Empty>) -> Reply<NodeList> {
         self.open(request)?;
@@ -86,55 +98,55 @@ impl Admin for AdminService {
     }
     async fn put_route(&self, request: Request<Route>) -> Reply<Ack> {
         let r = self.open(request)?;
-        ack(self.dir().put_route(&r.cidr, &r.target))
+        ack(self.dir().put_route(&r.cidr, &r.target).await)
     }
     async fn remove_route(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_route(&self.open(request)?.name))
+        ack(self.dir().remove_route(&self.open(request)?.name).await)
     }
     async fn list_routes(&self, request: Request<Empty>) -> Reply<RouteList> {
         self.open(request)?;
         Ok(Response::new(RouteList { routes: self.dir().routes() }))
     }
     async fn put_group(&self, request: Request<Group>) -> Reply<Ack> {
-        ack(self.dir().put_group(self.open(request)?))
+        ack(self.dir().put_group(self.open(request)?).await)
     }
     async fn remove_group(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_group(&self.open(request)?.name))
+        ack(self.dir().remove_group(&self.open(request)?.name).await)
     }
     async fn list_groups(&self, request: Request<Empty>) -> Reply<GroupList> {
         self.open(request)?;
         Ok(Response::new(GroupList { groups: self.dir().groups() }))
     }
     async fn put_domain(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().put_domain(&self.open(request)?.name))
+        ack(self.dir().put_domain(&self.open(request)?.name).await)
     }
     async fn remove_domain(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_domain(&self.open(request)?.name))
+        ack(self.dir().remove_domain(&self.open(request)?.name).await)
     }
     async fn put_user(&self, request: Request<User>) -> Reply<Ack> {
-        ack(self.dir().put_user(self.open(request)?))
+        ack(self.dir().put_user(self.open(request)?).await)
     }
     async fn remove_user(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_user(&self.open(request)?.name))
+        ack(self.dir().remove_user(&self.open(request)?.name).await)
     }
     async fn put_alias(&self, request: Request<Alias>) -> Reply<Ack> {
-        ack(self.dir().put_alias(self.open(request)?))
+        ack(self.dir().put_alias(self.open(request)?).await)
     }
     async fn remove_alias(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_alias(&self.open(request)?.name))
+        ack(self.dir().remove_alias(&self.open(request)?.name).await)
     }
     async fn put_transport(&self, request: Request<Transport>) -> Reply<Ack> {
         let t = self.open(request)?;
-        ack(self.dir().put_transport(&t.domain, &t.relay))
+        ack(self.dir().put_transport(&t.domain, &t.relay).await)
     }
     async fn remove_transport(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_transport(&self.open(request)?.name))
+        ack(self.dir().remove_transport(&self.open(request)?.name).await)
     }
     async fn put_dkim_key(&self, request: Request<DkimKey>) -> Reply<Ack> {
-        ack(self.dir().put_dkim_key(self.open(request)?))
+        ack(self.dir().put_dkim_key(self.open(request)?).await)
     }
     async fn remove_dkim_key(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_dkim_key(&self.open(request)?.name))
+        ack(self.dir().remove_dkim_key(&self.open(request)?.name).await)
     }
     async fn get_directory(&self, request: Request<Empty>) -> Reply<DirectorySnapshot> {
         self.open(request)?;
@@ -175,14 +187,10 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<DirectorySnapshot, Status
 impl Directory for AdminService {
     async fn register(&self, request: Request<Node>) -> Reply<DirectorySnapshot> {
         let node = self.open(request)?;
-        // A node that is already known keeps what the admin set (weight, drain); only its
-        // addresses are refreshed from what it announces.
-        let merged = match self.dir().node(&node.id)? {
-            Some(known) => Node { weight: known.weight, drained: known.drained, ..node },
-            None => node,
-        };
-        tracing::info!(node = %merged.id, host = %merged.host, "node registered");
-        self.dir().put_node(merged)?;
+        self.loaded()?;
+        let (id, host) = (node.id.clone(), node.host.clone());
+        self.dir().register_node(node).await?;
+        tracing::info!(node = %id, %host, "node registered");
         Ok(Response::new(self.dir().snapshot()))
     }
 
@@ -195,11 +203,10 @@ impl Directory for AdminService {
 
     async fn watch(&self, request: Request<WatchRequest>) -> Reply<SnapshotStream> {
         let since = self.open(request)?.version;
-        let router = self.router.clone();
-        let versions = WatchStream::new(self.dir().subscribe());
-        let stream = futures::StreamExt::filter_map(versions, move |version| {
-            let router = router.clone();
-            async move { (version > since).then(|| Ok(router.directory().snapshot())) }
+        self.loaded()?;
+        let states = WatchStream::new(self.dir().subscribe());
+        let stream = futures::StreamExt::filter_map(states, move |state| async move {
+            (state.loaded && state.version > since).then(|| Ok(state.snapshot()))
         });
         Ok(Response::new(Box::pin(stream)))
     }

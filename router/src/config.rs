@@ -33,6 +33,40 @@ pub struct RouterConfig {
     pub mode: Mode,
     /// NAT mode's device, addresses and flow table.
     pub nat: NatConfig,
+    /// Where the directory is kept: the router's own sled database, or etcd.
+    pub directory: DirectoryKind,
+    /// `[etcd]`: used when `directory = "etcd"`.
+    pub etcd: EtcdConfig,
+}
+
+/// Where the cluster directory lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectoryKind {
+    /// A sled database in `data_dir`: one router, no other service (the default).
+    #[default]
+    Sled,
+    /// An etcd cluster that every router shares (docs/CONTROL-PLANE.md).
+    Etcd,
+}
+
+/// `[etcd]`: the cluster that holds the directory when several routers share it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs of the members (`host:port` or `http://host:port`); any one that answers
+    /// with a leader is enough.
+    pub endpoints: Vec<String>,
+    /// The key prefix everything of this cluster lives under, so one etcd can serve several.
+    pub prefix: String,
+    /// Milliseconds a member has to answer before the next is asked.
+    pub timeout_ms: u64,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig { endpoints: vec!["127.0.0.1:2379".to_string()], prefix: "/sirms".to_string(), timeout_ms: 2000 }
+    }
 }
 
 /// The router's data plane.
@@ -141,6 +175,8 @@ impl Default for RouterConfig {
             idle_timeout_secs: 31 * 60,
             mode: Mode::Proxy,
             nat: NatConfig::default(),
+            directory: DirectoryKind::Sled,
+            etcd: EtcdConfig::default(),
         }
     }
 }

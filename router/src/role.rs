@@ -5,8 +5,10 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::admin::AdminService;
-use crate::config::{DEV_TOKEN, Mode, RouterConfig};
+use crate::config::{DEV_TOKEN, DirectoryKind, Mode, RouterConfig};
+use crate::directory::etcd::EtcdStore;
 use crate::directory::{ClusterDirectory, DirectoryError};
+use crate::etcd::{EtcdClient, EtcdError};
 use crate::server::{self, Router};
 
 /// Why the router stopped.
@@ -14,6 +16,8 @@ use crate::server::{self, Router};
 pub enum RouterError {
     #[error("directory: {0}")]
     Directory(#[from] DirectoryError),
+    #[error("directory: {0}")]
+    Etcd(#[from] EtcdError),
     #[error("refusing to serve the admin API on {0} with the default dev token: set `token`")]
     InsecureToken(std::net::SocketAddr),
     #[error("{0}")]
@@ -22,13 +26,27 @@ pub enum RouterError {
     Grpc(#[from] tonic::transport::Error),
 }
 
+/// The directory the config names.
+fn open_directory(config: &RouterConfig) -> Result<ClusterDirectory, RouterError> {
+    match config.directory {
+        DirectoryKind::Sled => Ok(ClusterDirectory::open(&config.data_dir.join("directory"))?),
+        DirectoryKind::Etcd => {
+            let timeout = std::time::Duration::from_millis(config.etcd.timeout_ms.max(100));
+            let client = EtcdClient::new(&config.etcd.endpoints, timeout)?;
+            let (store, state) = EtcdStore::open(Arc::new(client), &config.etcd.prefix);
+            Ok(ClusterDirectory::new(Box::new(store), state))
+        }
+    }
+}
+
 /// Runs the router until `shutdown` resolves.
 pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Result<(), RouterError> {
     if config.token == DEV_TOKEN && !config.admin_listen.ip().is_loopback() {
         return Err(RouterError::InsecureToken(config.admin_listen));
     }
     std::fs::create_dir_all(&config.data_dir)?;
-    let directory = Arc::new(ClusterDirectory::open(&config.data_dir.join("directory"))?);
+    let directory = Arc::new(open_directory(&config)?);
+    tracing::info!(directory = %directory.describe(), "directory");
     let router = Router::new(directory, &config);
     let (stop, stopped) = watch::channel(false);
 

@@ -1,0 +1,208 @@
+//! The directory in etcd, shared by every router of the cluster.
+//!
+//! Each record is one key, `PREFIX/directory/TABLE/KEY`, holding the record's protobuf
+//! encoding, and `PREFIX/directory/version` holds the version as decimal text. A change is
+//! one transaction that writes its records and the next version, on the condition that the
+//! version is still the one the change was planned against, so two admins racing through two
+//! routers cannot lose either change. Every router reads the whole prefix once and then
+//! follows it with a watch; its copy moves one whole transaction at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sirms_proto::etcd::compare::{CompareResult, CompareTarget, TargetUnion};
+use sirms_proto::etcd::request_op::Request as Op;
+use sirms_proto::etcd::{Compare, DeleteRangeRequest, KeyValue, PutRequest, RequestOp, TxnRequest, event::EventType};
+use tokio::sync::watch;
+
+use super::state::{State, Table, Write};
+use super::{DirectoryError, Store};
+use crate::etcd::{EtcdClient, EtcdError};
+
+/// Longest pause between two attempts to read or follow the directory.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The directory under one etcd prefix.
+pub struct EtcdStore {
+    client: Arc<EtcdClient>,
+    keys: Keys,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+/// The directory's key layout under a prefix.
+#[derive(Clone)]
+struct Keys {
+    /// `PREFIX/directory/`
+    root: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys { root: format!("{}/directory/", prefix.trim_end_matches('/')) }
+    }
+
+    fn version(&self) -> String {
+        format!("{}version", self.root)
+    }
+
+    fn record(&self, table: Table, key: &str) -> String {
+        format!("{}{}/{key}", self.root, table.name())
+    }
+
+    /// What a stored key is: the version (`None`), or a record.
+    fn parse<'a>(&self, key: &'a [u8]) -> Option<Option<(Table, &'a str)>> {
+        let key = std::str::from_utf8(key).ok()?.strip_prefix(self.root.as_str())?;
+        if key == "version" {
+            return Some(None);
+        }
+        let (table, key) = key.split_once('/')?;
+        Some(Some((Table::from_name(table)?, key)))
+    }
+
+    /// Takes one key-value pair into `state`.
+    fn apply(&self, state: &mut State, kv: &KeyValue, deleted: bool) {
+        match self.parse(&kv.key) {
+            Some(None) => {
+                state.version = if deleted {
+                    0
+                } else {
+                    std::str::from_utf8(&kv.value).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+                }
+            }
+            Some(Some((table, key))) if deleted => state.apply(&Write::Delete(table, key.to_string())),
+            Some(Some((table, key))) => state.apply(&Write::Put(table, key.to_string(), kv.value.to_vec())),
+            None => {}
+        }
+    }
+}
+
+fn unavailable(client: &EtcdClient, e: EtcdError) -> DirectoryError {
+    DirectoryError::Unavailable(format!("etcd at {}: {e}", client.endpoints()))
+}
+
+impl EtcdStore {
+    /// The directory under `prefix` in the etcd cluster `client` reaches. The returned copy is
+    /// marked loaded once the whole directory has been read; until then (etcd away at start)
+    /// it is empty and the follower keeps trying.
+    pub fn open(client: Arc<EtcdClient>, prefix: &str) -> (EtcdStore, watch::Receiver<Arc<State>>) {
+        let keys = Keys::new(prefix);
+        let (sender, receiver) = watch::channel(Arc::new(State::default()));
+        let follower = tokio::spawn(follow(client.clone(), keys.clone(), sender));
+        (EtcdStore { client, keys, follower }, receiver)
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// Keeps `sender`'s copy equal to etcd's: a whole read, then a watch from the next revision;
+/// again from a whole read whenever the watch breaks.
+async fn follow(client: Arc<EtcdClient>, keys: Keys, sender: watch::Sender<Arc<State>>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match follow_once(&client, &keys, &sender).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, etcd = %client.endpoints(), "following the directory in etcd");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn follow_once(client: &EtcdClient, keys: &Keys, sender: &watch::Sender<Arc<State>>) -> Result<(), EtcdError> {
+    let (revision, kvs) = client.range_prefix(keys.root.as_bytes()).await?;
+    let mut state = State::default();
+    state.loaded = true;
+    for kv in &kvs {
+        keys.apply(&mut state, kv, false);
+    }
+    tracing::info!(version = state.version, records = kvs.len(), revision, "directory read from etcd");
+    sender.send_replace(Arc::new(state));
+    let mut watch = client.watch_prefix(keys.root.as_bytes(), revision + 1).await?;
+    loop {
+        let response = match watch.next().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(EtcdError::Refused(status)),
+        };
+        if response.canceled || response.compact_revision > 0 {
+            tracing::info!(reason = %response.cancel_reason, "etcd ended the directory watch; reading it again");
+            return Ok(());
+        }
+        if response.events.is_empty() {
+            continue;
+        }
+        sender.send_modify(|state| {
+            let state = Arc::make_mut(state);
+            for event in &response.events {
+                if let Some(kv) = &event.kv {
+                    keys.apply(state, kv, event.r#type() == EventType::Delete);
+                }
+            }
+        });
+    }
+}
+
+#[tonic::async_trait]
+impl Store for EtcdStore {
+    async fn commit(&self, base: u64, writes: &[Write]) -> Result<bool, DirectoryError> {
+        let version = self.keys.version();
+        // Version 0 is a directory never written: its version key does not exist yet.
+        let unchanged = if base == 0 {
+            Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Version as i32,
+                key: version.clone().into_bytes().into(),
+                target_union: Some(TargetUnion::Version(0)),
+                ..Default::default()
+            }
+        } else {
+            Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Value as i32,
+                key: version.clone().into_bytes().into(),
+                target_union: Some(TargetUnion::Value(base.to_string().into_bytes().into())),
+                ..Default::default()
+            }
+        };
+        let put = |key: String, value: Vec<u8>| RequestOp {
+            request: Some(Op::RequestPut(PutRequest {
+                key: key.into_bytes().into(),
+                value: value.into(),
+                ..Default::default()
+            })),
+        };
+        let mut success: Vec<RequestOp> = writes
+            .iter()
+            .map(|write| match write {
+                Write::Put(table, key, value) => put(self.keys.record(*table, key), value.clone()),
+                Write::Delete(table, key) => RequestOp {
+                    request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
+                        key: self.keys.record(*table, key).into_bytes().into(),
+                        ..Default::default()
+                    })),
+                },
+            })
+            .collect();
+        success.push(put(version, (base + 1).to_string().into_bytes()));
+        let txn = TxnRequest { compare: vec![unchanged], success, failure: Vec::new() };
+        let reply = self.client.txn(txn).await.map_err(|e| unavailable(&self.client, e))?;
+        Ok(reply.succeeded)
+    }
+
+    async fn latest(&self) -> Result<u64, DirectoryError> {
+        let (_, kvs) =
+            self.client.range_prefix(self.keys.version().as_bytes()).await.map_err(|e| unavailable(&self.client, e))?;
+        let version = kvs.iter().find(|kv| kv.key.as_ref() == self.keys.version().as_bytes());
+        Ok(version.and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok()).unwrap_or(0))
+    }
+
+    fn describe(&self) -> String {
+        format!("the etcd directory at {} ({})", self.client.endpoints(), self.keys.root)
+    }
+}

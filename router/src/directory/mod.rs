@@ -1,0 +1,265 @@
+//! The cluster directory: nodes, routes, groups, domains, users, aliases, transports and DKIM
+//! keys, changed only through the admin API. Every change bumps one version number; routers
+//! rebuild their routing from it and mail nodes follow it through the Directory service.
+//!
+//! Where it is kept is a [`Store`]: a sled database on the router's disk ([`sled`], the
+//! default, for `sirms dev` and one router), or etcd ([`etcd`]), which several routers share.
+//! Either way every router holds the whole directory in memory ([`State`]) and serves reads
+//! from there, so reads keep working while the store is away; changes are checked against
+//! that state in one place ([`state`]) and committed only if nobody changed the directory
+//! meanwhile.
+
+pub mod etcd;
+pub mod sled;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Node, Route, User};
+use tokio::sync::watch;
+
+pub use state::{State, Table, Write, canonical_address};
+
+use crate::node::NameError;
+use crate::table::CidrError;
+
+/// How often a change is planned again after losing a race with another router's change.
+const MAX_ATTEMPTS: usize = 16;
+/// How long a committed change may take to show in this router's copy.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// A random duration up to `max`.
+fn jitter(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A fresh RandomState is randomly keyed: random enough to break ties, with no crate.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    max.mul_f64((random % 1000) as f64 / 1000.0)
+}
+
+/// Why a directory change was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("invalid name: {0}")]
+    Name(#[from] NameError),
+    #[error("invalid CIDR: {0}")]
+    Cidr(#[from] CidrError),
+    #[error("invalid route target {0:?}: use a node name or group:NAME")]
+    Target(String),
+    #[error("invalid address {0:?}")]
+    Address(String),
+    #[error("domain {0} is not in the directory")]
+    UnknownDomain(String),
+    #[error("node {0} is not in the directory")]
+    UnknownNode(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("directory database: {0}")]
+    Db(#[from] ::sled::Error),
+    /// The store did not answer (etcd without quorum, unreachable): nothing was changed
+    /// that this router knows of, and reads still come from its copy.
+    #[error("the directory cannot be changed now: {0}")]
+    Unavailable(String),
+    #[error("the directory kept changing under this change ({0} attempts); try again")]
+    Conflict(usize),
+}
+
+/// Where the directory is kept.
+#[tonic::async_trait]
+pub trait Store: Send + Sync {
+    /// Makes `writes` and the version `base + 1` durable in one step if the stored version is
+    /// still `base`; `false` if it is not (another router changed the directory first). The
+    /// store then brings the new state to every router's copy, this one's included.
+    async fn commit(&self, base: u64, writes: &[Write]) -> Result<bool, DirectoryError>;
+    /// The latest committed version, read from the store itself (not from a copy).
+    async fn latest(&self) -> Result<u64, DirectoryError>;
+    /// What it is, for logs and errors.
+    fn describe(&self) -> String;
+}
+
+/// The directory as one router sees it: a copy of the whole, kept current by its store.
+pub struct ClusterDirectory {
+    store: Box<dyn Store>,
+    state: watch::Receiver<Arc<State>>,
+    /// One change at a time from this router: its changes never race each other, only
+    /// other routers' changes.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl ClusterDirectory {
+    /// Opens (creating if needed) the sled directory at `path`.
+    pub fn open(path: &std::path::Path) -> Result<ClusterDirectory, DirectoryError> {
+        let (store, state) = sled::SledStore::open(path)?;
+        Ok(ClusterDirectory::new(Box::new(store), state))
+    }
+
+    /// A directory over `store`, whose copy `state` the store keeps current.
+    pub fn new(store: Box<dyn Store>, state: watch::Receiver<Arc<State>>) -> ClusterDirectory {
+        ClusterDirectory { store, state, writing: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Follows the directory: the receiver sees every new version.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<State>> {
+        self.state.clone()
+    }
+
+    /// The directory as it is now.
+    pub fn current(&self) -> Arc<State> {
+        self.state.borrow().clone()
+    }
+
+    /// The whole directory as it is now.
+    pub fn snapshot(&self) -> DirectorySnapshot {
+        self.current().snapshot()
+    }
+
+    /// The routing table entries.
+    pub fn routes(&self) -> Vec<Route> {
+        self.current().routes()
+    }
+
+    /// The node groups.
+    pub fn groups(&self) -> Vec<Group> {
+        self.current().groups()
+    }
+
+    /// A node by id.
+    pub fn node(&self, id: &str) -> Option<Node> {
+        self.current().node(id).cloned()
+    }
+
+    /// What keeps the directory, for logs and status.
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Plans a change against the current directory and commits it; planned again when
+    /// another router's change came first. Returns once this router's copy has it.
+    async fn change(&self, plan: impl Fn(&State) -> Result<Vec<Write>, DirectoryError>) -> Result<(), DirectoryError> {
+        let _writing = self.writing.lock().await;
+        let mut attempt = 0;
+        while (attempt as usize) < MAX_ATTEMPTS {
+            // Plan against every change committed so far, through any router: a domain just
+            // added through another router must not be "unknown" here.
+            let latest = self.store.latest().await?;
+            self.settle(latest).await?;
+            let state = self.current();
+            let writes = plan(&state)?;
+            let committed = self.store.commit(state.version, &writes).await?;
+            if committed {
+                // Returns once this router's copy has it: read-your-writes for the admin.
+                return self.settle(state.version + 1).await;
+            }
+            // Lost to another router, which may have more changes queued: step back a random
+            // while, longer each time, so that it cannot keep winning by being first.
+            attempt += 1;
+            tokio::time::sleep(jitter(Duration::from_millis(10) * attempt)).await;
+        }
+        Err(DirectoryError::Conflict(MAX_ATTEMPTS))
+    }
+
+    /// Waits (bounded) until this router's copy has `version`.
+    async fn settle(&self, version: u64) -> Result<(), DirectoryError> {
+        let mut follower = self.state.clone();
+        let seen = tokio::time::timeout(SETTLE, follower.wait_for(|s| s.loaded && s.version >= version)).await;
+        if matches!(seen, Ok(Ok(_))) {
+            return Ok(());
+        }
+        Err(DirectoryError::Unavailable(format!(
+            "this router's copy of {} did not reach version {version} within {SETTLE:?}",
+            self.store.describe()
+        )))
+    }
+
+    /// Adds or replaces a node.
+    pub async fn put_node(&self, node: Node) -> Result<(), DirectoryError> {
+        self.change(|s| s.put_node(node.clone())).await
+    }
+
+    /// A node announcing itself; it keeps the weight and drain the admin set.
+    pub async fn register_node(&self, node: Node) -> Result<(), DirectoryError> {
+        self.change(|s| s.register_node(node.clone())).await
+    }
+
+    /// Removes a node; users homed there keep their home until moved.
+    pub async fn remove_node(&self, id: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.remove_node(id)).await
+    }
+
+    /// Drains or undrains a node.
+    pub async fn set_drained(&self, id: &str, drained: bool) -> Result<(), DirectoryError> {
+        self.change(|s| s.set_drained(id, drained)).await
+    }
+
+    /// Adds or replaces a route (CIDR → node or `group:NAME`).
+    pub async fn put_route(&self, cidr: &str, target: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.put_route(cidr, target)).await
+    }
+
+    /// Removes a route.
+    pub async fn remove_route(&self, cidr: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.remove_route(cidr)).await
+    }
+
+    /// Adds or replaces a node group.
+    pub async fn put_group(&self, group: Group) -> Result<(), DirectoryError> {
+        self.change(|s| s.put_group(group.clone())).await
+    }
+
+    /// Removes a node group.
+    pub async fn remove_group(&self, name: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.remove_group(name)).await
+    }
+
+    /// Adds a mail domain.
+    pub async fn put_domain(&self, domain: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.put_domain(domain)).await
+    }
+
+    /// Removes a mail domain.
+    pub async fn remove_domain(&self, domain: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.remove_domain(domain)).await
+    }
+
+    /// Sends mail for a (foreign) domain to one relay instead of its MX hosts.
+    pub async fn put_transport(&self, domain: &str, relay: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.put_transport(domain, relay)).await
+    }
+
+    /// Removes a static transport.
+    pub async fn remove_transport(&self, domain: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.remove_transport(domain)).await
+    }
+
+    /// Sets the DKIM key of one of our domains.
+    pub async fn put_dkim_key(&self, key: DkimKey) -> Result<(), DirectoryError> {
+        self.change(|s| s.put_dkim_key(key.clone())).await
+    }
+
+    /// Removes a domain's DKIM key.
+    pub async fn remove_dkim_key(&self, domain: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.remove_dkim_key(domain)).await
+    }
+
+    /// Adds or replaces a user (an empty hash or home keeps the stored one).
+    pub async fn put_user(&self, user: User) -> Result<(), DirectoryError> {
+        self.change(|s| s.put_user(user.clone())).await
+    }
+
+    /// Removes a user.
+    pub async fn remove_user(&self, address: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.remove_user(address)).await
+    }
+
+    /// Adds or replaces an alias.
+    pub async fn put_alias(&self, alias: Alias) -> Result<(), DirectoryError> {
+        self.change(|s| s.put_alias(alias.clone())).await
+    }
+
+    /// Removes an alias.
+    pub async fn remove_alias(&self, address: &str) -> Result<(), DirectoryError> {
+        self.change(|s| s.remove_alias(address)).await
+    }
+}
