@@ -7,6 +7,7 @@
 //! tests and fuzzing.
 
 pub mod change;
+pub mod durable;
 pub mod error;
 pub mod flags;
 pub mod grpc;

@@ -7,12 +7,13 @@ pub mod admin;
 mod envelope;
 pub mod worker;
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use envelope::QueuedEnvelope;
+use sirms_storage::durable::{sync_dir, write_atomic};
 
 /// Seconds since the epoch: the unit of every time in an envelope.
 pub fn now() -> i64 {
@@ -25,17 +26,8 @@ pub struct Spool {
     dir: PathBuf,
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 fn write_durably(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
+    write_atomic(&dir.join(name), contents)
 }
 
 /// Queue ids become file names: only these characters are allowed.

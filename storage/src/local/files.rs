@@ -2,10 +2,11 @@
 //! Each is replaced atomically (write, fsync, rename, directory fsync), so a crash leaves
 //! either the old or the new version.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::path::Path;
 
+pub use crate::durable::{sync_dir, write_atomic};
 use crate::mailbox::SpecialUse;
 
 /// A folder's settings file: UIDVALIDITY, the UID floor and special use.
@@ -66,21 +67,4 @@ pub fn read_small(path: &Path) -> io::Result<Option<String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// Replaces `path` with `contents` durably.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("no parent directory"))?;
-    let name = path.file_name().ok_or_else(|| io::Error::other("no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let mut f = File::create(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
-
-/// Fsyncs a directory, making renames and unlinks in it durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
