@@ -388,13 +388,28 @@ pub const CLUSTER_TOKEN: &str = "test-cluster-token";
 impl RouterProcess {
     /// Starts a router on 127.0.0.1 with fresh ports and a health check every second.
     pub fn start() -> RouterProcess {
+        RouterProcess::start_with("")
+    }
+
+    /// Starts a router whose directory is in the etcd cluster at `endpoints`, under `prefix`
+    /// (several such routers share it).
+    pub fn start_etcd(endpoints: &[String], prefix: &str) -> RouterProcess {
+        let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        RouterProcess::start_with(&format!(
+            "directory = \"etcd\"\n[etcd]\nendpoints = [{}]\nprefix = \"{prefix}\"\ntimeout_ms = 1000\n",
+            endpoints.join(", ")
+        ))
+    }
+
+    /// Starts a router with `extra` TOML: top-level keys first, then any tables.
+    pub fn start_with(extra: &str) -> RouterProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("addr") };
         let (admin, smtp, submission, submissions, imap, imaps, pop3, pop3s, metrics) =
             (port(), port(), port(), port(), port(), port(), port(), port(), port());
         let config = format!(
             "data_dir = \"{}\"\ntoken = \"{CLUSTER_TOKEN}\"\nadmin_listen = \"{admin}\"\nhealth_interval_secs = 1\n\
-             metrics_listen = \"{metrics}\"\n\
+             metrics_listen = \"{metrics}\"\n{extra}\n\
              [listen]\nsmtp = \"{smtp}\"\nsubmission = \"{submission}\"\nsubmissions = \"{submissions}\"\n\
              imap = \"{imap}\"\nimaps = \"{imaps}\"\npop3 = \"{pop3}\"\npop3s = \"{pop3s}\"\n",
             dir.path().join("data").display()
@@ -437,6 +452,18 @@ impl RouterProcess {
             "trusted_proxies = [\"127.0.0.1\"]\n[cluster]\nrouter = \"http://{}\"\nnode_id = \"{node_id}\"\n\
              token = \"{CLUSTER_TOKEN}\"\nstore_listen = \"{ip}:{}\"\n",
             self.admin,
+            free_port_on(ip)
+        )
+    }
+
+    /// The `[cluster]` TOML a node needs to follow the directory through any of `routers`.
+    pub fn nodes_extra(routers: &[&RouterProcess], node_id: &str, ip: [u8; 4]) -> String {
+        let list: Vec<String> = routers.iter().map(|r| format!("\"http://{}\"", r.admin)).collect();
+        let ip = Ipv4Addr::from(ip);
+        format!(
+            "trusted_proxies = [\"127.0.0.1\"]\n[cluster]\nrouters = [{}]\nnode_id = \"{node_id}\"\n\
+             token = \"{CLUSTER_TOKEN}\"\nstore_listen = \"{ip}:{}\"\n",
+            list.join(", "),
             free_port_on(ip)
         )
     }

@@ -49,6 +49,12 @@ pub trait Directory: Send + Sync {
     fn dkim_key(&self, _domain: &str) -> Option<(String, String)> {
         None
     }
+    /// Whether there is a directory at all: false in a cluster node that has neither reached a
+    /// router nor a cached copy. Then nothing may be refused for good (no 550 for a user it
+    /// cannot know, no failed login counted): every answer is "try again later".
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 /// Splits and normalises an address: the domain is lower-cased, and so is the local
@@ -296,12 +302,20 @@ impl Directory for DirectoryData {
 #[derive(Debug, Default)]
 pub struct LiveDirectory {
     data: std::sync::RwLock<std::sync::Arc<DirectoryData>>,
+    /// Whether `data` is a directory (from the config, the cluster or its cache) and not a
+    /// stand-in while the node waits for one.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl LiveDirectory {
     /// A live directory starting from `data`.
     pub fn new(data: DirectoryData) -> LiveDirectory {
-        LiveDirectory { data: std::sync::RwLock::new(std::sync::Arc::new(data)) }
+        LiveDirectory { data: std::sync::RwLock::new(std::sync::Arc::new(data)), loaded: true.into() }
+    }
+
+    /// A live directory that has none yet: unavailable until the first [`LiveDirectory::replace`].
+    pub fn awaiting() -> LiveDirectory {
+        LiveDirectory { data: Default::default(), loaded: false.into() }
     }
 
     /// The directory as it is now.
@@ -312,10 +326,14 @@ impl LiveDirectory {
     /// Replaces the directory.
     pub fn replace(&self, data: DirectoryData) {
         *self.data.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(data);
+        self.loaded.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
 impl Directory for LiveDirectory {
+    fn available(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
     fn resolve(&self, address: &str) -> Recipient {
         self.current().resolve(address)
     }

@@ -59,7 +59,7 @@ struct Member {
 /// returns the store that reaches every user's home.
 async fn join_cluster(
     config: &NodeConfig,
-    router: &str,
+    routers: Vec<String>,
     own_store: Arc<dyn MailStore>,
     member: Member,
     stopped: watch::Receiver<bool>,
@@ -110,7 +110,7 @@ async fn join_cluster(
     let endpoints: Endpoints = Default::default();
     let membership = Membership {
         node,
-        router: router.to_string(),
+        routers,
         token: token.clone(),
         directory: directory.clone(),
         endpoints: endpoints.clone(),
@@ -135,7 +135,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     for user in initial.plain_password_users() {
         tracing::warn!(%user, "password stored in plain text; use `sirms hash-password`");
     }
-    let directory = Arc::new(LiveDirectory::new(initial));
+    let routers = config.cluster.router_list();
+    // A cluster node has no directory until its cache or a router gives it one.
+    let directory = Arc::new(if routers.is_empty() { LiveDirectory::new(initial) } else { LiveDirectory::awaiting() });
     let (stop, stopped) = watch::channel(false);
     let mut local = None;
     let own_store: Arc<dyn MailStore> = match &config.store.remote {
@@ -152,17 +154,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let metrics = Arc::new(NodeMetrics::new(config.data_dir.join("queue").join("env")));
     let spool = Arc::new(Spool::open(config.data_dir.join("queue")).map_err(StoreError::Io)?);
     let wake = Arc::new(Notify::new());
-    let store: Arc<dyn MailStore> = match &config.cluster.router {
-        None => own_store,
-        Some(router) => {
-            let member = Member {
-                directory: directory.clone(),
-                metrics: metrics.clone(),
-                spool: spool.clone(),
-                wake: wake.clone(),
-            };
-            join_cluster(&config, router, own_store, member, stopped.clone()).await?
-        }
+    let store: Arc<dyn MailStore> = if routers.is_empty() {
+        own_store
+    } else {
+        let member =
+            Member { directory: directory.clone(), metrics: metrics.clone(), spool: spool.clone(), wake: wake.clone() };
+        join_cluster(&config, routers, own_store, member, stopped.clone()).await?
     };
     let store: Arc<dyn MailStore> = Arc::new(Measured::new(store, metrics.store.clone()));
     if let Some(addr) = config.listen.metrics {

@@ -138,6 +138,10 @@ impl Authenticator {
 
     /// Checks `password` for `login` from `client` (the real client, from PROXY v2).
     pub async fn verify(&self, client: IpAddr, login: &str, password: &str) -> Verdict {
+        if !self.directory.available() {
+            // No directory yet: nobody can be told yes or no, and nobody is counted as failing.
+            return Verdict::Unavailable;
+        }
         let canonical = normalize(login).map(|(l, d)| format!("{l}@{d}"));
         let account = canonical.as_deref().unwrap_or(login);
         if let Err(refusal) = self.throttle.check(client, account) {

@@ -1,6 +1,8 @@
-//! Joining the cluster: register with the router, take its directory snapshot, then follow
-//! its changes. The last snapshot is kept on disk, so a node restarted while the router is
-//! away still knows its users.
+//! Joining the cluster: register with a router, take its directory snapshot, then follow
+//! its changes. With several routers the node follows through whichever answers and moves on
+//! to the next when it goes away. The last snapshot is kept on disk (fsynced, owner-only: it
+//! holds password hashes and DKIM keys), so a node restarted while no router answers still
+//! knows its users.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,11 +16,13 @@ use sirms_proto::cluster::{DirectorySnapshot, Node, NodeLoad, WatchRequest};
 use sirms_proto::token::TokenInterceptor;
 use tokio::sync::watch;
 
+use sirms_storage::durable::write_atomic;
+
 use super::home_store::Endpoints;
-use crate::directory::{DirectoryData, LiveDirectory};
+use crate::directory::{Directory, DirectoryData, LiveDirectory};
 use crate::metrics::{NodeMetrics, Protocol};
 
-/// Longest wait between attempts to reach the router.
+/// Longest wait between rounds of attempts to reach the routers.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The load now, as a heartbeat.
@@ -47,7 +51,8 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Membership {
     /// How this node announces itself.
     pub node: Node,
-    pub router: String,
+    /// The routers' Directory APIs, tried in turn.
+    pub routers: Vec<String>,
     pub token: String,
     pub directory: Arc<LiveDirectory>,
     pub endpoints: Endpoints,
@@ -67,9 +72,7 @@ impl Membership {
             endpoints.insert(n.id.clone(), n.store_endpoint.clone());
         }
         drop(endpoints);
-        let tmp = self.cache.with_extension("tmp");
-        let written = std::fs::write(&tmp, snapshot.encode_to_vec()).and_then(|()| std::fs::rename(&tmp, &self.cache));
-        if let Err(e) = written {
+        if let Err(e) = write_atomic(&self.cache, &snapshot.encode_to_vec()) {
             tracing::warn!(path = %self.cache.display(), error = %e, "cannot cache the directory");
         }
         tracing::info!(version = snapshot.version, users = snapshot.users.len(), "directory updated");
@@ -86,9 +89,10 @@ impl Membership {
         }
     }
 
-    /// One connection to the router: register, then follow changes until the stream ends.
-    async fn session(&self, version: &mut u64) -> Result<(), String> {
-        let channel = tonic::transport::Endpoint::from_shared(self.router.clone())
+    /// One connection to `router`: register, then follow changes until the stream ends.
+    /// `registered` turns true once the router took the registration.
+    async fn session(&self, router: &str, version: &mut u64, registered: &mut bool) -> Result<(), String> {
+        let channel = tonic::transport::Endpoint::from_shared(router.to_string())
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
             .connect()
@@ -97,8 +101,12 @@ impl Membership {
         let token = TokenInterceptor::new(&self.token).ok_or("invalid cluster token")?;
         let mut client = DirectoryClient::with_interceptor(channel, token);
         let snapshot = client.register(self.node.clone()).await.map_err(|e| e.message().to_string())?.into_inner();
-        *version = snapshot.version;
-        self.apply(&snapshot);
+        *registered = true;
+        tracing::info!(%router, version = snapshot.version, "registered with the router");
+        if snapshot.version != *version || !self.directory.available() {
+            *version = snapshot.version;
+            self.apply(&snapshot);
+        }
         let request = WatchRequest { node_id: self.node.id.clone(), version: *version };
         let mut changes = client.watch(request).await.map_err(|e| e.message().to_string())?.into_inner();
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -121,18 +129,30 @@ impl Membership {
         Err("the router closed the directory stream".into())
     }
 
-    /// Stays registered with the router until `shutdown` turns true, reconnecting with backoff.
+    /// Stays registered with a router until `shutdown` turns true: on to the next router at
+    /// once when one fails, with a growing pause only after a whole round failed.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut version = 0;
         let mut backoff = Duration::from_millis(500);
-        loop {
+        let mut failed_in_a_row = 0;
+        for router in self.routers.iter().cycle() {
+            let mut registered = false;
             tokio::select! {
-                result = self.session(&mut version) => {
+                result = self.session(router, &mut version, &mut registered) => {
                     if let Err(e) = result {
-                        tracing::warn!(router = %self.router, error = %e, retry_in = ?backoff, "router unreachable; serving from the last directory");
+                        tracing::warn!(%router, error = %e, "router unreachable; serving from the last directory");
                     }
                 }
                 _ = shutdown.changed() => return,
+            }
+            if registered {
+                backoff = Duration::from_millis(500);
+                failed_in_a_row = 0;
+                continue;
+            }
+            failed_in_a_row += 1;
+            if failed_in_a_row % self.routers.len() != 0 {
+                continue;
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}

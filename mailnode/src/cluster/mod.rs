@@ -9,12 +9,15 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-/// The `[cluster]` section of `node.toml`; without `router` the node runs alone.
+/// The `[cluster]` section of `node.toml`; without `router` or `routers` the node runs alone.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The router's admin/directory API, e.g. `http://10.0.0.1:7500`.
     pub router: Option<String>,
+    /// Several routers' APIs: the node follows the directory through whichever answers, and
+    /// moves to the next when one goes away.
+    pub routers: Vec<String>,
     /// This node's name in the cluster (default: the hostname's first label).
     pub node_id: Option<String>,
     /// Cluster token (default: the dev token, loopback only).
@@ -26,4 +29,11 @@ pub struct ClusterConfig {
     pub store_listen: Option<SocketAddr>,
     /// Share of hashed sources the router gives this node.
     pub weight: Option<u32>,
+}
+
+impl ClusterConfig {
+    /// Every router named, `router` first; empty for a node alone.
+    pub fn router_list(&self) -> Vec<String> {
+        self.router.iter().chain(&self.routers).cloned().collect()
+    }
 }

@@ -92,6 +92,9 @@ pub mod replies {
     pub fn auth_cancelled() -> Reply {
         Reply::new(501, "5.7.0", "authentication cancelled")
     }
+    pub fn directory_unavailable() -> Reply {
+        Reply::new(451, "4.3.0", "the user directory is not available yet; try again later")
+    }
     pub fn auth_unavailable() -> Reply {
         Reply::new(454, "4.7.0", "temporary authentication failure")
     }

@@ -452,6 +452,10 @@ impl Session {
         }
         // The parser turns `<postmaster>` (RFC 5321 §4.5.1, no domain) into an empty path.
         let address = if address.is_empty() { "postmaster" } else { address };
+        if !self.directory.available() {
+            replies::directory_unavailable().write_to(out);
+            return None;
+        }
         let reply = match self.directory.resolve(address) {
             Recipient::Local(users) => {
                 let tx = self.tx.as_mut()?;

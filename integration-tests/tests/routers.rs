@@ -1,0 +1,132 @@
+//! Several routers over one directory in etcd (a real `etcd` started by the test): they route
+//! every source to the same node, any of them takes admin changes, and when one dies the
+//! nodes and the clients carry on through the other. And a node that has no directory at all
+//! says "try again later" in every protocol, never "no such user".
+
+use std::collections::BTreeMap;
+
+use sirms_integration_tests::etcd::EtcdCluster;
+use sirms_integration_tests::{MailNode, RouterProcess, free_port, python};
+
+/// Greets the SMTP listener at argv[1] from each source address in argv[2:]; prints one
+/// greeting line per source (the node's name and the client address it saw).
+const GREETINGS: &str = r#"
+import smtplib, sys
+host, port = sys.argv[1].rsplit(":", 1)
+for src in sys.argv[2:]:
+    s = smtplib.SMTP(host, int(port), source_address=(src, 0), timeout=20)
+    code, greeting = s.ehlo("client.test")
+    print(src, greeting.decode().splitlines()[0])
+    s.quit()
+"#;
+
+/// Sends one message to argv[3] through argv[1] from source argv[2]; prints the result.
+const SEND: &str = r#"
+import smtplib, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = smtplib.SMTP(host, int(port), source_address=(sys.argv[2], 0), timeout=20)
+s.ehlo("client.test")
+print(s.sendmail("x@remote.test", [sys.argv[3]], ("Subject: via %s\r\n\r\nhi\r\n" % sys.argv[1]).encode()))
+s.quit()
+"#;
+
+fn sources() -> Vec<String> {
+    (10..40).map(|i| format!("127.0.0.{i}")).collect()
+}
+
+/// Source address → the node that greeted it, through `router`.
+fn greeted(router: &RouterProcess) -> BTreeMap<String, String> {
+    let mut args = vec![router.smtp.to_string()];
+    args.extend(sources());
+    python(GREETINGS, &args)
+        .lines()
+        .map(|line| {
+            let (src, greeting) = line.split_once(' ').expect("source and greeting");
+            (src.to_string(), greeting.split_whitespace().next().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn two_routers_share_the_directory_route_alike_and_survive_each_other() {
+    let etcd = EtcdCluster::start(1);
+    let a = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-it");
+    let b = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-it");
+    let extra = |id: &str, ip| RouterProcess::nodes_extra(&[&a, &b], id, ip);
+    let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &extra("node1", [127, 0, 0, 1]));
+    let n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &extra("node2", [127, 0, 0, 2]));
+    // A node registers through one router; both routers know it and check its health.
+    a.wait_nodes(" up ", 2);
+    b.wait_nodes(" up ", 2);
+
+    // An admin change through either router is the cluster's.
+    a.ctl(&["domains", "add", "example.test"]);
+    b.ctl(&["users", "add", "alice@example.test", "--password", "alice-pw", "--home", "node1"]);
+    assert!(a.ctl(&["users", "list"]).contains("alice@example.test"));
+    let status = |r: &RouterProcess| {
+        let out = r.ctl(&["status"]);
+        out.lines().find(|l| l.contains("directory")).unwrap_or_default().to_string()
+    };
+    assert_eq!(status(&a), status(&b), "both routers report the same directory version");
+
+    // Every source reaches the same node through either router, and both nodes are used.
+    let through_a = greeted(&a);
+    assert_eq!(through_a.len(), sources().len());
+    assert_eq!(greeted(&b), through_a, "router B routes each source where router A does");
+    let nodes: std::collections::BTreeSet<&String> = through_a.values().collect();
+    assert_eq!(nodes.len(), 2, "30 sources reach both nodes: {through_a:?}");
+
+    // Router A dies. Clients of the cluster now come through B and land where they did; the
+    // nodes follow the directory through B; admin changes go through B.
+    let mut a = a;
+    a.process.kill9();
+    assert_eq!(greeted(&b), through_a, "after router A's death each source keeps its node");
+    b.ctl(&["users", "add", "bob@example.test", "--password", "bob-pw", "--home", "node2"]);
+    for (i, src) in sources().iter().enumerate().take(6) {
+        let rcpt = if i % 2 == 0 { "alice@example.test" } else { "bob@example.test" };
+        assert_eq!(python(SEND, &[b.smtp.to_string(), src.clone(), rcpt.to_string()]).trim(), "{}");
+    }
+    // bob was added after A died: his mail is accepted only if the nodes follow through B.
+    assert_eq!(n1.inbox("alice@example.test").len(), 3);
+    assert_eq!(n2.inbox("bob@example.test").len(), 3);
+    b.wait_nodes(" up ", 2);
+}
+
+/// A cluster node that never reached a router and has no cached directory refuses nothing
+/// for good: 4xx, NO [UNAVAILABLE], -ERR [SYS/TEMP].
+#[test]
+fn a_node_without_a_directory_says_try_again_later() {
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let extra = format!("[cluster]\nrouter = \"{nowhere}\"\nnode_id = \"lonely\"\ntoken = \"t\"\n");
+    let node = MailNode::start("lonely.example.test", &extra);
+    let out = python(
+        r#"
+import imaplib, poplib, smtplib, ssl, sys
+smtp, imaps, pop3s = sys.argv[1:4]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("127.0.0.1", int(smtp), timeout=10)
+s.ehlo("c")
+s.mail("x@remote.test")
+print("RCPT", *s.rcpt("alice@example.test"))
+s.quit()
+i = imaplib.IMAP4_SSL("127.0.0.1", int(imaps), ssl_context=ctx, timeout=10)
+try:
+    i.login("alice@example.test", "alice-pw")
+    print("LOGIN OK")
+except imaplib.IMAP4.error as e:
+    print("LOGIN", e)
+p = poplib.POP3_SSL("127.0.0.1", int(pop3s), context=ctx, timeout=10)
+p.user("alice@example.test")
+try:
+    p.pass_("alice-pw")
+    print("PASS OK")
+except poplib.error_proto as e:
+    print("PASS", e)
+"#,
+        &[node.smtp.port().to_string(), node.imaps.port().to_string(), node.pop3s.port().to_string()],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("RCPT 451 b'4.3.0"), "{out}");
+    assert!(lines[1].contains("[UNAVAILABLE]"), "{out}");
+    assert!(lines[2].contains("-ERR [SYS/TEMP]"), "{out}");
+}
