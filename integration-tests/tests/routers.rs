@@ -130,3 +130,49 @@ except poplib.error_proto as e:
     assert!(lines[1].contains("[UNAVAILABLE]"), "{out}");
     assert!(lines[2].contains("-ERR [SYS/TEMP]"), "{out}");
 }
+
+/// A frozen node (SIGSTOP: its kernel still accepts connections, so a TCP health check passes)
+/// stops renewing its lease: within the lease (3 s) and 2 s more, every router has moved its
+/// sources to the other node, and no other source moved. Thawed, it takes its lease and its
+/// sources back.
+#[test]
+fn a_frozen_node_loses_its_lease_and_only_its_sources_move() {
+    let etcd = EtcdCluster::start(1);
+    let a = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-it");
+    let b = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-it");
+    let extra = |id: &str, ip| RouterProcess::nodes_extra(&[&a, &b], id, ip);
+    let _n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &extra("node1", [127, 0, 0, 1]));
+    let mut n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &extra("node2", [127, 0, 0, 2]));
+    a.wait_nodes(" up ", 2);
+    b.wait_nodes(" up ", 2);
+    let before = greeted(&a);
+
+    let signal = |sig| {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(n2.process.pid() as libc::pid_t, sig) };
+    };
+    signal(libc::SIGSTOP);
+    let frozen = std::time::Instant::now();
+    let down =
+        |r: &RouterProcess| r.ctl(&["nodes", "list"]).lines().any(|l| l.starts_with("node2") && l.contains(" down "));
+    while !(down(&a) && down(&b)) {
+        assert!(frozen.elapsed() < std::time::Duration::from_secs(15), "node2 still routed 15 s after freezing");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let took = frozen.elapsed();
+    eprintln!("frozen node out of routing on both routers after {took:?}");
+    assert!(took < std::time::Duration::from_secs(5) + std::time::Duration::from_millis(500), "{took:?}");
+    for router in [&a, &b] {
+        let after = greeted(router);
+        for (src, node) in &before {
+            let want = if node.starts_with("node2") { "node1.example.test" } else { node.as_str() };
+            assert_eq!(after[src], want, "source {src}");
+        }
+    }
+    signal(libc::SIGCONT);
+    for router in [&a, &b] {
+        router.wait_nodes(" up ", 2);
+    }
+    assert_eq!(greeted(&b), before, "thawed, node2 has its sources back");
+    n2.process.kill9();
+}

@@ -190,12 +190,26 @@ impl Directory for AdminService {
         self.loaded()?;
         let (id, host) = (node.id.clone(), node.host.clone());
         self.dir().register_node(node).await?;
+        if let Some(membership) = self.router.membership() {
+            membership
+                .join(&id)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot take the node's lease: {e}")))?;
+        }
         tracing::info!(node = %id, %host, "node registered");
         Ok(Response::new(self.dir().snapshot()))
     }
 
     async fn heartbeat(&self, request: Request<NodeLoad>) -> Reply<Ack> {
-        self.router.record_load(self.open(request)?);
+        let load = self.open(request)?;
+        // A router that cannot renew the node's lease says so: the node moves to another.
+        if let Some(membership) = self.router.membership() {
+            membership
+                .alive(&load.node_id)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot renew the node's lease: {e}")))?;
+        }
+        self.router.record_load(load);
         Ok(Response::new(Ack {}))
     }
 

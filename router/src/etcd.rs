@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sirms_proto::etcd::kv_client::KvClient;
+use sirms_proto::etcd::lease_client::LeaseClient;
 use sirms_proto::etcd::watch_client::WatchClient;
 use sirms_proto::etcd::watch_request::RequestUnion;
 use sirms_proto::etcd::{
-    KeyValue, RangeRequest, TxnRequest, TxnResponse, WatchCreateRequest, WatchRequest, WatchResponse,
+    Event, KeyValue, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, TxnRequest, TxnResponse,
+    WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -149,6 +151,40 @@ impl EtcdClient {
         .await
     }
 
+    /// Writes `key` = `value`, attached to `lease` (0: none).
+    pub async fn put(&self, key: &[u8], value: &[u8], lease: i64) -> Result<(), EtcdError> {
+        let put = PutRequest { key: key.to_vec().into(), value: value.to_vec().into(), lease, ..Default::default() };
+        self.call(|channel| {
+            let put = put.clone();
+            async move { KvClient::new(channel).put(request(put)).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// A new lease of `ttl` seconds; its id.
+    pub async fn lease_grant(&self, ttl: i64) -> Result<i64, EtcdError> {
+        let reply = self
+            .call(|channel| async move {
+                LeaseClient::new(channel)
+                    .lease_grant(request(LeaseGrantRequest { ttl, id: 0 }))
+                    .await
+                    .map(|r| r.into_inner())
+            })
+            .await?;
+        if reply.error.is_empty() { Ok(reply.id) } else { Err(EtcdError::Refused(Status::internal(reply.error))) }
+    }
+
+    /// Renews lease `id` once; its remaining seconds, 0 if it has expired.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, EtcdError> {
+        self.call(|channel| async move {
+            let once = tokio_stream::once(LeaseKeepAliveRequest { id });
+            let mut replies = LeaseClient::new(channel).lease_keep_alive(request(once)).await?.into_inner();
+            let reply = replies.message().await?.ok_or_else(|| Status::unavailable("keep-alive stream ended"))?;
+            Ok(reply.ttl)
+        })
+        .await
+    }
+
     /// Watches every key under `prefix` from `start_revision` on (0: from now).
     pub async fn watch_prefix(&self, prefix: &[u8], start_revision: i64) -> Result<Watch, EtcdError> {
         let create = WatchRequest {
@@ -169,6 +205,55 @@ impl EtcdClient {
             }
         })
         .await
+    }
+}
+
+/// What keeps a copy of a prefix: told the whole prefix when following starts (again), then
+/// the events of each revision in order.
+pub trait Follower: Send {
+    /// The whole prefix as it is now, replacing whatever the copy held.
+    fn reset(&mut self, kvs: &[KeyValue]);
+    /// The changes of one revision.
+    fn events(&mut self, events: &[Event]);
+}
+
+/// Longest pause between two attempts to read or follow a prefix.
+const MAX_FOLLOW_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Keeps `follower` equal to what etcd holds under `prefix`, for ever: a whole read, then a
+/// watch from the next revision; again from a whole read whenever the watch breaks (etcd
+/// away, a member lost, history compacted).
+pub async fn follow_prefix(client: std::sync::Arc<EtcdClient>, prefix: Vec<u8>, mut follower: impl Follower) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match follow_once(&client, &prefix, &mut follower).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, etcd = %client.endpoints(), prefix = %String::from_utf8_lossy(&prefix), "following etcd");
+                backoff = (backoff * 2).min(MAX_FOLLOW_BACKOFF);
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn follow_once(client: &EtcdClient, prefix: &[u8], follower: &mut impl Follower) -> Result<(), EtcdError> {
+    let (revision, kvs) = client.range_prefix(prefix).await?;
+    follower.reset(&kvs);
+    let mut watch = client.watch_prefix(prefix, revision + 1).await?;
+    loop {
+        let response = match watch.next().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(EtcdError::Refused(status)),
+        };
+        if response.canceled || response.compact_revision > 0 {
+            tracing::info!(reason = %response.cancel_reason, "etcd ended a watch; reading the prefix again");
+            return Ok(());
+        }
+        if !response.events.is_empty() {
+            follower.events(&response.events);
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub mod etcd;
 pub mod forward;
 pub mod hashing;
 pub mod health;
+pub mod membership;
 pub mod metrics;
 pub mod nat;
 pub mod node;

@@ -9,6 +9,7 @@ use crate::config::{DEV_TOKEN, DirectoryKind, Mode, RouterConfig};
 use crate::directory::etcd::EtcdStore;
 use crate::directory::{ClusterDirectory, DirectoryError};
 use crate::etcd::{EtcdClient, EtcdError};
+use crate::membership::Membership;
 use crate::server::{self, Router};
 
 /// Why the router stopped.
@@ -26,15 +27,16 @@ pub enum RouterError {
     Grpc(#[from] tonic::transport::Error),
 }
 
-/// The directory the config names.
-fn open_directory(config: &RouterConfig) -> Result<ClusterDirectory, RouterError> {
+/// The directory the config names, and node membership by lease when it is in etcd.
+fn open_directory(config: &RouterConfig) -> Result<(ClusterDirectory, Option<Membership>), RouterError> {
     match config.directory {
-        DirectoryKind::Sled => Ok(ClusterDirectory::open(&config.data_dir.join("directory"))?),
+        DirectoryKind::Sled => Ok((ClusterDirectory::open(&config.data_dir.join("directory"))?, None)),
         DirectoryKind::Etcd => {
             let timeout = std::time::Duration::from_millis(config.etcd.timeout_ms.max(100));
-            let client = EtcdClient::new(&config.etcd.endpoints, timeout)?;
-            let (store, state) = EtcdStore::open(Arc::new(client), &config.etcd.prefix);
-            Ok(ClusterDirectory::new(Box::new(store), state))
+            let client = Arc::new(EtcdClient::new(&config.etcd.endpoints, timeout)?);
+            let (store, state) = EtcdStore::open(client.clone(), &config.etcd.prefix);
+            let membership = Membership::start(client, &config.etcd.prefix);
+            Ok((ClusterDirectory::new(Box::new(store), state), Some(membership)))
         }
     }
 }
@@ -45,9 +47,9 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
         return Err(RouterError::InsecureToken(config.admin_listen));
     }
     std::fs::create_dir_all(&config.data_dir)?;
-    let directory = Arc::new(open_directory(&config)?);
+    let (directory, membership) = open_directory(&config)?;
     tracing::info!(directory = %directory.describe(), "directory");
-    let router = Router::new(directory, &config);
+    let router = Router::new(Arc::new(directory), membership, &config);
     let (stop, stopped) = watch::channel(false);
 
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)

@@ -15,6 +15,7 @@ use crate::config::{NatConfig, PublicListen, RouterConfig};
 use crate::directory::ClusterDirectory;
 use crate::forward::{Backend, Forwarder, Inbound};
 use crate::health::{HealthConfig, HealthMonitor};
+use crate::membership::{Live, Membership};
 use crate::metrics::RouterMetrics;
 use crate::nat::tun::{NatStats, Tun};
 use crate::nat::{NatNode, NatView, Translator};
@@ -51,6 +52,8 @@ pub struct Router {
     nat_stats: Arc<NatStats>,
     nat_mode: bool,
     metrics: RouterMetrics,
+    /// Node leases in etcd; `None` with the sled directory, where health checks alone decide.
+    membership: Option<Membership>,
 }
 
 /// A heartbeat older than this is not shown: the node's load is unknown.
@@ -74,7 +77,7 @@ fn health_addr(node: &Node, ip: IpAddr) -> Option<SocketAddr> {
 
 impl Router {
     /// A router over `directory`.
-    pub fn new(directory: Arc<ClusterDirectory>, config: &RouterConfig) -> Arc<Router> {
+    pub fn new(directory: Arc<ClusterDirectory>, membership: Option<Membership>, config: &RouterConfig) -> Arc<Router> {
         let health =
             HealthConfig { interval: Duration::from_secs(config.health_interval_secs.max(1)), ..Default::default() };
         Arc::new(Router {
@@ -87,7 +90,22 @@ impl Router {
             nat_stats: Arc::default(),
             nat_mode: config.mode == crate::config::Mode::Nat,
             metrics: RouterMetrics::default(),
+            membership,
         })
+    }
+
+    /// Node membership by lease, when the directory is in etcd.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
+    }
+
+    /// Whether `node` holds a lease: always with no membership, or before it was first read.
+    fn member(&self, live: &Live, node: &str) -> bool {
+        live.as_ref().is_none_or(|live| live.contains(node))
+    }
+
+    fn live(&self) -> Live {
+        self.membership.as_ref().and_then(|m| m.subscribe().borrow().clone())
     }
 
     /// The directory this router serves.
@@ -170,10 +188,11 @@ impl Router {
             self.health.remove_node(id);
         }
         let health = self.health.snapshot();
+        let live = self.live();
         let mut cluster = Cluster::default();
         for (id, (node, _)) in &nodes {
             let Ok(node_id) = NodeId::from_str(id) else { continue };
-            let healthy = health.get(&node_id).is_none_or(|h| h.is_up());
+            let healthy = health.get(&node_id).is_none_or(|h| h.is_up()) && self.member(&live, id);
             cluster.upsert_node(ClusterNode {
                 id: node_id,
                 weight: node.weight,
@@ -206,6 +225,7 @@ impl Router {
         let health = self.health.snapshot();
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let loads = self.loads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let live = self.live();
         self.directory
             .snapshot()
             .nodes
@@ -214,7 +234,7 @@ impl Router {
                 // Storage nodes are not probed; a mail node the monitor does not know (its host
                 // did not resolve) is not reachable either.
                 let probed = NodeId::from_str(&node.id).ok().and_then(|id| health.get(&id));
-                let healthy = if node.storage_only { true } else { probed.is_some_and(|h| h.is_up()) };
+                let healthy = node.storage_only || (probed.is_some_and(|h| h.is_up()) && self.member(&live, &node.id));
                 let c = counters.get(&node.id).copied().unwrap_or_default();
                 let load = loads.get(&node.id).filter(|(_, at)| at.elapsed() < LOAD_STALE).map(|(l, _)| l.clone());
                 NodeStatus { node: Some(node), healthy, active_connections: c.active, total_connections: c.total, load }
@@ -330,10 +350,14 @@ pub async fn serve(
 /// after each rebuild, until `shutdown` turns true.
 async fn follow_changes(router: &Router, shutdown: &mut watch::Receiver<bool>, mut changed: impl FnMut()) {
     let (mut versions, mut health) = (router.directory.subscribe(), router.health.subscribe());
+    // With the sled directory nothing ever changes here: a channel whose sender stays alive.
+    let (_no_membership, unchanging) = watch::channel(None);
+    let mut members = router.membership.as_ref().map_or(unchanging, |m| m.subscribe());
     loop {
         tokio::select! {
             result = versions.changed() => if result.is_err() { break },
             result = health.changed() => if result.is_err() { break },
+            result = members.changed() => if result.is_err() { break },
             _ = shutdown.changed() => break,
         }
         router.rebuild().await;

@@ -8,19 +8,16 @@
 //! follows it with a watch; its copy moves one whole transaction at a time.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sirms_proto::etcd::compare::{CompareResult, CompareTarget, TargetUnion};
+use sirms_proto::etcd::event::EventType;
 use sirms_proto::etcd::request_op::Request as Op;
-use sirms_proto::etcd::{Compare, DeleteRangeRequest, KeyValue, PutRequest, RequestOp, TxnRequest, event::EventType};
+use sirms_proto::etcd::{Compare, DeleteRangeRequest, Event, KeyValue, PutRequest, RequestOp, TxnRequest};
 use tokio::sync::watch;
 
 use super::state::{State, Table, Write};
 use super::{DirectoryError, Store};
-use crate::etcd::{EtcdClient, EtcdError};
-
-/// Longest pause between two attempts to read or follow the directory.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+use crate::etcd::{EtcdClient, EtcdError, Follower, follow_prefix};
 
 /// The directory under one etcd prefix.
 pub struct EtcdStore {
@@ -87,7 +84,8 @@ impl EtcdStore {
     pub fn open(client: Arc<EtcdClient>, prefix: &str) -> (EtcdStore, watch::Receiver<Arc<State>>) {
         let keys = Keys::new(prefix);
         let (sender, receiver) = watch::channel(Arc::new(State::default()));
-        let follower = tokio::spawn(follow(client.clone(), keys.clone(), sender));
+        let copy = Copy { keys: keys.clone(), sender };
+        let follower = tokio::spawn(follow_prefix(client.clone(), keys.root.clone().into_bytes(), copy));
         (EtcdStore { client, keys, follower }, receiver)
     }
 }
@@ -98,50 +96,30 @@ impl Drop for EtcdStore {
     }
 }
 
-/// Keeps `sender`'s copy equal to etcd's: a whole read, then a watch from the next revision;
-/// again from a whole read whenever the watch breaks.
-async fn follow(client: Arc<EtcdClient>, keys: Keys, sender: watch::Sender<Arc<State>>) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match follow_once(&client, &keys, &sender).await {
-            Ok(()) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                tracing::warn!(error = %e, etcd = %client.endpoints(), "following the directory in etcd");
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-        tokio::time::sleep(backoff).await;
-    }
+/// This router's copy of the directory, kept by [`follow_prefix`].
+struct Copy {
+    keys: Keys,
+    sender: watch::Sender<Arc<State>>,
 }
 
-async fn follow_once(client: &EtcdClient, keys: &Keys, sender: &watch::Sender<Arc<State>>) -> Result<(), EtcdError> {
-    let (revision, kvs) = client.range_prefix(keys.root.as_bytes()).await?;
-    let mut state = State::default();
-    state.loaded = true;
-    for kv in &kvs {
-        keys.apply(&mut state, kv, false);
+impl Follower for Copy {
+    fn reset(&mut self, kvs: &[KeyValue]) {
+        let mut state = State::default();
+        state.loaded = true;
+        for kv in kvs {
+            self.keys.apply(&mut state, kv, false);
+        }
+        tracing::info!(version = state.version, records = kvs.len(), "directory read from etcd");
+        self.sender.send_replace(Arc::new(state));
     }
-    tracing::info!(version = state.version, records = kvs.len(), revision, "directory read from etcd");
-    sender.send_replace(Arc::new(state));
-    let mut watch = client.watch_prefix(keys.root.as_bytes(), revision + 1).await?;
-    loop {
-        let response = match watch.next().await {
-            Ok(Some(response)) => response,
-            Ok(None) => return Ok(()),
-            Err(status) => return Err(EtcdError::Refused(status)),
-        };
-        if response.canceled || response.compact_revision > 0 {
-            tracing::info!(reason = %response.cancel_reason, "etcd ended the directory watch; reading it again");
-            return Ok(());
-        }
-        if response.events.is_empty() {
-            continue;
-        }
-        sender.send_modify(|state| {
+
+    fn events(&mut self, events: &[Event]) {
+        // One revision is one transaction: the copy moves from one whole change to the next.
+        self.sender.send_modify(|state| {
             let state = Arc::make_mut(state);
-            for event in &response.events {
+            for event in events {
                 if let Some(kv) = &event.kv {
-                    keys.apply(state, kv, event.r#type() == EventType::Delete);
+                    self.keys.apply(state, kv, event.r#type() == EventType::Delete);
                 }
             }
         });
