@@ -176,3 +176,70 @@ fn a_frozen_node_loses_its_lease_and_only_its_sources_move() {
     assert_eq!(greeted(&b), before, "thawed, node2 has its sources back");
     n2.process.kill9();
 }
+
+/// With etcd on three members: one lost changes nothing; two lost (no quorum) stops admin
+/// changes, at once and with a clear error, but not mail; once they are back, changes go
+/// through again without restarting anything.
+#[test]
+fn losing_etcd_quorum_stops_admin_changes_not_mail() {
+    let mut etcd = EtcdCluster::start(3);
+    etcd.wait_ready(std::time::Duration::from_secs(20));
+    let a = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-it");
+    let b = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-it");
+    let extra = |id: &str, ip| RouterProcess::nodes_extra(&[&a, &b], id, ip);
+    let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &extra("node1", [127, 0, 0, 1]));
+    let _n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &extra("node2", [127, 0, 0, 2]));
+    a.wait_nodes(" up ", 2);
+    b.wait_nodes(" up ", 2);
+    a.ctl(&["domains", "add", "example.test"]);
+    a.ctl(&["users", "add", "alice@example.test", "--password", "alice-pw", "--home", "node1"]);
+    let send_all = |router: &RouterProcess| {
+        for src in sources().iter().take(4) {
+            assert_eq!(python(SEND, &[router.smtp.to_string(), src.clone(), "alice@example.test".into()]).trim(), "{}");
+        }
+    };
+
+    // The first member goes: nothing to notice.
+    etcd.kill(0);
+    b.ctl(&["users", "add", "bob@example.test", "--password", "bob-pw", "--home", "node1"]);
+    send_all(&a);
+
+    // The second goes: no quorum. Admin changes fail fast and say why; mail flows.
+    etcd.kill(1);
+    let asked = std::time::Instant::now();
+    let err = a.ctl_fails(&["users", "add", "carol@example.test", "--password", "c", "--home", "node1"]);
+    let took = asked.elapsed();
+    eprintln!("admin change without quorum failed after {took:?}: {err}");
+    assert!(err.contains("cannot be changed now") && err.contains("etcd"), "{err}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    send_all(&a);
+    send_all(&b);
+    assert_eq!(n1.inbox("alice@example.test").len(), 12);
+
+    // Quorum back: the same change goes through, through either router, with no restart.
+    etcd.restart(0);
+    etcd.restart(1);
+    etcd.wait_ready(std::time::Duration::from_secs(30));
+    let back = std::time::Instant::now();
+    loop {
+        let out = std::process::Command::new(sirms_integration_tests::sirms_bin())
+            .args([
+                "ctl",
+                "--router",
+                &format!("http://{}", b.admin),
+                "--token",
+                sirms_integration_tests::CLUSTER_TOKEN,
+            ])
+            .args(["users", "add", "carol@example.test", "--password", "c", "--home", "node1"])
+            .output()
+            .expect("run sirms ctl");
+        if out.status.success() {
+            break;
+        }
+        assert!(back.elapsed() < std::time::Duration::from_secs(20), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(a.ctl(&["users", "list"]).contains("carol@example.test"));
+    a.wait_nodes(" up ", 2);
+    send_all(&b);
+}

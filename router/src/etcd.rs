@@ -20,6 +20,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 
+/// The pause between two rounds over the members.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
 /// What a call to etcd can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -103,29 +106,36 @@ impl EtcdClient {
         self.channels.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>().join(", ")
     }
 
-    /// Runs `call` on each member in turn, from the preferred one, until one answers.
+    /// Runs `call` on each member in turn, from the preferred one, until one answers. When
+    /// none does, tries again for up to twice the timeout: a member just lost, or its leader
+    /// with it, is covered by an election that takes about a second.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, EtcdError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let first = self.preferred.load(Ordering::Relaxed);
-        let mut failures = Vec::new();
-        for i in 0..self.channels.len() {
-            let index = (first + i) % self.channels.len();
-            let (endpoint, channel) = &self.channels[index];
-            let outcome = tokio::time::timeout(self.timeout, call(channel.clone())).await;
-            match outcome {
-                Ok(Ok(reply)) => {
-                    self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(reply);
+        let deadline = tokio::time::Instant::now() + self.timeout * 2;
+        loop {
+            let first = self.preferred.load(Ordering::Relaxed);
+            let mut failures = Vec::new();
+            for i in 0..self.channels.len() {
+                let index = (first + i) % self.channels.len();
+                let (endpoint, channel) = &self.channels[index];
+                match tokio::time::timeout(self.timeout, call(channel.clone())).await {
+                    Ok(Ok(reply)) => {
+                        self.preferred.store(index, Ordering::Relaxed);
+                        return Ok(reply);
+                    }
+                    Ok(Err(status)) if !try_elsewhere(&status) => return Err(EtcdError::Refused(status)),
+                    Ok(Err(status)) => failures.push(format!("{endpoint}: {}", status.message())),
+                    Err(_) => failures.push(format!("{endpoint}: no answer in {:?}", self.timeout)),
                 }
-                Ok(Err(status)) if !try_elsewhere(&status) => return Err(EtcdError::Refused(status)),
-                Ok(Err(status)) => failures.push(format!("{endpoint}: {}", status.message())),
-                Err(_) => failures.push(format!("{endpoint}: no answer in {:?}", self.timeout)),
             }
+            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(EtcdError::Unreachable(failures.join("; ")));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
-        Err(EtcdError::Unreachable(failures.join("; ")))
     }
 
     /// Every key under `prefix`, with the revision they were read at.

@@ -23,7 +23,7 @@ use crate::directory::{Directory, DirectoryData, LiveDirectory};
 use crate::metrics::{NodeMetrics, Protocol};
 
 /// Longest wait between rounds of attempts to reach the routers.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The load now, as a heartbeat.
 async fn sample(metrics: &Arc<NodeMetrics>, node_id: &str) -> NodeLoad {

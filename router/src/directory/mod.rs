@@ -141,12 +141,21 @@ impl ClusterDirectory {
         let _writing = self.writing.lock().await;
         let mut attempt = 0;
         while (attempt as usize) < MAX_ATTEMPTS {
+            let state = self.current();
+            let writes = plan(&state)?;
+            // Nothing to do by this router's copy (a node registering unchanged): done, even
+            // while the store cannot take writes.
+            if writes.is_empty() {
+                return Ok(());
+            }
             // Plan against every change committed so far, through any router: a domain just
             // added through another router must not be "unknown" here.
             let latest = self.store.latest().await?;
-            self.settle(latest).await?;
-            let state = self.current();
-            let writes = plan(&state)?;
+            if latest > state.version {
+                self.settle(latest).await?;
+                attempt += 1;
+                continue;
+            }
             let committed = self.store.commit(state.version, &writes).await?;
             if committed {
                 // Returns once this router's copy has it: read-your-writes for the admin.

@@ -206,6 +206,12 @@ impl State {
             Some(known) => Node { weight: known.weight, drained: known.drained, ..node },
             None => node,
         };
+        // A node coming back unchanged (a restart, another router) changes nothing: no new
+        // version for every node to fetch, and no write that a control plane without quorum
+        // would refuse.
+        if self.nodes.get(&merged.id) == Some(&merged) {
+            return Ok(Vec::new());
+        }
         self.put_node(merged)
     }
 
