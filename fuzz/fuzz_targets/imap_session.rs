@@ -1,4 +1,4 @@
-//! Fuzzes the IMAP session (`sirms_mailnode::imap::Session`) over a real `LocalStore`.
+//! Fuzzes the IMAP session (`sirms_mailnode::imap::Session`) over a `MemoryStore`.
 //!
 //! Input: what the client sends. The target frames it as the connection loop does, in
 //! short: a command is a line up to LF (a CR before it is dropped and CRLF put back); a
@@ -9,12 +9,10 @@
 //! AUTHENTICATE continuation takes the next line as its response (`*` cancels). STARTTLS is
 //! taken as done. At most 64 commands per input.
 //!
-//! The store is one real `LocalStore` in a temporary directory (under /dev/shm when it
-//! exists, where fsync costs nothing), opened once: opening sled per input would cap the
-//! target at ~25 inputs/s. Before each input, alice's mailboxes other than INBOX are deleted
-//! and INBOX is emptied, so each input starts from an empty account; UID counters and
-//! subscriptions carry over, which a crash's reproduction may need to know. One user,
-//! `alice@example.test`, password `pw`, plaintext logins allowed.
+//! Each input gets a new, empty `MemoryStore` (which behaves as `LocalStore` does in all the
+//! store conformance suite checks), so nothing carries over from one input to the next and
+//! an input alone reproduces what it found. One user, `alice@example.test`, password `pw`,
+//! plaintext logins allowed.
 //!
 //! Checked: no panic; every write ends with CRLF; a decoded command that leaves the session
 //! running is answered with a tagged line carrying its own tag (or a `+` continuation for
@@ -35,10 +33,9 @@ use sirms_mailnode::auth::throttle::{Throttle, ThrottleConfig};
 use sirms_mailnode::directory::{DirectoryConfig, DirectoryData};
 use sirms_mailnode::imap::extension;
 use sirms_mailnode::imap::{Next, Session, SessionConfig};
-use sirms_storage::{FlagOp, Flags, LocalStore, MailStore, SystemFlags, UidSet};
+use sirms_storage::{MailStore, MemoryStore};
 
 const MAX_COMMANDS: usize = 64;
-const USER: &str = "alice@example.test";
 /// Generous: a FETCH of BODY[] of every message the input could have appended.
 const MAX_OUTPUT_PER_COMMAND: usize = 4 << 20;
 
@@ -187,54 +184,29 @@ async fn drive(store: Arc<dyn MailStore>, input: &[u8]) {
     }
 }
 
-/// Empties alice's account: every mailbox but INBOX deleted (children first), INBOX expunged.
-async fn reset(store: &dyn MailStore) {
-    let mut names: Vec<String> = match store.list_mailboxes(USER).await {
-        Ok(list) => list.into_iter().map(|m| m.name).filter(|n| !n.eq_ignore_ascii_case("INBOX")).collect(),
-        Err(_) => Vec::new(),
-    };
-    // Longest first: a child's name is longer than its parent's.
-    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    for name in names {
-        store.delete_mailbox(USER, &name).await.expect("delete a mailbox the store listed");
-    }
-    let deleted = Flags::system(SystemFlags::DELETED);
-    if store.store_flags(USER, "INBOX", &UidSet::all(), FlagOp::Add, &deleted, None).await.is_ok() {
-        store.expunge(USER, "INBOX", None).await.expect("expunge INBOX");
-    }
-}
-
 struct Fixture {
     runtime: tokio::runtime::Runtime,
-    store: Arc<dyn MailStore>,
     /// Its password-check threads serve every input: threads spawned per input cost time,
     /// and their exits, still under way when libFuzzer checks for leaks, were reported as
     /// leaks under AddressSanitizer. Each input gets a `restarted` copy (fresh throttle and
     /// login cache).
     authenticator: Authenticator,
-    _dir: tempfile::TempDir,
 }
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
-        let dir = tempfile::Builder::new().prefix("sirms-fuzz-imap").tempdir_in(base).expect("tempdir");
-        let store: Arc<dyn MailStore> = Arc::new(LocalStore::open(dir.path().join("store")).expect("store"));
         // Paused time: the throttle's delays after failed logins and every timer pass at once
         // instead of costing the fuzzer real seconds.
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
         let throttle = Throttle::new(&ThrottleConfig::default(), &[]).expect("throttle");
         let authenticator = Authenticator::new(directory(), Arc::new(throttle));
-        Fixture { runtime, store, authenticator, _dir: dir }
+        Fixture { runtime, authenticator }
     })
 }
 
 fuzz_target!(|input: &[u8]| {
     let fixture = fixture();
-    fixture.runtime.block_on(async {
-        reset(fixture.store.as_ref()).await;
-        drive(fixture.store.clone(), input).await;
-    });
+    fixture.runtime.block_on(drive(Arc::new(MemoryStore::new()), input));
 });
