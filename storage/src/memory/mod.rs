@@ -141,7 +141,8 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every change is made whole under the lock before anything can panic in between.
+        // Nothing under the lock panics on what callers pass; should a bug panic there, the
+        // state is still well-formed (if half changed), so later calls go on, as in `LocalStore`.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
