@@ -276,3 +276,35 @@ def until(password, want):
     );
     assert_eq!(out.trim(), "NO NO OK");
 }
+
+/// A frozen node (SIGSTOP) still accepts TCP connections in its kernel but greets nobody.
+/// The router's health check reads the SMTP greeting as a client would, so it takes the node
+/// out of routing, and only its sources move. (With the directory in etcd the node's lease
+/// does the same: tests/routers.rs.)
+#[test]
+fn a_frozen_node_fails_its_health_check() {
+    let (router, _n1, n2) = cluster();
+    let sources: Vec<String> = (10..30).map(|i| format!("127.0.0.{i}")).collect();
+    let before: Vec<String> = sources.iter().map(|s| predicted(&router, s)).collect();
+    assert!(before.iter().any(|n| n == "node2") && before.iter().any(|n| n == "node1"), "{before:?}");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(n2.process.pid() as libc::pid_t, libc::SIGSTOP) };
+    let frozen = std::time::Instant::now();
+    while !router.ctl(&["nodes", "list"]).lines().any(|l| l.starts_with("node2") && l.contains(" down ")) {
+        assert!(frozen.elapsed() < std::time::Duration::from_secs(15), "node2 still up 15 s after freezing");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("frozen node failed its health check after {:?}", frozen.elapsed());
+    for (src, was) in sources.iter().zip(&before) {
+        assert_eq!(predicted(&router, src), "node1", "source {src} (was on {was})");
+        if was == "node1" {
+            let greeting = send_from(&router, src, "alice@example.test");
+            assert!(greeting.starts_with("node1.example.test greets"), "{greeting}");
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(n2.process.pid() as libc::pid_t, libc::SIGCONT) };
+    router.wait_nodes(" up ", 2);
+    let after: Vec<String> = sources.iter().map(|s| predicted(&router, s)).collect();
+    assert_eq!(after, before, "thawed, node2 takes its sources back");
+}

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -83,6 +84,39 @@ pub struct TcpConnectProbe;
 impl Probe for TcpConnectProbe {
     async fn probe(&self, addr: SocketAddr) -> io::Result<()> {
         TcpStream::connect(addr).await.map(drop)
+    }
+}
+
+/// The probe the router uses: the node is up if its SMTP service greets as it would greet a
+/// client. The connection starts with a PROXY v2 `LOCAL` header (the router's own
+/// connection, no client to name), the first line must be `220`, and `QUIT` ends it. A TCP
+/// connect is not enough: a frozen or wedged node's kernel still accepts connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GreetingProbe;
+
+/// Longest greeting line read.
+const MAX_GREETING: usize = 512;
+
+impl Probe for GreetingProbe {
+    async fn probe(&self, addr: SocketAddr) -> io::Result<()> {
+        let mut tcp = TcpStream::connect(addr).await?;
+        tcp.write_all(sirms_proto::proxy_v2::ProxyHeader::Local.encode().as_ref()).await?;
+        let mut line = Vec::with_capacity(64);
+        let mut buf = [0u8; MAX_GREETING];
+        while !line.contains(&b'\n') && line.len() < MAX_GREETING {
+            let n = tcp.read(&mut buf[..MAX_GREETING - line.len()]).await?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before greeting"));
+            }
+            line.extend_from_slice(&buf[..n]);
+        }
+        if !(line.starts_with(b"220 ") || line.starts_with(b"220-")) {
+            let first = String::from_utf8_lossy(&line[..line.len().min(80)]).trim_end().to_string();
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("greeting is not 220: {first:?}")));
+        }
+        // Best effort: the node ends the session cleanly; a reset here changes nothing.
+        let _ = tcp.write_all(b"QUIT\r\n").await;
+        Ok(())
     }
 }
 
@@ -295,6 +329,42 @@ mod tests {
 
     fn addr() -> SocketAddr {
         "127.0.0.1:9".parse().expect("valid address")
+    }
+
+    /// A server on loopback that reads the PROXY header, then sends `greeting` (or nothing).
+    async fn greeter(greeting: Option<&'static [u8]>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut header = [0u8; 16];
+                    let _ = tcp.read_exact(&mut header).await;
+                    assert_eq!(header[12], 0x20, "a PROXY v2 LOCAL header comes first");
+                    match greeting {
+                        Some(g) => {
+                            let _ = tcp.write_all(g).await;
+                            let mut rest = Vec::new();
+                            let _ = tcp.read_to_end(&mut rest).await;
+                        }
+                        // Accepted by the kernel, never served: a frozen node.
+                        None => tokio::time::sleep(Duration::from_secs(30)).await,
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn greeting_probe_wants_a_220_greeting() {
+        assert!(GreetingProbe.probe(greeter(Some(b"220 node1 ESMTP\r\n")).await).await.is_ok());
+        assert!(GreetingProbe.probe(greeter(Some(b"220-node1 ESMTP\r\n220 go\r\n")).await).await.is_ok());
+        let busy = GreetingProbe.probe(greeter(Some(b"421 4.7.0 too many connections\r\n")).await).await;
+        assert_eq!(busy.map_err(|e| e.kind()), Err(io::ErrorKind::InvalidData));
+        let silent = greeter(None).await;
+        let frozen = tokio::time::timeout(Duration::from_millis(300), GreetingProbe.probe(silent)).await;
+        assert!(frozen.is_err(), "a node that accepts but never greets is not up");
     }
 
     fn config(fall: u32, rise: u32) -> HealthConfig {

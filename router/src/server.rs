@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::config::{NatConfig, PublicListen, RouterConfig};
 use crate::directory::ClusterDirectory;
 use crate::forward::{Backend, Forwarder, Inbound};
-use crate::health::{HealthConfig, HealthMonitor};
+use crate::health::{GreetingProbe, HealthConfig, HealthMonitor};
 use crate::membership::{Live, Membership};
 use crate::metrics::RouterMetrics;
 use crate::nat::tun::{NatStats, Tun};
@@ -42,7 +42,7 @@ struct Counters {
 /// The router's shared state.
 pub struct Router {
     directory: Arc<ClusterDirectory>,
-    health: Arc<HealthMonitor>,
+    health: Arc<HealthMonitor<GreetingProbe>>,
     routing: watch::Sender<Arc<Routing>>,
     counters: Mutex<HashMap<String, Counters>>,
     /// Each node's last heartbeat and when it came.
@@ -67,11 +67,9 @@ async fn resolve(host: &str) -> Option<IpAddr> {
     tokio::net::lookup_host((host, 0)).await.ok()?.next().map(|a| a.ip())
 }
 
-/// The address the health monitor probes: the node's Store gRPC port (no PROXY header
-/// involved), else its SMTP port.
+/// The address the health monitor probes: the node's SMTP port, whose greeting it reads.
 fn health_addr(node: &Node, ip: IpAddr) -> Option<SocketAddr> {
-    let store_port = node.store_endpoint.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok());
-    let port = store_port.or(u16::try_from(node.smtp_port).ok().filter(|p| *p != 0))?;
+    let port = u16::try_from(node.smtp_port).ok().filter(|p| *p != 0)?;
     Some(SocketAddr::new(ip, port))
 }
 
@@ -82,7 +80,7 @@ impl Router {
             HealthConfig { interval: Duration::from_secs(config.health_interval_secs.max(1)), ..Default::default() };
         Arc::new(Router {
             directory,
-            health: Arc::new(HealthMonitor::new(health)),
+            health: Arc::new(HealthMonitor::with_probe(health, GreetingProbe)),
             routing: watch::Sender::new(Arc::new(Routing::default())),
             counters: Mutex::new(HashMap::new()),
             loads: Mutex::new(HashMap::new()),

@@ -21,6 +21,8 @@ pub struct Accepted {
     pub stream: Stream,
     /// The real client: from the PROXY header when the peer is a trusted router.
     pub client: SocketAddr,
+    /// The router's own health check (PROXY `LOCAL`): served like a client, logged quietly.
+    pub health_check: bool,
     /// Connection number, for logs and ids.
     pub number: u64,
 }
@@ -114,13 +116,14 @@ pub async fn serve<H, F>(
                 tracing::warn!(service = settings.service, %peer, "connection limit reached");
                 return;
             };
-            let (tcp, client) = match proxy::accept(tcp, peer, &settings.trusted_proxies, HANDSHAKE_TIMEOUT).await {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(service = settings.service, %peer, error = %e, "bad PROXY header");
-                    return;
-                }
-            };
+            let (tcp, client, health_check) =
+                match proxy::accept(tcp, peer, &settings.trusted_proxies, HANDSHAKE_TIMEOUT).await {
+                    Ok((tcp, who)) => (tcp, who.addr(), matches!(who, proxy::Peer::Router(_))),
+                    Err(e) => {
+                        tracing::warn!(service = settings.service, %peer, error = %e, "bad PROXY header");
+                        return;
+                    }
+                };
             let Some(_ip_slot) = per_ip.take(client.ip(), settings.max_per_ip) else {
                 settings.metrics.refused(settings.service);
                 refuse(tcp, settings.busy_reply).await;
@@ -146,7 +149,7 @@ pub async fn serve<H, F>(
             tracing::debug!(service = settings.service, %client, number, "connection");
             settings.metrics.connection(settings.service);
             let _counted = settings.metrics.sessions(Protocol::of(settings.service)).track();
-            handler(Accepted { stream, client, number }).await;
+            handler(Accepted { stream, client, health_check, number }).await;
         });
     }
 }

@@ -81,7 +81,12 @@ impl SmtpService {
         let mut stream = conn.stream;
         let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let mut out = session.greeting();
-        tracing::info!(session = %id, %client, tls = stream.is_tls(), "smtp session start");
+        let health_check = conn.health_check;
+        if health_check {
+            tracing::debug!(session = %id, %client, "router health check");
+        } else {
+            tracing::info!(session = %id, %client, tls = stream.is_tls(), "smtp session start");
+        }
         let result: std::io::Result<()> = async {
             loop {
                 let mut iter = input.iter();
@@ -157,6 +162,7 @@ impl SmtpService {
         .await;
         let _ = stream.shutdown().await;
         match result {
+            Ok(()) if health_check => {}
             Ok(()) => tracing::info!(session = %id, %client, "smtp session end"),
             Err(e) => tracing::info!(session = %id, %client, error = %e, "smtp session ended by I/O error"),
         }
