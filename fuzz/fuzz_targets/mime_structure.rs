@@ -1,5 +1,5 @@
 //! Fuzzes ENVELOPE, BODY and BODYSTRUCTURE generation and section extraction
-//! (`sirms_mailnode::imap::fetch`) with arbitrary message bytes.
+//! (`sirms_mailnode::imap::mime`) with arbitrary message bytes.
 //!
 //! Checked:
 //!
@@ -10,7 +10,7 @@
 //!   (message/rfc822 has envelope, body and lines; text has lines), addresses of four fields;
 //! - imap-codec (the parser the project uses for commands; it stops at 8 levels) parses
 //!   `* 1 FETCH (ENVELOPE … BODYSTRUCTURE … BODY …)` when the MIME tree is shallow;
-//! - the message cache's form of the three (`fetch::cache::Structure`) holds the same bytes
+//! - the message cache's form of the three (`mime::cache::Structure`) holds the same bytes
 //!   and reads back as them, and arbitrary bytes read as a cached form (a damaged entry)
 //!   give nothing rather than a panic;
 //! - every part's section bytes (`n`, `n.MIME`, `n.HEADER`, `n.TEXT`, `HEADER.FIELDS`) and
@@ -21,9 +21,9 @@
 use imap_codec::ResponseCodec;
 use imap_codec::decode::Decoder;
 use libfuzzer_sys::fuzz_target;
-use sirms_mailnode::imap::fetch::cache::Structure;
-use sirms_mailnode::imap::fetch::section::{Section, extract, partial};
-use sirms_mailnode::imap::fetch::{PartRef, envelope, parse, structure};
+use sirms_mailnode::imap::mime::cache::Structure;
+use sirms_mailnode::imap::mime::section::{Section, extract, partial};
+use sirms_mailnode::imap::mime::{PartRef, envelope, parse, structure};
 use sirms_mailnode::imap::response::Data;
 
 /// RFC 3501 §9, for what ENVELOPE and BODYSTRUCTURE contain.

@@ -14,10 +14,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::calendar;
 use crate::imap::error::{CommandError, CommandResult, Done};
-use crate::imap::fetch::cache::Structure;
-use crate::imap::fetch::section::{self, Section};
-use crate::imap::fetch::{self as mime, PartRef, binary};
 use crate::imap::flags;
+use crate::imap::mime::cache::Structure;
+use crate::imap::mime::section::{self, Section};
+use crate::imap::mime::{self, PartRef, binary};
 use crate::imap::response::{Code, Data};
 use crate::imap::selected::Selected;
 use crate::imap::session::{Session, Sink};

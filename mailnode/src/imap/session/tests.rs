@@ -440,7 +440,7 @@ async fn extended_list_and_list_status() {
 
 /// ENVELOPE, BODY and BODYSTRUCTURE of a message as rendered straight from its bytes.
 fn fresh_structure(raw: &[u8]) -> String {
-    use crate::imap::fetch::{PartRef, envelope, parse, structure};
+    use crate::imap::mime::{PartRef, envelope, parse, structure};
     let message = parse(raw).expect("parses");
     let root = PartRef::root(&message).expect("root");
     let mut out = Data::fragment();
@@ -455,8 +455,8 @@ fn fresh_structure(raw: &[u8]) -> String {
 
 #[tokio::test]
 async fn structures_come_from_the_cache_and_are_never_stale() {
-    use crate::imap::fetch::cache::Structure;
-    use crate::imap::fetch::section::tests::NESTED;
+    use crate::imap::mime::cache::Structure;
+    use crate::imap::mime::section::tests::NESTED;
     use bytes::Bytes;
     use sirms_storage::{Cached, UidSet};
 
@@ -517,7 +517,7 @@ async fn structures_come_from_the_cache_and_are_never_stale() {
 async fn whole_message_fetches_match_with_and_without_structures() {
     let h = Harness::new();
     let mut s = h.logged_in().await;
-    let nested = std::str::from_utf8(crate::imap::fetch::section::tests::NESTED).expect("ascii");
+    let nested = std::str::from_utf8(crate::imap::mime::section::tests::NESTED).expect("ascii");
     append(&mut s, "INBOX", "", nested).await;
     run(&mut s, "s SELECT INBOX").await;
     // A miss while the bytes are read anyway, then a hit next to them: the same answer.

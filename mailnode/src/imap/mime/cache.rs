@@ -95,7 +95,7 @@ impl Structure {
 mod tests {
     use super::super::{PartRef, parse};
     use super::*;
-    use crate::imap::fetch::section::tests::NESTED;
+    use crate::imap::mime::section::tests::NESTED;
 
     fn fresh(raw: &[u8]) -> (String, String, String) {
         let message = parse(raw).expect("parses");

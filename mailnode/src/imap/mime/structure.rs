@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn nested_multipart_with_attached_message() {
-        let got = structure(crate::imap::fetch::section::tests::NESTED, true);
+        let got = structure(crate::imap::mime::section::tests::NESTED, true);
         let expected = "(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 23 2 NIL NIL NIL NIL)\
 (\"text\" \"html\" NIL NIL NIL \"7bit\" 11 1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"inner\") NIL NIL NIL)\
 (\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 94 \
@@ -255,7 +255,7 @@ mod tests {
 (\"application\" \"octet-stream\" (\"name\" \"a.bin\") NIL NIL \"base64\" 8 NIL (\"attachment\" (\"filename\" \"a.bin\")) NIL NIL) \
 \"mixed\" (\"boundary\" \"outer\") NIL NIL NIL)";
         assert_eq!(got, expected);
-        let body = structure(crate::imap::fetch::section::tests::NESTED, false);
+        let body = structure(crate::imap::mime::section::tests::NESTED, false);
         assert!(body.ends_with("\"base64\" 8) \"mixed\")"), "{body}");
     }
 }

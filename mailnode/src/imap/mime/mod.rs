@@ -1,5 +1,6 @@
-//! What FETCH computes from a message's bytes: sections, decoded parts, ENVELOPE, BODYSTRUCTURE. Pure
-//! functions over the MIME tree mail-parser builds, so they are unit-tested without a store.
+//! A message's MIME tree as IMAP shows it: sections, decoded parts, header fields, ENVELOPE,
+//! BODYSTRUCTURE (for FETCH, and SEARCH's header and body keys). Pure functions over the tree
+//! mail-parser builds, so they are unit-tested without a store.
 
 pub mod binary;
 pub mod cache;
