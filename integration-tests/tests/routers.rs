@@ -243,3 +243,45 @@ fn losing_etcd_quorum_stops_admin_changes_not_mail() {
     a.wait_nodes(" up ", 2);
     send_all(&b);
 }
+
+/// The dev token is public: a node refuses to serve its mailboxes with it anywhere but on
+/// loopback (as the router and the storage node do), rather than open them to anyone.
+#[test]
+fn the_dev_token_is_refused_off_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[listen]\nsmtp = \"127.0.0.1:{}\"\n[cluster]\nrouter = \"http://127.0.0.1:{}\"\n\
+             store_listen = \"0.0.0.0:{port}\"\n",
+            dir.path().join("data").display(),
+            free_port(),
+            free_port()
+        ),
+    )
+    .expect("write config");
+    let child = std::process::Command::new(sirms_integration_tests::sirms_bin())
+        .args(["node", "-c", config.to_str().expect("utf-8")])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sirms node");
+    let mut node = sirms_integration_tests::Process::from_child(child);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = node.child().try_wait() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the node is serving with the dev token on 0.0.0.0"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(node.child().stderr.as_mut().expect("stderr"), &mut stderr).expect("read stderr");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("default dev token"), "{stderr}");
+}

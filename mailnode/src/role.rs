@@ -44,6 +44,8 @@ pub enum NodeError {
     AuthAllow(#[from] sirms_proto::cidr::CidrError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("refusing to serve the Store and queue API on {0} with the default dev token: set [cluster] token")]
+    InsecureToken(SocketAddr),
 }
 
 /// What a node shares with the cluster besides its mailboxes.
@@ -74,6 +76,10 @@ async fn join_cluster(
     let host = config.cluster.advertise_host.clone().unwrap_or_else(|| config.listen.smtp.ip().to_string());
     let mut store_endpoint = String::new();
     if let Some(addr) = config.cluster.store_listen {
+        // The dev token is public: off loopback it would open every mailbox to anyone.
+        if token == DEV_TOKEN && !addr.ip().is_loopback() {
+            return Err(NodeError::InsecureToken(addr));
+        }
         let listener = bind(addr).await?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(addr.port());
         store_endpoint = format!("http://{host}:{port}");
