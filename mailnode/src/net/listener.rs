@@ -147,8 +147,11 @@ pub async fn serve<H, F>(
                 }
             };
             tracing::debug!(service = settings.service, %client, number, "connection");
-            settings.metrics.connection(settings.service);
-            let _counted = settings.metrics.sessions(Protocol::of(settings.service)).track();
+            // The router's health checks are not client sessions: they would swamp the counts.
+            let _counted = (!health_check).then(|| {
+                settings.metrics.connection(settings.service);
+                settings.metrics.sessions(Protocol::of(settings.service)).track()
+            });
             handler(Accepted { stream, client, health_check, number }).await;
         });
     }
