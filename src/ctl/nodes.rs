@@ -88,7 +88,7 @@ pub(super) async fn run(c: &mut Client, json: bool, cmd: NodesCmd) -> Result<Str
 /// One row per node: the router's view (health, state, connections) and, from its last
 /// heartbeat, the node's own (sessions, queue, mail counts).
 pub(super) fn table(nodes: &[NodeStatus]) -> String {
-    let row = |cells: [&str; 14]| {
+    let row = |cells: [&str; 15]| {
         let [
             id,
             host,
@@ -104,10 +104,11 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
             deferred,
             bounced,
             auth,
+            directory,
         ] = cells;
         format!(
             "{id:<12} {host:<16} {weight:>6} {health:<8} {state:<8} {active:>7} {total:>7} {sessions:>18} {queue:>6} \
-             {received:>9} {delivered:>9} {deferred:>8} {bounced:>7} {auth:>9}\n"
+             {received:>9} {delivered:>9} {deferred:>8} {bounced:>7} {auth:>9} {directory:>5}\n"
         )
     };
     let mut out = row([
@@ -125,6 +126,7 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
         "deferred",
         "bounced",
         "auth-fail",
+        "dir",
     ]);
     for s in nodes {
         let Some(n) = &s.node else { continue };
@@ -152,6 +154,7 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
             &load(|l| l.deferred.to_string()),
             &load(|l| l.bounced.to_string()),
             &load(|l| l.auth_failures.to_string()),
+            &load(|l| l.directory_version.to_string()),
         ]));
     }
     out
@@ -171,8 +174,14 @@ mod tests {
 
     #[test]
     fn a_row_per_node_with_its_state_and_dashes_without_a_heartbeat() {
-        let load =
-            NodeLoad { smtp_sessions: 1, imap_sessions: 2, pop3_sessions: 3, queue_length: 4, ..Default::default() };
+        let load = NodeLoad {
+            smtp_sessions: 1,
+            imap_sessions: 2,
+            pop3_sessions: 3,
+            queue_length: 4,
+            directory_version: 17,
+            ..Default::default()
+        };
         let text = table(&[
             status("node1", false, false, Some(load)),
             status("node2", true, false, None),
@@ -182,7 +191,8 @@ mod tests {
         assert_eq!(rows.len(), 4, "{text}");
         assert_eq!(rows[0][..4], ["node", "host", "weight", "health"]);
         assert_eq!(rows[1][..9], ["node1", "10.0.0.1", "100", "up", "active", "2", "7", "1/2/3", "4"]);
-        assert_eq!(rows[2][4..], ["drained", "2", "7", "-", "-", "-", "-", "-", "-", "-"]);
+        assert_eq!(rows[1][14], "17", "the directory version the node serves from");
+        assert_eq!(rows[2][4..], ["drained", "2", "7", "-", "-", "-", "-", "-", "-", "-", "-"]);
         assert_eq!(rows[3][4], "storage");
     }
 }

@@ -26,7 +26,7 @@ use crate::metrics::{NodeMetrics, Protocol};
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The load now, as a heartbeat.
-async fn sample(metrics: &Arc<NodeMetrics>, node_id: &str) -> NodeLoad {
+async fn sample(metrics: &Arc<NodeMetrics>, node_id: &str, directory_version: u64) -> NodeLoad {
     let m = metrics.clone();
     let queue_length = tokio::task::spawn_blocking(move || m.queue_length()).await.unwrap_or(0);
     let sessions = |p| metrics.sessions(p).get().max(0) as u64;
@@ -41,6 +41,7 @@ async fn sample(metrics: &Arc<NodeMetrics>, node_id: &str) -> NodeLoad {
         deferred: metrics.local_deferred.get() + metrics.outbound_deferred.get(),
         bounced: metrics.bounced.get(),
         auth_failures: metrics.auth_denied.get() + metrics.auth_throttled.get(),
+        directory_version,
     }
 }
 
@@ -122,7 +123,7 @@ impl Membership {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    let load = sample(&self.metrics, &self.node.id).await;
+                    let load = sample(&self.metrics, &self.node.id, *version).await;
                     client.heartbeat(load).await.map_err(|e| e.message().to_string())?;
                 }
             }
