@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""Mail checks for docker/test.sh, against the router at $MAILCHECK_HOST (default
-127.0.0.1, its published ports). docker/test.sh also runs it inside client containers'
-network namespaces against the router's address on the compose network.
+"""Mail checks for docker/test.sh and docker/test-ha.sh, against the router at
+$MAILCHECK_HOST (default 127.0.0.1, its published ports). The tests also run it inside
+client containers' network namespaces against the routers' addresses on the compose network.
+
+$MAILCHECK_HOST may list several routers, comma-separated: a connection goes to the first
+that accepts within $MAILCHECK_CONNECT_TIMEOUT seconds (default 1 with several hosts, else
+the whole session timeout), as a sender tries the next of two MX hosts. $MAILCHECK_SOURCE
+binds the client's source address (the container must have it).
 
   mailcheck.py greet PORT                      -> prints the node named in the SMTP greeting
   mailcheck.py send PORT TO TOKEN [--starttls|--tls] [--auth USER:PASS]
@@ -10,22 +15,117 @@ network namespaces against the router's address on the compose network.
                                                -> finds the message with TOKEN, checks its bytes
                                                   and the node's Received: header
 
-Every command prints `node=NAME` (the node that greeted) on success and exits 0;
+For docker/test-ha.sh (sessions through $MAILCHECK_HOST; SRCS is a comma-separated list of
+source addresses the client container has):
+
+  mailcheck.py greetmany PORT TIMEOUT SRC...   -> one line `ROUTER SRC NODE` for each router
+                                                  in $MAILCHECK_HOST (each asked separately)
+                                                  and source (NODE `-` if no greeting in TIMEOUT s)
+  mailcheck.py watchmove NODE PORT LIMIT SRC...
+                                               -> greets from every SRC through each router in
+                                                  turn, a round every 0.25 s, until the last 8
+                                                  rounds saw no greeting from NODE and none
+                                                  missing; prints `served_elsewhere_at=EPOCH`
+                                                  (start of the first of those rounds)
+  mailcheck.py load SECONDS STOPFILE LOG USER:PASS SRCS [--name N] [--timeout S] [--pause S]
+                                               -> client load until STOPFILE exists (at most
+                                                  SECONDS): an SMTP delivery to USER and an IMAP
+                                                  session (STARTTLS, LOGIN, SELECT) as USER, from
+                                                  each source in turn; one JSON line per session
+                                                  in LOG (times, source, router, node, ok, error,
+                                                  the token of mail acknowledged with 250)
+  mailcheck.py loadstats SINCE UNTIL LOG...    -> the load's sessions that started in the window:
+                                                  counts, failures, each source's nodes and
+                                                  routers, first success per client and router
+                                                  and per source and node
+  mailcheck.py verify USER:PASS LOG...         -> every token the logs show acknowledged for
+                                                  USER is in USER's INBOX (read over IMAP)
+
+greet, send, pop3 and imap print `node=NAME` (the node that greeted) on success and exit 0;
 on failure it prints why and exits 1 (3 for IMAP when nothing answers IMAP at all).
 Certificates are self-signed: not verified.
 """
 
+import concurrent.futures
 import imaplib
+import json
 import os
 import poplib
+import random
 import re
 import smtplib
 import socket
 import ssl
 import sys
+import time
 
 HOST = os.environ.get("MAILCHECK_HOST") or "127.0.0.1"
+HOSTS = [h.strip() for h in HOST.split(",") if h.strip()]
 TIMEOUT = 20
+CONNECT_TIMEOUT = float(os.environ.get("MAILCHECK_CONNECT_TIMEOUT") or (1 if len(HOSTS) > 1 else TIMEOUT))
+SOURCE = os.environ.get("MAILCHECK_SOURCE") or None
+
+
+def connect(port, timeout=TIMEOUT, source=None, hosts=None):
+    """A TCP connection to the first of HOSTS (or HOSTS) that accepts one within
+    CONNECT_TIMEOUT, from SOURCE (or SOURCE); returns the socket (session timeout set) and
+    the host it reached."""
+    source = source or SOURCE
+    errors = []
+    for host in hosts or HOSTS:
+        try:
+            sock = socket.create_connection((host, int(port)), min(CONNECT_TIMEOUT, timeout), (source, 0) if source else None)
+        except OSError as e:
+            errors.append(f"{host}:{port}: {e}")
+            continue
+        sock.settimeout(timeout)
+        return sock, host
+    raise ConnectionError("; ".join(errors))
+
+
+# The mail libraries over connect(). `peer` is the router the session reached.
+class SMTP(smtplib.SMTP):
+    peer = None
+
+    def _get_socket(self, host, port, timeout):
+        sock, self.peer = connect(port, timeout)
+        return sock
+
+
+class SMTP_SSL(smtplib.SMTP_SSL, SMTP):  # smtplib.SMTP_SSL wraps what SMTP._get_socket gives
+    pass
+
+
+class IMAP4(imaplib.IMAP4):
+    peer = None
+
+    def _create_socket(self, timeout):
+        sock, self.peer = connect(self.port, timeout or TIMEOUT)
+        return sock
+
+
+class IMAP4_SSL(imaplib.IMAP4_SSL):
+    peer = None
+
+    def _create_socket(self, timeout):
+        sock, self.peer = connect(self.port, timeout or TIMEOUT)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+class POP3(poplib.POP3):
+    peer = None
+
+    def _create_socket(self, timeout):
+        sock, self.peer = connect(self.port, timeout or TIMEOUT)
+        return sock
+
+
+class POP3_SSL(poplib.POP3_SSL):
+    peer = None
+
+    def _create_socket(self, timeout):
+        sock, self.peer = connect(self.port, timeout or TIMEOUT)
+        return self.context.wrap_socket(sock, server_hostname=self.host)
 
 
 def tls_context():
@@ -64,11 +164,11 @@ def message(token, sender, to):
 
 def smtp_connect(port, mode):
     if mode == "--tls":
-        s = smtplib.SMTP_SSL(timeout=TIMEOUT, context=tls_context())
+        s = SMTP_SSL(timeout=TIMEOUT, context=tls_context())
     else:
-        s = smtplib.SMTP(timeout=TIMEOUT)
-    s._host = HOST  # connect() does not set it; starttls() and SMTP_SSL need it for SNI
-    code, greeting = s.connect(HOST, port)
+        s = SMTP(timeout=TIMEOUT)
+    s._host = HOSTS[0]  # connect() does not set it; starttls() and SMTP_SSL need it for SNI
+    code, greeting = s.connect(HOSTS[0], port)
     if code != 220:
         raise AssertionError(f"SMTP greeting {code} {greeting!r}")
     return s, node_of(greeting)
@@ -143,9 +243,9 @@ def cmd_imap(port, login, token, *opts):
     user, password = login.split(":", 1)
     try:
         if "--tls" in opts:
-            m = imaplib.IMAP4_SSL(HOST, int(port), ssl_context=tls_context(), timeout=TIMEOUT)
+            m = IMAP4_SSL(HOSTS[0], int(port), ssl_context=tls_context(), timeout=TIMEOUT)
         else:
-            m = imaplib.IMAP4(HOST, int(port), timeout=TIMEOUT)
+            m = IMAP4(HOSTS[0], int(port), timeout=TIMEOUT)
     except (imaplib.IMAP4.abort, ConnectionError, ssl.SSLError) as e:
         raise NoImap(f"no IMAP greeting on {port}: {e}")
     node = node_of(m.welcome)
@@ -173,9 +273,9 @@ def cmd_imap(port, login, token, *opts):
 def cmd_pop3(port, login, token, *opts):
     user, password = login.split(":", 1)
     if "--tls" in opts:
-        p = poplib.POP3_SSL(HOST, int(port), timeout=TIMEOUT, context=tls_context())
+        p = POP3_SSL(HOSTS[0], int(port), timeout=TIMEOUT, context=tls_context())
     else:
-        p = poplib.POP3(HOST, int(port), timeout=TIMEOUT)
+        p = POP3(HOSTS[0], int(port), timeout=TIMEOUT)
     node = node_of(p.getwelcome())
     if "--stls" in opts:
         p.stls(context=tls_context())
@@ -197,12 +297,231 @@ def cmd_pop3(port, login, token, *opts):
     return node
 
 
+# --- docker/test-ha.sh: many sources, moves, load ---------------------------------------
+
+
+def greet_from(src, host, port, timeout):
+    """The node named in the SMTP greeting that source SRC gets through HOST within TIMEOUT
+    seconds, else "-"."""
+    deadline = time.monotonic() + timeout
+    try:
+        sock, _ = connect(port, timeout, source=src, hosts=[host])
+    except OSError:
+        return "-"
+    with sock:
+        buf = b""
+        try:
+            while b"\r\n" not in buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return "-"
+                sock.settimeout(left)
+                chunk = sock.recv(1024)
+                if not chunk:
+                    return "-"
+                buf += chunk
+            line = buf.split(b"\r\n", 1)[0]
+            if not line.startswith(b"220"):
+                return "-"
+            node = node_of(line)
+        except (OSError, AssertionError):
+            return "-"
+        try:  # end the session cleanly; its answer does not matter
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            sock.sendall(b"QUIT\r\n")
+            sock.recv(1024)
+        except OSError:
+            pass
+        return node
+
+
+def cmd_greetmany(port, timeout, *srcs):
+    jobs = [(host, src) for host in HOSTS for src in srcs]
+    with concurrent.futures.ThreadPoolExecutor(min(64, max(1, len(jobs)))) as pool:
+        nodes = list(pool.map(lambda j: greet_from(j[1], j[0], int(port), float(timeout)), jobs))
+    for (host, src), node in zip(jobs, nodes):
+        print(host, src, node)
+    return 0
+
+
+def cmd_watchmove(node, port, limit, *srcs):
+    """A round every 0.25 s greets from every source through one router (the routers in
+    turn), with 1.5 s to answer; once STABLE rounds in a row (by start time) had every source
+    greeted by a node other than NODE, prints when the first of them started."""
+    stable, every, answer = 8, 0.25, 1.5
+    deadline = time.time() + float(limit)
+    pool = concurrent.futures.ThreadPoolExecutor(256)
+    rounds, finished, streak, streak_start, last = [], 0, 0, None, None
+    next_round = time.time()
+    try:
+        while time.time() < deadline:
+            now = time.time()
+            if now >= next_round:
+                host = HOSTS[len(rounds) % len(HOSTS)]
+                rounds.append((now, host, [pool.submit(greet_from, s, host, int(port), answer) for s in srcs]))
+                next_round += every
+            while finished < len(rounds) and all(f.done() for f in rounds[finished][2]):
+                start, host, futures = rounds[finished]
+                finished += 1
+                got = [f.result() for f in futures]
+                last = (host, got)
+                if all(g not in ("-", node) for g in got):
+                    streak_start = start if streak == 0 else streak_start
+                    streak += 1
+                else:
+                    streak = 0
+                if streak >= stable:
+                    print(f"served_elsewhere_at={streak_start:.3f} rounds={finished}")
+                    return 0
+            time.sleep(0.02)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    if last:
+        host, got = last
+        seen = ", ".join(f"{g}: {got.count(g)}" for g in sorted(set(got)))
+        print(f"error: after {limit} s the last round through {host} still got {seen}")
+    else:
+        print(f"error: no round finished in {limit} s")
+    return 1
+
+
+def cmd_load(seconds, stopfile, log, login, srcs, *opts):
+    """Light client load from each source in turn: an SMTP delivery to USER, then an IMAP
+    session as USER; one JSON line per session in LOG."""
+    global SOURCE
+    user, password = login.split(":", 1)
+    srcs = srcs.split(",")
+    timeout = float(option(opts, "--timeout") or 5)
+    pause = float(option(opts, "--pause") or 0.2)
+    name = option(opts, "--name") or "load"
+    sender = f"{name}@sender.test"
+    deadline = time.time() + float(seconds)
+    n = 0
+    with open(log, "a", buffering=1) as out:
+        while time.time() < deadline and not os.path.exists(stopfile):
+            SOURCE = srcs[n % len(srcs)]
+            for proto in ("smtp", "imap"):
+                rec = {"client": name, "src": SOURCE, "proto": proto, "to": user, "t0": time.time()}
+                session = None
+                try:
+                    if proto == "smtp":
+                        rec["token"] = f"{name}-{n}-{random.randrange(1 << 32):08x}"
+                        session = SMTP(timeout=timeout)
+                        code, greeting = session.connect(HOSTS[0], 25)
+                        rec["router"] = session.peer
+                        if code != 220:
+                            raise AssertionError(f"SMTP greeting {code} {greeting!r}")
+                        rec["node"] = node_of(greeting)
+                        session.ehlo("load.test")
+                        refused = session.sendmail(sender, [user], message(rec["token"], sender, user))
+                        if refused:
+                            raise AssertionError(f"recipients refused: {refused}")
+                        rec["acked"] = True  # 250 after DATA: the server has the message
+                        try:
+                            session.quit()
+                        except (OSError, smtplib.SMTPException):
+                            pass
+                    else:
+                        session = IMAP4(HOSTS[0], 143, timeout=timeout)
+                        rec["router"] = session.peer
+                        rec["node"] = node_of(session.welcome)
+                        session.starttls(ssl_context=tls_context())
+                        session.login(user, password)
+                        typ, data = session.select("INBOX", readonly=True)
+                        if typ != "OK":
+                            raise AssertionError(f"SELECT INBOX: {typ} {data}")
+                        rec["exists"] = int(data[0])
+                        session.logout()
+                    rec["ok"] = True
+                except Exception as e:  # whatever went wrong is what this client saw
+                    rec["ok"] = False
+                    rec["error"] = f"{type(e).__name__}: {e}"[:300]
+                    sock = getattr(session, "sock", None)
+                    if sock is not None:
+                        sock.close()
+                rec["t1"] = time.time()
+                out.write(json.dumps(rec) + "\n")
+                time.sleep(pause)
+            n += 1
+    return 0
+
+
+def read_logs(logs):
+    for log in logs:
+        with open(log) as f:
+            for line in f:
+                try:
+                    yield json.loads(line)
+                except ValueError:  # a line still being written
+                    continue
+
+
+def cmd_loadstats(since, until, *logs):
+    """Sessions that started in [SINCE, UNTIL): counts, failures, the nodes and routers
+    each source saw, and when each (client, router) and (source, node) first succeeded."""
+    since, until = float(since), float(until)
+    recs = [r for r in read_logs(logs) if since <= r["t0"] < until]
+    ok = [r for r in recs if r.get("ok")]
+    failed = [r for r in recs if not r.get("ok")]
+    print(f"window {len(recs)} sessions, {len(ok)} ok, {len(failed)} failed, "
+          f"{sum(1 for r in ok if r.get('acked'))} acknowledged deliveries")
+    for r in failed[:40]:
+        print(f"failed {r['client']} {r['src']} {r['proto']} {r.get('router', '-')} "
+              f"+{r['t0'] - since:.2f}s {r.get('error', '')}")
+    per_src = {}
+    for r in ok:
+        nodes, routers = per_src.setdefault(r["src"], (set(), set()))
+        nodes.add(r["node"])
+        routers.add(r["router"])
+    for src in sorted(per_src):
+        nodes, routers = per_src[src]
+        print(f"source {src} {','.join(sorted(nodes))} {','.join(sorted(routers))}")
+    first = {}
+    for r in ok:
+        for key in (("first_ok_via", r["client"], r["router"]), ("first_ok_on", r["src"], r["node"])):
+            first[key] = min(first.get(key, r["t1"]), r["t1"])
+    for key in sorted(first):
+        print(*key, f"{first[key]:.3f}")
+    return 0
+
+
+def cmd_verify(login, *logs):
+    """Every token the load logs show acknowledged for USER is in USER's INBOX."""
+    user, password = login.split(":", 1)
+    acked = {r["token"] for r in read_logs(logs) if r.get("acked") and r.get("to") == user}
+    m = IMAP4(HOSTS[0], 143, timeout=TIMEOUT)
+    node = node_of(m.welcome)
+    m.starttls(ssl_context=tls_context())
+    m.login(user, password)
+    typ, data = m.select("INBOX", readonly=True)
+    if typ != "OK":
+        raise AssertionError(f"SELECT INBOX: {typ} {data}")
+    count, found = int(data[0]), set()
+    if count:
+        typ, parts = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        for part in parts:
+            if isinstance(part, tuple):
+                found.update(t.decode() for t in re.findall(rb"sirms docker test (\S+)", part[1]))
+    m.logout()
+    missing = sorted(acked - found)
+    print(f"acknowledged {len(acked)}, in the mailbox {len(acked) - len(missing)}, missing {len(missing)}"
+          f" (INBOX has {count}; read via {node})" + (f"; e.g. {missing[:5]}" if missing else ""))
+    return 1 if missing else 0
+
+
+# Commands that print their own results and return the exit code.
+REPORTS = {"greetmany": cmd_greetmany, "watchmove": cmd_watchmove, "load": cmd_load,
+           "loadstats": cmd_loadstats, "verify": cmd_verify}
+
+
 def main(argv):
     commands = {"greet": cmd_greet, "send": cmd_send, "pop3": cmd_pop3, "imap": cmd_imap}
-    if len(argv) < 2 or argv[1] not in commands:
+    if len(argv) < 2 or argv[1] not in commands and argv[1] not in REPORTS:
         print(__doc__, file=sys.stderr)
         return 2
     try:
+        if argv[1] in REPORTS:
+            return REPORTS[argv[1]](*argv[2:])
         node = commands[argv[1]](*argv[2:])
     except NoImap as e:
         print(f"skip: {e}")
