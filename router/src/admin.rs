@@ -14,6 +14,8 @@ use sirms_proto::cluster::{
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
+use sirms_proto::cluster_tls::{self, Role};
+
 use crate::directory::DirectoryError;
 use crate::server::Router;
 
@@ -65,6 +67,20 @@ impl AdminService {
         }
     }
 
+    /// An Admin call's body: the cluster token, and over mutual TLS the admin's certificate,
+    /// which no node holds.
+    fn admin<T>(&self, request: Request<T>) -> Result<T, Status> {
+        cluster_tls::authorize(&request, &[Role::Admin])?;
+        self.open(request)
+    }
+
+    /// A Directory call's body, made for the node `node_of` names: over mutual TLS only that
+    /// node's own certificate may make it (a node registers and heartbeats only as itself).
+    fn as_node<T>(&self, request: Request<T>, node_of: impl Fn(&T) -> String) -> Result<T, Status> {
+        cluster_tls::acting_as(&request, &node_of(request.get_ref()))?;
+        self.open(request)
+    }
+
     fn dir(&self) -> &crate::directory::ClusterDirectory {
         self.router.directory()
     }
@@ -83,73 +99,73 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn put_node(&self, request: Request<Node>) -> Reply<Ack> {
-        ack(self.dir().put_node(self.open(request)?).await)
+        ack(self.dir().put_node(self.admin(request)?).await)
     }
     async fn remove_node(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_node(&self.open(request)?.name).await)
+        ack(self.dir().remove_node(&self.admin(request)?.name).await)
     }
     async fn drain_node(&self, request: Request<DrainRequest>) -> Reply<Ack> {
-        let r = self.open(request)?;
+        let r = self.admin(request)?;
         ack(self.dir().set_drained(&r.id, r.drained).await)
     }
     async fn list_nodes(&self, request: Request<Empty>) -> Reply<NodeList> {
-        self.open(request)?;
+        self.admin(request)?;
         Ok(Response::new(NodeList { nodes: self.router.status() }))
     }
     async fn put_route(&self, request: Request<Route>) -> Reply<Ack> {
-        let r = self.open(request)?;
+        let r = self.admin(request)?;
         ack(self.dir().put_route(&r.cidr, &r.target).await)
     }
     async fn remove_route(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_route(&self.open(request)?.name).await)
+        ack(self.dir().remove_route(&self.admin(request)?.name).await)
     }
     async fn list_routes(&self, request: Request<Empty>) -> Reply<RouteList> {
-        self.open(request)?;
+        self.admin(request)?;
         Ok(Response::new(RouteList { routes: self.dir().routes() }))
     }
     async fn put_group(&self, request: Request<Group>) -> Reply<Ack> {
-        ack(self.dir().put_group(self.open(request)?).await)
+        ack(self.dir().put_group(self.admin(request)?).await)
     }
     async fn remove_group(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_group(&self.open(request)?.name).await)
+        ack(self.dir().remove_group(&self.admin(request)?.name).await)
     }
     async fn list_groups(&self, request: Request<Empty>) -> Reply<GroupList> {
-        self.open(request)?;
+        self.admin(request)?;
         Ok(Response::new(GroupList { groups: self.dir().groups() }))
     }
     async fn put_domain(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().put_domain(&self.open(request)?.name).await)
+        ack(self.dir().put_domain(&self.admin(request)?.name).await)
     }
     async fn remove_domain(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_domain(&self.open(request)?.name).await)
+        ack(self.dir().remove_domain(&self.admin(request)?.name).await)
     }
     async fn put_user(&self, request: Request<User>) -> Reply<Ack> {
-        ack(self.dir().put_user(self.open(request)?).await)
+        ack(self.dir().put_user(self.admin(request)?).await)
     }
     async fn remove_user(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_user(&self.open(request)?.name).await)
+        ack(self.dir().remove_user(&self.admin(request)?.name).await)
     }
     async fn put_alias(&self, request: Request<Alias>) -> Reply<Ack> {
-        ack(self.dir().put_alias(self.open(request)?).await)
+        ack(self.dir().put_alias(self.admin(request)?).await)
     }
     async fn remove_alias(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_alias(&self.open(request)?.name).await)
+        ack(self.dir().remove_alias(&self.admin(request)?.name).await)
     }
     async fn put_transport(&self, request: Request<Transport>) -> Reply<Ack> {
-        let t = self.open(request)?;
+        let t = self.admin(request)?;
         ack(self.dir().put_transport(&t.domain, &t.relay).await)
     }
     async fn remove_transport(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_transport(&self.open(request)?.name).await)
+        ack(self.dir().remove_transport(&self.admin(request)?.name).await)
     }
     async fn put_dkim_key(&self, request: Request<DkimKey>) -> Reply<Ack> {
-        ack(self.dir().put_dkim_key(self.open(request)?).await)
+        ack(self.dir().put_dkim_key(self.admin(request)?).await)
     }
     async fn remove_dkim_key(&self, request: Request<Name>) -> Reply<Ack> {
-        ack(self.dir().remove_dkim_key(&self.open(request)?.name).await)
+        ack(self.dir().remove_dkim_key(&self.admin(request)?.name).await)
     }
     async fn get_directory(&self, request: Request<Empty>) -> Reply<DirectorySnapshot> {
-        self.open(request)?;
+        self.admin(request)?;
         let mut snapshot = self.dir().snapshot();
         // Admins see who exists, not password hashes.
         for user in &mut snapshot.users {
@@ -158,7 +174,7 @@ impl Admin for AdminService {
         Ok(Response::new(snapshot))
     }
     async fn status(&self, request: Request<Empty>) -> Reply<ClusterStatus> {
-        self.open(request)?;
+        self.admin(request)?;
         let snapshot = self.dir().snapshot();
         Ok(Response::new(ClusterStatus {
             nodes: self.router.status(),
@@ -170,7 +186,7 @@ impl Admin for AdminService {
         }))
     }
     async fn explain(&self, request: Request<Name>) -> Reply<RouteExplanation> {
-        let name = self.open(request)?.name;
+        let name = self.admin(request)?.name;
         let ip: IpAddr = name.parse().map_err(|_| Status::invalid_argument(format!("not an IP address: {name}")))?;
         let choice = self.router.choose(ip);
         Ok(Response::new(RouteExplanation {
@@ -186,13 +202,13 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<DirectorySnapshot, Status
 #[tonic::async_trait]
 impl Directory for AdminService {
     async fn register(&self, request: Request<Node>) -> Reply<DirectorySnapshot> {
-        let node = self.open(request)?;
+        let node = self.as_node(request, |n: &Node| n.id.clone())?;
         self.loaded()?;
         let (id, host) = (node.id.clone(), node.host.clone());
         self.dir().register_node(node).await?;
         if let Some(membership) = self.router.membership() {
             membership
-                .join(&id)
+                .join(&id, &NodeLoad { node_id: id.clone(), ..Default::default() })
                 .await
                 .map_err(|e| Status::unavailable(format!("cannot take the node's lease: {e}")))?;
         }
@@ -201,11 +217,11 @@ impl Directory for AdminService {
     }
 
     async fn heartbeat(&self, request: Request<NodeLoad>) -> Reply<Ack> {
-        let load = self.open(request)?;
+        let load = self.as_node(request, |l: &NodeLoad| l.node_id.clone())?;
         // A router that cannot renew the node's lease says so: the node moves to another.
         if let Some(membership) = self.router.membership() {
             membership
-                .alive(&load.node_id)
+                .alive(&load.node_id, &load)
                 .await
                 .map_err(|e| Status::unavailable(format!("cannot renew the node's lease: {e}")))?;
         }
@@ -216,7 +232,7 @@ impl Directory for AdminService {
     type WatchStream = SnapshotStream;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Reply<SnapshotStream> {
-        let since = self.open(request)?.version;
+        let since = self.as_node(request, |w: &WatchRequest| w.node_id.clone())?.version;
         self.loaded()?;
         let states = WatchStream::new(self.dir().subscribe());
         let stream = futures::StreamExt::filter_map(states, move |state| async move {

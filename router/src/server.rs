@@ -99,7 +99,7 @@ impl Router {
 
     /// Whether `node` holds a lease: always with no membership, or before it was first read.
     fn member(&self, live: &Live, node: &str) -> bool {
-        live.as_ref().is_none_or(|live| live.contains(node))
+        live.as_ref().is_none_or(|live| live.contains_key(node))
     }
 
     fn live(&self) -> Live {
@@ -234,7 +234,13 @@ impl Router {
                 let probed = NodeId::from_str(&node.id).ok().and_then(|id| health.get(&id));
                 let healthy = node.storage_only || (probed.is_some_and(|h| h.is_up()) && self.member(&live, &node.id));
                 let c = counters.get(&node.id).copied().unwrap_or_default();
-                let load = loads.get(&node.id).filter(|(_, at)| at.elapsed() < LOAD_STALE).map(|(l, _)| l.clone());
+                // A heartbeat to this router, else the load the node's lease carries (it may
+                // heartbeat to another router).
+                let load = loads
+                    .get(&node.id)
+                    .filter(|(_, at)| at.elapsed() < LOAD_STALE)
+                    .map(|(l, _)| l.clone())
+                    .or_else(|| live.as_ref()?.get(&node.id).filter(|l| !l.node_id.is_empty()).cloned());
                 NodeStatus { node: Some(node), healthy, active_connections: c.active, total_connections: c.total, load }
             })
             .collect()
