@@ -66,6 +66,7 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         data_dir: args.data_dir.join("storage"),
         token: DEV_TOKEN.into(),
         metrics_listen: Some(addr([127, 0, 0, 1], METRICS_PORTS[3])),
+        cluster_tls: None,
     };
     let router = RouterConfig {
         data_dir: args.data_dir.join("router"),

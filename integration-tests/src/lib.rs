@@ -380,6 +380,8 @@ pub struct RouterProcess {
     pub imap: SocketAddr,
     /// Prometheus `/metrics`.
     pub metrics: SocketAddr,
+    /// Put before every `sirms ctl` command's own arguments (`--ca`, `--cert`, `--key`).
+    pub ctl_args: Vec<String>,
 }
 
 /// The token the test cluster uses.
@@ -418,13 +420,14 @@ impl RouterProcess {
         std::fs::write(&path, config).expect("write router config");
         let mut process = Process::sirms(&["router", "-c", path.to_str().expect("utf-8")]);
         process.wait_listening("sirms router", &[admin, smtp, pop3]);
-        RouterProcess { process, dir, admin, smtp, pop3, imap, metrics }
+        RouterProcess { process, dir, admin, smtp, pop3, imap, metrics, ctl_args: Vec::new() }
     }
 
     /// Runs `sirms ctl ARGS` against this router.
     fn ctl_output(&self, args: &[&str]) -> std::process::Output {
         Command::new(sirms_bin())
             .args(["ctl", "--router", &format!("http://{}", self.admin), "--token", CLUSTER_TOKEN])
+            .args(&self.ctl_args)
             .args(args)
             .output()
             .expect("run sirms ctl")

@@ -15,6 +15,7 @@ use sirms_integration_tests::StorageNode;
 use sirms_mailnode::cluster::home_store::{Endpoints, HomeStore};
 use sirms_mailnode::directory::{DirectoryData, LiveDirectory};
 use sirms_proto::cluster::{DirectorySnapshot, User};
+use sirms_proto::cluster_tls::Credentials;
 use sirms_storage::message::MAX_MESSAGE_SIZE;
 use sirms_storage::{
     BodyPart, Cached, Change, ChangeStream, FlagOp, Flags, LocalStore, MAX_CACHED_SIZE, MailStore, Measured,
@@ -109,7 +110,13 @@ fn home() -> Harness {
     let own_root = dir.path().join("node");
     let own: Arc<dyn MailStore> = Arc::new(LocalStore::open(&own_root).expect("open store"));
     let node_store = |id: &str| -> Arc<dyn MailStore> {
-        Arc::new(HomeStore::new(id.into(), own.clone(), directory.clone(), endpoints.clone(), node.token.clone()))
+        Arc::new(HomeStore::new(
+            id.into(),
+            own.clone(),
+            directory.clone(),
+            endpoints.clone(),
+            Credentials::token(node.token.clone()),
+        ))
     };
     let (first, second) = (node_store("node-a"), node_store("node-b"));
     Harness {

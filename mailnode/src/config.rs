@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub outbound: OutboundConfig,
     pub directory: DirectoryConfig,
     pub cluster: ClusterConfig,
+    /// `[cluster_tls] ca, cert, key`: mutual TLS on every cluster connection (off when unset).
+    pub cluster_tls: Option<sirms_proto::cluster_tls::TlsFiles>,
 }
 
 /// Listener addresses.
@@ -131,6 +133,7 @@ impl Default for NodeConfig {
             outbound: OutboundConfig::default(),
             directory: DirectoryConfig::default(),
             cluster: ClusterConfig::default(),
+            cluster_tls: None,
         }
     }
 }

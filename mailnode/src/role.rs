@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sirms_proto::cluster_tls::{ClusterTls, Credentials};
 use sirms_storage::role::DEV_TOKEN;
 use sirms_storage::{LocalStore, MailStore, Measured, RemoteStore, StoreError, StoreService, grpc};
 use tokio::net::TcpListener;
@@ -44,6 +45,8 @@ pub enum NodeError {
     AuthAllow(#[from] sirms_proto::cidr::CidrError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cluster TLS: {0}")]
+    ClusterTls(#[from] sirms_proto::cluster_tls::ClusterTlsError),
     #[error("refusing to serve the Store and queue API on {0} with the default dev token: set [cluster] token")]
     InsecureToken(SocketAddr),
 }
@@ -68,6 +71,8 @@ async fn join_cluster(
 ) -> Result<Arc<dyn MailStore>, NodeError> {
     let Member { directory, metrics, spool, wake } = member;
     let token = config.cluster.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
+    let tls = config.cluster_tls.as_ref().map(ClusterTls::load).transpose()?;
+    let credentials = Credentials { token: token.clone(), tls };
     let node_id = config
         .cluster
         .node_id
@@ -86,12 +91,19 @@ async fn join_cluster(
         let store = StoreService::new(own_store.clone(), token.clone()).into_server();
         let queue = QueueAdmin::new(spool, wake, token.clone()).into_server();
         let mut stop = stopped.clone();
+        let server_tls = credentials.tls.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.changed().await;
             };
-            let server = grpc::server().add_service(store).add_service(queue);
-            if let Err(e) = server.serve_with_incoming_shutdown(grpc::incoming(listener), shutdown).await {
+            let served = match grpc::server_with(server_tls.as_ref()) {
+                Ok(mut server) => {
+                    let server = server.add_service(store).add_service(queue);
+                    server.serve_with_incoming_shutdown(grpc::incoming(listener), shutdown).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "store and queue service failed");
             }
         });
@@ -117,7 +129,7 @@ async fn join_cluster(
     let membership = Membership {
         node,
         routers,
-        token: token.clone(),
+        credentials: credentials.clone(),
         directory: directory.clone(),
         endpoints: endpoints.clone(),
         cache: config.data_dir.join("directory.cache"),
@@ -128,7 +140,7 @@ async fn join_cluster(
         tracing::info!("serving from the cached directory until the router answers");
     }
     tokio::spawn(membership.run(stopped));
-    Ok(Arc::new(HomeStore::new(node_id, own_store, directory, endpoints, token)))
+    Ok(Arc::new(HomeStore::new(node_id, own_store, directory, endpoints, credentials)))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
@@ -149,7 +161,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let own_store: Arc<dyn MailStore> = match &config.store.remote {
         Some(endpoint) => {
             let token = config.store.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
-            Arc::new(RemoteStore::connect(endpoint, token)?)
+            let tls = config.cluster_tls.as_ref().map(ClusterTls::load).transpose()?;
+            Arc::new(RemoteStore::connect_with(endpoint, &Credentials { token, tls })?)
         }
         None => {
             let store = LocalStore::open(config.data_dir.join("store"))?;

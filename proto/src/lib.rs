@@ -21,5 +21,6 @@ pub mod etcd {
 pub const TOKEN_HEADER: &str = "x-sirms-token";
 
 pub mod cidr;
+pub mod cluster_tls;
 pub mod proxy_v2;
 pub mod token;

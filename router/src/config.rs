@@ -37,6 +37,8 @@ pub struct RouterConfig {
     pub directory: DirectoryKind,
     /// `[etcd]`: used when `directory = "etcd"`.
     pub etcd: EtcdConfig,
+    /// `[cluster_tls] ca, cert, key`: mutual TLS on the Admin and Directory API (off when unset).
+    pub cluster_tls: Option<sirms_proto::cluster_tls::TlsFiles>,
 }
 
 /// Where the cluster directory lives.
@@ -177,6 +179,7 @@ impl Default for RouterConfig {
             nat: NatConfig::default(),
             directory: DirectoryKind::Sled,
             etcd: EtcdConfig::default(),
+            cluster_tls: None,
         }
     }
 }

@@ -25,6 +25,8 @@ pub enum RouterError {
     Io(#[from] std::io::Error),
     #[error("admin API: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("cluster TLS: {0}")]
+    ClusterTls(#[from] sirms_proto::cluster_tls::ClusterTlsError),
 }
 
 /// The directory the config names, and node membership by lease when it is in etcd.
@@ -66,14 +68,19 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
     }
     let (admin, directory_service) = AdminService::new(router.clone(), &config.token).into_servers();
     let mut admin_stop = stopped.clone();
-    let admin_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(admin)
-            .add_service(directory_service)
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(admin_listener), async move {
+    let mut server = tonic::transport::Server::builder();
+    if let Some(files) = &config.cluster_tls {
+        let tls = sirms_proto::cluster_tls::ClusterTls::load(files)?;
+        server = server.tls_config(tls.server())?;
+        tracing::info!("admin and directory API over mutual TLS");
+    }
+    let admin_task =
+        tokio::spawn(server.add_service(admin).add_service(directory_service).serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(admin_listener),
+            async move {
                 let _ = admin_stop.changed().await;
-            }),
-    );
+            },
+        ));
     let data_plane = tokio::spawn({
         let (router, listen, nat) = (router.clone(), config.listen.clone(), config.nat.clone());
         let mode = config.mode;

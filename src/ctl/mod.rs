@@ -10,6 +10,7 @@
 //! the API's reply.
 
 mod aliases;
+mod ca;
 mod dkim;
 mod domains;
 mod groups;
@@ -22,6 +23,7 @@ mod users;
 
 use clap::{Args, Subcommand};
 use sirms_proto::cluster::admin_client::AdminClient;
+use sirms_proto::cluster_tls::{ClusterTls, Credentials, TlsFiles};
 use sirms_proto::token::TokenInterceptor;
 use sirms_router::config::DEV_TOKEN;
 use tonic::service::interceptor::InterceptedService;
@@ -36,6 +38,16 @@ pub struct CtlArgs {
     /// The cluster token.
     #[arg(long, env = "SIRMS_TOKEN", default_value = DEV_TOKEN, hide_env_values = true)]
     pub token: String,
+    /// With --cert and --key: the cluster CA, for a cluster whose plane runs mutual TLS
+    /// (`sirms ctl ca init` makes it).
+    #[arg(long, env = "SIRMS_CA", requires_all = ["cert", "key"])]
+    pub ca: Option<std::path::PathBuf>,
+    /// The administrator's certificate (admin.pem from `sirms ctl ca init`).
+    #[arg(long, env = "SIRMS_CERT", requires_all = ["ca", "key"])]
+    pub cert: Option<std::path::PathBuf>,
+    /// Its private key.
+    #[arg(long, env = "SIRMS_KEY", requires_all = ["ca", "cert"])]
+    pub key: Option<std::path::PathBuf>,
     /// Print the API's replies as JSON, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
@@ -75,6 +87,9 @@ pub enum CtlCommand {
     /// DKIM keys: outbound mail of a domain is signed with its key.
     #[command(subcommand)]
     Dkim(dkim::DkimCmd),
+    /// The cluster CA and the certificates of the cluster plane's mutual TLS (offline: no router).
+    #[command(subcommand)]
+    Ca(ca::CaCmd),
 }
 
 /// Errors of `sirms ctl`.
@@ -95,7 +110,20 @@ type Client = AdminClient<InterceptedService<Channel, TokenInterceptor>>;
 
 /// Runs one `sirms ctl` command and returns the text to print.
 pub async fn run(args: CtlArgs) -> Result<String, CtlError> {
-    let channel = tonic::transport::Endpoint::from_shared(args.router.clone())
+    let command = match args.command {
+        CtlCommand::Ca(cmd) => return ca::run(cmd),
+        command => command,
+    };
+    let tls = match (&args.ca, &args.cert, &args.key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            let files = TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() };
+            Some(ClusterTls::load(&files).map_err(|e| CtlError::Input(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let credentials = Credentials { token: args.token.clone(), tls };
+    let channel = credentials
+        .endpoint(&args.router)
         .map_err(|e| CtlError::Connect(args.router.clone(), e.to_string()))?
         .connect()
         .await
@@ -103,17 +131,18 @@ pub async fn run(args: CtlArgs) -> Result<String, CtlError> {
     let mut c: Client =
         AdminClient::with_interceptor(channel, TokenInterceptor::new(&args.token).ok_or(CtlError::Token)?);
     let json = args.json;
-    match args.command {
+    match command {
         CtlCommand::Status => status::run(&mut c, json).await,
         CtlCommand::Nodes(cmd) => nodes::run(&mut c, json, cmd).await,
         CtlCommand::Routes(cmd) => routes::run(&mut c, json, cmd).await,
         CtlCommand::Groups(cmd) => groups::run(&mut c, json, cmd).await,
         CtlCommand::Domains(cmd) => domains::run(&mut c, json, cmd).await,
-        CtlCommand::Users(cmd) => users::run(&mut c, &args.router, &args.token, json, cmd).await,
+        CtlCommand::Users(cmd) => users::run(&mut c, &args.router, &credentials, json, cmd).await,
         CtlCommand::Aliases(cmd) => aliases::run(&mut c, json, cmd).await,
         CtlCommand::Transports(cmd) => transports::run(&mut c, json, cmd).await,
-        CtlCommand::Queue(cmd) => queue::run(&mut c, &args.token, json, cmd).await,
+        CtlCommand::Queue(cmd) => queue::run(&mut c, &credentials, json, cmd).await,
         CtlCommand::Dkim(cmd) => dkim::run(&mut c, json, cmd).await,
+        CtlCommand::Ca(cmd) => ca::run(cmd),
     }
 }
 

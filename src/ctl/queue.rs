@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use sirms_proto::cluster::node_admin_client::NodeAdminClient;
 use sirms_proto::cluster::{Empty, Name, QueueList, QueuedMessage};
+use sirms_proto::cluster_tls::Credentials;
 use sirms_proto::token::TokenInterceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -35,20 +36,26 @@ struct NodeQueue {
 
 async fn node_admin(
     endpoint: &str,
-    token: &str,
+    credentials: &Credentials,
 ) -> Result<NodeAdminClient<InterceptedService<Channel, TokenInterceptor>>, String> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+    let channel = credentials
+        .endpoint(endpoint)
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
         .connect()
         .await
         .map_err(|e| format!("unreachable: {e}"))?;
-    let interceptor = TokenInterceptor::new(token).ok_or("the token is not valid metadata")?;
+    let interceptor = TokenInterceptor::new(&credentials.token).ok_or("the token is not valid metadata")?;
     Ok(NodeAdminClient::with_interceptor(channel, interceptor))
 }
 
-pub(super) async fn run(router: &mut Client, token: &str, json: bool, cmd: QueueCmd) -> Result<String, CtlError> {
+pub(super) async fn run(
+    router: &mut Client,
+    credentials: &Credentials,
+    json: bool,
+    cmd: QueueCmd,
+) -> Result<String, CtlError> {
     let nodes: Vec<(String, String)> = router
         .list_nodes(Empty {})
         .await?
@@ -68,7 +75,7 @@ pub(super) async fn run(router: &mut Client, token: &str, json: bool, cmd: Queue
             continue;
         }
         let result = async {
-            let mut admin = node_admin(&endpoint, token).await?;
+            let mut admin = node_admin(&endpoint, credentials).await?;
             let call = match &cmd {
                 QueueCmd::List | QueueCmd::Show { .. } => admin.list_queue(Empty {}).await.map(|r| r.into_inner()),
                 QueueCmd::Flush => admin.flush_queue(Empty {}).await.map(|_| QueueList::default()),

@@ -9,6 +9,7 @@ use clap::Subcommand;
 use sirms_mailnode::auth::password::hash_password;
 use sirms_mailnode::cluster::transfer::move_user;
 use sirms_proto::cluster::{Empty, Name, User};
+use sirms_proto::cluster_tls::Credentials;
 
 use super::{Client, CtlError, acked, show};
 
@@ -47,11 +48,11 @@ pub enum UsersCmd {
     Remove { address: String },
 }
 
-/// `router` and `token` are for `move`, which talks to the router and the stores itself.
+/// `router` and `credentials` are for `move`, which talks to the router and the stores itself.
 pub(super) async fn run(
     c: &mut Client,
     router: &str,
-    token: &str,
+    credentials: &Credentials,
     json: bool,
     cmd: UsersCmd,
 ) -> Result<String, CtlError> {
@@ -84,7 +85,8 @@ pub(super) async fn run(
             acked(json, c.put_user(User { address, password_hash, home: String::new(), quota_bytes: 0 }).await)
         }
         UsersCmd::Move { address, to } => {
-            let moved = move_user(router, token, &address, &to).await.map_err(|e| CtlError::Input(e.to_string()))?;
+            let moved =
+                move_user(router, credentials, &address, &to).await.map_err(|e| CtlError::Input(e.to_string()))?;
             let report = format!(
                 "moved {} messages in {} mailboxes to {to}; {} arrived late and stay on the old home",
                 moved.messages, moved.mailboxes, moved.left_behind

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
+use sirms_proto::cluster_tls::ClusterTls;
 
 use crate::grpc::StoreService;
 use crate::local::LocalStore;
@@ -25,6 +26,8 @@ pub struct StorageConfig {
     pub token: String,
     /// Where Prometheus scrapes `/metrics` (off when unset).
     pub metrics_listen: Option<SocketAddr>,
+    /// `[cluster_tls] ca, cert, key`: mutual TLS on the Store service (off when unset).
+    pub cluster_tls: Option<sirms_proto::cluster_tls::TlsFiles>,
 }
 
 impl Default for StorageConfig {
@@ -34,6 +37,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("sirms-data/storage"),
             token: DEV_TOKEN.to_string(),
             metrics_listen: None,
+            cluster_tls: None,
         }
     }
 }
@@ -41,6 +45,8 @@ impl Default for StorageConfig {
 /// Errors of loading a config or running the role.
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
+    #[error("cluster TLS: {0}")]
+    ClusterTls(#[from] sirms_proto::cluster_tls::ClusterTlsError),
     #[error("cannot read {path}: {source}")]
     ReadConfig { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}: {source}")]
@@ -85,7 +91,8 @@ pub async fn run(config: StorageConfig, shutdown: impl Future<Output = ()> + Sen
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "storage node serving the Store service");
     let measured = Measured::new(Arc::new(store.clone()), metrics);
-    StoreService::new(Arc::new(measured), config.token).serve(listener, shutdown).await?;
+    let tls = config.cluster_tls.as_ref().map(ClusterTls::load).transpose()?;
+    StoreService::new(Arc::new(measured), config.token).serve(listener, tls.as_ref(), shutdown).await?;
     let _ = stop_metrics.send(true);
     store.flush().await?;
     tracing::info!("storage node stopped");

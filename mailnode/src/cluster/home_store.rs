@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use sirms_proto::cluster_tls::Credentials;
 use sirms_storage::{
     AppendResult, BodyPart, Cached, ChangeStream, CopyResult, FetchedMessage, FlagOp, Flags, MailStore, MailboxInfo,
     MailboxStatus, MessageMeta, NewMessage, QuotaUsage, RemoteStore, Result, SpecialUse, StoreError, UidSet,
@@ -22,7 +23,7 @@ pub struct HomeStore {
     local: Arc<dyn MailStore>,
     directory: Arc<LiveDirectory>,
     endpoints: Endpoints,
-    token: String,
+    credentials: Credentials,
     remotes: Mutex<HashMap<String, RemoteStore>>,
 }
 
@@ -33,9 +34,9 @@ impl HomeStore {
         local: Arc<dyn MailStore>,
         directory: Arc<LiveDirectory>,
         endpoints: Endpoints,
-        token: String,
+        credentials: Credentials,
     ) -> HomeStore {
-        HomeStore { node_id, local, directory, endpoints, token, remotes: Mutex::new(HashMap::new()) }
+        HomeStore { node_id, local, directory, endpoints, credentials, remotes: Mutex::new(HashMap::new()) }
     }
 
     /// The store holding `user`'s mailbox.
@@ -55,7 +56,7 @@ impl HomeStore {
         let remote = match remotes.get(&endpoint) {
             Some(r) => r.clone(),
             None => {
-                let r = RemoteStore::connect(&endpoint, self.token.clone())?;
+                let r = RemoteStore::connect_with(&endpoint, &self.credentials)?;
                 remotes.insert(endpoint, r.clone());
                 r
             }

@@ -13,6 +13,7 @@ use prost::Message;
 use sirms_proto::cluster::directory_client::DirectoryClient;
 
 use sirms_proto::cluster::{DirectorySnapshot, Node, NodeLoad, WatchRequest};
+use sirms_proto::cluster_tls::Credentials;
 use sirms_proto::token::TokenInterceptor;
 use tokio::sync::watch;
 
@@ -55,7 +56,7 @@ pub struct Membership {
     pub node: Node,
     /// The routers' Directory APIs, tried in turn.
     pub routers: Vec<String>,
-    pub token: String,
+    pub credentials: Credentials,
     pub directory: Arc<LiveDirectory>,
     pub endpoints: Endpoints,
     /// Where the last snapshot is cached.
@@ -94,13 +95,15 @@ impl Membership {
     /// One connection to `router`: register, then follow changes until the stream ends.
     /// `registered` turns true once the router took the registration.
     async fn session(&self, router: &str, version: &mut u64, registered: &mut bool) -> Result<(), String> {
-        let channel = tonic::transport::Endpoint::from_shared(router.to_string())
+        let channel = self
+            .credentials
+            .endpoint(router)
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
             .map_err(|e| e.to_string())?;
-        let token = TokenInterceptor::new(&self.token).ok_or("invalid cluster token")?;
+        let token = TokenInterceptor::new(&self.credentials.token).ok_or("invalid cluster token")?;
         let mut client = DirectoryClient::with_interceptor(channel, token);
         let snapshot = client.register(self.node.clone()).await.map_err(|e| e.message().to_string())?.into_inner();
         *registered = true;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sirms_proto::cluster::admin_client::AdminClient;
 use sirms_proto::cluster::{Empty, User};
+use sirms_proto::cluster_tls::Credentials;
 use sirms_proto::token::TokenInterceptor;
 use sirms_storage::{BodyPart, FlagOp, Flags, MailStore, NewMessage, RemoteStore, StoreError, SystemFlags, UidSet};
 
@@ -81,8 +82,15 @@ pub async fn copy_new(
 }
 
 /// Moves `user`'s mailboxes to `new_home`, through the router at `router`.
-pub async fn move_user(router: &str, token: &str, user: &str, new_home: &str) -> Result<MoveReport, MoveError> {
-    let channel = tonic::transport::Endpoint::from_shared(router.to_string())
+pub async fn move_user(
+    router: &str,
+    credentials: &Credentials,
+    user: &str,
+    new_home: &str,
+) -> Result<MoveReport, MoveError> {
+    let token = credentials.token.as_str();
+    let channel = credentials
+        .endpoint(router)
         .map_err(|e| MoveError::Router(e.to_string()))?
         .connect()
         .await
@@ -108,8 +116,8 @@ pub async fn move_user(router: &str, token: &str, user: &str, new_home: &str) ->
     if record.home == new_home {
         return Err(MoveError::Invalid(format!("{address} already lives on {new_home}")));
     }
-    let old = RemoteStore::connect(&endpoint(&record.home)?, token.to_string())?;
-    let new = RemoteStore::connect(&endpoint(new_home)?, token.to_string())?;
+    let old = RemoteStore::connect_with(&endpoint(&record.home)?, credentials)?;
+    let new = RemoteStore::connect_with(&endpoint(new_home)?, credentials)?;
 
     let mut done = HashMap::new();
     let mut report = MoveReport { messages: copy_new(&old, &new, &address, &mut done).await?, ..Default::default() };

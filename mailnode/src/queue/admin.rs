@@ -28,7 +28,9 @@ impl QueueAdmin {
         NodeAdminServer::new(self)
     }
 
+    /// Over mutual TLS only the administrator may see or change a node's queue.
     fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        sirms_proto::cluster_tls::authorize(request, &[sirms_proto::cluster_tls::Role::Admin])?;
         if sirms_proto::token::presented(request, &self.token) {
             Ok(())
         } else {

@@ -6,13 +6,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream;
+use sirms_proto::cluster_tls::Credentials;
 use sirms_proto::store::store_client::StoreClient;
 use sirms_proto::store::{self as proto, append_chunk, fetch_chunk};
 use sirms_proto::token::TokenInterceptor;
 use tonic::Code;
 use tonic::codec::Streaming;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::convert;
 use super::{KEEPALIVE_INTERVAL, MAX_GRPC_MESSAGE};
@@ -47,9 +48,15 @@ impl RemoteStore {
     /// Connects lazily, so a store that is down now is tried again on every call.
     /// Must be called from within a Tokio runtime.
     pub fn connect(endpoint: &str, token: impl Into<String>) -> Result<RemoteStore> {
-        let token = TokenInterceptor::new(&token.into())
+        RemoteStore::connect_with(endpoint, &Credentials::token(token))
+    }
+
+    /// A store at `endpoint`, reached with `credentials` (over mutual TLS when they have it).
+    pub fn connect_with(endpoint: &str, credentials: &Credentials) -> Result<RemoteStore> {
+        let token = TokenInterceptor::new(&credentials.token)
             .ok_or_else(|| StoreError::Protocol("the cluster token is not a valid gRPC metadata value".into()))?;
-        let channel = Endpoint::from_shared(endpoint.to_owned())
+        let channel = credentials
+            .endpoint(endpoint)
             .map_err(|e| StoreError::Unavailable(format!("invalid store endpoint {endpoint:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             // Pings even without calls in flight, so a watch on a vanished store ends.

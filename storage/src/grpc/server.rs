@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
+use sirms_proto::cluster_tls::{ClusterTls, Role};
 use sirms_proto::store::store_server::{Store, StoreServer};
 use sirms_proto::store::{self as proto, append_chunk, fetch_chunk};
 use tokio::net::TcpListener;
@@ -39,9 +40,10 @@ impl StoreService {
     pub async fn serve(
         self,
         listener: TcpListener,
+        tls: Option<&ClusterTls>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
-        super::server()
+        super::server_with(tls)?
             .add_service(self.into_server())
             .serve_with_incoming_shutdown(super::incoming(listener), shutdown)
             .await
@@ -49,7 +51,10 @@ impl StoreService {
 
     /// The store, if the request carries the cluster token: every handler starts here, so
     /// none can reach the store without the check.
+    /// Over mutual TLS, only the cluster's nodes, storage nodes and its administrator (`sirms
+    /// ctl users move`) may read mailboxes: not a router, and no one without a certificate.
     fn authorized<T>(&self, request: &Request<T>) -> Result<&dyn MailStore, Status> {
+        sirms_proto::cluster_tls::authorize(request, &[Role::Node, Role::Storage, Role::Admin])?;
         if sirms_proto::token::presented(request, &self.token) {
             Ok(&*self.store)
         } else {
