@@ -29,10 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use self::commit::{Committer, Job, Prepared};
 use self::folder::{Entry, Folder, FolderTrees, now_secs};
@@ -854,19 +851,6 @@ impl MailStore for LocalStore {
     async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream> {
         let folder = self.folder(user, mailbox).await?;
         let rx = folder.subscribe();
-        let stream = BroadcastStream::new(rx)
-            .map(|item| match item {
-                Ok(change) => change,
-                Err(BroadcastStreamRecvError::Lagged(_)) => Change::Lagged,
-            })
-            .scan(false, |ended, change| {
-                // End the stream right after MailboxGone.
-                if *ended {
-                    return futures::future::ready(None);
-                }
-                *ended = change == Change::MailboxGone;
-                futures::future::ready(Some(change))
-            });
-        Ok(Box::pin(stream))
+        Ok(crate::change::stream(rx))
     }
 }

@@ -14,9 +14,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use self::mailbox::{Mailbox, Message};
 use crate::change::{Change, ChangeStream};
@@ -421,19 +418,6 @@ impl MailStore for MemoryStore {
 
     async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream> {
         let receiver = self.lock().mailbox(user, mailbox)?.subscribe();
-        let stream = BroadcastStream::new(receiver)
-            .map(|item| match item {
-                Ok(change) => change,
-                Err(BroadcastStreamRecvError::Lagged(_)) => Change::Lagged,
-            })
-            .scan(false, |ended, change| {
-                // The stream ends right after MailboxGone, as `LocalStore`'s does.
-                if *ended {
-                    return futures::future::ready(None);
-                }
-                *ended = change == Change::MailboxGone;
-                futures::future::ready(Some(change))
-            });
-        Ok(Box::pin(stream))
+        Ok(crate::change::stream(receiver))
     }
 }

@@ -3,6 +3,7 @@
 //! mailbox limit, which only in-process stores let a caller set.
 
 use super::*;
+use futures::StreamExt;
 
 const USER: &str = "alice@example.test";
 
