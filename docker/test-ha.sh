@@ -573,7 +573,10 @@ node_fault() {
     sleep 1.5
     tf=$(now)
     if ! eval "$fault"; then bad "$fault"; return; fi
+    local tf1
+    tf1=$(now)
     log "$fault"
+    figure "$what $x: times below are from the start of the docker command, which took $(secs "$tf" "$tf1") s"
     wait "$mpid"
     ts=$(field served_elsewhere_at "$(cat "$WORK/watchmove-$x")")
     te=$(awk '$2 == "DELETE" { print $1; exit }' "$watch")
