@@ -25,11 +25,29 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     dir: tempfile::TempDir,
+    tls: Option<EtcdTls>,
+}
+
+/// TLS for etcd's clients: member `i` serves `m{i}.pem`/`m{i}.key` from `dir` and takes only
+/// clients with a certificate of `dir/ca.pem`; `etcdctl` presents `client`.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub dir: PathBuf,
+    pub client: String,
 }
 
 impl EtcdCluster {
     /// Starts `n` members and waits until each listens for clients.
     pub fn start(n: usize) -> EtcdCluster {
+        EtcdCluster::start_with(n, None)
+    }
+
+    /// Starts `n` members whose client port speaks only TLS with client certificates.
+    pub fn start_tls(n: usize, tls: EtcdTls) -> EtcdCluster {
+        EtcdCluster::start_with(n, Some(tls))
+    }
+
+    fn start_with(n: usize, tls: Option<EtcdTls>) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("etcd tempdir");
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -41,7 +59,7 @@ impl EtcdCluster {
             .collect();
         let initial_cluster =
             members.iter().map(|m| format!("{}=http://{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
-        let mut cluster = EtcdCluster { members, initial_cluster, dir };
+        let mut cluster = EtcdCluster { members, initial_cluster, dir, tls };
         for i in 0..n {
             cluster.spawn(i);
         }
@@ -54,9 +72,18 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let member = &self.members[i];
         let data = self.dir.path().join(&member.name);
-        let client = format!("http://{}", member.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://{}", member.client);
         let peer = format!("http://{}", member.peer);
-        let child = Command::new(etcd_bin())
+        let mut command = Command::new(etcd_bin());
+        if let Some(tls) = &self.tls {
+            let file = |name: String| tls.dir.join(name).display().to_string();
+            command
+                .args(["--cert-file", &file(format!("{}.pem", member.name))])
+                .args(["--key-file", &file(format!("{}.key", member.name))])
+                .args(["--trusted-ca-file", &file("ca.pem".into()), "--client-cert-auth"]);
+        }
+        let child = command
             .args(["--name", &member.name, "--data-dir"])
             .arg(&data)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -107,7 +134,15 @@ impl EtcdCluster {
         let start = std::time::Instant::now();
         let endpoints = self.endpoints().join(",");
         while start.elapsed() < limit {
-            let ok = Command::new("etcdctl")
+            let mut etcdctl = Command::new("etcdctl");
+            if let Some(tls) = &self.tls {
+                let file = |name: String| tls.dir.join(name).display().to_string();
+                etcdctl
+                    .args(["--cacert", &file("ca.pem".into())])
+                    .args(["--cert", &file(format!("{}.pem", tls.client))])
+                    .args(["--key", &file(format!("{}.key", tls.client))]);
+            }
+            let ok = etcdctl
                 .args(["--endpoints", &endpoints, "--command-timeout=1s", "put", "/sirms-test/ready", "1"])
                 .env("ETCDCTL_API", "3")
                 .stdout(Stdio::null())

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use sirms_integration_tests::etcd::EtcdCluster;
+use sirms_integration_tests::etcd::{EtcdCluster, EtcdTls};
 use sirms_integration_tests::{MailNode, RouterProcess, free_port, python};
 
 /// Greets the SMTP listener at argv[1] from each source address in argv[2:]; prints one
@@ -300,4 +300,37 @@ fn the_dev_token_is_refused_off_loopback() {
     std::io::Read::read_to_string(node.child().stderr.as_mut().expect("stderr"), &mut stderr).expect("read stderr");
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("default dev token"), "{stderr}");
+}
+
+/// Routers reach etcd over TLS with a client certificate (etcd's `--client-cert-auth`), from
+/// certificates `sirms ctl ca` made; a router without one gets nothing from that etcd.
+#[test]
+fn routers_reach_etcd_over_tls_with_a_client_certificate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("ca");
+    let d = dir.display().to_string();
+    let ca = |args: &[&str]| {
+        let out = std::process::Command::new(sirms_integration_tests::sirms_bin())
+            .args(["ctl", "ca"])
+            .args(args)
+            .args(["--dir", &d])
+            .output()
+            .expect("run sirms ctl ca");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    ca(&["init"]);
+    ca(&["issue", "etcd", "m0", "--host", "127.0.0.1"]);
+    ca(&["issue", "router", "router1", "--host", "127.0.0.1"]);
+    let etcd = EtcdCluster::start_tls(1, EtcdTls { dir: dir.clone(), client: "router1".into() });
+    etcd.wait_ready(std::time::Duration::from_secs(20));
+    let endpoints = etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
+    let etcd_toml =
+        format!("directory = \"etcd\"\n[etcd]\nendpoints = [{endpoints}]\nprefix = \"/tls\"\ntimeout_ms = 500\n");
+    let tls_toml = format!("[etcd.tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/router1.pem\"\nkey = \"{d}/router1.key\"\n");
+    let router = RouterProcess::start_with(&format!("{etcd_toml}{tls_toml}"));
+    router.ctl(&["domains", "add", "example.test"]);
+    assert!(router.ctl(&["status"]).contains("1 domains"));
+    let stranger = RouterProcess::start_with(&etcd_toml);
+    let err = stranger.ctl_fails(&["domains", "add", "other.test"]);
+    assert!(err.contains("cannot be changed now") || err.contains("not read the directory"), "{err}");
 }

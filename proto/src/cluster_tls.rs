@@ -24,6 +24,9 @@ pub enum Role {
     Router,
     Node,
     Storage,
+    /// A member of the control plane's etcd: a server certificate only, which no SIRMS
+    /// service accepts as a caller.
+    Etcd,
 }
 
 impl Role {
@@ -34,12 +37,13 @@ impl Role {
             Role::Router => "router",
             Role::Node => "node",
             Role::Storage => "storage",
+            Role::Etcd => "etcd",
         }
     }
 
     /// The role of a name.
     pub fn from_name(name: &str) -> Option<Role> {
-        [Role::Admin, Role::Router, Role::Node, Role::Storage].into_iter().find(|r| r.name() == name)
+        [Role::Admin, Role::Router, Role::Node, Role::Storage, Role::Etcd].into_iter().find(|r| r.name() == name)
     }
 }
 

@@ -63,11 +63,19 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// Milliseconds a member has to answer before the next is asked.
     pub timeout_ms: u64,
+    /// `[etcd.tls] ca, cert, key`: TLS with a client certificate to etcd (etcd's
+    /// `--client-cert-auth`); the CA is the one etcd's own certificates are signed by.
+    pub tls: Option<sirms_proto::cluster_tls::TlsFiles>,
 }
 
 impl Default for EtcdConfig {
     fn default() -> Self {
-        EtcdConfig { endpoints: vec!["127.0.0.1:2379".to_string()], prefix: "/sirms".to_string(), timeout_ms: 2000 }
+        EtcdConfig {
+            endpoints: vec!["127.0.0.1:2379".to_string()],
+            prefix: "/sirms".to_string(),
+            timeout_ms: 2000,
+            tls: None,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use sirms_proto::etcd::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 
 /// The pause between two rounds over the members.
@@ -86,13 +86,28 @@ impl EtcdClient {
     /// A client of the members at `endpoints` (`host:port` or `http://host:port`); connects
     /// lazily, so etcd need not be up yet.
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<EtcdClient, EtcdError> {
+        EtcdClient::with_tls(endpoints, timeout, None)
+    }
+
+    /// The same over TLS with `tls` (a client certificate, and the CA etcd's certificates are
+    /// checked against) when there is one; the endpoints are then `https://`.
+    pub fn with_tls(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<EtcdClient, EtcdError> {
         let mut channels = Vec::new();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         for endpoint in endpoints {
-            let uri = if endpoint.contains("://") { endpoint.clone() } else { format!("http://{endpoint}") };
-            let channel = Endpoint::from_shared(uri)
-                .map_err(|_| EtcdError::Endpoint(endpoint.clone()))?
-                .connect_timeout(timeout)
-                .connect_lazy();
+            let uri = match endpoint.split_once("://") {
+                Some((_, rest)) => format!("{scheme}://{rest}"),
+                None => format!("{scheme}://{endpoint}"),
+            };
+            let mut channel = Endpoint::from_shared(uri).map_err(|_| EtcdError::Endpoint(endpoint.clone()))?;
+            if let Some(tls) = &tls {
+                channel = channel.tls_config(tls.clone()).map_err(|_| EtcdError::Endpoint(endpoint.clone()))?;
+            }
+            let channel = channel.connect_timeout(timeout).connect_lazy();
             channels.push((endpoint.clone(), channel));
         }
         if channels.is_empty() {

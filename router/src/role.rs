@@ -11,6 +11,7 @@ use crate::directory::{ClusterDirectory, DirectoryError};
 use crate::etcd::{EtcdClient, EtcdError};
 use crate::membership::Membership;
 use crate::server::{self, Router};
+use sirms_proto::cluster_tls::ClusterTls;
 
 /// Why the router stopped.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,8 @@ fn open_directory(config: &RouterConfig) -> Result<(ClusterDirectory, Option<Mem
         DirectoryKind::Sled => Ok((ClusterDirectory::open(&config.data_dir.join("directory"))?, None)),
         DirectoryKind::Etcd => {
             let timeout = std::time::Duration::from_millis(config.etcd.timeout_ms.max(100));
-            let client = Arc::new(EtcdClient::new(&config.etcd.endpoints, timeout)?);
+            let tls = config.etcd.tls.as_ref().map(ClusterTls::load).transpose()?.map(|tls| tls.client());
+            let client = Arc::new(EtcdClient::with_tls(&config.etcd.endpoints, timeout, tls)?);
             let (store, state) = EtcdStore::open(client.clone(), &config.etcd.prefix);
             let membership = Membership::start(client, &config.etcd.prefix);
             Ok((ClusterDirectory::new(Box::new(store), state), Some(membership)))

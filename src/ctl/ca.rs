@@ -33,7 +33,7 @@ pub enum CaCmd {
     },
     /// Make a certificate for a router, node or storage node, signed by the CA in DIR.
     Issue {
-        /// router, node or storage.
+        /// router, node, storage, or etcd (a server certificate for an etcd member).
         role: String,
         /// The node id (or router name) the certificate speaks for.
         name: String,
@@ -131,7 +131,7 @@ pub(super) fn run(cmd: CaCmd) -> Result<String, CtlError> {
         CaCmd::Issue { role, name, hosts, dir } => {
             let role = match Role::from_name(&role) {
                 Some(Role::Admin) | None => {
-                    return Err(CtlError::Input(format!("role {role:?}: use router, node or storage")));
+                    return Err(CtlError::Input(format!("role {role:?}: use router, node, storage or etcd")));
                 }
                 Some(role) => role,
             };
