@@ -132,10 +132,7 @@ nodes_up() { # nodes_up ROUTER: node1..3 up and active in ctl status through ROU
     for n in node1 node2 node3; do grep -Eq "^$n +[^ ]+ +[0-9]+ +up +active " <<<"$out" || return 1; done
 }
 node_up_in() { # node_up_in SERVICE NODE: NODE up through the router container SERVICE
-    ctl_in "$1" status | grep -Eq "^$2 +[^ ]+ +[0-9]+ +up +active "
-}
-node_down_both() { # node_down_both NODE: NODE is not up on either router
-    ! ctl "$R1" status | grep -Eq "^$1 +[^ ]+ +[0-9]+ +up " && ! ctl "$R2" status | grep -Eq "^$1 +[^ ]+ +[0-9]+ +up "
+    grep -Eq "^$2 +[^ ]+ +[0-9]+ +up +active " <<<"$(ctl_in "$1" status)"
 }
 
 # map ROUTERS FILE: `ROUTER SRC NODE` for each router and probe source, into FILE.
@@ -239,13 +236,14 @@ if [[ -z ${SIRMS_SKIP_BUILD:-} ]]; then
 fi
 if ! docker image inspect sirms:latest >/dev/null 2>&1; then bad "no sirms:latest image (run docker/build.sh)"; exit 1; fi
 b0=$(date +%s)
-if docker/etcd/build.sh >"$WORK/etcd-build.log" 2>&1 && docker run --rm sirms-etcd:latest --version | grep -q '^etcd Version'; then
-    ok "sirms-etcd image built FROM scratch and etcd runs in it ($(docker run --rm sirms-etcd:latest --version | head -n1), $(($(date +%s) - b0)) s)"
+if docker/etcd/build.sh >"$WORK/etcd-build.log" 2>&1 && etcd_version=$(docker run --rm sirms-etcd:latest --version) &&
+    [[ $etcd_version == "etcd Version: "* ]]; then
+    ok "sirms-etcd image built FROM scratch and etcd runs in it (${etcd_version%%$'\n'*}, $(($(date +%s) - b0)) s)"
 else
     bad "docker/etcd/build.sh"; sed 's/^/    /' "$WORK/etcd-build.log"; exit 1
 fi
 # The image's own static sirms, for `sirms ctl` from the probe container's namespace.
-c=$(docker create sirms:latest) && docker cp "$c:/usr/local/bin/sirms" "$SIRMS" >/dev/null && docker rm "$c" >/dev/null
+c=$(docker create sirms:latest) && docker cp "$c:/usr/local/bin/sirms" "$SIRMS" >/dev/null && docker rm -v "$c" >/dev/null
 if "$SIRMS" --version >/dev/null 2>&1; then ok "sirms copied out of the image ($("$SIRMS" --version))"; else bad "cannot copy sirms out of the image"; exit 1; fi
 
 # --- up -------------------------------------------------------------------------------------
@@ -364,7 +362,7 @@ if lat_etcd=$(latency "$R1" etcd); then ok "admin writes through router1, etcd x
 t=$(now)
 seen=""
 for _ in $(seq 1 100); do
-    if ctl "$R2" users list | grep -q "u20@lat1-etcd.test"; then seen=$(ms "$t"); break; fi
+    if grep -q "u20@lat1-etcd.test" <<<"$(ctl "$R2" users list)"; then seen=$(ms "$t"); break; fi
     sleep 0.05
 done
 if [[ -n $seen ]]; then
@@ -487,7 +485,7 @@ else
     bad "users add still failing 30 s after quorum came back: $(add_dave)"
 fi
 # router2 follows etcd again on its own (its watch retries about every 2 s while etcd is away).
-r2_has_dave() { ctl "$R2" users list | grep -q dave@example.test; }
+r2_has_dave() { grep -q dave@example.test <<<"$(ctl "$R2" users list)"; }
 if wait_for 15 r2_has_dave; then
     took=$(secs "${td:-$t3}")
     ok "router2's copy has dave too ($took s after the write through router1 returned)"

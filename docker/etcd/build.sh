@@ -79,5 +79,8 @@ say "docker build -t $IMAGE"
 docker build -q -t "$IMAGE" "$DIR" >/dev/null
 
 say "checking etcd and etcdctl run in the image"
-docker run --rm "$IMAGE" --version | head -n1
-docker run --rm --entrypoint /usr/bin/etcdctl "$IMAGE" version | head -n1
+# (Whole outputs captured, not piped to head: with pipefail an early-closed pipe fails the run.)
+out=$(docker run --rm "$IMAGE" --version)
+echo "${out%%$'\n'*}"
+out=$(docker run --rm --entrypoint /usr/bin/etcdctl "$IMAGE" version)
+echo "${out%%$'\n'*}"
