@@ -334,3 +334,29 @@ fn routers_reach_etcd_over_tls_with_a_client_certificate() {
     let err = stranger.ctl_fails(&["domains", "add", "other.test"]);
     assert!(err.contains("cannot be changed now") || err.contains("not read the directory"), "{err}");
 }
+
+/// A frozen router (SIGSTOP: its kernel still accepts connections) must not hold the nodes
+/// that follow the directory through it: their heartbeats time out, they move to the other
+/// router, which takes their leases over, and every source keeps its node.
+#[test]
+fn a_frozen_router_does_not_hold_its_nodes() {
+    let etcd = EtcdCluster::start(1);
+    let a = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-it");
+    let b = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-it");
+    // Both nodes follow through a first.
+    let extra = |id: &str, ip| RouterProcess::nodes_extra(&[&a, &b], id, ip);
+    let _n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &extra("node1", [127, 0, 0, 1]));
+    let _n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &extra("node2", [127, 0, 0, 2]));
+    a.wait_nodes(" up ", 2);
+    b.wait_nodes(" up ", 2);
+    let before = greeted(&b);
+
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(a.process.pid() as libc::pid_t, libc::SIGSTOP) };
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let nodes = b.ctl(&["nodes", "list"]);
+    assert_eq!(nodes.lines().filter(|l| l.contains(" up ")).count(), 2, "6 s after router A froze:\n{nodes}");
+    assert_eq!(greeted(&b), before, "every source keeps its node");
+    // SAFETY: as above.
+    unsafe { libc::kill(a.process.pid() as libc::pid_t, libc::SIGCONT) };
+}

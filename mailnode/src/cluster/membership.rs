@@ -46,6 +46,10 @@ async fn sample(metrics: &Arc<NodeMetrics>, node_id: &str, directory_version: u6
     }
 }
 
+/// How long a router has to answer a registration or a heartbeat before the node moves on to
+/// the next: well within the lease the heartbeats renew.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// How often a node tells the router its load. With the directory in etcd each heartbeat also
 /// renews the node's lease (3 s), so a node that stops is out of routing within 3 s.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -105,7 +109,11 @@ impl Membership {
             .map_err(|e| e.to_string())?;
         let token = TokenInterceptor::new(&self.credentials.token).ok_or("invalid cluster token")?;
         let mut client = DirectoryClient::with_interceptor(channel, token);
-        let snapshot = client.register(self.node.clone()).await.map_err(|e| e.message().to_string())?.into_inner();
+        let snapshot = tokio::time::timeout(CALL_TIMEOUT, client.register(self.node.clone()))
+            .await
+            .map_err(|_| format!("no answer to the registration in {CALL_TIMEOUT:?}"))?
+            .map_err(|e| e.message().to_string())?
+            .into_inner();
         *registered = true;
         tracing::info!(%router, version = snapshot.version, "registered with the router");
         if snapshot.version != *version || !self.directory.available() {
@@ -113,7 +121,11 @@ impl Membership {
             self.apply(&snapshot);
         }
         let request = WatchRequest { node_id: self.node.id.clone(), version: *version };
-        let mut changes = client.watch(request).await.map_err(|e| e.message().to_string())?.into_inner();
+        let mut changes = tokio::time::timeout(CALL_TIMEOUT, client.watch(request))
+            .await
+            .map_err(|_| format!("no answer to the watch in {CALL_TIMEOUT:?}"))?
+            .map_err(|e| e.message().to_string())?
+            .into_inner();
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         loop {
             tokio::select! {
@@ -127,7 +139,12 @@ impl Membership {
                 }
                 _ = heartbeat.tick() => {
                     let load = sample(&self.metrics, &self.node.id, *version).await;
-                    client.heartbeat(load).await.map_err(|e| e.message().to_string())?;
+                    // A router that stopped answering (frozen, wedged) must not hold the node:
+                    // its lease would lapse while the node waited.
+                    tokio::time::timeout(CALL_TIMEOUT, client.heartbeat(load))
+                        .await
+                        .map_err(|_| format!("no answer to a heartbeat in {CALL_TIMEOUT:?}"))?
+                        .map_err(|e| e.message().to_string())?;
                 }
             }
         }
