@@ -78,7 +78,7 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
     }
     let admin_task =
         tokio::spawn(server.add_service(admin).add_service(directory_service).serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(admin_listener),
+            tonic::transport::server::TcpIncoming::from(admin_listener).with_nodelay(Some(true)),
             async move {
                 let _ = admin_stop.changed().await;
             },
