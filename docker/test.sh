@@ -69,7 +69,7 @@ ctl() { compose run --rm --no-deps -T init ctl "$@" 2>&1 | grep -v "^Creating .*
 
 remove_clients() {
     local c
-    for c in "${!CLIENT_IP[@]}"; do docker rm -f "$(client_name "$c")" >/dev/null 2>&1; done
+    for c in "${!CLIENT_IP[@]}"; do docker rm -fv "$(client_name "$c")" >/dev/null 2>&1; done
 }
 
 cleanup() {
