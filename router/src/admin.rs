@@ -110,6 +110,7 @@ impl Admin for AdminService {
     }
     async fn list_nodes(&self, request: Request<Empty>) -> Reply<NodeList> {
         self.admin(request)?;
+        self.dir().catch_up().await;
         Ok(Response::new(NodeList { nodes: self.router.status() }))
     }
     async fn put_route(&self, request: Request<Route>) -> Reply<Ack> {
@@ -121,6 +122,7 @@ impl Admin for AdminService {
     }
     async fn list_routes(&self, request: Request<Empty>) -> Reply<RouteList> {
         self.admin(request)?;
+        self.dir().catch_up().await;
         Ok(Response::new(RouteList { routes: self.dir().routes() }))
     }
     async fn put_group(&self, request: Request<Group>) -> Reply<Ack> {
@@ -131,6 +133,7 @@ impl Admin for AdminService {
     }
     async fn list_groups(&self, request: Request<Empty>) -> Reply<GroupList> {
         self.admin(request)?;
+        self.dir().catch_up().await;
         Ok(Response::new(GroupList { groups: self.dir().groups() }))
     }
     async fn put_domain(&self, request: Request<Name>) -> Reply<Ack> {
@@ -166,6 +169,7 @@ impl Admin for AdminService {
     }
     async fn get_directory(&self, request: Request<Empty>) -> Reply<DirectorySnapshot> {
         self.admin(request)?;
+        self.dir().catch_up().await;
         let mut snapshot = self.dir().snapshot();
         // Admins see who exists, not password hashes.
         for user in &mut snapshot.users {
@@ -175,6 +179,7 @@ impl Admin for AdminService {
     }
     async fn status(&self, request: Request<Empty>) -> Reply<ClusterStatus> {
         self.admin(request)?;
+        self.dir().catch_up().await;
         let snapshot = self.dir().snapshot();
         Ok(Response::new(ClusterStatus {
             nodes: self.router.status(),

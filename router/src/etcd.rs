@@ -242,8 +242,9 @@ pub trait Follower: Send {
     fn events(&mut self, events: &[Event]);
 }
 
-/// Longest pause between two attempts to read or follow a prefix.
-const MAX_FOLLOW_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest pause between two attempts to read or follow a prefix: short, since a copy that
+/// lags after etcd comes back serves stale routing and listings until it follows again.
+const MAX_FOLLOW_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Keeps `follower` equal to what etcd holds under `prefix`, for ever: a whole read, then a
 /// watch from the next revision; again from a whole read whenever the watch breaks (etcd

@@ -169,6 +169,15 @@ impl ClusterDirectory {
         Err(DirectoryError::Conflict(MAX_ATTEMPTS))
     }
 
+    /// Brings this router's copy up to the latest version in the store before an admin reads
+    /// it, so that a change just made through another router shows here too. When the store
+    /// cannot say (etcd without quorum), the copy is what there is: reads keep working.
+    pub async fn catch_up(&self) {
+        if let Ok(latest) = self.store.latest().await {
+            let _ = self.settle(latest).await;
+        }
+    }
+
     /// Waits (bounded) until this router's copy has `version`.
     async fn settle(&self, version: u64) -> Result<(), DirectoryError> {
         let mut follower = self.state.clone();
