@@ -25,6 +25,8 @@ BIN=$CARGO_TARGET_DIR/$TARGET/release/sirms
 CA=/etc/ssl/certs/ca-certificates.crt
 
 say() { printf '==> %s\n' "$*" >&2; }
+# shellcheck source=docker/stage-accounts.sh
+. "$ROOT/docker/stage-accounts.sh"
 
 if [[ -z ${SIRMS_SKIP_CARGO:-} ]]; then
     say "cargo build (static, $TARGET) into $CARGO_TARGET_DIR"
@@ -57,26 +59,9 @@ mkdir -p "$STAGE/root/usr/local/bin" "$STAGE/root/etc/ssl/certs" "$STAGE/data/va
 cp "$BIN" "$STAGE/root/usr/local/bin/sirms"
 strip "$STAGE/root/usr/local/bin/sirms" 2>/dev/null || true
 cp "$CA" "$STAGE/root/etc/ssl/certs/ca-certificates.crt"
-cat > "$STAGE/root/etc/passwd" <<PASSWD
-root:x:0:0:root:/:/sbin/nologin
-sirms:x:$SIRMS_UID:$SIRMS_UID:SIRMS:/var/lib/sirms:/sbin/nologin
-nobody:x:65534:65534:nobody:/:/sbin/nologin
-PASSWD
-cat > "$STAGE/root/etc/group" <<GROUP
-root:x:0:
-sirms:x:$SIRMS_UID:
-nogroup:x:65534:
-GROUP
-# Static glibc has the files and dns lookups built in; Docker mounts /etc/hosts and
-# /etc/resolv.conf into every container, scratch ones included.
-cat > "$STAGE/root/etc/nsswitch.conf" <<'NSS'
-passwd: files
-group: files
-hosts: files dns
-NSS
+stage_accounts "$STAGE/root" sirms "$SIRMS_UID" /var/lib/sirms
 chmod 0755 "$STAGE/root/usr/local/bin/sirms"
-chmod 0644 "$STAGE/root/etc/passwd" "$STAGE/root/etc/group" "$STAGE/root/etc/nsswitch.conf" \
-    "$STAGE/root/etc/ssl/certs/ca-certificates.crt"
+chmod 0644 "$STAGE/root/etc/ssl/certs/ca-certificates.crt"
 chmod 0750 "$STAGE/data/var/lib/sirms"
 chmod 1777 "$STAGE/data/tmp"
 

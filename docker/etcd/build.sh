@@ -21,6 +21,8 @@ ETCD_UID=10002
 BINS=(/usr/bin/etcd /usr/bin/etcdctl)
 
 say() { printf '==> %s\n' "$*" >&2; }
+# shellcheck source=docker/stage-accounts.sh
+. "$DIR/../stage-accounts.sh"
 
 if [[ ! -x /usr/bin/etcd || ! -x /usr/bin/etcdctl ]]; then
     say "no /usr/bin/etcd or /usr/bin/etcdctl: installing etcd-server etcd-client"
@@ -55,21 +57,7 @@ for bin in "${BINS[@]}"; do
     done < <(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
 done
 
-cat > "$STAGE/root/etc/passwd" <<PASSWD
-root:x:0:0:root:/:/sbin/nologin
-etcd:x:$ETCD_UID:$ETCD_UID:etcd:/var/lib/etcd:/sbin/nologin
-nobody:x:65534:65534:nobody:/:/sbin/nologin
-PASSWD
-cat > "$STAGE/root/etc/group" <<GROUP
-root:x:0:
-etcd:x:$ETCD_UID:
-nogroup:x:65534:
-GROUP
-cat > "$STAGE/root/etc/nsswitch.conf" <<'NSS'
-passwd: files
-group: files
-hosts: files dns
-NSS
+stage_accounts "$STAGE/root" etcd "$ETCD_UID" /var/lib/etcd
 chmod -R u+rwX,go+rX,go-w "$STAGE/root"
 chmod 0700 "$STAGE/data/var/lib/etcd"   # etcd wants its data directory private
 chmod 1777 "$STAGE/data/tmp"
