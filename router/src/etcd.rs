@@ -153,10 +153,24 @@ impl EtcdClient {
         }
     }
 
+    /// The value of `key`, if it exists.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EtcdError> {
+        let (_, kvs) = self.range(RangeRequest { key: key.to_vec().into(), ..Default::default() }).await?;
+        Ok(kvs.into_iter().next().map(|kv| kv.value.to_vec()))
+    }
+
     /// Every key under `prefix`, with the revision they were read at.
     pub async fn range_prefix(&self, prefix: &[u8]) -> Result<(i64, Vec<KeyValue>), EtcdError> {
-        let range =
-            RangeRequest { key: prefix.to_vec().into(), range_end: prefix_end(prefix).into(), ..Default::default() };
+        self.range(RangeRequest {
+            key: prefix.to_vec().into(),
+            range_end: prefix_end(prefix).into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A range read, with the revision it was read at.
+    async fn range(&self, range: RangeRequest) -> Result<(i64, Vec<KeyValue>), EtcdError> {
         let reply = self
             .call(|channel| {
                 let range = range.clone();

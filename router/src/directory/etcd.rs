@@ -174,10 +174,8 @@ impl Store for EtcdStore {
     }
 
     async fn latest(&self) -> Result<u64, DirectoryError> {
-        let (_, kvs) =
-            self.client.range_prefix(self.keys.version().as_bytes()).await.map_err(|e| unavailable(&self.client, e))?;
-        let version = kvs.iter().find(|kv| kv.key.as_ref() == self.keys.version().as_bytes());
-        Ok(version.and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok()).unwrap_or(0))
+        let value = self.client.get(self.keys.version().as_bytes()).await.map_err(|e| unavailable(&self.client, e))?;
+        Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0))
     }
 
     fn describe(&self) -> String {
