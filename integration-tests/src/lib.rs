@@ -28,6 +28,19 @@ pub fn sirms_bin() -> PathBuf {
     bin
 }
 
+/// `sirms ctl ca ARGS --dir DIR`, which must succeed: the cluster CA and certificates for
+/// tests of mutual TLS.
+pub fn ctl_ca(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new(sirms_bin())
+        .args(["ctl", "ca"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run sirms ctl ca");
+    assert!(out.status.success(), "ctl ca {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A free TCP port on 127.0.0.1, released for a child process to take.
 pub fn free_port() -> u16 {
     free_port_on(Ipv4Addr::LOCALHOST)

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sirms_integration_tests::{CLUSTER_TOKEN, MailNode, RouterProcess, python, sirms_bin};
+use sirms_integration_tests::{CLUSTER_TOKEN, MailNode, RouterProcess, ctl_ca, python, sirms_bin};
 use sirms_proto::cluster::directory_client::DirectoryClient;
 use sirms_proto::cluster::{Node, NodeLoad};
 use sirms_proto::cluster_tls::{ClusterTls, Credentials, TlsFiles};
@@ -13,13 +13,6 @@ use sirms_proto::store::UserRequest;
 use sirms_proto::store::store_client::StoreClient;
 use sirms_proto::token::TokenInterceptor;
 use sirms_storage::{MailStore, RemoteStore};
-
-/// `sirms ctl ca ARGS`, which must succeed.
-fn ca(args: &[&str]) {
-    let out =
-        std::process::Command::new(sirms_bin()).args(["ctl", "ca"]).args(args).output().expect("run sirms ctl ca");
-    assert!(out.status.success(), "ctl ca {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 fn tls_toml(dir: &Path, name: &str) -> String {
     format!("[cluster_tls]\nca = \"{0}/ca.pem\"\ncert = \"{0}/{name}.pem\"\nkey = \"{0}/{name}.key\"\n", dir.display())
@@ -49,10 +42,10 @@ async fn the_cluster_plane_runs_on_mutual_tls_and_holds_callers_to_their_certifi
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir: PathBuf = tmp.path().join("ca");
     let d = dir.to_str().expect("utf-8");
-    ca(&["init", "--dir", d]);
-    ca(&["issue", "router", "router1", "--host", "127.0.0.1", "--dir", d]);
-    ca(&["issue", "node", "node1", "--host", "127.0.0.1", "--dir", d]);
-    ca(&["issue", "node", "node2", "--host", "127.0.0.2", "--dir", d]);
+    ctl_ca(&dir, &["init"]);
+    ctl_ca(&dir, &["issue", "router", "router1", "--host", "127.0.0.1"]);
+    ctl_ca(&dir, &["issue", "node", "node1", "--host", "127.0.0.1"]);
+    ctl_ca(&dir, &["issue", "node", "node2", "--host", "127.0.0.2"]);
 
     let (router, n1, _n2) = tokio::task::spawn_blocking({
         let dir = dir.clone();

@@ -309,15 +309,7 @@ fn routers_reach_etcd_over_tls_with_a_client_certificate() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("ca");
     let d = dir.display().to_string();
-    let ca = |args: &[&str]| {
-        let out = std::process::Command::new(sirms_integration_tests::sirms_bin())
-            .args(["ctl", "ca"])
-            .args(args)
-            .args(["--dir", &d])
-            .output()
-            .expect("run sirms ctl ca");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
+    let ca = |args: &[&str]| sirms_integration_tests::ctl_ca(&dir, args);
     ca(&["init"]);
     ca(&["issue", "etcd", "m0", "--host", "127.0.0.1"]);
     ca(&["issue", "router", "router1", "--host", "127.0.0.1"]);
