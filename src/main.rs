@@ -33,6 +33,8 @@ enum Command {
     Ctl(CtlArgs),
     /// A whole cluster (router, 2 mail nodes, 1 storage node) in one process on 127.0.0.x.
     Dev(DevArgs),
+    /// Obtain this node's cluster certificate with an invitation (`sirms ctl nodes invite`).
+    Join(JoinCmd),
     /// Hash a password (read from stdin) for a config or the directory.
     HashPassword,
     /// Health checks without a shell: is a port up, does it greet as expected (for containers).
@@ -60,6 +62,26 @@ struct NodeCmd {
     /// Override the cluster token of `[cluster]` and `[store]` (also read from SIRMS_TOKEN).
     #[arg(long, env = "SIRMS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+}
+
+#[derive(Args)]
+struct JoinCmd {
+    /// A router's admin API, host:port.
+    #[arg(long)]
+    router: String,
+    /// The invitation token (also read from SIRMS_JOIN_TOKEN).
+    #[arg(long, env = "SIRMS_JOIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The cluster CA's certificate, to know the router is the cluster's. It is rewritten
+    /// with the one the router returns.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Where to write this node's certificate (then `[cluster_tls] cert`).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Where to write its private key, 0600 (then `[cluster_tls] key`).
+    #[arg(long)]
+    key: PathBuf,
 }
 
 #[derive(Args)]
@@ -173,6 +195,16 @@ async fn main() -> anyhow::Result<()> {
                 config.store.token = Some(token);
             }
             sirms_mailnode::role::run(config, shutdown_signal()).await.context("mail node")?;
+        }
+        Command::Join(cmd) => {
+            let ca = std::fs::read(&cmd.ca).with_context(|| format!("reading {}", cmd.ca.display()))?;
+            let files = sirms_proto::cluster_tls::TlsFiles { ca: cmd.ca, cert: cmd.cert, key: cmd.key };
+            let identity = sirms_proto::cluster_tls::enrol::join(&cmd.router, &ca, &cmd.token, &files).await?;
+            println!(
+                "joined as {identity}: certificate {}, key {}; set them in [cluster_tls]",
+                files.cert.display(),
+                files.key.display()
+            );
         }
         Command::HashPassword => {
             let mut password = String::new();

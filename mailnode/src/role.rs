@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sirms_proto::cluster_tls::{ClusterTls, Credentials};
+use sirms_proto::cluster_tls::{self, ClientAuth, ClusterTls, Credentials};
 use sirms_storage::role::DEV_TOKEN;
 use sirms_storage::{LocalStore, MailStore, Measured, RemoteStore, StoreError, StoreService, grpc};
 use tokio::net::TcpListener;
@@ -96,13 +96,9 @@ async fn join_cluster(
             let shutdown = async move {
                 let _ = stop.changed().await;
             };
-            let served = match grpc::server_with(server_tls.as_ref()) {
-                Ok(mut server) => {
-                    let server = server.add_service(store).add_service(queue);
-                    server.serve_with_incoming_shutdown(grpc::incoming(listener), shutdown).await
-                }
-                Err(e) => Err(e),
-            };
+            let routes = grpc::server().add_service(store).add_service(queue);
+            let served =
+                cluster_tls::serve(routes, server_tls.as_ref(), ClientAuth::Required, listener, shutdown).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "store and queue service failed");
             }
@@ -125,6 +121,10 @@ async fn join_cluster(
         drained: false,
         storage_only: false,
     };
+    if let Some(files) = &config.cluster_tls {
+        // Renewed at a router before it expires, and picked up without a restart.
+        tokio::spawn(cluster_tls::enrol::keep_renewed(routers.clone(), credentials.clone(), files.clone()));
+    }
     let endpoints: Endpoints = Default::default();
     let membership = Membership {
         node,

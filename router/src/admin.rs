@@ -8,12 +8,13 @@ use futures::Stream;
 use sirms_proto::cluster::admin_server::{Admin, AdminServer};
 use sirms_proto::cluster::directory_server::{Directory, DirectoryServer};
 use sirms_proto::cluster::{
-    Ack, Alias, ClusterStatus, DirectorySnapshot, DkimKey, DrainRequest, Empty, Group, GroupList, Name, Node, NodeList,
-    NodeLoad, Route, RouteExplanation, RouteList, Transport, User, WatchRequest,
+    Ack, Alias, ClusterStatus, DirectorySnapshot, DkimKey, DrainRequest, Empty, Group, GroupList, Invitation, Invite,
+    Name, Node, NodeList, NodeLoad, Route, RouteExplanation, RouteList, Transport, User, WatchRequest,
 };
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
+use sirms_proto::cluster_tls::invitation::Token;
 use sirms_proto::cluster_tls::{self, Role};
 
 use crate::directory::DirectoryError;
@@ -112,6 +113,16 @@ impl Admin for AdminService {
         self.admin(request)?;
         self.dir().catch_up().await;
         Ok(Response::new(NodeList { nodes: self.router.status() }))
+    }
+    async fn invite_node(&self, request: Request<Invite>) -> Reply<Invitation> {
+        let mut invite = self.admin(request)?;
+        let token = Token::new(&invite.node).ok_or_else(|| Status::internal("no randomness for a token"))?;
+        if !invite.hosts.contains(&invite.node) {
+            invite.hosts.insert(0, invite.node.clone());
+        }
+        self.dir().put_invite(&token.hash(), invite.clone()).await?;
+        tracing::info!(node = %invite.node, role = %invite.role, "node invited");
+        Ok(Response::new(Invitation { token: token.to_string(), expires_unix: invite.expires_unix }))
     }
     async fn put_route(&self, request: Request<Route>) -> Reply<Ack> {
         let r = self.admin(request)?;

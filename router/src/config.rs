@@ -39,6 +39,27 @@ pub struct RouterConfig {
     pub etcd: EtcdConfig,
     /// `[cluster_tls] ca, cert, key`: mutual TLS on the Admin and Directory API (off when unset).
     pub cluster_tls: Option<sirms_proto::cluster_tls::TlsFiles>,
+    /// `[issuer] cert, key`: the cluster's issuing CA, with which this router gives invited
+    /// nodes their certificates (`sirms join`) and renews them (off when unset).
+    pub issuer: Option<IssuerConfig>,
+}
+
+/// `[issuer]`: the intermediate CA `sirms ctl ca init` makes for routers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The issuer's certificate (PEM), signed by the cluster CA.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// Seconds a certificate it issues is valid (default 90 days); nodes renew theirs when a
+    /// third of this is left.
+    #[serde(default = "default_issued_secs")]
+    pub lifetime_secs: u64,
+}
+
+fn default_issued_secs() -> u64 {
+    sirms_proto::cluster_tls::ca::days(sirms_proto::cluster_tls::ca::JOINED_DAYS).as_secs()
 }
 
 /// Where the cluster directory lives.
@@ -188,6 +209,7 @@ impl Default for RouterConfig {
             directory: DirectoryKind::Sled,
             etcd: EtcdConfig::default(),
             cluster_tls: None,
+            issuer: None,
         }
     }
 }

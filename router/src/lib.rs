@@ -25,6 +25,7 @@
 pub mod admin;
 pub mod config;
 pub mod directory;
+pub mod enrol;
 pub mod etcd;
 pub mod forward;
 pub mod hashing;

@@ -8,10 +8,11 @@ use crate::admin::AdminService;
 use crate::config::{DEV_TOKEN, DirectoryKind, Mode, RouterConfig};
 use crate::directory::etcd::EtcdStore;
 use crate::directory::{ClusterDirectory, DirectoryError};
+use crate::enrol::{EnrolmentService, IssuerError};
 use crate::etcd::{EtcdClient, EtcdError};
 use crate::membership::Membership;
 use crate::server::{self, Router};
-use sirms_proto::cluster_tls::ClusterTls;
+use sirms_proto::cluster_tls::{self, ClientAuth, ClusterTls};
 
 /// Why the router stopped.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum RouterError {
     Grpc(#[from] tonic::transport::Error),
     #[error("cluster TLS: {0}")]
     ClusterTls(#[from] sirms_proto::cluster_tls::ClusterTlsError),
+    #[error("[issuer]: {0}")]
+    Issuer(#[from] IssuerError),
 }
 
 /// The directory the config names, and node membership by lease when it is in etcd.
@@ -36,7 +39,7 @@ fn open_directory(config: &RouterConfig) -> Result<(ClusterDirectory, Option<Mem
         DirectoryKind::Sled => Ok((ClusterDirectory::open(&config.data_dir.join("directory"))?, None)),
         DirectoryKind::Etcd => {
             let timeout = std::time::Duration::from_millis(config.etcd.timeout_ms.max(100));
-            let tls = config.etcd.tls.as_ref().map(ClusterTls::load).transpose()?.map(|tls| tls.client());
+            let tls = config.etcd.tls.as_ref().map(ClusterTls::load).transpose()?.map(|tls| tls.tonic_client());
             let client = Arc::new(EtcdClient::with_tls(&config.etcd.endpoints, timeout, tls)?);
             let (store, state) = EtcdStore::open(client.clone(), &config.etcd.prefix);
             let membership = Membership::start(client, &config.etcd.prefix);
@@ -70,19 +73,29 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
     }
     let (admin, directory_service) = AdminService::new(router.clone(), &config.token).into_servers();
     let mut admin_stop = stopped.clone();
-    let mut server = tonic::transport::Server::builder();
-    if let Some(files) = &config.cluster_tls {
-        let tls = sirms_proto::cluster_tls::ClusterTls::load(files)?;
-        server = server.tls_config(tls.server())?;
+    let tls = config.cluster_tls.as_ref().map(ClusterTls::load).transpose()?;
+    if tls.is_some() {
         tracing::info!("admin and directory API over mutual TLS");
     }
-    let admin_task =
-        tokio::spawn(server.add_service(admin).add_service(directory_service).serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(admin_listener).with_nodelay(Some(true)),
-            async move {
-                let _ = admin_stop.changed().await;
-            },
-        ));
+    let enrolment = EnrolmentService::new(
+        router.clone(),
+        config.issuer.as_ref(),
+        config.cluster_tls.as_ref().map(|files| files.ca.as_path()),
+    )?;
+    if config.issuer.is_some() && config.cluster_tls.is_none() {
+        tracing::warn!("[issuer] is set but [cluster_tls] is not: this router issues no certificates");
+    }
+    let routes = (tonic::transport::Server::builder().add_service(admin))
+        .add_service(directory_service)
+        .add_service(enrolment.into_server());
+    let admin_task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = admin_stop.changed().await;
+        };
+        // Optional client certificates: a node joining with an invitation has none yet, and
+        // every call but the join checks for one (`cluster_tls::authorize`).
+        cluster_tls::serve(routes, tls.as_ref(), ClientAuth::Optional, admin_listener, shutdown).await
+    });
     let data_plane = tokio::spawn({
         let (router, listen, nat) = (router.clone(), config.listen.clone(), config.nat.clone());
         let mode = config.mode;

@@ -1,7 +1,7 @@
 //! `sirms ctl nodes`: mail and storage nodes, and the table `status` shows them in.
 
 use clap::Subcommand;
-use sirms_proto::cluster::{DrainRequest, Empty, Name, Node, NodeLoad, NodeStatus};
+use sirms_proto::cluster::{DrainRequest, Empty, Invite, Name, Node, NodeLoad, NodeStatus};
 
 use super::{Client, CtlError, acked, show};
 
@@ -43,6 +43,19 @@ pub enum NodesCmd {
     Drain { id: String },
     /// Send new connections to a drained node again.
     Undrain { id: String },
+    /// A one-time token with which node ID obtains its cluster certificate (`sirms join`).
+    Invite {
+        id: String,
+        /// Host names and addresses others reach it at (its id is always one).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// A storage node rather than a mail node.
+        #[arg(long)]
+        storage: bool,
+        /// Hours the token stays usable.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
 }
 
 pub(super) async fn run(c: &mut Client, json: bool, cmd: NodesCmd) -> Result<String, CtlError> {
@@ -82,6 +95,20 @@ pub(super) async fn run(c: &mut Client, json: bool, cmd: NodesCmd) -> Result<Str
         NodesCmd::Remove { id } => acked(json, c.remove_node(Name { name: id }).await),
         NodesCmd::Drain { id } => acked(json, c.drain_node(DrainRequest { id, drained: true }).await),
         NodesCmd::Undrain { id } => acked(json, c.drain_node(DrainRequest { id, drained: false }).await),
+        NodesCmd::Invite { id, hosts, storage, hours } => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let role = if storage { "storage" } else { "node" };
+            let invite = Invite { node: id.clone(), role: role.into(), hosts, expires_unix: now + hours.max(1) * 3600 };
+            let invitation = c.invite_node(invite).await?.into_inner();
+            if json {
+                let reply = serde_json::json!({ "token": invitation.token, "expires_unix": invitation.expires_unix });
+                return Ok(format!("{reply}\n"));
+            }
+            Ok(format!(
+                "{}\n\nOn {id}, within {hours} h, once: sirms join --router ROUTER:PORT --token TOKEN --ca ca.pem --cert {id}.pem --key {id}.key\n",
+                invitation.token
+            ))
+        }
     }
 }
 

@@ -41,8 +41,7 @@ async fn node_admin(
     let channel = credentials
         .endpoint(endpoint)
         .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
+        .configure(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(30)))
         .connect()
         .await
         .map_err(|e| format!("unreachable: {e}"))?;

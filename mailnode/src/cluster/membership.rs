@@ -103,7 +103,7 @@ impl Membership {
             .credentials
             .endpoint(router)
             .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(5))
+            .configure(|e| e.connect_timeout(Duration::from_secs(5)))
             .connect()
             .await
             .map_err(|e| e.to_string())?;

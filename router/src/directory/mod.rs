@@ -16,7 +16,7 @@ pub mod state;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Node, Route, User};
+use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, Route, User};
 use tokio::sync::watch;
 
 pub use state::{State, Table, Write, canonical_address};
@@ -35,6 +35,11 @@ fn jitter(max: Duration) -> Duration {
     // A fresh RandomState is randomly keyed: random enough to break ties, with no crate.
     let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     max.mul_f64((random % 1000) as f64 / 1000.0)
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Why a directory change was refused or failed.
@@ -189,6 +194,27 @@ impl ClusterDirectory {
             "this router's copy of {} did not reach version {version} within {SETTLE:?}",
             self.store.describe()
         )))
+    }
+
+    /// Records a node invitation under the hash of its token.
+    pub async fn put_invite(&self, hash: &str, invite: Invite) -> Result<(), DirectoryError> {
+        self.change(|s| s.put_invite(hash, invite.clone(), unix_now())).await
+    }
+
+    /// Uses up the invitation under `hash` and returns it: of two routers that race with the
+    /// same token, one commits the removal and the other then finds it gone.
+    pub async fn take_invite(&self, hash: &str) -> Result<Invite, DirectoryError> {
+        let now = unix_now();
+        // What the committed plan removed (a plan may run again after a race).
+        let taken = std::sync::Mutex::new(None);
+        self.change(|s| {
+            let writes = s.take_invite(hash, now)?;
+            *taken.lock().unwrap_or_else(|e| e.into_inner()) = s.invite(hash, now).cloned();
+            Ok(writes)
+        })
+        .await?;
+        let taken = taken.into_inner().unwrap_or_else(|e| e.into_inner());
+        taken.ok_or_else(|| DirectoryError::NotFound("invitation".into()))
     }
 
     /// Adds or replaces a node.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use prost::Message;
-use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Node, Route, Transport, User};
+use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, Route, Transport, User};
 
 use super::DirectoryError;
 use crate::hashing::{Rendezvous, WeightedNode};
@@ -27,11 +27,13 @@ pub enum Table {
     Aliases,
     Transports,
     DkimKeys,
+    /// Node invitations by the SHA-256 of their token: routers only, never sent to nodes.
+    Invites,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Nodes,
         Table::Routes,
         Table::Groups,
@@ -40,6 +42,7 @@ impl Table {
         Table::Aliases,
         Table::Transports,
         Table::DkimKeys,
+        Table::Invites,
     ];
 
     /// The name on disk (sled tree) and in etcd keys.
@@ -53,6 +56,7 @@ impl Table {
             Table::Aliases => "aliases",
             Table::Transports => "transports",
             Table::DkimKeys => "dkim_keys",
+            Table::Invites => "invites",
         }
     }
 
@@ -86,6 +90,7 @@ pub struct State {
     aliases: BTreeMap<String, Alias>,
     transports: BTreeMap<String, Transport>,
     dkim_keys: BTreeMap<String, DkimKey>,
+    invites: BTreeMap<String, Invite>,
 }
 
 /// A domain as the directory keeps it (lower case), or why it is not one.
@@ -143,6 +148,7 @@ impl State {
                 Table::Aliases => set(&mut self.aliases, key, value),
                 Table::Transports => set(&mut self.transports, key, value),
                 Table::DkimKeys => set(&mut self.dkim_keys, key, value),
+                Table::Invites => set(&mut self.invites, key, value),
             },
             Write::Delete(table, key) => {
                 match table {
@@ -154,6 +160,7 @@ impl State {
                     Table::Aliases => self.aliases.remove(key).is_some(),
                     Table::Transports => self.transports.remove(key).is_some(),
                     Table::DkimKeys => self.dkim_keys.remove(key).is_some(),
+                    Table::Invites => self.invites.remove(key).is_some(),
                 };
             }
         }
@@ -314,6 +321,40 @@ impl State {
         let domain = domain.trim().to_lowercase();
         let exists = self.dkim_keys.contains_key(&domain);
         delete(Table::DkimKeys, domain, exists, "DKIM key for")
+    }
+
+    /// Records invitation `invite` under `hash` (of its token), dropping every invitation
+    /// that expired by `now` (Unix seconds).
+    pub fn put_invite(&self, hash: &str, invite: Invite, now: u64) -> Result<Vec<Write>, DirectoryError> {
+        if !matches!(invite.role.as_str(), "node" | "storage") {
+            return Err(DirectoryError::Invalid(format!(
+                "invitations are for a node or storage node, not {:?}",
+                invite.role
+            )));
+        }
+        NodeId::from_str(&invite.node)?;
+        if invite.expires_unix <= now {
+            return Err(DirectoryError::Invalid("the invitation would have expired already".into()));
+        }
+        let mut writes: Vec<Write> = (self.invites.iter())
+            .filter(|(_, i)| i.expires_unix <= now)
+            .map(|(h, _)| Write::Delete(Table::Invites, h.clone()))
+            .collect();
+        writes.extend(put(Table::Invites, hash, &invite));
+        Ok(writes)
+    }
+
+    /// The invitation under `hash`, if it is still valid at `now`.
+    pub fn invite(&self, hash: &str, now: u64) -> Option<&Invite> {
+        self.invites.get(hash).filter(|i| i.expires_unix > now)
+    }
+
+    /// Uses up the invitation under `hash`: it is removed, so no one can use it again.
+    pub fn take_invite(&self, hash: &str, now: u64) -> Result<Vec<Write>, DirectoryError> {
+        match self.invite(hash, now) {
+            Some(_) => Ok(vec![Write::Delete(Table::Invites, hash.to_string())]),
+            None => Err(DirectoryError::NotFound("invitation (unknown, used or expired)".into())),
+        }
     }
 
     /// Where a new user's mailbox goes when the admin names no home: a storage node if the

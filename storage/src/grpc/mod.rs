@@ -25,19 +25,3 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub fn server() -> tonic::transport::Server {
     tonic::transport::Server::builder().http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
 }
-
-/// [`server`], over mutual TLS with `tls` when there is one.
-pub fn server_with(
-    tls: Option<&sirms_proto::cluster_tls::ClusterTls>,
-) -> Result<tonic::transport::Server, tonic::transport::Error> {
-    match tls {
-        Some(tls) => server().tls_config(tls.server()),
-        None => Ok(server()),
-    }
-}
-
-/// `listener` as tonic's connection stream, with TCP_NODELAY: without it small replies wait
-/// on delayed ACKs, and tonic does not set it for a listener it did not bind.
-pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
-}

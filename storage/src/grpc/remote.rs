@@ -58,11 +58,13 @@ impl RemoteStore {
         let channel = credentials
             .endpoint(endpoint)
             .map_err(|e| StoreError::Unavailable(format!("invalid store endpoint {endpoint:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            // Pings even without calls in flight, so a watch on a vanished store ends.
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
+            .configure(|e| {
+                e.connect_timeout(CONNECT_TIMEOUT)
+                    // Pings even without calls in flight, so a watch on a vanished store ends.
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
+            })
             .connect_lazy();
         let client = StoreClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)

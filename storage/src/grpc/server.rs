@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
-use sirms_proto::cluster_tls::{ClusterTls, Role};
+use sirms_proto::cluster_tls::{ClientAuth, ClusterTls, Role};
 use sirms_proto::store::store_server::{Store, StoreServer};
 use sirms_proto::store::{self as proto, append_chunk, fetch_chunk};
 use tokio::net::TcpListener;
@@ -43,10 +43,8 @@ impl StoreService {
         tls: Option<&ClusterTls>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
-        super::server_with(tls)?
-            .add_service(self.into_server())
-            .serve_with_incoming_shutdown(super::incoming(listener), shutdown)
-            .await
+        let routes = super::server().add_service(self.into_server());
+        sirms_proto::cluster_tls::serve(routes, tls, ClientAuth::Required, listener, shutdown).await
     }
 
     /// The store, if the request carries the cluster token: every handler starts here, so

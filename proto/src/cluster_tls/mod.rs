@@ -6,12 +6,24 @@
 //! node id. `sirms ctl ca` makes the CA and the certificates. Servers check the role a call
 //! needs and, where a call acts for a node, that the node is the certificate's.
 
+pub mod ca;
+pub mod enrol;
+pub mod invitation;
+mod live;
+mod transport;
+
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity, ServerTlsConfig};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
+
+pub use live::{ClientAuth, ClusterTls};
+use transport::Connector;
 
 /// The URI scheme of identities in certificates.
 pub const IDENTITY_SCHEME: &str = "sirms://";
@@ -109,62 +121,84 @@ pub enum ClusterTlsError {
 pub struct TlsFiles {
     /// The cluster CA's certificate (PEM): peers must present a certificate it signed.
     pub ca: PathBuf,
-    /// This role's certificate (PEM), from `sirms ctl ca issue`.
+    /// This role's certificate (PEM), from `sirms ctl ca issue` or `sirms join`; read again
+    /// when it changes.
     pub cert: PathBuf,
     /// Its private key (PEM).
     pub key: PathBuf,
 }
 
-/// The loaded CA and certificate of one role.
-#[derive(Clone)]
-pub struct ClusterTls {
-    ca: Vec<u8>,
-    cert: Vec<u8>,
-    key: Vec<u8>,
-}
-
-fn read(path: &PathBuf) -> Result<Vec<u8>, ClusterTlsError> {
-    std::fs::read(path).map_err(|source| ClusterTlsError::Read { path: path.clone(), source })
-}
-
 impl ClusterTls {
-    /// Reads the files.
-    pub fn load(files: &TlsFiles) -> Result<ClusterTls, ClusterTlsError> {
-        Ok(ClusterTls { ca: read(&files.ca)?, cert: read(&files.cert)?, key: read(&files.key)? })
-    }
-
-    /// From PEM bytes in memory.
-    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> ClusterTls {
-        ClusterTls { ca: ca.to_vec(), cert: cert.to_vec(), key: key.to_vec() }
-    }
-
-    /// A server that presents this certificate and accepts only clients with one of the CA.
-    pub fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(TlsIdentity::from_pem(&self.cert, &self.key))
-            .client_ca_root(Certificate::from_pem(&self.ca))
-    }
-
-    /// A client that presents this certificate and accepts only servers with one of the CA.
-    pub fn client(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca))
-            .identity(TlsIdentity::from_pem(&self.cert, &self.key))
+    /// The connections `listener` accepts, over TLS with this certificate.
+    pub fn incoming(
+        &self,
+        clients: ClientAuth,
+        listener: tokio::net::TcpListener,
+    ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>
+    + Send
+    + 'static {
+        transport::incoming(self.clone(), clients, listener)
     }
 }
 
-/// An endpoint for `url`: over TLS with `tls` when there is one (an `http://` URL is then
-/// taken as `https://`), plaintext otherwise.
-pub fn endpoint(url: &str, tls: Option<&ClusterTls>) -> Result<Endpoint, ClusterTlsError> {
-    let url = match (tls, url.strip_prefix("http://")) {
-        (Some(_), Some(rest)) => format!("https://{rest}"),
+/// Serves `routes` on `listener` until `shutdown`: over TLS with `tls` when there is one,
+/// plaintext otherwise; with TCP_NODELAY either way (small replies would otherwise wait on
+/// delayed ACKs, and tonic does not set it on a listener it did not bind).
+pub async fn serve(
+    routes: tonic::transport::server::Router,
+    tls: Option<&ClusterTls>,
+    clients: ClientAuth,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    match tls {
+        Some(tls) => routes.serve_with_incoming_shutdown(tls.incoming(clients, listener), shutdown).await,
+        None => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            routes.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    }
+}
+
+/// Where a cluster client connects: an endpoint to configure, and the TLS it connects with.
+pub struct ClusterEndpoint {
+    endpoint: Endpoint,
+    tls: Option<ClusterTls>,
+}
+
+impl ClusterEndpoint {
+    /// Sets endpoint options (timeouts, keepalives).
+    pub fn configure(self, options: impl FnOnce(Endpoint) -> Endpoint) -> ClusterEndpoint {
+        ClusterEndpoint { endpoint: options(self.endpoint), tls: self.tls }
+    }
+
+    /// Connects now.
+    pub async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        match &self.tls {
+            Some(tls) => self.endpoint.connect_with_connector(Connector { tls: tls.clone() }).await,
+            None => self.endpoint.connect().await,
+        }
+    }
+
+    /// A channel that connects on first use (and again after losing its connection).
+    pub fn connect_lazy(&self) -> Channel {
+        match &self.tls {
+            Some(tls) => self.endpoint.connect_with_connector_lazy(Connector { tls: tls.clone() }),
+            None => self.endpoint.connect_lazy(),
+        }
+    }
+}
+
+/// An endpoint for `url`: over TLS with `tls` when there is one (`https://` and `http://`
+/// URLs alike), plaintext otherwise.
+pub fn endpoint(url: &str, tls: Option<&ClusterTls>) -> Result<ClusterEndpoint, ClusterTlsError> {
+    // The TLS is ours ([`transport`]): tonic must see a plain URL or it would want its own.
+    let url = match (tls, url.strip_prefix("https://")) {
+        (Some(_), Some(rest)) => format!("http://{rest}"),
         _ => url.to_string(),
     };
-    let endpoint = Endpoint::from_shared(url.clone()).map_err(|_| ClusterTlsError::Endpoint(url.clone()))?;
-    match tls {
-        Some(tls) => endpoint.tls_config(tls.client()).map_err(|e| ClusterTlsError::Setup(url, e.to_string())),
-        None => Ok(endpoint),
-    }
+    let endpoint = Endpoint::from_shared(url.clone()).map_err(|_| ClusterTlsError::Endpoint(url))?;
+    Ok(ClusterEndpoint { endpoint, tls: tls.cloned() })
 }
 
 /// How a role proves itself on the cluster plane: the cluster token on every call, and its
@@ -182,27 +216,47 @@ impl Credentials {
     }
 
     /// An endpoint for `url` with these credentials' TLS, if any.
-    pub fn endpoint(&self, url: &str) -> Result<Endpoint, ClusterTlsError> {
+    pub fn endpoint(&self, url: &str) -> Result<ClusterEndpoint, ClusterTlsError> {
         endpoint(url, self.tls.as_ref())
     }
 }
 
+/// The certificates the peer of `request` presented: `None` over plaintext, `Some(None)` over
+/// TLS without a client certificate.
+fn presented<T>(request: &Request<T>) -> Option<Option<Arc<Vec<CertificateDer<'static>>>>> {
+    let info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    Some(info.peer_certs())
+}
+
+/// The certificate (DER) the peer of `request` presented, if any.
+pub fn peer_certificate<T>(request: &Request<T>) -> Option<Vec<u8>> {
+    Some(presented(request)??.first()?.as_ref().to_vec())
+}
+
 /// The identity of the peer that made `request`, if it came over mutual TLS.
+///
+/// A certificate that needs an intermediate CA to verify was issued by a router for a node
+/// that joined with an invitation ([`ca`]): it speaks for a node or storage node only, so a
+/// router's issuing key cannot mint an administrator or another router.
 pub fn peer<T>(request: &Request<T>) -> Option<Identity> {
-    let certs = request.peer_certs()?;
-    Identity::from_certificate(certs.first()?.as_ref())
+    let certs = presented(request)??;
+    let identity = Identity::from_certificate(certs.first()?.as_ref())?;
+    let joined = certs.len() > 1;
+    (!joined || matches!(identity.role, Role::Node | Role::Storage)).then_some(identity)
 }
 
 /// Lets `request` through if it came from one of `roles`, or over plaintext (where the
 /// cluster token alone decides). Returns the peer's identity when there is one.
 pub fn authorize<T>(request: &Request<T>, roles: &[Role]) -> Result<Option<Identity>, Status> {
-    if request.peer_certs().is_none() {
-        return Ok(None);
+    match presented(request) {
+        None => return Ok(None),
+        Some(None) => return Err(Status::unauthenticated("this call needs a certificate of the cluster CA")),
+        Some(Some(_)) => {}
     }
     match peer(request) {
         Some(identity) if roles.contains(&identity.role) => Ok(Some(identity)),
         Some(identity) => Err(Status::permission_denied(format!("a certificate of {identity} may not make this call"))),
-        None => Err(Status::permission_denied("the client certificate names no SIRMS identity")),
+        None => Err(Status::permission_denied("the client certificate names no SIRMS identity it may hold")),
     }
 }
 
