@@ -41,6 +41,23 @@ pub fn ctl_ca(dir: &std::path::Path, args: &[&str]) {
     assert!(out.status.success(), "ctl ca {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The `[cluster_tls]` section for certificate NAME in the CA directory `dir`.
+pub fn cluster_tls_toml(dir: &std::path::Path, name: &str) -> String {
+    format!("[cluster_tls]\nca = \"{0}/ca.pem\"\ncert = \"{0}/{name}.pem\"\nkey = \"{0}/{name}.key\"\n", dir.display())
+}
+
+/// The cluster token with certificate NAME from the CA directory `dir`.
+pub fn cluster_credentials(dir: &std::path::Path, name: &str) -> sirms_proto::cluster_tls::Credentials {
+    use sirms_proto::cluster_tls::{ClusterTls, TlsFiles};
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    };
+    let tls = ClusterTls::load(&files).expect("load certificates");
+    sirms_proto::cluster_tls::Credentials { token: CLUSTER_TOKEN.into(), tls: Some(tls) }
+}
+
 /// A free TCP port on 127.0.0.1, released for a child process to take.
 pub fn free_port() -> u16 {
     free_port_on(Ipv4Addr::LOCALHOST)
@@ -437,7 +454,7 @@ impl RouterProcess {
     }
 
     /// Runs `sirms ctl ARGS` against this router.
-    fn ctl_output(&self, args: &[&str]) -> std::process::Output {
+    pub fn ctl_output(&self, args: &[&str]) -> std::process::Output {
         Command::new(sirms_bin())
             .args(["ctl", "--router", &format!("http://{}", self.admin), "--token", CLUSTER_TOKEN])
             .args(&self.ctl_args)

@@ -3,29 +3,17 @@
 //! register only as itself, only the administrator may use the Admin API, no one without a
 //! certificate (or with a router's) reads a mailbox.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use sirms_integration_tests::{CLUSTER_TOKEN, MailNode, RouterProcess, ctl_ca, python, sirms_bin};
+use sirms_integration_tests::{
+    CLUSTER_TOKEN, MailNode, RouterProcess, cluster_credentials, cluster_tls_toml, ctl_ca, python, sirms_bin,
+};
 use sirms_proto::cluster::directory_client::DirectoryClient;
 use sirms_proto::cluster::{Node, NodeLoad};
-use sirms_proto::cluster_tls::{ClusterTls, Credentials, TlsFiles};
 use sirms_proto::store::UserRequest;
 use sirms_proto::store::store_client::StoreClient;
 use sirms_proto::token::TokenInterceptor;
 use sirms_storage::{MailStore, RemoteStore};
-
-fn tls_toml(dir: &Path, name: &str) -> String {
-    format!("[cluster_tls]\nca = \"{0}/ca.pem\"\ncert = \"{0}/{name}.pem\"\nkey = \"{0}/{name}.key\"\n", dir.display())
-}
-
-fn credentials(dir: &Path, name: &str) -> Credentials {
-    let files = TlsFiles {
-        ca: dir.join("ca.pem"),
-        cert: dir.join(format!("{name}.pem")),
-        key: dir.join(format!("{name}.key")),
-    };
-    Credentials { token: CLUSTER_TOKEN.into(), tls: Some(ClusterTls::load(&files).expect("load certificates")) }
-}
 
 /// Sends one message to argv[3] through argv[1] from source argv[2].
 const SEND: &str = r#"
@@ -50,12 +38,12 @@ async fn the_cluster_plane_runs_on_mutual_tls_and_holds_callers_to_their_certifi
     let (router, n1, _n2) = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || {
-            let mut router = RouterProcess::start_with(&tls_toml(&dir, "router1"));
+            let mut router = RouterProcess::start_with(&cluster_tls_toml(&dir, "router1"));
             router.ctl_args = ["--ca", "ca.pem", "--cert", "admin.pem", "--key", "admin.key"]
                 .chunks(2)
                 .flat_map(|pair| [pair[0].to_string(), dir.join(pair[1]).display().to_string()])
                 .collect();
-            let extra = |id: &str, ip| RouterProcess::nodes_extra(&[&router], id, ip) + &tls_toml(&dir, id);
+            let extra = |id: &str, ip| RouterProcess::nodes_extra(&[&router], id, ip) + &cluster_tls_toml(&dir, id);
             let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &extra("node1", [127, 0, 0, 1]));
             let n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &extra("node2", [127, 0, 0, 2]));
             router.wait_nodes(" up ", 2);
@@ -97,7 +85,7 @@ async fn the_cluster_plane_runs_on_mutual_tls_and_holds_callers_to_their_certifi
     assert!(!plain.status.success());
 
     // node2's certificate cannot register as node1 (and so take its traffic).
-    let node2 = credentials(&dir, "node2");
+    let node2 = cluster_credentials(&dir, "node2");
     let channel =
         node2.endpoint(&format!("http://{}", router.admin)).expect("endpoint").connect().await.expect("connect");
     let mut directory =
@@ -131,7 +119,7 @@ async fn the_cluster_plane_runs_on_mutual_tls_and_holds_callers_to_their_certifi
         let call = client.list_mailboxes(UserRequest { user: "alice@example.test".into() }).await;
         assert!(call.is_err(), "a client without a certificate read a mailbox list");
     }
-    let as_router = RemoteStore::connect_with(&endpoint, &credentials(&dir, "router1")).expect("client");
+    let as_router = RemoteStore::connect_with(&endpoint, &cluster_credentials(&dir, "router1")).expect("client");
     let refused = as_router.list_mailboxes("alice@example.test").await.expect_err("a router reads no mailbox");
     assert!(refused.to_string().contains("may not make this call"), "{refused}");
     let as_node2 = RemoteStore::connect_with(&endpoint, &node2).expect("client");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sirms_integration_tests::etcd::EtcdCluster;
-use sirms_proto::cluster::{Alias, DkimKey, Group, Node, User};
+use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, User};
 use sirms_router::directory::etcd::EtcdStore;
 use sirms_router::directory::{ClusterDirectory, DirectoryError};
 use sirms_router::etcd::EtcdClient;
@@ -130,6 +130,7 @@ conformance!(
     racing_admins_lose_no_change,
     registration_keeps_what_the_admin_set,
     users_keep_their_hash_and_home,
+    an_invitation_is_taken_once_and_never_sent_to_nodes,
 );
 
 async fn changes_persist_and_bump_the_version(h: Harness) {
@@ -266,4 +267,26 @@ async fn users_keep_their_hash_and_home(h: Harness) {
     ));
     let fresh = User { address: "erin@example.test".into(), ..Default::default() };
     assert!(matches!(d.put_user(fresh).await, Err(DirectoryError::Invalid(_))), "a new user needs a password");
+}
+
+async fn an_invitation_is_taken_once_and_never_sent_to_nodes(h: Harness) {
+    let later = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let invite = Invite { node: "node9".into(), role: "node".into(), hosts: vec!["node9".into()], expires_unix: later };
+    h.a.put_invite("hash-1", invite.clone()).await.unwrap();
+    let expired = Invite { expires_unix: 1, ..invite.clone() };
+    assert!(h.a.put_invite("hash-0", expired).await.is_err(), "an invitation that expired already");
+    let admin = Invite { role: "admin".into(), ..invite.clone() };
+    assert!(h.a.put_invite("hash-2", admin).await.is_err(), "an invitation for an administrator");
+    sees(&h.b, 1).await;
+    // Nodes get the directory, and never the invitations in it.
+    assert_eq!(h.a.snapshot(), DirectorySnapshot { version: 1, ..Default::default() });
+    // Two routers spend the same token at once: exactly one gets the invitation.
+    let (first, second) = tokio::join!(h.a.take_invite("hash-1"), h.b.take_invite("hash-1"));
+    let taken: Vec<Invite> = [first, second].into_iter().filter_map(Result::ok).collect();
+    assert_eq!(taken, vec![invite], "one router takes it, the other finds it gone");
+    assert!(h.a.take_invite("hash-1").await.is_err());
+    assert!(h.b.take_invite("unknown").await.is_err());
+    // Spent is spent after a restart too.
+    let h = h.reopen().await;
+    assert!(h.a.take_invite("hash-1").await.is_err());
 }

@@ -67,7 +67,7 @@ impl EnrolmentService {
             (Some(config), Some(ca_path)) => {
                 let chain = read(&config.cert)?;
                 let issuer = ca::issuer(&chain, &read(&config.key)?)?;
-                let lifetime = Duration::from_secs(config.lifetime_secs.max(60));
+                let lifetime = Duration::from_secs(config.lifetime_secs.max(10));
                 Some(Arc::new(IssuingCa { issuer, chain, ca: read(ca_path)?, lifetime }))
             }
             _ => None,

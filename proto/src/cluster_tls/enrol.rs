@@ -96,23 +96,16 @@ pub async fn join(router: &str, ca_pem: &[u8], token: &str, files: &TlsFiles) ->
     let request = JoinRequest { token: token.to_string(), csr_pem: csr };
     let enrolled = EnrolmentClient::new(channel).join(request).await.map_err(router_error(router))?.into_inner();
     store(files, &key, &enrolled, true)?;
-    let identity = identity_of(enrolled.certificate_pem.as_bytes())
+    let identity = Identity::from_pem(enrolled.certificate_pem.as_bytes())
         .ok_or_else(|| EnrolError::Router(router.to_string(), "issued a certificate naming no identity".into()))?;
     Ok(identity)
-}
-
-fn identity_of(pem: &[u8]) -> Option<Identity> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let der = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
-    Identity::from_certificate(der.as_ref())
 }
 
 /// Renews the certificate in `files` at `router` with `credentials` (whose TLS is that
 /// certificate): a new key, a new certificate for the same identity.
 pub async fn renew(router: &str, credentials: &Credentials, files: &TlsFiles) -> Result<(), EnrolError> {
     let tls = credentials.tls.as_ref().ok_or_else(|| EnrolError::Router(router.into(), "no cluster TLS".into()))?;
-    let identity = identity_of(&tls.certificate_pem())
+    let identity = Identity::from_pem(&tls.certificate_pem())
         .ok_or_else(|| EnrolError::Router(router.into(), "the certificate names no identity".into()))?;
     let (csr, key) = ca::request(&identity)?;
     let channel = (credentials.endpoint(router)?.configure(|e| e.timeout(CALL_TIMEOUT)).connect().await)

@@ -96,6 +96,13 @@ impl Identity {
         let identity = found.next()?;
         found.next().is_none().then_some(identity)
     }
+
+    /// The identity in the first certificate of a PEM chain.
+    pub fn from_pem(pem: &[u8]) -> Option<Identity> {
+        use rustls::pki_types::pem::PemObject;
+        let der = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+        Identity::from_certificate(der.as_ref())
+    }
 }
 
 impl fmt::Display for Identity {
