@@ -41,6 +41,14 @@ source addresses the client container has):
   mailcheck.py verify USER:PASS LOG...         -> every token the logs show acknowledged for
                                                   USER is in USER's INBOX (read over IMAP)
 
+For the cluster plane (mutual TLS):
+
+  mailcheck.py grpctls HOST:PORT CA [CERT KEY] -> a TLS connection checked against CA, with the
+                                                  client certificate CERT/KEY if given, that
+                                                  opens HTTP/2 (gRPC's transport); prints `h2`
+                                                  when the server answered with its SETTINGS,
+                                                  else `refused: WHY`; exits 0 either way
+
 greet, send, pop3 and imap print `node=NAME` (the node that greeted) on success and exit 0;
 on failure it prints why and exits 1 (3 for IMAP when nothing answers IMAP at all).
 Certificates are self-signed: not verified.
@@ -509,9 +517,28 @@ def cmd_verify(login, *logs):
     return 1 if missing else 0
 
 
+def cmd_grpctls(addr, ca, cert=None, key=None):
+    host, port = addr.rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols(["h2"])
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as s:
+                # The HTTP/2 preface and an empty SETTINGS frame; a server that took the client
+                # answers with a SETTINGS frame (type 4) of its own.
+                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+                head = s.recv(9)
+                print("h2" if len(head) == 9 and head[3] == 4 else f"refused: answer {head!r}")
+    except (OSError, ssl.SSLError) as e:
+        print(f"refused: {type(e).__name__}: {e}")
+    return 0
+
+
 # Commands that print their own results and return the exit code.
 REPORTS = {"greetmany": cmd_greetmany, "watchmove": cmd_watchmove, "load": cmd_load,
-           "loadstats": cmd_loadstats, "verify": cmd_verify}
+           "loadstats": cmd_loadstats, "verify": cmd_verify, "grpctls": cmd_grpctls}
 
 
 def main(argv):

@@ -118,10 +118,17 @@ inside() { local c=$1; shift; "${NSENTER[@]}" -t "${CLIENT_PID[$c]}" -n "$@"; }
 # mc CLIENT ROUTERS mailcheck-args...: docker/mailcheck.py from CLIENT through ROUTERS
 # (comma-separated, tried in order).
 mc() { local c=$1 routers=$2; shift 2; MAILCHECK_HOST=$routers inside "$c" "${MAILCHECK[@]}" "$@"; }
+# The admin's certificate (the cluster plane is mutual TLS), copied out of the cluster-tls volume.
+TLS=$WORK/tls
+ADMIN_TLS=(--ca "$TLS/ca.pem" --cert "$TLS/admin.pem" --key "$TLS/admin.key")
 # ctl ROUTER args...: the image's sirms ctl, from the probe container, against ROUTER's API.
-ctl() { local r=$1; shift; inside probe timeout 30 "$SIRMS" ctl --router "http://$r:7500" --token "$TOKEN" "$@" 2>&1; }
-# ctl_in SERVICE args...: sirms ctl inside a router container (before the probe exists).
-ctl_in() { docker exec "$(cid "$1")" /usr/local/bin/sirms ctl "${@:2}" 2>&1; }
+ctl() { local r=$1; shift; inside probe timeout 30 "$SIRMS" ctl --router "http://$r:7500" --token "$TOKEN" "${ADMIN_TLS[@]}" "$@" 2>&1; }
+# ctl_in SERVICE args...: sirms ctl inside a router container (before the probe exists), with
+# the admin's certificate from the volume every container mounts (a test cluster's shortcut).
+ctl_in() {
+    docker exec "$(cid "$1")" /usr/local/bin/sirms ctl --router http://127.0.0.1:7500 --token "$TOKEN" \
+        --ca /tls/ca.pem --cert /tls/admin.pem --key /tls/admin.key "${@:2}" 2>&1
+}
 # The host's etcdctl (Debian's etcd-client), else the one staged for the etcd image.
 ETCDCTL=$(command -v etcdctl || echo "$ROOT/docker/etcd/stage/root/usr/bin/etcdctl")
 etcdctl_() { ETCDCTL_API=3 inside probe timeout 10 "$ETCDCTL" --endpoints "$ETCD_ENDPOINTS" --command-timeout=2s "$@"; }
@@ -185,7 +192,7 @@ session_count() { sed -n 's/^window \([0-9]*\) sessions, \([0-9]*\) ok.*/\2/p' <
 
 remove_clients() {
     local c
-    for c in probe loadA loadB router-sled; do docker rm -fv "$(name_of "$c")" >/dev/null 2>&1; done
+    for c in probe loadA loadB router-sled impostor devtoken; do docker rm -fv "$(name_of "$c")" >/dev/null 2>&1; done
 }
 
 # kill_tree PID: PID and its descendants (our background jobs: subshell, nsenter, python).
@@ -260,6 +267,11 @@ if wait_for 120 healthy "${SERVICES[@]}"; then
 else
     bad "healthchecks: $(for s in "${SERVICES[@]}"; do printf '%s=%s ' "$s" "$(health "$s")"; done)"; exit 1
 fi
+mkdir -p "$TLS"
+for f in ca.pem admin.pem admin.key node1.pem node1.key node2.pem node2.key; do
+    docker cp "$(cid router1):/tls/$f" "$TLS/$f" >/dev/null 2>&1 || { bad "cannot copy $f out of the cluster-tls volume"; exit 1; }
+done
+ok "cluster CA and certificates made by the tls service; the admin's copied out for sirms ctl"
 init_done() { local c; c=$(cid init); [[ -n $c && $(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$c") == "exited 0" ]]; }
 if wait_for 60 init_done; then ok "init: store1, example.test, alice and bob created through both routers"; else bad "init did not finish"; exit 1; fi
 for r in router1 router2; do
@@ -293,7 +305,7 @@ else
 fi
 if docker run -d --name "$(name_of router-sled)" --label "sirms-test=$COMPOSE_PROJECT_NAME" --network "$NET" --ip "$SLED" \
     --sysctl net.ipv4.ip_unprivileged_port_start=0 -v "$ROOT/docker/config/ha/router-sled.toml:/etc/sirms/router.toml:ro" \
-    sirms:latest router -c /etc/sirms/router.toml >/dev/null && wait_for 30 ctl "$SLED" status; then
+    -v "${COMPOSE_PROJECT_NAME}_cluster-tls:/tls:ro" sirms:latest router -c /etc/sirms/router.toml >/dev/null && wait_for 30 ctl "$SLED" status; then
     ok "a lone sled router for comparison at $SLED"
 else
     bad "sled router did not start"
@@ -314,6 +326,48 @@ if mc probe "$R1" send 25 alice@example.test "$tok" >/dev/null &&
     ok "mail in through router1, read back over IMAP through router2 (Received: names the client's address)"
 else
     bad "mail in through router1 / IMAP through router2"
+fi
+
+# --- the cluster plane holds every caller to its certificate ----------------------------------
+# A container with node2's certificate and node1's id: its registration is refused, and node1
+# keeps its place (a node cannot take another's traffic by registering as it).
+sed -e 's/^node_id = .*/node_id = "node1"/' -e "s/^advertise_host = .*/advertise_host = \"$NET_PREFIX.24\"/" \
+    docker/config/ha/node2.toml >"$WORK/impostor.toml"
+impostor_refused() { docker logs "$(name_of impostor)" 2>&1 | grep -q "may not act as node node1"; }
+if docker run -d --name "$(name_of impostor)" --label "sirms-test=$COMPOSE_PROJECT_NAME" --network "$NET" \
+    --ip "$NET_PREFIX.24" --sysctl net.ipv4.ip_unprivileged_port_start=0 \
+    -v "$WORK/impostor.toml:/etc/sirms/node.toml:ro" -v "${COMPOSE_PROJECT_NAME}_cluster-tls:/tls:ro" \
+    sirms:latest node -c /etc/sirms/node.toml >/dev/null && wait_for 20 impostor_refused &&
+    grep -Eq "^node1 +${NODE_IP[node1]} " <<<"$(ctl "$R1" nodes list)"; then
+    ok "node2's certificate registering as node1 is refused (\"may not act as node node1\"); node1 stays at ${NODE_IP[node1]}"
+else
+    bad "an impostor with node2's certificate"; docker logs "$(name_of impostor)" 2>&1 | tail -5 | sed 's/^/    /'
+fi
+docker rm -fv "$(name_of impostor)" >/dev/null 2>&1
+# node1's Store API (mailboxes): a TLS client without a certificate gets no HTTP/2 at all; the
+# same client with node2's certificate does (so the check can tell the two apart).
+store1=${NODE_IP[node1]}:7401
+no_cert=$(inside probe "${MAILCHECK[@]}" grpctls "$store1" "$TLS/ca.pem")
+with_cert=$(inside probe "${MAILCHECK[@]}" grpctls "$store1" "$TLS/ca.pem" "$TLS/node2.pem" "$TLS/node2.key")
+if [[ $no_cert == refused:* && $with_cert == h2 ]]; then
+    ok "node1's Store API: refused to a client without a certificate ($no_cert), open to node2's"
+else
+    bad "node1's Store API without a certificate: '$no_cert'; with node2's: '$with_cert'"
+fi
+# The public dev token on a non-loopback address: a node and a router both refuse to start.
+printf 'hostname = "dev.example.test"\n[cluster]\nrouters = ["http://%s:7500"]\nstore_listen = "0.0.0.0:7401"\n' "$R1" >"$WORK/devtoken.toml"
+dev_node=$(timeout 30 docker run --rm --network "$NET" -v "$WORK/devtoken.toml:/etc/sirms/node.toml:ro" \
+    sirms:latest node -c /etc/sirms/node.toml 2>&1)
+dev_node_rc=$?
+printf 'admin_listen = "0.0.0.0:7500"\n' >"$WORK/devtoken-router.toml"
+dev_router=$(timeout 30 docker run --rm --network "$NET" -v "$WORK/devtoken-router.toml:/etc/sirms/router.toml:ro" \
+    sirms:latest router -c /etc/sirms/router.toml 2>&1)
+dev_router_rc=$?
+if ((dev_node_rc != 0 && dev_node_rc != 124 && dev_router_rc != 0 && dev_router_rc != 124)) &&
+    grep -q "default dev token" <<<"$dev_node" && grep -q "default dev token" <<<"$dev_router"; then
+    ok "the dev token off loopback: a node and a router refuse to serve with it"
+else
+    bad "dev token off loopback: node rc=$dev_node_rc '$(tail -n1 <<<"$dev_node")', router rc=$dev_router_rc '$(tail -n1 <<<"$dev_router")'"
 fi
 
 # --- admin write latency: etcd (3 members, through router1) vs sled ---------------------------

@@ -38,6 +38,15 @@ pub enum CaCmd {
         #[arg(long, default_value = "sirms-ca")]
         dir: PathBuf,
     },
+    /// `init` if DIR has no CA yet, then `issue` each certificate DIR does not have yet: a
+    /// whole cluster's certificates in one step that can be run again (containers, scripts).
+    Bootstrap {
+        /// ROLE:NAME or ROLE:NAME:HOST,HOST… (e.g. node:node1:10.0.0.11).
+        #[arg(required = true)]
+        certificates: Vec<String>,
+        #[arg(long, default_value = "sirms-ca")]
+        dir: PathBuf,
+    },
 }
 
 /// Writes `contents` to `path`, readable by its owner only when it is a key.
@@ -73,6 +82,24 @@ fn input(e: CaError) -> CtlError {
 /// Runs a `ca` command; returns what to print.
 pub(super) fn run(cmd: CaCmd) -> Result<String, CtlError> {
     match cmd {
+        CaCmd::Bootstrap { certificates, dir } => {
+            let mut out = String::new();
+            if !dir.join("ca.pem").exists() {
+                out += &run(CaCmd::Init { dir: dir.clone() })?;
+            }
+            for spec in certificates {
+                let mut parts = spec.splitn(3, ':');
+                let (Some(role), Some(name)) = (parts.next(), parts.next()) else {
+                    return Err(CtlError::Input(format!("{spec:?}: use ROLE:NAME or ROLE:NAME:HOST,HOST")));
+                };
+                if dir.join(format!("{name}.pem")).exists() {
+                    continue;
+                }
+                let hosts = parts.next().map(|h| h.split(',').map(str::to_string).collect()).unwrap_or_default();
+                out += &run(CaCmd::Issue { role: role.into(), name: name.into(), hosts, dir: dir.clone() })?;
+            }
+            Ok(out)
+        }
         CaCmd::Init { dir } => {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| CtlError::Input(format!("cannot create {}: {e}", dir.display())))?;
