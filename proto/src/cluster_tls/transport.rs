@@ -87,6 +87,10 @@ pub fn incoming(
                     Ok(Ok(stream)) => {
                         let _ = sender.send(Ok(stream)).await;
                     }
+                    // A bare connect and close is a health check, not a refused peer.
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        tracing::debug!(%peer, "cluster API: closed before the TLS handshake")
+                    }
                     Ok(Err(e)) => tracing::info!(%peer, error = %e, "cluster API: TLS handshake refused"),
                     Err(_) => tracing::info!(%peer, "cluster API: TLS handshake timed out"),
                 }
