@@ -355,6 +355,20 @@ impl Session {
         }
     }
 
+    /// Turns CONDSTORE on (RFC 7162 §3.1). When that happens with a mailbox selected (a FETCH
+    /// of MODSEQ, a SEARCH MODSEQ, a STORE UNCHANGEDSINCE), the client has had no HIGHESTMODSEQ
+    /// for it yet: it gets one now, as SELECT would have given it, so its mod-sequence cache has
+    /// a starting point.
+    pub(crate) async fn enable_condstore(&mut self, out: &mut Sink<'_>) -> io::Result<()> {
+        if self.condstore {
+            return Ok(());
+        }
+        self.condstore = true;
+        let Some(view) = &self.selected else { return Ok(()) };
+        let code = Code::HighestModSeq(view.highest_modseq);
+        send(out, &response::status(None, Status::Ok, Some(&code), "CONDSTORE enabled")).await
+    }
+
     /// The selected mailbox, or the BAD a command needing one gets.
     pub(crate) fn selected(&mut self) -> Result<&mut Selected, CommandError> {
         self.selected.as_mut().ok_or_else(|| CommandError::bad("no mailbox selected"))

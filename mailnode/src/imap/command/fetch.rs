@@ -159,7 +159,7 @@ impl Session {
             }
         }
         if changed_since.is_some() || items.contains(&Item::ModSeq) {
-            self.condstore = true;
+            self.enable_condstore(out).await?;
         }
         if changed_since.is_some() && !items.contains(&Item::ModSeq) {
             items.push(Item::ModSeq);

@@ -33,7 +33,7 @@ impl Session {
         };
         let unchanged_since = modifiers.iter().map(|StoreModifier::UnchangedSince(n)| *n).next();
         if unchanged_since.is_some() {
-            self.condstore = true;
+            self.enable_condstore(out).await?;
         }
         let condstore = self.condstore;
         let view = self.selected()?;

@@ -383,7 +383,9 @@ async fn esearch_return_options() {
         "* ESEARCH (TAG \"a3\") UID COUNT 0\r\na3 OK UID SEARCH completed\r\n"
     );
     let out = run(&mut s, "a4 SEARCH RETURN (MAX) MODSEQ 1").await;
-    assert!(out.starts_with("* ESEARCH (TAG \"a4\") MAX 4 MODSEQ "), "{out}");
+    // SEARCH MODSEQ turns CONDSTORE on: HIGHESTMODSEQ first (RFC 7162 §3.1).
+    assert!(out.starts_with("* OK [HIGHESTMODSEQ "), "{out}");
+    assert!(out.contains("\r\n* ESEARCH (TAG \"a4\") MAX 4 MODSEQ "), "{out}");
     // A RETURN in the criteria is a search string, not a result option.
     assert_eq!(run(&mut s, "a5 SEARCH SUBJECT \"RETURN (MIN)\"").await, "* SEARCH\r\na5 OK SEARCH completed\r\n");
     assert_eq!(
@@ -544,4 +546,60 @@ async fn create_past_the_mailbox_limit_is_refused_with_limit() {
     assert_eq!(run(&mut s, "g RENAME Two Three").await, "g OK RENAME completed\r\n");
     assert_eq!(run(&mut s, "h DELETE One").await, "h OK DELETE completed\r\n");
     assert_eq!(run(&mut s, "i CREATE Four").await, "i OK CREATE completed\r\n");
+}
+
+// What Dovecot's imaptest found, each reproduced here.
+
+#[tokio::test]
+async fn a_name_that_is_not_modified_utf7_is_no_such_mailbox() {
+    // "&'" opens a base64 run that is not base64: no mailbox can have this name, so
+    // SELECT says NO (RFC 3501 §6.3.1), and a LIST pattern made of it matches nothing.
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let out = run(&mut s, "a SELECT \"!#$&'+,-.0123456789:;<=>?@^_`|[}\"").await;
+    assert!(out.starts_with("a NO "), "{out}");
+    let out = run(&mut s, "b LIST \"\" \"!#$&'+,-.0123456789:;<=>?@^_`|[}%*\"").await;
+    assert_eq!(out, "b OK LIST completed\r\n");
+    let out = run(&mut s, "c CREATE \"a&Jjo\"").await;
+    assert!(out.starts_with("c NO "), "{out}");
+    assert!(run(&mut s, "d NOOP").await.starts_with("d OK"), "the session goes on");
+}
+
+#[tokio::test]
+async fn lsub_shows_an_unsubscribed_parent_as_noselect() {
+    // RFC 3501 §6.3.9: when `%` stops at a parent that is not subscribed but has a
+    // subscribed child, LSUB names the parent with \Noselect.
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    for name in ["box/test", "box/test2/test", "box/test3/test3"] {
+        assert!(run(&mut s, &format!("c CREATE {name}")).await.starts_with("c OK"));
+        assert!(run(&mut s, &format!("s SUBSCRIBE {name}")).await.starts_with("s OK"));
+    }
+    let out = run(&mut s, "a LSUB \"\" box/%").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].starts_with("* LSUB (") && lines[0].ends_with(") \"/\" box/test"), "{out}");
+    assert_eq!(lines[1], "* LSUB (\\Noselect) \"/\" box/test2", "{out}");
+    assert_eq!(lines[2], "* LSUB (\\Noselect) \"/\" box/test3", "{out}");
+    let out = run(&mut s, "b LSUB \"\" *test").await;
+    assert!(out.contains("\"/\" box/test\r\n") && out.contains("\"/\" box/test2/test\r\n"), "{out}");
+    assert!(!out.contains("Noselect"), "{out}");
+    assert!(run(&mut s, "u UNSUBSCRIBE box/test2/test").await.starts_with("u OK"));
+    let out = run(&mut s, "c LSUB \"\" box/%").await;
+    assert!(!out.contains("box/test2"), "{out}");
+}
+
+#[tokio::test]
+async fn a_condstore_enabling_fetch_reports_highestmodseq() {
+    // RFC 7162 §3.1: the first CONDSTORE-enabling command in a selected mailbox gets an
+    // untagged OK [HIGHESTMODSEQ], so the client learns where it stands.
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    run(&mut s, "a SELECT INBOX").await;
+    let out = run(&mut s, "b FETCH 1 (MODSEQ)").await;
+    assert!(out.starts_with("* OK [HIGHESTMODSEQ "), "{out}");
+    assert!(out.contains("* 1 FETCH (MODSEQ ("), "{out}");
+    let out = run(&mut s, "c FETCH 1 (MODSEQ)").await;
+    assert!(!out.contains("HIGHESTMODSEQ"), "only the first time: {out}");
 }
