@@ -397,19 +397,30 @@ impl Session {
                 }
                 Change::FlagsChanged(meta) => {
                     let Some(index) = view.index_of(meta.uid) else { continue };
-                    let entry = &view.entries()[index];
-                    if entry.meta.flags == meta.flags {
-                        view.update(meta);
+                    let unchanged = view.entries()[index].meta.flags == meta.flags;
+                    // Stale (this session's own STORE already showed a newer state) or already known.
+                    if !view.update(meta) || unchanged {
                         continue;
                     }
-                    let recent = entry.recent;
+                    // A FETCH may name only a message the client was told exists.
+                    if appended.contains(&view.entries()[index].meta.uid) {
+                        Self::announce(&self.store, &user, view, &mut appended, out).await?;
+                    }
+                    if let Some(flags) = view.flags_update() {
+                        send(out, &flags).await?;
+                    }
+                    let entry = &view.entries()[index];
+                    let meta = &entry.meta;
                     let mut data = Data::new(index + 1);
-                    data.raw(format_args!(" FETCH (UID {} FLAGS ({})", meta.uid, flags::render(&meta.flags, recent)));
+                    data.raw(format_args!(
+                        " FETCH (UID {} FLAGS ({})",
+                        meta.uid,
+                        flags::render(&meta.flags, entry.recent)
+                    ));
                     if condstore {
                         data.raw(format_args!(" MODSEQ ({})", meta.modseq));
                     }
                     data.raw(")");
-                    view.update(meta);
                     send(out, &data.finish()).await?;
                 }
                 Change::Expunged(uids) => {
@@ -465,6 +476,9 @@ impl Session {
                 Ok(recent) => view.mark_recent(&recent),
                 Err(e) => tracing::debug!(error = %e, "claim_recent failed"),
             }
+        }
+        if let Some(flags) = view.flags_update() {
+            send(out, &flags).await?;
         }
         let recent = view.entries().iter().filter(|e| e.recent).count();
         send(out, format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.exists()).as_bytes()).await

@@ -67,7 +67,7 @@ impl Session {
             }
         }
         let view = self.selected()?;
-        let mut lines = Vec::new();
+        let mut lines = view.flags_update().unwrap_or_default();
         for &index in &indexes {
             let Some(entry) = view.entry(index) else { continue };
             let uid_value = entry.meta.uid;

@@ -175,7 +175,11 @@ async fn store_search_expunge_and_move() {
     let out = run(&mut s, "a STORE 1:2 +FLAGS (\\Deleted work)").await;
     assert_eq!(
         out,
-        "* 1 FETCH (FLAGS (\\Deleted work \\Recent))\r\n* 2 FETCH (FLAGS (\\Deleted \\Seen work \\Recent))\r\na OK STORE completed\r\n"
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded work)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded work \\*)] flags permitted\r\n\
+         * 1 FETCH (FLAGS (\\Deleted work \\Recent))\r\n* 2 FETCH (FLAGS (\\Deleted \\Seen work \\Recent))\r\n\
+         a OK STORE completed\r\n",
+        "the new keyword is in FLAGS first"
     );
     let out = run(&mut s, "b UID STORE 2 -FLAGS.SILENT (work)").await;
     assert_eq!(out, "b OK STORE completed\r\n");
@@ -602,4 +606,104 @@ async fn a_condstore_enabling_fetch_reports_highestmodseq() {
     assert!(out.contains("* 1 FETCH (MODSEQ ("), "{out}");
     let out = run(&mut s, "c FETCH 1 (MODSEQ)").await;
     assert!(!out.contains("HIGHESTMODSEQ"), "only the first time: {out}");
+}
+
+/// The MODSEQ values of the FETCH responses in `out`, in order.
+fn modseqs(out: &str) -> Vec<u64> {
+    out.split("MODSEQ (").skip(1).filter_map(|r| r.split(')').next()?.parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn a_new_keyword_is_announced_in_flags_before_it_is_used() {
+    // RFC 3501 §7.2.6: FLAGS lists the flags the mailbox uses; a client may reject a keyword in
+    // a FETCH that FLAGS never named ("Keyword used without being in FLAGS").
+    let h = Harness::new();
+    let mut a = h.logged_in().await;
+    let mut b = h.logged_in().await;
+    append(&mut a, "INBOX", "", MESSAGE).await;
+    run(&mut a, "s SELECT INBOX").await;
+    run(&mut b, "s SELECT INBOX").await;
+    // Another session's STORE.
+    run(&mut b, "t STORE 1 +FLAGS ($Label1)").await;
+    let out = run(&mut a, "n NOOP").await;
+    let flags = out.find("* FLAGS (").expect(&out);
+    assert!(
+        out[flags..].starts_with("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded $Label1)\r\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded $Label1 \\*)]"),
+        "{out}"
+    );
+    assert!(flags < out.find("* 1 FETCH").expect(&out), "{out}");
+    // This session's own STORE, and a keyword another session APPENDs with.
+    let out = run(&mut a, "u STORE 1 +FLAGS ($Label2)").await;
+    assert!(out.find("$Label1 $Label2)\r\n").expect(&out) < out.find("* 1 FETCH").expect(&out), "{out}");
+    append(&mut b, "INBOX", "$Label3", MESSAGE).await;
+    let out = run(&mut a, "n NOOP").await;
+    assert!(out.find("$Label2 $Label3)\r\n").expect(&out) < out.find("* 2 EXISTS").expect(&out), "{out}");
+    // Known keywords are not announced again.
+    run(&mut b, "n NOOP").await;
+    assert!(!run(&mut b, "v STORE 1 -FLAGS ($Label1)").await.contains("* FLAGS"));
+    assert!(!run(&mut a, "n NOOP").await.contains("* FLAGS"));
+}
+
+#[tokio::test]
+async fn modseq_of_a_message_never_goes_back() {
+    // RFC 7162 §3.1.1: a message's mod-sequence only grows. This session's STORE learns the
+    // newest one first; the older change of another session, reported after it, is stale.
+    let h = Harness::new();
+    let mut a = h.logged_in().await;
+    let mut b = h.logged_in().await;
+    append(&mut a, "INBOX", "", MESSAGE).await;
+    run(&mut a, "s SELECT INBOX (CONDSTORE)").await;
+    run(&mut b, "s SELECT INBOX").await;
+    run(&mut b, "t STORE 1 +FLAGS (\\Flagged)").await;
+    let out = run(&mut a, "u STORE 1 +FLAGS (\\Seen)").await;
+    let seen = modseqs(&out);
+    assert!(!seen.is_empty(), "{out}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "MODSEQ went back: {out}");
+    let out = run(&mut a, "f FETCH 1 (FLAGS MODSEQ)").await;
+    assert!(out.contains("FLAGS (\\Flagged \\Seen \\Recent)"), "{out}");
+    assert!(modseqs(&out)[0] >= *seen.last().unwrap(), "{out}");
+}
+
+#[tokio::test]
+async fn fetching_a_message_another_session_expunged_is_no_expungeissued() {
+    // RFC 2180 §4.1.3 (and RFC 5530's EXPUNGEISSUED): the message's data is gone; no FETCH
+    // with invented, empty data for it, and a tagged NO saying why.
+    let h = Harness::new();
+    let mut a = h.logged_in().await;
+    let mut b = h.logged_in().await;
+    append(&mut a, "INBOX", "", MESSAGE).await;
+    append(&mut a, "INBOX", "", MESSAGE).await;
+    run(&mut a, "s SELECT INBOX").await;
+    run(&mut b, "s SELECT INBOX").await;
+    run(&mut b, "t STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    run(&mut b, "x EXPUNGE").await;
+    let out = run(&mut a, "f FETCH 1:2 (ENVELOPE BODY.PEEK[])").await;
+    assert!(!out.contains("* 1 FETCH (ENVELOPE"), "{out}");
+    assert!(out.contains("* 2 FETCH (ENVELOPE (\"Tue, 04 Mar 2025"), "{out}");
+    assert!(out.ends_with("f NO [EXPUNGEISSUED] some of the requested messages no longer exist\r\n"), "{out}");
+    let out = run(&mut a, "n NOOP").await;
+    assert!(out.starts_with("* 1 EXPUNGE\r\n"), "{out}");
+}
+
+#[tokio::test]
+async fn a_new_message_is_announced_before_a_fetch_about_it() {
+    // A FETCH response may name only a sequence number the client was told of (RFC 3501
+    // §7.4.2): another session's APPEND and then STORE on the same message reach this session
+    // together, and the EXISTS must come first.
+    let h = Harness::new();
+    let mut a = h.logged_in().await;
+    let mut b = h.logged_in().await;
+    run(&mut a, "s SELECT INBOX").await;
+    run(&mut b, "s SELECT INBOX").await;
+    append(&mut b, "INBOX", "", MESSAGE).await;
+    run(&mut b, "t STORE 1 +FLAGS (\\Flagged)").await;
+    let out = run(&mut a, "n NOOP").await;
+    let exists = out.find("* 1 EXISTS").expect(&out);
+    assert!(out.find("* 1 FETCH").is_none_or(|fetch| exists < fetch), "{out}");
+    let out = run(&mut a, "f FETCH 1 FLAGS").await;
+    assert!(out.contains("* 1 FETCH (FLAGS (\\Flagged"), "{out}");
 }
