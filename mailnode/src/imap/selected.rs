@@ -260,6 +260,12 @@ impl Selected {
         }
     }
 
+    /// Queues a change learned other than from the stream (behind what the stream gave so far).
+    pub fn enqueue(&mut self, change: Change) {
+        self.poll_changes();
+        self.queued.push_back(change);
+    }
+
     /// Takes the next queued change.
     pub fn next_queued(&mut self) -> Option<Change> {
         self.queued.pop_front()

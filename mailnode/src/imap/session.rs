@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use imap_types::auth::AuthenticateData;
 use imap_types::command::CommandBody;
-use sirms_storage::{Change, MailStore};
+use sirms_storage::{BodyPart, Change, MailStore, UidSet};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::error::{CommandError, CommandResult, Done};
@@ -353,6 +353,27 @@ impl Session {
             Phase::Logout => Err("logging out"),
             _ => Ok(()),
         }
+    }
+
+    /// After this session added messages up to `uid` to `mailbox` (APPEND, COPY), brings the
+    /// selected view up to them if that is the selected mailbox, from the store itself: the
+    /// client must hear of them before the tagged OK (RFC 3501 §6.3.11, RFC 9051 §6.3.12), but
+    /// the change stream may bring them later (from a storage node, over the network). The
+    /// stream's own report of them comes later and is dropped as a duplicate by [`Selected::push`].
+    pub(crate) async fn catch_up(&mut self, mailbox: &str, uid: u32) -> Result<(), CommandError> {
+        let user = self.login_name()?;
+        let Some(view) = self.selected.as_ref() else { return Ok(()) };
+        let last = view.last_uid();
+        if view.name != mailbox || uid <= last {
+            return Ok(());
+        }
+        let fetched =
+            self.store.fetch(&user, mailbox, &UidSet::range(last.saturating_add(1), uid), BodyPart::None).await?;
+        let view = self.selected()?;
+        for message in fetched {
+            view.enqueue(Change::Appended(message.meta));
+        }
+        Ok(())
     }
 
     /// Turns CONDSTORE on (RFC 7162 §3.1). When that happens with a mailbox selected (a FETCH
