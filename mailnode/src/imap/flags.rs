@@ -35,11 +35,6 @@ pub fn from_imap(list: &[Flag<'_>]) -> Result<Flags, CommandError> {
                 system = system | SystemFlags::FORWARDED
             }
             Flag::Keyword(atom) => {
-                // NIL is an atom, but in a FLAGS list the parsers clients use read it as nil
-                // (Dovecot answers BAD too): a keyword that cannot be shown back is refused.
-                if atom.inner().eq_ignore_ascii_case("NIL") {
-                    return Err(CommandError::bad("NIL cannot be a keyword"));
-                }
                 if !Flags::valid_keyword(atom.inner()) {
                     return Err(CommandError::bad("invalid keyword"));
                 }
@@ -108,13 +103,5 @@ mod tests {
         assert_eq!(render(&flags, true), "\\Flagged \\Seen $Forwarded work \\Recent");
         assert!(has_keyword(&flags, "WORK") && has_keyword(&flags, "$forwarded"));
         assert!(from_imap(&[Flag::try_from("\\Bogus").unwrap()]).is_err());
-    }
-
-    #[test]
-    fn nil_is_not_a_keyword() {
-        // In a FLAGS list NIL reads as nil, not as an atom, to the parsers clients use.
-        assert!(from_imap(&[Flag::try_from("NIL").unwrap()]).is_err());
-        assert!(from_imap(&[Flag::try_from("nil").unwrap()]).is_err());
-        assert!(from_imap(&[Flag::try_from("NILS").unwrap()]).is_ok());
     }
 }
