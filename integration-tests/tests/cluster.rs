@@ -308,3 +308,41 @@ fn a_frozen_node_fails_its_health_check() {
     let after: Vec<String> = sources.iter().map(|s| predicted(&router, s)).collect();
     assert_eq!(after, before, "thawed, node2 takes its sources back");
 }
+
+/// RFC 3501 §6.3.11 (and RFC 9051): an APPEND to the selected mailbox is followed by its
+/// `* n EXISTS` before the tagged OK, so the client can FETCH the message at once. With the
+/// mailbox on a storage node the change stream reaches the mail node over the network, maybe
+/// after the APPEND completed; the session must not wait for the next command to tell.
+#[test]
+fn append_to_the_selected_mailbox_on_a_storage_node_is_announced_before_the_ok() {
+    let (router, _n1, _n2) = cluster();
+    let storage_dir = tempfile::tempdir().unwrap();
+    let storage =
+        StorageNode::start_with_token(storage_dir.path().to_path_buf(), sirms_integration_tests::CLUSTER_TOKEN);
+    router.ctl(&["nodes", "add", "store1", "127.0.0.1", "--storage-only", "--store", &storage.endpoint()]);
+    router.ctl(&["users", "add", "dave@example.test", "--password", "dave-pw", "--home", "store1"]);
+    let out = python(
+        r#"
+import imaplib, ssl, sys
+host, port = sys.argv[1].rsplit(":", 1)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4(host, int(port), timeout=20)
+m.starttls(ssl_context=ctx)
+m.login("dave@example.test", "dave-pw")
+m.select("INBOX")
+late = []
+for i in range(1, 31):
+    m.untagged_responses.pop("EXISTS", None)
+    typ, _ = m.append("INBOX", None, None, b"Subject: %d\r\n\r\nbody\r\n" % i)
+    assert typ == "OK"
+    if m.untagged_responses.get("EXISTS", [b"0"])[-1] != str(i).encode():
+        late.append(i)
+    typ, data = m.fetch(str(i), "(UID)")
+    assert typ == "OK", (i, data)
+print("late:", late)
+m.logout()
+"#,
+        &[router.imap.to_string()],
+    );
+    assert!(out.contains("late: []"), "APPENDs whose EXISTS came after the OK: {out}");
+}

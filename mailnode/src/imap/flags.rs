@@ -71,7 +71,7 @@ pub fn render(flags: &Flags, recent: bool) -> String {
     out
 }
 
-/// The FLAGS a mailbox announces on SELECT: the system flags, `$Forwarded` and the keywords in use.
+/// The FLAGS a mailbox announces: the system flags, `$Forwarded` and the keywords in use.
 pub fn mailbox_flags<'a>(keywords: impl IntoIterator<Item = &'a String>) -> String {
     let mut all: Vec<&str> = keywords.into_iter().map(String::as_str).collect();
     all.sort_unstable();

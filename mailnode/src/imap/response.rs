@@ -62,6 +62,7 @@ pub enum Code {
     ClientBug,
     OverQuota,
     UnknownCte,
+    ExpungeIssued,
 }
 
 impl Display for Code {
@@ -100,6 +101,7 @@ impl Display for Code {
             Code::ClientBug => f.write_str("CLIENTBUG"),
             Code::OverQuota => f.write_str("OVERQUOTA"),
             Code::UnknownCte => f.write_str("UNKNOWN-CTE"),
+            Code::ExpungeIssued => f.write_str("EXPUNGEISSUED"),
         }
     }
 }

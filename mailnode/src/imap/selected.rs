@@ -1,13 +1,24 @@
 //! The selected mailbox as this session sees it: message sequence numbers ↔ UIDs, flags, \Recent,
-//! and the queue of changes (from this and other sessions) not yet reported to the client.
+//! the keywords the client was told of, and the queue of changes (from this and other sessions)
+//! not yet reported to the client.
+//!
+//! Two rules keep what the client caches consistent with what it was told:
+//! - a message's MODSEQ never goes back (RFC 7162 §3.1.1): changes arrive from the store's
+//!   stream and from this session's own commands in no fixed order, so one older than what the
+//!   view holds is stale and dropped ([`Selected::update`]);
+//! - a keyword is in FLAGS before any FETCH shows it (RFC 3501 §7.2.6): the view collects
+//!   keywords as it learns flags, and [`Selected::flags_update`] gives the new FLAGS and
+//!   PERMANENTFLAGS to send before the responses that use them.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use futures::{FutureExt, StreamExt};
 use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use sirms_storage::{Change, ChangeStream, MailboxStatus, MessageMeta, UidSet};
 
 use super::error::CommandError;
+use super::flags;
+use super::response::{self, Code, Status};
 
 /// One message of the view.
 #[derive(Debug, Clone)]
@@ -28,6 +39,10 @@ pub struct Selected {
     pub highest_modseq: u64,
     /// In sequence order, which is UID order.
     messages: Vec<Entry>,
+    /// The keywords of every message the view has held, as FLAGS names them.
+    keywords: BTreeSet<String>,
+    /// `keywords` grew since the client was last sent FLAGS.
+    keywords_grew: bool,
     changes: ChangeStream,
     /// Changes read from the stream but not yet reported (EXPUNGE waits for a command that may report it).
     queued: VecDeque<Change>,
@@ -46,7 +61,9 @@ impl Selected {
         recent: &[u32],
         changes: ChangeStream,
     ) -> Selected {
-        let messages = messages.into_iter().map(|meta| Entry { recent: recent.contains(&meta.uid), meta }).collect();
+        let messages: Vec<Entry> =
+            messages.into_iter().map(|meta| Entry { recent: recent.contains(&meta.uid), meta }).collect();
+        let keywords = messages.iter().flat_map(|e| e.meta.flags.keywords.iter().cloned()).collect();
         Selected {
             name,
             read_only,
@@ -54,6 +71,8 @@ impl Selected {
             uid_next: status.uid_next,
             highest_modseq: status.highest_modseq,
             messages,
+            keywords,
+            keywords_grew: false,
             changes,
             queued: VecDeque::new(),
             gone: false,
@@ -85,12 +104,18 @@ impl Selected {
         self.messages.last().map_or(0, |e| e.meta.uid)
     }
 
-    /// Updates a message's metadata (after STORE or a reported change).
-    pub fn update(&mut self, meta: MessageMeta) {
-        if let Some(i) = self.index_of(meta.uid) {
-            self.highest_modseq = self.highest_modseq.max(meta.modseq);
-            self.messages[i].meta = meta;
+    /// Updates a message's metadata (after STORE or a reported change) unless the view already
+    /// holds a newer state of it; true if `meta` is newer than what the view held.
+    pub fn update(&mut self, meta: MessageMeta) -> bool {
+        let Some(i) = self.index_of(meta.uid) else { return false };
+        let held = self.messages[i].meta.modseq;
+        if meta.modseq < held {
+            return false;
         }
+        self.highest_modseq = self.highest_modseq.max(meta.modseq);
+        self.learn_keywords(&meta.flags);
+        self.messages[i].meta = meta;
+        held < self.messages[i].meta.modseq
     }
 
     /// Adds a message at the end; false if it is already known.
@@ -100,8 +125,39 @@ impl Selected {
         }
         self.uid_next = self.uid_next.max(meta.uid.saturating_add(1));
         self.highest_modseq = self.highest_modseq.max(meta.modseq);
+        self.learn_keywords(&meta.flags);
         self.messages.push(Entry { meta, recent: false });
         true
+    }
+
+    fn learn_keywords(&mut self, flags: &sirms_storage::Flags) {
+        for keyword in &flags.keywords {
+            if !self.keywords.contains(keyword) {
+                self.keywords.insert(keyword.clone());
+                self.keywords_grew = true;
+            }
+        }
+    }
+
+    /// The untagged FLAGS and PERMANENTFLAGS of the mailbox (SELECT sends them, and so does
+    /// any command after which the mailbox has keywords the client was not told of).
+    pub fn flags_responses(&self) -> Vec<u8> {
+        let all = flags::mailbox_flags(&self.keywords);
+        let mut lines = format!("* FLAGS ({all})\r\n").into_bytes();
+        // Any keyword may be created (`\*`), and each one used is kept.
+        let permanent = if self.read_only { String::new() } else { format!("{all} \\*") };
+        lines.extend(response::status(None, Status::Ok, Some(&Code::PermanentFlags(permanent)), "flags permitted"));
+        lines
+    }
+
+    /// FLAGS and PERMANENTFLAGS again if the view learned keywords since they were last sent:
+    /// to be written before any response that shows the flags of a message.
+    pub fn flags_update(&mut self) -> Option<Vec<u8>> {
+        if !self.keywords_grew {
+            return None;
+        }
+        self.keywords_grew = false;
+        Some(self.flags_responses())
     }
 
     /// Marks messages \Recent for this session.
@@ -202,6 +258,12 @@ impl Selected {
             }
             None => self.gone = true,
         }
+    }
+
+    /// Queues a change learned other than from the stream (behind what the stream gave so far).
+    pub fn enqueue(&mut self, change: Change) {
+        self.poll_changes();
+        self.queued.push_back(change);
     }
 
     /// Takes the next queued change.

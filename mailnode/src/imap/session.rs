@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use imap_types::auth::AuthenticateData;
 use imap_types::command::CommandBody;
-use sirms_storage::{Change, MailStore};
+use sirms_storage::{BodyPart, Change, MailStore, UidSet};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::error::{CommandError, CommandResult, Done};
@@ -355,6 +355,41 @@ impl Session {
         }
     }
 
+    /// After this session added messages up to `uid` to `mailbox` (APPEND, COPY), brings the
+    /// selected view up to them if that is the selected mailbox, from the store itself: the
+    /// client must hear of them before the tagged OK (RFC 3501 §6.3.11, RFC 9051 §6.3.12), but
+    /// the change stream may bring them later (from a storage node, over the network). The
+    /// stream's own report of them comes later and is dropped as a duplicate by [`Selected::push`].
+    pub(crate) async fn catch_up(&mut self, mailbox: &str, uid: u32) -> Result<(), CommandError> {
+        let user = self.login_name()?;
+        let Some(view) = self.selected.as_ref() else { return Ok(()) };
+        let last = view.last_uid();
+        if view.name != mailbox || uid <= last {
+            return Ok(());
+        }
+        let fetched =
+            self.store.fetch(&user, mailbox, &UidSet::range(last.saturating_add(1), uid), BodyPart::None).await?;
+        let view = self.selected()?;
+        for message in fetched {
+            view.enqueue(Change::Appended(message.meta));
+        }
+        Ok(())
+    }
+
+    /// Turns CONDSTORE on (RFC 7162 §3.1). When that happens with a mailbox selected (a FETCH
+    /// of MODSEQ, a SEARCH MODSEQ, a STORE UNCHANGEDSINCE), the client has had no HIGHESTMODSEQ
+    /// for it yet: it gets one now, as SELECT would have given it, so its mod-sequence cache has
+    /// a starting point.
+    pub(crate) async fn enable_condstore(&mut self, out: &mut Sink<'_>) -> io::Result<()> {
+        if self.condstore {
+            return Ok(());
+        }
+        self.condstore = true;
+        let Some(view) = &self.selected else { return Ok(()) };
+        let code = Code::HighestModSeq(view.highest_modseq);
+        send(out, &response::status(None, Status::Ok, Some(&code), "CONDSTORE enabled")).await
+    }
+
     /// The selected mailbox, or the BAD a command needing one gets.
     pub(crate) fn selected(&mut self) -> Result<&mut Selected, CommandError> {
         self.selected.as_mut().ok_or_else(|| CommandError::bad("no mailbox selected"))
@@ -383,19 +418,30 @@ impl Session {
                 }
                 Change::FlagsChanged(meta) => {
                     let Some(index) = view.index_of(meta.uid) else { continue };
-                    let entry = &view.entries()[index];
-                    if entry.meta.flags == meta.flags {
-                        view.update(meta);
+                    let unchanged = view.entries()[index].meta.flags == meta.flags;
+                    // Stale (this session's own STORE already showed a newer state) or already known.
+                    if !view.update(meta) || unchanged {
                         continue;
                     }
-                    let recent = entry.recent;
+                    // A FETCH may name only a message the client was told exists.
+                    if appended.contains(&view.entries()[index].meta.uid) {
+                        Self::announce(&self.store, &user, view, &mut appended, out).await?;
+                    }
+                    if let Some(flags) = view.flags_update() {
+                        send(out, &flags).await?;
+                    }
+                    let entry = &view.entries()[index];
+                    let meta = &entry.meta;
                     let mut data = Data::new(index + 1);
-                    data.raw(format_args!(" FETCH (UID {} FLAGS ({})", meta.uid, flags::render(&meta.flags, recent)));
+                    data.raw(format_args!(
+                        " FETCH (UID {} FLAGS ({})",
+                        meta.uid,
+                        flags::render(&meta.flags, entry.recent)
+                    ));
                     if condstore {
                         data.raw(format_args!(" MODSEQ ({})", meta.modseq));
                     }
                     data.raw(")");
-                    view.update(meta);
                     send(out, &data.finish()).await?;
                 }
                 Change::Expunged(uids) => {
@@ -451,6 +497,9 @@ impl Session {
                 Ok(recent) => view.mark_recent(&recent),
                 Err(e) => tracing::debug!(error = %e, "claim_recent failed"),
             }
+        }
+        if let Some(flags) = view.flags_update() {
+            send(out, &flags).await?;
         }
         let recent = view.entries().iter().filter(|e| e.recent).count();
         send(out, format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.exists()).as_bytes()).await

@@ -36,8 +36,9 @@ impl Session {
             internal_date: date.map(|d| d.as_ref().timestamp()),
         };
         let appended = self.store.append(&user, &name, new).await.map_err(|e| CommandError::from(e).try_create())?;
-        // The EXISTS for an append to the selected mailbox comes from the change stream, reported
-        // before the tagged OK like any other change.
+        // The EXISTS for an append to the selected mailbox is reported before the tagged OK like
+        // any other change, once the view has the message.
+        self.catch_up(&name, appended.uid).await?;
         Ok(Done::with(Code::AppendUid { uid_validity: appended.uid_validity, uid: appended.uid }, "APPEND completed"))
     }
 }

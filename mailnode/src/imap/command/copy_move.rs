@@ -45,6 +45,10 @@ impl Session {
             source: render_uids(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()),
             destination: render_uids(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()),
         });
+        // A copy into the selected mailbox itself is reported before the tagged OK.
+        if let Some(last) = pairs.iter().map(|p| p.1).max() {
+            self.catch_up(&target, last).await?;
+        }
         if !moving {
             return Ok(Done { code, text: "COPY completed".into() });
         }

@@ -159,7 +159,7 @@ impl Session {
             }
         }
         if changed_since.is_some() || items.contains(&Item::ModSeq) {
-            self.condstore = true;
+            self.enable_condstore(out).await?;
         }
         if changed_since.is_some() && !items.contains(&Item::ModSeq) {
             items.push(Item::ModSeq);
@@ -181,6 +181,7 @@ impl Session {
             user,
             mailbox: view.name.clone(),
         };
+        let mut gone = false;
         // Cached structures are looked up many at a time (a round trip each, over the network
         // for a storage node); bytes are read, \Seen set and responses rendered a BATCH at a
         // time, which bounds the memory a FETCH holds.
@@ -192,21 +193,27 @@ impl Session {
                 HashMap::new()
             };
             for chunk in lookup.chunks(BATCH) {
-                self.fetch_batch(&request, chunk, &mut structures, out).await?;
+                gone |= self.fetch_batch(&request, chunk, &mut structures, out).await?;
             }
+        }
+        if gone {
+            // RFC 2180 §4.1.3: another session expunged some of these messages; their data is
+            // not invented, and the client learns why it is missing (RFC 5530).
+            return Err(CommandError::no(Some(Code::ExpungeIssued), "some of the requested messages no longer exist"));
         }
         Ok(Done::ok(if uid { "UID FETCH completed" } else { "FETCH completed" }))
     }
 
     /// Answers for the messages at `chunk`, taking their structures out of `structures`
-    /// (and rendering and caching those not there).
+    /// (and rendering and caching those not there). True if some message's data was needed
+    /// but the store no longer has the message (another session expunged it): it is left out.
     async fn fetch_batch(
         &mut self,
         request: &Request,
         chunk: &[usize],
         structures: &mut HashMap<u32, Structure>,
         out: &mut Sink<'_>,
-    ) -> CommandResult<()> {
+    ) -> CommandResult<bool> {
         let (user, name, items) = (&request.user, &request.mailbox, &request.items);
         let view = self.selected()?;
         // The bytes of every message when an item needs them, else of those whose structure is
@@ -245,22 +252,27 @@ impl Session {
             }
         }
         let view = self.selected()?;
-        let mut lines = Vec::new();
+        let mut lines = view.flags_update().unwrap_or_default();
+        let mut gone = false;
         for &index in chunk {
             let Some(entry) = view.entry(index) else { continue };
             let raw = bodies.get(&entry.meta.uid).map(Bytes::as_ref);
+            let structure = structures.remove(&entry.meta.uid);
+            if raw.is_none() && (request.needs_bytes || (request.wants_structure && structure.is_none())) {
+                gone = true;
+                continue;
+            }
             let mut wanted = items.clone();
             if seen_now.contains(entry.meta.uid) && !wanted.contains(&Item::Flags) {
                 // The implicit \Seen is reported with the data (RFC 3501 §6.4.5).
                 wanted.push(Item::Flags);
             }
-            let structure = structures.remove(&entry.meta.uid);
             lines.extend(
                 render(index + 1, entry, raw, structure.as_ref(), &wanted).map_err(|e| unknown_cte(index, &e.0))?,
             );
         }
         out.write_all(&lines).await?;
-        Ok(())
+        Ok(gone)
     }
 }
 

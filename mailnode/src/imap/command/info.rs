@@ -16,7 +16,7 @@ impl Session {
         let mut enabled = Vec::new();
         for capability in wanted {
             if matches!(capability, CapabilityEnable::CondStore) && !self.condstore {
-                self.condstore = true;
+                self.enable_condstore(out).await?;
                 enabled.push("CONDSTORE");
             }
         }

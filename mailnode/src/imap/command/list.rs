@@ -1,7 +1,7 @@
 //! LIST and LSUB with `*`/`%` patterns, CHILDREN (RFC 3348) and SPECIAL-USE (RFC 6154)
 //! attributes; extended LIST (RFC 5258) with its STATUS return option (RFC 5819).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use imap_types::mailbox::{ListMailbox, Mailbox};
 use sirms_storage::MailboxInfo;
@@ -76,6 +76,31 @@ fn attributes(mailbox: &MailboxInfo, lsub: bool) -> Vec<&'static str> {
     attributes
 }
 
+/// The parents LSUB shows with `\\Noselect` (RFC 3501 §6.3.9): those a `%` in `pattern` stops
+/// at that are not subscribed themselves but have a subscribed descendant the pattern does not
+/// reach, so the client learns there is something subscribed below. A parent need not exist as
+/// a mailbox; every one that `mailboxes` names is one the store made on the way to a child.
+fn unsubscribed_parents<'a>(pattern: &[u8], mailboxes: &'a [MailboxInfo]) -> BTreeSet<&'a str> {
+    let mut parents = BTreeSet::new();
+    if !pattern.contains(&b'%') {
+        return parents;
+    }
+    let subscribed: HashSet<&str> = mailboxes.iter().filter(|m| m.subscribed).map(|m| m.name.as_str()).collect();
+    for mailbox in mailboxes.iter().filter(|m| m.subscribed) {
+        if matches(pattern, mutf7::encode(&mailbox.name).as_bytes()) {
+            continue;
+        }
+        let mut name = mailbox.name.as_str();
+        while let Some((parent, _)) = name.rsplit_once('/') {
+            if !subscribed.contains(parent) && matches(pattern, mutf7::encode(parent).as_bytes()) {
+                parents.insert(parent);
+            }
+            name = parent;
+        }
+    }
+    parents
+}
+
 /// `* LIST (attributes) "/" name` or `* LSUB …`, without the line end.
 fn list_data(verb: &str, attributes: &[&str], wire_name: &str) -> Data {
     let mut data = Data::new(verb);
@@ -110,14 +135,20 @@ impl Session {
             return Ok(Done::ok(format!("{verb} completed")));
         }
         let full = normalize_inbox([reference_bytes(reference), pattern].concat());
+        let mailboxes = self.sorted_mailboxes().await?;
+        let parents = if lsub { unsubscribed_parents(&full, &mailboxes) } else { BTreeSet::new() };
         let mut lines = Vec::new();
-        for mailbox in self.sorted_mailboxes().await? {
+        for mailbox in &mailboxes {
+            let wire = mutf7::encode(&mailbox.name);
+            if parents.contains(mailbox.name.as_str()) {
+                lines.extend(list_data(verb, &["\\Noselect"], &wire).finish());
+                continue;
+            }
             if lsub && !mailbox.subscribed {
                 continue;
             }
-            let wire = mutf7::encode(&mailbox.name);
             if matches(&full, wire.as_bytes()) {
-                lines.extend(list_data(verb, &attributes(&mailbox, lsub), &wire).finish());
+                lines.extend(list_data(verb, &attributes(mailbox, lsub), &wire).finish());
             }
         }
         out.write_all(&lines).await?;

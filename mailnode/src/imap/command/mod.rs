@@ -15,6 +15,7 @@ mod status;
 mod store;
 
 use imap_types::mailbox::Mailbox;
+use sirms_storage::StoreError;
 use sirms_storage::mailbox::canonical_name;
 
 use super::error::CommandError;
@@ -25,7 +26,10 @@ pub(crate) fn mailbox_name(mailbox: &Mailbox<'_>) -> Result<String, CommandError
     match mailbox {
         Mailbox::Inbox => Ok("INBOX".to_string()),
         Mailbox::Other(other) => {
-            let decoded = mutf7::decode(other.as_ref()).map_err(|e| CommandError::bad(e.to_string()))?;
+            // A name that is not modified UTF-7 is well-formed IMAP that names no mailbox there can
+            // be: NO, as for any invalid name (a BAD would say the command itself was malformed).
+            let decoded = mutf7::decode(other.as_ref())
+                .map_err(|_| CommandError::from(StoreError::InvalidName("not valid modified UTF-7")))?;
             // A trailing delimiter is allowed in CREATE ("foo/" creates foo, RFC 3501 §6.3.3).
             let trimmed = decoded.strip_suffix('/').unwrap_or(&decoded);
             canonical_name(trimmed).map_err(CommandError::from)

@@ -306,7 +306,7 @@ impl Session {
         };
         let with_modseq = uses_modseq(&key);
         if with_modseq {
-            self.condstore = true;
+            self.enable_condstore(out).await?;
         }
         let content = needs_content(&key);
         let user = self.login_name()?;

@@ -7,7 +7,6 @@ use tokio::io::AsyncWriteExt;
 
 use super::mailbox_name;
 use crate::imap::error::{CommandError, CommandResult, Done};
-use crate::imap::flags;
 use crate::imap::response::{self, Code, Status};
 use crate::imap::selected::Selected;
 use crate::imap::session::{Session, Sink};
@@ -36,10 +35,7 @@ impl Session {
         let recent = if read_only { Vec::new() } else { self.store.claim_recent(&user, &name).await? };
         let view = Selected::new(name, read_only, status, messages, &recent, changes);
 
-        let keywords = view.entries().iter().flat_map(|e| e.meta.flags.keywords.iter());
-        let mut lines = format!("* FLAGS ({})\r\n", flags::mailbox_flags(keywords)).into_bytes();
-        let permanent = if read_only { String::new() } else { format!("{} \\*", flags::mailbox_flags([])) };
-        lines.extend(response::status(None, Status::Ok, Some(&Code::PermanentFlags(permanent)), "flags permitted"));
+        let mut lines = view.flags_responses();
         let recent_count = if read_only { status.recent } else { recent.len() as u32 };
         lines.extend(format!("* {} EXISTS\r\n* {recent_count} RECENT\r\n", view.exists()).into_bytes());
         if let Some(first) = view.entries().iter().position(|e| !e.meta.flags.system.contains(SystemFlags::SEEN)) {

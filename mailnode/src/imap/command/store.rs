@@ -33,7 +33,7 @@ impl Session {
         };
         let unchanged_since = modifiers.iter().map(|StoreModifier::UnchangedSince(n)| *n).next();
         if unchanged_since.is_some() {
-            self.condstore = true;
+            self.enable_condstore(out).await?;
         }
         let condstore = self.condstore;
         let view = self.selected()?;
@@ -67,7 +67,7 @@ impl Session {
             }
         }
         let view = self.selected()?;
-        let mut lines = Vec::new();
+        let mut lines = view.flags_update().unwrap_or_default();
         for &index in &indexes {
             let Some(entry) = view.entry(index) else { continue };
             let uid_value = entry.meta.uid;

@@ -85,6 +85,12 @@ fn write_addr(out: &mut Data, addr: &Addr<'_>) -> bool {
     let Some(address) = addr.address.as_deref().filter(|a| !a.is_empty()) else {
         return false;
     };
+    // An obsolete source route (RFC 5322 §4.4 obs-route, `<@a,@b:user@host>`) is the
+    // address's second field (RFC 3501 §7.4.2 "adl"), not part of the mailbox name.
+    let (route, address) = match address.strip_prefix('@').and_then(|_| address.split_once(':')) {
+        Some((route, rest)) => (Some(route), rest),
+        None => (None, address),
+    };
     let (mailbox, host) = match address.rsplit_once('@') {
         Some((m, h)) => (m, h),
         // Dovecot's marker for a missing domain: NIL would make it a group marker.
@@ -92,7 +98,9 @@ fn write_addr(out: &mut Data, addr: &Addr<'_>) -> bool {
     };
     out.raw("(");
     out.nstring(addr.name.as_deref().filter(|n| !n.is_empty()).map(encode_word).as_deref().map(str::as_bytes));
-    out.raw(" NIL ");
+    out.raw(" ");
+    out.nstring(route.map(str::as_bytes));
+    out.raw(" ");
     out.string(mailbox.as_bytes());
     out.raw(" ");
     out.string(host.as_bytes());
@@ -142,6 +150,14 @@ hi\r\n";
 ((NIL NIL \"Team\" NIL)(NIL NIL \"a\" \"b.example\")(NIL NIL \"c\" \"d.example\")(NIL NIL NIL NIL)) \
 NIL NIL \"<B27397-0100000@Blurdybloop.example>\")"
         );
+    }
+
+    #[test]
+    fn source_route_is_the_adl_field() {
+        let route = envelope(b"From: <@route:user@domain>\r\n\r\nbody");
+        assert!(route.contains("((NIL \"@route\" \"user\" \"domain\"))"), "{route}");
+        let two = envelope(b"To: Real <@a.example,@b.example:user@domain>\r\n\r\nbody");
+        assert!(two.contains("((\"Real\" \"@a.example,@b.example\" \"user\" \"domain\"))"), "{two}");
     }
 
     #[test]

@@ -57,6 +57,12 @@ impl<'m, 'x> PartRef<'m, 'x> {
         self.slice(p.offset_body, p.offset_end)
     }
 
+    /// The bytes from the end of the part's header up to offset `end` (clamped): a message's
+    /// TEXT, when `end` is where the message ends.
+    pub fn text_to(&self, end: u32) -> &'m [u8] {
+        self.slice(self.part().offset_body, end)
+    }
+
     /// The children of a multipart part.
     pub fn children(&self) -> Option<Vec<PartRef<'m, 'x>>> {
         match &self.part().body {

@@ -40,7 +40,7 @@ pub fn extract<'a>(raw: &'a [u8], message: Option<&'a Message<'a>>, section: &Se
         Section::Part(path) if path.is_empty() => Cow::Borrowed(raw),
         Section::Part(path) => root.find(path).map_or(Cow::Borrowed(&[]), |p| Cow::Borrowed(p.body())),
         Section::Header(path) => message_root(path).map_or(Cow::Borrowed(&[]), |p| Cow::Borrowed(p.header())),
-        Section::Text(path) => message_root(path).map_or(Cow::Borrowed(&[]), |p| Cow::Borrowed(p.body())),
+        Section::Text(path) => Cow::Borrowed(text(root, path).unwrap_or_default()),
         Section::Fields { path, names, exclude } => match message_root(path) {
             Some(p) => {
                 let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
@@ -50,6 +50,22 @@ pub fn extract<'a>(raw: &'a [u8], message: Option<&'a Message<'a>>, section: &Se
         },
         Section::Mime(path) => root.find(path).map_or(Cow::Borrowed(&[]), |p| Cow::Borrowed(p.header())),
     }
+}
+
+/// The TEXT of the message at `path` (RFC 3501 §6.4.5): all of that message after its header.
+/// A multipart body as the parser bounds it stops at the closing boundary, so TEXT runs to the
+/// end of the message's bytes instead, keeping the epilogue after that boundary.
+fn text<'a>(root: PartRef<'a, 'a>, path: &[u32]) -> Option<&'a [u8]> {
+    if path.is_empty() {
+        return Some(root.text_to(u32::MAX));
+    }
+    let enclosing = root.find(path)?;
+    let inner = enclosing.nested()?;
+    // mail-parser keeps an attached message's parts at offsets into the outer bytes (the
+    // attached message ends where the enclosing part does), unless it had to decode the part
+    // first (a base64 message/rfc822), when they index a copy that holds just that message.
+    let shared = std::ptr::eq(inner.message.raw_message.as_ptr(), enclosing.message.raw_message.as_ptr());
+    Some(inner.text_to(if shared { enclosing.part().offset_end } else { u32::MAX }))
 }
 
 /// Cuts `<origin.length>` out of section bytes.
@@ -165,5 +181,25 @@ AAECAw==\r\n\
         assert_eq!(extract(raw, message.as_ref(), &Section::Part(vec![2])).as_ref(), b"");
         assert_eq!(partial(b"0123456789", 8, 5), b"89");
         assert_eq!(partial(b"0123", 9, 5), b"");
+    }
+
+    #[test]
+    fn text_of_an_attached_message_runs_to_its_end() {
+        // The TEXT of a message/rfc822 part is all of the attached message after its header:
+        // the epilogue after the closing boundary of its multipart body too (imaptest's
+        // fetch-body-message-rfc822-mime).
+        let raw = b"From: a@example.test\r\nContent-Type: message/rfc822\r\n\r\n\
+From: b@example.test\r\nContent-Type: multipart/digest; boundary=\"foo\"\r\n\r\n\
+prologue\r\n\r\n--foo \r\n\r\nFrom: m1@example.test\r\n\r\nm1 body\r\n\r\n--foo--\r\n\r\nepilogue\r\n";
+        let message = parse(raw);
+        let text = extract(raw, message.as_ref(), &Section::Text(vec![1]));
+        assert_eq!(
+            String::from_utf8_lossy(&text),
+            "prologue\r\n\r\n--foo \r\n\r\nFrom: m1@example.test\r\n\r\nm1 body\r\n\r\n--foo--\r\n\r\nepilogue\r\n"
+        );
+        let whole = extract(raw, message.as_ref(), &Section::Part(vec![1]));
+        assert!(whole.ends_with(b"epilogue\r\n"), "{}", String::from_utf8_lossy(&whole));
+        let top = extract(raw, message.as_ref(), &Section::Text(vec![]));
+        assert!(top.ends_with(b"epilogue\r\n"));
     }
 }

@@ -175,7 +175,11 @@ async fn store_search_expunge_and_move() {
     let out = run(&mut s, "a STORE 1:2 +FLAGS (\\Deleted work)").await;
     assert_eq!(
         out,
-        "* 1 FETCH (FLAGS (\\Deleted work \\Recent))\r\n* 2 FETCH (FLAGS (\\Deleted \\Seen work \\Recent))\r\na OK STORE completed\r\n"
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded work)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded work \\*)] flags permitted\r\n\
+         * 1 FETCH (FLAGS (\\Deleted work \\Recent))\r\n* 2 FETCH (FLAGS (\\Deleted \\Seen work \\Recent))\r\n\
+         a OK STORE completed\r\n",
+        "the new keyword is in FLAGS first"
     );
     let out = run(&mut s, "b UID STORE 2 -FLAGS.SILENT (work)").await;
     assert_eq!(out, "b OK STORE completed\r\n");
@@ -383,7 +387,9 @@ async fn esearch_return_options() {
         "* ESEARCH (TAG \"a3\") UID COUNT 0\r\na3 OK UID SEARCH completed\r\n"
     );
     let out = run(&mut s, "a4 SEARCH RETURN (MAX) MODSEQ 1").await;
-    assert!(out.starts_with("* ESEARCH (TAG \"a4\") MAX 4 MODSEQ "), "{out}");
+    // SEARCH MODSEQ turns CONDSTORE on: HIGHESTMODSEQ first (RFC 7162 §3.1).
+    assert!(out.starts_with("* OK [HIGHESTMODSEQ "), "{out}");
+    assert!(out.contains("\r\n* ESEARCH (TAG \"a4\") MAX 4 MODSEQ "), "{out}");
     // A RETURN in the criteria is a search string, not a result option.
     assert_eq!(run(&mut s, "a5 SEARCH SUBJECT \"RETURN (MIN)\"").await, "* SEARCH\r\na5 OK SEARCH completed\r\n");
     assert_eq!(
@@ -544,4 +550,160 @@ async fn create_past_the_mailbox_limit_is_refused_with_limit() {
     assert_eq!(run(&mut s, "g RENAME Two Three").await, "g OK RENAME completed\r\n");
     assert_eq!(run(&mut s, "h DELETE One").await, "h OK DELETE completed\r\n");
     assert_eq!(run(&mut s, "i CREATE Four").await, "i OK CREATE completed\r\n");
+}
+
+// What Dovecot's imaptest found, each reproduced here.
+
+#[tokio::test]
+async fn a_name_that_is_not_modified_utf7_is_no_such_mailbox() {
+    // "&'" opens a base64 run that is not base64: no mailbox can have this name, so
+    // SELECT says NO (RFC 3501 §6.3.1), and a LIST pattern made of it matches nothing.
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let out = run(&mut s, "a SELECT \"!#$&'+,-.0123456789:;<=>?@^_`|[}\"").await;
+    assert!(out.starts_with("a NO "), "{out}");
+    let out = run(&mut s, "b LIST \"\" \"!#$&'+,-.0123456789:;<=>?@^_`|[}%*\"").await;
+    assert_eq!(out, "b OK LIST completed\r\n");
+    let out = run(&mut s, "c CREATE \"a&Jjo\"").await;
+    assert!(out.starts_with("c NO "), "{out}");
+    assert!(run(&mut s, "d NOOP").await.starts_with("d OK"), "the session goes on");
+}
+
+#[tokio::test]
+async fn lsub_shows_an_unsubscribed_parent_as_noselect() {
+    // RFC 3501 §6.3.9: when `%` stops at a parent that is not subscribed but has a
+    // subscribed child, LSUB names the parent with \Noselect.
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    for name in ["box/test", "box/test2/test", "box/test3/test3"] {
+        assert!(run(&mut s, &format!("c CREATE {name}")).await.starts_with("c OK"));
+        assert!(run(&mut s, &format!("s SUBSCRIBE {name}")).await.starts_with("s OK"));
+    }
+    let out = run(&mut s, "a LSUB \"\" box/%").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].starts_with("* LSUB (") && lines[0].ends_with(") \"/\" box/test"), "{out}");
+    assert_eq!(lines[1], "* LSUB (\\Noselect) \"/\" box/test2", "{out}");
+    assert_eq!(lines[2], "* LSUB (\\Noselect) \"/\" box/test3", "{out}");
+    let out = run(&mut s, "b LSUB \"\" *test").await;
+    assert!(out.contains("\"/\" box/test\r\n") && out.contains("\"/\" box/test2/test\r\n"), "{out}");
+    assert!(!out.contains("Noselect"), "{out}");
+    assert!(run(&mut s, "u UNSUBSCRIBE box/test2/test").await.starts_with("u OK"));
+    let out = run(&mut s, "c LSUB \"\" box/%").await;
+    assert!(!out.contains("box/test2"), "{out}");
+}
+
+#[tokio::test]
+async fn a_condstore_enabling_fetch_reports_highestmodseq() {
+    // RFC 7162 §3.1: the first CONDSTORE-enabling command in a selected mailbox gets an
+    // untagged OK [HIGHESTMODSEQ], so the client learns where it stands.
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    run(&mut s, "a SELECT INBOX").await;
+    let out = run(&mut s, "b FETCH 1 (MODSEQ)").await;
+    assert!(out.starts_with("* OK [HIGHESTMODSEQ "), "{out}");
+    assert!(out.contains("* 1 FETCH (MODSEQ ("), "{out}");
+    let out = run(&mut s, "c FETCH 1 (MODSEQ)").await;
+    assert!(!out.contains("HIGHESTMODSEQ"), "only the first time: {out}");
+}
+
+/// The MODSEQ values of the FETCH responses in `out`, in order.
+fn modseqs(out: &str) -> Vec<u64> {
+    out.split("MODSEQ (").skip(1).filter_map(|r| r.split(')').next()?.parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn a_new_keyword_is_announced_in_flags_before_it_is_used() {
+    // RFC 3501 §7.2.6: FLAGS lists the flags the mailbox uses; a client may reject a keyword in
+    // a FETCH that FLAGS never named ("Keyword used without being in FLAGS").
+    let h = Harness::new();
+    let mut a = h.logged_in().await;
+    let mut b = h.logged_in().await;
+    append(&mut a, "INBOX", "", MESSAGE).await;
+    run(&mut a, "s SELECT INBOX").await;
+    run(&mut b, "s SELECT INBOX").await;
+    // Another session's STORE.
+    run(&mut b, "t STORE 1 +FLAGS ($Label1)").await;
+    let out = run(&mut a, "n NOOP").await;
+    let flags = out.find("* FLAGS (").expect(&out);
+    assert!(
+        out[flags..].starts_with("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded $Label1)\r\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded $Label1 \\*)]"),
+        "{out}"
+    );
+    assert!(flags < out.find("* 1 FETCH").expect(&out), "{out}");
+    // This session's own STORE, and a keyword another session APPENDs with.
+    let out = run(&mut a, "u STORE 1 +FLAGS ($Label2)").await;
+    assert!(out.find("$Label1 $Label2)\r\n").expect(&out) < out.find("* 1 FETCH").expect(&out), "{out}");
+    append(&mut b, "INBOX", "$Label3", MESSAGE).await;
+    let out = run(&mut a, "n NOOP").await;
+    assert!(out.find("$Label2 $Label3)\r\n").expect(&out) < out.find("* 2 EXISTS").expect(&out), "{out}");
+    // Known keywords are not announced again.
+    run(&mut b, "n NOOP").await;
+    assert!(!run(&mut b, "v STORE 1 -FLAGS ($Label1)").await.contains("* FLAGS"));
+    assert!(!run(&mut a, "n NOOP").await.contains("* FLAGS"));
+}
+
+#[tokio::test]
+async fn modseq_of_a_message_never_goes_back() {
+    // RFC 7162 §3.1.1: a message's mod-sequence only grows. This session's STORE learns the
+    // newest one first; the older change of another session, reported after it, is stale.
+    let h = Harness::new();
+    let mut a = h.logged_in().await;
+    let mut b = h.logged_in().await;
+    append(&mut a, "INBOX", "", MESSAGE).await;
+    run(&mut a, "s SELECT INBOX (CONDSTORE)").await;
+    run(&mut b, "s SELECT INBOX").await;
+    run(&mut b, "t STORE 1 +FLAGS (\\Flagged)").await;
+    let out = run(&mut a, "u STORE 1 +FLAGS (\\Seen)").await;
+    let seen = modseqs(&out);
+    assert!(!seen.is_empty(), "{out}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "MODSEQ went back: {out}");
+    let out = run(&mut a, "f FETCH 1 (FLAGS MODSEQ)").await;
+    assert!(out.contains("FLAGS (\\Flagged \\Seen \\Recent)"), "{out}");
+    assert!(modseqs(&out)[0] >= *seen.last().unwrap(), "{out}");
+}
+
+#[tokio::test]
+async fn fetching_a_message_another_session_expunged_is_no_expungeissued() {
+    // RFC 2180 §4.1.3 (and RFC 5530's EXPUNGEISSUED): the message's data is gone; no FETCH
+    // with invented, empty data for it, and a tagged NO saying why.
+    let h = Harness::new();
+    let mut a = h.logged_in().await;
+    let mut b = h.logged_in().await;
+    append(&mut a, "INBOX", "", MESSAGE).await;
+    append(&mut a, "INBOX", "", MESSAGE).await;
+    run(&mut a, "s SELECT INBOX").await;
+    run(&mut b, "s SELECT INBOX").await;
+    run(&mut b, "t STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    run(&mut b, "x EXPUNGE").await;
+    let out = run(&mut a, "f FETCH 1:2 (ENVELOPE BODY.PEEK[])").await;
+    assert!(!out.contains("* 1 FETCH (ENVELOPE"), "{out}");
+    assert!(out.contains("* 2 FETCH (ENVELOPE (\"Tue, 04 Mar 2025"), "{out}");
+    assert!(out.ends_with("f NO [EXPUNGEISSUED] some of the requested messages no longer exist\r\n"), "{out}");
+    let out = run(&mut a, "n NOOP").await;
+    assert!(out.starts_with("* 1 EXPUNGE\r\n"), "{out}");
+}
+
+#[tokio::test]
+async fn a_new_message_is_announced_before_a_fetch_about_it() {
+    // A FETCH response may name only a sequence number the client was told of (RFC 3501
+    // §7.4.2): another session's APPEND and then STORE on the same message reach this session
+    // together, and the EXISTS must come first.
+    let h = Harness::new();
+    let mut a = h.logged_in().await;
+    let mut b = h.logged_in().await;
+    run(&mut a, "s SELECT INBOX").await;
+    run(&mut b, "s SELECT INBOX").await;
+    append(&mut b, "INBOX", "", MESSAGE).await;
+    run(&mut b, "t STORE 1 +FLAGS (\\Flagged)").await;
+    let out = run(&mut a, "n NOOP").await;
+    let exists = out.find("* 1 EXISTS").expect(&out);
+    assert!(out.find("* 1 FETCH").is_none_or(|fetch| exists < fetch), "{out}");
+    let out = run(&mut a, "f FETCH 1 FLAGS").await;
+    assert!(out.contains("* 1 FETCH (FLAGS (\\Flagged"), "{out}");
 }
