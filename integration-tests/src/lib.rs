@@ -46,6 +46,20 @@ pub fn cluster_tls_toml(dir: &std::path::Path, name: &str) -> String {
     format!("[cluster_tls]\nca = \"{0}/ca.pem\"\ncert = \"{0}/{name}.pem\"\nkey = \"{0}/{name}.key\"\n", dir.display())
 }
 
+/// `--ca --cert --key` for `sirms ctl` or `sirms join` with certificate NAME (and `ca.pem`)
+/// from the directory `dir`.
+pub fn tls_args(dir: &std::path::Path, name: &str) -> Vec<String> {
+    let path = |file: String| dir.join(file).display().to_string();
+    vec![
+        "--ca".into(),
+        path("ca.pem".into()),
+        "--cert".into(),
+        path(format!("{name}.pem")),
+        "--key".into(),
+        path(format!("{name}.key")),
+    ]
+}
+
 /// The cluster token with certificate NAME from the CA directory `dir`.
 pub fn cluster_credentials(dir: &std::path::Path, name: &str) -> sirms_proto::cluster_tls::Credentials {
     use sirms_proto::cluster_tls::{ClusterTls, TlsFiles};
@@ -455,9 +469,14 @@ impl RouterProcess {
 
     /// Runs `sirms ctl ARGS` against this router.
     pub fn ctl_output(&self, args: &[&str]) -> std::process::Output {
+        self.ctl_as(&self.ctl_args, args)
+    }
+
+    /// Runs `sirms ctl ARGS` against this router with other credentials (`tls_args`).
+    pub fn ctl_as(&self, credentials: &[String], args: &[&str]) -> std::process::Output {
         Command::new(sirms_bin())
             .args(["ctl", "--router", &format!("http://{}", self.admin), "--token", CLUSTER_TOKEN])
-            .args(&self.ctl_args)
+            .args(credentials)
             .args(args)
             .output()
             .expect("run sirms ctl")

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use sirms_integration_tests::{
-    CLUSTER_TOKEN, MailNode, RouterProcess, cluster_credentials, cluster_tls_toml, ctl_ca, sirms_bin,
+    CLUSTER_TOKEN, MailNode, RouterProcess, cluster_credentials, cluster_tls_toml, ctl_ca, sirms_bin, tls_args,
 };
 use sirms_proto::cluster::directory_client::DirectoryClient;
 use sirms_proto::cluster::{Node, NodeLoad};
@@ -19,12 +19,7 @@ use sirms_proto::token::TokenInterceptor;
 fn join(router: &RouterProcess, token: &str, dir: &Path) -> Output {
     Command::new(sirms_bin())
         .args(["join", "--router", &router.admin.to_string(), "--token", token])
-        .arg("--ca")
-        .arg(dir.join("ca.pem"))
-        .arg("--cert")
-        .arg(dir.join("node3.pem"))
-        .arg("--key")
-        .arg(dir.join("node3.key"))
+        .args(tls_args(dir, "node3"))
         .output()
         .expect("run sirms join")
 }
@@ -37,10 +32,7 @@ fn router(ca: &Path, lifetime_secs: u64) -> RouterProcess {
         ca.display()
     );
     let mut router = RouterProcess::start_with(&(cluster_tls_toml(ca, "router1") + &issuer));
-    router.ctl_args = ["--ca", "ca.pem", "--cert", "admin.pem", "--key", "admin.key"]
-        .chunks(2)
-        .flat_map(|pair| [pair[0].to_string(), ca.join(pair[1]).display().to_string()])
-        .collect();
+    router.ctl_args = tls_args(ca, "admin");
     router
 }
 
@@ -97,17 +89,7 @@ async fn a_node_joins_once_with_an_invitation_and_renews_its_certificate_by_itse
     })
     .await
     .expect("node3 registers");
-    let as_node = Command::new(sirms_bin())
-        .args(["ctl", "--router", &format!("http://{}", router.admin), "--token", CLUSTER_TOKEN])
-        .arg("--ca")
-        .arg(node_dir.join("ca.pem"))
-        .arg("--cert")
-        .arg(node_dir.join("node3.pem"))
-        .arg("--key")
-        .arg(node_dir.join("node3.key"))
-        .arg("status")
-        .output()
-        .expect("run sirms ctl");
+    let as_node = router.ctl_as(&tls_args(&node_dir, "node3"), &["status"]);
     let err = String::from_utf8_lossy(&as_node.stderr);
     assert!(!as_node.status.success() && err.contains("node node3 may not make this call"), "{err}");
     let node3 = cluster_credentials(&node_dir, "node3");

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use sirms_integration_tests::{
-    CLUSTER_TOKEN, MailNode, RouterProcess, cluster_credentials, cluster_tls_toml, ctl_ca, python, sirms_bin,
+    CLUSTER_TOKEN, MailNode, RouterProcess, cluster_credentials, cluster_tls_toml, ctl_ca, python, sirms_bin, tls_args,
 };
 use sirms_proto::cluster::directory_client::DirectoryClient;
 use sirms_proto::cluster::{Node, NodeLoad};
@@ -29,7 +29,6 @@ s.quit()
 async fn the_cluster_plane_runs_on_mutual_tls_and_holds_callers_to_their_certificates() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir: PathBuf = tmp.path().join("ca");
-    let d = dir.to_str().expect("utf-8");
     ctl_ca(&dir, &["init"]);
     ctl_ca(&dir, &["issue", "router", "router1", "--host", "127.0.0.1"]);
     ctl_ca(&dir, &["issue", "node", "node1", "--host", "127.0.0.1"]);
@@ -39,10 +38,7 @@ async fn the_cluster_plane_runs_on_mutual_tls_and_holds_callers_to_their_certifi
         let dir = dir.clone();
         move || {
             let mut router = RouterProcess::start_with(&cluster_tls_toml(&dir, "router1"));
-            router.ctl_args = ["--ca", "ca.pem", "--cert", "admin.pem", "--key", "admin.key"]
-                .chunks(2)
-                .flat_map(|pair| [pair[0].to_string(), dir.join(pair[1]).display().to_string()])
-                .collect();
+            router.ctl_args = tls_args(&dir, "admin");
             let extra = |id: &str, ip| RouterProcess::nodes_extra(&[&router], id, ip) + &cluster_tls_toml(&dir, id);
             let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &extra("node1", [127, 0, 0, 1]));
             let n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &extra("node2", [127, 0, 0, 2]));
@@ -69,12 +65,7 @@ async fn the_cluster_plane_runs_on_mutual_tls_and_holds_callers_to_their_certifi
     assert!(String::from_utf8_lossy(&inbox[0]).contains("greets [127.0.0.77]") || inbox[0].ends_with(b"hi\r\n"));
 
     // A node's certificate is no admin's.
-    let as_node = std::process::Command::new(sirms_bin())
-        .args(["ctl", "--router", &format!("http://{}", router.admin), "--token", CLUSTER_TOKEN])
-        .args(["--ca", &format!("{d}/ca.pem"), "--cert", &format!("{d}/node1.pem"), "--key", &format!("{d}/node1.key")])
-        .arg("status")
-        .output()
-        .expect("run sirms ctl");
+    let as_node = router.ctl_as(&tls_args(&dir, "node1"), &["status"]);
     let err = String::from_utf8_lossy(&as_node.stderr);
     assert!(!as_node.status.success() && err.contains("node node1 may not make this call"), "{err}");
     // Without a certificate the router does not even answer.
