@@ -1,7 +1,7 @@
 //! Fuzzes the IMAP command pre-decoder (`sirms_mailnode::imap::extension`): the code that
 //! takes extension syntax imap-codec cannot decode out of a complete command before imap-codec
-//! decodes the rest: `SEARCH RETURN (…)` (ESEARCH) and extended LIST (LIST-EXTENDED,
-//! LIST-STATUS).
+//! decodes the rest: `SEARCH RETURN (…)` (ESEARCH), extended LIST (LIST-EXTENDED,
+//! LIST-STATUS) and STATUS's APPENDLIMIT item.
 //!
 //! The input is one complete command as the connection hands it over (line and literals).
 //! Byte 0 picks a prefix put before the rest, so that most inputs reach the extensions:
@@ -17,8 +17,10 @@
 //!   `tag LIST reference first-pattern`; it has patterns, RECURSIVEMATCH only with a criterion,
 //!   every pattern is one imap-codec reads back the same from a quoted string, and the first is
 //!   the one imap-codec decodes from the rewritten command;
+//! - a STATUS taken over keeps everything before its final `(` and has `(MESSAGES)` in place
+//!   of the list, which held APPENDLIMIT;
 //! - the pre-decoder only takes over commands imap-codec rejects: whenever it cuts or refuses,
-//!   imap-codec does not decode the input as it is; SEARCH and LIST never both claim one;
+//!   imap-codec does not decode the input as it is; SEARCH, LIST and STATUS never two claim one;
 //! - a plain command decodes exactly as imap-codec alone decodes it, with no extension;
 //! - a cut command decodes iff imap-codec decodes what is left, and then it is a SEARCH or LIST
 //!   with the same tag and carries the options.
@@ -31,7 +33,7 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::mailbox::ListMailbox;
 use libfuzzer_sys::fuzz_target;
 use sirms_mailnode::imap::extension::{
-    Decoded, Extension, ListExtended, Predecoded, SearchReturn, decode, esearch, list, predecode,
+    Decoded, Extension, ListExtended, Predecoded, SearchReturn, decode, esearch, list, predecode, status,
 };
 
 const PREFIXES: [&[u8]; 8] = [
@@ -51,6 +53,13 @@ fn codec(bytes: &[u8]) -> Option<Command<'_>> {
         Ok(([], command)) => Some(command),
         _ => None,
     }
+}
+
+/// The tag of a STATUS imap-codec decodes from all of `bytes`.
+fn decoded_status(bytes: &[u8]) -> Option<String> {
+    let command = codec(bytes)?;
+    assert!(matches!(command.body, CommandBody::Status { .. }), "{command:?}");
+    Some(command.tag.inner().to_string())
 }
 
 /// Splits `bytes` at single spaces, all of them (an empty word where two spaces meet).
@@ -157,11 +166,42 @@ fuzz_target!(|data: &[u8]| {
 
     let found = esearch::find(message);
     let listed = list::find(message);
-    assert!(found.is_none() || listed.is_none(), "SEARCH and LIST both claim the command");
+    let statused = status::find(message);
+    let claims = [found.is_some(), listed.is_some(), statused.is_some()];
+    assert!(claims.iter().filter(|c| **c).count() <= 1, "two extensions claim the command: {claims:?}");
+    if let Some(Ok((command, items))) = &statused {
+        assert!(items.append_limit);
+        // The list's `(` is the message's last one: its items and what follows hold none.
+        let open = message.iter().rposition(|&b| b == b'(').expect("a STATUS taken over has an item list");
+        assert_eq!(command[..open], message[..open]);
+        assert!(command[open..].starts_with(b"(MESSAGES)"), "{command:?}");
+        match (&decoded_status(command), decode(message)) {
+            (Some(tag), Ok(d)) => {
+                assert_eq!(d.command.tag.inner(), tag);
+                assert_eq!(d.extension, Extension::Status(items.clone()));
+            }
+            (None, Err(_)) => {}
+            (c, d) => panic!("imap-codec on the rest {c:?} but decode {d:?}"),
+        }
+    }
     let predecoded = predecode(message);
     let decoded = decode(message);
     if predecoded != Predecoded::Plain {
         assert!(codec(message).is_none(), "imap-codec decodes a command the pre-decoder took: {predecoded:?}");
+    }
+    if statused.is_some() {
+        match (&statused, &predecoded) {
+            (Some(Ok((rewritten, items))), Predecoded::Cut { command, extension }) => {
+                assert_eq!(rewritten, command);
+                assert_eq!(*extension, Extension::Status(items.clone()));
+            }
+            (Some(Err(text)), Predecoded::Invalid(invalid)) => {
+                assert_eq!(text, invalid);
+                assert_eq!(decoded.as_ref().err(), Some(text));
+            }
+            (statused, predecoded) => panic!("find {statused:?} but predecode {predecoded:?}"),
+        }
+        return;
     }
     match (&found, &listed, &predecoded) {
         (None, None, Predecoded::Plain) => {

@@ -67,7 +67,9 @@ out["logout"] = m.logout()[0]
     );
     assert!(out["caps_plain"].as_array().unwrap().iter().any(|c| c == "LOGINDISABLED"), "{out}");
     assert!(out["plain_login"].as_str().unwrap().contains("PRIVACYREQUIRED"), "{out}");
-    for cap in ["IMAP4REV1", "IDLE", "UIDPLUS", "MOVE", "SPECIAL-USE", "AUTH=PLAIN", "CONDSTORE", "NAMESPACE"] {
+    // APPENDLIMIT is the default `[limits] imap_max_append`.
+    let caps = ["IMAP4REV1", "IDLE", "UIDPLUS", "MOVE", "SPECIAL-USE", "AUTH=PLAIN", "CONDSTORE", "NAMESPACE"];
+    for cap in caps.into_iter().chain(["STATUS=SIZE", "APPENDLIMIT=67108864"]) {
         assert!(out["caps_tls"].as_array().unwrap().iter().any(|c| c == cap), "{cap} missing: {out}");
     }
     assert_eq!(out["exists"], "3");

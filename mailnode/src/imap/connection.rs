@@ -289,6 +289,7 @@ impl ImapService {
             allow_plaintext_auth: self.allow_plaintext_auth,
             max_auth_failures: self.limits.max_auth_failures,
             max_bad_commands: self.limits.max_bad_commands,
+            max_append: self.limits.max_append,
         });
         let tls = conn.stream.is_tls();
         let mut session = Session::new(

@@ -15,6 +15,7 @@ use imap_types::command::CommandBody;
 use sirms_storage::{BodyPart, Change, MailStore, UidSet};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::connection::ImapLimits;
 use super::error::{CommandError, CommandResult, Done};
 use super::extension::esearch::Esearch;
 use super::extension::{Decoded, Extension};
@@ -40,6 +41,9 @@ pub struct SessionConfig {
     pub max_auth_failures: u32,
     /// Malformed or invalid commands after which the connection is closed.
     pub max_bad_commands: u32,
+    /// The largest message APPEND takes (the connection's literal limit), advertised as
+    /// `APPENDLIMIT=n` (RFC 7889) so that clients do not upload what will be refused.
+    pub max_append: u32,
 }
 
 impl SessionConfig {
@@ -51,6 +55,7 @@ impl SessionConfig {
             allow_plaintext_auth: false,
             max_auth_failures: 3,
             max_bad_commands: 20,
+            max_append: ImapLimits::default().max_append,
         }
     }
 }
@@ -161,8 +166,11 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QUOTA QUOTA=RES-STORAGE BINARY ESEARCH LIST-STATUS",
+             QUOTA QUOTA=RES-STORAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE",
         );
+        // One limit for every mailbox, so it goes in the capability (RFC 7889) and a
+        // client need not ask mailbox by mailbox.
+        caps.push_str(&format!(" APPENDLIMIT={}", self.config.max_append));
         if self.user.is_none() {
             if self.config.starttls_offered && !self.tls_active {
                 caps.push_str(" STARTTLS");
@@ -257,7 +265,11 @@ impl Session {
             CommandBody::Lsub { reference, mailbox_wildcard } => {
                 self.list(&reference, &mailbox_wildcard, true, out).await
             }
-            CommandBody::Status { mailbox, item_names } => self.status(&mailbox, &item_names, out).await,
+            CommandBody::Status { mailbox, item_names } => match &extension {
+                // The command's items are a placeholder when APPENDLIMIT was asked for.
+                Extension::Status(asked) => self.status(&mailbox, &asked.items, true, out).await,
+                _ => self.status(&mailbox, &item_names, false, out).await,
+            },
             CommandBody::Append { mailbox, flags, date, message } => {
                 self.append(&mailbox, &flags, date.as_ref(), &message).await
             }

@@ -30,6 +30,12 @@ impl Session {
         if bytes.is_empty() {
             return Err(CommandError::no(None, "empty message"));
         }
+        // The connection refuses a larger literal before it is sent; this keeps the session
+        // true to the APPENDLIMIT it advertises whatever drives it.
+        if bytes.len() > self.config.max_append as usize {
+            let text = format!("message too large (APPENDLIMIT {} octets)", self.config.max_append);
+            return Err(CommandError::no(Some(Code::TooBig), text));
+        }
         let new = NewMessage {
             bytes: Bytes::copy_from_slice(bytes),
             flags: flags::from_imap(flag_list)?,

@@ -205,8 +205,9 @@ impl Session {
             // RFC 5819 §2: a STATUS after the LIST line of every selected mailbox; one that
             // cannot be had leaves the mailbox \Noselect, without a STATUS.
             let mut status = None;
-            if is_selected && !list.returns.status.is_empty() {
-                match self.status_response(&mailbox.name, &list.returns.status).await {
+            if is_selected && (!list.returns.status.is_empty() || list.returns.append_limit) {
+                let (items, append_limit) = (&list.returns.status, list.returns.append_limit);
+                match self.status_response(&mailbox.name, items, append_limit).await {
                     Ok(response) => status = Some(response),
                     Err(e) => {
                         tracing::debug!(mailbox = %mailbox.name, error = %e, "LIST-STATUS without STATUS");

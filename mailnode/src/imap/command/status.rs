@@ -16,20 +16,22 @@ impl Session {
         &mut self,
         mailbox: &Mailbox<'_>,
         items: &[StatusDataItemName],
+        append_limit: bool,
         out: &mut Sink<'_>,
     ) -> CommandResult {
         let name = mailbox_name(mailbox)?;
-        let response = self.status_response(&name, items).await?;
+        let response = self.status_response(&name, items, append_limit).await?;
         out.write_all(&response).await?;
         Ok(Done::ok("STATUS completed"))
     }
 
     /// `* STATUS name (item value …)` for the mailbox the store calls `name` (for STATUS, and
-    /// LIST's STATUS return option).
+    /// LIST's STATUS return option); with `append_limit`, APPENDLIMIT last.
     pub(crate) async fn status_response(
         &mut self,
         name: &str,
         items: &[StatusDataItemName],
+        append_limit: bool,
     ) -> Result<Vec<u8>, CommandError> {
         let user = self.login_name()?;
         let status = self.store.status(&user, name).await?;
@@ -41,6 +43,8 @@ impl Session {
                 StatusDataItemName::UidNext => format!("UIDNEXT {}", status.uid_next),
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", status.uid_validity),
                 StatusDataItemName::Unseen => format!("UNSEEN {}", status.unseen),
+                // RFC 8438: the octets of all the messages, as their RFC822.SIZE adds up.
+                StatusDataItemName::Size => format!("SIZE {}", status.size),
                 StatusDataItemName::HighestModSeq => {
                     self.condstore = true;
                     format!("HIGHESTMODSEQ {}", status.highest_modseq)
@@ -58,6 +62,11 @@ impl Session {
                 }
             };
             fields.push(field);
+        }
+        if append_limit {
+            // RFC 7889: the same limit as the capability's, since it is one for every
+            // mailbox (NIL would mean none).
+            fields.push(format!("APPENDLIMIT {}", self.config.max_append));
         }
         let mut data = Data::new("STATUS ");
         data.astring(&mutf7::encode(name)).raw(format_args!(" ({})", fields.join(" ")));

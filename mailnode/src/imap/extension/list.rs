@@ -51,6 +51,8 @@ pub struct ListReturn {
     pub special_use: bool,
     /// STATUS data items to answer after each selected mailbox's LIST line; empty for none.
     pub status: Vec<StatusDataItemName>,
+    /// `STATUS (APPENDLIMIT)` (RFC 7889), which has no `StatusDataItemName`.
+    pub append_limit: bool,
 }
 
 /// An extended LIST: what imap-codec cannot decode of it.
@@ -194,6 +196,10 @@ fn returns(s: &mut Scanner<'_>) -> Result<ListReturn, &'static str> {
                 return Err("STATUS needs at least one status item");
             }
             for item in items {
+                if item.eq_ignore_ascii_case(b"APPENDLIMIT") {
+                    returns.append_limit = true;
+                    continue;
+                }
                 let item = status_item(item).ok_or("unknown STATUS item")?;
                 if !returns.status.contains(&item) {
                     returns.status.push(item);
@@ -235,8 +241,8 @@ fn options<'a>(s: &mut Scanner<'a>) -> Result<Vec<&'a [u8]>, &'static str> {
     }
 }
 
-/// The STATUS data items the STATUS command takes too.
-fn status_item(word: &[u8]) -> Option<StatusDataItemName> {
+/// The STATUS data items imap-codec knows (APPENDLIMIT is not one: [`ListReturn::append_limit`]).
+pub(super) fn status_item(word: &[u8]) -> Option<StatusDataItemName> {
     let upper = word.to_ascii_uppercase();
     Some(match upper.as_slice() {
         b"MESSAGES" => StatusDataItemName::Messages,
@@ -247,6 +253,7 @@ fn status_item(word: &[u8]) -> Option<StatusDataItemName> {
         b"DELETED" => StatusDataItemName::Deleted,
         b"DELETED-STORAGE" => StatusDataItemName::DeletedStorage,
         b"HIGHESTMODSEQ" => StatusDataItemName::HighestModSeq,
+        b"SIZE" => StatusDataItemName::Size,
         _ => return None,
     })
 }
@@ -312,6 +319,7 @@ mod tests {
             children: true,
             special_use: true,
             status: vec![StatusDataItemName::UidNext],
+            append_limit: false,
         };
         assert_eq!(list.returns, returns);
         let (_, list) = ok("t LIST \"\" * RETURN ()\r\n");
@@ -370,7 +378,7 @@ mod tests {
             (b"a LIST \"\" (\"\\a\")\r\n", "atoms or quoted"),
             (b"a LIST \"\" (\"\xc3\xa9\")\r\n", "atoms or quoted"),
             (b"a LIST \"\" * RETURN (FOO)\r\n", "return option"),
-            (b"a LIST \"\" * RETURN (STATUS (SIZE))\r\n", "STATUS item"),
+            (b"a LIST \"\" * RETURN (STATUS (BOGUS))\r\n", "STATUS item"),
             (b"a LIST \"\" * RETURN (STATUS ())\r\n", "at least one"),
             (b"a LIST \"\" * RETURN (STATUS MESSAGES)\r\n", "parenthesized"),
             (b"a LIST \"\" * RETURN (STATUS (MESSAGES)\r\n", "separated"),

@@ -7,7 +7,9 @@
 //!
 //! - `tag [UID] SEARCH RETURN (opts) criteria`, ESEARCH (RFC 4731): [`esearch`];
 //! - `tag LIST [(selection)] reference (patterns) [RETURN (opts)]`, LIST-EXTENDED (RFC 5258)
-//!   with LIST-STATUS (RFC 5819) and SPECIAL-USE (RFC 6154): [`list`].
+//!   with LIST-STATUS (RFC 5819) and SPECIAL-USE (RFC 6154): [`list`];
+//! - `tag STATUS mailbox (items)` with the APPENDLIMIT item (RFC 7889): [`status`], which
+//!   reads the item list back from the end of the command.
 //!
 //! Only the first line is examined, up to the first literal, and clauses are made of atoms
 //! and parentheses. SEARCH's clause sits right after the command name, so a quoted string or
@@ -18,6 +20,7 @@
 
 pub mod esearch;
 pub mod list;
+pub mod status;
 
 use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
@@ -26,6 +29,7 @@ use imap_types::command::Command;
 
 pub use esearch::SearchReturn;
 pub use list::ListExtended;
+pub use status::StatusItems;
 
 /// What the pre-decoder took out of a command, for the command's handler.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +41,8 @@ pub enum Extension {
     SearchReturn(SearchReturn),
     /// An extended LIST: its options and all its patterns.
     List(ListExtended),
+    /// A STATUS that asks for APPENDLIMIT: all its items (the command's are a placeholder).
+    Status(StatusItems),
 }
 
 /// A decoded command and what the pre-decoder took out of it.
@@ -71,6 +77,12 @@ pub fn predecode(message: &[u8]) -> Predecoded {
                 command.extend_from_slice(&message[clause.end..]);
                 Predecoded::Cut { command, extension: Extension::SearchReturn(options) }
             }
+        };
+    }
+    if let Some(found) = status::find(message) {
+        return match found {
+            Err(text) => Predecoded::Invalid(text),
+            Ok((command, items)) => Predecoded::Cut { command, extension: Extension::Status(items) },
         };
     }
     match list::find(message) {

@@ -707,3 +707,64 @@ async fn a_new_message_is_announced_before_a_fetch_about_it() {
     let out = run(&mut a, "f FETCH 1 FLAGS").await;
     assert!(out.contains("* 1 FETCH (FLAGS (\\Flagged"), "{out}");
 }
+
+#[tokio::test]
+async fn status_size_and_appendlimit() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    // RFC 7889: one limit for all mailboxes, in the capability; RFC 8438: STATUS=SIZE.
+    let out = run(&mut s, "a CAPABILITY").await;
+    let limit = ImapLimits::default().max_append;
+    assert!(out.contains(&format!(" APPENDLIMIT={limit}")) && out.contains(" STATUS=SIZE"), "{out}");
+
+    let out = run(&mut s, "b STATUS INBOX (MESSAGES SIZE)").await;
+    assert!(out.starts_with("* STATUS INBOX (MESSAGES 0 SIZE 0)\r\n"), "{out}");
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    append(&mut s, "INBOX", "\\Seen", "Subject: x\r\n\r\ny\r\n").await;
+    let size = MESSAGE.len() + "Subject: x\r\n\r\ny\r\n".len();
+    let out = run(&mut s, "c STATUS INBOX (SIZE)").await;
+    assert!(out.starts_with(&format!("* STATUS INBOX (SIZE {size})\r\nc OK")), "{out}");
+    // The same item through LIST-STATUS (RFC 5819).
+    let out = run(&mut s, "d LIST \"\" INBOX RETURN (STATUS (SIZE))").await;
+    assert!(out.contains(&format!("* STATUS INBOX (SIZE {size})\r\n")), "{out}");
+
+    // The APPENDLIMIT item (imap-codec lacks it: the pre-decoder reads the list) gives the
+    // capability's limit, alone or among other items, in STATUS and in LIST-STATUS.
+    let out = run(&mut s, "e STATUS INBOX (APPENDLIMIT)").await;
+    assert_eq!(out, format!("* STATUS INBOX (APPENDLIMIT {limit})\r\ne OK STATUS completed\r\n"));
+    let out = run(&mut s, "f STATUS inbox (messages appendlimit size messages)").await;
+    assert!(out.starts_with(&format!("* STATUS INBOX (MESSAGES 2 SIZE {size} APPENDLIMIT {limit})\r\nf OK")), "{out}");
+    // (The harness answers what does not decode without a tag; the connection adds it.)
+    let out = run(&mut s, "g STATUS INBOX (APPENDLIMIT BOGUS)").await;
+    assert_eq!(out, "* BAD unknown STATUS item\r\n");
+    let out = run(&mut s, "h STATUS Nonexistent (APPENDLIMIT)").await;
+    assert!(out.starts_with("h NO"), "{out}");
+    let out = run(&mut s, "i LIST \"\" INBOX RETURN (STATUS (APPENDLIMIT))").await;
+    assert!(out.contains(&format!("* STATUS INBOX (APPENDLIMIT {limit})\r\ni OK")), "{out}");
+}
+
+#[tokio::test]
+async fn append_over_the_advertised_limit_is_toobig() {
+    let h = Harness::new();
+    let mut config = SessionConfig::new("imap.example.test");
+    config.allow_plaintext_auth = true;
+    config.max_append = 16;
+    let directory = directory();
+    let mut s = Session::new(
+        Arc::new(config),
+        h.store.clone(),
+        authenticator(directory.clone()),
+        directory,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        false,
+    );
+    assert!(run(&mut s, "a LOGIN alice@example.test pw").await.contains("a OK"));
+    let out = run(&mut s, "b CAPABILITY").await;
+    assert!(out.contains(" APPENDLIMIT=16"), "{out}");
+    let out = append(&mut s, "INBOX", "", "Subject: x\r\n\r\n16 octets\r\n").await;
+    assert!(out.starts_with("ap NO [TOOBIG]"), "{out}");
+    let out = append(&mut s, "INBOX", "", "Subject: x\r\n\r\ny").await;
+    assert!(out.contains("ap OK [APPENDUID"), "{out}");
+    let out = run(&mut s, "c STATUS INBOX (MESSAGES)").await;
+    assert!(out.starts_with("* STATUS INBOX (MESSAGES 1)"), "{out}");
+}
