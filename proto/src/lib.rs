@@ -24,3 +24,4 @@ pub mod cidr;
 pub mod cluster_tls;
 pub mod proxy_v2;
 pub mod token;
+pub mod watched;

@@ -4,9 +4,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use serde::Deserialize;
+use sirms_proto::watched::Watched;
 use tokio_rustls::TlsAcceptor;
 
 /// The `[tls]` section of a node's config.
@@ -36,15 +40,45 @@ fn read_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
     TlsError::Read { path: path.to_path_buf(), message: e.to_string() }
 }
 
-/// Builds the acceptor for every TLS listener and STARTTLS of a node.
+/// Picks the node's certificate for each handshake: the one in the files as they are now.
+struct Certificate(Watched<Arc<CertifiedKey>>);
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Certificate")
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current())
+    }
+}
+
+/// Reads a certificate chain and its key into what rustls signs with.
+fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let chain: Result<Vec<CertificateDer<'static>>, _> =
+        CertificateDer::pem_file_iter(cert).map_err(|e| read_err(cert, e))?.collect();
+    let chain = chain.map_err(|e| read_err(cert, e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err(key, e))?;
+    Ok(CertifiedKey::from_der(chain, key, provider)?)
+}
+
+/// Builds the acceptor for every TLS listener and STARTTLS of a node. The admin's certificate
+/// is read again when its files change (a renewal), for the handshakes after: sessions already
+/// open keep theirs, so none is dropped.
 pub fn acceptor(config: &TlsConfig, hostname: &str) -> Result<TlsAcceptor, TlsError> {
-    let (chain, key) = match (&config.cert, &config.key) {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certificate = match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => {
-            let chain: Result<Vec<CertificateDer<'static>>, _> =
-                CertificateDer::pem_file_iter(cert).map_err(|e| read_err(cert, e))?.collect();
-            let chain = chain.map_err(|e| read_err(cert, e))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err(key, e))?;
-            (chain, key)
+            // Read once for the first load's typed error; later failures are logged by `Watched`.
+            load(cert, key, &provider)?;
+            let (cert, key, reload_with) = (cert.clone(), key.clone(), provider.clone());
+            let paths = vec![cert.clone(), key.clone()];
+            Watched::new("TLS certificate", paths, move || {
+                load(&cert, &key, &reload_with).map(Arc::new).map_err(|e| e.to_string())
+            })
+            .map_err(|e| TlsError::Read { path: config.cert.clone().unwrap_or_default(), message: e })?
         }
         (None, None) => {
             let self_signed = |e: rcgen::Error| TlsError::SelfSigned(e.to_string());
@@ -54,14 +88,14 @@ pub fn acceptor(config: &TlsConfig, hostname: &str) -> Result<TlsAcceptor, TlsEr
             let cert = params.self_signed(&key_pair).map_err(self_signed)?;
             let key =
                 PrivateKeyDer::try_from(key_pair.serialize_der()).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
-            (vec![cert.der().clone()], key)
+            let certified = CertifiedKey::from_der(vec![cert.der().clone()], key, &provider)?;
+            Watched::fixed("TLS certificate", Arc::new(certified))
         }
         _ => return Err(TlsError::Incomplete),
     };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let server = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(Arc::new(Certificate(certificate)));
     Ok(TlsAcceptor::from(Arc::new(server)))
 }

@@ -6,8 +6,7 @@
 //! as it happens before the old certificate expires.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -17,9 +16,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity as TlsIdentity};
 
 use super::{ClusterTlsError, TlsFiles};
-
-/// How often the files are looked at (their size and modification time), at most.
-const RELOAD_CHECK: Duration = Duration::from_secs(2);
+use crate::watched::Watched;
 
 /// Whether a server asks every client for a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,30 +28,18 @@ pub enum ClientAuth {
     Optional,
 }
 
-/// The files' sizes and modification times (`None` if one is missing).
-type Stamp = Option<Vec<(u64, SystemTime)>>;
-
 /// What the files held when last read, as rustls and tonic take it.
 struct Loaded {
-    stamp: Stamp,
     pem: [Vec<u8>; 3],
     server_required: Arc<ServerConfig>,
     server_optional: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
 }
 
-struct Inner {
-    files: Option<TlsFiles>,
-    loaded: RwLock<Arc<Loaded>>,
-    /// When the files were last looked at, and the stamp of a set that failed to load (so
-    /// that a broken renewal is logged once, not every check).
-    checked: Mutex<(Instant, Stamp)>,
-}
-
 /// The loaded CA and certificate of one role; cheap to clone (clones share the reloads).
 #[derive(Clone)]
 pub struct ClusterTls {
-    inner: Arc<Inner>,
+    loaded: Arc<Watched<Arc<Loaded>>>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -63,13 +48,6 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn read(path: &Path) -> Result<Vec<u8>, ClusterTlsError> {
     std::fs::read(path).map_err(|source| ClusterTlsError::Read { path: path.to_path_buf(), source })
-}
-
-fn stamp(files: &TlsFiles) -> Stamp {
-    [&files.ca, &files.cert, &files.key]
-        .into_iter()
-        .map(|path| std::fs::metadata(path).ok().and_then(|m| Some((m.len(), m.modified().ok()?))))
-        .collect()
 }
 
 fn setup(what: &str) -> impl FnOnce(rustls::Error) -> ClusterTlsError + '_ {
@@ -118,7 +96,6 @@ impl Loaded {
             .map_err(setup("certificate and key"))?;
         client.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Loaded {
-            stamp: None,
             pem: [ca.to_vec(), cert.to_vec(), key_pem.to_vec()],
             server_required: server(ClientAuth::Required)?,
             server_optional: server(ClientAuth::Optional)?,
@@ -127,62 +104,32 @@ impl Loaded {
     }
 
     fn from_files(files: &TlsFiles) -> Result<Loaded, ClusterTlsError> {
-        // Stamped before reading: a change made while reading shows as a change next time.
-        let stamp = stamp(files);
-        let mut loaded = Loaded::from_pem(&read(&files.ca)?, &read(&files.cert)?, &read(&files.key)?)?;
-        loaded.stamp = stamp;
-        Ok(loaded)
+        Loaded::from_pem(&read(&files.ca)?, &read(&files.cert)?, &read(&files.key)?)
     }
 }
 
 impl ClusterTls {
     /// Reads the files (and again whenever they change).
     pub fn load(files: &TlsFiles) -> Result<ClusterTls, ClusterTlsError> {
-        ClusterTls::with(Some(files.clone()), Loaded::from_files(files)?)
+        // Read once for the first load's typed error; later failures are logged by `Watched`.
+        Loaded::from_files(files)?;
+        let paths = vec![files.ca.clone(), files.cert.clone(), files.key.clone()];
+        let files = files.clone();
+        let load = move || Loaded::from_files(&files).map(Arc::new).map_err(|e| e.to_string());
+        let watched = Watched::new("cluster certificate", paths, load)
+            .map_err(|e| ClusterTlsError::Setup("cluster TLS".into(), e))?;
+        Ok(ClusterTls { loaded: Arc::new(watched) })
     }
 
     /// From PEM bytes in memory, never reloaded.
     pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Result<ClusterTls, ClusterTlsError> {
-        ClusterTls::with(None, Loaded::from_pem(ca, cert, key)?)
-    }
-
-    fn with(files: Option<TlsFiles>, loaded: Loaded) -> Result<ClusterTls, ClusterTlsError> {
-        let inner = Inner { files, loaded: RwLock::new(Arc::new(loaded)), checked: Mutex::new((Instant::now(), None)) };
-        Ok(ClusterTls { inner: Arc::new(inner) })
+        let loaded = Arc::new(Loaded::from_pem(ca, cert, key)?);
+        Ok(ClusterTls { loaded: Arc::new(Watched::fixed("cluster certificate", loaded)) })
     }
 
     /// The current material, read again first if the files changed since.
     fn current(&self) -> Arc<Loaded> {
-        if let Some(files) = &self.inner.files {
-            self.reload_if_changed(files);
-        }
-        self.inner.loaded.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn reload_if_changed(&self, files: &TlsFiles) {
-        let mut checked = self.inner.checked.lock().unwrap_or_else(|e| e.into_inner());
-        if checked.0.elapsed() < RELOAD_CHECK {
-            return;
-        }
-        checked.0 = Instant::now();
-        let now = stamp(files);
-        let loaded_stamp = self.inner.loaded.read().unwrap_or_else(|e| e.into_inner()).stamp.clone();
-        if now.is_none() || now == loaded_stamp || now == checked.1 {
-            return;
-        }
-        match Loaded::from_files(files) {
-            Ok(loaded) => {
-                tracing::info!(cert = %files.cert.display(), "cluster certificate changed on disk: new connections use it");
-                *self.inner.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
-                checked.1 = None;
-            }
-            Err(e) => {
-                // Half-written files (a renewal in progress) look like this too: the old
-                // certificate stays in use and the files are read again when they change.
-                tracing::warn!(error = %e, "cluster certificate files changed but cannot be used; keeping the previous ones");
-                checked.1 = now;
-            }
-        }
+        self.loaded.current()
     }
 
     /// The server side for new connections.
