@@ -72,6 +72,19 @@ pub fn cluster_credentials(dir: &std::path::Path, name: &str) -> sirms_proto::cl
     sirms_proto::cluster_tls::Credentials { token: CLUSTER_TOKEN.into(), tls: Some(tls) }
 }
 
+/// A Directory client (the API nodes use) of the router at `admin`, with `credentials`.
+pub async fn directory_client(
+    admin: SocketAddr,
+    credentials: &sirms_proto::cluster_tls::Credentials,
+) -> sirms_proto::cluster::directory_client::DirectoryClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, sirms_proto::token::TokenInterceptor>,
+> {
+    let endpoint = credentials.endpoint(&format!("http://{admin}")).expect("endpoint");
+    let channel = endpoint.connect().await.expect("connect to the router");
+    let token = sirms_proto::token::TokenInterceptor::new(&credentials.token).expect("token");
+    sirms_proto::cluster::directory_client::DirectoryClient::with_interceptor(channel, token)
+}
+
 /// A free TCP port on 127.0.0.1, released for a child process to take.
 pub fn free_port() -> u16 {
     free_port_on(Ipv4Addr::LOCALHOST)

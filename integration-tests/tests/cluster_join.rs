@@ -8,12 +8,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use sirms_integration_tests::{
-    CLUSTER_TOKEN, MailNode, RouterProcess, cluster_credentials, cluster_tls_toml, ctl_ca, sirms_bin, tls_args,
+    MailNode, RouterProcess, cluster_credentials, cluster_tls_toml, ctl_ca, directory_client, sirms_bin, tls_args,
 };
-use sirms_proto::cluster::directory_client::DirectoryClient;
 use sirms_proto::cluster::{Node, NodeLoad};
 use sirms_proto::cluster_tls::{Identity, Role};
-use sirms_proto::token::TokenInterceptor;
 
 /// `sirms join` for the node whose files go in `dir`.
 fn join(router: &RouterProcess, token: &str, dir: &Path) -> Output {
@@ -93,10 +91,7 @@ async fn a_node_joins_once_with_an_invitation_and_renews_its_certificate_by_itse
     let err = String::from_utf8_lossy(&as_node.stderr);
     assert!(!as_node.status.success() && err.contains("node node3 may not make this call"), "{err}");
     let node3 = cluster_credentials(&node_dir, "node3");
-    let channel =
-        node3.endpoint(&format!("http://{}", router.admin)).expect("endpoint").connect().await.expect("connect");
-    let mut directory =
-        DirectoryClient::with_interceptor(channel, TokenInterceptor::new(CLUSTER_TOKEN).expect("token"));
+    let mut directory = directory_client(router.admin, &node3).await;
     let impostor = Node { id: "node1".into(), host: "127.0.0.3".into(), smtp_port: 25, ..Default::default() };
     let refused = directory.register(impostor).await.expect_err("a joined node registers only as itself");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
@@ -114,10 +109,7 @@ async fn a_node_joins_once_with_an_invitation_and_renews_its_certificate_by_itse
     assert_eq!(Identity::from_pem(&renewed), Some(Identity { role: Role::Node, name: "node3".into() }));
     // The renewed files work on a new connection.
     let node3 = cluster_credentials(&node_dir, "node3");
-    let channel =
-        node3.endpoint(&format!("http://{}", router.admin)).expect("endpoint").connect().await.expect("connect");
-    let mut directory =
-        DirectoryClient::with_interceptor(channel, TokenInterceptor::new(CLUSTER_TOKEN).expect("token"));
+    let mut directory = directory_client(router.admin, &node3).await;
     directory
         .heartbeat(NodeLoad { node_id: "node3".into(), ..Default::default() })
         .await

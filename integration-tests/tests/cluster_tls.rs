@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use sirms_integration_tests::{
-    CLUSTER_TOKEN, MailNode, RouterProcess, cluster_credentials, cluster_tls_toml, ctl_ca, python, sirms_bin, tls_args,
+    CLUSTER_TOKEN, MailNode, RouterProcess, cluster_credentials, cluster_tls_toml, ctl_ca, directory_client, python,
+    sirms_bin, tls_args,
 };
-use sirms_proto::cluster::directory_client::DirectoryClient;
 use sirms_proto::cluster::{Node, NodeLoad};
 use sirms_proto::store::UserRequest;
 use sirms_proto::store::store_client::StoreClient;
@@ -77,10 +77,7 @@ async fn the_cluster_plane_runs_on_mutual_tls_and_holds_callers_to_their_certifi
 
     // node2's certificate cannot register as node1 (and so take its traffic).
     let node2 = cluster_credentials(&dir, "node2");
-    let channel =
-        node2.endpoint(&format!("http://{}", router.admin)).expect("endpoint").connect().await.expect("connect");
-    let mut directory =
-        DirectoryClient::with_interceptor(channel, TokenInterceptor::new(CLUSTER_TOKEN).expect("token"));
+    let mut directory = directory_client(router.admin, &node2).await;
     let impostor = Node { id: "node1".into(), host: "127.0.0.2".into(), smtp_port: 25, ..Default::default() };
     let refused = directory.register(impostor).await.expect_err("registering as another node is refused");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");

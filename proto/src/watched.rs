@@ -40,17 +40,18 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
 }
 
 impl<T: Clone> Watched<T> {
-    /// Loads `what` from `paths` with `load`, now and whenever they change.
+    /// `first`, just loaded from `paths` by the caller (who reports its errors as they are),
+    /// and loaded again with `load` whenever they change.
     pub fn new(
         what: &'static str,
         paths: Vec<PathBuf>,
+        first: T,
         load: impl Fn() -> Result<T, String> + Send + Sync + 'static,
-    ) -> Result<Watched<T>, String> {
-        // Stamped before reading: a change made while reading shows as a change next time.
-        let loaded = stamp(&paths);
-        let value = load()?;
-        let state = State { value, loaded, failed: None, checked: Instant::now() };
-        Ok(Watched { what, paths, load: Some(Box::new(load)), state: Mutex::new(state) })
+    ) -> Watched<T> {
+        // Stamped just after the caller's load: files replaced in that instant at start-up
+        // are picked up at their next change, not before.
+        let state = State { value: first, loaded: stamp(&paths), failed: None, checked: Instant::now() };
+        Watched { what, paths, load: Some(Box::new(load)), state: Mutex::new(state) }
     }
 
     /// A value that comes from no file and never changes.
@@ -95,11 +96,11 @@ mod tests {
         let path = dir.path().join("value");
         std::fs::write(&path, "1").expect("write");
         let read = path.clone();
-        let watched = Watched::new("number", vec![path.clone()], move || {
+        let load = move || {
             let text = std::fs::read_to_string(&read).map_err(|e| e.to_string())?;
             text.trim().parse::<u32>().map_err(|e| e.to_string())
-        })
-        .expect("loads");
+        };
+        let watched = Watched::new("number", vec![path.clone()], load().expect("loads"), load);
         assert_eq!(watched.current(), 1);
         let wait = || {
             std::thread::sleep(CHECK_EVERY + Duration::from_millis(100));

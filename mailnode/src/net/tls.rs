@@ -71,14 +71,13 @@ pub fn acceptor(config: &TlsConfig, hostname: &str) -> Result<TlsAcceptor, TlsEr
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let certificate = match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => {
-            // Read once for the first load's typed error; later failures are logged by `Watched`.
-            load(cert, key, &provider)?;
+            // The first load's errors are the caller's; later ones are logged by `Watched`.
+            let first = Arc::new(load(cert, key, &provider)?);
             let (cert, key, reload_with) = (cert.clone(), key.clone(), provider.clone());
             let paths = vec![cert.clone(), key.clone()];
-            Watched::new("TLS certificate", paths, move || {
+            Watched::new("TLS certificate", paths, first, move || {
                 load(&cert, &key, &reload_with).map(Arc::new).map_err(|e| e.to_string())
             })
-            .map_err(|e| TlsError::Read { path: config.cert.clone().unwrap_or_default(), message: e })?
         }
         (None, None) => {
             let self_signed = |e: rcgen::Error| TlsError::SelfSigned(e.to_string());

@@ -111,14 +111,12 @@ impl Loaded {
 impl ClusterTls {
     /// Reads the files (and again whenever they change).
     pub fn load(files: &TlsFiles) -> Result<ClusterTls, ClusterTlsError> {
-        // Read once for the first load's typed error; later failures are logged by `Watched`.
-        Loaded::from_files(files)?;
+        // The first load's errors are the caller's; later ones are logged by `Watched`.
+        let first = Arc::new(Loaded::from_files(files)?);
         let paths = vec![files.ca.clone(), files.cert.clone(), files.key.clone()];
         let files = files.clone();
         let load = move || Loaded::from_files(&files).map(Arc::new).map_err(|e| e.to_string());
-        let watched = Watched::new("cluster certificate", paths, load)
-            .map_err(|e| ClusterTlsError::Setup("cluster TLS".into(), e))?;
-        Ok(ClusterTls { loaded: Arc::new(watched) })
+        Ok(ClusterTls { loaded: Arc::new(Watched::new("cluster certificate", paths, first, load)) })
     }
 
     /// From PEM bytes in memory, never reloaded.
