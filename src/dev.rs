@@ -150,7 +150,7 @@ async fn provision(mut admin: Admin) -> anyhow::Result<()> {
     for (address, password) in DEMO_USERS {
         let password_hash =
             sirms_mailnode::auth::password::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let user = User { address: address.into(), password_hash, home: "storage1".into(), quota_bytes: 0 };
+        let user = User { address: address.into(), password_hash, home: "storage1".into(), ..Default::default() };
         admin.put_user(user).await?;
     }
     Ok(())

@@ -430,8 +430,8 @@ mod tests {
         let user = |address: &str, quota_bytes| sirms_proto::cluster::User {
             address: address.into(),
             password_hash: "x".into(),
-            home: String::new(),
             quota_bytes,
+            ..Default::default()
         };
         let snapshot = sirms_proto::cluster::DirectorySnapshot {
             domains: vec!["example.test".into()],

@@ -9,7 +9,7 @@ use sirms_proto::cluster::admin_server::{Admin, AdminServer};
 use sirms_proto::cluster::directory_server::{Directory, DirectoryServer};
 use sirms_proto::cluster::{
     Ack, Alias, ClusterStatus, DirectorySnapshot, DkimKey, DrainRequest, Empty, Group, GroupList, Invitation, Invite,
-    Name, Node, NodeList, NodeLoad, Route, RouteExplanation, RouteList, Transport, User, WatchRequest,
+    Name, Node, NodeList, NodeLoad, ReplicaState, Route, RouteExplanation, RouteList, Transport, User, WatchRequest,
 };
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
@@ -243,6 +243,10 @@ impl Directory for AdminService {
         }
         self.router.record_load(load);
         Ok(Response::new(Ack {}))
+    }
+
+    async fn set_replica_state(&self, _request: Request<ReplicaState>) -> Reply<ReplicaState> {
+        Err(Status::unimplemented("replica state is not kept yet"))
     }
 
     type WatchStream = SnapshotStream;

@@ -78,11 +78,11 @@ pub(super) async fn run(
         }
         UsersCmd::Add { address, password, home, keep_password } => {
             let password_hash = if keep_password { String::new() } else { password_hash(password)? };
-            acked(json, c.put_user(User { address, password_hash, home, quota_bytes: 0 }).await)
+            acked(json, c.put_user(User { address, password_hash, home, ..Default::default() }).await)
         }
         UsersCmd::Passwd { address, password } => {
             let password_hash = password_hash(password)?;
-            acked(json, c.put_user(User { address, password_hash, home: String::new(), quota_bytes: 0 }).await)
+            acked(json, c.put_user(User { address, password_hash, ..Default::default() }).await)
         }
         UsersCmd::Move { address, to } => {
             let moved =

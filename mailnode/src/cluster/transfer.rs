@@ -126,7 +126,7 @@ pub async fn move_user(
             address: address.clone(),
             password_hash: String::new(),
             home: new_home.into(),
-            quota_bytes: 0,
+            ..Default::default()
         })
         .await?;
     tokio::time::sleep(SETTLE).await;
