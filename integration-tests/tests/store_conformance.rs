@@ -19,7 +19,8 @@ use sirms_proto::cluster_tls::Credentials;
 use sirms_storage::message::MAX_MESSAGE_SIZE;
 use sirms_storage::{
     BodyPart, Cached, Change, ChangeStream, FlagOp, Flags, LocalStore, MAX_CACHED_SIZE, MailStore, Measured,
-    MemoryStore, MessageMeta, NewMessage, RemoteStore, SpecialUse, StoreError, StoreMetrics, SystemFlags, UidSet,
+    MemoryStore, MessageMeta, NewMessage, RemoteStore, ReplicaStore, SpecialUse, StoreError, StoreMetrics, SystemFlags,
+    UidSet,
 };
 use tempfile::TempDir;
 
@@ -50,28 +51,63 @@ struct Harness {
     /// A mail directory the test must leave empty: the home store's own `LocalStore`, which
     /// none of its calls may reach, since every user is homed elsewhere.
     untouched: Option<PathBuf>,
+    /// The primary and the replica of a replicated harness, which must end up the same.
+    copies: Option<(RemoteStore, RemoteStore)>,
+    _replica: Option<StorageNode>,
 }
 
 impl Harness {
     fn new(first: Arc<dyn MailStore>, second: Arc<dyn MailStore>) -> Harness {
-        Harness { stores: Stores { first, second }, _dir: None, _node: None, untouched: None }
+        Harness {
+            stores: Stores { first, second },
+            _dir: None,
+            _node: None,
+            untouched: None,
+            copies: None,
+            _replica: None,
+        }
     }
 
-    fn finish(self) {
+    async fn finish(self) {
         if let Some(dir) = &self.untouched {
             let entries: Vec<_> = std::fs::read_dir(dir).expect("read mail dir").collect();
             assert!(entries.is_empty(), "calls reached the local store instead of the user's home: {entries:?}");
         }
+        if let Some((primary, replica)) = &self.copies {
+            assert_copies_match(primary, replica).await;
+        }
     }
 }
 
-fn local() -> Harness {
+/// Both users' mail the same on the primary and the replica: mailboxes, subscriptions,
+/// UIDVALIDITY, and every message's UID, flags, MODSEQ, date, size and bytes; the replica's
+/// UIDNEXT and HIGHESTMODSEQ no lower than the primary's.
+async fn assert_copies_match(primary: &dyn MailStore, replica: &dyn MailStore) {
+    for user in [USER, OTHER] {
+        let ours = primary.list_mailboxes(user).await.unwrap();
+        let theirs = replica.list_mailboxes(user).await.unwrap();
+        assert_eq!(ours, theirs, "{user}'s mailboxes differ");
+        for m in &ours {
+            let (a, a_list) = primary.messages(user, &m.name).await.unwrap();
+            let (b, b_list) = replica.messages(user, &m.name).await.unwrap();
+            assert_eq!(a.uid_validity, b.uid_validity, "{user}/{}: UIDVALIDITY", m.name);
+            assert!(b.uid_next >= a.uid_next, "{user}/{}: replica UIDNEXT {} < {}", m.name, b.uid_next, a.uid_next);
+            assert!(b.highest_modseq >= a.highest_modseq, "{user}/{}: replica HIGHESTMODSEQ behind", m.name);
+            assert_eq!(a_list, b_list, "{user}/{}: messages differ", m.name);
+            let a_bytes = primary.fetch(user, &m.name, &UidSet::all(), BodyPart::Full).await.unwrap();
+            let b_bytes = replica.fetch(user, &m.name, &UidSet::all(), BodyPart::Full).await.unwrap();
+            assert_eq!(a_bytes, b_bytes, "{user}/{}: bytes differ", m.name);
+        }
+    }
+}
+
+async fn local() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn MailStore> = Arc::new(LocalStore::open(dir.path()).expect("open store"));
     Harness { _dir: Some(dir), ..Harness::new(store.clone(), store) }
 }
 
-fn remote() -> Harness {
+async fn remote() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = StorageNode::start(dir.path().to_path_buf());
     let connect = || RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect");
@@ -79,12 +115,12 @@ fn remote() -> Harness {
     Harness { _dir: Some(dir), _node: Some(node), ..Harness::new(first, second) }
 }
 
-fn memory() -> Harness {
+async fn memory() -> Harness {
     let store: Arc<dyn MailStore> = Arc::new(MemoryStore::new());
     Harness::new(store.clone(), store)
 }
 
-fn measured() -> Harness {
+async fn measured() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn MailStore> = Arc::new(LocalStore::open(dir.path()).expect("open store"));
     let metrics = Arc::new(StoreMetrics::default());
@@ -94,7 +130,7 @@ fn measured() -> Harness {
 }
 
 /// Two mail nodes' `HomeStore`s (as `role.rs` builds them) for users homed on a storage node.
-fn home() -> Harness {
+async fn home() -> Harness {
     const HOME: &str = "storage-1";
     let dir = tempfile::tempdir().expect("tempdir");
     let node = StorageNode::start(dir.path().join("home"));
@@ -108,7 +144,7 @@ fn home() -> Harness {
     let directory = Arc::new(LiveDirectory::new(DirectoryData::from_snapshot(&snapshot)));
     let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([(HOME.to_string(), node.endpoint())])));
     let own_root = dir.path().join("node");
-    let own: Arc<dyn MailStore> = Arc::new(LocalStore::open(&own_root).expect("open store"));
+    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(&own_root).expect("open store"));
     let node_store = |id: &str| -> Arc<dyn MailStore> {
         Arc::new(HomeStore::new(
             id.into(),
@@ -123,6 +159,62 @@ fn home() -> Harness {
         _dir: Some(dir),
         _node: Some(node),
         untouched: Some(own_root.join("mail")),
+        ..Harness::new(first, second)
+    }
+}
+
+/// Two mail nodes' `HomeStore`s for users homed on one storage node with a replica on another:
+/// every write goes to both, and at the end the two copies must be the same.
+async fn replicated() -> Harness {
+    const HOME: &str = "storage-1";
+    const REPLICA: &str = "storage-2";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StorageNode::start(dir.path().join("home"));
+    let replica_node = StorageNode::start(dir.path().join("replica"));
+    let snapshot = DirectorySnapshot {
+        domains: vec!["example.test".into()],
+        users: [USER, OTHER]
+            .map(|address| User {
+                address: address.into(),
+                home: HOME.into(),
+                replica: REPLICA.into(),
+                epoch: 1,
+                replica_in_sync: true,
+                ..Default::default()
+            })
+            .into(),
+        ..Default::default()
+    };
+    let directory = Arc::new(LiveDirectory::new(DirectoryData::from_snapshot(&snapshot)));
+    let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([
+        (HOME.to_string(), node.endpoint()),
+        (REPLICA.to_string(), replica_node.endpoint()),
+    ])));
+    let own_root = dir.path().join("node");
+    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(&own_root).expect("open store"));
+    let node_store = |id: &str| {
+        Arc::new(HomeStore::new(
+            id.into(),
+            own.clone(),
+            directory.clone(),
+            endpoints.clone(),
+            Credentials::token(node.token.clone()),
+        ))
+    };
+    let (first, second) = (node_store("node-a"), node_store("node-b"));
+    // A new replica is caught up once before it is used, as the nodes' catch-up does: that
+    // gives its default mailboxes the primary's UIDVALIDITYs.
+    for user in [USER, OTHER] {
+        first.catch_up(user).await.expect("first catch-up");
+    }
+    let connect = |n: &StorageNode| RemoteStore::connect(&n.endpoint(), n.token.clone()).expect("connect");
+    let copies = Some((connect(&node), connect(&replica_node)));
+    Harness {
+        _dir: Some(dir),
+        _node: Some(node),
+        _replica: Some(replica_node),
+        untouched: Some(own_root.join("mail")),
+        copies,
         ..Harness::new(first, second)
     }
 }
@@ -142,9 +234,9 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let h = super::$harness();
+                    let h = super::$harness().await;
                     super::$name(h.stores.clone()).await;
-                    h.finish();
+                    h.finish().await;
                 }
             )*
         }
@@ -155,6 +247,7 @@ macro_rules! conformance {
         conformance!(@on memory_store, memory; $($name),*);
         conformance!(@on measured_store, measured; $($name),*);
         conformance!(@on home_store, home; $($name),*);
+        conformance!(@on replicated_store, replicated; $($name),*);
     };
 }
 
@@ -466,7 +559,7 @@ async fn watch_changes(s: Stores) {
     s.create_mailbox(USER, "Watched", None).await.unwrap();
     let mut changes = s.watch(USER, "Watched").await.unwrap();
     let writer = s.clone();
-    tokio::spawn(async move {
+    let writing = tokio::spawn(async move {
         writer.append(USER, "Watched", msg("hello")).await.unwrap();
         writer
             .store_flags(USER, "Watched", &UidSet::all(), FlagOp::Add, &Flags::system(SystemFlags::DELETED), None)
@@ -488,6 +581,7 @@ async fn watch_changes(s: Stores) {
     assert_eq!(next().await, Some(Change::Expunged(vec![1])));
     assert_eq!(next().await, Some(Change::MailboxGone));
     assert_eq!(next().await, None);
+    writing.await.expect("every write succeeded");
 }
 
 async fn errors_are_typed(s: Stores) {

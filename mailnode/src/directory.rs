@@ -101,6 +101,12 @@ pub struct UserRecord {
     pub home: String,
     /// The most bytes the user may store; `None`: no limit.
     pub quota_bytes: Option<u64>,
+    /// The node holding the second copy; empty: none.
+    pub replica: String,
+    /// Raised by the directory whenever home, replica or `replica_in_sync` change.
+    pub epoch: u64,
+    /// Whether the replica holds every acknowledged write.
+    pub replica_in_sync: bool,
 }
 
 /// Who is ours at one moment: from the node's TOML (a node alone, the paper's N1) or from
@@ -116,6 +122,8 @@ pub struct DirectoryData {
     dkim_keys: BTreeMap<String, (String, String)>,
     /// See [`Directory::unknown_user_hash`]; empty until users are loaded.
     unknown_user_hash: String,
+    /// The cluster's mail nodes (not its storage nodes), by id.
+    mail_nodes: BTreeSet<String>,
 }
 
 /// Errors in the directory section of a config.
@@ -150,6 +158,9 @@ impl DirectoryData {
                 password_hash: u.password.clone(),
                 home: String::new(),
                 quota_bytes: u.quota_bytes.filter(|&q| q > 0),
+                replica: String::new(),
+                epoch: 0,
+                replica_in_sync: false,
             };
             if dir.users.insert(login.clone(), record).is_some() {
                 return Err(DirectoryError::Duplicate(login));
@@ -176,6 +187,9 @@ impl DirectoryData {
                         home: u.home.clone(),
                         // The cluster's User message has 0 for "no limit".
                         quota_bytes: (u.quota_bytes > 0).then_some(u.quota_bytes),
+                        replica: u.replica.clone(),
+                        epoch: u.epoch,
+                        replica_in_sync: u.replica_in_sync,
                     };
                     (u.address.to_lowercase(), record)
                 })
@@ -188,6 +202,7 @@ impl DirectoryData {
                 .map(|k| (k.domain.to_lowercase(), (k.selector.clone(), k.private_key_pem.clone())))
                 .collect(),
             unknown_user_hash: String::new(),
+            mail_nodes: snapshot.nodes.iter().filter(|n| !n.storage_only).map(|n| n.id.clone()).collect(),
         };
         dir.unknown_user_hash = unknown_hash_for(dir.users.values().map(|u| u.password_hash.as_str()));
         dir
@@ -201,6 +216,26 @@ impl DirectoryData {
     /// The node holding a user's mailbox (empty: this node).
     pub fn home_of(&self, login: &str) -> Option<&str> {
         self.users.get(login).map(|r| r.home.as_str())
+    }
+
+    /// A user's record.
+    pub fn user(&self, login: &str) -> Option<&UserRecord> {
+        self.users.get(login)
+    }
+
+    /// Users with a replica that is out of sync.
+    pub fn replicas_behind(&self) -> impl Iterator<Item = (&str, &UserRecord)> {
+        self.users.iter().filter(|(_, r)| !r.replica.is_empty() && !r.replica_in_sync).map(|(u, r)| (u.as_str(), r))
+    }
+
+    /// Whether `id` is one of the cluster's mail nodes (as opposed to a storage node).
+    pub fn is_mail_node(&self, id: &str) -> bool {
+        self.mail_nodes.contains(id)
+    }
+
+    /// The first mail node by id.
+    pub fn first_mail_node(&self) -> Option<&str> {
+        self.mail_nodes.iter().next().map(String::as_str)
     }
 
     fn expand(&self, address: &str, depth: usize, out: &mut BTreeSet<String>) -> bool {

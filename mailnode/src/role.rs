@@ -6,14 +6,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sirms_proto::cluster_tls::{self, ClientAuth, ClusterTls, Credentials};
 use sirms_storage::role::DEV_TOKEN;
-use sirms_storage::{LocalStore, MailStore, Measured, RemoteStore, StoreError, StoreService, grpc};
+use sirms_storage::{LocalStore, MailStore, Measured, RemoteStore, ReplicaStore, StoreError, StoreService, grpc};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::auth::Authenticator;
 use crate::auth::throttle::Throttle;
+use crate::cluster::catch_up;
 use crate::cluster::home_store::{Endpoints, HomeStore};
 use crate::cluster::membership::Membership;
+use crate::cluster::replica_state::ReplicaStates;
 use crate::config::NodeConfig;
 use crate::delivery::Delivery;
 use crate::directory::{DirectoryData, DirectoryError, LiveDirectory};
@@ -65,7 +67,7 @@ struct Member {
 async fn join_cluster(
     config: &NodeConfig,
     routers: Vec<String>,
-    own_store: Arc<dyn MailStore>,
+    own_store: Arc<dyn ReplicaStore>,
     member: Member,
     stopped: watch::Receiver<bool>,
 ) -> Result<Arc<dyn MailStore>, NodeError> {
@@ -88,7 +90,7 @@ async fn join_cluster(
         let listener = bind(addr).await?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(addr.port());
         store_endpoint = format!("http://{host}:{port}");
-        let store = StoreService::new(own_store.clone(), token.clone()).into_server();
+        let store = StoreService::new(own_store.clone(), token.clone()).with_replica(own_store.clone()).into_server();
         let queue = QueueAdmin::new(spool, wake, token.clone()).into_server();
         let mut stop = stopped.clone();
         let server_tls = credentials.tls.clone();
@@ -139,8 +141,14 @@ async fn join_cluster(
     if membership.load_cache() {
         tracing::info!("serving from the cached directory until the router answers");
     }
-    tokio::spawn(membership.run(stopped));
-    Ok(Arc::new(HomeStore::new(node_id, own_store, directory, endpoints, credentials)))
+    let states = Arc::new(ReplicaStates::new(membership.routers.clone(), credentials.clone()));
+    tokio::spawn(membership.run(stopped.clone()));
+    let home = Arc::new(
+        HomeStore::new(node_id.clone(), own_store, directory.clone(), endpoints, credentials)
+            .with_states(states.clone()),
+    );
+    tokio::spawn(catch_up::run(home.clone(), directory, states, node_id, stopped));
+    Ok(home)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
@@ -158,7 +166,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let directory = Arc::new(if routers.is_empty() { LiveDirectory::new(initial) } else { LiveDirectory::awaiting() });
     let (stop, stopped) = watch::channel(false);
     let mut local = None;
-    let own_store: Arc<dyn MailStore> = match &config.store.remote {
+    let own_store: Arc<dyn ReplicaStore> = match &config.store.remote {
         Some(endpoint) => {
             let token = config.store.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
             let tls = config.cluster_tls.as_ref().map(ClusterTls::load).transpose()?;
@@ -174,7 +182,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let spool = Arc::new(Spool::open(config.data_dir.join("queue")).map_err(StoreError::Io)?);
     let wake = Arc::new(Notify::new());
     let store: Arc<dyn MailStore> = if routers.is_empty() {
-        own_store
+        own_store as Arc<dyn MailStore>
     } else {
         let member =
             Member { directory: directory.clone(), metrics: metrics.clone(), spool: spool.clone(), wake: wake.clone() };

@@ -37,6 +37,14 @@ pub enum StoreError {
     Index(String),
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A replication write of an epoch older than one this store has seen: its sender was
+    /// replaced as the user's primary.
+    #[error("stale epoch: this store has seen epoch {0}")]
+    StaleEpoch(u64),
+    /// A replica's mailbox is not the primary's (another UIDVALIDITY, or a message missing that
+    /// a record needs): it must be compared whole.
+    #[error("replica diverged: {0}")]
+    Diverged(String),
 }
 
 impl From<sled::Error> for StoreError {

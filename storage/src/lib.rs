@@ -16,6 +16,7 @@ pub mod mailbox;
 pub mod measured;
 pub mod memory;
 pub mod message;
+pub mod replica;
 pub mod role;
 pub mod store;
 pub mod uidset;
@@ -31,5 +32,6 @@ pub use memory::MemoryStore;
 pub use message::{
     AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MAX_CACHED_SIZE, MessageMeta, NewMessage, QuotaUsage,
 };
+pub use replica::{Apply, ReplicaStore};
 pub use store::MailStore;
 pub use uidset::UidSet;

@@ -69,6 +69,9 @@ pub struct Cached {
 pub struct AppendResult {
     pub uid_validity: u32,
     pub uid: u32,
+    /// The message's MODSEQ and internal date, which a replica must be given as they are.
+    pub modseq: u64,
+    pub internal_date: i64,
 }
 
 /// The result of a copy or move: source UID → destination UID, for UIDPLUS's COPYUID.

@@ -92,7 +92,10 @@ pub async fn run(config: StorageConfig, shutdown: impl Future<Output = ()> + Sen
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "storage node serving the Store service");
     let measured = Measured::new(Arc::new(store.clone()), metrics);
     let tls = config.cluster_tls.as_ref().map(ClusterTls::load).transpose()?;
-    StoreService::new(Arc::new(measured), config.token).serve(listener, tls.as_ref(), shutdown).await?;
+    StoreService::new(Arc::new(measured), config.token)
+        .with_replica(Arc::new(store.clone()))
+        .serve(listener, tls.as_ref(), shutdown)
+        .await?;
     let _ = stop_metrics.send(true);
     store.flush().await?;
     tracing::info!("storage node stopped");

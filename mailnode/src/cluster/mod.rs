@@ -1,8 +1,11 @@
 //! Membership in a cluster: registering with the router, following its directory, and
 //! reaching mailboxes homed on other nodes.
 
+pub mod catch_up;
 pub mod home_store;
 pub mod membership;
+pub mod replica_state;
+pub mod replication;
 pub mod transfer;
 
 use std::net::SocketAddr;

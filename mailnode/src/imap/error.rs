@@ -45,15 +45,21 @@ impl CommandError {
             StoreError::TooManyKeywords | StoreError::TooManyMailboxes => Code::Limit,
             StoreError::TooLarge | StoreError::SizeMismatch => Code::TooBig,
             StoreError::Unauthorized | StoreError::InvalidUser => Code::NoPerm,
-            StoreError::Unavailable(_) | StoreError::Io(_) | StoreError::Index(_) | StoreError::Protocol(_) => {
-                Code::Unavailable
-            }
+            StoreError::Unavailable(_)
+            | StoreError::Io(_)
+            | StoreError::Index(_)
+            | StoreError::Protocol(_)
+            | StoreError::StaleEpoch(_)
+            | StoreError::Diverged(_) => Code::Unavailable,
         };
         let text = match error {
             // Internal details stay in the log; the client learns only that it should retry.
-            StoreError::Unavailable(_) | StoreError::Io(_) | StoreError::Index(_) | StoreError::Protocol(_) => {
-                "mail store temporarily unavailable".to_string()
-            }
+            StoreError::Unavailable(_)
+            | StoreError::Io(_)
+            | StoreError::Index(_)
+            | StoreError::Protocol(_)
+            | StoreError::StaleEpoch(_)
+            | StoreError::Diverged(_) => "mail store temporarily unavailable".to_string(),
             other => other.to_string(),
         };
         (code, text)

@@ -14,6 +14,7 @@ use crate::error::{Result, StoreError};
 use crate::flags::{FlagOp, Flags, SystemFlags};
 use crate::mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
 use crate::message::{AppendResult, BodyPart, CopyResult, MessageMeta, QuotaUsage};
+use crate::replica::Apply;
 use crate::uidset::UidSet;
 
 impl From<Flags> for proto::Flags {
@@ -202,13 +203,23 @@ fn known_enum<E: TryFrom<i32>>(value: i32, what: &str) -> Result<E> {
 
 impl From<AppendResult> for proto::AppendReply {
     fn from(result: AppendResult) -> Self {
-        proto::AppendReply { uid_validity: result.uid_validity, uid: result.uid }
+        proto::AppendReply {
+            uid_validity: result.uid_validity,
+            uid: result.uid,
+            modseq: result.modseq,
+            internal_date: result.internal_date,
+        }
     }
 }
 
 impl From<proto::AppendReply> for AppendResult {
     fn from(reply: proto::AppendReply) -> Self {
-        AppendResult { uid_validity: reply.uid_validity, uid: reply.uid }
+        AppendResult {
+            uid_validity: reply.uid_validity,
+            uid: reply.uid,
+            modseq: reply.modseq,
+            internal_date: reply.internal_date,
+        }
     }
 }
 
@@ -236,6 +247,80 @@ impl From<proto::QuotaUsage> for QuotaUsage {
     fn from(usage: proto::QuotaUsage) -> Self {
         QuotaUsage { bytes: usage.bytes, messages: usage.messages }
     }
+}
+
+/// The wire form of a replication record.
+pub(super) fn apply_to_proto(user: &str, epoch: u64, record: Apply) -> proto::ApplyRequest {
+    use proto::apply_request::Record;
+    let metas = |metas: Vec<MessageMeta>| metas.into_iter().map(Into::into).collect();
+    let record = match record {
+        Apply::Mailbox { name, uid_validity, special_use } => {
+            Record::Mailbox(proto::ApplyMailbox { name, uid_validity, special_use: special_use_to_proto(special_use) })
+        }
+        Apply::Delete { name } => Record::Delete(proto::ApplyDelete { name }),
+        Apply::Rename { from, to } => Record::Rename(proto::ApplyRename { from, to }),
+        Apply::Subscribe { name, subscribed } => Record::Subscribe(proto::ApplySubscribe { name, subscribed }),
+        Apply::Append { mailbox, uid_validity, meta, bytes } => {
+            Record::Append(proto::ApplyAppend { mailbox, uid_validity, meta: Some(meta.into()), data: bytes })
+        }
+        Apply::Copy { from, to, uid_validity, pairs } => Record::Copy(proto::ApplyCopy {
+            from,
+            to,
+            uid_validity,
+            messages: pairs
+                .into_iter()
+                .map(|(source, meta)| proto::CopiedMessage { source, meta: Some(meta.into()) })
+                .collect(),
+        }),
+        Apply::Flags { mailbox, uid_validity, metas: list, exact } => {
+            Record::Flags(proto::ApplyFlags { mailbox, uid_validity, messages: metas(list), exact })
+        }
+        Apply::Expunge { mailbox, uid_validity, uids } => {
+            Record::Expunge(proto::ApplyExpunge { mailbox, uid_validity, uids })
+        }
+        Apply::Counters { mailbox, uid_validity, uid_next, highest_modseq } => {
+            Record::Counters(proto::ApplyCounters { mailbox, uid_validity, uid_next, highest_modseq })
+        }
+    };
+    proto::ApplyRequest { user: user.to_string(), epoch, record: Some(record) }
+}
+
+/// A replication record from the wire.
+pub(super) fn apply_from_proto(record: Option<proto::apply_request::Record>) -> Result<Apply> {
+    use proto::apply_request::Record;
+    let meta = |m: Option<proto::MessageMeta>| required(m, "message metadata").map(MessageMeta::from);
+    Ok(match required(record, "replication record")? {
+        Record::Mailbox(m) => Apply::Mailbox {
+            name: m.name,
+            uid_validity: m.uid_validity,
+            special_use: special_use_from_proto(m.special_use),
+        },
+        Record::Delete(d) => Apply::Delete { name: d.name },
+        Record::Rename(r) => Apply::Rename { from: r.from, to: r.to },
+        Record::Subscribe(s) => Apply::Subscribe { name: s.name, subscribed: s.subscribed },
+        Record::Append(a) => {
+            Apply::Append { mailbox: a.mailbox, uid_validity: a.uid_validity, meta: meta(a.meta)?, bytes: a.data }
+        }
+        Record::Copy(c) => Apply::Copy {
+            from: c.from,
+            to: c.to,
+            uid_validity: c.uid_validity,
+            pairs: c.messages.into_iter().map(|m| Ok((m.source, meta(m.meta)?))).collect::<Result<_>>()?,
+        },
+        Record::Flags(f) => Apply::Flags {
+            mailbox: f.mailbox,
+            uid_validity: f.uid_validity,
+            metas: f.messages.into_iter().map(Into::into).collect(),
+            exact: f.exact,
+        },
+        Record::Expunge(e) => Apply::Expunge { mailbox: e.mailbox, uid_validity: e.uid_validity, uids: e.uids },
+        Record::Counters(c) => Apply::Counters {
+            mailbox: c.mailbox,
+            uid_validity: c.uid_validity,
+            uid_next: c.uid_next,
+            highest_modseq: c.highest_modseq,
+        },
+    })
 }
 
 /// The wire form of a change, or `None` for `Lagged`, which has none: the server ends the
@@ -320,11 +405,17 @@ impl From<StoreError> for Status {
             StoreError::Io(_) => ("Io", Code::Internal),
             StoreError::Index(_) => ("Index", Code::Internal),
             StoreError::Protocol(_) => ("Protocol", Code::Internal),
+            StoreError::StaleEpoch(_) => ("StaleEpoch", Code::FailedPrecondition),
+            StoreError::Diverged(_) => ("Diverged", Code::FailedPrecondition),
         };
         // Variants with a payload send only the payload, which the client puts back in place.
         let message = match error {
             StoreError::InvalidName(reason) => reason.to_owned(),
-            StoreError::Unavailable(text) | StoreError::Index(text) | StoreError::Protocol(text) => text,
+            StoreError::Unavailable(text)
+            | StoreError::Index(text)
+            | StoreError::Protocol(text)
+            | StoreError::Diverged(text) => text,
+            StoreError::StaleEpoch(epoch) => epoch.to_string(),
             StoreError::Io(e) => e.to_string(),
             other => other.to_string(),
         };
@@ -355,6 +446,8 @@ impl From<Status> for StoreError {
             Some("Io") => StoreError::Io(io::Error::other(message())),
             Some("Index") => StoreError::Index(message()),
             Some("Protocol") => StoreError::Protocol(message()),
+            Some("StaleEpoch") => StoreError::StaleEpoch(status.message().parse().unwrap_or(u64::MAX)),
+            Some("Diverged") => StoreError::Diverged(message()),
             _ => untagged_status(&status),
         }
     }

@@ -25,6 +25,7 @@ use crate::message::{
     AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MAX_CACHED_SIZE, MAX_MESSAGE_SIZE, MessageMeta,
     NewMessage, QuotaUsage,
 };
+use crate::replica::{Apply, ReplicaStore};
 use crate::store::MailStore;
 use crate::uidset::UidSet;
 
@@ -283,6 +284,19 @@ fn extend_body(body: &mut Option<Vec<u8>>, data: Bytes) -> Result<()> {
         None => *body = Some(data.into()),
     }
     Ok(())
+}
+
+#[async_trait]
+impl ReplicaStore for RemoteStore {
+    async fn fence(&self, user: &str, epoch: u64) -> Result<()> {
+        self.client().fence(proto::FenceRequest { user: user.to_owned(), epoch }).await?;
+        Ok(())
+    }
+
+    async fn apply(&self, user: &str, epoch: u64, record: Apply) -> Result<()> {
+        self.client().apply(convert::apply_to_proto(user, epoch, record)).await?;
+        Ok(())
+    }
 }
 
 /// One step of a watch: the next change, or after an error a last `Lagged` and the end.

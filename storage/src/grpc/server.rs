@@ -17,18 +17,28 @@ use super::MAX_GRPC_MESSAGE;
 use super::convert;
 use crate::error::StoreError;
 use crate::message::{Cached, FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage};
+use crate::replica::ReplicaStore;
 use crate::store::MailStore;
 
 /// The Store gRPC service over a `MailStore`, open to callers that present the cluster token.
 pub struct StoreService {
     store: Arc<dyn MailStore>,
+    /// The store replicas are kept in (the same mail as `store`, unmeasured); without it the
+    /// replication calls are refused.
+    replica: Option<Arc<dyn ReplicaStore>>,
     token: String,
 }
 
 impl StoreService {
     /// Serves `store` to callers whose `x-sirms-token` metadata equals `token`.
     pub fn new(store: Arc<dyn MailStore>, token: String) -> Self {
-        StoreService { store, token }
+        StoreService { store, replica: None, token }
+    }
+
+    /// Also takes the replication calls, applying them to `replica`.
+    pub fn with_replica(mut self, replica: Arc<dyn ReplicaStore>) -> Self {
+        self.replica = Some(replica);
+        self
     }
 
     /// The tonic service, for callers that build their own server around it.
@@ -58,6 +68,12 @@ impl StoreService {
         } else {
             Err(StoreError::Unauthorized.into())
         }
+    }
+
+    /// The replica store, under the same checks as [`StoreService::authorized`].
+    fn replica<T>(&self, request: &Request<T>) -> Result<&dyn ReplicaStore, Status> {
+        self.authorized(request)?;
+        self.replica.as_deref().ok_or_else(|| Status::unimplemented("this store keeps no replicas"))
     }
 }
 
@@ -223,6 +239,21 @@ impl Store for StoreService {
         let store = self.authorized(&request)?;
         let usage = store.quota(&request.get_ref().user).await?;
         Ok(Response::new(usage.into()))
+    }
+
+    async fn fence(&self, request: Request<proto::FenceRequest>) -> Result<Response<proto::Empty>, Status> {
+        let replica = self.replica(&request)?;
+        let request = request.get_ref();
+        replica.fence(&request.user, request.epoch).await?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn apply(&self, request: Request<proto::ApplyRequest>) -> Result<Response<proto::Empty>, Status> {
+        let replica = self.replica(&request)?;
+        let request = request.into_inner();
+        let record = convert::apply_from_proto(request.record)?;
+        replica.apply(&request.user, request.epoch, record).await?;
+        Ok(Response::new(proto::Empty {}))
     }
 
     type WatchStream = BoxStream<'static, Result<proto::Change, Status>>;

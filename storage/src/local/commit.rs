@@ -42,6 +42,8 @@ pub struct Prepared {
     pub file: fs::File,
     pub unique: String,
     pub entry: Entry,
+    /// The UID a replica must give the message (its primary's); `None` takes the next.
+    pub uid: Option<u32>,
 }
 
 /// Work for the committer.
@@ -217,8 +219,15 @@ fn commit_batch(batch: Vec<Job>) {
 fn place(p: &Prepared) -> Result<(u32, Entry)> {
     let uid = {
         let mut st = p.folder.lock()?;
-        let uid = st.counters.uid_next;
-        st.counters.uid_next = uid.checked_add(1).ok_or(StoreError::Index("UID space exhausted".into()))?;
+        let uid = match p.uid {
+            Some(uid) if st.messages.contains_key(&uid) => {
+                return Err(StoreError::Diverged(format!("UID {uid} is already taken")));
+            }
+            Some(uid) => uid,
+            None => st.counters.uid_next,
+        };
+        let next = uid.checked_add(1).ok_or(StoreError::Index("UID space exhausted".into()))?;
+        st.counters.uid_next = st.counters.uid_next.max(next);
         uid
     };
     let mut entry = p.entry.clone();
@@ -255,10 +264,12 @@ fn transfer(
     let mut moved = Vec::with_capacity(picked.len());
     let mut placed: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(picked.len());
     let mut place_all = |dst: &mut super::folder::FolderState| -> Result<()> {
+        // A failed transfer hands out no UID: a replica could not know it was burnt.
+        let first_uid = dst.counters.uid_next;
         for ((src_uid, e), (_, flags)) in picked.iter().zip(&names) {
+            let letters = dst.letters_for(&to.dir, flags)?;
             let uid = dst.counters.uid_next;
             dst.counters.uid_next = uid.checked_add(1).ok_or(StoreError::Index("UID space exhausted".into()))?;
-            let letters = dst.letters_for(&to.dir, flags)?;
             let parsed = FileName::parse(&e.file_name).ok_or(StoreError::Index("bad file name".into()))?;
             let file_name = FileName::render(&parsed.rebase(uid, e.size), e.system, &letters);
             let (old, new) = (from.path_of(&e.file_name), to.path_of(&file_name));
@@ -270,6 +281,7 @@ fn transfer(
             };
             if let Err(err) = linked {
                 undo(&placed, remove_source);
+                dst.counters.uid_next = first_uid;
                 return Err(err.into());
             }
             placed.push((old, new));
@@ -298,13 +310,26 @@ fn undo(placed: &[(PathBuf, PathBuf)], remove_source: bool) {
 
 fn publish_append(folder: &Folder, uid: u32, mut entry: Entry) -> Result<AppendResult> {
     let mut st = folder.lock()?;
-    entry.modseq = st.bump_modseq();
+    // A replica's message keeps the MODSEQ its primary gave it.
+    entry.modseq = match entry.modseq {
+        0 => st.bump_modseq(),
+        given => {
+            st.counters.highest_modseq = st.counters.highest_modseq.max(given);
+            given
+        }
+    };
     folder.index_put(uid, &entry)?;
     folder.index_counters(&st.counters)?;
     let meta = st.meta(uid, &entry);
     st.messages.insert(uid, entry);
+    let result = AppendResult {
+        uid_validity: st.counters.uid_validity,
+        uid,
+        modseq: meta.modseq,
+        internal_date: meta.internal_date,
+    };
     folder.notify(Change::Appended(meta));
-    Ok(AppendResult { uid_validity: st.counters.uid_validity, uid })
+    Ok(result)
 }
 
 fn publish_transfer(

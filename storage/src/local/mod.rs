@@ -17,6 +17,7 @@ mod files;
 mod folder;
 mod index;
 pub mod maildir;
+mod replica;
 #[cfg(test)]
 mod tests;
 
@@ -66,6 +67,8 @@ struct Inner {
     last_uid_validity: AtomicU32,
     /// Most folders per user, INBOX not counted.
     max_mailboxes: AtomicUsize,
+    /// The epoch floor of each user seen so far (see `replica.rs`).
+    epochs: Mutex<HashMap<String, u64>>,
 }
 
 /// What a reindex found.
@@ -133,6 +136,7 @@ impl LocalStore {
                 sequence: AtomicU64::new(0),
                 last_uid_validity: AtomicU32::new(0),
                 max_mailboxes: AtomicUsize::new(mailbox::MAX_MAILBOXES),
+                epochs: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -514,7 +518,7 @@ impl LocalStore {
         };
         let entry =
             Entry { file_name: String::new(), system: message.flags.system, letters, internal_date, size, modseq: 0 };
-        Ok(Prepared { folder, tmp, file, unique, entry })
+        Ok(Prepared { folder, tmp, file, unique, entry, uid: None })
     }
 
     fn store_flags_blocking(
@@ -580,6 +584,11 @@ impl LocalStore {
             .filter(|(uid, e)| e.system.contains(crate::SystemFlags::DELETED) && uids.is_none_or(|s| s.contains(**uid)))
             .map(|(uid, e)| (*uid, e.file_name.clone()))
             .collect();
+        Self::remove_messages(folder, &mut st, doomed)
+    }
+
+    /// Removes the `doomed` messages (UID, file name) of a locked folder; returns the UIDs gone.
+    fn remove_messages(folder: &Folder, st: &mut folder::FolderState, doomed: Vec<(u32, String)>) -> Result<Vec<u32>> {
         if doomed.is_empty() {
             return Ok(Vec::new());
         }

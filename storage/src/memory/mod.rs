@@ -279,14 +279,15 @@ impl MailStore for MemoryStore {
             return Err(StoreError::TooLarge);
         }
         mailbox.learn_keywords(&message.flags)?;
+        let internal_date = message.internal_date.unwrap_or_else(now_secs);
         let uid = mailbox.add(Message {
             bytes: message.bytes,
             flags: Flags::new(message.flags.system, message.flags.keywords),
-            internal_date: message.internal_date.unwrap_or_else(now_secs),
+            internal_date,
             modseq: 0,
             cached: None,
         })?;
-        Ok(AppendResult { uid_validity: mailbox.uid_validity, uid })
+        Ok(AppendResult { uid_validity: mailbox.uid_validity, uid, modseq: mailbox.highest_modseq, internal_date })
     }
 
     async fn messages(&self, user: &str, mailbox: &str) -> Result<(MailboxStatus, Vec<MessageMeta>)> {

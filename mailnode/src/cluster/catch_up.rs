@@ -1,0 +1,82 @@
+//! Bringing replicas that fell behind up to date, then telling the directory they are in
+//! sync again. Each user's catch-up is run by one node: its home if that is a mail node,
+//! else its replica if that is one, else the first mail node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::home_store::HomeStore;
+use super::replica_state::ReplicaStates;
+use crate::directory::{DirectoryData, LiveDirectory, UserRecord};
+
+/// How often the directory is looked at for replicas behind.
+const EVERY: Duration = Duration::from_secs(2);
+/// Longest pause before a user whose catch-up failed is tried again.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Whether `node_id` runs the catch-up of a user with this record.
+fn responsible(dir: &DirectoryData, record: &UserRecord, node_id: &str) -> bool {
+    if dir.is_mail_node(&record.home) {
+        return record.home == node_id;
+    }
+    if dir.is_mail_node(&record.replica) {
+        return record.replica == node_id;
+    }
+    dir.first_mail_node() == Some(node_id)
+}
+
+/// Catches replicas up until `shutdown` turns true.
+pub async fn run(
+    store: Arc<HomeStore>,
+    directory: Arc<LiveDirectory>,
+    states: Arc<ReplicaStates>,
+    node_id: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // User → (not before, failures in a row).
+    let mut waiting: HashMap<String, (Instant, u32)> = HashMap::new();
+    let mut tick = tokio::time::interval(EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let dir = directory.current();
+        let behind: Vec<(String, u64)> = dir
+            .replicas_behind()
+            .filter(|(_, r)| responsible(&dir, r, &node_id))
+            .map(|(u, r)| (u.to_string(), r.epoch))
+            .collect();
+        waiting.retain(|user, _| behind.iter().any(|(u, _)| u == user));
+        let now = Instant::now();
+        for (user, epoch) in behind {
+            if waiting.get(&user).is_some_and(|(until, _)| *until > now) {
+                continue;
+            }
+            let outcome = async {
+                let (route, report) = store.catch_up(&user).await.map_err(|e| e.to_string())?;
+                if route.epoch != epoch {
+                    return Err(format!("epoch moved from {epoch} to {}", route.epoch));
+                }
+                states.set(&user, epoch, true).await.map_err(|e| e.to_string())?;
+                Ok(report)
+            };
+            match outcome.await {
+                Ok(report) => {
+                    tracing::info!(%user, epoch, changes = report.changes(), appended = report.appended,
+                        "replica caught up and in sync");
+                    waiting.remove(&user);
+                }
+                Err(error) => {
+                    let failures = waiting.get(&user).map_or(0, |(_, n)| *n) + 1;
+                    let pause = (EVERY * 2u32.saturating_pow(failures.min(6))).min(MAX_BACKOFF);
+                    tracing::warn!(%user, epoch, %error, retry_in = ?pause, "replica catch-up failed");
+                    waiting.insert(user, (Instant::now() + pause, failures));
+                }
+            }
+        }
+    }
+}
