@@ -1,0 +1,167 @@
+//! Replicated mailboxes, the writer's rules, against real storage nodes: a write reaches both
+//! copies before it is acknowledged; a replica that fails makes the write fail and leaves no
+//! trace on the primary unless the directory already knows the replica is behind; a store
+//! that has seen a newer epoch refuses an older one, across a restart; a replica that was
+//! away is caught up whole.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sirms_integration_tests::StorageNode;
+use sirms_mailnode::cluster::home_store::{Endpoints, HomeStore};
+use sirms_mailnode::directory::{DirectoryData, LiveDirectory};
+use sirms_proto::cluster::{DirectorySnapshot, User};
+use sirms_proto::cluster_tls::Credentials;
+use sirms_storage::{
+    Apply, BodyPart, FlagOp, Flags, LocalStore, MailStore, MessageMeta, NewMessage, RemoteStore, ReplicaStore,
+    StoreError, SystemFlags, UidSet,
+};
+use tempfile::TempDir;
+
+const USER: &str = "alice@example.test";
+const HOME: &str = "storage-1";
+const REPLICA: &str = "storage-2";
+
+/// A mail node's `HomeStore` for one user homed on one storage node with a replica on another.
+struct Cluster {
+    dir: TempDir,
+    home: StorageNode,
+    replica: StorageNode,
+    directory: Arc<LiveDirectory>,
+    store: HomeStore,
+}
+
+fn snapshot(epoch: u64, in_sync: bool) -> DirectoryData {
+    DirectoryData::from_snapshot(&DirectorySnapshot {
+        domains: vec!["example.test".into()],
+        users: vec![User {
+            address: USER.into(),
+            home: HOME.into(),
+            replica: REPLICA.into(),
+            epoch,
+            replica_in_sync: in_sync,
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = StorageNode::start(dir.path().join("home"));
+        let replica = StorageNode::start(dir.path().join("replica"));
+        let directory = Arc::new(LiveDirectory::new(snapshot(1, true)));
+        let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([
+            (HOME.to_string(), home.endpoint()),
+            (REPLICA.to_string(), replica.endpoint()),
+        ])));
+        let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(dir.path().join("node")).expect("open"));
+        // No router: a failed replica cannot be marked out of sync, as when none answers.
+        let store = HomeStore::new("node-a".into(), own, directory.clone(), endpoints, Credentials::token(home.token.clone()));
+        let cluster = Cluster { dir, home, replica, directory, store };
+        cluster.store.catch_up(USER).await.expect("seed the replica");
+        cluster
+    }
+
+    fn remote(node: &StorageNode) -> RemoteStore {
+        RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect")
+    }
+
+    async fn inbox(node: &StorageNode) -> Vec<MessageMeta> {
+        Cluster::remote(node).messages(USER, "INBOX").await.expect("messages").1
+    }
+
+    async fn bodies(node: &StorageNode) -> Vec<Vec<u8>> {
+        let fetched = Cluster::remote(node).fetch(USER, "INBOX", &UidSet::all(), BodyPart::Full).await.expect("fetch");
+        fetched.into_iter().map(|m| m.body.expect("body").to_vec()).collect()
+    }
+}
+
+fn message(i: usize) -> NewMessage {
+    NewMessage::new(format!("From: a@example.test\r\nTo: {USER}\r\nSubject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_write_is_on_both_copies() {
+    let c = Cluster::start().await;
+    for i in 0..5 {
+        c.store.append(USER, "INBOX", message(i)).await.expect("append");
+    }
+    let seen = Flags::system(SystemFlags::SEEN);
+    c.store.store_flags(USER, "INBOX", &UidSet::range(2, 3), FlagOp::Add, &seen, None).await.expect("flags");
+    let deleted = Flags::system(SystemFlags::DELETED);
+    c.store.store_flags(USER, "INBOX", &UidSet::single(5), FlagOp::Add, &deleted, None).await.expect("flags");
+    c.store.expunge(USER, "INBOX", None).await.expect("expunge");
+    let (home, replica) = (Cluster::inbox(&c.home).await, Cluster::inbox(&c.replica).await);
+    assert_eq!(home.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(home, replica, "same UIDs, flags, MODSEQs and dates on both copies");
+    assert_eq!(Cluster::bodies(&c.home).await, Cluster::bodies(&c.replica).await);
+    let (a, b) = (
+        Cluster::remote(&c.home).status(USER, "INBOX").await.unwrap(),
+        Cluster::remote(&c.replica).status(USER, "INBOX").await.unwrap(),
+    );
+    assert_eq!(a.uid_validity, b.uid_validity);
+    assert_eq!(a.uid_next, b.uid_next, "UID 5 was expunged: neither copy may hand it out again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_replica_in_sync_fails_the_write_and_leaves_no_trace() {
+    let mut c = Cluster::start().await;
+    c.store.append(USER, "INBOX", message(0)).await.expect("append");
+    c.replica.process.kill9();
+    let refused = c.store.append(USER, "INBOX", message(1)).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    let home = Cluster::inbox(&c.home).await;
+    assert_eq!(home.len(), 1, "the refused message was taken back on the primary: {home:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_known_behind_is_caught_up_whole() {
+    let mut c = Cluster::start().await;
+    c.store.append(USER, "INBOX", message(0)).await.expect("append");
+    // The directory knows the replica is behind: writes are acknowledged on the primary alone.
+    c.directory.replace(snapshot(2, false));
+    let addr = c.replica.addr;
+    c.replica.process.kill9();
+    for i in 1..4 {
+        c.store.append(USER, "INBOX", message(i)).await.expect("append with the replica away");
+    }
+    c.store.create_mailbox(USER, "Later", None).await.expect("create with the replica away");
+    c.store.append(USER, "Later", message(9)).await.expect("append with the replica away");
+    let flagged = Flags::system(SystemFlags::FLAGGED);
+    c.store.store_flags(USER, "INBOX", &UidSet::single(1), FlagOp::Add, &flagged, None).await.expect("flags");
+    c.replica = StorageNode::start_at(addr, c.dir.path().join("replica"), &c.replica.token);
+    let (_, report) = c.store.catch_up(USER).await.expect("catch up");
+    assert_eq!(report.appended, 4, "{report:?}");
+    assert_eq!(Cluster::inbox(&c.home).await, Cluster::inbox(&c.replica).await);
+    assert_eq!(Cluster::bodies(&c.home).await, Cluster::bodies(&c.replica).await);
+    let later = |n: &StorageNode| {
+        let r = Cluster::remote(n);
+        async move { r.messages(USER, "Later").await.expect("Later") }
+    };
+    let (a, b) = (later(&c.home).await, later(&c.replica).await);
+    assert_eq!((a.0.uid_validity, a.1), (b.0.uid_validity, b.1));
+    // A second catch-up finds nothing to do.
+    assert_eq!(c.store.catch_up(USER).await.expect("again").1.changes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_primary_is_fenced_even_after_a_restart() {
+    let mut c = Cluster::start().await;
+    c.store.append(USER, "INBOX", message(0)).await.expect("append");
+    // A failover elsewhere: the replica was promoted at epoch 3 and took a write.
+    let promoted = Cluster::remote(&c.replica);
+    promoted.fence(USER, 3).await.expect("fence at the new epoch");
+    let addr = c.replica.addr;
+    c.replica.process.kill9();
+    c.replica = StorageNode::start_at(addr, c.dir.path().join("replica"), &c.replica.token);
+    let old = Cluster::remote(&c.replica);
+    let stale = old.apply(USER, 1, Apply::Delete { name: "Sent".into() }).await;
+    assert!(matches!(stale, Err(StoreError::StaleEpoch(3))), "{stale:?}");
+    // The node still at epoch 1 cannot acknowledge a message the new primary will never have.
+    let refused = c.store.append(USER, "INBOX", message(1)).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    assert_eq!(Cluster::inbox(&c.home).await.len(), 1, "the refused message was taken back");
+    assert_eq!(Cluster::inbox(&c.replica).await.len(), 1);
+}
