@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sirms_integration_tests::etcd::EtcdCluster;
-use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, User};
+use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, NodeLoad, ReplicaState, User};
 use sirms_router::directory::etcd::EtcdStore;
-use sirms_router::directory::{ClusterDirectory, DirectoryError};
+use sirms_router::directory::{ClusterDirectory, Copies, DirectoryError};
 use sirms_router::etcd::EtcdClient;
+use sirms_router::failover::{self, Liveness};
 use tempfile::TempDir;
 
 /// What backs the directories of one test.
@@ -88,6 +89,11 @@ fn node(id: &str, storage_only: bool) -> Node {
     Node { id: id.into(), host: "127.0.0.1".into(), smtp_port: 25, storage_only, ..Default::default() }
 }
 
+/// A mail node that serves a Store endpoint: it can hold mailboxes for others.
+fn store_node(id: &str) -> Node {
+    Node { store_endpoint: format!("http://{id}:7400"), ..node(id, false) }
+}
+
 fn user(address: &str) -> User {
     User { address: address.into(), password_hash: "h".into(), ..Default::default() }
 }
@@ -131,6 +137,13 @@ conformance!(
     registration_keeps_what_the_admin_set,
     users_keep_their_hash_and_home,
     an_invitation_is_taken_once_and_never_sent_to_nodes,
+    new_users_get_a_replica_on_another_store,
+    one_copy_places_no_replica,
+    a_new_home_raises_the_epoch_and_clears_in_sync,
+    replica_state_is_a_compare_and_swap,
+    replica_state_over_the_directory_service,
+    failover_promotes_only_a_live_in_sync_replica,
+    routers_racing_to_fail_over_swap_once,
 );
 
 async fn changes_persist_and_bump_the_version(h: Harness) {
@@ -289,4 +302,312 @@ async fn an_invitation_is_taken_once_and_never_sent_to_nodes(h: Harness) {
     // Spent is spent after a restart too.
     let h = h.reopen().await;
     assert!(h.a.take_invite("hash-1").await.is_err());
+}
+
+/// The user at `address` as `dir` has it now.
+fn stored(dir: &ClusterDirectory, address: &str) -> User {
+    dir.current().user(address).cloned().unwrap_or_else(|| panic!("{address} is in the directory"))
+}
+
+/// `live` alive, every other node dead.
+fn alive<'a>(live: &'a [&'a str]) -> impl Fn(&str) -> Liveness + 'a {
+    move |id| if live.contains(&id) { Liveness::Live } else { Liveness::Dead }
+}
+
+async fn new_users_get_a_replica_on_another_store(h: Harness) {
+    let d = &h.a;
+    d.put_domain("example.test").await.unwrap();
+    // One store-capable node (node1 serves no store): one copy.
+    d.put_node(node("node1", false)).await.unwrap();
+    d.put_node(node("store1", true)).await.unwrap();
+    d.put_user(user("alone@example.test")).await.unwrap();
+    let alone = stored(d, "alone@example.test");
+    assert_eq!((alone.home.as_str(), alone.replica.as_str(), alone.epoch), ("store1", "", 1));
+    // A second one: every new user has a replica that is not its home, in sync, at epoch 1.
+    d.put_node(node("store2", true)).await.unwrap();
+    d.put_node(node("store3", true)).await.unwrap();
+    for i in 0..8 {
+        let address = format!("u{i}@example.test");
+        d.put_user(user(&address)).await.unwrap();
+        let u = stored(d, &address);
+        assert!(u.home.starts_with("store") && u.replica.starts_with("store"), "{u:?}");
+        assert_ne!(u.home, u.replica);
+        assert_eq!((u.epoch, u.replica_in_sync), (1, true), "both copies of a new user are empty");
+    }
+    // The user placed while there was one store gets a replica from the reconcile, to be filled.
+    let placed = failover::give_replicas(d).await.unwrap();
+    assert_eq!(placed.iter().map(|u| u.address.as_str()).collect::<Vec<_>>(), ["alone@example.test"]);
+    let alone = stored(d, "alone@example.test");
+    assert!(alone.replica.starts_with("store") && alone.replica != "store1", "{alone:?}");
+    assert_eq!((alone.epoch, alone.replica_in_sync), (2, false));
+    assert!(failover::give_replicas(d).await.unwrap().is_empty(), "nothing left to place");
+    sees(&h.b, d.current().version).await;
+    assert_eq!(stored(&h.b, "alone@example.test"), alone);
+    // A replica named by the admin must be a known node other than the home.
+    let named = User { home: "store1".into(), replica: "node1".into(), ..user("named@example.test") };
+    d.put_user(named).await.unwrap();
+    assert_eq!(stored(d, "named@example.test").replica, "node1");
+    let ghost = User { replica: "ghost".into(), ..user("ghost@example.test") };
+    assert!(matches!(d.put_user(ghost).await, Err(DirectoryError::UnknownNode(_))));
+    let same = User { home: "store2".into(), replica: "store2".into(), ..user("same@example.test") };
+    assert!(matches!(d.put_user(same).await, Err(DirectoryError::Invalid(_))));
+}
+
+async fn one_copy_places_no_replica(h: Harness) {
+    let Harness { a, b, backing } = h;
+    drop(b);
+    let d = Arc::into_inner(a).expect("the only handle").with_copies(Copies::One);
+    d.put_domain("example.test").await.unwrap();
+    d.put_node(store_node("node1")).await.unwrap();
+    d.put_node(store_node("node2")).await.unwrap();
+    d.put_user(user("a@example.test")).await.unwrap();
+    assert_eq!(stored(&d, "a@example.test").replica, "");
+    assert!(failover::give_replicas(&d).await.unwrap().is_empty());
+    drop(backing);
+}
+
+async fn a_new_home_raises_the_epoch_and_clears_in_sync(h: Harness) {
+    let d = &h.a;
+    d.put_domain("example.test").await.unwrap();
+    for id in ["store1", "store2", "store3"] {
+        d.put_node(node(id, true)).await.unwrap();
+    }
+    d.put_user(User { home: "store1".into(), replica: "store2".into(), ..user("carol@example.test") }).await.unwrap();
+    // What an admin says of the epoch and the replica's state is not taken.
+    let claims = User { address: "carol@example.test".into(), quota_bytes: 7, epoch: 99, ..Default::default() };
+    d.put_user(claims).await.unwrap();
+    let carol = stored(d, "carol@example.test");
+    assert_eq!((carol.epoch, carol.replica_in_sync, carol.quota_bytes), (1, true, 7), "no move, no new epoch");
+    // A new home: a new epoch, and the copy there must be filled first.
+    d.put_user(User { address: "carol@example.test".into(), home: "store3".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let carol = stored(d, "carol@example.test");
+    assert_eq!((carol.home.as_str(), carol.replica.as_str()), ("store3", "store2"));
+    assert_eq!((carol.epoch, carol.replica_in_sync), (2, false));
+    // In sync again, then a new replica: the same.
+    d.set_replica_state(ReplicaState { user: carol.address.clone(), epoch: 2, in_sync: true }).await.unwrap();
+    d.put_user(User { address: "carol@example.test".into(), replica: "store1".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let carol = stored(d, "carol@example.test");
+    assert_eq!((carol.replica.as_str(), carol.epoch, carol.replica_in_sync), ("store1", 4, false));
+    // A home moved onto the replica: another replica is picked.
+    d.put_user(User { address: "carol@example.test".into(), home: "store1".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let carol = stored(d, "carol@example.test");
+    assert_eq!(carol.home, "store1");
+    assert!(!carol.replica.is_empty() && carol.replica != "store1", "{carol:?}");
+    assert_eq!((carol.epoch, carol.replica_in_sync), (5, false));
+}
+
+async fn replica_state_is_a_compare_and_swap(h: Harness) {
+    let d = &h.a;
+    d.put_domain("example.test").await.unwrap();
+    d.put_node(store_node("node1")).await.unwrap();
+    d.put_node(store_node("node2")).await.unwrap();
+    d.put_node(node("solo", true)).await.unwrap();
+    d.put_user(User { home: "node1".into(), ..user("dave@example.test") }).await.unwrap();
+    let state = |epoch, in_sync| ReplicaState { user: "Dave@example.test".into(), epoch, in_sync };
+    // The right epoch: the state changes and the epoch rises.
+    let out = d.set_replica_state(state(1, false)).await.unwrap();
+    assert_eq!(out, ReplicaState { user: "dave@example.test".into(), epoch: 2, in_sync: false });
+    let dave = stored(d, "dave@example.test");
+    assert_eq!((dave.epoch, dave.replica_in_sync), (2, false));
+    // The same state again: nothing changes, the current epoch comes back.
+    let version = d.current().version;
+    assert_eq!(d.set_replica_state(state(2, false)).await.unwrap().epoch, 2);
+    assert_eq!(d.current().version, version, "no commit for no change");
+    // A stale epoch is refused and changes nothing.
+    assert!(matches!(d.set_replica_state(state(1, true)).await, Err(DirectoryError::StaleEpoch(2))));
+    assert!(!stored(d, "dave@example.test").replica_in_sync);
+    assert!(matches!(
+        d.set_replica_state(ReplicaState { user: "nobody@example.test".into(), epoch: 1, in_sync: true }).await,
+        Err(DirectoryError::NotFound(_))
+    ));
+    // Two routers, the same epoch, at once: exactly one wins, the other is told the epoch moved.
+    for round in 0..6u64 {
+        let current = stored(d, "dave@example.test");
+        let want = !current.replica_in_sync;
+        let (first, second) = tokio::join!(
+            h.a.set_replica_state(state(current.epoch, want)),
+            h.b.set_replica_state(state(current.epoch, want))
+        );
+        let won: Vec<ReplicaState> = [&first, &second].into_iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        assert_eq!(
+            won,
+            vec![ReplicaState { user: "dave@example.test".into(), epoch: current.epoch + 1, in_sync: want }]
+        );
+        let lost = if first.is_ok() { second } else { first };
+        assert!(
+            matches!(lost, Err(DirectoryError::StaleEpoch(now)) if now == current.epoch + 1),
+            "round {round}: {lost:?}"
+        );
+    }
+    let version = d.current().version;
+    sees(&h.b, version).await;
+    assert_eq!(stored(&h.b, "dave@example.test"), stored(d, "dave@example.test"));
+}
+
+async fn replica_state_over_the_directory_service(h: Harness) {
+    use sirms_integration_tests::directory_client;
+    use sirms_proto::cluster_tls::{ClientAuth, Credentials};
+    let d = &h.a;
+    d.put_domain("example.test").await.unwrap();
+    d.put_node(store_node("node1")).await.unwrap();
+    d.put_node(store_node("node2")).await.unwrap();
+    d.put_user(User { home: "node2".into(), ..user("erin@example.test") }).await.unwrap();
+    // This harness's directory behind a router's Directory service, on a loopback port.
+    let token = "conformance-token";
+    let router = sirms_router::server::Router::new(h.a.clone(), None, &sirms_router::config::RouterConfig::default());
+    let (_admin, directory) = sirms_router::admin::AdminService::new(router, token).into_servers();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = tonic::transport::Server::builder().add_service(directory);
+    let forever = std::future::pending::<()>();
+    let served = tokio::spawn(sirms_proto::cluster_tls::serve(routes, None, ClientAuth::Optional, listener, forever));
+    let mut client = directory_client(addr, &Credentials { token: token.into(), tls: None }).await;
+    let request = |epoch, in_sync| ReplicaState { user: "erin@example.test".into(), epoch, in_sync };
+    let reply = client.set_replica_state(request(1, false)).await.expect("the right epoch").into_inner();
+    assert_eq!(reply, ReplicaState { user: "erin@example.test".into(), epoch: 2, in_sync: false });
+    let stale = client.set_replica_state(request(1, true)).await.expect_err("a stale epoch");
+    assert_eq!((stale.code(), stale.message()), (tonic::Code::FailedPrecondition, "stale epoch: now 2"));
+    let unknown = ReplicaState { user: "nobody@example.test".into(), epoch: 1, in_sync: true };
+    assert_eq!(client.set_replica_state(unknown).await.expect_err("unknown").code(), tonic::Code::NotFound);
+    let mut stranger = directory_client(addr, &Credentials { token: "wrong".into(), tls: None }).await;
+    let refused = stranger.set_replica_state(request(2, true)).await.expect_err("no token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_eq!(stored(d, "erin@example.test").epoch, 2, "only the first call changed anything");
+    served.abort();
+}
+
+async fn failover_promotes_only_a_live_in_sync_replica(h: Harness) {
+    let d = &h.a;
+    d.put_domain("example.test").await.unwrap();
+    for id in ["node1", "node2", "node3"] {
+        d.put_node(store_node(id)).await.unwrap();
+    }
+    d.put_node(node("store1", true)).await.unwrap();
+    let placed =
+        |address: &str, home: &str, replica: &str| User { home: home.into(), replica: replica.into(), ..user(address) };
+    d.put_user(placed("swap@example.test", "node1", "node2")).await.unwrap();
+    d.put_user(placed("behind@example.test", "node1", "node2")).await.unwrap();
+    d.set_replica_state(ReplicaState { user: "behind@example.test".into(), epoch: 1, in_sync: false }).await.unwrap();
+    d.put_user(placed("replica-dead@example.test", "node1", "node3")).await.unwrap();
+    d.put_user(placed("home-live@example.test", "node2", "node3")).await.unwrap();
+    d.put_user(placed("on-storage@example.test", "store1", "node2")).await.unwrap();
+    let before = d.current().version;
+    // node1 and node3 are dead, node2 alive; storage nodes have no liveness signal.
+    let done = failover::fail_over(d, alive(&["node2"])).await.unwrap();
+    let swapped: Vec<String> = done.iter().map(|f| f.to_string()).collect();
+    assert_eq!(swapped, ["swap@example.test: home node1 -> node2 (epoch 2)"]);
+    assert_eq!(d.current().version, before + 1, "one commit");
+    let swap = stored(d, "swap@example.test");
+    assert_eq!(
+        (swap.home.as_str(), swap.replica.as_str(), swap.epoch, swap.replica_in_sync),
+        ("node2", "node1", 2, false)
+    );
+    for (address, home) in [
+        ("behind@example.test", "node1"),
+        ("replica-dead@example.test", "node1"),
+        ("home-live@example.test", "node2"),
+        ("on-storage@example.test", "store1"),
+    ] {
+        assert_eq!(stored(d, address).home, home, "{address} stays");
+    }
+    // Again with the same liveness: nothing (the promoted copy's replica is out of sync).
+    assert!(failover::fail_over(d, alive(&["node2"])).await.unwrap().is_empty());
+    assert!(failover::fail_over(d, alive(&["node1"])).await.unwrap().is_empty(), "no swap back before a catch-up");
+    assert_eq!(d.current().version, before + 1);
+    // Nothing known: nothing moves.
+    let _ = d.set_replica_state(ReplicaState { user: "swap@example.test".into(), epoch: 2, in_sync: true }).await;
+    assert!(failover::fail_over(d, |_: &str| Liveness::Unknown).await.unwrap().is_empty());
+}
+
+async fn routers_racing_to_fail_over_swap_once(h: Harness) {
+    h.a.put_domain("example.test").await.unwrap();
+    h.a.put_node(store_node("node1")).await.unwrap();
+    h.a.put_node(store_node("node2")).await.unwrap();
+    let users = 2 * failover::BATCH + 5;
+    for i in 0..users {
+        let u = User { home: "node1".into(), replica: "node2".into(), ..user(&format!("u{i}@example.test")) };
+        h.a.put_user(u).await.unwrap();
+    }
+    let before = h.a.current().version;
+    sees(&h.b, before).await;
+    let (a, b) =
+        tokio::join!(failover::fail_over(&h.a, alive(&["node2"])), failover::fail_over(&h.b, alive(&["node2"])));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), users, "every user failed over once, by one router or the other");
+    let after = h.a.current().version;
+    assert!(after - before <= 4, "in batches of {}: {} commits", failover::BATCH, after - before);
+    sees(&h.b, after).await;
+    for u in h.b.snapshot().users {
+        assert_eq!((u.home.as_str(), u.replica.as_str(), u.epoch), ("node2", "node1", 2), "{u:?}");
+    }
+}
+
+/// With the etcd directory, liveness is the node leases every router follows: a lease that
+/// expires fails the node's users over within about a second, through the router's own task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_failover_follows_an_expiring_lease() {
+    let h = Harness::etcd().await;
+    let Backing::Etcd(cluster, prefix) = &h.backing else { unreachable!("an etcd harness") };
+    let client = EtcdClient::new(&cluster.endpoints(), Duration::from_millis(1500)).expect("etcd client");
+    let membership = sirms_router::membership::Membership::start(Arc::new(client), prefix);
+    let config = sirms_router::config::RouterConfig::default();
+    let router = sirms_router::server::Router::new(h.a.clone(), Some(membership), &config);
+    h.a.put_domain("example.test").await.unwrap();
+    h.a.put_node(store_node("node1")).await.unwrap();
+    h.a.put_node(store_node("node2")).await.unwrap();
+    h.a.put_user(User { home: "node1".into(), ..user("frank@example.test") }).await.unwrap();
+    assert_eq!(stored(&h.a, "frank@example.test").replica, "node2");
+    let members = router.membership().expect("membership");
+    let load = |id: &str| NodeLoad { node_id: id.into(), ..Default::default() };
+    members.join("node1", &load("node1")).await.unwrap();
+    members.join("node2", &load("node2")).await.unwrap();
+    let mut live = members.subscribe();
+    tokio::time::timeout(Duration::from_secs(5), live.wait_for(|l| l.as_ref().is_some_and(|l| l.len() == 2)))
+        .await
+        .expect("both leases seen")
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(failover::run(router.clone(), stopped));
+    // node2 heartbeats; node1 stops.
+    let beating = tokio::spawn({
+        let router = router.clone();
+        async move {
+            loop {
+                let _ = router.membership().expect("membership").alive("node2", &load("node2")).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    // Both alive for a while: nothing moves.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stored(&h.a, "frank@example.test").home, "node1");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        live.wait_for(|l| l.as_ref().is_some_and(|l| !l.contains_key("node1"))),
+    )
+    .await
+    .expect("node1's lease expires")
+    .unwrap();
+    let expired = std::time::Instant::now();
+    let mut other = h.b.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        other.wait_for(|s| s.user("frank@example.test").is_some_and(|u| u.home == "node2")),
+    )
+    .await
+    .expect("failed over")
+    .unwrap();
+    let took = expired.elapsed();
+    assert!(took < Duration::from_secs(1), "failed over {took:?} after the lease expired");
+    let frank = stored(&h.b, "frank@example.test");
+    assert_eq!((frank.replica.as_str(), frank.epoch, frank.replica_in_sync), ("node1", 2, false));
+    let _ = stop.send(true);
+    task.await.unwrap();
+    beating.abort();
 }

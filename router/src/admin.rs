@@ -34,9 +34,10 @@ impl From<DirectoryError> for Status {
             DirectoryError::Db(_) => Status::internal(e.to_string()),
             DirectoryError::Unavailable(_) => Status::unavailable(e.to_string()),
             DirectoryError::Conflict(_) => Status::aborted(e.to_string()),
-            DirectoryError::UnknownDomain(_) | DirectoryError::UnknownNode(_) => {
-                Status::failed_precondition(e.to_string())
-            }
+            DirectoryError::UnknownDomain(_)
+            | DirectoryError::UnknownNode(_)
+            | DirectoryError::StaleEpoch(_)
+            | DirectoryError::NoReplica(_) => Status::failed_precondition(e.to_string()),
             _ => Status::invalid_argument(e.to_string()),
         }
     }
@@ -79,6 +80,17 @@ impl AdminService {
     /// node's own certificate may make it (a node registers and heartbeats only as itself).
     fn as_node<T>(&self, request: Request<T>, node_of: impl Fn(&T) -> String) -> Result<T, Status> {
         cluster_tls::acting_as(&request, &node_of(request.get_ref()))?;
+        self.open(request)
+    }
+
+    /// A Directory call's body that names no node of its own (a replica state): over mutual
+    /// TLS any node or storage node the directory knows may make it.
+    fn any_node<T>(&self, request: Request<T>) -> Result<T, Status> {
+        if let Some(identity) = cluster_tls::authorize(&request, &[Role::Node, Role::Storage])?
+            && self.dir().node(&identity.name).is_none()
+        {
+            return Err(Status::permission_denied(format!("{identity} is not a node of the directory")));
+        }
         self.open(request)
     }
 
@@ -245,8 +257,12 @@ impl Directory for AdminService {
         Ok(Response::new(Ack {}))
     }
 
-    async fn set_replica_state(&self, _request: Request<ReplicaState>) -> Reply<ReplicaState> {
-        Err(Status::unimplemented("replica state is not kept yet"))
+    async fn set_replica_state(&self, request: Request<ReplicaState>) -> Reply<ReplicaState> {
+        let request = self.any_node(request)?;
+        self.loaded()?;
+        let state = self.dir().set_replica_state(request).await?;
+        tracing::info!(user = %state.user, epoch = state.epoch, in_sync = state.in_sync, "replica state");
+        Ok(Response::new(state))
     }
 
     type WatchStream = SnapshotStream;

@@ -37,6 +37,9 @@ pub struct RouterConfig {
     pub directory: DirectoryKind,
     /// `[etcd]`: used when `directory = "etcd"`.
     pub etcd: EtcdConfig,
+    /// Copies of each mailbox: 2 (the default) gives every user a replica on a second
+    /// store-capable node when the cluster has one; 1 picks no replica.
+    pub replicas: u8,
     /// `[cluster_tls] ca, cert, key`: mutual TLS on the Admin and Directory API (off when unset).
     pub cluster_tls: Option<sirms_proto::cluster_tls::TlsFiles>,
     /// `[issuer] cert, key`: the cluster's issuing CA, with which this router gives invited
@@ -208,6 +211,7 @@ impl Default for RouterConfig {
             nat: NatConfig::default(),
             directory: DirectoryKind::Sled,
             etcd: EtcdConfig::default(),
+            replicas: 2,
             cluster_tls: None,
             issuer: None,
         }
@@ -223,7 +227,13 @@ impl RouterConfig {
         if config.mode == Mode::Nat && config.nat.public.is_none() {
             return Err(format!("invalid config {}: mode = \"nat\" needs nat.public", path.display()));
         }
+        config.copies().map_err(|e| format!("invalid config {}: {e}", path.display()))?;
         Ok(config)
+    }
+
+    /// How many copies of each mailbox the directory places, from `replicas`.
+    pub fn copies(&self) -> Result<crate::directory::Copies, String> {
+        crate::directory::Copies::try_from(self.replicas)
     }
 
     /// The forwarder's timeouts.
@@ -260,6 +270,18 @@ mod tests {
         assert_eq!(config.nat.aliases.get("node1"), Some(&Ipv4Addr::new(198, 18, 100, 11)));
         assert_eq!(config.nat.timeouts().tcp_closed, Duration::from_secs(1), "at least a second");
         assert!(toml::from_str::<RouterConfig>("mode = \"kernel\"").is_err());
+    }
+
+    #[test]
+    fn replicas_are_one_or_two() {
+        let config: RouterConfig = toml::from_str("").expect("empty config");
+        assert_eq!(config.copies(), Ok(crate::directory::Copies::Two));
+        let one: RouterConfig = toml::from_str("replicas = 1").expect("valid");
+        assert_eq!(one.copies(), Ok(crate::directory::Copies::One));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("router.toml");
+        std::fs::write(&path, "replicas = 3\n").expect("write");
+        assert!(RouterConfig::load(&path).expect_err("refused").contains("replicas = 3"));
     }
 
     #[test]

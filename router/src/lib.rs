@@ -19,7 +19,8 @@
 //! client, reporting refused backends back to the monitor.
 //!
 //! Around them: [`directory`], the cluster directory (nodes, routes, domains, users) that the
-//! routing state is rebuilt from; [`admin`], the Admin and Directory gRPC services (the admin
+//! routing state is rebuilt from; [`failover`], which moves a user whose home died to its
+//! in-sync replica; [`admin`], the Admin and Directory gRPC services (the admin
 //! CLI, `sirms ctl`, is the binary's); [`role`], `sirms router` wired together.
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod directory;
 pub mod enrol;
 pub mod etcd;
+pub mod failover;
 pub mod forward;
 pub mod hashing;
 pub mod health;

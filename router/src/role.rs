@@ -31,21 +31,25 @@ pub enum RouterError {
     ClusterTls(#[from] sirms_proto::cluster_tls::ClusterTlsError),
     #[error("[issuer]: {0}")]
     Issuer(#[from] IssuerError),
+    #[error("config: {0}")]
+    Config(String),
 }
 
 /// The directory the config names, and node membership by lease when it is in etcd.
 fn open_directory(config: &RouterConfig) -> Result<(ClusterDirectory, Option<Membership>), RouterError> {
-    match config.directory {
-        DirectoryKind::Sled => Ok((ClusterDirectory::open(&config.data_dir.join("directory"))?, None)),
+    let copies = config.copies().map_err(RouterError::Config)?;
+    let (directory, membership) = match config.directory {
+        DirectoryKind::Sled => (ClusterDirectory::open(&config.data_dir.join("directory"))?, None),
         DirectoryKind::Etcd => {
             let timeout = std::time::Duration::from_millis(config.etcd.timeout_ms.max(100));
             let tls = config.etcd.tls.as_ref().map(ClusterTls::load).transpose()?.map(|tls| tls.tonic_client());
             let client = Arc::new(EtcdClient::with_tls(&config.etcd.endpoints, timeout, tls)?);
             let (store, state) = EtcdStore::open(client.clone(), &config.etcd.prefix);
             let membership = Membership::start(client, &config.etcd.prefix);
-            Ok((ClusterDirectory::new(Box::new(store), state), Some(membership)))
+            (ClusterDirectory::new(Box::new(store), state), Some(membership))
         }
-    }
+    };
+    Ok((directory.with_copies(copies), membership))
 }
 
 /// Runs the router until `shutdown` resolves.
@@ -58,6 +62,7 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
     tracing::info!(directory = %directory.describe(), "directory");
     let router = Router::new(Arc::new(directory), membership, &config);
     let (stop, stopped) = watch::channel(false);
+    tokio::spawn(crate::failover::run(router.clone(), stopped.clone()));
 
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await

@@ -106,6 +106,11 @@ impl Router {
         self.membership.as_ref().and_then(|m| m.subscribe().borrow().clone())
     }
 
+    /// Follows this router's health checks of the mail nodes.
+    pub fn follow_health(&self) -> watch::Receiver<Arc<crate::health::HealthSnapshot>> {
+        self.health.subscribe()
+    }
+
     /// The directory this router serves.
     pub fn directory(&self) -> &Arc<ClusterDirectory> {
         &self.directory

@@ -1,4 +1,4 @@
-//! `sirms ctl users`: accounts, their passwords and their homes.
+//! `sirms ctl users`: accounts, their passwords, their homes and replicas.
 //!
 //! Passwords are hashed here with the mail node's own hashing, so no clear password
 //! crosses the admin API; a move copies mailboxes with the mail node's transfer code.
@@ -10,13 +10,16 @@ use sirms_mailnode::auth::password::hash_password;
 use sirms_mailnode::cluster::transfer::move_user;
 use sirms_proto::cluster::{Empty, Name, User};
 use sirms_proto::cluster_tls::Credentials;
+use sirms_router::directory::canonical_address;
 
 use super::{Client, CtlError, acked, show};
 
 #[derive(Subcommand, Debug)]
 pub enum UsersCmd {
-    /// List users and their homes.
+    /// List users, their homes and replicas.
     List,
+    /// One user: home, replica, whether the replica is in sync, epoch, quota.
+    Show { address: String },
     /// Add a user, or change one's password or home. The password is read from stdin
     /// (one line) unless --password is given.
     Add {
@@ -26,6 +29,10 @@ pub enum UsersCmd {
         /// Node or storage node that holds the mailbox (default: the router picks).
         #[arg(long, default_value = "")]
         home: String,
+        /// Node or storage node that holds the second copy, not the home (default: the
+        /// stored one, or the router picks one when the cluster has two store-capable nodes).
+        #[arg(long, default_value = "")]
+        replica: String,
         /// Keep the stored password (to change only the home).
         #[arg(long)]
         keep_password: bool,
@@ -58,27 +65,19 @@ pub(super) async fn run(
 ) -> Result<String, CtlError> {
     match cmd {
         UsersCmd::List => {
-            // Password hashes stay out of the listing, in JSON too.
-            let users: Vec<User> = c
-                .get_directory(Empty {})
-                .await?
-                .into_inner()
-                .users
-                .into_iter()
-                .map(|u| User { password_hash: String::new(), ..u })
-                .collect();
-            show(json, &users, |l| {
-                l.iter()
-                    .map(|u| match u.quota_bytes {
-                        0 => format!("{} home={}\n", u.address, u.home),
-                        q => format!("{} home={} quota={q}\n", u.address, u.home),
-                    })
-                    .collect()
-            })
+            let users = users(c).await?;
+            show(json, &users, |l| l.iter().map(line).collect())
         }
-        UsersCmd::Add { address, password, home, keep_password } => {
+        UsersCmd::Show { address } => {
+            let (local, domain) = canonical_address(&address).map_err(|e| CtlError::Input(e.to_string()))?;
+            let address = format!("{local}@{domain}");
+            let user = users(c).await?.into_iter().find(|u| u.address == address);
+            let user = user.ok_or_else(|| CtlError::Input(format!("no user {address}")))?;
+            show(json, &user, card)
+        }
+        UsersCmd::Add { address, password, home, replica, keep_password } => {
             let password_hash = if keep_password { String::new() } else { password_hash(password)? };
-            acked(json, c.put_user(User { address, password_hash, home, ..Default::default() }).await)
+            acked(json, c.put_user(User { address, password_hash, home, replica, ..Default::default() }).await)
         }
         UsersCmd::Passwd { address, password } => {
             let password_hash = password_hash(password)?;
@@ -97,6 +96,48 @@ pub(super) async fn run(
     }
 }
 
+/// Every user, without password hashes (they stay out of listings, in JSON too).
+async fn users(c: &mut Client) -> Result<Vec<User>, CtlError> {
+    let users = c.get_directory(Empty {}).await?.into_inner().users;
+    Ok(users.into_iter().map(|u| User { password_hash: String::new(), ..u }).collect())
+}
+
+/// A user's replica and its state, for a listing: `node2 in_sync=yes`, `-` for none.
+fn replica(u: &User) -> String {
+    match (u.replica.as_str(), u.replica_in_sync) {
+        ("", _) => "-".into(),
+        (node, true) => format!("{node} in_sync=yes"),
+        (node, false) => format!("{node} in_sync=no"),
+    }
+}
+
+/// One line of `users list`.
+fn line(u: &User) -> String {
+    let quota = match u.quota_bytes {
+        0 => String::new(),
+        q => format!(" quota={q}"),
+    };
+    format!("{} home={} replica={} epoch={}{quota}\n", u.address, u.home, replica(u), u.epoch)
+}
+
+/// `users show`.
+fn card(u: &User) -> String {
+    let replica = if u.replica.is_empty() { "none (one copy)" } else { u.replica.as_str() };
+    let in_sync = match (u.replica.is_empty(), u.replica_in_sync) {
+        (true, _) => "-",
+        (false, true) => "yes",
+        (false, false) => "no (the nodes are filling it)",
+    };
+    let quota = match u.quota_bytes {
+        0 => "none".to_string(),
+        q => format!("{q} bytes"),
+    };
+    format!(
+        "user     {}\nhome     {}\nreplica  {replica}\nin sync  {in_sync}\nepoch    {}\nquota    {quota}\n",
+        u.address, u.home, u.epoch
+    )
+}
+
 /// The hash of the given password, or of the first line of stdin.
 fn password_hash(password: Option<String>) -> Result<String, CtlError> {
     let password = match password {
@@ -111,4 +152,26 @@ fn password_hash(password: Option<String>) -> Result<String, CtlError> {
         return Err(CtlError::Input("empty password".into()));
     }
     hash_password(&password).map_err(|e| CtlError::Input(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_show_the_replica_and_its_state() {
+        let u = User {
+            address: "a@example.test".into(),
+            home: "store1".into(),
+            replica: "node2".into(),
+            epoch: 3,
+            replica_in_sync: true,
+            ..Default::default()
+        };
+        assert_eq!(line(&u), "a@example.test home=store1 replica=node2 in_sync=yes epoch=3\n");
+        let alone = User { replica: String::new(), quota_bytes: 9, ..u.clone() };
+        assert_eq!(line(&alone), "a@example.test home=store1 replica=- epoch=3 quota=9\n");
+        let behind = User { replica_in_sync: false, ..u };
+        assert!(card(&behind).contains("replica  node2\nin sync  no"), "{}", card(&behind));
+    }
 }

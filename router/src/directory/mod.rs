@@ -10,15 +10,17 @@
 //! meanwhile.
 
 pub mod etcd;
+pub mod placement;
 pub mod sled;
 pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, Route, User};
+use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, ReplicaState, Route, User};
 use tokio::sync::watch;
 
+pub use placement::Copies;
 pub use state::{State, Table, Write, canonical_address};
 
 use crate::node::NameError;
@@ -69,6 +71,11 @@ pub enum DirectoryError {
     Unavailable(String),
     #[error("the directory kept changing under this change ({0} attempts); try again")]
     Conflict(usize),
+    /// A replica state reported as of an epoch that is no longer the user's.
+    #[error("stale epoch: now {0}")]
+    StaleEpoch(u64),
+    #[error("user {0} has no replica")]
+    NoReplica(String),
 }
 
 /// Where the directory is kept.
@@ -91,6 +98,8 @@ pub struct ClusterDirectory {
     /// One change at a time from this router: its changes never race each other, only
     /// other routers' changes.
     writing: tokio::sync::Mutex<()>,
+    /// How many copies of a mailbox new placements make.
+    copies: Copies,
 }
 
 impl ClusterDirectory {
@@ -102,7 +111,17 @@ impl ClusterDirectory {
 
     /// A directory over `store`, whose copy `state` the store keeps current.
     pub fn new(store: Box<dyn Store>, state: watch::Receiver<Arc<State>>) -> ClusterDirectory {
-        ClusterDirectory { store, state, writing: tokio::sync::Mutex::new(()) }
+        ClusterDirectory { store, state, writing: tokio::sync::Mutex::new(()), copies: Copies::default() }
+    }
+
+    /// The same directory placing `copies` copies of each mailbox (two unless told).
+    pub fn with_copies(self, copies: Copies) -> ClusterDirectory {
+        ClusterDirectory { copies, ..self }
+    }
+
+    /// How many copies of each mailbox placements make.
+    pub fn copies(&self) -> Copies {
+        self.copies
     }
 
     /// Follows the directory: the receiver sees every new version.
@@ -142,7 +161,10 @@ impl ClusterDirectory {
 
     /// Plans a change against the current directory and commits it; planned again when
     /// another router's change came first. Returns once this router's copy has it.
-    async fn change(&self, plan: impl Fn(&State) -> Result<Vec<Write>, DirectoryError>) -> Result<(), DirectoryError> {
+    pub(crate) async fn change(
+        &self,
+        plan: impl Fn(&State) -> Result<Vec<Write>, DirectoryError>,
+    ) -> Result<(), DirectoryError> {
         let _writing = self.writing.lock().await;
         let mut attempt = 0;
         while (attempt as usize) < MAX_ATTEMPTS {
@@ -181,6 +203,13 @@ impl ClusterDirectory {
         if let Ok(latest) = self.store.latest().await {
             let _ = self.settle(latest).await;
         }
+    }
+
+    /// Brings this router's copy up to the latest version in the store, or fails: for a
+    /// decision that must not be taken on a copy that lags (a compare-and-swap's compare).
+    async fn up_to_date(&self) -> Result<(), DirectoryError> {
+        let latest = self.store.latest().await?;
+        self.settle(latest).await
     }
 
     /// Waits (bounded) until this router's copy has `version`.
@@ -287,9 +316,29 @@ impl ClusterDirectory {
         self.change(|s| s.remove_dkim_key(domain)).await
     }
 
-    /// Adds or replaces a user (an empty hash or home keeps the stored one).
+    /// Adds or replaces a user (an empty hash, home or replica keeps the stored one).
     pub async fn put_user(&self, user: User) -> Result<(), DirectoryError> {
-        self.change(|s| s.put_user(user.clone())).await
+        self.change(|s| s.put_user(user.clone(), self.copies)).await
+    }
+
+    /// Marks a user's replica in or out of sync if the user's epoch is still
+    /// `request.epoch`; returns the user's state after it. Atomic across routers: the epoch is
+    /// compared with the latest directory (this router's copy is first brought up to the
+    /// store's latest version, and every plan after a lost race looks again), and the commit
+    /// succeeds only if nothing changed in between.
+    pub async fn set_replica_state(&self, request: ReplicaState) -> Result<ReplicaState, DirectoryError> {
+        // A lagging copy would refuse an epoch the node has already seen as stale, or let an
+        // unchanged state through on an epoch that is no longer the user's.
+        self.up_to_date().await?;
+        let reply = std::sync::Mutex::new(None);
+        self.change(|s| {
+            let (writes, state) = s.set_replica_state(&request)?;
+            *reply.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+            Ok(writes)
+        })
+        .await?;
+        let reply = reply.into_inner().unwrap_or_else(|e| e.into_inner());
+        reply.ok_or_else(|| DirectoryError::Invalid("no replica state was planned".into()))
     }
 
     /// Removes a user.

@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use prost::Message;
-use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, Route, Transport, User};
+use sirms_proto::cluster::{
+    Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, ReplicaState, Route, Transport, User,
+};
 
 use super::DirectoryError;
-use crate::hashing::{Rendezvous, WeightedNode};
+use super::placement::{self, Copies};
 use crate::node::{GroupName, NodeId};
 use crate::table::{Cidr, Target};
 
@@ -357,22 +359,13 @@ impl State {
         }
     }
 
-    /// Where a new user's mailbox goes when the admin names no home: a storage node if the
-    /// cluster has one, else a mail node, chosen by hashing the address so it is stable.
-    fn pick_home(&self, address: &str) -> Option<String> {
-        let storage: Vec<&Node> = self.nodes.values().filter(|n| n.storage_only && !n.drained).collect();
-        let pool: Vec<&Node> =
-            if storage.is_empty() { self.nodes.values().filter(|n| !n.drained).collect() } else { storage };
-        let candidates: Vec<WeightedNode> = pool
-            .iter()
-            .filter_map(|n| NodeId::from_str(&n.id).ok().map(|id| WeightedNode { id, weight: n.weight.max(1) }))
-            .collect();
-        Rendezvous::default().best_for_key(address.as_bytes(), &candidates).map(|n| n.id.to_string())
-    }
-
-    /// Adds or replaces a user. An empty password hash keeps the stored one; an empty home
-    /// keeps the stored one or picks one.
-    pub fn put_user(&self, mut user: User) -> Result<Vec<Write>, DirectoryError> {
+    /// Adds or replaces a user (the rules of `placement`). An empty password hash keeps the
+    /// stored one; an empty home or replica keeps the stored one or picks one. The epoch and
+    /// `replica_in_sync` are the directory's own: what the request says of them is ignored. A
+    /// new user starts at epoch 1 in sync (both copies are empty); a change of home or replica
+    /// raises the epoch and marks the replica out of sync until the nodes have filled the new
+    /// copy.
+    pub fn put_user(&self, mut user: User, copies: Copies) -> Result<Vec<Write>, DirectoryError> {
         let (local, domain) = canonical_address(&user.address)?;
         if !self.domains.contains(&domain) {
             return Err(DirectoryError::UnknownDomain(domain));
@@ -388,14 +381,75 @@ impl State {
         if user.home.is_empty() {
             user.home = match old.map(|o| o.home.clone()).filter(|h| !h.is_empty()) {
                 Some(home) => home,
-                None => self
-                    .pick_home(&user.address)
+                None => placement::pick_home(&self.nodes, &user.address)
                     .ok_or_else(|| DirectoryError::Invalid("no node to home the user on: add a node first".into()))?,
             };
         } else if !self.nodes.contains_key(&user.home) {
             return Err(DirectoryError::UnknownNode(user.home));
         }
+        if user.replica.is_empty() {
+            // The stored replica, unless the home just moved onto it.
+            let kept = old.map(|o| o.replica.clone()).filter(|r| !r.is_empty() && *r != user.home);
+            user.replica = match kept {
+                Some(replica) => replica,
+                None => {
+                    placement::pick_replica(&self.nodes, copies, &user.address, &user.home).node().unwrap_or_default()
+                }
+            };
+        } else if !self.nodes.contains_key(&user.replica) {
+            return Err(DirectoryError::UnknownNode(user.replica));
+        } else if user.replica == user.home {
+            return Err(DirectoryError::Invalid(format!("the replica must not be the home ({})", user.home)));
+        }
+        (user.epoch, user.replica_in_sync) = match old {
+            None => (1, true),
+            Some(o) if o.home == user.home && o.replica == user.replica => (o.epoch, o.replica_in_sync),
+            Some(o) => (o.epoch + 1, false),
+        };
         Ok(put(Table::Users, &user.address, &user))
+    }
+
+    /// A user by (canonical) address.
+    pub fn user(&self, address: &str) -> Option<&User> {
+        self.users.get(address)
+    }
+
+    /// Every user, by address.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    /// Writes `users` back as they are (after a failover or a reconcile changed them).
+    pub fn replace_users<'a>(&self, users: impl IntoIterator<Item = &'a User>) -> Vec<Write> {
+        users.into_iter().flat_map(|u| put(Table::Users, &u.address, u)).collect()
+    }
+
+    /// A node reporting a user's replica in or out of sync, as of `epoch` (the compare half of
+    /// a compare-and-swap, whose swap is the commit's own version check). A changed state
+    /// raises the epoch; the same state again changes nothing. Returns the writes and the
+    /// state they leave.
+    pub fn set_replica_state(&self, request: &ReplicaState) -> Result<(Vec<Write>, ReplicaState), DirectoryError> {
+        let (local, domain) = canonical_address(&request.user)?;
+        let address = format!("{local}@{domain}");
+        let user = self.users.get(&address).ok_or_else(|| DirectoryError::NotFound(format!("user {address}")))?;
+        if user.replica.is_empty() {
+            return Err(DirectoryError::NoReplica(address));
+        }
+        if user.epoch != request.epoch {
+            return Err(DirectoryError::StaleEpoch(user.epoch));
+        }
+        if user.replica_in_sync == request.in_sync {
+            let unchanged = ReplicaState { user: address, epoch: user.epoch, in_sync: user.replica_in_sync };
+            return Ok((Vec::new(), unchanged));
+        }
+        let changed = User { epoch: user.epoch + 1, replica_in_sync: request.in_sync, ..user.clone() };
+        let state = ReplicaState { user: address, epoch: changed.epoch, in_sync: changed.replica_in_sync };
+        Ok((put(Table::Users, &changed.address, &changed), state))
+    }
+
+    /// The nodes, by id.
+    pub fn nodes(&self) -> &BTreeMap<String, Node> {
+        &self.nodes
     }
 
     /// Removes a user (the mailbox stays on its home until an admin deletes it).
