@@ -58,7 +58,8 @@ impl Cluster {
         ])));
         let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(dir.path().join("node")).expect("open"));
         // No router: a failed replica cannot be marked out of sync, as when none answers.
-        let store = HomeStore::new("node-a".into(), own, directory.clone(), endpoints, Credentials::token(home.token.clone()));
+        let store =
+            HomeStore::new("node-a".into(), own, directory.clone(), endpoints, Credentials::token(home.token.clone()));
         let cluster = Cluster { dir, home, replica, directory, store };
         cluster.store.catch_up(USER).await.expect("seed the replica");
         cluster
