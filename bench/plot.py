@@ -20,7 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STYLE = {"pfdc": ("Postfix+Dovecot", "tab:gray", "s", "--"), "N1": ("SIRMS N1", "tab:blue", "o", "-"),
-         "N2": ("SIRMS N2", "tab:green", "^", "-"), "N2_STORE": ("SIRMS N2_STORE", "tab:orange", "D", "-")}
+         "N2": ("SIRMS N2", "tab:green", "^", "-"), "N2_STORE": ("SIRMS N2_STORE", "tab:orange", "D", "-"),
+         "N2_REPL": ("SIRMS N2_REPL (2 copies)", "tab:purple", "v", "-")}
 TITLE = {"main": "no CPU limit", "limited": "each node at %s of a CPU"}
 
 

@@ -9,7 +9,7 @@ import os
 import statistics
 import sys
 
-TARGETS = ["pfdc", "N1_BASE", "N1", "N2", "N2_STORE"]  # N1_BASE: bench/run.sh with BASELINE_SIRMS
+TARGETS = ["pfdc", "N1_BASE", "N1", "N2", "N2_STORE", "N2_REPL"]  # N1_BASE: bench/run.sh with BASELINE_SIRMS
 QUOTA = os.environ.get("CPU_QUOTA", "?") + "%"
 PHASE_TITLE = {
     "main": "No CPU limits (all processes share the machine's 2 cores)",
@@ -91,12 +91,14 @@ def ratio_table(rows, w):
     keys = sorted({(k[0], k[1]) for k in rows})
     if not keys:
         return
-    w("| N | C | N2 / N1 | N2_STORE / N1 | N1 / pfdc | N2 / pfdc | N2_STORE / pfdc |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+    w("| N | C | N2 / N1 | N2_STORE / N1 | N2_REPL / N1 | N1 / pfdc | N2 / pfdc | N2_STORE / pfdc | N2_REPL / pfdc |\n"
+      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     for n, c in keys:
         g = lambda t: rows.get((n, c, t), {}).get("rate")
         q = lambda a, b: "%.2f" % (g(a) / g(b)) if g(a) and g(b) else "–"
-        w("| %d | %d | %s | %s | %s | %s | %s |\n" % (n, c, q("N2", "N1"), q("N2_STORE", "N1"), q("N1", "pfdc"),
-                                                  q("N2", "pfdc"), q("N2_STORE", "pfdc")))
+        w("| %d | %d | %s | %s | %s | %s | %s | %s | %s |\n" % (
+            n, c, q("N2", "N1"), q("N2_STORE", "N1"), q("N2_REPL", "N1"), q("N1", "pfdc"), q("N2", "pfdc"),
+            q("N2_STORE", "pfdc"), q("N2_REPL", "pfdc")))
     w("\n")
     sizes = sorted({k[0] for k in keys})
     if len(sizes) > 1:

@@ -15,6 +15,8 @@
 #   bench/run.sh --client=sirms  # the deliver test with `sirms bench smtp` instead of mailbench, for every
 #                                # target (Postfix+Dovecot too); same as BENCH_CLIENT=sirms
 #   bench/run.sh --deliver-only  # skip the IMAP/POP3 fetch tests
+#   bench/run.sh --replicated    # issue 25's goal: Postfix+Dovecot, N1 and N2_REPL (two nodes, every
+#                                # mailbox on both) only, deliver test, N = 10^4, C = 1, 16; ~10 min
 #
 # Environment knobs [defaults]: SIZES ["100:2,1000:2,10000:1"] (N:repeats; one mailbench call per N)
 # CONC [1,16] FETCH_REPEAT [2] FETCH_COUNT [1000] CPU_QUOTA [25] (% of one CPU for each SIRMS mail node
@@ -36,6 +38,9 @@
 #             local maildirs; u1..u50 homed on node1, u51..u100 on node2
 #   N2_STORE  router 127.77.30.1 + node1 127.77.31.1 + node2 127.77.31.2 + storage 127.77.31.9:7400;
 #             every user homed on the storage node
+#   (N2 and N2_STORE keep one copy of each mailbox, `replicas = 1`, as the paper's N2 did.)
+#   N2_REPL   router 127.77.50.1 + node1 127.77.51.1 + node2 127.77.51.2, `replicas = 2`: u1..u50 homed
+#             on node1 with their replica on node2, u51..u100 the other way round (main phase only)
 # Clients connect from 16 source addresses 127.77.1.1-8 and 127.77.2.1-8 (round robin, bench/mbench.py);
 # both routers send 127.77.1.0/24 to node1 and 127.77.2.0/24 to node2 (the paper's static policy).
 # Results: bench/results/<stamp>-<phase>-{n<N>,fetch}.json, <stamp>-tables.md, docs/benchmarks-fig7.png.
@@ -60,6 +65,7 @@ QUIET_MAX_CORES=${QUIET_MAX_CORES:-0.5}
 BENCH_CLIENT=${BENCH_CLIENT:-mailbench}
 FETCH=1
 PHASES="main limited"
+REPLICATED_ONLY=0
 
 for arg in "$@"; do
   case $arg in
@@ -71,6 +77,7 @@ for arg in "$@"; do
     --router-own-cpu) ROUTER_CPUS=1; NODE_CPUS=0; CLIENT_CPUS=0 ;;
     --client=*) BENCH_CLIENT=${arg#--client=} ;;
     --deliver-only) FETCH=0 ;;
+    --replicated) REPLICATED_ONLY=1; PHASES=main; FETCH=0; SIZES=${REPLICATED_SIZES:-10000:1} ;;
     -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown argument $arg" >&2; exit 2 ;;
   esac
@@ -246,12 +253,13 @@ EOF
   fi
 }
 
-router_toml() {   # router_toml FILE IP DATA
+router_toml() {   # router_toml FILE IP DATA [REPLICAS]
   cat >"$1" <<EOF
 data_dir = "$3"
 token = "$TOKEN"
 admin_listen = "$2:7070"
 health_interval_secs = 1
+replicas = ${4:-1}
 
 [listen]
 smtp = "$2:2525"
@@ -307,45 +315,74 @@ start_sirms() {
     node_toml "$d/n1base-node.toml" node1 127.77.11.1 "$d/n1base/node1"
     ROLE_BIN=$BASELINE_SIRMS start_role "$phase-n1base-node" "$cg_base" node -c "$d/n1base-node.toml"
   fi
-  # N2
-  router_toml "$d/n2-router.toml" 127.77.20.1 "$d/n2/router"
-  start_role "$phase-n2-router" "" router -c "$d/n2-router.toml"
-  # N2_STORE
-  router_toml "$d/n2s-router.toml" 127.77.30.1 "$d/n2s/router"
-  start_role "$phase-n2s-router" "" router -c "$d/n2s-router.toml"
-  start_role "$phase-n2s-storage" "$cg_bs" storage --listen 127.77.31.9:7400 --data-dir "$d/n2s/storage" --token "$TOKEN"
-  wait_port 127.77.20.1 7070
-  wait_port 127.77.30.1 7070
-  node_toml "$d/n2-node1.toml" node1 127.77.21.1 "$d/n2/node1" 127.77.20.1:7070
-  node_toml "$d/n2-node2.toml" node2 127.77.21.2 "$d/n2/node2" 127.77.20.1:7070
-  node_toml "$d/n2s-node1.toml" node1 127.77.31.1 "$d/n2s/node1" 127.77.30.1:7070
-  node_toml "$d/n2s-node2.toml" node2 127.77.31.2 "$d/n2s/node2" 127.77.30.1:7070
-  start_role "$phase-n2-node1" "$cg_a1" node -c "$d/n2-node1.toml"
-  start_role "$phase-n2-node2" "$cg_a2" node -c "$d/n2-node2.toml"
-  start_role "$phase-n2s-node1" "$cg_b1" node -c "$d/n2s-node1.toml"
-  start_role "$phase-n2s-node2" "$cg_b2" node -c "$d/n2s-node2.toml"
-  wait_port 127.77.31.9 7400
-  ctl 127.77.30.1:7070 nodes add store1 127.77.31.9 --storage-only --store http://127.77.31.9:7400 >/dev/null
-  wait_registered 127.77.20.1:7070 node1 node2
-  wait_registered 127.77.30.1:7070 node1 node2 store1
+  local admins=() ready=()
+  if [[ $REPLICATED_ONLY == 0 ]]; then
+    # N2
+    router_toml "$d/n2-router.toml" 127.77.20.1 "$d/n2/router"
+    start_role "$phase-n2-router" "" router -c "$d/n2-router.toml"
+    # N2_STORE
+    router_toml "$d/n2s-router.toml" 127.77.30.1 "$d/n2s/router"
+    start_role "$phase-n2s-router" "" router -c "$d/n2s-router.toml"
+    start_role "$phase-n2s-storage" "$cg_bs" storage --listen 127.77.31.9:7400 --data-dir "$d/n2s/storage" --token "$TOKEN"
+    wait_port 127.77.20.1 7070
+    wait_port 127.77.30.1 7070
+    node_toml "$d/n2-node1.toml" node1 127.77.21.1 "$d/n2/node1" 127.77.20.1:7070
+    node_toml "$d/n2-node2.toml" node2 127.77.21.2 "$d/n2/node2" 127.77.20.1:7070
+    node_toml "$d/n2s-node1.toml" node1 127.77.31.1 "$d/n2s/node1" 127.77.30.1:7070
+    node_toml "$d/n2s-node2.toml" node2 127.77.31.2 "$d/n2s/node2" 127.77.30.1:7070
+    start_role "$phase-n2-node1" "$cg_a1" node -c "$d/n2-node1.toml"
+    start_role "$phase-n2-node2" "$cg_a2" node -c "$d/n2-node2.toml"
+    start_role "$phase-n2s-node1" "$cg_b1" node -c "$d/n2s-node1.toml"
+    start_role "$phase-n2s-node2" "$cg_b2" node -c "$d/n2s-node2.toml"
+    wait_port 127.77.31.9 7400
+    ctl 127.77.30.1:7070 nodes add store1 127.77.31.9 --storage-only --store http://127.77.31.9:7400 >/dev/null
+    wait_registered 127.77.20.1:7070 node1 node2
+    wait_registered 127.77.30.1:7070 node1 node2 store1
+    admins+=(127.77.20.1:7070 127.77.30.1:7070)
+    ready+=(127.77.20.1:2525,127.77.20.1:2143 127.77.30.1:2525,127.77.30.1:2143)
+  fi
+  if [[ $phase == main ]]; then
+    # N2_REPL: every mailbox on both nodes
+    router_toml "$d/n2r-router.toml" 127.77.50.1 "$d/n2r/router" 2
+    start_role "$phase-n2r-router" "" router -c "$d/n2r-router.toml"
+    wait_port 127.77.50.1 7070
+    node_toml "$d/n2r-node1.toml" node1 127.77.51.1 "$d/n2r/node1" 127.77.50.1:7070
+    node_toml "$d/n2r-node2.toml" node2 127.77.51.2 "$d/n2r/node2" 127.77.50.1:7070
+    start_role "$phase-n2r-node1" "" node -c "$d/n2r-node1.toml"
+    start_role "$phase-n2r-node2" "" node -c "$d/n2r-node2.toml"
+    wait_registered 127.77.50.1:7070 node1 node2
+    admins+=(127.77.50.1:7070)
+    ready+=(127.77.50.1:2525,127.77.50.1:2143)
+  fi
   local admin
-  for admin in 127.77.20.1:7070 127.77.30.1:7070; do
+  for admin in "${admins[@]}"; do
     ctl "$admin" routes add 127.77.1.0/24 node1 >/dev/null
     ctl "$admin" routes add 127.77.2.0/24 node2 >/dev/null
   done
   log "$phase: provisioning 100 users on each cluster (argon2 hashes by sirms ctl)"
-  add_users 127.77.20.1:7070 node1 node2 &
-  local p1=$!
-  add_users 127.77.30.1:7070 store1 store1 &
-  local p2=$!
-  wait $p1; wait $p2
-  for admin in 127.77.20.1:7070 127.77.30.1:7070; do
+  local provisioning=()
+  if [[ $REPLICATED_ONLY == 0 ]]; then
+    add_users 127.77.20.1:7070 node1 node2 &
+    provisioning+=($!)
+    add_users 127.77.30.1:7070 store1 store1 &
+    provisioning+=($!)
+  fi
+  if [[ $phase == main ]]; then
+    add_users 127.77.50.1:7070 node1 node2 &
+    provisioning+=($!)
+  fi
+  local p
+  for p in "${provisioning[@]}"; do wait "$p"; done
+  for admin in "${admins[@]}"; do
     ctl "$admin" routes test 127.77.1.1 | sed "s/^/  $admin 127.77.1.1: /" >&2
     ctl "$admin" routes test 127.77.2.1 | sed "s/^/  $admin 127.77.2.1: /" >&2
   done
+  if [[ $phase == main ]]; then
+    ctl 127.77.50.1:7070 users show u1@example.test | sed "s/^/  N2_REPL u1: /" >&2
+  fi
   # Every target answers for u1 and u100 from both source halves (directory has reached the nodes).
-  python3 "$HERE/ready.py" 60 127.77.10.1:3025,127.77.10.1:3143 127.77.20.1:2525,127.77.20.1:2143 \
-    127.77.30.1:2525,127.77.30.1:2143 ${BASELINE_SIRMS:+127.77.11.1:3025,127.77.11.1:3143}
+  python3 "$HERE/ready.py" 60 127.77.10.1:3025,127.77.10.1:3143 "${ready[@]}" \
+    ${BASELINE_SIRMS:+127.77.11.1:3025,127.77.11.1:3143}
 }
 
 # start_overhead: one node joined to a router; the same node is a target directly and
@@ -526,11 +563,16 @@ run_matrix() {   # run_matrix PHASE
   if [[ -n ${BASELINE_SIRMS:-} ]]; then
     targets+=(--target "name=N1_BASE,smtp=127.77.11.1:3025,imap=127.77.11.1:3143,pop3=127.77.11.1:3110$(pidspec "$phase" n1base-node)")
   fi
-  targets+=(
-    --target "name=N1,smtp=127.77.10.1:3025,imap=127.77.10.1:3143,pop3=127.77.10.1:3110$(pidspec "$phase" n1-node)"
-    --target "name=N2,smtp=127.77.20.1:2525,imap=127.77.20.1:2143,pop3=127.77.20.1:2110$(pidspec "$phase" n2-router n2-node1 n2-node2)"
-    --target "name=N2_STORE,smtp=127.77.30.1:2525,imap=127.77.30.1:2143,pop3=127.77.30.1:2110$(pidspec "$phase" n2s-router n2s-node1 n2s-node2 n2s-storage)"
-  )
+  targets+=(--target "name=N1,smtp=127.77.10.1:3025,imap=127.77.10.1:3143,pop3=127.77.10.1:3110$(pidspec "$phase" n1-node)")
+  if [[ $REPLICATED_ONLY == 0 ]]; then
+    targets+=(
+      --target "name=N2,smtp=127.77.20.1:2525,imap=127.77.20.1:2143,pop3=127.77.20.1:2110$(pidspec "$phase" n2-router n2-node1 n2-node2)"
+      --target "name=N2_STORE,smtp=127.77.30.1:2525,imap=127.77.30.1:2143,pop3=127.77.30.1:2110$(pidspec "$phase" n2s-router n2s-node1 n2s-node2 n2s-storage)"
+    )
+  fi
+  if [[ $phase == main ]]; then
+    targets+=(--target "name=N2_REPL,smtp=127.77.50.1:2525,imap=127.77.50.1:2143,pop3=127.77.50.1:2110$(pidspec "$phase" n2r-router n2r-node1 n2r-node2)")
+  fi
   local common=(--sources "$SOURCES" --conc "$CONC" --quiet-wait "$QUIET_WAIT" --quiet-max-cores "$QUIET_MAX_CORES"
                 --fetch-count "$FETCH_COUNT" --max-est-s 100000)
   local spec n rep
