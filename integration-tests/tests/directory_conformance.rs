@@ -141,6 +141,7 @@ conformance!(
     one_copy_places_no_replica,
     a_new_home_raises_the_epoch_and_clears_in_sync,
     replica_state_is_a_compare_and_swap,
+    a_home_that_lost_its_mail_promotes_only_an_in_sync_replica,
     replica_state_over_the_directory_service,
     failover_promotes_only_a_live_in_sync_replica,
     routers_racing_to_fail_over_swap_once,
@@ -386,7 +387,9 @@ async fn a_new_home_raises_the_epoch_and_clears_in_sync(h: Harness) {
     assert_eq!((carol.home.as_str(), carol.replica.as_str()), ("store3", "store2"));
     assert_eq!((carol.epoch, carol.replica_in_sync), (2, false));
     // In sync again, then a new replica: the same.
-    d.set_replica_state(ReplicaState { user: carol.address.clone(), epoch: 2, in_sync: true }).await.unwrap();
+    d.set_replica_state(ReplicaState { user: carol.address.clone(), epoch: 2, in_sync: true, promote: false })
+        .await
+        .unwrap();
     d.put_user(User { address: "carol@example.test".into(), replica: "store1".into(), ..Default::default() })
         .await
         .unwrap();
@@ -402,6 +405,25 @@ async fn a_new_home_raises_the_epoch_and_clears_in_sync(h: Harness) {
     assert_eq!((carol.epoch, carol.replica_in_sync), (5, false));
 }
 
+/// `promote`: a home whose store lost the user's mail hands the home to the replica, only if
+/// that replica is in sync and the epoch is still the caller's.
+async fn a_home_that_lost_its_mail_promotes_only_an_in_sync_replica(h: Harness) {
+    let d = &h.a;
+    d.put_domain("example.test").await.unwrap();
+    d.put_node(store_node("node1")).await.unwrap();
+    d.put_node(store_node("node2")).await.unwrap();
+    d.put_user(User { home: "node1".into(), replica: "node2".into(), ..user("fay@example.test") }).await.unwrap();
+    let promote = |epoch| ReplicaState { user: "fay@example.test".into(), epoch, in_sync: false, promote: true };
+    assert!(matches!(d.set_replica_state(promote(7)).await, Err(DirectoryError::StaleEpoch(1))));
+    let out = d.set_replica_state(promote(1)).await.unwrap();
+    assert_eq!((out.epoch, out.in_sync), (2, false));
+    let fay = stored(d, "fay@example.test");
+    assert_eq!((fay.home.as_str(), fay.replica.as_str(), fay.epoch, fay.replica_in_sync), ("node2", "node1", 2, false));
+    // node1 is now a replica behind: it may not be promoted back until caught up.
+    assert!(d.set_replica_state(promote(2)).await.is_err());
+    assert_eq!(stored(d, "fay@example.test").home, "node2");
+}
+
 async fn replica_state_is_a_compare_and_swap(h: Harness) {
     let d = &h.a;
     d.put_domain("example.test").await.unwrap();
@@ -409,10 +431,10 @@ async fn replica_state_is_a_compare_and_swap(h: Harness) {
     d.put_node(store_node("node2")).await.unwrap();
     d.put_node(node("solo", true)).await.unwrap();
     d.put_user(User { home: "node1".into(), ..user("dave@example.test") }).await.unwrap();
-    let state = |epoch, in_sync| ReplicaState { user: "Dave@example.test".into(), epoch, in_sync };
+    let state = |epoch, in_sync| ReplicaState { user: "Dave@example.test".into(), epoch, in_sync, promote: false };
     // The right epoch: the state changes and the epoch rises.
     let out = d.set_replica_state(state(1, false)).await.unwrap();
-    assert_eq!(out, ReplicaState { user: "dave@example.test".into(), epoch: 2, in_sync: false });
+    assert_eq!(out, ReplicaState { user: "dave@example.test".into(), epoch: 2, in_sync: false, promote: false });
     let dave = stored(d, "dave@example.test");
     assert_eq!((dave.epoch, dave.replica_in_sync), (2, false));
     // The same state again: nothing changes, the current epoch comes back.
@@ -423,7 +445,13 @@ async fn replica_state_is_a_compare_and_swap(h: Harness) {
     assert!(matches!(d.set_replica_state(state(1, true)).await, Err(DirectoryError::StaleEpoch(2))));
     assert!(!stored(d, "dave@example.test").replica_in_sync);
     assert!(matches!(
-        d.set_replica_state(ReplicaState { user: "nobody@example.test".into(), epoch: 1, in_sync: true }).await,
+        d.set_replica_state(ReplicaState {
+            user: "nobody@example.test".into(),
+            epoch: 1,
+            in_sync: true,
+            promote: false
+        })
+        .await,
         Err(DirectoryError::NotFound(_))
     ));
     // Two routers, the same epoch, at once: exactly one wins, the other is told the epoch moved.
@@ -437,7 +465,12 @@ async fn replica_state_is_a_compare_and_swap(h: Harness) {
         let won: Vec<ReplicaState> = [&first, &second].into_iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
         assert_eq!(
             won,
-            vec![ReplicaState { user: "dave@example.test".into(), epoch: current.epoch + 1, in_sync: want }]
+            vec![ReplicaState {
+                user: "dave@example.test".into(),
+                epoch: current.epoch + 1,
+                in_sync: want,
+                promote: false
+            }]
         );
         let lost = if first.is_ok() { second } else { first };
         assert!(
@@ -468,12 +501,12 @@ async fn replica_state_over_the_directory_service(h: Harness) {
     let forever = std::future::pending::<()>();
     let served = tokio::spawn(sirms_proto::cluster_tls::serve(routes, None, ClientAuth::Optional, listener, forever));
     let mut client = directory_client(addr, &Credentials { token: token.into(), tls: None }).await;
-    let request = |epoch, in_sync| ReplicaState { user: "erin@example.test".into(), epoch, in_sync };
+    let request = |epoch, in_sync| ReplicaState { user: "erin@example.test".into(), epoch, in_sync, promote: false };
     let reply = client.set_replica_state(request(1, false)).await.expect("the right epoch").into_inner();
-    assert_eq!(reply, ReplicaState { user: "erin@example.test".into(), epoch: 2, in_sync: false });
+    assert_eq!(reply, ReplicaState { user: "erin@example.test".into(), epoch: 2, in_sync: false, promote: false });
     let stale = client.set_replica_state(request(1, true)).await.expect_err("a stale epoch");
     assert_eq!((stale.code(), stale.message()), (tonic::Code::FailedPrecondition, "stale epoch: now 2"));
-    let unknown = ReplicaState { user: "nobody@example.test".into(), epoch: 1, in_sync: true };
+    let unknown = ReplicaState { user: "nobody@example.test".into(), epoch: 1, in_sync: true, promote: false };
     assert_eq!(client.set_replica_state(unknown).await.expect_err("unknown").code(), tonic::Code::NotFound);
     let mut stranger = directory_client(addr, &Credentials { token: "wrong".into(), tls: None }).await;
     let refused = stranger.set_replica_state(request(2, true)).await.expect_err("no token");
@@ -493,7 +526,9 @@ async fn failover_promotes_only_a_live_in_sync_replica(h: Harness) {
         |address: &str, home: &str, replica: &str| User { home: home.into(), replica: replica.into(), ..user(address) };
     d.put_user(placed("swap@example.test", "node1", "node2")).await.unwrap();
     d.put_user(placed("behind@example.test", "node1", "node2")).await.unwrap();
-    d.set_replica_state(ReplicaState { user: "behind@example.test".into(), epoch: 1, in_sync: false }).await.unwrap();
+    d.set_replica_state(ReplicaState { user: "behind@example.test".into(), epoch: 1, in_sync: false, promote: false })
+        .await
+        .unwrap();
     d.put_user(placed("replica-dead@example.test", "node1", "node3")).await.unwrap();
     d.put_user(placed("home-live@example.test", "node2", "node3")).await.unwrap();
     d.put_user(placed("on-storage@example.test", "store1", "node2")).await.unwrap();
@@ -521,7 +556,9 @@ async fn failover_promotes_only_a_live_in_sync_replica(h: Harness) {
     assert!(failover::fail_over(d, alive(&["node1"])).await.unwrap().is_empty(), "no swap back before a catch-up");
     assert_eq!(d.current().version, before + 1);
     // Nothing known: nothing moves.
-    let _ = d.set_replica_state(ReplicaState { user: "swap@example.test".into(), epoch: 2, in_sync: true }).await;
+    let _ = d
+        .set_replica_state(ReplicaState { user: "swap@example.test".into(), epoch: 2, in_sync: true, promote: false })
+        .await;
     assert!(failover::fail_over(d, |_: &str| Liveness::Unknown).await.unwrap().is_empty());
 }
 

@@ -155,3 +155,63 @@ m.expunge()
     assert_eq!(primary.len(), 34);
     assert_eq!(n1.inbox(USER), primary, "node1's copy is node2's, file for file");
 }
+
+/// Sends `n` messages to `user` through `node`; all must get a 250.
+fn deliver_to(node: &MailNode, user: &str, n: usize) {
+    let out = python(
+        r#"
+import smtplib, sys
+host, port, user, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+s = smtplib.SMTP(host, port, timeout=30, source_address=("127.0.0.3", 0))
+for i in range(n):
+    s.sendmail("x@remote.test", [user], ("Subject: %s %d\r\n\r\nbody %d\r\n" % (user, i, i)).encode())
+s.quit()
+print("sent")
+"#,
+        &[node.smtp.ip().to_string(), node.smtp.port().to_string(), user.to_string(), n.to_string()],
+    );
+    assert_eq!(out.trim(), "sent");
+}
+
+/// node1 holds alice's primary and bob's replica; its store is wiped (a replaced disk) and it
+/// comes back empty. It must not serve alice from its empty store nor count as bob's copy:
+/// alice's replica becomes her home, bob's copy on node1 is marked out of sync, and both are
+/// refilled from node2, file for file.
+#[test]
+fn a_node_whose_disk_was_replaced_is_refilled_from_the_other_copies() {
+    const BOB: &str = "bob@example.test";
+    let etcd = EtcdCluster::start(1);
+    let router = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-wiped");
+    let mut n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1]));
+    let n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &router.node_extra("node2", [127, 0, 0, 2]));
+    router.wait_nodes(" up ", 2);
+    router.ctl(&["domains", "add", "example.test"]);
+    router.ctl(&["users", "add", USER, "--password", "alice-pw", "--home", "node1", "--replica", "node2"]);
+    router.ctl(&["users", "add", BOB, "--password", "bob-pw", "--home", "node2", "--replica", "node1"]);
+    eventually("node1 knows alice and bob", Duration::from_secs(15), || {
+        deliver_to(&n1, USER, 1);
+        deliver_to(&n1, BOB, 1);
+    });
+    deliver_to(&n1, USER, 9);
+    deliver_to(&n1, BOB, 9);
+    assert_eq!((n1.inbox(USER).len(), n1.inbox(BOB).len()), (10, 10));
+
+    n1.process.kill9();
+    std::fs::remove_dir_all(n1.dir.path().join("data/store")).expect("wipe node1's store");
+    n1.restart();
+    let show = |user: &str| router.ctl(&["users", "show", user]);
+    let start = Instant::now();
+    while !(show(USER).contains("home     node2") && show(USER).contains("in sync  yes"))
+        || !show(BOB).contains("in sync  yes")
+        || n1.inbox(BOB).len() != 10
+    {
+        assert!(start.elapsed() < Duration::from_secs(40), "not refilled in 40 s:\n{}\n{}", show(USER), show(BOB));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("node1 refilled {:?} after its restart:\n{}{}", start.elapsed(), show(USER), show(BOB));
+    for user in [USER, BOB] {
+        let copy = n2.inbox(user);
+        assert_eq!(copy.len(), 10, "{user}: every message on node2");
+        assert_eq!(n1.inbox(user), copy, "{user}: node1's refilled copy is node2's, file for file");
+    }
+}

@@ -223,9 +223,14 @@ impl DirectoryData {
         self.users.get(login)
     }
 
+    /// Every user with their record.
+    pub fn users(&self) -> impl Iterator<Item = (&str, &UserRecord)> {
+        self.users.iter().map(|(u, r)| (u.as_str(), r))
+    }
+
     /// Users with a replica that is out of sync.
     pub fn replicas_behind(&self) -> impl Iterator<Item = (&str, &UserRecord)> {
-        self.users.iter().filter(|(_, r)| !r.replica.is_empty() && !r.replica_in_sync).map(|(u, r)| (u.as_str(), r))
+        self.users().filter(|(_, r)| !r.replica.is_empty() && !r.replica_in_sync)
     }
 
     /// Whether `id` is one of the cluster's mail nodes (as opposed to a storage node).

@@ -1,6 +1,12 @@
 //! Bringing replicas that fell behind up to date, then telling the directory they are in
 //! sync again. Each user's catch-up is run by one node: its home if that is a mail node,
 //! else its replica if that is one, else the first mail node.
+//!
+//! Each node also audits its own store, at start and then every few minutes: a store that lost
+//! its data (a replaced disk, a wiped volume) must not go on counting as a copy. A user whose
+//! replica this node is, but whose mail this store has never held, is marked out of sync (and
+//! so refilled); a user whose home this node is, in the same state while the replica holds
+//! the mail, has the replica made home.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,12 +16,39 @@ use tokio::sync::watch;
 
 use super::home_store::HomeStore;
 use super::replica_state::ReplicaStates;
-use crate::directory::{DirectoryData, LiveDirectory, UserRecord};
+use crate::directory::{Directory, DirectoryData, LiveDirectory, UserRecord};
 
 /// How often the directory is looked at for replicas behind.
 const EVERY: Duration = Duration::from_secs(2);
 /// Longest pause before a user whose catch-up failed is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often this node's own store is audited after the first time.
+const AUDIT_EVERY: Duration = Duration::from_secs(300);
+
+/// Checks that this node's store holds the copies the directory counts on (see the module).
+async fn audit(store: &HomeStore, dir: &DirectoryData, states: &ReplicaStates, node_id: &str) {
+    let Ok(own) = store.node_store(node_id) else { return };
+    let (mut homes, mut replicas) = (0, 0);
+    for (user, record) in dir.users().filter(|(_, r)| r.replica_in_sync && !r.replica.is_empty()) {
+        if record.home == node_id {
+            homes += 1;
+            if let Ok(route) = store.route(user)
+                && let Err(e) = route.refuse_a_lost_primary().await
+            {
+                tracing::error!(%user, error = %e, "audit: this node lost the user's mail");
+            }
+        } else if record.replica == node_id {
+            replicas += 1;
+            if own.fence(user, 0).await.is_ok_and(|epoch| epoch == 0) {
+                tracing::warn!(%user, "audit: this replica holds none of the user's mail: marking it out of sync");
+                if let Err(e) = states.set(user, record.epoch, false).await {
+                    tracing::warn!(%user, error = %e, "audit: cannot mark the replica out of sync");
+                }
+            }
+        }
+    }
+    tracing::info!(homes, replicas, "audit of this node's copies done");
+}
 
 /// Whether `node_id` runs the catch-up of a user with this record.
 fn responsible(dir: &DirectoryData, record: &UserRecord, node_id: &str) -> bool {
@@ -39,12 +72,17 @@ pub async fn run(
     // User → (not before, failures in a row).
     let mut waiting: HashMap<String, (Instant, u32)> = HashMap::new();
     let mut tick = tokio::time::interval(EVERY);
+    let mut audited: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         let dir = directory.current();
+        if directory.available() && audited.is_none_or(|at| at.elapsed() >= AUDIT_EVERY) {
+            audit(&store, &dir, &states, &node_id).await;
+            audited = Some(Instant::now());
+        }
         let behind: Vec<(String, u64)> = dir
             .replicas_behind()
             .filter(|(_, r)| responsible(&dir, r, &node_id))

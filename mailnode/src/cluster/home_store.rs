@@ -119,6 +119,7 @@ impl HomeStore {
         if route.epoch > 0 {
             let key = (route.primary_id.clone(), user.to_string(), route.epoch);
             if !self.fenced.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
+                route.refuse_a_lost_primary().await?;
                 route.primary.fence(user, route.epoch).await?;
                 let mut fenced = self.fenced.lock().unwrap_or_else(|p| p.into_inner());
                 if fenced.len() >= MAX_FENCED {

@@ -45,9 +45,20 @@ impl ReplicaStates {
         if !in_sync && self.marked.lock().unwrap_or_else(|p| p.into_inner()).get(user) == Some(&epoch) {
             return Ok(());
         }
+        self.change(ReplicaState { user: user.to_string(), epoch, in_sync, promote: false }).await
+    }
+
+    /// Makes `user`'s in-sync replica the home, if the user's epoch is still `epoch`: the home
+    /// found it has lost the user's mail.
+    pub async fn promote(&self, user: &str, epoch: u64) -> Result<(), StateError> {
+        self.change(ReplicaState { user: user.to_string(), epoch, in_sync: false, promote: true }).await
+    }
+
+    async fn change(&self, request: ReplicaState) -> Result<(), StateError> {
+        let (user, epoch, in_sync) = (request.user.as_str(), request.epoch, request.in_sync && !request.promote);
         let mut failures = Vec::new();
         for router in &self.routers {
-            match self.call(router, user, epoch, in_sync).await {
+            match self.call(router, request.clone()).await {
                 Ok(_) => {
                     let mut marked = self.marked.lock().unwrap_or_else(|p| p.into_inner());
                     if in_sync {
@@ -66,7 +77,7 @@ impl ReplicaStates {
         Err(StateError::Unreachable(failures.join("; ")))
     }
 
-    async fn call(&self, router: &str, user: &str, epoch: u64, in_sync: bool) -> Result<ReplicaState, tonic::Status> {
+    async fn call(&self, router: &str, request: ReplicaState) -> Result<ReplicaState, tonic::Status> {
         let call = async {
             let channel = self
                 .credentials
@@ -78,7 +89,6 @@ impl ReplicaStates {
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             let token = TokenInterceptor::new(&self.credentials.token)
                 .ok_or_else(|| tonic::Status::invalid_argument("invalid cluster token"))?;
-            let request = ReplicaState { user: user.to_string(), epoch, in_sync };
             Ok(DirectoryClient::with_interceptor(channel, token).set_replica_state(request).await?.into_inner())
         };
         tokio::time::timeout(CALL_TIMEOUT * 2, call)

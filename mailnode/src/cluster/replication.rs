@@ -188,6 +188,32 @@ impl Route {
         }
     }
 
+    /// Whether the primary's store lost the user's mail: it has never seen an epoch of the user
+    /// while the in-sync replica has (the replica only ever gets what the primary got first).
+    /// Then nothing is written to it — it would hand out the replica's UIDs again for other
+    /// messages — and the replica is made the home.
+    pub async fn refuse_a_lost_primary(&self) -> Result<()> {
+        let Some(replica) = self.replica.as_ref().filter(|r| r.in_sync) else { return Ok(()) };
+        if self.primary.fence(&self.user, 0).await? > 0 {
+            return Ok(());
+        }
+        let theirs = match timed(APPLY_TIMEOUT, replica.store.fence(&self.user, 0)).await {
+            Ok(epoch) => epoch,
+            // An unreachable replica cannot tell: the write goes on, and fails over it as usual.
+            Err(_) => return Ok(()),
+        };
+        if theirs == 0 {
+            return Ok(());
+        }
+        tracing::error!(user = %self.user, home = %self.primary_id, replica = %replica.id,
+            "the home's store has none of the user's mail, the replica has: making the replica the home");
+        let promoted = self.states.promote(&self.user, self.epoch).await;
+        Err(StoreError::Unavailable(format!(
+            "{}'s mail is missing on its home {} (promoting the replica {}: {promoted:?}); try again",
+            self.user, self.primary_id, replica.id
+        )))
+    }
+
     /// Takes back what a refused write added on the primary, so a client told "no" does not
     /// find it later.
     async fn undo(&self, undo: Undo) {

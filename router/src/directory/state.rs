@@ -438,12 +438,28 @@ impl State {
         if user.epoch != request.epoch {
             return Err(DirectoryError::StaleEpoch(user.epoch));
         }
+        if request.promote {
+            if !user.replica_in_sync {
+                return Err(DirectoryError::Invalid(format!("{address}'s replica is not in sync: cannot promote it")));
+            }
+            let changed = User {
+                home: user.replica.clone(),
+                replica: user.home.clone(),
+                epoch: user.epoch + 1,
+                replica_in_sync: false,
+                ..user.clone()
+            };
+            let state = ReplicaState { user: address, epoch: changed.epoch, in_sync: false, promote: true };
+            return Ok((put(Table::Users, &changed.address, &changed), state));
+        }
         if user.replica_in_sync == request.in_sync {
-            let unchanged = ReplicaState { user: address, epoch: user.epoch, in_sync: user.replica_in_sync };
+            let unchanged =
+                ReplicaState { user: address, epoch: user.epoch, in_sync: user.replica_in_sync, promote: false };
             return Ok((Vec::new(), unchanged));
         }
         let changed = User { epoch: user.epoch + 1, replica_in_sync: request.in_sync, ..user.clone() };
-        let state = ReplicaState { user: address, epoch: changed.epoch, in_sync: changed.replica_in_sync };
+        let state =
+            ReplicaState { user: address, epoch: changed.epoch, in_sync: changed.replica_in_sync, promote: false };
         Ok((put(Table::Users, &changed.address, &changed), state))
     }
 

@@ -288,9 +288,8 @@ fn extend_body(body: &mut Option<Vec<u8>>, data: Bytes) -> Result<()> {
 
 #[async_trait]
 impl ReplicaStore for RemoteStore {
-    async fn fence(&self, user: &str, epoch: u64) -> Result<()> {
-        self.client().fence(proto::FenceRequest { user: user.to_owned(), epoch }).await?;
-        Ok(())
+    async fn fence(&self, user: &str, epoch: u64) -> Result<u64> {
+        Ok(self.client().fence(proto::FenceRequest { user: user.to_owned(), epoch }).await?.into_inner().epoch)
     }
 
     async fn apply(&self, user: &str, epoch: u64, record: Apply) -> Result<()> {

@@ -241,11 +241,11 @@ impl Store for StoreService {
         Ok(Response::new(usage.into()))
     }
 
-    async fn fence(&self, request: Request<proto::FenceRequest>) -> Result<Response<proto::Empty>, Status> {
+    async fn fence(&self, request: Request<proto::FenceRequest>) -> Result<Response<proto::FenceReply>, Status> {
         let replica = self.replica(&request)?;
         let request = request.get_ref();
-        replica.fence(&request.user, request.epoch).await?;
-        Ok(Response::new(proto::Empty {}))
+        let epoch = replica.fence(&request.user, request.epoch).await?;
+        Ok(Response::new(proto::FenceReply { epoch }))
     }
 
     async fn apply(&self, request: Request<proto::ApplyRequest>) -> Result<Response<proto::Empty>, Status> {

@@ -44,9 +44,13 @@ impl LocalStore {
         Ok(epoch)
     }
 
-    /// Refuses an epoch below the floor and raises the floor to a newer one (blocking).
-    fn fence_blocking(&self, user: &str, epoch: u64) -> Result<()> {
+    /// Refuses an epoch below the floor and raises the floor to a newer one (blocking);
+    /// returns the floor before.
+    fn fence_blocking(&self, user: &str, epoch: u64) -> Result<u64> {
         let floor = self.epoch_floor(user)?;
+        if epoch == 0 {
+            return Ok(floor);
+        }
         if epoch < floor {
             return Err(StoreError::StaleEpoch(floor));
         }
@@ -60,7 +64,7 @@ impl LocalStore {
             files::write_atomic(&self.user_dir(user).join(EPOCH_FILE), format!("{epoch}\n").as_bytes())?;
             self.inner.epochs.lock().unwrap_or_else(|p| p.into_inner()).insert(user.to_string(), epoch);
         }
-        Ok(())
+        Ok(floor)
     }
 
     /// Makes `name` exist with exactly `uid_validity`, emptying it if it had another (blocking).
@@ -223,16 +227,21 @@ fn diverged_if_missing(result: Result<()>) -> Result<()> {
 
 #[async_trait]
 impl ReplicaStore for LocalStore {
-    async fn fence(&self, user: &str, epoch: u64) -> Result<()> {
+    async fn fence(&self, user: &str, epoch: u64) -> Result<u64> {
         super::check_user(user)?;
-        if self.inner.epochs.lock().unwrap_or_else(|p| p.into_inner()).get(user) == Some(&epoch) {
-            return Ok(());
+        if let Some(&floor) = self.inner.epochs.lock().unwrap_or_else(|p| p.into_inner()).get(user)
+            && (epoch == floor || epoch == 0)
+        {
+            return Ok(floor);
         }
         let (store, user) = (self.clone(), user.to_string());
         blocking(move || store.fence_blocking(&user, epoch)).await
     }
 
     async fn apply(&self, user: &str, epoch: u64, record: Apply) -> Result<()> {
+        if epoch == 0 {
+            return Err(StoreError::Protocol("a replication record needs an epoch".into()));
+        }
         self.fence(user, epoch).await?;
         let store = self.clone();
         let owned = user.to_string();

@@ -60,8 +60,10 @@ impl Apply {
 #[async_trait]
 pub trait ReplicaStore: MailStore {
     /// Refuses ([`crate::StoreError::StaleEpoch`]) an epoch older than the newest this store
-    /// has seen for `user`, and remembers a newer one durably before answering.
-    async fn fence(&self, user: &str, epoch: u64) -> Result<()>;
+    /// has seen for `user`, and remembers a newer one durably before answering. Returns the
+    /// newest epoch seen before the call (0: this store never held the user's replicated mail
+    /// — new to it, or lost); epoch 0 only reads it.
+    async fn fence(&self, user: &str, epoch: u64) -> Result<u64>;
     /// Fences by `epoch`, then applies `record` durably.
     async fn apply(&self, user: &str, epoch: u64, record: Apply) -> Result<()>;
 }
