@@ -129,36 +129,47 @@ async fn measured() -> Harness {
     Harness { _dir: Some(dir), ..Harness::new(first, second) }
 }
 
-/// Two mail nodes' `HomeStore`s (as `role.rs` builds them) for users homed on a storage node.
-async fn home() -> Harness {
-    const HOME: &str = "storage-1";
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = StorageNode::start(dir.path().join("home"));
+/// Two mail nodes' `HomeStore`s (as `role.rs` builds them) over one `LocalStore` of their own
+/// under `dir/node`, for USER and OTHER as `user` makes their records, with the stores of
+/// `endpoints`.
+fn node_stores(
+    dir: &std::path::Path,
+    user: impl Fn(&str) -> User,
+    endpoints: HashMap<String, String>,
+    token: &str,
+) -> (Arc<HomeStore>, Arc<HomeStore>) {
     let snapshot = DirectorySnapshot {
         domains: vec!["example.test".into()],
-        users: [USER, OTHER]
-            .map(|address| User { address: address.into(), home: HOME.into(), ..Default::default() })
-            .into(),
+        users: [USER, OTHER].map(user).into(),
         ..Default::default()
     };
     let directory = Arc::new(LiveDirectory::new(DirectoryData::from_snapshot(&snapshot)));
-    let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([(HOME.to_string(), node.endpoint())])));
-    let own_root = dir.path().join("node");
-    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(&own_root).expect("open store"));
-    let node_store = |id: &str| -> Arc<dyn MailStore> {
+    let endpoints: Endpoints = Arc::new(Mutex::new(endpoints));
+    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(dir.join("node")).expect("open store"));
+    let node_store = |id: &str| {
         Arc::new(HomeStore::new(
             id.into(),
             own.clone(),
             directory.clone(),
             endpoints.clone(),
-            Credentials::token(node.token.clone()),
+            Credentials::token(token.to_string()),
         ))
     };
-    let (first, second) = (node_store("node-a"), node_store("node-b"));
+    (node_store("node-a"), node_store("node-b"))
+}
+
+/// Two mail nodes' `HomeStore`s for users homed on a storage node.
+async fn home() -> Harness {
+    const HOME: &str = "storage-1";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StorageNode::start(dir.path().join("home"));
+    let user = |address: &str| User { address: address.into(), home: HOME.into(), ..Default::default() };
+    let endpoints = HashMap::from([(HOME.to_string(), node.endpoint())]);
+    let (first, second) = node_stores(dir.path(), user, endpoints, &node.token);
     Harness {
+        untouched: Some(dir.path().join("node/mail")),
         _dir: Some(dir),
         _node: Some(node),
-        untouched: Some(own_root.join("mail")),
         ..Harness::new(first, second)
     }
 }
@@ -171,37 +182,17 @@ async fn replicated() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = StorageNode::start(dir.path().join("home"));
     let replica_node = StorageNode::start(dir.path().join("replica"));
-    let snapshot = DirectorySnapshot {
-        domains: vec!["example.test".into()],
-        users: [USER, OTHER]
-            .map(|address| User {
-                address: address.into(),
-                home: HOME.into(),
-                replica: REPLICA.into(),
-                epoch: 1,
-                replica_in_sync: true,
-                ..Default::default()
-            })
-            .into(),
+    let user = |address: &str| User {
+        address: address.into(),
+        home: HOME.into(),
+        replica: REPLICA.into(),
+        epoch: 1,
+        replica_in_sync: true,
         ..Default::default()
     };
-    let directory = Arc::new(LiveDirectory::new(DirectoryData::from_snapshot(&snapshot)));
-    let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([
-        (HOME.to_string(), node.endpoint()),
-        (REPLICA.to_string(), replica_node.endpoint()),
-    ])));
-    let own_root = dir.path().join("node");
-    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(&own_root).expect("open store"));
-    let node_store = |id: &str| {
-        Arc::new(HomeStore::new(
-            id.into(),
-            own.clone(),
-            directory.clone(),
-            endpoints.clone(),
-            Credentials::token(node.token.clone()),
-        ))
-    };
-    let (first, second) = (node_store("node-a"), node_store("node-b"));
+    let endpoints =
+        HashMap::from([(HOME.to_string(), node.endpoint()), (REPLICA.to_string(), replica_node.endpoint())]);
+    let (first, second) = node_stores(dir.path(), user, endpoints, &node.token);
     // A new replica is caught up once before it is used, as the nodes' catch-up does: that
     // gives its default mailboxes the primary's UIDVALIDITYs.
     for user in [USER, OTHER] {
@@ -210,10 +201,10 @@ async fn replicated() -> Harness {
     let connect = |n: &StorageNode| RemoteStore::connect(&n.endpoint(), n.token.clone()).expect("connect");
     let copies = Some((connect(&node), connect(&replica_node)));
     Harness {
+        untouched: Some(dir.path().join("node/mail")),
         _dir: Some(dir),
         _node: Some(node),
         _replica: Some(replica_node),
-        untouched: Some(own_root.join("mail")),
         copies,
         ..Harness::new(first, second)
     }
