@@ -215,3 +215,41 @@ fn a_node_whose_disk_was_replaced_is_refilled_from_the_other_copies() {
         assert_eq!(n1.inbox(user), copy, "{user}: node1's refilled copy is node2's, file for file");
     }
 }
+
+/// `sirms ctl users move` for a user with a replica goes through it: the target becomes the
+/// replica, catches up, becomes the home, and the old home stays as the replica — while mail
+/// keeps arriving: every message acknowledged is there once, with the same copies on both.
+#[test]
+fn a_move_goes_through_the_replica_while_mail_arrives() {
+    let etcd = EtcdCluster::start(1);
+    let router = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-move");
+    let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1]));
+    let n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &router.node_extra("node2", [127, 0, 0, 2]));
+    let n3 = MailNode::start_on([127, 0, 0, 4], "node3.example.test", &router.node_extra("node3", [127, 0, 0, 4]));
+    router.wait_nodes(" up ", 3);
+    router.ctl(&["domains", "add", "example.test"]);
+    router.ctl(&["users", "add", USER, "--password", "alice-pw", "--home", "node1", "--replica", "node2"]);
+    eventually("node2 knows alice", Duration::from_secs(15), || assert_eq!(deliver(&n2, 0, 1), 1));
+    assert_eq!(deliver(&n2, 1, 19), 19);
+    let arriving = std::thread::spawn(move || {
+        let acked = deliver(&n2, 20, 40);
+        (acked, n2)
+    });
+    let moved = router.ctl(&["users", "move", USER, "--to", "node3"]);
+    assert!(moved.contains("through its replica"), "{moved}");
+    let (acked, _n2) = arriving.join().expect("delivery thread");
+    assert_eq!(acked, 40, "every message sent during the move was acknowledged");
+    let card = wait_user(&router, "home node3, node1 in sync", Duration::from_secs(30), |c| {
+        c.contains("home     node3") && c.contains("replica  node1") && c.contains("in sync  yes")
+    });
+    eprintln!("settled {card:?} after the move returned");
+    let copy = n3.inbox(USER);
+    let mut subjects: Vec<String> = copy
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).lines().find(|l| l.starts_with("Subject: ")).unwrap_or("").to_string())
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!((copy.len(), subjects.len()), (60, 60), "60 acknowledged messages, each once");
+    assert_eq!(n1.inbox(USER), copy, "the old home keeps the same copy, file for file");
+}

@@ -86,10 +86,13 @@ pub(super) async fn run(
         UsersCmd::Move { address, to } => {
             let moved =
                 move_user(router, credentials, &address, &to).await.map_err(|e| CtlError::Input(e.to_string()))?;
-            let report = format!(
-                "moved {} messages in {} mailboxes to {to}; {} arrived late and stay on the old home",
-                moved.messages, moved.mailboxes, moved.left_behind
-            );
+            let report = match &moved.replica {
+                Some(old) => format!("moved to {to} through its replica; {old} keeps the second copy, in sync"),
+                None => format!(
+                    "moved {} messages in {} mailboxes to {to}; {} arrived late and stay on the old home",
+                    moved.messages, moved.mailboxes, moved.left_behind
+                ),
+            };
             show(json, &serde_json::json!({ "ok": true, "report": report }), |_| report.clone())
         }
         UsersCmd::Remove { address } => acked(json, c.remove_user(Name { name: address }).await),

@@ -1,5 +1,8 @@
-//! Moving a user's mailboxes to another home without losing mail: copy, switch the home
-//! in the directory, copy what arrived meanwhile, then delete only what was copied.
+//! Moving a user's mailboxes to another home without losing mail. A user with a replica moves
+//! through it: the target becomes the replica (filled by the nodes' catch-up, same UIDs), then
+//! the home, with the old home as the replica. A user with one copy is moved by copying:
+//! copy, switch the home in the directory, copy what arrived meanwhile, then delete only what
+//! was copied.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,6 +17,12 @@ use sirms_storage::{BodyPart, FlagOp, Flags, MailStore, NewMessage, RemoteStore,
 const BATCH: u32 = 64;
 /// Time for every node to hear about the new home before the last copy pass.
 const SETTLE: Duration = Duration::from_secs(2);
+/// How long a move waits for the catch-up to fill a new copy.
+const SYNC_WAIT: Duration = Duration::from_secs(3600);
+/// How often the directory is read while waiting.
+const SYNC_POLL: Duration = Duration::from_millis(500);
+
+type Admin = AdminClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenInterceptor>>;
 
 /// What a move did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,6 +31,8 @@ pub struct MoveReport {
     pub messages: usize,
     /// Messages that reached the old home after the last pass; left there, not lost.
     pub left_behind: usize,
+    /// For a move through the replica: the old home, now the replica, in sync.
+    pub replica: Option<String>,
 }
 
 /// Why a move failed (nothing is deleted from the old home unless every copy succeeded).
@@ -81,6 +92,52 @@ pub async fn copy_new(
     Ok(copied)
 }
 
+/// Moves a user who has a replica, as the module says. Mail goes on arriving throughout: every
+/// write goes to both copies and a catch-up compares by UID, so nothing is lost or doubled.
+async fn move_through_replica(admin: &mut Admin, record: User, new_home: &str) -> Result<MoveReport, MoveError> {
+    let placed = |home: &str, replica: &str| User {
+        address: record.address.clone(),
+        home: home.to_string(),
+        replica: replica.to_string(),
+        quota_bytes: record.quota_bytes,
+        ..Default::default()
+    };
+    if record.replica != new_home {
+        eprintln!("{}: making {new_home} the replica and waiting for it to catch up…", record.address);
+        admin.put_user(placed(&record.home, new_home)).await?;
+        wait_in_sync(admin, &record.address, &record.home, new_home).await?;
+    }
+    eprintln!("{}: making {new_home} the home and {} the replica…", record.address, record.home);
+    admin.put_user(placed(new_home, &record.home)).await?;
+    wait_in_sync(admin, &record.address, new_home, &record.home).await?;
+    Ok(MoveReport { replica: Some(record.home), ..Default::default() })
+}
+
+/// Waits until the directory shows `address` homed on `home` with `replica` in sync.
+async fn wait_in_sync(admin: &mut Admin, address: &str, home: &str, replica: &str) -> Result<(), MoveError> {
+    let start = std::time::Instant::now();
+    let mut said = start;
+    loop {
+        let directory = admin.get_directory(Empty {}).await?.into_inner();
+        let user = directory.users.iter().find(|u| u.address == address);
+        match user {
+            Some(u) if u.home == home && u.replica == replica && u.replica_in_sync => return Ok(()),
+            Some(u) if u.home == home && u.replica == replica => {}
+            _ => return Err(MoveError::Invalid(format!("{address} was changed by someone else during the move"))),
+        }
+        if start.elapsed() > SYNC_WAIT {
+            return Err(MoveError::Invalid(format!(
+                "{replica} did not catch up in {SYNC_WAIT:?}; {address} stays on {home}, readable"
+            )));
+        }
+        if said.elapsed() >= Duration::from_secs(10) {
+            eprintln!("  still catching up ({} s)", start.elapsed().as_secs());
+            said = std::time::Instant::now();
+        }
+        tokio::time::sleep(SYNC_POLL).await;
+    }
+}
+
 /// Moves `user`'s mailboxes to `new_home`, through the router at `router`.
 pub async fn move_user(
     router: &str,
@@ -115,6 +172,9 @@ pub async fn move_user(
     };
     if record.home == new_home {
         return Err(MoveError::Invalid(format!("{address} already lives on {new_home}")));
+    }
+    if !record.replica.is_empty() {
+        return move_through_replica(&mut admin, record.clone(), new_home).await;
     }
     let old = RemoteStore::connect_with(&endpoint(&record.home)?, credentials)?;
     let new = RemoteStore::connect_with(&endpoint(new_home)?, credentials)?;
