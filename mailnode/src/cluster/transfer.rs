@@ -186,6 +186,7 @@ pub async fn move_user(
             address: address.clone(),
             password_hash: String::new(),
             home: new_home.into(),
+            quota_bytes: record.quota_bytes,
             ..Default::default()
         })
         .await?;
