@@ -253,3 +253,55 @@ fn a_move_goes_through_the_replica_while_mail_arrives() {
     assert_eq!((copy.len(), subjects.len()), (60, 60), "60 acknowledged messages, each once");
     assert_eq!(n1.inbox(USER), copy, "the old home keeps the same copy, file for file");
 }
+
+/// `sirms ctl nodes evacuate node1`: node1 is home of one user and replica of two; afterwards
+/// it holds no copy of anyone, every user has two copies in sync on the other nodes, equal
+/// file for file, and mail sent meanwhile is all there.
+#[test]
+fn evacuating_a_node_moves_every_copy_off_it() {
+    let users = ["alice@example.test", "bob@example.test", "carol@example.test"];
+    let etcd = EtcdCluster::start(1);
+    let router = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-evacuate");
+    let nodes = [
+        MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1])),
+        MailNode::start_on([127, 0, 0, 2], "node2.example.test", &router.node_extra("node2", [127, 0, 0, 2])),
+        MailNode::start_on([127, 0, 0, 4], "node3.example.test", &router.node_extra("node3", [127, 0, 0, 4])),
+    ];
+    router.wait_nodes(" up ", 3);
+    router.ctl(&["domains", "add", "example.test"]);
+    for (user, home, replica) in
+        [(users[0], "node1", "node2"), (users[1], "node2", "node1"), (users[2], "node3", "node1")]
+    {
+        router.ctl(&["users", "add", user, "--password", "pw", "--home", home, "--replica", replica]);
+    }
+    eventually("node2 knows every user", Duration::from_secs(15), || {
+        for user in users {
+            deliver_to(&nodes[1], user, 1);
+        }
+    });
+    for user in users {
+        deliver_to(&nodes[1], user, 4);
+    }
+    // A fourth node takes mail for alice during the evacuation (it may also receive copies).
+    let sender = MailNode::start_on([127, 0, 0, 5], "node4.example.test", &router.node_extra("node4", [127, 0, 0, 5]));
+    router.wait_nodes(" up ", 4);
+    let out = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            eventually("node4 knows alice", Duration::from_secs(15), || deliver_to(&sender, users[0], 1));
+            deliver_to(&sender, users[0], 9);
+        });
+        router.ctl(&["nodes", "evacuate", "node1"])
+    });
+    assert!(out.contains("node1 evacuated"), "{out}");
+    let nodes: Vec<&MailNode> = nodes.iter().chain([&sender]).collect();
+    let id_of = |n: &MailNode| n.hostname.split('.').next().unwrap_or_default().to_string();
+    for (user, want) in users.into_iter().zip([15, 5, 5]) {
+        let card = router.ctl(&["users", "show", user]);
+        assert!(!card.contains("node1") && card.contains("in sync  yes"), "{card}");
+        let holders: Vec<&&MailNode> = nodes.iter().filter(|n| card.contains(&format!(" {}\n", id_of(n)))).collect();
+        assert_eq!(holders.len(), 2, "{card}");
+        let copy = holders[0].inbox(user);
+        assert_eq!(copy.len(), want, "{user}: every message, once");
+        assert_eq!(holders[1].inbox(user), copy, "{user}: both copies file for file");
+    }
+}

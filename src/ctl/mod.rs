@@ -13,6 +13,7 @@ mod aliases;
 mod ca;
 mod dkim;
 mod domains;
+mod evacuate;
 mod groups;
 mod nodes;
 mod queue;

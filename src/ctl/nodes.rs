@@ -43,6 +43,9 @@ pub enum NodesCmd {
     Drain { id: String },
     /// Send new connections to a drained node again.
     Undrain { id: String },
+    /// Drain a node and move every mailbox copy it holds (homes and replicas) to other nodes,
+    /// through the replicas, with mail arriving throughout; shows progress.
+    Evacuate { id: String },
     /// A one-time token with which node ID obtains its cluster certificate (`sirms join`).
     Invite {
         id: String,
@@ -95,6 +98,7 @@ pub(super) async fn run(c: &mut Client, json: bool, cmd: NodesCmd) -> Result<Str
         NodesCmd::Remove { id } => acked(json, c.remove_node(Name { name: id }).await),
         NodesCmd::Drain { id } => acked(json, c.drain_node(DrainRequest { id, drained: true }).await),
         NodesCmd::Undrain { id } => acked(json, c.drain_node(DrainRequest { id, drained: false }).await),
+        NodesCmd::Evacuate { id } => super::evacuate::run(c, json, id).await,
         NodesCmd::Invite { id, hosts, storage, hours } => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let role = if storage { "storage" } else { "node" };
