@@ -91,6 +91,12 @@ impl HomeStore {
         Ok(Arc::new(remote))
     }
 
+    /// The store holding `user`'s mailbox now: reads need nothing else.
+    fn primary(&self, user: &str) -> Result<Arc<dyn ReplicaStore>> {
+        let current = self.directory.current();
+        self.node_store(current.home_of(user).unwrap_or_default())
+    }
+
     /// Where `user`'s mailbox and its replica are now.
     pub fn route(&self, user: &str) -> Result<Route> {
         let record = self.directory.current().user(user).cloned();
@@ -100,7 +106,7 @@ impl HomeStore {
         };
         let replica = match replica {
             "" => None,
-            id => Some(Replica { id: id.to_string(), store: self.node_store(id)?, in_sync }),
+            id => Some(Replica { id: id.to_string(), store: self.node_store(id).map_err(|e| e.to_string()), in_sync }),
         };
         Ok(Route {
             user: user.to_string(),
@@ -145,7 +151,7 @@ impl HomeStore {
 #[async_trait]
 impl MailStore for HomeStore {
     async fn list_mailboxes(&self, user: &str) -> Result<Vec<MailboxInfo>> {
-        self.route(user)?.primary.list_mailboxes(user).await
+        self.primary(user)?.list_mailboxes(user).await
     }
     async fn create_mailbox(&self, user: &str, name: &str, special_use: Option<SpecialUse>) -> Result<()> {
         let route = self.write_route(user).await?;
@@ -190,17 +196,17 @@ impl MailStore for HomeStore {
         Ok(result)
     }
     async fn messages(&self, user: &str, mailbox: &str) -> Result<(MailboxStatus, Vec<MessageMeta>)> {
-        self.route(user)?.primary.messages(user, mailbox).await
+        self.primary(user)?.messages(user, mailbox).await
     }
     async fn fetch(&self, user: &str, mailbox: &str, uids: &UidSet, body: BodyPart) -> Result<Vec<FetchedMessage>> {
-        self.route(user)?.primary.fetch(user, mailbox, uids, body).await
+        self.primary(user)?.fetch(user, mailbox, uids, body).await
     }
     async fn cache_get(&self, user: &str, mailbox: &str, uids: &UidSet) -> Result<Vec<Cached>> {
-        self.route(user)?.primary.cache_get(user, mailbox, uids).await
+        self.primary(user)?.cache_get(user, mailbox, uids).await
     }
     async fn cache_put(&self, user: &str, mailbox: &str, items: Vec<Cached>) -> Result<()> {
         // Derived data: a replica derives its own after a failover.
-        self.route(user)?.primary.cache_put(user, mailbox, items).await
+        self.primary(user)?.cache_put(user, mailbox, items).await
     }
     async fn store_flags(
         &self,
@@ -243,16 +249,16 @@ impl MailStore for HomeStore {
         Ok(result)
     }
     async fn status(&self, user: &str, mailbox: &str) -> Result<MailboxStatus> {
-        self.route(user)?.primary.status(user, mailbox).await
+        self.primary(user)?.status(user, mailbox).await
     }
     async fn claim_recent(&self, user: &str, mailbox: &str) -> Result<Vec<u32>> {
         // \Recent belongs to sessions, not to the mail: it is not replicated.
-        self.route(user)?.primary.claim_recent(user, mailbox).await
+        self.primary(user)?.claim_recent(user, mailbox).await
     }
     async fn quota(&self, user: &str) -> Result<QuotaUsage> {
-        self.route(user)?.primary.quota(user).await
+        self.primary(user)?.quota(user).await
     }
     async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream> {
-        self.route(user)?.primary.watch(user, mailbox).await
+        self.primary(user)?.watch(user, mailbox).await
     }
 }

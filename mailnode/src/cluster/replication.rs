@@ -29,7 +29,9 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 /// A user's second copy.
 pub struct Replica {
     pub id: String,
-    pub store: Arc<dyn ReplicaStore>,
+    /// Its store, or why this node cannot reach it (no endpoint known): then every record
+    /// fails as if the replica were down.
+    pub store: std::result::Result<Arc<dyn ReplicaStore>, String>,
     /// Whether the directory says it holds every acknowledged write.
     pub in_sync: bool,
 }
@@ -58,6 +60,12 @@ async fn timed<T>(limit: Duration, what: impl Future<Output = Result<T>>) -> Res
     tokio::time::timeout(limit, what)
         .await
         .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no answer in {limit:?}"))))
+}
+
+impl Replica {
+    fn store(&self) -> Result<&dyn ReplicaStore> {
+        self.store.as_deref().map_err(|why| StoreError::Unavailable(why.clone()))
+    }
 }
 
 impl Route {
@@ -138,7 +146,7 @@ impl Route {
     /// brings it the record's write too.
     async fn send(&self, replica: &Replica, records: Vec<Apply>) -> Result<()> {
         for record in records {
-            match timed(APPLY_TIMEOUT, replica.store.apply(&self.user, self.epoch, record)).await {
+            match timed(APPLY_TIMEOUT, replica.store()?.apply(&self.user, self.epoch, record)).await {
                 Err(StoreError::Diverged(why)) => {
                     tracing::info!(user = %self.user, replica = %replica.id, %why, "replica differs: comparing");
                     self.sync_user(replica).await?;
@@ -152,7 +160,7 @@ impl Route {
 
     /// Compares every mailbox of the user with the replica until they match.
     pub async fn sync_user(&self, replica: &Replica) -> Result<SyncReport> {
-        let sync = sync::sync_user(&*self.primary, &*replica.store, &self.user, self.epoch);
+        let sync = sync::sync_user(&*self.primary, replica.store()?, &self.user, self.epoch);
         timed(SYNC_TIMEOUT, sync).await
     }
 
@@ -197,7 +205,8 @@ impl Route {
         if self.primary.fence(&self.user, 0).await? > 0 {
             return Ok(());
         }
-        let theirs = match timed(APPLY_TIMEOUT, replica.store.fence(&self.user, 0)).await {
+        let Ok(store) = replica.store() else { return Ok(()) };
+        let theirs = match timed(APPLY_TIMEOUT, store.fence(&self.user, 0)).await {
             Ok(epoch) => epoch,
             // An unreachable replica cannot tell: the write goes on, and fails over it as usual.
             Err(_) => return Ok(()),
