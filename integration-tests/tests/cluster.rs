@@ -25,7 +25,17 @@ fn predicted(router: &RouterProcess, ip: &str) -> String {
 }
 
 fn cluster() -> (RouterProcess, MailNode, MailNode) {
-    let router = RouterProcess::start();
+    cluster_with("")
+}
+
+/// The same with one copy of each mailbox, for what these tests check about where a mailbox
+/// lives (replication has its own tests in failover.rs and replication.rs).
+fn cluster_one_copy() -> (RouterProcess, MailNode, MailNode) {
+    cluster_with("replicas = 1\n")
+}
+
+fn cluster_with(extra: &str) -> (RouterProcess, MailNode, MailNode) {
+    let router = RouterProcess::start_with(extra);
     let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1]));
     let n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &router.node_extra("node2", [127, 0, 0, 2]));
     router.wait_nodes(" up ", 2);
@@ -115,7 +125,7 @@ fn table_routes_drain_and_failover() {
 
 #[test]
 fn storage_node_holds_mailboxes_for_every_mail_node() {
-    let (router, n1, n2) = cluster();
+    let (router, n1, n2) = cluster_one_copy();
     let storage_dir = tempfile::tempdir().unwrap();
     let storage =
         StorageNode::start_with_token(storage_dir.path().to_path_buf(), sirms_integration_tests::CLUSTER_TOKEN);
@@ -208,7 +218,7 @@ fn mail_for_an_unreachable_home_waits_in_the_spool() {
 
 #[test]
 fn users_move_carries_every_message_to_the_new_home() {
-    let (router, n1, _n2) = cluster();
+    let (router, n1, _n2) = cluster_one_copy();
     let storage_dir = tempfile::tempdir().unwrap();
     let storage =
         StorageNode::start_with_token(storage_dir.path().to_path_buf(), sirms_integration_tests::CLUSTER_TOKEN);

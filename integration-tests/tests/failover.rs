@@ -235,7 +235,7 @@ fn a_move_goes_through_the_replica_while_mail_arrives() {
         let acked = deliver(&n2, 20, 40);
         (acked, n2)
     });
-    let moved = router.ctl(&["users", "move", USER, "--to", "node3"]);
+    let moved = router.ctl(&["users", "move", USER, "--to", "node3", "--wait-secs", "60"]);
     assert!(moved.contains("through its replica"), "{moved}");
     let (acked, _n2) = arriving.join().expect("delivery thread");
     assert_eq!(acked, 40, "every message sent during the move was acknowledged");
@@ -290,7 +290,7 @@ fn evacuating_a_node_moves_every_copy_off_it() {
             eventually("node4 knows alice", Duration::from_secs(15), || deliver_to(&sender, users[0], 1));
             deliver_to(&sender, users[0], 9);
         });
-        router.ctl(&["nodes", "evacuate", "node1"])
+        router.ctl(&["nodes", "evacuate", "node1", "--wait-secs", "60"])
     });
     assert!(out.contains("node1 evacuated"), "{out}");
     let nodes: Vec<&MailNode> = nodes.iter().chain([&sender]).collect();

@@ -14,8 +14,6 @@ use sirms_proto::cluster::{DirectorySnapshot, DrainRequest, Empty, User};
 
 use super::{Client, CtlError, show};
 
-/// How long one wave may wait for its copies to catch up.
-const WAVE_LIMIT: Duration = Duration::from_secs(6 * 3600);
 /// How often the directory is read while waiting.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -53,6 +51,7 @@ async fn settle(
     c: &mut Client,
     users: &BTreeSet<String>,
     wave: &str,
+    wait: Duration,
     placed: impl Fn(&User) -> bool,
 ) -> Result<(), CtlError> {
     let start = Instant::now();
@@ -78,15 +77,15 @@ async fn settle(
             }
             return Ok(());
         }
-        if start.elapsed() > WAVE_LIMIT {
-            return Err(CtlError::Input(format!("{wave}: copies not in sync after {WAVE_LIMIT:?}")));
+        if start.elapsed() > wait {
+            return Err(CtlError::Input(format!("{wave}: copies not in sync after {wait:?}")));
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
 /// Runs the evacuation of `node`.
-pub(super) async fn run(c: &mut Client, json: bool, node: String) -> Result<String, CtlError> {
+pub(super) async fn run(c: &mut Client, json: bool, node: String, wait: Duration) -> Result<String, CtlError> {
     c.drain_node(DrainRequest { id: node.clone(), drained: true }).await?;
     let directory = c.get_directory(Empty {}).await?.into_inner();
     let mut first = BTreeSet::new();
@@ -105,14 +104,14 @@ pub(super) async fn run(c: &mut Client, json: bool, node: String) -> Result<Stri
             homes.push(user.address.clone());
         }
     }
-    settle(c, &first, "replicas", |u| u.replica != node).await?;
+    settle(c, &first, "replicas", wait, |u| u.replica != node).await?;
     let directory = c.get_directory(Empty {}).await?.into_inner();
     let moving: BTreeSet<String> = homes.iter().cloned().collect();
     for user in directory.users.iter().filter(|u| moving.contains(&u.address) && u.home == node) {
         let replica = pick(&directory, &node, &[&user.replica], &user.address)?;
         c.put_user(placed(user, &user.replica, &replica)).await?;
     }
-    settle(c, &moving, "homes", |u| u.home != node && u.replica != node).await?;
+    settle(c, &moving, "homes", wait, |u| u.home != node && u.replica != node).await?;
     let report = format!(
         "{node} evacuated: {} homes and {} replicas moved; it is drained (undrain it to take traffic again)",
         moving.len(),

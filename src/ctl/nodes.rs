@@ -45,7 +45,12 @@ pub enum NodesCmd {
     Undrain { id: String },
     /// Drain a node and move every mailbox copy it holds (homes and replicas) to other nodes,
     /// through the replicas, with mail arriving throughout; shows progress.
-    Evacuate { id: String },
+    Evacuate {
+        id: String,
+        /// Longest wait, in seconds, for each wave of new copies to catch up.
+        #[arg(long, default_value_t = 6 * 3600)]
+        wait_secs: u64,
+    },
     /// A one-time token with which node ID obtains its cluster certificate (`sirms join`).
     Invite {
         id: String,
@@ -98,7 +103,9 @@ pub(super) async fn run(c: &mut Client, json: bool, cmd: NodesCmd) -> Result<Str
         NodesCmd::Remove { id } => acked(json, c.remove_node(Name { name: id }).await),
         NodesCmd::Drain { id } => acked(json, c.drain_node(DrainRequest { id, drained: true }).await),
         NodesCmd::Undrain { id } => acked(json, c.drain_node(DrainRequest { id, drained: false }).await),
-        NodesCmd::Evacuate { id } => super::evacuate::run(c, json, id).await,
+        NodesCmd::Evacuate { id, wait_secs } => {
+            super::evacuate::run(c, json, id, std::time::Duration::from_secs(wait_secs)).await
+        }
         NodesCmd::Invite { id, hosts, storage, hours } => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let role = if storage { "storage" } else { "node" };

@@ -49,6 +49,9 @@ pub enum UsersCmd {
         /// The new home.
         #[arg(long)]
         to: String,
+        /// Longest wait, in seconds, for a new copy to catch up (a move through the replica).
+        #[arg(long, default_value_t = 3600)]
+        wait_secs: u64,
     },
     /// Remove a user (the mailbox stays on its home).
     #[command(alias = "rm")]
@@ -83,9 +86,11 @@ pub(super) async fn run(
             let password_hash = password_hash(password)?;
             acked(json, c.put_user(User { address, password_hash, ..Default::default() }).await)
         }
-        UsersCmd::Move { address, to } => {
-            let moved =
-                move_user(router, credentials, &address, &to).await.map_err(|e| CtlError::Input(e.to_string()))?;
+        UsersCmd::Move { address, to, wait_secs } => {
+            let wait = std::time::Duration::from_secs(wait_secs);
+            let moved = move_user(router, credentials, &address, &to, wait)
+                .await
+                .map_err(|e| CtlError::Input(e.to_string()))?;
             let report = match &moved.replica {
                 Some(old) => format!("moved to {to} through its replica; {old} keeps the second copy, in sync"),
                 None => format!(

@@ -100,6 +100,15 @@ pub async fn run(
                     return Err(format!("epoch moved from {epoch} to {}", route.epoch));
                 }
                 states.set(&user, epoch, true).await.map_err(|e| e.to_string())?;
+                // A write acknowledged after the last pass, before the writers learnt the replica
+                // is in sync, may have reached the primary alone: one more pass copies it.
+                match store.catch_up(&user).await {
+                    Ok((_, late)) if late.changes() > 0 => {
+                        tracing::warn!(%user, changes = late.changes(), "writes during the catch-up copied after it");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(%user, error = %e, "pass after the catch-up failed"),
+                }
                 Ok(report)
             };
             match outcome.await {

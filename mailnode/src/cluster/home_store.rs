@@ -17,7 +17,7 @@ use sirms_storage::{
 use sirms_storage::replica::sync::SyncReport;
 
 use super::replica_state::ReplicaStates;
-use super::replication::{Replica, Route, Undo};
+use super::replication::{Replica, Route, Undo, Unreachable};
 use crate::directory::LiveDirectory;
 
 /// Where a home node's Store service is.
@@ -37,6 +37,7 @@ pub struct HomeStore {
     states: Arc<ReplicaStates>,
     /// Primaries this node has fenced at a user's epoch: once per epoch is enough.
     fenced: Mutex<HashSet<(String, String, u64)>>,
+    unreachable: Arc<Unreachable>,
 }
 
 impl HomeStore {
@@ -57,6 +58,7 @@ impl HomeStore {
             remotes: Mutex::new(HashMap::new()),
             states: Arc::new(ReplicaStates::new(Vec::new(), Credentials::token(""))),
             fenced: Mutex::new(HashSet::new()),
+            unreachable: Arc::default(),
         }
     }
 
@@ -101,7 +103,10 @@ impl HomeStore {
     pub fn route(&self, user: &str) -> Result<Route> {
         let record = self.directory.current().user(user).cloned();
         let (home, replica, epoch, in_sync) = match &record {
-            Some(r) => (r.home.as_str(), r.replica.as_str(), r.epoch, r.replica_in_sync),
+            Some(r) => {
+                let in_sync = r.replica_in_sync && !self.states.marked_behind(user, r.epoch);
+                (r.home.as_str(), r.replica.as_str(), r.epoch, in_sync)
+            }
             None => ("", "", 0, false),
         };
         let replica = match replica {
@@ -115,6 +120,7 @@ impl HomeStore {
             replica,
             epoch,
             states: self.states.clone(),
+            unreachable: self.unreachable.clone(),
         })
     }
 

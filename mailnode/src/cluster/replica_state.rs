@@ -48,6 +48,12 @@ impl ReplicaStates {
         self.change(ReplicaState { user: user.to_string(), epoch, in_sync, promote: false }).await
     }
 
+    /// Whether this node marked `user`'s replica out of sync at `epoch` (before the directory's
+    /// new version reached it).
+    pub fn marked_behind(&self, user: &str, epoch: u64) -> bool {
+        self.marked.lock().unwrap_or_else(|p| p.into_inner()).get(user) == Some(&epoch)
+    }
+
     /// Makes `user`'s in-sync replica the home, if the user's epoch is still `epoch`: the home
     /// found it has lost the user's mail.
     pub async fn promote(&self, user: &str, epoch: u64) -> Result<(), StateError> {

@@ -7,12 +7,14 @@
 //! epoch). If that fails too — no router answers, or the epoch moved on because this node was
 //! replaced as the user's primary — the write is undone where it can be and refused: a
 //! client is never told "done" for something only one copy holds without the directory
-//! knowing. A replica out of sync still gets every write it can take, and is caught up whole
-//! by [`HomeStore::catch_up`](super::home_store::HomeStore::catch_up).
+//! knowing. A replica out of sync gets writes only as a favour (briefly, and not while it
+//! keeps failing); it is caught up whole by
+//! [`HomeStore::catch_up`](super::home_store::HomeStore::catch_up).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sirms_storage::replica::sync::{self, SyncReport};
 use sirms_storage::{
@@ -21,8 +23,38 @@ use sirms_storage::{
 
 use super::replica_state::ReplicaStates;
 
-/// How long a replica may take to store one record.
-const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a replica may take to store one record, beyond the time its bytes take at
+/// [`APPLY_RATE`]: a healthy replica answers in milliseconds, and every write waits this long
+/// for one that froze before it is marked out of sync.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The slowest transfer to a replica allowed for, in bytes per second.
+const APPLY_RATE: u64 = 8 * 1024 * 1024;
+/// How long a write waits for a replica out of sync.
+const BEST_EFFORT: Duration = Duration::from_secs(1);
+/// How long a replica out of sync that failed is not tried again by writes.
+const QUIET: Duration = Duration::from_secs(10);
+
+/// Replicas out of sync that failed a write lately, by node id.
+#[derive(Default)]
+pub struct Unreachable(Mutex<HashMap<String, Instant>>);
+
+impl Unreachable {
+    fn note(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Instant::now());
+    }
+
+    fn recently(&self, id: &str) -> bool {
+        let mut failed = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match failed.get(id) {
+            Some(at) if at.elapsed() < QUIET => true,
+            Some(_) => {
+                failed.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+}
 /// How long comparing a whole mailbox or user with the replica may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -44,6 +76,7 @@ pub struct Route {
     pub replica: Option<Replica>,
     pub epoch: u64,
     pub states: Arc<ReplicaStates>,
+    pub unreachable: Arc<Unreachable>,
 }
 
 /// What to take back on the primary when a write cannot be acknowledged.
@@ -54,6 +87,15 @@ pub enum Undo {
         mailbox: String,
         uids: UidSet,
     },
+}
+
+/// How long applying `record` may take.
+fn apply_timeout(record: &Apply) -> Duration {
+    let bytes = match record {
+        Apply::Append { bytes, .. } => bytes.len() as u64,
+        _ => 0,
+    };
+    APPLY_TIMEOUT + Duration::from_secs(bytes / APPLY_RATE)
 }
 
 async fn timed<T>(limit: Duration, what: impl Future<Output = Result<T>>) -> Result<T> {
@@ -72,20 +114,12 @@ impl Route {
     /// Sends `records` (one write's) to the replica, and settles a failure as the module
     /// says: acknowledged alone only once the directory knows.
     pub async fn replicate(&self, records: Vec<Apply>, undo: Undo) -> Result<()> {
-        let Some(replica) = &self.replica else { return Ok(()) };
-        let outcome = self.send(replica, records).await;
-        self.settle(replica, outcome, undo).await
+        self.deliver(records, false, undo).await
     }
 
     /// Sends `record` if there is one, then compares the user's mailboxes whole.
     pub async fn replicate_then_compare(&self, record: Option<Apply>) -> Result<()> {
-        let Some(replica) = &self.replica else { return Ok(()) };
-        let outcome = async {
-            self.send(replica, record.into_iter().collect()).await?;
-            self.sync_user(replica).await.map(drop)
-        };
-        let outcome = outcome.await;
-        self.settle(replica, outcome, Undo::Nothing).await
+        self.deliver(record.into_iter().collect(), true, Undo::Nothing).await
     }
 
     /// The records of an expunge from `mailbox`, whose status is now `status`.
@@ -136,9 +170,39 @@ impl Route {
         } else {
             Undo::Remove { mailbox: to.to_string(), uids: dest }
         };
+        self.deliver(records, false, undo).await
+    }
+
+    /// Sends one write's records (then, if `compare`, compares the user whole). To a replica in
+    /// sync, as the module says. To one out of sync, briefly and as a favour: a catch-up under
+    /// way then misses as little as possible, and a replica that is down stalls nothing (after
+    /// one failure it is not tried again for a while).
+    async fn deliver(&self, records: Vec<Apply>, compare: bool, undo: Undo) -> Result<()> {
         let Some(replica) = &self.replica else { return Ok(()) };
-        let outcome = self.send(replica, records).await;
-        self.settle(replica, outcome, undo).await
+        let work = async {
+            self.send(replica, records).await?;
+            if compare {
+                self.sync_user(replica).await?;
+            }
+            Ok(())
+        };
+        if replica.in_sync {
+            let outcome = work.await;
+            return self.settle(replica, outcome, undo).await;
+        }
+        if self.unreachable.recently(&replica.id) {
+            return Ok(());
+        }
+        match tokio::time::timeout(BEST_EFFORT, work).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(StoreError::StaleEpoch(newer))) => {
+                self.settle(replica, Err(StoreError::StaleEpoch(newer)), undo).await
+            }
+            Ok(Err(_)) | Err(_) => {
+                self.unreachable.note(&replica.id);
+                Ok(())
+            }
+        }
     }
 
     /// Applies the records in order. A replica that differs from the primary (a mailbox it
@@ -146,7 +210,8 @@ impl Route {
     /// brings it the record's write too.
     async fn send(&self, replica: &Replica, records: Vec<Apply>) -> Result<()> {
         for record in records {
-            match timed(APPLY_TIMEOUT, replica.store()?.apply(&self.user, self.epoch, record)).await {
+            let limit = apply_timeout(&record);
+            match timed(limit, replica.store()?.apply(&self.user, self.epoch, record)).await {
                 Err(StoreError::Diverged(why)) => {
                     tracing::info!(user = %self.user, replica = %replica.id, %why, "replica differs: comparing");
                     self.sync_user(replica).await?;
@@ -175,10 +240,6 @@ impl Route {
                 "{} was replaced as {}'s primary (epoch {} is older than {newer}); try again",
                 self.primary_id, self.user, self.epoch
             )));
-        }
-        if !replica.in_sync {
-            tracing::debug!(user = %self.user, replica = %replica.id, %error, "replica behind: left to the catch-up");
-            return Ok(());
         }
         match self.states.set(&self.user, self.epoch, false).await {
             Ok(()) => {

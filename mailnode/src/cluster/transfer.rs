@@ -17,8 +17,6 @@ use sirms_storage::{BodyPart, FlagOp, Flags, MailStore, NewMessage, RemoteStore,
 const BATCH: u32 = 64;
 /// Time for every node to hear about the new home before the last copy pass.
 const SETTLE: Duration = Duration::from_secs(2);
-/// How long a move waits for the catch-up to fill a new copy.
-const SYNC_WAIT: Duration = Duration::from_secs(3600);
 /// How often the directory is read while waiting.
 const SYNC_POLL: Duration = Duration::from_millis(500);
 
@@ -94,7 +92,12 @@ pub async fn copy_new(
 
 /// Moves a user who has a replica, as the module says. Mail goes on arriving throughout: every
 /// write goes to both copies and a catch-up compares by UID, so nothing is lost or doubled.
-async fn move_through_replica(admin: &mut Admin, record: User, new_home: &str) -> Result<MoveReport, MoveError> {
+async fn move_through_replica(
+    admin: &mut Admin,
+    record: User,
+    new_home: &str,
+    wait: Duration,
+) -> Result<MoveReport, MoveError> {
     let placed = |home: &str, replica: &str| User {
         address: record.address.clone(),
         home: home.to_string(),
@@ -105,16 +108,22 @@ async fn move_through_replica(admin: &mut Admin, record: User, new_home: &str) -
     if record.replica != new_home {
         eprintln!("{}: making {new_home} the replica and waiting for it to catch up…", record.address);
         admin.put_user(placed(&record.home, new_home)).await?;
-        wait_in_sync(admin, &record.address, &record.home, new_home).await?;
+        wait_in_sync(admin, &record.address, &record.home, new_home, wait).await?;
     }
     eprintln!("{}: making {new_home} the home and {} the replica…", record.address, record.home);
     admin.put_user(placed(new_home, &record.home)).await?;
-    wait_in_sync(admin, &record.address, new_home, &record.home).await?;
+    wait_in_sync(admin, &record.address, new_home, &record.home, wait).await?;
     Ok(MoveReport { replica: Some(record.home), ..Default::default() })
 }
 
-/// Waits until the directory shows `address` homed on `home` with `replica` in sync.
-async fn wait_in_sync(admin: &mut Admin, address: &str, home: &str, replica: &str) -> Result<(), MoveError> {
+/// Waits (up to `wait`) until the directory shows `address` homed on `home` with `replica` in sync.
+async fn wait_in_sync(
+    admin: &mut Admin,
+    address: &str,
+    home: &str,
+    replica: &str,
+    wait: Duration,
+) -> Result<(), MoveError> {
     let start = std::time::Instant::now();
     let mut said = start;
     loop {
@@ -125,9 +134,9 @@ async fn wait_in_sync(admin: &mut Admin, address: &str, home: &str, replica: &st
             Some(u) if u.home == home && u.replica == replica => {}
             _ => return Err(MoveError::Invalid(format!("{address} was changed by someone else during the move"))),
         }
-        if start.elapsed() > SYNC_WAIT {
+        if start.elapsed() > wait {
             return Err(MoveError::Invalid(format!(
-                "{replica} did not catch up in {SYNC_WAIT:?}; {address} stays on {home}, readable"
+                "{replica} did not catch up in {wait:?}; {address} stays on {home}, readable"
             )));
         }
         if said.elapsed() >= Duration::from_secs(10) {
@@ -144,6 +153,7 @@ pub async fn move_user(
     credentials: &Credentials,
     user: &str,
     new_home: &str,
+    wait: Duration,
 ) -> Result<MoveReport, MoveError> {
     let token = credentials.token.as_str();
     let channel = credentials
@@ -174,7 +184,7 @@ pub async fn move_user(
         return Err(MoveError::Invalid(format!("{address} already lives on {new_home}")));
     }
     if !record.replica.is_empty() {
-        return move_through_replica(&mut admin, record.clone(), new_home).await;
+        return move_through_replica(&mut admin, record.clone(), new_home, wait).await;
     }
     let old = RemoteStore::connect_with(&endpoint(&record.home)?, credentials)?;
     let new = RemoteStore::connect_with(&endpoint(new_home)?, credentials)?;
