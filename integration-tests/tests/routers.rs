@@ -70,9 +70,12 @@ fn two_routers_share_the_directory_route_alike_and_survive_each_other() {
     assert_eq!(status(&a), status(&b), "both routers report the same directory version");
     // And so do the nodes, in their heartbeats (the last column of `nodes list`), on both
     // routers, whichever of them each node heartbeats to (the load travels in its lease).
-    let version = status(&a).split_whitespace().nth(2).unwrap_or_default().trim_end_matches(',').to_string();
+    // The version read again each time: the nodes' own changes (a new user's replica filled and
+    // marked in sync) may move it on meanwhile.
+    let version = || status(&a).split_whitespace().nth(2).unwrap_or_default().trim_end_matches(',').to_string();
     let started = std::time::Instant::now();
     let behind = |r: &RouterProcess| {
+        let version = version();
         r.ctl(&["nodes", "list"]).lines().skip(1).any(|l| l.split_whitespace().last() != Some(version.as_str()))
     };
     while behind(&a) || behind(&b) {
