@@ -2,7 +2,7 @@
 //! copies before it is acknowledged; a replica that fails makes the write fail and leaves no
 //! trace on the primary unless the directory already knows the replica is behind; a store
 //! that has seen a newer epoch refuses an older one, across a restart; a replica that was
-//! away is caught up whole.
+//! away is caught up whole; a replica that stopped answering does not hold up every write.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -165,4 +165,35 @@ async fn a_replaced_primary_is_fenced_even_after_a_restart() {
     assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
     assert_eq!(Cluster::inbox(&c.home).await.len(), 1, "the refused message was taken back");
     assert_eq!(Cluster::inbox(&c.replica).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stopped_answering_does_not_hold_up_every_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = StorageNode::start(dir.path().join("home"));
+    // The replica's address takes connections (the kernel's backlog) but never answers, as a
+    // node cut off or frozen does.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([
+        (HOME.to_string(), home.endpoint()),
+        (REPLICA.to_string(), format!("http://{}", silent.local_addr().expect("addr"))),
+    ])));
+    // The directory already knows the replica is behind: writes are acknowledged alone.
+    let directory = Arc::new(LiveDirectory::new(snapshot(2, false)));
+    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(dir.path().join("node")).expect("open"));
+    let store = HomeStore::new("node-a".into(), own, directory, endpoints, Credentials::token(home.token.clone()));
+    let first = std::time::Instant::now();
+    store.append(USER, "INBOX", message(0)).await.expect("append with the replica silent");
+    let first = first.elapsed();
+    // The silent connection is given up by its keepalive (about 3 s), not the 15 s a record
+    // may take.
+    assert!(first < std::time::Duration::from_secs(10), "the first write waited {first:?}");
+    let rest = std::time::Instant::now();
+    for i in 1..6 {
+        store.append(USER, "INBOX", message(i)).await.expect("append with the replica silent");
+    }
+    let rest = rest.elapsed();
+    assert!(rest < std::time::Duration::from_secs(2), "5 more writes took {rest:?}: each waited for the replica");
+    assert_eq!(Cluster::inbox(&home).await.len(), 6);
+    assert!(store.replica_unreachable(REPLICA));
 }

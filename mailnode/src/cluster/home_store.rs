@@ -17,7 +17,7 @@ use sirms_storage::{
 use sirms_storage::replica::sync::SyncReport;
 
 use super::replica_state::ReplicaStates;
-use super::replication::{Replica, Route, Undo};
+use super::replication::{Replica, Route, Undo, Unreachable};
 use crate::directory::LiveDirectory;
 
 /// Where a home node's Store service is.
@@ -37,6 +37,8 @@ pub struct HomeStore {
     states: Arc<ReplicaStates>,
     /// Primaries this node has fenced at a user's epoch: once per epoch is enough.
     fenced: Mutex<HashSet<(String, String, u64)>>,
+    /// Replica nodes that failed lately: writes do not wait for them.
+    unreachable: Arc<Unreachable>,
 }
 
 impl HomeStore {
@@ -57,6 +59,7 @@ impl HomeStore {
             remotes: Mutex::new(HashMap::new()),
             states: Arc::new(ReplicaStates::new(Vec::new(), Credentials::token(""))),
             fenced: Mutex::new(HashSet::new()),
+            unreachable: Arc::default(),
         }
     }
 
@@ -109,7 +112,14 @@ impl HomeStore {
             replica,
             epoch,
             states: self.states.clone(),
+            unreachable: self.unreachable.clone(),
         })
+    }
+
+    /// Whether replica node `id` failed a write or a catch-up lately (see
+    /// [`super::replication::HOLD`]).
+    pub fn replica_unreachable(&self, id: &str) -> bool {
+        self.unreachable.recently_failed(id)
     }
 
     /// The route for a write: the primary fenced at the user's epoch first, so that a

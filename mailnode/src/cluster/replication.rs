@@ -9,10 +9,17 @@
 //! client is never told "done" for something only one copy holds without the directory
 //! knowing. A replica out of sync still gets every write it can take, and is caught up whole
 //! by [`HomeStore::catch_up`](super::home_store::HomeStore::catch_up).
+//!
+//! A replica node that stopped answering is not waited for again by every write: for
+//! [`HOLD`] after it failed, writes go on as if it had failed them too (marked out of sync
+//! first where it was in sync), and one write per [`HOLD`] tries it again. Otherwise each
+//! write would wait out a connection attempt to a dead node (3 to 5 s, and the writes sharing
+//! the connection queue behind one another) or an unanswered call ([`APPLY_TIMEOUT`]).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sirms_storage::replica::sync::{self, SyncReport};
 use sirms_storage::{
@@ -25,6 +32,51 @@ use super::replica_state::ReplicaStates;
 const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long comparing a whole mailbox or user with the replica may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a replica node that failed is not waited for (see the module's text).
+pub const HOLD: Duration = Duration::from_secs(3);
+
+/// Replica nodes that failed lately, and when: shared by every write of a node.
+#[derive(Debug, Default)]
+pub struct Unreachable {
+    failed: Mutex<HashMap<String, Instant>>,
+}
+
+impl Unreachable {
+    /// Whether node `id` failed less than [`HOLD`] ago.
+    pub fn recently_failed(&self, id: &str) -> bool {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).get(id).is_some_and(|at| at.elapsed() < HOLD)
+    }
+
+    /// Why a write should not wait for node `id` now; `None`: try it. Once [`HOLD`] has passed
+    /// the caller that gets `None` is the one that tries: the others go on skipping until it
+    /// reports with [`Unreachable::failed`] or [`Unreachable::answered`].
+    fn skip(&self, id: &str) -> Option<String> {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let at = failed.get_mut(id)?;
+        if at.elapsed() < HOLD {
+            return Some(format!("replica {id} did not answer lately; tried again every {HOLD:?}"));
+        }
+        *at = Instant::now();
+        None
+    }
+
+    fn failed(&self, id: &str) {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Instant::now());
+    }
+
+    fn answered(&self, id: &str) {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// Notes what a call to node `id` came to: an unanswered call marks it, any answer
+    /// (an error included) clears it.
+    fn note<T>(&self, id: &str, outcome: &Result<T>) {
+        match outcome {
+            Err(StoreError::Unavailable(_)) => self.failed(id),
+            _ => self.answered(id),
+        }
+    }
+}
 
 /// A user's second copy.
 pub struct Replica {
@@ -42,6 +94,8 @@ pub struct Route {
     pub replica: Option<Replica>,
     pub epoch: u64,
     pub states: Arc<ReplicaStates>,
+    /// Replica nodes that failed lately (the node's, shared by its writes).
+    pub unreachable: Arc<Unreachable>,
 }
 
 /// What to take back on the primary when a write cannot be acknowledged.
@@ -136,9 +190,15 @@ impl Route {
     /// Applies the records in order. A replica that differs from the primary (a mailbox it
     /// lacks or has under another UIDVALIDITY) has the user compared whole instead, which
     /// brings it the record's write too.
+    /// A replica node that failed lately is not waited for (see [`Unreachable`]).
     async fn send(&self, replica: &Replica, records: Vec<Apply>) -> Result<()> {
+        if let Some(why) = self.unreachable.skip(&replica.id) {
+            return Err(StoreError::Unavailable(why));
+        }
         for record in records {
-            match timed(APPLY_TIMEOUT, replica.store.apply(&self.user, self.epoch, record)).await {
+            let outcome = timed(APPLY_TIMEOUT, replica.store.apply(&self.user, self.epoch, record)).await;
+            self.unreachable.note(&replica.id, &outcome);
+            match outcome {
                 Err(StoreError::Diverged(why)) => {
                     tracing::info!(user = %self.user, replica = %replica.id, %why, "replica differs: comparing");
                     self.sync_user(replica).await?;
@@ -153,7 +213,9 @@ impl Route {
     /// Compares every mailbox of the user with the replica until they match.
     pub async fn sync_user(&self, replica: &Replica) -> Result<SyncReport> {
         let sync = sync::sync_user(&*self.primary, &*replica.store, &self.user, self.epoch);
-        timed(SYNC_TIMEOUT, sync).await
+        let outcome = timed(SYNC_TIMEOUT, sync).await;
+        self.unreachable.note(&replica.id, &outcome);
+        outcome
     }
 
     async fn settle(&self, replica: &Replica, outcome: Result<()>, undo: Undo) -> Result<()> {
