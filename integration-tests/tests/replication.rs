@@ -2,7 +2,8 @@
 //! copies before it is acknowledged; a replica that fails makes the write fail and leaves no
 //! trace on the primary unless the directory already knows the replica is behind; a store
 //! that has seen a newer epoch refuses an older one, across a restart; a replica that was
-//! away is caught up whole.
+//! away is caught up whole; a replica that stopped answering does not hold up every write; a
+//! flag change that reaches the replica before the message it flags is not lost.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -165,4 +166,61 @@ async fn a_replaced_primary_is_fenced_even_after_a_restart() {
     assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
     assert_eq!(Cluster::inbox(&c.home).await.len(), 1, "the refused message was taken back");
     assert_eq!(Cluster::inbox(&c.replica).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stopped_answering_does_not_hold_up_every_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = StorageNode::start(dir.path().join("home"));
+    // The replica's address takes connections (the kernel's backlog) but never answers, as a
+    // node cut off or frozen does.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([
+        (HOME.to_string(), home.endpoint()),
+        (REPLICA.to_string(), format!("http://{}", silent.local_addr().expect("addr"))),
+    ])));
+    // The directory already knows the replica is behind: writes are acknowledged alone.
+    let directory = Arc::new(LiveDirectory::new(snapshot(2, false)));
+    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(dir.path().join("node")).expect("open"));
+    let store = HomeStore::new("node-a".into(), own, directory, endpoints, Credentials::token(home.token.clone()));
+    let first = std::time::Instant::now();
+    store.append(USER, "INBOX", message(0)).await.expect("append with the replica silent");
+    let first = first.elapsed();
+    // The silent connection is given up by its keepalive (about 3 s), not the 15 s a record
+    // may take.
+    assert!(first < std::time::Duration::from_secs(10), "the first write waited {first:?}");
+    let rest = std::time::Instant::now();
+    for i in 1..6 {
+        store.append(USER, "INBOX", message(i)).await.expect("append with the replica silent");
+    }
+    let rest = rest.elapsed();
+    assert!(rest < std::time::Duration::from_secs(2), "5 more writes took {rest:?}: each waited for the replica");
+    assert_eq!(Cluster::inbox(&home).await.len(), 6);
+    assert!(store.replica_unreachable(REPLICA));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_change_that_overtakes_its_message_is_not_lost() {
+    let c = Cluster::start().await;
+    // A delivery on the primary whose record has not reached the replica yet (another writer's,
+    // still on its way): a client already sees it there and flags it.
+    let primary = Cluster::remote(&c.home);
+    let uid = primary.append(USER, "INBOX", message(0)).await.expect("append on the primary").uid;
+    let seen = Flags::system(SystemFlags::SEEN);
+    c.store.store_flags(USER, "INBOX", &UidSet::single(uid), FlagOp::Add, &seen, None).await.expect("flags");
+    let replica = Cluster::inbox(&c.replica).await;
+    assert_eq!(replica, Cluster::inbox(&c.home).await, "the flagged message is on the replica, flags and all");
+    assert!(replica[0].flags.system.contains(SystemFlags::SEEN), "{replica:?}");
+    // The late record changes nothing.
+    let late = Cluster::remote(&c.replica);
+    let meta = replica[0].clone();
+    let uid_validity = late.status(USER, "INBOX").await.expect("status").uid_validity;
+    let record = Apply::Append {
+        mailbox: "INBOX".into(),
+        uid_validity,
+        meta: MessageMeta { flags: Flags::default(), ..meta },
+        bytes: Cluster::bodies(&c.home).await[0].clone().into(),
+    };
+    late.apply(USER, 1, record).await.expect("late append");
+    assert_eq!(Cluster::inbox(&c.replica).await, Cluster::inbox(&c.home).await);
 }

@@ -88,10 +88,13 @@ pub async fn run(
             .filter(|(_, r)| responsible(&dir, r, &node_id))
             .map(|(u, r)| (u.to_string(), r.epoch))
             .collect();
+        // Users whose replica node failed lately wait without a back-off of their own: one
+        // attempt per hold tells when it is back, and then every user goes at once.
+        let away = |user: &str| dir.user(user).is_some_and(|r| store.replica_unreachable(&r.replica));
         waiting.retain(|user, _| behind.iter().any(|(u, _)| u == user));
         let now = Instant::now();
         for (user, epoch) in behind {
-            if waiting.get(&user).is_some_and(|(until, _)| *until > now) {
+            if waiting.get(&user).is_some_and(|(until, _)| *until > now) || away(&user) {
                 continue;
             }
             let outcome = async {

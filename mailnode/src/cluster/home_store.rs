@@ -37,6 +37,7 @@ pub struct HomeStore {
     states: Arc<ReplicaStates>,
     /// Primaries this node has fenced at a user's epoch: once per epoch is enough.
     fenced: Mutex<HashSet<(String, String, u64)>>,
+    /// Replica nodes that failed lately: writes do not wait for them.
     unreachable: Arc<Unreachable>,
 }
 
@@ -122,6 +123,12 @@ impl HomeStore {
             states: self.states.clone(),
             unreachable: self.unreachable.clone(),
         })
+    }
+
+    /// Whether replica node `id` failed a write or a catch-up lately (see
+    /// [`super::replication::HOLD`]).
+    pub fn replica_unreachable(&self, id: &str) -> bool {
+        self.unreachable.recently_failed(id)
     }
 
     /// The route for a write: the primary fenced at the user's epoch first, so that a

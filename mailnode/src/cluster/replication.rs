@@ -7,9 +7,14 @@
 //! epoch). If that fails too — no router answers, or the epoch moved on because this node was
 //! replaced as the user's primary — the write is undone where it can be and refused: a
 //! client is never told "done" for something only one copy holds without the directory
-//! knowing. A replica out of sync gets writes only as a favour (briefly, and not while it
-//! keeps failing); it is caught up whole by
-//! [`HomeStore::catch_up`](super::home_store::HomeStore::catch_up).
+//! knowing. A replica out of sync gets writes only as a favour (for at most a second each);
+//! it is caught up whole by [`HomeStore::catch_up`](super::home_store::HomeStore::catch_up).
+//!
+//! A replica node that stopped answering is not waited for again by every write: for
+//! [`HOLD`] after it failed, writes go on as if it had failed them too (marked out of sync
+//! first where it was in sync), and one write per [`HOLD`] tries it again. Otherwise each
+//! write would wait out a connection attempt to a dead node (3 to 5 s, and the writes sharing
+//! the connection queue behind one another) or an unanswered call ([`APPLY_TIMEOUT`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,32 +36,53 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const APPLY_RATE: u64 = 8 * 1024 * 1024;
 /// How long a write waits for a replica out of sync.
 const BEST_EFFORT: Duration = Duration::from_secs(1);
-/// How long a replica out of sync that failed is not tried again by writes.
-const QUIET: Duration = Duration::from_secs(10);
+/// How long comparing a whole mailbox or user with the replica may take.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a replica node that failed is not waited for (see the module's text).
+pub const HOLD: Duration = Duration::from_secs(3);
 
-/// Replicas out of sync that failed a write lately, by node id.
-#[derive(Default)]
-pub struct Unreachable(Mutex<HashMap<String, Instant>>);
+/// Replica nodes that failed lately, and when: shared by every write of a node.
+#[derive(Debug, Default)]
+pub struct Unreachable {
+    failed: Mutex<HashMap<String, Instant>>,
+}
 
 impl Unreachable {
-    fn note(&self, id: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Instant::now());
+    /// Whether node `id` failed less than [`HOLD`] ago.
+    pub fn recently_failed(&self, id: &str) -> bool {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).get(id).is_some_and(|at| at.elapsed() < HOLD)
     }
 
-    fn recently(&self, id: &str) -> bool {
-        let mut failed = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match failed.get(id) {
-            Some(at) if at.elapsed() < QUIET => true,
-            Some(_) => {
-                failed.remove(id);
-                false
-            }
-            None => false,
+    /// Why a write should not wait for node `id` now; `None`: try it. Once [`HOLD`] has passed
+    /// the caller that gets `None` is the one that tries: the others go on skipping until it
+    /// reports with [`Unreachable::failed`] or [`Unreachable::answered`].
+    fn skip(&self, id: &str) -> Option<String> {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let at = failed.get_mut(id)?;
+        if at.elapsed() < HOLD {
+            return Some(format!("replica {id} did not answer lately; tried again every {HOLD:?}"));
+        }
+        *at = Instant::now();
+        None
+    }
+
+    fn failed(&self, id: &str) {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Instant::now());
+    }
+
+    fn answered(&self, id: &str) {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// Notes what a call to node `id` came to: an unanswered call marks it, any answer
+    /// (an error included) clears it.
+    fn note<T>(&self, id: &str, outcome: &Result<T>) {
+        match outcome {
+            Err(StoreError::Unavailable(_)) => self.failed(id),
+            _ => self.answered(id),
         }
     }
 }
-/// How long comparing a whole mailbox or user with the replica may take.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A user's second copy.
 pub struct Replica {
@@ -76,6 +102,7 @@ pub struct Route {
     pub replica: Option<Replica>,
     pub epoch: u64,
     pub states: Arc<ReplicaStates>,
+    /// Replica nodes that failed lately (the node's, shared by its writes).
     pub unreachable: Arc<Unreachable>,
 }
 
@@ -175,8 +202,7 @@ impl Route {
 
     /// Sends one write's records (then, if `compare`, compares the user whole). To a replica in
     /// sync, as the module says. To one out of sync, briefly and as a favour: a catch-up under
-    /// way then misses as little as possible, and a replica that is down stalls nothing (after
-    /// one failure it is not tried again for a while).
+    /// way then misses as little as possible, and a replica that is down stalls nothing.
     async fn deliver(&self, records: Vec<Apply>, compare: bool, undo: Undo) -> Result<()> {
         let Some(replica) = &self.replica else { return Ok(()) };
         let work = async {
@@ -190,16 +216,13 @@ impl Route {
             let outcome = work.await;
             return self.settle(replica, outcome, undo).await;
         }
-        if self.unreachable.recently(&replica.id) {
-            return Ok(());
-        }
         match tokio::time::timeout(BEST_EFFORT, work).await {
-            Ok(Ok(())) => Ok(()),
             Ok(Err(StoreError::StaleEpoch(newer))) => {
                 self.settle(replica, Err(StoreError::StaleEpoch(newer)), undo).await
             }
-            Ok(Err(_)) | Err(_) => {
-                self.unreachable.note(&replica.id);
+            Ok(_) => Ok(()),
+            Err(_) => {
+                self.unreachable.failed(&replica.id);
                 Ok(())
             }
         }
@@ -208,10 +231,16 @@ impl Route {
     /// Applies the records in order. A replica that differs from the primary (a mailbox it
     /// lacks or has under another UIDVALIDITY) has the user compared whole instead, which
     /// brings it the record's write too.
+    /// A replica node that failed lately is not waited for (see [`Unreachable`]).
     async fn send(&self, replica: &Replica, records: Vec<Apply>) -> Result<()> {
+        if let Some(why) = self.unreachable.skip(&replica.id) {
+            return Err(StoreError::Unavailable(why));
+        }
         for record in records {
             let limit = apply_timeout(&record);
-            match timed(limit, replica.store()?.apply(&self.user, self.epoch, record)).await {
+            let outcome = timed(limit, replica.store()?.apply(&self.user, self.epoch, record)).await;
+            self.unreachable.note(&replica.id, &outcome);
+            match outcome {
                 Err(StoreError::Diverged(why)) => {
                     tracing::info!(user = %self.user, replica = %replica.id, %why, "replica differs: comparing");
                     self.sync_user(replica).await?;
@@ -226,7 +255,9 @@ impl Route {
     /// Compares every mailbox of the user with the replica until they match.
     pub async fn sync_user(&self, replica: &Replica) -> Result<SyncReport> {
         let sync = sync::sync_user(&*self.primary, replica.store()?, &self.user, self.epoch);
-        timed(SYNC_TIMEOUT, sync).await
+        let outcome = timed(SYNC_TIMEOUT, sync).await;
+        self.unreachable.note(&replica.id, &outcome);
+        outcome
     }
 
     async fn settle(&self, replica: &Replica, outcome: Result<()>, undo: Undo) -> Result<()> {

@@ -15,8 +15,8 @@ use tonic::codec::Streaming;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use super::MAX_GRPC_MESSAGE;
 use super::convert;
-use super::{KEEPALIVE_INTERVAL, MAX_GRPC_MESSAGE};
 use crate::change::{Change, ChangeStream};
 use crate::error::{Result, StoreError};
 use crate::flags::{FlagOp, Flags};
@@ -32,8 +32,13 @@ use crate::uidset::UidSet;
 /// How long establishing a connection may take before the call fails as unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long an unanswered keepalive ping waits before the connection is given up.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the connection may be silent before it is pinged (idle or not), and how long the
+/// ping may go unanswered before the connection is given up with every call on it. A store
+/// that vanished without closing the connection — cut off, frozen, killed with the reset
+/// lost — thus fails its calls within about 3 s instead of holding them (a write waiting on
+/// its replica, a watch) until the peer is back or a caller's own timeout fires.
+const PING_AFTER: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Client = StoreClient<InterceptedService<Channel, TokenInterceptor>>;
 
@@ -62,7 +67,7 @@ impl RemoteStore {
             .configure(|e| {
                 e.connect_timeout(CONNECT_TIMEOUT)
                     // Pings even without calls in flight, so a watch on a vanished store ends.
-                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .http2_keep_alive_interval(PING_AFTER)
                     .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                     .keep_alive_while_idle(true)
             })

@@ -156,6 +156,14 @@ impl LocalStore {
 
     fn apply_flags_blocking(folder: &Folder, metas: &[MessageMeta], exact: bool) -> Result<()> {
         let mut st = folder.lock()?;
+        // A flag change for a message this copy lacks overtook the record that brings the
+        // message (another writer's append, still on its way: a client may flag a message on
+        // the primary before its delivery is acknowledged), or this copy is behind. Skipping
+        // it would lose a change the client was told is done; the writer compares the user
+        // whole instead, which brings the message with its flags.
+        if let Some(meta) = metas.iter().find(|m| !st.messages.contains_key(&m.uid)) {
+            return Err(StoreError::Diverged(format!("{} has no UID {} to flag", folder.name, meta.uid)));
+        }
         let mut changed = Vec::new();
         for meta in metas {
             let Some(entry) = st.messages.get(&meta.uid).cloned() else { continue };

@@ -34,6 +34,8 @@ pub enum Apply {
     Copy { from: String, to: String, uid_validity: u32, pairs: Vec<(u32, MessageMeta)> },
     /// New flags and MODSEQs. Without `exact`, a message whose MODSEQ is already as high is
     /// left alone (records of two writers may cross); with it, the message is made to match.
+    /// A message the replica lacks makes the record `Diverged` (its append is still on the
+    /// way, or the replica is behind): the writer then compares the user whole.
     Flags { mailbox: String, uid_validity: u32, metas: Vec<MessageMeta>, exact: bool },
     /// These UIDs are gone.
     Expunge { mailbox: String, uid_validity: u32, uids: Vec<u32> },
