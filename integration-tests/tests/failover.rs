@@ -201,10 +201,14 @@ fn a_node_whose_disk_was_replaced_is_refilled_from_the_other_copies() {
     n1.restart();
     let show = |user: &str| router.ctl(&["users", "show", user]);
     let start = Instant::now();
-    while !(show(USER).contains("home     node2") && show(USER).contains("in sync  yes"))
-        || !show(BOB).contains("in sync  yes")
-        || n1.inbox(BOB).len() != 10
-    {
+    let refilled = || {
+        let (alice, bob) = (show(USER), show(BOB));
+        alice.contains("home     node2")
+            && alice.contains("in sync  yes")
+            && bob.contains("in sync  yes")
+            && n1.inbox(BOB).len() == 10
+    };
+    while !refilled() {
         assert!(start.elapsed() < Duration::from_secs(40), "not refilled in 40 s:\n{}\n{}", show(USER), show(BOB));
         std::thread::sleep(Duration::from_millis(200));
     }
