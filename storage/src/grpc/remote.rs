@@ -35,10 +35,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the connection may be silent before it is pinged (idle or not), and how long the
 /// ping may go unanswered before the connection is given up with every call on it. A store
 /// that vanished without closing the connection — cut off, frozen, killed with the reset
-/// lost — thus fails its calls within about 3 s instead of holding them (a write waiting on
-/// its replica, a watch) until the peer is back or a caller's own timeout fires.
+/// lost — thus fails its calls within about 4 s instead of holding them (a write waiting on
+/// its replica, a watch) until the peer is back or a caller's own timeout fires. A live but
+/// busy peer answers a ping from its connection task, without waiting for the disk.
 const PING_AFTER: Duration = Duration::from_secs(1);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Client = StoreClient<InterceptedService<Channel, TokenInterceptor>>;
 
