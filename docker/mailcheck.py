@@ -41,6 +41,35 @@ source addresses the client container has):
   mailcheck.py verify USER:PASS LOG...         -> every token the logs show acknowledged for
                                                   USER is in USER's INBOX (read over IMAP)
 
+For docker/test-ha.sh's replicated mailboxes (USERS: comma-separated addresses sharing the
+password PASS; every message carries a unique token, its Message-ID):
+
+  mailcheck.py rload SECONDS STOPFILE LOG USERS SRCS [--threads N] [--timeout S] [--pause S] [--name N]
+                                               -> SMTP deliveries to USERS in turn, one message
+                                                  a session, from N threads; one JSON line per
+                                                  session in LOG (token, recipient, router,
+                                                  node, reply code, acked: 250 after DATA)
+  mailcheck.py rflags SECONDS STOPFILE LOG USERS PASS SRCS [--keyword K] [--timeout S] [--pause S]
+                                               -> IMAP sessions as USERS in turn: SELECT INBOX,
+                                                  UID STORE +FLAGS (\\Seen K) on up to 3 messages
+                                                  without K; one JSON line per STORE in LOG
+                                                  (user, UIDs, tokens, ok: answered OK)
+  mailcheck.py rsnap PASS USER...              -> one JSON line per user: the node that served,
+                                                  UIDVALIDITY, and UID, token, flags (without
+                                                  \\Recent) and SHA-256 of every message in INBOX
+  mailcheck.py firstread PASS USER LIMIT       -> LOGIN, SELECT, FETCH as USER until one works
+                                                  (at most LIMIT s): `read_at=EPOCH node=N`
+  mailcheck.py rverify BEFORE AFTER LOG...     -> two rsnap outputs (before and after a fault)
+                                                  against the rload/rflags logs: acknowledged,
+                                                  lost, duplicated, UIDVALIDITY and UIDs kept,
+                                                  flag changes answered OK present (`key=value`;
+                                                  exit 1 if any is off)
+  mailcheck.py maildirs ROOT_A ROOT_B USER...  -> the users' Maildirs under two nodes' data
+                                                  directories (read from the host), folder by
+                                                  folder: UIDVALIDITY, and per UID the SHA-256
+                                                  of the file, its flags (keyword letters by
+                                                  name) and mtime (the internal date)
+
 For the cluster plane (mutual TLS):
 
   mailcheck.py grpctls HOST:PORT CA [CERT KEY] -> a TLS connection checked against CA, with the
@@ -536,9 +565,390 @@ def cmd_grpctls(addr, ca, cert=None, key=None):
     return 0
 
 
+# --- docker/test-ha.sh: replicated mailboxes --------------------------------------------
+
+
+class SMTPFrom(smtplib.SMTP):
+    """An SMTP client from source address SRC to the first of HOSTS that answers."""
+
+    def __init__(self, src, hosts, timeout):
+        self.src, self.hosts, self.peer = src, hosts, None
+        super().__init__(timeout=timeout)
+
+    def _get_socket(self, host, port, timeout):
+        sock, self.peer = connect(port, timeout, source=self.src, hosts=self.hosts)
+        return sock
+
+
+class IMAPFrom(imaplib.IMAP4):
+    """An IMAP client from source address SRC to the first of HOSTS that answers."""
+
+    def __init__(self, src, hosts, timeout):
+        self.src, self.hosts, self.peer = src, hosts, None
+        super().__init__(hosts[0], 143, timeout=timeout)
+
+    def _create_socket(self, timeout):
+        sock, self.peer = connect(self.port, timeout or TIMEOUT, source=self.src, hosts=self.hosts)
+        return sock
+
+
+def imap_as(user, password, src=None, timeout=TIMEOUT, readonly=True):
+    """A logged-in session (STARTTLS) with INBOX selected; returns it, the node that greeted
+    and the mailbox's UIDVALIDITY."""
+    m = IMAPFrom(src or SOURCE, HOSTS, timeout)
+    try:
+        node = node_of(m.welcome)
+        m.starttls(ssl_context=tls_context())
+        m.login(user, password)
+        typ, data = m.select("INBOX", readonly=readonly)
+        if typ != "OK":
+            raise AssertionError(f"SELECT INBOX: {typ} {data}")
+        m.exists = int(data[0])
+        return m, node, int(m.response("UIDVALIDITY")[1][0])
+    except Exception:
+        if m.sock is not None:
+            m.sock.close()
+        raise
+
+
+def seq_of(text):
+    return int(text.split(b" ", 1)[0])
+
+
+def listing(m, body):
+    """Every message of the selected mailbox by sequence number: UID and flags (without
+    \\Recent), and with BODY the part fetched (BODY.PEEK[...]; by sequence number, which no
+    other session changes: nobody expunges). Unsolicited FETCHes (flag changes of other
+    sessions) carry no UID or literal and are skipped."""
+    out = {}
+    if not m.exists:
+        return []
+    typ, data = m.fetch("1:*", "(UID FLAGS)")
+    if typ != "OK":
+        raise AssertionError(f"FETCH: {typ} {data}")
+    for item in data:
+        text = item[0] if isinstance(item, tuple) else item
+        if not text:
+            continue
+        uid = re.search(rb"UID (\d+)", text)
+        flags = re.search(rb"FLAGS \(([^)]*)\)", text)
+        if uid and flags:
+            names = sorted(f for f in flags.group(1).decode().split() if f != "\\Recent")
+            out[seq_of(text)] = {"uid": int(uid.group(1)), "flags": names}
+    if body and out:
+        typ, data = m.fetch("1:*", f"({body})")
+        if typ != "OK":
+            raise AssertionError(f"FETCH {body}: {typ} {data}")
+        for item in data:
+            if isinstance(item, tuple) and seq_of(item[0]) in out:
+                out[seq_of(item[0])]["body"] = item[1]
+    return [out[k] for k in sorted(out)]
+
+
+def token_of(raw):
+    m = re.search(rb"^Message-ID: <([^>@]+)@docker\.test>", raw or b"", re.M | re.I)
+    return m.group(1).decode() if m else None
+
+
+class Log:
+    """One JSON line per record, from several threads."""
+
+    def __init__(self, path):
+        import threading
+        self.out, self.lock = open(path, "a", buffering=1), threading.Lock()
+
+    def write(self, rec):
+        with self.lock:
+            self.out.write(json.dumps(rec) + "\n")
+
+
+def cmd_rload(seconds, stopfile, log, users, srcs, *opts):
+    """SMTP deliveries to USERS in turn, one message a session, from --threads threads; what
+    each client saw, in LOG."""
+    import threading
+    users, srcs = users.split(","), srcs.split(",")
+    threads = int(option(opts, "--threads") or 4)
+    timeout = float(option(opts, "--timeout") or 30)
+    pause = float(option(opts, "--pause") or 0.05)
+    name = option(opts, "--name") or "rload"
+    sender = f"{name}@sender.test"
+    deadline = time.time() + float(seconds)
+    out = Log(log)
+
+    def run(t):
+        n = 0
+        while time.time() < deadline and not os.path.exists(stopfile):
+            i = t + n * threads
+            to, src = users[i % len(users)], srcs[i % len(srcs)]
+            rec = {"client": name, "src": src, "proto": "smtp", "to": to, "t0": time.time(),
+                   "token": f"{name}-{t}-{n}-{random.randrange(1 << 32):08x}", "acked": False}
+            s = SMTPFrom(src, HOSTS, timeout)
+            try:
+                code, greeting = s.connect(HOSTS[0], 25)
+                rec["router"] = s.peer
+                if code != 220:
+                    raise AssertionError(f"SMTP greeting {code} {greeting!r}")
+                rec["node"] = node_of(greeting)
+                s.ehlo("rload.test")
+                for step, command in (("MAIL", lambda: s.mail(sender)), ("RCPT", lambda: s.rcpt(to))):
+                    code, reply = command()
+                    if code not in (250, 251):
+                        rec["code"] = code
+                        raise AssertionError(f"{step}: {code} {reply!r}")
+                code, reply = s.data(message(rec["token"], sender, to))
+                rec["code"] = code
+                rec["acked"] = code == 250
+                if not rec["acked"]:
+                    rec["error"] = f"DATA: {code} {reply.decode(errors='replace')}"[:300]
+                try:
+                    s.quit()
+                except (OSError, smtplib.SMTPException):
+                    pass
+            except Exception as e:  # whatever went wrong is what this client saw
+                rec.setdefault("code", getattr(e, "smtp_code", None))
+                rec["error"] = f"{type(e).__name__}: {e}"[:300]
+                if s.sock is not None:
+                    s.sock.close()
+            rec["t1"] = time.time()
+            rec["ok"] = rec["acked"]
+            out.write(rec)
+            n += 1
+            time.sleep(pause)
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return 0
+
+
+def cmd_rflags(seconds, stopfile, log, users, password, srcs, *opts):
+    """IMAP sessions as USERS in turn, each adding \\Seen and a keyword to up to 3 messages
+    that lack the keyword; one JSON line per STORE in LOG."""
+    users, srcs = users.split(","), srcs.split(",")
+    keyword = option(opts, "--keyword") or "$Replicated"
+    timeout = float(option(opts, "--timeout") or 30)
+    pause = float(option(opts, "--pause") or 0.1)
+    deadline = time.time() + float(seconds)
+    out = Log(log)
+    n = 0
+    while time.time() < deadline and not os.path.exists(stopfile):
+        user, src = users[n % len(users)], srcs[n % len(srcs)]
+        n += 1
+        rec = {"client": "rflags", "src": src, "proto": "imap", "user": user, "t0": time.time(), "ok": False}
+        m = None
+        try:
+            m, rec["node"], rec["uidvalidity"] = imap_as(user, password, src, timeout, readonly=False)
+            rec["router"] = m.peer
+            msgs = [x for x in listing(m, "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]") if keyword not in x["flags"]]
+            picked = random.sample(msgs, min(3, len(msgs)))
+            if picked:
+                rec["uids"] = [x["uid"] for x in picked]
+                rec["tokens"] = [token_of(x.get("body")) for x in picked]
+                rec["flags"] = ["\\Seen", keyword]
+                uids = ",".join(str(u) for u in rec["uids"])
+                typ, data = m.uid("STORE", uids, "+FLAGS", f"(\\Seen {keyword})")
+                rec["ok"] = typ == "OK"
+                if not rec["ok"]:
+                    rec["error"] = f"STORE: {typ} {data}"[:300]
+            m.logout()
+        except Exception as e:
+            rec["error"] = f"{type(e).__name__}: {e}"[:300]
+            if m is not None and m.sock is not None:
+                m.sock.close()
+        rec["t1"] = time.time()
+        if "uids" in rec or "error" in rec:
+            out.write(rec)
+        time.sleep(pause)
+    return 0
+
+
+def cmd_rsnap(password, *users):
+    """Each user's INBOX: UIDVALIDITY, and UID, token, flags and SHA-256 of every message."""
+    import hashlib
+    for user in users:
+        m, node, uidvalidity = imap_as(user, password)
+        msgs = [{"uid": x["uid"], "token": token_of(x.get("body")), "flags": x["flags"],
+                 "sha": hashlib.sha256(x.get("body") or b"").hexdigest()}
+                for x in listing(m, "BODY.PEEK[]")]
+        m.logout()
+        print(json.dumps({"user": user, "node": node, "uidvalidity": uidvalidity, "msgs": msgs}))
+    return 0
+
+
+def cmd_firstread(password, user, limit):
+    """LOGIN, SELECT and FETCH as USER, again and again, until one works."""
+    deadline = time.time() + float(limit)
+    last = None
+    while time.time() < deadline:
+        m = None
+        try:
+            m, node, _ = imap_as(user, password, timeout=3)
+            listing(m, None)
+            m.logout()
+            print(f"read_at={time.time():.3f} node={node}")
+            return 0
+        except Exception as e:
+            last = f"{type(e).__name__}: {e}"
+            if m is not None and m.sock is not None:
+                m.sock.close()
+        time.sleep(0.1)
+    print(f"error: no IMAP read as {user} in {limit} s; last: {last}")
+    return 1
+
+
+def load_snap(path):
+    with open(path) as f:
+        return {s["user"]: s for s in map(json.loads, filter(str.strip, f))}
+
+
+def cmd_rverify(before, after, *logs):
+    """The mailboxes AFTER a fault against the clients' logs and the snapshot BEFORE it."""
+    before, after = load_snap(before), load_snap(after)
+    recs = list(read_logs(logs))
+    acked = {(r["to"], r["token"]) for r in recs if r.get("proto") == "smtp" and r.get("acked")}
+    sent = {(r["to"], r["token"]) for r in recs if r.get("proto") == "smtp"}
+    stores = [r for r in recs if r.get("proto") == "imap" and r.get("ok")]
+    f = dict.fromkeys(("acked", "present", "lost", "duplicated", "unacked_present", "unknown",
+                       "uidvalidity_changed", "seen_before", "uid_kept", "uid_changed", "uid_reused",
+                       "unacked_seen_gone", "flag_stores", "flags_present", "flags_missing",
+                       "flags_on_gone"), 0)
+    f["acked"] = sum(1 for u, _ in acked if u in after)
+    examples = []
+    for user, snap in after.items():
+        counts = {}
+        for msg in snap["msgs"]:
+            counts[msg["token"]] = counts.get(msg["token"], 0) + 1
+        mine = {t for u, t in acked if u == user}
+        f["present"] += sum(1 for t in mine if t in counts)
+        lost = sorted(t for t in mine if t not in counts)
+        f["lost"] += len(lost)
+        examples += [f"lost {user} {t}" for t in lost[:3]]
+        dups = [t for t, c in counts.items() if c > 1]
+        f["duplicated"] += sum(counts[t] - 1 for t in dups)
+        examples += [f"duplicated {user} {t} x{counts[t]}" for t in dups[:3]]
+        f["unacked_present"] += sum(1 for t in counts if t not in mine and (user, t) in sent)
+        f["unknown"] += sum(1 for t in counts if (user, t) not in sent)
+        old = before.get(user)
+        if old is None:
+            continue
+        if old["uidvalidity"] != snap["uidvalidity"]:
+            f["uidvalidity_changed"] += 1
+            examples.append(f"uidvalidity {user} {old['uidvalidity']} -> {snap['uidvalidity']}")
+        uid_now = {m["uid"]: m["token"] for m in snap["msgs"]}
+        token_uid = {m["token"]: m["uid"] for m in snap["msgs"]}
+        for msg in old["msgs"]:
+            if msg["token"] in mine:
+                f["seen_before"] += 1
+                if token_uid.get(msg["token"]) == msg["uid"]:
+                    f["uid_kept"] += 1
+                else:
+                    f["uid_changed"] += 1
+                    examples.append(f"uid {user} {msg['token']} {msg['uid']} -> {token_uid.get(msg['token'])}")
+            elif msg["token"] not in token_uid:
+                f["unacked_seen_gone"] += 1
+            if uid_now.get(msg["uid"], msg["token"]) != msg["token"]:
+                f["uid_reused"] += 1
+                examples.append(f"uid {msg['uid']} of {user} was {msg['token']}, now {uid_now[msg['uid']]}")
+    for r in stores:
+        snap = after.get(r["user"])
+        if snap is None:
+            continue
+        flags = {m["token"]: set(m["flags"]) for m in snap["msgs"]}
+        for token in r.get("tokens", []):
+            f["flag_stores"] += 1
+            if token not in flags:
+                f["flags_on_gone"] += 1
+            elif set(r["flags"]) <= flags[token]:
+                f["flags_present"] += 1
+            else:
+                f["flags_missing"] += 1
+                examples.append(f"flags {r['user']} {token}: {sorted(flags[token])} lacks {r['flags']}")
+    print(" ".join(f"{k}={v}" for k, v in f.items()))
+    for e in examples[:10]:
+        print("  " + e)
+    off = f["lost"] + f["duplicated"] + f["uidvalidity_changed"] + f["uid_changed"] + f["flags_missing"]
+    return 1 if off or f["uid_reused"] else 0
+
+
+def maildir_of(root, user):
+    """USER's Maildir under a node's data directory (the store's `mail/` may sit deeper)."""
+    escaped = re.sub(r"[^A-Za-z0-9\-_@+=~!#$&'^`{}|\x80-\U0010ffff]", lambda m: f"%{ord(m.group()):02X}", user)
+    for sub in ("store/mail", "mail"):
+        path = os.path.join(root, sub, escaped)
+        if os.path.isdir(path):
+            return path
+    return None
+
+
+def maildir_listing(root, user):
+    """Folder -> UIDVALIDITY, and (folder, UID) -> (SHA-256, flags, mtime) of USER's files."""
+    import hashlib
+    base = maildir_of(root, user)
+    out = {}
+    if base is None:
+        return out
+    folders = [("INBOX", base)] + sorted((d, os.path.join(base, d)) for d in os.listdir(base)
+                                         if d.startswith(".") and os.path.isdir(os.path.join(base, d, "cur")))
+    for name, path in folders:
+        settings = open(os.path.join(path, "sirms-folder")).read() if os.path.exists(os.path.join(path, "sirms-folder")) else ""
+        validity = re.search(r"^uidvalidity (\d+)", settings, re.M)
+        out[name] = ("uidvalidity", validity.group(1) if validity else None)
+        kw_path = os.path.join(path, "sirms-keywords")
+        keywords = open(kw_path).read().splitlines() if os.path.exists(kw_path) else []
+        for sub in ("cur", "new"):
+            for file in os.listdir(os.path.join(path, sub)):
+                m = re.search(r",U=(\d+),S=(\d+)(?::2,([A-Za-z]*))?$", file)
+                if not m:
+                    continue
+                letters = m.group(3) or ""
+                flags = sorted([c for c in letters if c.isupper()] +
+                               [keywords[ord(c) - 97] if ord(c) - 97 < len(keywords) else f"?{c}"
+                                for c in letters if c.islower()])
+                full = os.path.join(path, sub, file)
+                with open(full, "rb") as fh:
+                    sha = hashlib.sha256(fh.read()).hexdigest()
+                out[(name, int(m.group(1)))] = (sha, " ".join(flags), int(os.stat(full).st_mtime))
+    return out
+
+
+def cmd_maildirs(root_a, root_b, *users):
+    """Two nodes' copies of USERS, folder by folder and file by file."""
+    f = dict.fromkeys(("users", "folders", "messages", "same", "differ", "only_a", "only_b", "missing_a", "missing_b"), 0)
+    examples = []
+    for user in users:
+        f["users"] += 1
+        a, b = maildir_listing(root_a, user), maildir_listing(root_b, user)
+        f["missing_a"] += not a
+        f["missing_b"] += not b
+        for key in sorted(set(a) | set(b), key=str):
+            if isinstance(key, str):
+                f["folders"] += 1
+            else:
+                f["messages"] += 1
+            if key not in b:
+                f["only_a"] += 1
+                examples.append(f"{user} {key}: only in A {a[key]}")
+            elif key not in a:
+                f["only_b"] += 1
+                examples.append(f"{user} {key}: only in B {b[key]}")
+            elif a[key] != b[key]:
+                f["differ"] += 1
+                examples.append(f"{user} {key}: A {a[key]} B {b[key]}")
+            else:
+                f["same"] += 1
+    print(" ".join(f"{k}={v}" for k, v in f.items()))
+    for e in examples[:10]:
+        print("  " + e)
+    return 1 if f["differ"] or f["only_a"] or f["only_b"] or f["missing_a"] or f["missing_b"] else 0
+
+
 # Commands that print their own results and return the exit code.
 REPORTS = {"greetmany": cmd_greetmany, "watchmove": cmd_watchmove, "load": cmd_load,
-           "loadstats": cmd_loadstats, "verify": cmd_verify, "grpctls": cmd_grpctls}
+           "loadstats": cmd_loadstats, "verify": cmd_verify, "grpctls": cmd_grpctls,
+           "rload": cmd_rload, "rflags": cmd_rflags, "rsnap": cmd_rsnap, "firstread": cmd_firstread,
+           "rverify": cmd_rverify, "maildirs": cmd_maildirs}
 
 
 def main(argv):

@@ -4,6 +4,7 @@
 //! serves the same mailbox — UIDVALIDITY, UIDs, flags and bytes — with every acknowledged
 //! message there. Mail goes on arriving with the replica down (marked out of sync first);
 //! node1 comes back as the replica and is caught up to the same messages, file for file.
+//! A replica that comes back on an empty disk is caught up too, without waiting for a write.
 
 use std::time::{Duration, Instant};
 
@@ -308,4 +309,32 @@ fn evacuating_a_node_moves_every_copy_off_it() {
         assert_eq!(copy.len(), want, "{user}: every message, once");
         assert_eq!(holders[1].inbox(user), copy, "{user}: both copies file for file");
     }
+}
+
+#[test]
+fn a_replica_that_lost_its_store_is_caught_up_without_a_write() {
+    let router = RouterProcess::start();
+    let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1]));
+    let mut n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &router.node_extra("node2", [127, 0, 0, 2]));
+    router.wait_nodes(" up ", 2);
+    router.ctl(&["domains", "add", "example.test"]);
+    router.ctl(&["users", "add", USER, "--password", "alice-pw", "--home", "node1", "--replica", "node2"]);
+    let acked = eventually("node1 knows alice", Duration::from_secs(15), || {
+        let n = deliver(&n1, 0, 1);
+        assert_eq!(n, 1);
+        n
+    });
+    assert_eq!(acked + deliver(&n1, 1, 9), 10);
+    assert_eq!(n2.inbox(USER), n1.inbox(USER));
+
+    // node2's disk is lost: it comes back on an empty data directory, the directory still
+    // saying its copy is in sync. Without any write, the copy is rebuilt.
+    n2.process.kill9();
+    std::fs::remove_dir_all(n2.dir.path().join("data")).expect("wipe node2's data");
+    n2.restart();
+    eventually("node2's copy rebuilt", Duration::from_secs(30), || {
+        assert_eq!(n2.inbox(USER), n1.inbox(USER));
+    });
+    wait_user(&router, "replica in sync again", Duration::from_secs(15), |c| c.contains("in sync  yes"));
+    assert_eq!(n2.inbox(USER).len(), 10);
 }
