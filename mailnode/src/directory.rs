@@ -233,6 +233,16 @@ impl DirectoryData {
         self.users().filter(|(_, r)| !r.replica.is_empty() && !r.replica_in_sync)
     }
 
+    /// Users whose replica is node `id`.
+    pub fn users_replicated_on<'a>(&'a self, id: &'a str) -> impl Iterator<Item = (&'a str, &'a UserRecord)> {
+        self.users.iter().filter(move |(_, r)| r.replica == id).map(|(u, r)| (u.as_str(), r))
+    }
+
+    /// Users homed on node `id`.
+    pub fn users_homed_on<'a>(&'a self, id: &'a str) -> impl Iterator<Item = (&'a str, &'a UserRecord)> {
+        self.users.iter().filter(move |(_, r)| r.home == id).map(|(u, r)| (u.as_str(), r))
+    }
+
     /// Whether `id` is one of the cluster's mail nodes (as opposed to a storage node).
     pub fn is_mail_node(&self, id: &str) -> bool {
         self.mail_nodes.contains(id)

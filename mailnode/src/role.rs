@@ -68,6 +68,7 @@ async fn join_cluster(
     config: &NodeConfig,
     routers: Vec<String>,
     own_store: Arc<dyn ReplicaStore>,
+    new_store: bool,
     member: Member,
     stopped: watch::Receiver<bool>,
 ) -> Result<Arc<dyn MailStore>, NodeError> {
@@ -147,6 +148,9 @@ async fn join_cluster(
         HomeStore::new(node_id.clone(), own_store, directory.clone(), endpoints, credentials)
             .with_states(states.clone()),
     );
+    if new_store {
+        tokio::spawn(catch_up::report_lost_copies(directory.clone(), states.clone(), node_id.clone(), stopped.clone()));
+    }
     tokio::spawn(catch_up::run(home.clone(), directory, states, node_id, stopped));
     Ok(home)
 }
@@ -166,6 +170,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let directory = Arc::new(if routers.is_empty() { LiveDirectory::new(initial) } else { LiveDirectory::awaiting() });
     let (stop, stopped) = watch::channel(false);
     let mut local = None;
+    // A local store opened where there was none holds none of the copies the directory may
+    // say this node keeps (a new disk, a lost volume).
+    let mut new_store = false;
     let own_store: Arc<dyn ReplicaStore> = match &config.store.remote {
         Some(endpoint) => {
             let token = config.store.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
@@ -173,6 +180,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             Arc::new(RemoteStore::connect_with(endpoint, &Credentials { token, tls })?)
         }
         None => {
+            new_store = !config.data_dir.join("store").join("mail").is_dir();
             let store = LocalStore::open(config.data_dir.join("store"))?;
             local = Some(store.clone());
             Arc::new(store)
@@ -186,7 +194,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     } else {
         let member =
             Member { directory: directory.clone(), metrics: metrics.clone(), spool: spool.clone(), wake: wake.clone() };
-        join_cluster(&config, routers, own_store, member, stopped.clone()).await?
+        join_cluster(&config, routers, own_store, new_store, member, stopped.clone()).await?
     };
     let store: Arc<dyn MailStore> = Arc::new(Measured::new(store, metrics.store.clone()));
     if let Some(addr) = config.listen.metrics {

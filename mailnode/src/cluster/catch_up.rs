@@ -130,3 +130,69 @@ pub async fn run(
         }
     }
 }
+
+/// How long a node that started on a new, empty store keeps trying to tell the directory
+/// (through routers that may be away).
+const LOST_WINDOW: Duration = Duration::from_secs(300);
+
+/// A node that starts on a new, empty store (a new disk, a lost volume) no longer holds the
+/// replicas the directory says it keeps in sync: it tells the directory they are out of sync,
+/// so their homes catch them up whole now — not after a failover promoted an empty copy. The
+/// users are those of the first directory the node gets, taken as soon as it has one (users
+/// added later start empty on both copies); the copies homed here are gone too, and only
+/// logged (their replicas hold the mail: nothing here can tell which copy to trust).
+pub async fn report_lost_copies(
+    directory: Arc<LiveDirectory>,
+    states: Arc<ReplicaStates>,
+    node_id: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use crate::directory::Directory;
+    let started = Instant::now();
+    while !directory.available() {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+    let mut lost: Option<std::collections::BTreeSet<String>> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let dir = directory.current();
+        let lost = lost.get_or_insert_with(|| {
+            let homed = dir.users_homed_on(&node_id).count();
+            if homed > 0 {
+                tracing::error!(
+                    homed,
+                    "this node's store is new and empty, yet users are homed here: their mail \
+                    is on their replicas, if any; make each one's replica its home (sirms ctl users add \
+                    ADDRESS --home REPLICA --keep-password) before it gets mail"
+                );
+            }
+            dir.users_replicated_on(&node_id).filter(|(_, r)| r.replica_in_sync).map(|(u, _)| u.to_string()).collect()
+        });
+        // Those still said to be here and in sync (another node may have marked one already).
+        lost.retain(|user| dir.user(user).is_some_and(|r| r.replica == node_id && r.replica_in_sync));
+        for user in lost.clone() {
+            let Some(epoch) = dir.user(&user).map(|r| r.epoch) else { continue };
+            match states.set(&user, epoch, false).await {
+                Ok(()) => {
+                    tracing::warn!(%user, epoch, "replica lost with the store: marked out of sync to be caught up");
+                    lost.remove(&user);
+                }
+                Err(e) => tracing::info!(%user, epoch, error = %e, "cannot mark a lost replica yet; trying again"),
+            }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        if started.elapsed() >= LOST_WINDOW {
+            tracing::error!(users = lost.len(), "could not tell the directory that these replicas were lost");
+            return;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
