@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         // `sirms ctl --json` prints the admin API's replies as they are.
         .type_attribute(".sirms.cluster.v1", "#[derive(serde::Serialize)]")
+        // Mail in transit between nodes is never printed.
+        .field_attribute(".sirms.cluster.v1.SpoolCopy.message", "#[serde(skip)]")
         .compile_protos(&["proto/store.proto", "proto/cluster.proto", "proto/etcd.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

@@ -34,6 +34,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use sirms_mailnode::directory::{Directory, DirectoryConfig, DirectoryData};
+use sirms_mailnode::smtp::rate::SendRate;
 use sirms_mailnode::smtp::session::{Action, Next, Outcome, Session, SessionConfig};
 
 /// Live heap bytes, to bound what the session holds on to.
@@ -292,6 +293,11 @@ struct Params {
     colonless: bool,
 }
 
+/// Limits small enough that an authenticated input meets them too.
+fn fresh_send_rate() -> Arc<SendRate> {
+    Arc::new(SendRate::new(5, 8))
+}
+
 fn params(head: &[u8; 4]) -> Params {
     let flags = head[0];
     let sizes = [0usize, 1, 16, 64, 256, 1000, 4096, 65536, 100, 2048, 10, 512, 30_000, 1 << 20, 3, 8192];
@@ -302,8 +308,10 @@ fn params(head: &[u8; 4]) -> Params {
         allow_plaintext_auth: flags & 4 != 0,
         max_message_size: sizes[usize::from(head[3] & 0x0f)],
         max_recipients: usize::from(head[3] >> 4) + 1,
+        max_hops: 50,
         max_errors: [1, 3, 8, 100][usize::from(flags >> 6)],
         max_auth_failures: 2,
+        send_rate: fresh_send_rate(),
     };
     Params {
         config: Arc::new(config),
@@ -361,7 +369,10 @@ fn mask_date(message: &mut [u8]) {
 /// Runs one session over `client`, split into chunks per `p.mode`, and returns what happened.
 fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
     let addr: SocketAddr = "192.0.2.7:40000".parse().unwrap();
-    let mut session = Session::new(p.config.clone(), directory(), addr, p.implicit_tls, "id".into());
+    // Each run counts its sending rate from zero: the whole and the chunked run must see the
+    // same limits.
+    let config = Arc::new(SessionConfig { send_rate: fresh_send_rate(), ..SessionConfig::clone(&p.config) });
+    let mut session = Session::new(config, directory(), addr, p.implicit_tls, "id".into());
     let mut out = session.greeting();
     let mut pending_code = None;
     check_replies(&out, &mut pending_code);
@@ -458,7 +469,11 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
                             remote: envelope.remote,
                             message,
                         });
-                        Outcome::Delivered(outcomes.below(4) != 0)
+                        match outcomes.below(8) {
+                            0 => Outcome::Delivered(false),
+                            1 => Outcome::OverQuota,
+                            _ => Outcome::Delivered(true),
+                        }
                     }
                     Action::StartTls => {
                         assert!(!tls, "STARTTLS inside TLS");

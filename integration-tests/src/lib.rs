@@ -148,6 +148,19 @@ impl Process {
         Process { child }
     }
 
+    /// The same, its stderr (the logs) going to the file `log` instead, for tests that read them.
+    pub fn sirms_logging_to(args: &[&str], log: &std::path::Path) -> Process {
+        let file = std::fs::File::create(log).expect("create log file");
+        let child = Command::new(sirms_bin())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn sirms");
+        Process { child }
+    }
+
     /// Wraps an already started child.
     pub fn from_child(child: Child) -> Process {
         Process { child }
@@ -275,6 +288,8 @@ pub struct MailNode {
     /// Prometheus `/metrics`.
     pub metrics: SocketAddr,
     pub hostname: String,
+    /// The node's `data_dir`: `dir/data`, or where [`MailNode::start_with_data`] put it.
+    pub data: PathBuf,
 }
 
 /// Users every test node has: `alice@example.test` / `alice-pw`, `bob@example.test` / `bob-pw`.
@@ -300,7 +315,38 @@ impl MailNode {
     /// The same, with more users: each an inline TOML table of `[directory] users`
     /// (`{ address = "…", password = "{plain}…", quota_bytes = … }`).
     pub fn start_with_users(ip: [u8; 4], hostname: &str, extra: &str, more_users: &[&str]) -> MailNode {
+        MailNode::launch(ip, hostname, extra, more_users, &[], false, None)
+    }
+
+    /// The same, with more aliases too: each a TOML line of `[directory.aliases]`
+    /// (`"a@example.test" = ["b@example.test"]`). Its logs go to [`MailNode::log`].
+    pub fn start_with_directory(
+        ip: [u8; 4],
+        hostname: &str,
+        extra: &str,
+        more_users: &[&str],
+        more_aliases: &[&str],
+    ) -> MailNode {
+        MailNode::launch(ip, hostname, extra, more_users, more_aliases, true, None)
+    }
+
+    /// The same as [`MailNode::start_on`], with the data directory at `data` (say, on a
+    /// file system of the test's own).
+    pub fn start_with_data(ip: [u8; 4], hostname: &str, extra: &str, data: PathBuf) -> MailNode {
+        MailNode::launch(ip, hostname, extra, &[], &[], false, Some(data))
+    }
+
+    fn launch(
+        ip: [u8; 4],
+        hostname: &str,
+        extra: &str,
+        more_users: &[&str],
+        more_aliases: &[&str],
+        log_to_file: bool,
+        data: Option<PathBuf>,
+    ) -> MailNode {
         let dir = tempfile::tempdir().expect("tempdir");
+        let data = data.unwrap_or_else(|| dir.path().join("data"));
         let ip = Ipv4Addr::from(ip);
         let port = |_| -> SocketAddr { SocketAddr::new(ip.into(), free_port_on(ip)) };
         let (smtp, submission, submissions, pop3, pop3s) = (port(0), port(1), port(2), port(3), port(4));
@@ -328,14 +374,21 @@ users = [ {users} ]
 [directory.aliases]
 "postmaster@example.test" = ["alice@example.test"]
 "team@example.test" = ["alice@example.test", "bob@example.test"]
+{aliases}
 {outbound}"#,
-            data = dir.path().join("data").display(),
+            data = data.display(),
             users = users.join(", "),
+            aliases = more_aliases.join("\n"),
             outbound = if extra.contains("[outbound]") { "" } else { LOOPBACK_ONLY_OUTBOUND },
         );
         let config_path = dir.path().join("node.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut process = Process::sirms(&["node", "-c", config_path.to_str().expect("utf-8")]);
+        let args = ["node", "-c", config_path.to_str().expect("utf-8")];
+        let mut process = if log_to_file {
+            Process::sirms_logging_to(&args, &dir.path().join("node.log"))
+        } else {
+            Process::sirms(&args)
+        };
         process.wait_listening("sirms node", &[smtp, submission, submissions, pop3, pop3s, imap, imaps]);
         MailNode {
             process,
@@ -349,6 +402,7 @@ users = [ {users} ]
             imaps,
             metrics,
             hostname: hostname.to_string(),
+            data,
         }
     }
 
@@ -357,10 +411,22 @@ users = [ {users} ]
         [self.smtp, self.submission, self.submissions, self.pop3, self.pop3s, self.imap, self.imaps]
     }
 
+    /// What the node logged, if it was started with its logs going to a file
+    /// ([`MailNode::start_with_directory`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
     /// Kills the node (SIGKILL, if it still runs) and starts it again with the same config,
     /// ports and data directory, as after a crash; waits until it listens.
     pub fn restart(&mut self) {
         self.process.kill9();
+        self.start_again();
+    }
+
+    /// Starts the node again, after it was killed, with the same config, ports and data
+    /// directory; waits until it listens.
+    pub fn start_again(&mut self) {
         let config = self.dir.path().join("node.toml");
         self.process = Process::sirms(&["node", "-c", config.to_str().expect("utf-8")]);
         self.process.wait_listening("restarted sirms node", &self.addresses());
@@ -368,7 +434,7 @@ users = [ {users} ]
 
     /// Messages the node holds in its spool (accepted, not yet in their home mailbox).
     pub fn spooled(&self) -> usize {
-        std::fs::read_dir(self.dir.path().join("data/queue/env"))
+        std::fs::read_dir(self.data.join("queue/env"))
             .map(|d| d.filter_map(|e| e.ok()).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count())
             .unwrap_or(0)
     }
@@ -392,7 +458,7 @@ s.quit()
     /// The files in a user's INBOX (`cur/`), oldest UID first, as bytes.
     pub fn inbox(&self, user: &str) -> Vec<Vec<u8>> {
         let escaped = user.replace('.', "%2E");
-        let cur = self.dir.path().join("data/store/mail").join(escaped).join("cur");
+        let cur = self.data.join("store/mail").join(escaped).join("cur");
         let mut files: Vec<(u32, PathBuf)> = match std::fs::read_dir(&cur) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
@@ -411,6 +477,15 @@ s.quit()
 
 /// Runs a Python 3 script (real client libraries: smtplib, poplib, imaplib) with
 /// arguments; returns stdout, panicking with stderr if it fails.
+/// A `/metrics` page (Prometheus text) served at `addr`.
+pub fn metrics_page(addr: SocketAddr) -> String {
+    const GET: &str = r#"
+import sys, urllib.request
+print(urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=10).read().decode())
+"#;
+    python(GET, &[addr.to_string()])
+}
+
 pub fn python(script: &str, args: &[String]) -> String {
     python_with(Command::new("python3"), script, args)
 }
@@ -543,5 +618,54 @@ impl RouterProcess {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("nodes never reached {want} × {pattern:?}: {}", self.ctl(&["nodes", "list"]));
+    }
+}
+
+/// The lines a child prints, gathered by a thread as they come, so a test can look at them
+/// while the child runs (a load generator's acknowledgements).
+pub struct Lines {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Lines {
+    /// Starts gathering `child`'s standard output (it must be piped).
+    pub fn of(child: &mut Child) -> Lines {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().expect("the child's stdout is piped");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let gathered = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                gathered.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Lines { lines, reader }
+    }
+
+    /// The lines so far.
+    pub fn now(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops a load generator that ends when the file `stop` appears (within 30 s), and
+    /// returns every line it printed, which must end with its `DONE`.
+    pub fn stop(self, child: &mut Child, stop: &std::path::Path) -> Vec<String> {
+        std::fs::write(stop, b"").expect("write the stop file");
+        let wait = std::time::Instant::now();
+        while child.try_wait().expect("wait for the load").is_none() {
+            assert!(wait.elapsed() < std::time::Duration::from_secs(30), "the load did not stop");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let lines = self.all();
+        assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+        lines
+    }
+
+    /// Every line, once the child has closed its output.
+    pub fn all(self) -> Vec<String> {
+        self.reader.join().expect("line reader");
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines.clone()
     }
 }

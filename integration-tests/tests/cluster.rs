@@ -1,7 +1,7 @@
 //! The cluster as users see it: a real router process in front of real mail nodes (and a
 //! storage node), clients coming from different 127.0.0.x source addresses.
 
-use sirms_integration_tests::{MailNode, RouterProcess, StorageNode, python};
+use sirms_integration_tests::{MailNode, RouterProcess, StorageNode, metrics_page, python};
 
 /// Sends one message through `smtp` from source address `src`; prints the node's greeting
 /// and the send result.
@@ -121,6 +121,91 @@ fn table_routes_drain_and_failover() {
     assert!(send_from(&router, &on2, "alice@example.test").starts_with("node1.example.test"));
     assert!(send_from(&router, &on1, "alice@example.test").starts_with("node1.example.test"));
     router.wait_nodes(" down ", 1);
+}
+
+/// The router has a connection budget of its own, across its public ports: a third
+/// connection from one address (limit 2) is closed unrouted even on another service, while
+/// other addresses go on being served, and the refusal is counted.
+#[test]
+fn the_router_holds_its_connection_limits_across_services() {
+    let (router, _n1, _n2) = cluster_with("max_connections_per_ip = 2\n");
+    let out = python(
+        r#"
+import socket, sys, time
+def connect(addr, source):
+    host, port = addr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
+    try:
+        return s, s.recv(200).decode().split(" ")[0] or "closed"
+    except ConnectionResetError:
+        return s, "closed"
+smtp, imap, pop3 = sys.argv[1:4]
+a, ga = connect(smtp, "127.0.0.21")
+b, gb = connect(imap, "127.0.0.21")
+c, gc = connect(pop3, "127.0.0.21")
+d, gd = connect(pop3, "127.0.0.22")
+print(ga, gb, gc, gd)
+"#,
+        &[router.smtp.to_string(), router.imap.to_string(), router.pop3.to_string()],
+    );
+    assert_eq!(out.trim(), "220 * closed +OK", "{out}");
+    let page = metrics_page(router.metrics);
+    assert!(page.contains("sirms_router_connections_refused_total{service=\"pop3\"} 1"), "{page}");
+}
+
+/// RFC 1939's one session per maildrop holds across the cluster: the lock is the home's, so a
+/// session on node2 for a user homed on node1 is refused while one on node1 holds the maildrop,
+/// and the other way round; a session that ends, cleanly or by a dropped connection, frees it.
+#[test]
+fn one_pop3_session_per_maildrop_across_the_cluster() {
+    let (router, _n1, _n2) = cluster_one_copy();
+    let by_hash: Vec<(String, String)> =
+        (40..80).map(|i| format!("127.0.0.{i}")).map(|s| (predicted(&router, &s), s)).collect();
+    let on1 = by_hash.iter().find(|(n, _)| n == "node1").map(|(_, s)| s.clone()).unwrap();
+    let on2 = by_hash.iter().find(|(n, _)| n == "node2").map(|(_, s)| s.clone()).unwrap();
+    let out = python(
+        r#"
+import poplib, socket, ssl, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+def pop(source):
+    sock = socket.create_connection((host, int(port)), timeout=20, source_address=(source, 0))
+    p = poplib.POP3.__new__(poplib.POP3)
+    p.host, p.port, p._tls_established = host, int(port), False
+    p.sock = sock; p.file = sock.makefile("rb"); p._debugging = 0
+    p.welcome = p._getresp()
+    ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+    p.stls(context=ctx)
+    return p
+def login(p):
+    try:
+        p.user("alice@example.test"); p.pass_("alice-pw"); return "+OK"
+    except poplib.error_proto as e:
+        return e.args[0].decode()
+def login_within(source, secs):
+    deadline = time.time() + secs
+    while True:
+        p = pop(source)
+        got = login(p)
+        if got == "+OK" or time.time() > deadline:
+            return p, got
+        p.quit(); time.sleep(0.2)
+a = pop(sys.argv[2]); print(a.welcome.decode().split()[1], login(a))
+b = pop(sys.argv[3]); print(b.welcome.decode().split()[1], login(b))
+a.quit()
+b, got = login_within(sys.argv[3], 10); print("after quit:", got)
+c = pop(sys.argv[2]); print(c.welcome.decode().split()[1], login(c))
+b.sock.shutdown(socket.SHUT_RDWR); b.sock.close()
+c, got = login_within(sys.argv[2], 10); print("after a dropped connection:", got)
+c.quit()
+"#,
+        &[router.pop3.to_string(), on1, on2],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "node1.example.test +OK", "{out}");
+    assert!(lines[1].starts_with("node2.example.test -ERR [IN-USE]"), "{out}");
+    assert_eq!(lines[2], "after quit: +OK", "{out}");
+    assert!(lines[3].starts_with("node1.example.test -ERR [IN-USE]"), "{out}");
+    assert_eq!(lines[4], "after a dropped connection: +OK", "{out}");
 }
 
 #[test]

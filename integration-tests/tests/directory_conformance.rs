@@ -310,9 +310,17 @@ fn stored(dir: &ClusterDirectory, address: &str) -> User {
     dir.current().user(address).cloned().unwrap_or_else(|| panic!("{address} is in the directory"))
 }
 
-/// `live` alive, every other node dead.
-fn alive<'a>(live: &'a [&'a str]) -> impl Fn(&str) -> Liveness + 'a {
-    move |id| if live.contains(&id) { Liveness::Live } else { Liveness::Dead }
+/// `live` alive, every other mail node dead, storage nodes not probed yet (unknown).
+fn alive<'a>(live: &'a [&'a str]) -> impl Fn(&Node) -> Liveness + 'a {
+    move |node| {
+        if live.contains(&node.id.as_str()) {
+            Liveness::Live
+        } else if node.storage_only {
+            Liveness::Unknown
+        } else {
+            Liveness::Dead
+        }
+    }
 }
 
 async fn new_users_get_a_replica_on_another_store(h: Harness) {
@@ -493,7 +501,9 @@ async fn replica_state_over_the_directory_service(h: Harness) {
     d.put_user(User { home: "node2".into(), ..user("erin@example.test") }).await.unwrap();
     // This harness's directory behind a router's Directory service, on a loopback port.
     let token = "conformance-token";
-    let router = sirms_router::server::Router::new(h.a.clone(), None, &sirms_router::config::RouterConfig::default());
+    let config = sirms_router::config::RouterConfig::default();
+    let credentials = sirms_proto::cluster_tls::Credentials::token(config.token.clone());
+    let router = sirms_router::server::Router::new(h.a.clone(), None, &config, credentials);
     let (_admin, directory) = sirms_router::admin::AdminService::new(router, token).into_servers();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -533,7 +543,7 @@ async fn failover_promotes_only_a_live_in_sync_replica(h: Harness) {
     d.put_user(placed("home-live@example.test", "node2", "node3")).await.unwrap();
     d.put_user(placed("on-storage@example.test", "store1", "node2")).await.unwrap();
     let before = d.current().version;
-    // node1 and node3 are dead, node2 alive; storage nodes have no liveness signal.
+    // node1 and node3 are dead, node2 alive; store1 has no verdict yet.
     let done = failover::fail_over(d, alive(&["node2"])).await.unwrap();
     let swapped: Vec<String> = done.iter().map(|f| f.to_string()).collect();
     assert_eq!(swapped, ["swap@example.test: home node1 -> node2 (epoch 2)"]);
@@ -559,7 +569,12 @@ async fn failover_promotes_only_a_live_in_sync_replica(h: Harness) {
     let _ = d
         .set_replica_state(ReplicaState { user: "swap@example.test".into(), epoch: 2, in_sync: true, promote: false })
         .await;
-    assert!(failover::fail_over(d, |_: &str| Liveness::Unknown).await.unwrap().is_empty());
+    assert!(failover::fail_over(d, |_: &Node| Liveness::Unknown).await.unwrap().is_empty());
+    // store1 found dead by the probes: its user moves to its in-sync replica, and no one else.
+    let store1_dead = |n: &Node| if n.id == "node2" { Liveness::Live } else { Liveness::Dead };
+    let done = failover::fail_over(d, store1_dead).await.unwrap();
+    let swapped: Vec<String> = done.iter().map(|f| f.to_string()).collect();
+    assert_eq!(swapped, ["on-storage@example.test: home store1 -> node2 (epoch 2)"]);
 }
 
 async fn routers_racing_to_fail_over_swap_once(h: Harness) {
@@ -594,7 +609,8 @@ async fn etcd_failover_follows_an_expiring_lease() {
     let client = EtcdClient::new(&cluster.endpoints(), Duration::from_millis(1500)).expect("etcd client");
     let membership = sirms_router::membership::Membership::start(Arc::new(client), prefix);
     let config = sirms_router::config::RouterConfig::default();
-    let router = sirms_router::server::Router::new(h.a.clone(), Some(membership), &config);
+    let credentials = sirms_proto::cluster_tls::Credentials::token(config.token.clone());
+    let router = sirms_router::server::Router::new(h.a.clone(), Some(membership), &config, credentials);
     h.a.put_domain("example.test").await.unwrap();
     h.a.put_node(store_node("node1")).await.unwrap();
     h.a.put_node(store_node("node2")).await.unwrap();

@@ -5,11 +5,12 @@
 //! message there. Mail goes on arriving with the replica down (marked out of sync first);
 //! node1 comes back as the replica and is caught up to the same messages, file for file.
 //! A replica that comes back on an empty disk is caught up too, without waiting for a write.
+//! Storage nodes, which hold no lease, fail over on the router's probes of their Store service.
 
 use std::time::{Duration, Instant};
 
 use sirms_integration_tests::etcd::EtcdCluster;
-use sirms_integration_tests::{MailNode, RouterProcess, python};
+use sirms_integration_tests::{CLUSTER_TOKEN, MailNode, RouterProcess, StorageNode, metrics_page, python};
 
 const USER: &str = "alice@example.test";
 
@@ -61,7 +62,8 @@ m.logout()
     )
 }
 
-/// UIDVALIDITY, then one line per message: UID, flags without \Recent, SHA-256 of the bytes.
+/// UIDVALIDITY, then one line per message: UID, flags without \Recent, subject, SHA-256 of the
+/// bytes.
 const LISTING: &str = r#"
 print("uidvalidity", m.response("UIDVALIDITY")[1][0].decode())
 typ, data = m.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])")
@@ -71,7 +73,9 @@ for item in data:
     head, body = item[0].decode(), item[1]
     uid = re.search(r"UID (\d+)", head).group(1)
     flags = " ".join(sorted(f for f in re.search(r"FLAGS \(([^)]*)\)", head).group(1).split() if f != "\\Recent"))
-    print(uid, "[" + flags + "]", hashlib.sha256(body).hexdigest())
+    subject = re.search(rb"Subject: ([^\r\n]*)", body)
+    subject = subject.group(1).decode() if subject else ""
+    print(uid, "[" + flags + "]", repr(subject), hashlib.sha256(body).hexdigest())
 "#;
 
 /// Polls `sirms ctl users show` until `check` holds (bounded).
@@ -337,4 +341,71 @@ fn a_replica_that_lost_its_store_is_caught_up_without_a_write() {
     });
     wait_user(&router, "replica in sync again", Duration::from_secs(15), |c| c.contains("in sync  yes"));
     assert_eq!(n2.inbox(USER).len(), 10);
+}
+
+/// Storage nodes hold no lease: the router probes their Store service. alice's home is
+/// storage1, her replica storage2, and a mail node serves her. storage1 is killed (SIGKILL):
+/// within 10 s the directory names storage2 her home; through the mail node her mailbox is
+/// the same, UIDVALIDITY, UIDs and bytes; and new mail is accepted and read there.
+#[test]
+fn a_dead_storage_home_fails_over_to_its_storage_replica() {
+    let etcd = EtcdCluster::start(1);
+    let router = RouterProcess::start_etcd(&etcd.endpoints(), "/sirms-storage-failover");
+    let stores = tempfile::tempdir().expect("tempdir");
+    let mut storage1 = StorageNode::start_with_token(stores.path().join("storage1"), CLUSTER_TOKEN);
+    let storage2 = StorageNode::start_with_token(stores.path().join("storage2"), CLUSTER_TOKEN);
+    let node = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1]));
+    router.wait_nodes(" up ", 1);
+    for (id, store) in [("storage1", &storage1), ("storage2", &storage2)] {
+        router.ctl(&["nodes", "add", id, "127.0.0.1", "--storage-only", "--store", &store.endpoint()]);
+    }
+    router.ctl(&["domains", "add", "example.test"]);
+    router.ctl(&["users", "add", USER, "--password", "alice-pw", "--home", "storage1", "--replica", "storage2"]);
+    eventually("the router probes both storage nodes", Duration::from_secs(10), || {
+        let page = metrics_page(router.metrics);
+        for id in ["storage1", "storage2"] {
+            let up = format!("sirms_node_service_up{{node=\"{id}\",service=\"store\"}} 1");
+            assert!(page.contains(&up), "{id}'s Store service is probed:\n{page}");
+        }
+    });
+
+    let acked = eventually("node1 knows alice", Duration::from_secs(15), || {
+        let n = deliver(&node, 0, 1);
+        assert_eq!(n, 1);
+        n
+    });
+    assert_eq!(acked + deliver(&node, 1, 4), 5);
+    let before = imap(&node, LISTING);
+    assert_eq!(before.lines().count(), 1 + 5, "{before}");
+    let card = router.ctl(&["users", "show", USER]);
+    assert!(card.contains("home     storage1\nreplica  storage2\nin sync  yes"), "{card}");
+
+    storage1.process.kill9();
+    let took = wait_user(&router, "failover to storage2", Duration::from_secs(10), |c| c.contains("home     storage2"));
+    eprintln!("storage2 named alice's home {took:?} after storage1 was killed");
+    let card = router.ctl(&["users", "show", USER]);
+    assert!(card.contains("replica  storage1\nin sync  no"), "the old home must be caught up first: {card}");
+    let after = eventually("node1 serves alice from storage2", Duration::from_secs(15), || {
+        let listing = imap(&node, LISTING);
+        assert_eq!(listing, before);
+        listing
+    });
+    assert_eq!(after, before, "same UIDVALIDITY, UIDs and bytes after the failover");
+
+    // New mail: the new home takes it alone (its replica is down, and already out of sync).
+    eventually("a delivery to the new home", Duration::from_secs(15), || assert_eq!(deliver(&node, 5, 1), 1));
+    let now = imap(&node, LISTING);
+    let (old, new) = now.split_at(before.len());
+    assert_eq!(old, before, "{now}");
+    let new: Vec<&str> = new.lines().collect();
+    assert_eq!(new.len(), 1, "{now}");
+    assert!(new[0].starts_with("6 [] 'message 5' "), "the next UID, with the new message: {now}");
+
+    // The router shows what it saw.
+    let page = metrics_page(router.metrics);
+    assert!(page.contains("sirms_node_service_up{node=\"storage1\",service=\"store\"} 0"), "{page}");
+    assert!(page.contains("sirms_node_service_up{node=\"storage2\",service=\"store\"} 1"), "{page}");
+    let list = router.ctl(&["nodes", "list"]);
+    let row = |id: &str| list.lines().find(|l| l.starts_with(id)).unwrap_or_default().to_string();
+    assert!(row("storage1").contains(" down ") && row("storage2").contains(" up "), "{list}");
 }

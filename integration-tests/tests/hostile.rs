@@ -10,7 +10,9 @@
 //! 2. 5,000 idle and slow connections do not keep a new client from its greeting and its
 //!    delivery, and the 51st connection from one address gets SMTP's 421.
 //! 3. SIGKILL of either node, again and again, under an SMTP flood through the router: every
-//!    message that got its 250 is in its home mailbox (duplicates are counted and reported).
+//!    message that got its 250 is in its home mailbox, and a message is there twice only
+//!    inside the window the queue documents (mailnode/src/queue/worker.rs): a store committed
+//!    its copy, and a kill came before the caller could record it.
 //!
 //! Every session comes from its own loopback address (127.0.2.n and up), so per-IP limits and
 //! the failed-login throttle never mix cases.
@@ -19,10 +21,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sirms_integration_tests::{MailNode, RouterProcess, connect_from, python};
+use sirms_integration_tests::{Lines, MailNode, RouterProcess, connect_from, python};
 
 /// Peak resident memory allowed to the node through the whole hostile run, in KiB. One
 /// message over the 50 MiB limit is buffered up to the limit before it is refused (and the
@@ -496,21 +498,21 @@ fn cases() -> Vec<Case> {
             "imap-long-line-100k",
             Imap,
             format!("a NOOP {}\r\n", "x".repeat(100_000)),
-            &["a BAD command line too long\r\n"],
+            &["a BAD command too long (limit 65536 octets before login)\r\n"],
             Open,
         ),
         case(
             "imap-long-line-in-one-read",
             Imap,
             format!("a NOOP {}\r\n", "x".repeat(66_000)),
-            &["a BAD command line too long\r\n"],
+            &["a BAD command too long (limit 65536 octets before login)\r\n"],
             Open,
         ),
         case(
             "imap-long-login",
             Imap,
             format!("a LOGIN {} pw\r\n", "u".repeat(70_000)),
-            &["a BAD command line too long\r\n"],
+            &["a BAD command too long (limit 65536 octets before login)\r\n"],
             Open,
         ),
         case(
@@ -553,17 +555,52 @@ fn cases() -> Vec<Case> {
             "imap-literal-4gib-login",
             Imap,
             "a LOGIN {4294967295}\r\n",
-            &["a NO [TOOBIG] literal too large (limit 65536 octets)\r\n"],
+            &["a NO [TOOBIG] literal too large (limit 8192 octets before login)\r\n"],
             Open,
         ),
         case(
             "imap-literal-plus-over-limit",
             Imap,
             "a LOGIN {100000+}\r\nc NOOP\r\n",
-            &["a BAD [TOOBIG] literal too large (limit 65536 octets)\r\n", "* BYE literal too large"],
+            &["a BAD [TOOBIG] literal too large (limit 8192 octets before login)\r\n", "* BYE literal too large"],
             Closed,
         )
         .forbid(&["c OK"]),
+        // --- IMAP before login (issue 28): only small literals, and a small whole command; no `+`
+        // for what will be refused. After login the configured limits (the cases above).
+        case(
+            "imap-append-before-login",
+            Imap,
+            "a APPEND INBOX {100000}\r\n",
+            &["a NO [TOOBIG] literal too large (limit 8192 octets before login)\r\n"],
+            Open,
+        )
+        .forbid(&["+ ready"]),
+        case(
+            "imap-small-literals-before-login",
+            Imap,
+            format!("a LOGIN {}\r\n", vec![format!("{{8000}}\r\n{}", "x".repeat(8000)); 9].join(" ")),
+            &[&["+ ready"; 8][..], &["a NO [TOOBIG] command too large (limit 65536 octets before login)\r\n"]].concat(),
+            Open,
+        ),
+        case(
+            "imap-small-literals-plus-before-login",
+            Imap,
+            format!(
+                "a LOGIN {}\r\nc CREATE smuggled-e\r\n",
+                vec![format!("{{8000+}}\r\n{}", "x".repeat(8000)); 9].join(" ")
+            ),
+            &["a BAD [TOOBIG] command too large (limit 65536 octets before login)\r\n", "* BYE"],
+            Closed,
+        )
+        .forbid(&["c OK", "c NO"]),
+        case(
+            "imap-login-with-literals",
+            Imap,
+            "a LOGIN {18}\r\nalice@example.test {8}\r\nalice-pw\r\n",
+            &["+ ready", "+ ready", "a OK [CAPABILITY"],
+            Open,
+        ),
         // --- IMAP: AUTHENTICATE with bad base64, too long, or a literal.
         case(
             "imap-authenticate-bad-base64",
@@ -1306,17 +1343,33 @@ impl Rng {
     }
 }
 
-/// How often each `flood <id>` subject is in a mailbox.
-fn flood_counts(inbox: &[Vec<u8>]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for m in inbox {
-        let text = String::from_utf8_lossy(m);
-        if let Some(id) = text.split("\r\nSubject: flood ").nth(1).and_then(|r| r.split("\r\n").next()) {
-            *counts.entry(id.to_string()).or_insert(0) += 1;
-        }
+/// When each copy of each `flood <id>` subject in a user's INBOX was written: the seconds
+/// and microseconds that start its Maildir name (`<secs>.M<usecs>P…`, taken as the bytes
+/// went to `tmp/`, before the commit).
+fn flood_copies(node: &MailNode, user: &str) -> BTreeMap<String, Vec<SystemTime>> {
+    let cur = node.data.join("store/mail").join(user.replace('.', "%2E")).join("cur");
+    let mut copies: BTreeMap<String, Vec<SystemTime>> = BTreeMap::new();
+    for entry in std::fs::read_dir(&cur).into_iter().flatten().filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let text = String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap_or_default()).into_owned();
+        let Some(id) = text.split("\r\nSubject: flood ").nth(1).and_then(|r| r.split("\r\n").next()) else { continue };
+        let written = name
+            .split_once(".M")
+            .and_then(|(secs, rest)| Some((secs.parse::<u64>().ok()?, rest.split('P').next()?.parse::<u64>().ok()?)))
+            .map(|(secs, usecs)| UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(usecs))
+            .unwrap_or_else(|| panic!("a message file without the Maildir time: {name}"));
+        copies.entry(id.to_string()).or_default().push(written);
     }
-    counts
+    for times in copies.values_mut() {
+        times.sort();
+    }
+    copies
 }
+
+/// How long after a store committed a copy a kill can still keep the caller from recording
+/// it: the reply's way back and the envelope update, milliseconds on an idle machine; this
+/// leaves room for a debug build on 2 busy cores.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(5);
 
 #[test]
 fn sigkill_under_an_smtp_flood_loses_no_accepted_message() {
@@ -1340,19 +1393,12 @@ fn sigkill_under_an_smtp_flood_loses_no_accepted_message() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the flood");
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let (stdout, lines) = (flood.stdout.take().unwrap(), lines.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        })
-    };
-    let acks = || lines.lock().unwrap().iter().filter(|l| l.starts_with("ACK ")).count();
+    let lines = Lines::of(&mut flood);
+    let acks = || lines.now().iter().filter(|l| l.starts_with("ACK ")).count();
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     let mut rng = Rng(seed);
     eprintln!("crash: seed {seed}");
+    let mut kills: Vec<SystemTime> = Vec::new();
     for round in 0..10 {
         // Let the flood make progress, then kill a node at a random moment, leave it down a
         // random while, and start it again on its ports and data directory.
@@ -1364,19 +1410,12 @@ fn sigkill_under_an_smtp_flood_loses_no_accepted_message() {
         }
         std::thread::sleep(Duration::from_millis(rng.below(1200)));
         let victim = rng.below(2) as usize;
+        kills.push(SystemTime::now());
         nodes[victim].process.kill9();
         std::thread::sleep(Duration::from_millis(rng.below(800)));
         nodes[victim].restart();
     }
-    std::fs::write(&stop, b"").unwrap();
-    let wait = Instant::now();
-    while flood.try_wait().unwrap().is_none() {
-        assert!(wait.elapsed() < Duration::from_secs(30), "the flood did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    reader.join().unwrap();
-    let lines = lines.lock().unwrap().clone();
-    assert_eq!(lines.last().map(String::as_str), Some("DONE"));
+    let lines = lines.stop(&mut flood, &stop);
 
     // Spooled messages reach their homes (the queue retries every few seconds).
     let wait = Instant::now();
@@ -1385,23 +1424,29 @@ fn sigkill_under_an_smtp_flood_loses_no_accepted_message() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let homes = [
-        ("alice@example.test", flood_counts(&nodes[0].inbox("alice@example.test"))),
-        ("bob@example.test", flood_counts(&nodes[1].inbox("bob@example.test"))),
+        ("alice@example.test", flood_copies(&nodes[0], "alice@example.test")),
+        ("bob@example.test", flood_copies(&nodes[1], "bob@example.test")),
     ];
     let (mut acked, mut lost, mut duplicated) = (0, Vec::new(), Vec::new());
     for line in lines.iter().filter_map(|l| l.strip_prefix("ACK ")) {
         let (id, rcpts) = line.split_once(' ').unwrap_or((line, ""));
         for rcpt in rcpts.split(',').filter(|r| !r.is_empty()) {
             acked += 1;
-            let counts = &homes.iter().find(|(user, _)| *user == rcpt).expect("known recipient").1;
-            match counts.get(id).copied().unwrap_or(0) {
-                0 => lost.push(format!("{id} for {rcpt}")),
-                1 => {}
-                n => duplicated.push(format!("{id} for {rcpt} ×{n}")),
+            let copies = &homes.iter().find(|(user, _)| *user == rcpt).expect("known recipient").1;
+            match copies.get(id).map(Vec::as_slice).unwrap_or_default() {
+                [] => lost.push(format!("{id} for {rcpt}")),
+                [_] => {}
+                [first, second] => {
+                    // The documented window: the first copy committed, then a kill before
+                    // the caller recorded it, then the retry made the second.
+                    let explained = kills.iter().any(|k| k >= first && *k <= *first + DUPLICATE_WINDOW && k <= second);
+                    duplicated.push((format!("{id} for {rcpt}"), explained));
+                }
+                more => duplicated.push((format!("{id} for {rcpt} ×{}", more.len()), false)),
             }
         }
     }
-    let stored: usize = homes.iter().map(|(_, c)| c.values().sum::<usize>()).sum();
+    let stored: usize = homes.iter().map(|(_, c)| c.values().map(Vec::len).sum::<usize>()).sum();
     eprintln!(
         "crash: {acked} deliveries acknowledged, {stored} stored, {} lost, {} duplicated {duplicated:?}; {:.1} s",
         lost.len(),
@@ -1410,6 +1455,9 @@ fn sigkill_under_an_smtp_flood_loses_no_accepted_message() {
     );
     assert!(acked >= 100, "the flood got only {acked} acknowledgements");
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    // At most one extra copy, and only in the window after a kill: none without a crash.
+    let unexplained: Vec<&String> = duplicated.iter().filter(|(_, explained)| !explained).map(|(d, _)| d).collect();
+    assert!(unexplained.is_empty(), "duplicated outside the window of a kill: {unexplained:?}");
     let cleanup = Instant::now();
     drop(nodes);
     drop(router);

@@ -113,3 +113,36 @@ fn router_and_node_count_what_happened() {
     let header = table.lines().find(|l| l.contains("received")).expect("status table header");
     assert!(header.contains("delivered") && header.contains("auth-fail"), "{table}");
 }
+
+/// Issue 28: an envelope the queue cannot read is raised — an error in the node's log and
+/// `sirms_queue_unreadable_envelopes` — never skipped in silence; repairing it clears both.
+#[test]
+fn an_unreadable_queue_envelope_is_raised() {
+    let node = MailNode::start_with_directory([127, 0, 0, 1], "unreadable.example.test", "", &[], &[]);
+    let metrics = format!("http://{}/metrics", node.metrics);
+    let queue = node.dir.path().join("data/queue");
+    std::fs::write(queue.join("msg/torn.1"), "Subject: stuck\r\n\r\nstuck\r\n").unwrap();
+    // An envelope torn in the middle of a line, as a crashed writer could once leave it.
+    std::fs::write(queue.join("env/torn.1"), "from x@remote.test\nattempts 1\nnext 0\ncrea").unwrap();
+    let unreadable = |want: f64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let page = curl(&metrics).1;
+            let value = sample(&page, "sirms_queue_unreadable_envelopes");
+            if value == Some(want) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "sirms_queue_unreadable_envelopes is {value:?}, not {want}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    unreadable(1.0);
+    let log = node.log();
+    assert!(log.contains("ERROR") && log.contains("unreadable queue envelope") && log.contains("torn.1"), "{log}");
+    std::fs::write(
+        queue.join("env/torn.1"),
+        "from x@remote.test\nattempts 1\nnext 0\ncreated 17\nlocal alice@example.test\n",
+    )
+    .unwrap();
+    unreadable(0.0);
+}

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sirms_integration_tests::{MailNode, Process, RouterProcess, free_port_on, python};
+use sirms_integration_tests::{MailNode, Process, RouterProcess, free_port_on, metrics_page, python};
 
 /// A remote MTA: `python3 -c MTA HOST PORT LOGFILE`. Appends one JSON line per event
 /// (`mail` with the peer address, `rcpt` with the reply given, `data` with the message).
@@ -316,4 +316,130 @@ fn the_admins_transport_and_queue_commands_reach_every_node() {
     std::fs::write(&path, received.replace("hi\r\n", "hj\r\n")).expect("write");
     let verdict = python(VERIFY_DKIM, &[path.display().to_string(), txt, "s1._domainkey.example.test".into()]);
     assert_eq!(verdict.trim(), "dkim fail");
+}
+
+/// Submits one message as alice to the submission port at argv[1]:argv[2] from 127.0.0.5.
+const SUBMIT_TO: &str = r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=20, source_address=("127.0.0.5", 0))
+s.login("alice@example.test", "alice-pw")
+refused = s.sendmail("alice@example.test", sys.argv[4:], sys.argv[3].encode())
+print("refused", refused)
+s.quit()
+"#;
+
+/// Files in `dir` (a spool's `env/`), none if it does not exist.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.retain(|n| !n.starts_with('.'));
+    names
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Mail a node accepted for later delivery survives the loss of that node's disk: before the
+/// `250` another node keeps a copy of the spool entry, and delivers it once the first has not
+/// answered for `spool_takeover_secs`. A node that comes back with its own disk drops what its
+/// peer delivered meanwhile: each message reaches the remote MTA once.
+#[test]
+fn a_spooled_message_survives_its_nodes_disk_and_is_delivered_once() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let ip = Ipv4Addr::new(127, 0, 0, 4);
+    let (far_port, late_port, never_port) = (free_port_on(ip), free_port_on(ip), free_port_on(ip));
+    let router = RouterProcess::start();
+    let node_config = |id: &str, last: u8| {
+        format!(
+            "allow_plaintext_auth = true\n{}spool_takeover_secs = 2\n[outbound]\negress = \"127.0.0.3\"\n\
+             retry_initial_secs = 1\nretry_max_secs = 2\ntransports = {{ \"far.test\" = \"127.0.0.4:{far_port}\", \
+             \"late.test\" = \"127.0.0.4:{late_port}\", \"never.test\" = \"127.0.0.4:{never_port}\" }}\n",
+            router.node_extra(id, [127, 0, 0, last])
+        )
+    };
+    let mut node1 = MailNode::start_on([127, 0, 0, 41], "node1.example.test", &node_config("node1", 41));
+    let mut node2 = MailNode::start_on([127, 0, 0, 42], "node2.example.test", &node_config("node2", 42));
+    router.wait_nodes(" up ", 2);
+    router.ctl(&["domains", "add", "example.test"]);
+    router.ctl(&["users", "add", "alice@example.test", "--password", "alice-pw", "--home", "node2"]);
+    let copies_of_node1 = node2.dir.path().join("data/spool-copies/nodes/node1/env");
+    let submit = |node: &MailNode, message: &str, rcpt: &str| {
+        let args = [node.submission.ip().to_string(), node.submission.port().to_string(), message.into(), rcpt.into()];
+        let out = python(SUBMIT_TO, &args);
+        assert_eq!(out.trim(), "refused {}", "the message was accepted");
+    };
+
+    // 1. The far MTA is down: node1 spools the message, node2 holds its copy.
+    std::thread::sleep(Duration::from_millis(500)); // the directory (users, nodes) reaches both
+    submit(&node1, "Subject: one\r\n\r\nfirst\r\n", "someone@far.test");
+    assert_eq!(node1.spooled(), 1);
+    let copies = entries(&copies_of_node1);
+    assert_eq!(copies.len(), 1, "node2 holds a copy of node1's entry before the 250");
+    let envelope = std::fs::read_to_string(copies_of_node1.join(&copies[0])).expect("copy");
+    assert!(envelope.contains("remote someone@far.test"), "{envelope}");
+    assert!(
+        std::fs::read_to_string(node1.dir.path().join("data/queue/env").join(&copies[0]))
+            .expect("entry")
+            .contains("copy node2")
+    );
+
+    // node1 dies and its disk with it; the MTA comes up; node2 delivers the copy.
+    node1.process.kill9();
+    std::fs::remove_dir_all(node1.dir.path().join("data")).expect("wipe node1");
+    let far_dir = work.path().join("far");
+    std::fs::create_dir_all(&far_dir).expect("dir");
+    let far = Mta::start(&far_dir, far_port);
+    let data = far.wait_data(1);
+    assert_eq!(data.len(), 1, "node2 delivered node1's message: {:#?}", far.events());
+    assert_eq!(data[0]["rcpts"], serde_json::json!(["someone@far.test"]));
+    assert!(data[0]["data"].as_str().unwrap().ends_with("Subject: one\r\n\r\nfirst\r\n"));
+    wait_until("the adopted copy leaves node2's spool", Duration::from_secs(15), || node2.spooled() == 0);
+
+    // 2. node1 back (on a new disk); the late MTA is down: another message waits on node1.
+    node1.restart();
+    router.wait_nodes(" up ", 2);
+    std::thread::sleep(Duration::from_millis(500));
+    submit(&node1, "Subject: two\r\n\r\nsecond\r\n", "x@late.test");
+    assert_eq!(entries(&copies_of_node1).len(), 1);
+    // node1 is cut off with its disk intact; node2 delivers the copy once the MTA is up...
+    node1.process.kill9();
+    let late_dir = work.path().join("late");
+    std::fs::create_dir_all(&late_dir).expect("dir");
+    let late = Mta::start(&late_dir, late_port);
+    let data = late.wait_data(1);
+    assert_eq!(data.len(), 1, "{:#?}", late.events());
+    assert!(data[0]["data"].as_str().unwrap().ends_with("Subject: two\r\n\r\nsecond\r\n"));
+    // ...and node1, back with the entry still in its spool, drops it instead of sending it again.
+    node1.restart();
+    wait_until("node1 drops the entry node2 delivered", Duration::from_secs(20), || node1.spooled() == 0);
+    std::thread::sleep(Duration::from_secs(3)); // a retry pass of node1 would have sent it by now
+    let data: Vec<_> = late.events().into_iter().filter(|e| e["event"] == "data").collect();
+    assert_eq!(data.len(), 1, "delivered once: {data:#?}");
+    let adopted = node2.dir.path().join("data/spool-copies/adopted/node1");
+    wait_until("node2 forgets what it adopted", Duration::from_secs(10), || !adopted.exists());
+
+    // 3. Delivered by node1 itself: the copy on node2 is dropped.
+    submit(&node1, "Subject: three\r\n\r\nthird\r\n", "y@late.test");
+    assert_eq!(late.wait_data(2).len(), 2);
+    wait_until("node2 drops the copy of a delivered entry", Duration::from_secs(10), || {
+        entries(&copies_of_node1).is_empty()
+    });
+
+    // 4. With node2 down, node1 still takes mail on its own disk, says so, and makes the copy
+    //    once node2 is back.
+    node2.process.kill9();
+    submit(&node1, "Subject: four\r\n\r\nfourth\r\n", "z@never.test");
+    assert_eq!(node1.spooled(), 1);
+    let metrics = metrics_page(node1.metrics);
+    assert!(metrics.contains("sirms_spool_single_copy_total 1"), "{metrics}");
+    node2.restart();
+    wait_until("node1 makes the missing copy on node2", Duration::from_secs(30), || {
+        entries(&copies_of_node1).len() == 1
+    });
 }

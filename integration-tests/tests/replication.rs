@@ -2,14 +2,17 @@
 //! copies before it is acknowledged; a replica that fails makes the write fail and leaves no
 //! trace on the primary unless the directory already knows the replica is behind; a store
 //! that has seen a newer epoch refuses an older one, across a restart; a replica that was
-//! away is caught up whole; a replica that stopped answering does not hold up every write; a
-//! flag change that reaches the replica before the message it flags is not lost.
+//! away is caught up whole; a write that meets a newer epoch of the same primary goes on at
+//! it; a replica that stopped answering does not hold up every write; a flag change that
+//! reaches the replica before the message it flags is not lost; a write the replica behind
+//! missed while a catch-up ended goes to it at the new epoch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use sirms_integration_tests::StorageNode;
 use sirms_mailnode::cluster::home_store::{Endpoints, HomeStore};
+use sirms_mailnode::cluster::unreachable::Unreachable;
 use sirms_mailnode::directory::{DirectoryData, LiveDirectory};
 use sirms_proto::cluster::{DirectorySnapshot, User};
 use sirms_proto::cluster_tls::Credentials;
@@ -169,6 +172,24 @@ async fn a_replaced_primary_is_fenced_even_after_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_meets_a_newer_epoch_of_the_same_primary_goes_on() {
+    let c = Cluster::start().await;
+    c.store.append(USER, "INBOX", message(0)).await.expect("append");
+    // Another writer of this primary marked the replica behind, and it was caught up again:
+    // the replica has seen epoch 3, which reaches this node's directory a moment later.
+    Cluster::remote(&c.replica).fence(USER, 3).await.expect("fence at the new epoch");
+    let directory = c.directory.clone();
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        directory.replace(snapshot(3, true));
+    });
+    c.store.append(USER, "INBOX", message(1)).await.expect("the write goes on at epoch 3");
+    later.await.expect("directory update");
+    assert_eq!(Cluster::inbox(&c.home).await, Cluster::inbox(&c.replica).await);
+    assert_eq!(Cluster::bodies(&c.replica).await.len(), 2, "the replica holds both messages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_stopped_answering_does_not_hold_up_every_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = StorageNode::start(dir.path().join("home"));
@@ -223,4 +244,38 @@ async fn a_flag_change_that_overtakes_its_message_is_not_lost() {
     };
     late.apply(USER, 1, record).await.expect("late append");
     assert_eq!(Cluster::inbox(&c.replica).await, Cluster::inbox(&c.home).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_replica_missed_while_a_catch_up_ended_goes_to_it_at_the_new_epoch() {
+    let c = Cluster::start().await;
+    // A second writer (another mail node) that knows the replica is behind at epoch 2.
+    let directory = Arc::new(LiveDirectory::new(snapshot(2, false)));
+    let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([
+        (HOME.to_string(), c.home.endpoint()),
+        (REPLICA.to_string(), c.replica.endpoint()),
+    ])));
+    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(c.dir.path().join("writer")).expect("open"));
+    let unreachable = Arc::new(Unreachable::default());
+    let store =
+        HomeStore::new("node-b".into(), own, directory.clone(), endpoints, Credentials::token(c.home.token.clone()))
+            .with_unreachable(unreachable.clone());
+    store.append(USER, "INBOX", message(1)).await.expect("append at epoch 2");
+    // The replica failed one of this writer's calls a moment ago, so its next write skips it.
+    // Meanwhile the home's catch-up ended: it marked the replica in sync (epoch 3) and raised
+    // the primary's floor to 3 before its last compare. This writer's directory shows epoch 3
+    // a moment later, by when the replica answers again.
+    unreachable.failed(REPLICA);
+    Cluster::remote(&c.home).fence(USER, 3).await.expect("the catch-up's fence");
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        directory.replace(snapshot(3, true));
+        unreachable.note(REPLICA, true);
+    });
+    // Acknowledged alone at epoch 2, this message would be on the primary only while the
+    // directory counts the replica as a full copy: a failover would lose it.
+    store.append(USER, "INBOX", message(2)).await.expect("the write goes on at epoch 3");
+    later.await.expect("directory update");
+    assert_eq!(Cluster::inbox(&c.home).await, Cluster::inbox(&c.replica).await, "both copies hold the write");
+    assert_eq!(Cluster::bodies(&c.replica).await.len(), 2);
 }

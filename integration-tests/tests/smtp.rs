@@ -1,7 +1,7 @@
 //! SMTP against the real `sirms node` binary with Python's smtplib: what a user sees is
 //! what is asserted — reply codes, and the message in the mailbox byte for byte.
 
-use sirms_integration_tests::{MailNode, python};
+use sirms_integration_tests::{MailNode, metrics_page, python};
 
 /// Sends one message; prints the outcome as `ok`, `refused <code>` or `error <code>`.
 const SEND: &str = r#"
@@ -127,6 +127,36 @@ print(s.has_extn("auth"), s.has_extn("starttls"), s.mail("alice@example.test")[0
         "to": ["alice@example.test"], "msg": message("465", "via 465\r\n")}));
     assert_eq!(out, "ok {}");
     assert!(split_received(&node.inbox("alice@example.test")[0]).1.ends_with(b"via 465\r\n"));
+}
+
+/// An authenticated sender is held to its hourly recipient limit: smtplib sees the recipient
+/// past it refused with 450 4.7.1 while the others go through, the node counts it, and mail
+/// from the MX side is not limited.
+#[test]
+fn an_authenticated_sender_is_held_to_its_hourly_recipient_limit() {
+    let node = MailNode::start("node-rate.example.test", "[limits]\nsubmission_recipients_per_hour = 3\n");
+    let sub = node.submission.to_string();
+    let out = send(serde_json::json!({"addr": sub, "starttls": true, "login": "alice@example.test",
+        "password": "alice-pw", "from": "alice@example.test", "to": ["bob@example.test", "bob@example.test"],
+        "msg": message("one", "1\r\n")}));
+    assert_eq!(out, "ok {}");
+    let out = send(serde_json::json!({"addr": sub, "starttls": true, "login": "alice@example.test",
+        "password": "alice-pw", "from": "alice@example.test", "to": ["bob@example.test", "alice@example.test"],
+        "msg": message("two", "2\r\n")}));
+    assert_eq!(
+        out,
+        r#"ok {"alice@example.test": [450, "4.7.1 sending rate limit reached (3 recipients an hour for this account); try again later"]}"#
+    );
+    assert_eq!(node.inbox("bob@example.test").len(), 2, "the message went to the recipient within the limit");
+    assert!(node.inbox("alice@example.test").is_empty());
+    // The MX takes mail for alice from anyone.
+    for i in 0..4 {
+        let out = send(serde_json::json!({"addr": node.smtp.to_string(), "from": "x@remote.test",
+            "to": ["alice@example.test"], "msg": message("mx", &format!("{i}\r\n"))}));
+        assert_eq!(out, "ok {}");
+    }
+    let page = metrics_page(node.metrics);
+    assert!(page.contains("sirms_submission_rate_limited_total{limit=\"user\"} 1"), "{page}");
 }
 
 #[test]
@@ -323,6 +353,41 @@ print(data.decode().strip())
     assert_eq!(lines[1], "421 4.4.2 idle timeout, closing connection", "{out}");
 }
 
+/// The connection limits are the node's, across its listeners: two connections from one
+/// address on SMTP and IMAP use up a per-IP limit of 2 for POP3 too, and three connections
+/// from three addresses use up a node limit of 3 for a fourth on SMTP (per listener, each
+/// would have been let in).
+#[test]
+fn connection_limits_hold_across_services() {
+    let node =
+        MailNode::start("node-budget.example.test", "[limits]\nmax_connections = 3\nmax_connections_per_ip = 2\n");
+    let out = python(
+        r#"
+import socket, sys, time
+smtp, imap, pop3 = (int(p) for p in sys.argv[1:4])
+def greet(port, source):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    return s, s.recv(1000).decode().strip()
+a, ga = greet(smtp, "127.0.0.11")
+b, gb = greet(imap, "127.0.0.11")
+c, gc = greet(pop3, "127.0.0.11")
+print(ga.split()[0], gb.split()[0] + " " + gb.split()[1], gc)
+# The refused connection's slot is given back once the node has closed it.
+while c.recv(1000):
+    pass
+c.close()
+time.sleep(0.2)
+d, gd = greet(pop3, "127.0.0.12")
+e, ge = greet(smtp, "127.0.0.13")
+print(gd.split()[0], ge)
+"#,
+        &[node.smtp.port().to_string(), node.imap.port().to_string(), node.pop3.port().to_string()],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "220 * OK -ERR [SYS/TEMP] too many connections, try again later", "{out}");
+    assert_eq!(lines[1], "+OK 421 4.7.0 too many connections, try again later", "{out}");
+}
+
 /// Fuzz finding F1: commands pipelined behind an action (the end of DATA, a BDAT LAST chunk)
 /// are answered at once, not after the idle timeout. Each transaction goes out in one write
 /// and the client reads until the node closes, within a timeout far below the idle one.
@@ -358,4 +423,62 @@ print(repr(session(head + b"BDAT 22 LAST\r\nSubject: two\r\n\r\nbody\r\nQUIT\r\n
     let inbox = node.inbox("alice@example.test");
     assert_eq!(inbox.len(), 2);
     assert!(inbox[1].ends_with(b"Subject: two\r\n\r\nbody\r\n"));
+}
+
+/// Issue 28: a message arriving with 50 hops is delivered, one with 51 is refused at the end of
+/// its data with 554 5.4.6 and never reaches the mailbox.
+#[test]
+fn mail_loop_is_refused_past_the_hop_limit() {
+    let node = MailNode::start("hops.example.test", "");
+    let with_hops = |n: usize, subject: &str| {
+        format!(
+            "{}{}",
+            "Received: from relay.remote.test by mx.remote.test; Mon, 1 Jan 2024 00:00:00 +0000\r\n".repeat(n),
+            message(subject, "looping?\r\n")
+        )
+    };
+    let send_hops = |n: usize, subject: &str| {
+        send(serde_json::json!({"addr": node.smtp.to_string(), "from": "sender@remote.test",
+            "to": ["alice@example.test"], "msg": with_hops(n, subject)}))
+    };
+    assert_eq!(send_hops(50, "fifty hops"), "ok {}");
+    let out = send_hops(51, "fifty-one hops");
+    assert!(out.starts_with("error 554 5.4.6 too many hops"), "{out}");
+    assert!(send_hops(120, "a hundred and twenty hops").starts_with("error 554 5.4.6"));
+    let inbox = node.inbox("alice@example.test");
+    assert_eq!(inbox.len(), 1);
+    assert!(String::from_utf8_lossy(&inbox[0]).contains("Subject: fifty hops\r\n"));
+}
+
+/// Issue 28: an alias loop (a → b → a) is refused at RCPT as a routing loop (550 5.4.6), not as
+/// an unknown user, and the node logs the chain.
+#[test]
+fn alias_loop_is_refused_at_rcpt_and_logged() {
+    let node = MailNode::start_with_directory(
+        [127, 0, 0, 1],
+        "aliasloop.example.test",
+        "",
+        &[],
+        &[r#""loop-a@example.test" = ["loop-b@example.test"]"#, r#""loop-b@example.test" = ["loop-a@example.test"]"#],
+    );
+    let out = send(serde_json::json!({"addr": node.smtp.to_string(), "from": "sender@remote.test",
+        "to": ["loop-a@example.test"], "msg": message("loop", "x\r\n")}));
+    assert_eq!(out, r#"refused {"loop-a@example.test": 550}"#);
+    let reply = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+s.ehlo("client.test"); s.mail("sender@remote.test")
+code, text = s.rcpt("loop-a@example.test")
+print(code, text.decode())
+s.quit()
+"#,
+        &[node.smtp.port().to_string()],
+    );
+    assert_eq!(reply.trim(), "550 5.4.6 routing loop detected: the recipient's aliases lead back to themselves");
+    let log = node.log();
+    assert!(
+        log.contains("loop-a@example.test -> loop-b@example.test -> loop-a@example.test"),
+        "the chain is not logged: {log}"
+    );
 }

@@ -58,7 +58,12 @@ pub struct Listen {
 pub struct Limits {
     pub max_message_size: usize,
     pub max_recipients: usize,
+    /// Most `Received:`/`Delivered-To:` headers an arriving message may carry (Postfix's
+    /// `hopcount_limit`): more means a mail loop.
+    pub max_hops: usize,
+    /// Connections the node holds at once, over all its listeners.
     pub max_connections: usize,
+    /// The same from one client address (the real one, from the router's PROXY header).
     pub max_connections_per_ip: usize,
     pub smtp_idle_secs: u64,
     pub pop3_idle_secs: u64,
@@ -68,6 +73,10 @@ pub struct Limits {
     pub imap_max_append: u32,
     pub max_errors: u32,
     pub max_auth_failures: u32,
+    /// Recipients one authenticated login may send to in an hour, on this node; 0: no limit.
+    pub submission_recipients_per_hour: u32,
+    /// The same for all logins of one domain together.
+    pub submission_domain_recipients_per_hour: u32,
 }
 
 /// Where mailboxes live.
@@ -106,7 +115,8 @@ impl Default for Limits {
         Limits {
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 100,
-            max_connections: 2000,
+            max_hops: 50,
+            max_connections: 10_000,
             max_connections_per_ip: 50,
             smtp_idle_secs: 300,
             pop3_idle_secs: 600,
@@ -114,6 +124,8 @@ impl Default for Limits {
             imap_max_append: 64 * 1024 * 1024,
             max_errors: 20,
             max_auth_failures: 3,
+            submission_recipients_per_hour: 1000,
+            submission_domain_recipients_per_hour: 10_000,
         }
     }
 }

@@ -5,19 +5,23 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sirms_storage::{MailStore, NewMessage, StoreError};
 
+use crate::directory::Directory;
 use crate::metrics::NodeMetrics;
+use crate::quota;
 
 /// Puts messages into mailboxes through the store (local, or remote on a storage node).
 #[derive(Clone)]
 pub struct Delivery {
     store: Arc<dyn MailStore>,
+    /// Where users' quotas are.
+    directory: Arc<dyn Directory>,
     metrics: Arc<NodeMetrics>,
 }
 
 impl Delivery {
-    /// Delivery into `store`, counted in `metrics`.
-    pub fn new(store: Arc<dyn MailStore>, metrics: Arc<NodeMetrics>) -> Delivery {
-        Delivery { store, metrics }
+    /// Delivery into `store`, within the quotas of `directory`, counted in `metrics`.
+    pub fn new(store: Arc<dyn MailStore>, directory: Arc<dyn Directory>, metrics: Arc<NodeMetrics>) -> Delivery {
+        Delivery { store, directory, metrics }
     }
 
     /// Appends `message` to every user's INBOX, concurrently so the store can commit them
@@ -25,7 +29,18 @@ impl Delivery {
     pub async fn deliver_each(&self, users: &[String], message: Bytes) -> Vec<(String, Result<(), StoreError>)> {
         let appends = users.iter().map(|user| {
             let message = NewMessage::new(message.clone());
-            async move { (user.clone(), self.store.append(user, "INBOX", message).await.map(|_| ())) }
+            async move {
+                let delivered = async {
+                    let adding = message.bytes.len() as u64;
+                    let usage = quota::room_for(&*self.store, &*self.directory, user, adding).await?;
+                    self.store.append(user, "INBOX", message).await?;
+                    if let Some(usage) = usage.filter(|u| u.crosses_warning(adding)) {
+                        self.warn(user, usage.used + adding, usage.limit).await;
+                    }
+                    Ok(())
+                };
+                (user.clone(), delivered.await)
+            }
         });
         let results = futures::future::join_all(appends).await;
         for (_, result) in &results {
@@ -35,5 +50,15 @@ impl Delivery {
             }
         }
         results
+    }
+
+    /// Leaves `user` the quota warning (see [`quota`]). The delivery that crossed the line is
+    /// done whatever becomes of the warning, which is logged if it cannot be stored.
+    async fn warn(&self, user: &str, used: u64, limit: u64) {
+        let notice = NewMessage::new(Bytes::from(quota::warning(user, used, limit)));
+        match self.store.append(user, "INBOX", notice).await {
+            Ok(_) => tracing::info!(user, used, limit, "quota warning delivered"),
+            Err(e) => tracing::warn!(user, used, limit, error = %e, "quota warning not delivered"),
+        }
     }
 }

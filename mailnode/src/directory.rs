@@ -22,6 +22,9 @@ pub enum Recipient {
     Local(Vec<String>),
     /// A domain of ours with no such user.
     Unknown,
+    /// Aliases that lead back to themselves (or deeper than [`MAX_ALIAS_DEPTH`]) and reach no
+    /// user: the chain of addresses, for the log (RFC 3463's 5.4.6, a routing loop).
+    Loop(Vec<String>),
     /// Not one of our domains: relaying.
     Remote,
 }
@@ -233,19 +236,14 @@ impl DirectoryData {
         self.users().filter(|(_, r)| !r.replica.is_empty() && !r.replica_in_sync)
     }
 
-    /// Users whose replica is node `id`.
-    pub fn users_replicated_on<'a>(&'a self, id: &'a str) -> impl Iterator<Item = (&'a str, &'a UserRecord)> {
-        self.users.iter().filter(move |(_, r)| r.replica == id).map(|(u, r)| (u.as_str(), r))
-    }
-
-    /// Users homed on node `id`.
-    pub fn users_homed_on<'a>(&'a self, id: &'a str) -> impl Iterator<Item = (&'a str, &'a UserRecord)> {
-        self.users.iter().filter(move |(_, r)| r.home == id).map(|(u, r)| (u.as_str(), r))
-    }
-
     /// Whether `id` is one of the cluster's mail nodes (as opposed to a storage node).
     pub fn is_mail_node(&self, id: &str) -> bool {
         self.mail_nodes.contains(id)
+    }
+
+    /// The cluster's mail nodes, by id.
+    pub fn mail_nodes(&self) -> impl Iterator<Item = &str> {
+        self.mail_nodes.iter().map(String::as_str)
     }
 
     /// The first mail node by id.
@@ -253,28 +251,46 @@ impl DirectoryData {
         self.mail_nodes.iter().next().map(String::as_str)
     }
 
-    fn expand(&self, address: &str, depth: usize, out: &mut BTreeSet<String>) -> bool {
-        if depth > MAX_ALIAS_DEPTH {
+    /// Expands `address` into the users it reaches (into `out`; true if any). `path` is the
+    /// chain of addresses that led here: an address already on it is a loop, and the chain
+    /// from the recipient to the repeated address goes into `looped` (the first one found). A branch that loops reaches no one, but its
+    /// siblings still deliver (`a → [b, alice]`, `b → a` reaches alice).
+    fn expand(
+        &self,
+        address: &str,
+        path: &mut Vec<String>,
+        out: &mut BTreeSet<String>,
+        looped: &mut Option<Vec<String>>,
+    ) -> bool {
+        if path.iter().any(|p| p == address) || path.len() > MAX_ALIAS_DEPTH {
+            if looped.is_none() {
+                let mut chain = path.clone();
+                chain.push(address.to_string());
+                *looped = Some(chain);
+            }
             return false;
         }
         if self.users.contains_key(address) {
             out.insert(address.to_string());
             return true;
         }
-        if let Some(targets) = self.aliases.get(address) {
+        path.push(address.to_string());
+        let any = if let Some(targets) = self.aliases.get(address) {
             let mut any = false;
             for t in targets {
-                any |= self.expand(t, depth + 1, out);
+                any |= self.expand(t, path, out, looped);
             }
-            return any;
-        }
-        // Subaddressing: user+tag@domain reaches user@domain.
-        if let Some((local, domain)) = address.split_once('@')
+            any
+        } else if let Some((local, domain)) = address.split_once('@')
             && let Some((base, _tag)) = local.split_once('+')
         {
-            return self.expand(&format!("{base}@{domain}"), depth + 1, out);
-        }
-        false
+            // Subaddressing: user+tag@domain reaches user@domain.
+            self.expand(&format!("{base}@{domain}"), path, out, looped)
+        } else {
+            false
+        };
+        path.pop();
+        any
     }
 }
 
@@ -303,11 +319,13 @@ impl Directory for DirectoryData {
         if !self.domains.contains(&domain) {
             return Recipient::Remote;
         }
-        let mut users = BTreeSet::new();
-        if self.expand(&format!("{local}@{domain}"), 0, &mut users) {
+        let (mut users, mut looped) = (BTreeSet::new(), None);
+        if self.expand(&format!("{local}@{domain}"), &mut Vec::new(), &mut users, &mut looped) {
             Recipient::Local(users.into_iter().collect())
         } else if local == "postmaster" {
             self.postmaster_of(&domain)
+        } else if let Some(chain) = looped {
+            Recipient::Loop(chain)
         } else {
             Recipient::Unknown
         }
@@ -373,6 +391,22 @@ impl LiveDirectory {
         self.data.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// `user`'s record once this node's directory shows it at `epoch` or later, polled for at
+    /// most `wait` (a change made through a router reaches the node a moment later); `None`
+    /// if it did not in time, or the user is gone.
+    pub async fn user_at_epoch(&self, user: &str, epoch: u64, wait: std::time::Duration) -> Option<UserRecord> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.current().user(user) {
+                Some(r) if r.epoch >= epoch => return Some(r.clone()),
+                _ if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// Replaces the directory.
     pub fn replace(&self, data: DirectoryData) {
         *self.data.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(data);
@@ -427,6 +461,19 @@ mod tests {
             "postmaster@example.test" = ["alice@example.test"]
             "team@example.test" = ["alice@example.test", "bob@example.test"]
             "loop@example.test" = ["loop@example.test"]
+            "a@example.test" = ["b@example.test"]
+            "b@example.test" = ["a@example.test"]
+            "half@example.test" = ["a@example.test", "bob@example.test"]
+            "d0@example.test" = ["d1@example.test"]
+            "d1@example.test" = ["d2@example.test"]
+            "d2@example.test" = ["d3@example.test"]
+            "d3@example.test" = ["d4@example.test"]
+            "d4@example.test" = ["d5@example.test"]
+            "d5@example.test" = ["d6@example.test"]
+            "d6@example.test" = ["d7@example.test"]
+            "d7@example.test" = ["d8@example.test"]
+            "d8@example.test" = ["d9@example.test"]
+            "d9@example.test" = ["alice@example.test"]
             "#,
         )
         .unwrap();
@@ -444,7 +491,7 @@ mod tests {
             Recipient::Local(vec!["alice@example.test".into(), "bob@example.test".into()])
         );
         assert_eq!(d.resolve("nobody@example.test"), Recipient::Unknown);
-        assert_eq!(d.resolve("loop@example.test"), Recipient::Unknown);
+        assert_eq!(d.resolve("ghost+tag@example.test"), Recipient::Unknown);
         assert_eq!(d.resolve("x@elsewhere.test"), Recipient::Remote);
         assert_eq!(d.resolve("no-at-sign"), Recipient::Unknown);
         // postmaster always exists, qualified or not.
@@ -459,6 +506,21 @@ mod tests {
             assert_eq!(d.resolve(trick), Recipient::Remote, "{trick}");
         }
         assert_eq!(d.resolve("a@example.test."), Recipient::Unknown);
+    }
+
+    /// Issue 28: an alias loop is told apart from a missing user, with the chain that loops.
+    #[test]
+    fn alias_loops_are_loops_not_unknown_users() {
+        let d = dir();
+        let chain = |c: &[&str]| Recipient::Loop(c.iter().map(|a| format!("{a}@example.test")).collect());
+        assert_eq!(d.resolve("loop@example.test"), chain(&["loop", "loop"]));
+        assert_eq!(d.resolve("A@example.test"), chain(&["a", "b", "a"]));
+        assert_eq!(d.resolve("b+x@example.test"), chain(&["b+x", "b", "a", "b"]));
+        // A looping branch beside one that reaches a user: the user gets the mail.
+        assert_eq!(d.resolve("half@example.test"), Recipient::Local(vec!["bob@example.test".into()]));
+        // Deeper than the limit without a cycle: a loop all the same.
+        assert!(matches!(d.resolve("d0@example.test"), Recipient::Loop(c) if c.len() == MAX_ALIAS_DEPTH + 2));
+        assert_eq!(d.resolve("d2@example.test"), Recipient::Local(vec!["alice@example.test".into()]));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod outbound;
 pub mod pop3;
 pub mod proxy;
 pub mod queue;
+pub mod quota;
 pub mod role;
 pub mod smtp;
 pub mod stuffing;

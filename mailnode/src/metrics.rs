@@ -6,6 +6,8 @@ use std::sync::Arc;
 use sirms_storage::StoreMetrics;
 use sirms_telemetry::{Counter, Exposition, Gauge, Render};
 
+use crate::smtp::rate::SendRate;
+
 /// The node's listeners, in the order their counters are kept.
 pub const LISTENERS: [&str; 7] = ["smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"];
 
@@ -66,8 +68,14 @@ pub struct NodeMetrics {
     pub auth_denied: Counter,
     /// Logins refused by failed-login throttling without a check.
     pub auth_throttled: Counter,
+    /// Spool entries accepted while no other node took a copy (in a cluster).
+    pub spool_single_copy: Counter,
+    /// Queue envelopes that cannot be read at the last scan: their messages are stuck.
+    pub queue_unreadable: Gauge,
     /// The store behind this node's protocols.
     pub store: Arc<StoreMetrics>,
+    /// Authenticated senders' recipient counts, with the refusals they caused.
+    pub send_rate: Arc<SendRate>,
     /// The spool's envelope directory: its entry count is the queue length.
     spool_envelopes: PathBuf,
 }
@@ -86,9 +94,18 @@ impl NodeMetrics {
             bounced: Counter::default(),
             auth_denied: Counter::default(),
             auth_throttled: Counter::default(),
+            spool_single_copy: Counter::default(),
+            queue_unreadable: Gauge::default(),
             store: Arc::default(),
+            send_rate: Arc::new(SendRate::unlimited()),
             spool_envelopes,
         }
+    }
+
+    /// The same, counting `send_rate`'s refusals.
+    pub fn with_send_rate(mut self, send_rate: SendRate) -> NodeMetrics {
+        self.send_rate = Arc::new(send_rate);
+        self
     }
 
     fn listener(&self, name: &str) -> Option<&ListenerCounts> {
@@ -115,8 +132,15 @@ impl NodeMetrics {
     }
 
     /// Messages waiting in the queue (a directory listing: call off the async threads).
+    /// Writers' temporary files are not messages.
     pub fn queue_length(&self) -> u64 {
-        std::fs::read_dir(&self.spool_envelopes).map(|d| d.count() as u64).unwrap_or(0)
+        std::fs::read_dir(&self.spool_envelopes)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| !sirms_storage::durable::is_temporary(&e.file_name().to_string_lossy()))
+                    .count() as u64
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -156,6 +180,24 @@ impl Render for NodeMetrics {
             "Messages in the outbound and retry queue.",
             &[(&[], self.queue_length() as i64)],
         );
+        out.gauge(
+            "sirms_queue_unreadable_envelopes",
+            "Queue envelopes that could not be read at the last scan; their messages are stuck.",
+            &[(&[], self.queue_unreadable.get())],
+        );
+        out.counter(
+            "sirms_spool_single_copy_total",
+            "Spool entries accepted while no other node of the cluster took a copy.",
+            &[(&[], self.spool_single_copy.get())],
+        );
+        out.counter(
+            "sirms_submission_rate_limited_total",
+            "Recipients refused to authenticated senders past their hourly limit, by the limit met.",
+            &[
+                (&[("limit", "user")], self.send_rate.limited_user.get()),
+                (&[("limit", "domain")], self.send_rate.limited_domain.get()),
+            ],
+        );
         out.counter(
             "sirms_auth_failures_total",
             "Failed logins over SMTP, IMAP and POP3, by reason.",
@@ -188,6 +230,7 @@ mod tests {
             "sirms_sessions{protocol=\"pop3\"} 1\n",
             "sirms_messages_received_total 1\n",
             "sirms_queue_messages 0\n",
+            "sirms_queue_unreadable_envelopes 0\n",
             "sirms_store_op_seconds_count{op=\"append\"} 0\n",
         ] {
             assert!(page.contains(line), "{line:?} missing from\n{page}");

@@ -16,6 +16,8 @@ use crate::cluster::catch_up;
 use crate::cluster::home_store::{Endpoints, HomeStore};
 use crate::cluster::membership::Membership;
 use crate::cluster::replica_state::ReplicaStates;
+use crate::cluster::spool_copy::SpoolPeers;
+use crate::cluster::unreachable::Unreachable;
 use crate::config::NodeConfig;
 use crate::delivery::Delivery;
 use crate::directory::{DirectoryData, DirectoryError, LiveDirectory};
@@ -26,11 +28,15 @@ use crate::net::listener::{self, ListenerSettings};
 use crate::net::tls::{self, TlsError};
 use crate::outbound::Outbound;
 use crate::pop3::SessionConfig as Pop3Config;
-use crate::pop3::connection::{MaildropLocks, Pop3Service};
+use crate::pop3::connection::Pop3Service;
 use crate::queue::admin::QueueAdmin;
+use crate::queue::copies::Copies;
+use crate::queue::copy_service::CopyService;
 use crate::queue::{self, Spool};
 use crate::smtp::connection::SmtpService;
+use crate::smtp::rate::SendRate;
 use crate::smtp::session::SessionConfig;
+use sirms_proto::budget::ConnectionBudget;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +74,11 @@ async fn join_cluster(
     config: &NodeConfig,
     routers: Vec<String>,
     own_store: Arc<dyn ReplicaStore>,
-    new_store: bool,
     member: Member,
     stopped: watch::Receiver<bool>,
-) -> Result<Arc<dyn MailStore>, NodeError> {
+) -> Result<(Arc<dyn MailStore>, Arc<SpoolPeers>), NodeError> {
     let Member { directory, metrics, spool, wake } = member;
+    let copies = Arc::new(Copies::open(config.data_dir.join("spool-copies")).map_err(StoreError::Io)?);
     let token = config.cluster.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
     let tls = config.cluster_tls.as_ref().map(ClusterTls::load).transpose()?;
     let credentials = Credentials { token: token.clone(), tls };
@@ -92,14 +98,15 @@ async fn join_cluster(
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(addr.port());
         store_endpoint = format!("http://{host}:{port}");
         let store = StoreService::new(own_store.clone(), token.clone()).with_replica(own_store.clone()).into_server();
-        let queue = QueueAdmin::new(spool, wake, token.clone()).into_server();
+        let queue = QueueAdmin::new(spool.clone(), wake.clone(), token.clone()).into_server();
+        let spool_copies = CopyService::new(copies.clone(), token.clone()).into_server();
         let mut stop = stopped.clone();
         let server_tls = credentials.tls.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.changed().await;
             };
-            let routes = grpc::server().add_service(store).add_service(queue);
+            let routes = grpc::server().add_service(store).add_service(queue).add_service(spool_copies);
             let served =
                 cluster_tls::serve(routes, server_tls.as_ref(), ClientAuth::Required, listener, shutdown).await;
             if let Err(e) = served {
@@ -138,22 +145,34 @@ async fn join_cluster(
         cache: config.data_dir.join("directory.cache"),
         metrics,
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(StoreError::Io)?;
+    sirms_storage::durable::create_dir_all(&config.data_dir, "setup-dirs").map_err(StoreError::Io)?;
     if membership.load_cache() {
         tracing::info!("serving from the cached directory until the router answers");
     }
     let states = Arc::new(ReplicaStates::new(membership.routers.clone(), credentials.clone()));
     tokio::spawn(membership.run(stopped.clone()));
+    let unreachable = Arc::new(Unreachable::default());
+    let peers = Arc::new(SpoolPeers::new(
+        node_id.clone(),
+        directory.clone(),
+        endpoints.clone(),
+        credentials.clone(),
+        unreachable.clone(),
+        Duration::from_secs(config.cluster.spool_takeover_secs.unwrap_or(DEFAULT_SPOOL_TAKEOVER_SECS)),
+    ));
+    tokio::spawn(peers.clone().watch_holders(copies, spool, wake, stopped.clone()));
     let home = Arc::new(
         HomeStore::new(node_id.clone(), own_store, directory.clone(), endpoints, credentials)
-            .with_states(states.clone()),
+            .with_states(states.clone())
+            .with_unreachable(unreachable),
     );
-    if new_store {
-        tokio::spawn(catch_up::report_lost_copies(directory.clone(), states.clone(), node_id.clone(), stopped.clone()));
-    }
     tokio::spawn(catch_up::run(home.clone(), directory, states, node_id, stopped));
-    Ok(home)
+    Ok((home, peers))
 }
+
+/// How long a peer holding this node's spool copies waits, after this node stopped
+/// answering, before it delivers them itself.
+const DEFAULT_SPOOL_TAKEOVER_SECS: u64 = 300;
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr).await.map_err(|source| NodeError::Listen { addr, source })
@@ -161,6 +180,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
 
 /// Runs the node until `shutdown` resolves.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    // Everything under it is private: the directory cache (password hashes, DKIM keys), the
+    // store and the spool.
+    sirms_storage::durable::create_private_dir(&config.data_dir).map_err(StoreError::Io)?;
     let initial = DirectoryData::from_config(&config.directory)?;
     for user in initial.plain_password_users() {
         tracing::warn!(%user, "password stored in plain text; use `sirms hash-password`");
@@ -170,9 +192,6 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let directory = Arc::new(if routers.is_empty() { LiveDirectory::new(initial) } else { LiveDirectory::awaiting() });
     let (stop, stopped) = watch::channel(false);
     let mut local = None;
-    // A local store opened where there was none holds none of the copies the directory may
-    // say this node keeps (a new disk, a lost volume).
-    let mut new_store = false;
     let own_store: Arc<dyn ReplicaStore> = match &config.store.remote {
         Some(endpoint) => {
             let token = config.store.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
@@ -180,21 +199,25 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             Arc::new(RemoteStore::connect_with(endpoint, &Credentials { token, tls })?)
         }
         None => {
-            new_store = !config.data_dir.join("store").join("mail").is_dir();
             let store = LocalStore::open(config.data_dir.join("store"))?;
             local = Some(store.clone());
             Arc::new(store)
         }
     };
-    let metrics = Arc::new(NodeMetrics::new(config.data_dir.join("queue").join("env")));
+    let send_rate = SendRate::new(
+        config.limits.submission_recipients_per_hour,
+        config.limits.submission_domain_recipients_per_hour,
+    );
+    let metrics = Arc::new(NodeMetrics::new(config.data_dir.join("queue").join("env")).with_send_rate(send_rate));
     let spool = Arc::new(Spool::open(config.data_dir.join("queue")).map_err(StoreError::Io)?);
     let wake = Arc::new(Notify::new());
-    let store: Arc<dyn MailStore> = if routers.is_empty() {
-        own_store as Arc<dyn MailStore>
+    let (store, spool_peers): (Arc<dyn MailStore>, _) = if routers.is_empty() {
+        (own_store as Arc<dyn MailStore>, None)
     } else {
         let member =
             Member { directory: directory.clone(), metrics: metrics.clone(), spool: spool.clone(), wake: wake.clone() };
-        join_cluster(&config, routers, own_store, new_store, member, stopped.clone()).await?
+        let (store, peers) = join_cluster(&config, routers, own_store, member, stopped.clone()).await?;
+        (store, Some(peers))
     };
     let store: Arc<dyn MailStore> = Arc::new(Measured::new(store, metrics.store.clone()));
     if let Some(addr) = config.listen.metrics {
@@ -205,7 +228,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let acceptor = tls::acceptor(&config.tls, &config.hostname)?;
     let throttle = Throttle::new(&config.auth, &config.trusted_proxies)?;
     let authenticator = Authenticator::new(directory.clone(), Arc::new(throttle)).counting(metrics.clone());
-    let delivery = Delivery::new(store.clone(), metrics.clone());
+    let delivery = Delivery::new(store.clone(), directory.clone(), metrics.clone());
     let worker = queue::worker::Worker {
         spool: spool.clone(),
         delivery: delivery.clone(),
@@ -214,15 +237,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         hostname: config.hostname.clone(),
         wake,
         metrics: metrics.clone(),
+        spool_peers: spool_peers.clone(),
+        reported: Arc::default(),
     };
     tokio::spawn(worker.run(stopped.clone()));
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    // Nodes started in the same second must not hand out the same message ids: add a
-    // per-process random part (RandomState is seeded from the OS).
-    let nonce = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), started) as u16;
+    // Message ids name the spool's generation, which every start advances durably: a node
+    // restarted within the same second (after a crash, say) cannot repeat an id of its last run.
+    // The start time keeps ids of different nodes apart in the cluster's logs.
+    let generation = spool.generation();
     let trusted = Arc::new(config.trusted_proxies.clone());
     let limits = &config.limits;
 
+    let send_rate = metrics.send_rate.clone();
     let smtp_session = |submission: bool| {
         Arc::new(SessionConfig {
             hostname: config.hostname.clone(),
@@ -231,8 +258,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             allow_plaintext_auth: config.allow_plaintext_auth,
             max_message_size: limits.max_message_size,
             max_recipients: limits.max_recipients,
+            max_hops: limits.max_hops,
             max_errors: limits.max_errors,
             max_auth_failures: limits.max_auth_failures,
+            send_rate: send_rate.clone(),
         })
     };
     let smtp_service = |submission: bool| {
@@ -242,17 +271,18 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             authenticator: authenticator.clone(),
             delivery: delivery.clone(),
             spool: spool.clone(),
+            spool_peers: spool_peers.clone(),
             tls: Some(acceptor.clone()),
             idle_timeout: Duration::from_secs(limits.smtp_idle_secs),
-            id_prefix: format!("{started:x}{nonce:04x}."),
+            id_prefix: format!("{started:x}-{generation:x}."),
             metrics: metrics.clone(),
         })
     };
+    let budget = ConnectionBudget::new(limits.max_connections, limits.max_connections_per_ip);
     let settings = |service: &'static str, implicit_tls: bool, busy_reply: &'static [u8]| ListenerSettings {
         service,
         metrics: metrics.clone(),
-        max_connections: limits.max_connections,
-        max_per_ip: limits.max_connections_per_ip,
+        budget: budget.clone(),
         trusted_proxies: trusted.clone(),
         implicit_tls: implicit_tls.then(|| acceptor.clone()),
         busy_reply,
@@ -277,7 +307,6 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
 
     const POP3_BUSY: &[u8] = b"-ERR [SYS/TEMP] too many connections, try again later\r\n";
-    let locks = Arc::new(MaildropLocks::default());
     for (name, addr, implicit_tls) in [("pop3", config.listen.pop3, false), ("pop3s", config.listen.pop3s, true)] {
         let listener = bind(addr).await?;
         let mut session = Pop3Config::new(config.hostname.clone());
@@ -287,7 +316,6 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             config: session,
             authenticator: authenticator.clone(),
             store: store.clone(),
-            locks: locks.clone(),
             tls: Some(acceptor.clone()),
             idle_timeout: Duration::from_secs(limits.pop3_idle_secs),
         });

@@ -20,6 +20,7 @@ pub mod etcd {
 /// Metadata key that carries the cluster token on every internal gRPC call.
 pub const TOKEN_HEADER: &str = "x-sirms-token";
 
+pub mod budget;
 pub mod cidr;
 pub mod cluster_tls;
 pub mod proxy_v2;

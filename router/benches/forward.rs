@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sirms_proto::proxy_v2::read_header;
-use sirms_router::{Backend, Forwarder, Inbound, NodeId};
+use sirms_router::{Backend, Forwarder, Inbound, NodeId, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -64,7 +64,8 @@ async fn router(target: SocketAddr) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let forwarder = Arc::new(Forwarder::default());
-    let backends = Arc::new(vec![Backend { node: NodeId::from_str("node1").unwrap(), addr: target }]);
+    let backends =
+        Arc::new(vec![Backend { node: NodeId::from_str("node1").unwrap(), service: Service::Smtp, addr: target }]);
     tokio::spawn(async move {
         loop {
             let (s, _) = listener.accept().await.unwrap();

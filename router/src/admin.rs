@@ -18,7 +18,9 @@ use sirms_proto::cluster_tls::invitation::Token;
 use sirms_proto::cluster_tls::{self, Role};
 
 use crate::directory::DirectoryError;
+use crate::pick::Choice;
 use crate::server::Router;
+use crate::service::Service;
 
 /// Both services over one router.
 #[derive(Clone)]
@@ -216,10 +218,20 @@ impl Admin for AdminService {
     async fn explain(&self, request: Request<Name>) -> Reply<RouteExplanation> {
         let name = self.admin(request)?.name;
         let ip: IpAddr = name.parse().map_err(|_| Status::invalid_argument(format!("not an IP address: {name}")))?;
-        let choice = self.router.choose(ip);
+        // The SMTP choice; a service that is down on that node sends its clients elsewhere,
+        // which the reason says.
+        let choice = self.router.choose(ip, Service::Smtp);
+        let first = |choice: &Choice| choice.candidates.first().map(|n| n.to_string()).unwrap_or_default();
+        let mut reason = choice.reason.to_string();
+        for service in Service::ALL {
+            let other = first(&self.router.choose(ip, service));
+            if other != first(&choice) {
+                reason.push_str(&format!("; {} -> {other}", service.name()));
+            }
+        }
         Ok(Response::new(RouteExplanation {
-            node: choice.candidates.first().map(|n| n.to_string()).unwrap_or_default(),
-            reason: choice.reason.to_string(),
+            node: first(&choice),
+            reason,
             ranked: choice.candidates.iter().map(|n| n.to_string()).collect(),
         }))
     }

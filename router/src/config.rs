@@ -29,6 +29,10 @@ pub struct RouterConfig {
     pub connect_timeout_secs: u64,
     /// Seconds a forwarded connection may stay silent both ways.
     pub idle_timeout_secs: u64,
+    /// Client connections the router holds at once, over all its public ports (proxy mode).
+    pub max_connections: usize,
+    /// The same from one client address.
+    pub max_connections_per_ip: usize,
     /// How connections reach the nodes: proxied (the default) or translated packets.
     pub mode: Mode,
     /// NAT mode's device, addresses and flow table.
@@ -207,6 +211,8 @@ impl Default for RouterConfig {
             health_interval_secs: 2,
             connect_timeout_secs: 2,
             idle_timeout_secs: 31 * 60,
+            max_connections: 50_000,
+            max_connections_per_ip: 200,
             mode: Mode::Proxy,
             nat: NatConfig::default(),
             directory: DirectoryKind::Sled,

@@ -23,6 +23,13 @@ use tonic::{Code, Request, Status, Streaming};
 /// The pause between two rounds over the members.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
+/// How long reads and transactions go on over the members while none has a leader. After the
+/// leader's death etcd elects another within its election timeout (1 s by default) plus a
+/// round of votes — on a loaded machine, seen at over 2 s: an admin write made then waits for
+/// it instead of failing. Leases and watches keep the shorter budget of twice the timeout, so
+/// a node's heartbeat moves on to another router in time.
+const ELECTION_WAIT: Duration = Duration::from_secs(5);
+
 /// What a call to etcd can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -129,7 +136,25 @@ impl EtcdClient {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let deadline = tokio::time::Instant::now() + self.timeout * 2;
+        self.call_for(self.timeout * 2, call).await
+    }
+
+    /// [`Self::call`], going on through an election (see [`ELECTION_WAIT`]).
+    async fn call_through_election<T, F, Fut>(&self, call: F) -> Result<T, EtcdError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_for((self.timeout * 2).max(ELECTION_WAIT), call).await
+    }
+
+    /// Tries the members in turn, round after round, for at most `budget`.
+    async fn call_for<T, F, Fut>(&self, budget: Duration, call: F) -> Result<T, EtcdError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + budget;
         loop {
             let first = self.preferred.load(Ordering::Relaxed);
             let mut failures = Vec::new();
@@ -172,7 +197,7 @@ impl EtcdClient {
     /// A range read, with the revision it was read at.
     async fn range(&self, range: RangeRequest) -> Result<(i64, Vec<KeyValue>), EtcdError> {
         let reply = self
-            .call(|channel| {
+            .call_through_election(|channel| {
                 let range = range.clone();
                 async move { KvClient::new(channel).range(request(range)).await.map(|r| r.into_inner()) }
             })
@@ -183,7 +208,7 @@ impl EtcdClient {
 
     /// A transaction: its compares, then its success or failure operations, atomically.
     pub async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, EtcdError> {
-        self.call(|channel| {
+        self.call_through_election(|channel| {
             let txn = txn.clone();
             async move { KvClient::new(channel).txn(request(txn)).await.map(|r| r.into_inner()) }
         })

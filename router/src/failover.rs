@@ -18,40 +18,66 @@
 //!    (the revision check of every change): of several routers that see the same death, one
 //!    commits; the others plan again on the new directory and find nothing left to do.
 //!
-//! Liveness is the signal every router shares. With the etcd directory: the node leases
-//! (`Membership`), so a node is dead the moment its lease expires, on every router at once,
-//! and the swap follows within the time of one commit. With the sled directory (one router,
-//! no leases): this router's health checks, the node failing them continuously for
-//! [`DOWN_FOR`]. Storage-only nodes neither heartbeat nor are health-checked, so their
-//! liveness is unknown: a user whose home or replica is a storage-only node is never failed
-//! over automatically (`sirms ctl users add --home` moves it by hand).
+//! Liveness, for mail nodes, is the signal every router shares. With the etcd directory: the
+//! node leases (`Membership`), so a node is dead the moment its lease expires, on every
+//! router at once, and the swap follows within the time of one commit. With the sled
+//! directory (one router, no leases): this router's health checks, the node failing them
+//! continuously for [`DOWN_FOR`].
 //!
-//! The check runs whenever the live set or the directory changes, and every second (so a node
-//! down long enough under the health checks is noticed, and a commit that failed is tried
-//! again). Users are changed in batches of [`BATCH`], one commit each, which stays within
-//! etcd's operations per transaction.
+//! Storage-only nodes hold no lease (they neither register nor heartbeat): every router
+//! probes their Store service itself (a `Ping` with its cluster credentials, `store_probe.rs`)
+//! with either directory, and a storage node whose probes have failed continuously for
+//! [`DOWN_FOR`] (and that is down by the hysteresis, so one failed probe followed by a stall
+//! of the checks is not enough) is dead; one whose latest probes pass is live; before its first
+//! probe, or failing more briefly, it is unknown ([`store_liveness`]).
+//!
+//! That signal is each router's own: two routers may see a storage node differently (one cut
+//! off from it, or probing at other moments), and one may fail its users over while the other
+//! would not. That is safe, because the swap's safety never rested on the old home being
+//! dead, only on the replica being in sync (1) and on the epoch (2, 4):
+//!
+//! - The swap commits once. It is a compare-and-swap on the directory's version: a second
+//!   router that planned on the old version loses the race, plans again on the new directory,
+//!   and finds the user's replica (the old home) out of sync: nothing to swap, not even back,
+//!   whatever it thinks of either node. A router that saw the home live never planned anything.
+//! - The stores refuse stale epochs. A home that was only cut off from one router may still
+//!   be reached by mail nodes writing at the old epoch. The first write at the new epoch
+//!   fences the new home; from then on it refuses the old epoch's records, so the old home
+//!   cannot get a write onto both copies, and it cannot acknowledge one alone either, since
+//!   marking the replica out of sync is a compare-and-swap on the old epoch, which is gone.
+//!   Such writes are taken back and refused with a temporary error; the client retries on the
+//!   new home. A wrong "dead" therefore costs a catch-up of the old home, never an
+//!   acknowledged message.
+//!
+//! The check runs whenever the leases, the health checks or the directory change, and every
+//! second (so a node down long enough under the health checks is noticed, and a commit that
+//! failed is tried again). Users are changed in batches of [`BATCH`], one commit each, which
+//! stays within etcd's operations per transaction.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sirms_proto::cluster::User;
+use sirms_proto::cluster::{Node, User};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::directory::placement::{self, Copies};
 use crate::directory::{ClusterDirectory, DirectoryError, State};
-use crate::health::{Health, HealthSnapshot};
+use crate::health::{Health, HealthSnapshot, Streak};
 use crate::membership::Live;
 use crate::server::Router;
+use crate::service::Service;
 
 /// Users changed by one commit: with the version key, within etcd's default of 128 operations
 /// per transaction.
 pub const BATCH: usize = 100;
 
-/// How long a node must fail its health checks before its users fail over (sled directory).
-/// A passive failure takes a node out of routing at once; moving mailboxes waits for more.
+/// How long a node must fail its health checks before its users fail over (a mail node with
+/// the sled directory, from when it is down; a storage node with either, from its first
+/// failed probe). A passive failure takes a node out of routing at once; moving mailboxes
+/// waits for more.
 pub const DOWN_FOR: Duration = Duration::from_secs(3);
 
 /// How often the check runs when nothing wakes it.
@@ -62,8 +88,8 @@ const TICK: Duration = Duration::from_secs(1);
 pub enum Liveness {
     Live,
     Dead,
-    /// No signal (a storage-only node, a node the health checks do not know, leases not read
-    /// yet, a node down too briefly): never failed over from, nor to.
+    /// No signal (a node the health checks do not know, leases not read yet, a storage node
+    /// not probed yet, a node down too briefly): never failed over from, nor to.
     Unknown,
 }
 
@@ -93,13 +119,10 @@ impl fmt::Display for Failover {
 }
 
 /// The users (at most `limit`) to fail over in `state`, as they are after the swap.
-/// `liveness` speaks for mail nodes; storage-only nodes and nodes missing from the directory
-/// are [`Liveness::Unknown`] whatever it says.
-pub fn plan(state: &State, liveness: &impl Fn(&str) -> Liveness, limit: usize) -> Vec<User> {
-    let of = |id: &str| match state.node(id) {
-        Some(node) if !node.storage_only => liveness(id),
-        _ => Liveness::Unknown,
-    };
+/// `liveness` speaks for each node of the directory, mail node or storage node; nodes missing
+/// from the directory are [`Liveness::Unknown`].
+pub fn plan(state: &State, liveness: &impl Fn(&Node) -> Liveness, limit: usize) -> Vec<User> {
+    let of = |id: &str| state.node(id).map_or(Liveness::Unknown, liveness);
     state
         .users()
         .filter(|u| {
@@ -166,7 +189,7 @@ async fn in_batches(
 /// Fails over every user whose home is dead and whose in-sync replica is live, by `liveness`.
 pub async fn fail_over(
     directory: &ClusterDirectory,
-    liveness: impl Fn(&str) -> Liveness,
+    liveness: impl Fn(&Node) -> Liveness,
 ) -> Result<Vec<Failover>, DirectoryError> {
     let users = in_batches(directory, |state| plan(state, &liveness, BATCH)).await?;
     Ok(users.iter().map(Failover::of).collect())
@@ -179,50 +202,113 @@ pub async fn give_replicas(directory: &ClusterDirectory) -> Result<Vec<User>, Di
     in_batches(directory, |state| plan_replicas(state, copies, BATCH)).await
 }
 
+/// A storage node's liveness from its Store probes, at `now`: dead once they have failed
+/// continuously for [`DOWN_FOR`] and the hysteresis has it down; live while the latest pass
+/// and it is up; otherwise (not probed yet, failing for less, passing again but not yet up)
+/// unknown.
+pub fn store_liveness(health: Health, streak: Option<Streak>, now: Instant) -> Liveness {
+    match streak {
+        Some(Streak { passing: true, .. }) if health.is_up() => Liveness::Live,
+        Some(Streak { passing: false, since })
+            if health == Health::Down && now.saturating_duration_since(since) >= DOWN_FOR =>
+        {
+            Liveness::Dead
+        }
+        _ => Liveness::Unknown,
+    }
+}
+
 /// Where liveness comes from.
-enum Signal {
-    /// The etcd node leases, shared by every router.
-    Leases(watch::Receiver<Live>),
-    /// This router's health checks, and since when each node has been failing them.
-    Health { health: watch::Receiver<Arc<HealthSnapshot>>, down_since: HashMap<String, Instant> },
+struct Signal {
+    /// Mail nodes' etcd leases, shared by every router; `None` with the sled directory, where
+    /// this router's health checks speak for them.
+    leases: Option<watch::Receiver<Live>>,
+    /// This router's probes: of mail nodes' services, and of storage nodes' Store service.
+    health: watch::Receiver<Arc<HealthSnapshot>>,
+    /// Since when each mail node has been failing every health check (sled directory).
+    down_since: HashMap<String, Instant>,
+}
+
+/// Every node's liveness at one moment.
+struct Seen {
+    /// Mail nodes the signal names.
+    mail: HashMap<String, Liveness>,
+    /// A mail node the signal does not name.
+    mail_missing: Liveness,
+    /// Storage nodes that are probed.
+    stores: HashMap<String, Liveness>,
+}
+
+impl Seen {
+    /// `node`'s liveness: a storage node's from its probes (it holds no lease, so a missing
+    /// one says nothing of it), a mail node's from its lease or health checks.
+    fn of(&self, node: &Node) -> Liveness {
+        if node.storage_only {
+            self.stores.get(&node.id).copied().unwrap_or(Liveness::Unknown)
+        } else {
+            self.mail.get(&node.id).copied().unwrap_or(self.mail_missing)
+        }
+    }
 }
 
 impl Signal {
     fn of(router: &Router) -> Signal {
-        match router.membership() {
-            Some(membership) => Signal::Leases(membership.subscribe()),
-            None => Signal::Health { health: router.follow_health(), down_since: HashMap::new() },
+        Signal {
+            leases: router.membership().map(|membership| membership.subscribe()),
+            health: router.follow_health(),
+            down_since: HashMap::new(),
         }
     }
 
-    /// Resolves when the signal changes; never if its sender is gone.
+    /// Resolves when the signal changes; never if its senders are gone.
     async fn changed(&mut self) {
-        let gone = match self {
-            Signal::Leases(live) => live.changed().await.is_err(),
-            Signal::Health { health, .. } => health.changed().await.is_err(),
+        let Signal { leases, health, .. } = self;
+        let leases = async {
+            let gone = match leases {
+                Some(live) => live.changed().await.is_err(),
+                None => true,
+            };
+            if gone {
+                std::future::pending::<()>().await;
+            }
         };
-        if gone {
-            std::future::pending::<()>().await;
+        let health = async {
+            if health.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = leases => {}
+            () = health => {}
         }
     }
 
-    /// Each node's liveness now, and that of a node the signal does not name.
-    fn now(&mut self) -> (HashMap<String, Liveness>, Liveness) {
-        match self {
-            Signal::Leases(live) => match live.borrow().as_ref() {
+    /// Each node's liveness now.
+    fn now(&mut self) -> Seen {
+        let snapshot = self.health.borrow().clone();
+        let now = Instant::now();
+        let stores = snapshot
+            .iter()
+            .filter_map(|(id, h)| {
+                Some((id.to_string(), store_liveness(h.get(Service::Store)?, h.streak(Service::Store), now)))
+            })
+            .collect();
+        let (mail, mail_missing) = match &self.leases {
+            Some(live) => match live.borrow().as_ref() {
                 // Before the leases were first read nothing is known.
                 None => (HashMap::new(), Liveness::Unknown),
                 // A mail node without a lease is dead.
                 Some(live) => (live.keys().map(|id| (id.clone(), Liveness::Live)).collect(), Liveness::Dead),
             },
-            Signal::Health { health, down_since } => {
-                let snapshot = health.borrow().clone();
-                let now = Instant::now();
-                down_since.retain(|id, _| snapshot.iter().any(|(n, h)| n.as_str() == id && h == Health::Down));
-                let known = snapshot
-                    .iter()
+            None => {
+                let down_since = &mut self.down_since;
+                // Storage nodes are in the snapshot too, judged above.
+                let mail_nodes = || snapshot.iter().filter(|(_, h)| h.get(Service::Store).is_none());
+                // A node is dead only when every service fails: one wedged listener moves no mailbox.
+                down_since.retain(|id, _| mail_nodes().any(|(n, h)| n.as_str() == id && h.node() == Health::Down));
+                let known = mail_nodes()
                     .map(|(id, h)| {
-                        let liveness = match h {
+                        let liveness = match h.node() {
                             Health::Up => Liveness::Live,
                             Health::Down => {
                                 let since = *down_since.entry(id.to_string()).or_insert(now);
@@ -235,7 +321,8 @@ impl Signal {
                 // The health checks say nothing of a node they do not probe.
                 (known, Liveness::Unknown)
             }
-        }
+        };
+        Seen { mail, mail_missing, stores }
     }
 }
 
@@ -257,8 +344,8 @@ pub async fn run(router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
         if !directory.current().loaded {
             continue;
         }
-        let (known, missing) = signal.now();
-        let liveness = |id: &str| known.get(id).copied().unwrap_or(missing);
+        let seen = signal.now();
+        let liveness = |node: &Node| seen.of(node);
         let result = async {
             for failover in fail_over(&directory, liveness).await? {
                 tracing::warn!(
@@ -297,7 +384,7 @@ mod tests {
     fn state(users: &[User]) -> State {
         let mut state = State::default();
         state.apply(&Write::Put(crate::directory::Table::Domains, "example.test".into(), Vec::new()));
-        for (id, storage_only) in [("m1", false), ("m2", false), ("m3", false), ("s1", true)] {
+        for (id, storage_only) in [("m1", false), ("m2", false), ("m3", false), ("s1", true), ("s2", true)] {
             let node = Node {
                 id: id.into(),
                 host: "127.0.0.1".into(),
@@ -325,8 +412,17 @@ mod tests {
         }
     }
 
-    fn alive<'a>(live: &'a [&'a str]) -> impl Fn(&str) -> Liveness + 'a {
-        move |id| if live.contains(&id) { Liveness::Live } else { Liveness::Dead }
+    fn alive<'a>(live: &'a [&'a str]) -> impl Fn(&Node) -> Liveness + 'a {
+        move |node| if live.contains(&node.id.as_str()) { Liveness::Live } else { Liveness::Dead }
+    }
+
+    /// Live and dead nodes by name; every other node unknown.
+    fn seen<'a>(live: &'a [&'a str], dead: &'a [&'a str]) -> impl Fn(&Node) -> Liveness + 'a {
+        move |node| match node.id.as_str() {
+            id if live.contains(&id) => Liveness::Live,
+            id if dead.contains(&id) => Liveness::Dead,
+            _ => Liveness::Unknown,
+        }
     }
 
     #[test]
@@ -352,13 +448,105 @@ mod tests {
             user("replica-dead@example.test", "m1", "m3", true),
             user("home-live@example.test", "m2", "m3", true),
             user("one-copy@example.test", "m1", "", true),
-            user("storage-home@example.test", "s1", "m2", true),
-            user("storage-replica@example.test", "m1", "s1", true),
+            user("gone-replica@example.test", "m1", "gone", true),
         ]);
         assert_eq!(plan(&s, &alive(&["m2"]), BATCH), Vec::new());
-        let unknown = |_: &str| Liveness::Unknown;
+        let unknown = |_: &Node| Liveness::Unknown;
         let s = state(&[user("a@example.test", "m1", "m2", true)]);
         assert_eq!(plan(&s, &unknown, BATCH), Vec::new(), "no signal, no failover");
+    }
+
+    #[test]
+    fn a_dead_storage_home_fails_over_to_a_live_in_sync_replica_of_either_kind() {
+        let s = state(&[
+            user("to-mail@example.test", "s1", "m2", true),
+            user("to-storage@example.test", "s1", "s2", true),
+            user("mail-to-storage@example.test", "m1", "s2", true),
+        ]);
+        let mut swapped = plan(&s, &seen(&["m2", "s2"], &["s1", "m1"]), BATCH);
+        swapped.sort_by(|a, b| a.address.cmp(&b.address));
+        let moves: Vec<String> = swapped.iter().map(|u| Failover::of(u).to_string()).collect();
+        assert_eq!(
+            moves,
+            [
+                "mail-to-storage@example.test: home m1 -> s2 (epoch 5)",
+                "to-mail@example.test: home s1 -> m2 (epoch 5)",
+                "to-storage@example.test: home s1 -> s2 (epoch 5)",
+            ]
+        );
+        assert!(swapped.iter().all(|u| !u.replica_in_sync), "the old home must be caught up first");
+    }
+
+    #[test]
+    fn a_storage_node_without_a_verdict_moves_nobody() {
+        let s = state(&[
+            user("unknown-home@example.test", "s1", "m2", true),
+            user("unknown-replica@example.test", "m1", "s1", true),
+            user("dead-replica@example.test", "s2", "s1", true),
+            user("out-of-sync@example.test", "s2", "m2", false),
+        ]);
+        assert_eq!(plan(&s, &seen(&["m2"], &["m1", "s2"]), BATCH), Vec::new());
+    }
+
+    /// Two routers see a storage node differently: one fails its user over, the other plans
+    /// on the directory that commit left and finds nothing to do, whichever node it thinks
+    /// is alive: the CAS commits the swap once, and never swaps back an out-of-sync copy.
+    #[test]
+    fn routers_that_disagree_swap_once() {
+        let mut s = state(&[user("a@example.test", "s1", "s2", true)]);
+        let first = plan(&s, &seen(&["s2"], &["s1"]), BATCH);
+        assert_eq!(first.len(), 1);
+        for write in s.replace_users(&first) {
+            s.apply(&write);
+        }
+        for (live, dead) in [(&["s1", "s2"][..], &[][..]), (&["s1"], &["s2"]), (&["s2"], &["s1"])] {
+            assert_eq!(plan(&s, &seen(live, dead), BATCH), Vec::new(), "live {live:?}, dead {dead:?}");
+        }
+    }
+
+    #[test]
+    fn a_storage_node_is_dead_after_failing_its_probes_for_down_for() {
+        let now = Instant::now();
+        let failing = |secs: u64| Some(Streak { passing: false, since: now - Duration::from_secs(secs) });
+        let passing = Some(Streak { passing: true, since: now - Duration::from_secs(60) });
+        assert_eq!(store_liveness(Health::Up, None, now), Liveness::Unknown, "the initial health is a guess");
+        assert_eq!(store_liveness(Health::Up, passing, now), Liveness::Live);
+        assert_eq!(store_liveness(Health::Up, failing(1), now), Liveness::Unknown, "one failed probe");
+        assert_eq!(store_liveness(Health::Down, failing(1), now), Liveness::Unknown, "not for long enough");
+        assert_eq!(store_liveness(Health::Up, failing(10), now), Liveness::Unknown, "too few failed probes");
+        assert_eq!(store_liveness(Health::Down, failing(3), now), Liveness::Dead);
+        assert_eq!(store_liveness(Health::Down, passing, now), Liveness::Unknown, "passing again, not up yet");
+    }
+
+    /// With etcd, a node without a lease is dead: but a storage node never has one, so its
+    /// probes alone decide; and a storage node that is not probed is unknown, not dead.
+    #[test]
+    fn storage_nodes_are_judged_by_their_probes_beside_the_leases() {
+        use crate::health::{HealthConfig, HealthMonitor, ProbeTarget};
+        use crate::node::NodeId;
+        let monitor = HealthMonitor::new(HealthConfig { fall: 3, rise: 2, ..Default::default() });
+        let (s1, s2) = (NodeId::new("s1").expect("name"), NodeId::new("s2").expect("name"));
+        for id in [&s1, &s2] {
+            monitor.add_node(id.clone(), [(Service::Store, ProbeTarget::Endpoint(format!("http://{id}:7400").into()))]);
+        }
+        let start = Instant::now() - Duration::from_secs(10);
+        for i in 0..4 {
+            let at = start + Duration::from_secs(i);
+            monitor.record_at(&s1, Service::Store, false, at);
+            monitor.record_at(&s2, Service::Store, true, at);
+        }
+        let leases: Live = Some(Arc::new([("m2".to_string(), Default::default())].into_iter().collect()));
+        let (_keep, leases) = watch::channel(leases);
+        let mut signal = Signal { leases: Some(leases), health: monitor.subscribe(), down_since: HashMap::new() };
+        let seen = signal.now();
+        let s = state(&[]);
+        let of = |id: &str| seen.of(s.node(id).expect("in the directory"));
+        assert_eq!(
+            [of("s1"), of("s2"), of("m1"), of("m2")],
+            [Liveness::Dead, Liveness::Live, Liveness::Dead, Liveness::Live]
+        );
+        monitor.remove_node(&s2);
+        assert_eq!(signal.now().of(s.node("s2").expect("in the directory")), Liveness::Unknown, "not probed");
     }
 
     #[test]

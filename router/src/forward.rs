@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::node::NodeId;
+use crate::service::Service;
 use sirms_proto::proxy_v2::ProxyHeader;
 
 /// How the forwarder connects and how long a quiet session may live.
@@ -46,6 +47,8 @@ impl Default for ForwardConfig {
 pub struct Backend {
     /// The node behind the address, so failures can be charged to it.
     pub node: NodeId,
+    /// The service, so a failure is charged to it alone (health is per node and service).
+    pub service: Service,
     /// The node's listener for the service.
     pub addr: SocketAddr,
 }

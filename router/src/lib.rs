@@ -6,15 +6,17 @@
 //! * [`hashing`] — weighted rendezvous hashing of a source IP over nodes, with a stable hash;
 //! * [`pick`] — the full choice for one source: table first, hashing otherwise, ranked
 //!   fallbacks, never black-holing a source while any node can take it;
-//! * [`health`] — active probes with hysteresis, passive failures, cheap snapshots;
+//! * [`health`] — active probes of each service of each node with hysteresis, passive
+//!   failures, cheap snapshots; [`store_probe`] — the storage nodes' probe, a Store `Ping`;
 //! * PROXY protocol v2 lives in `sirms_proto::proxy_v2`, shared with the mail nodes that decode it;
 //! * [`forward`] — connect to the first backend that accepts, send the header, relay bytes;
 //! * [`nat`] — NAT mode instead of forwarding: packets from a TUN device, translated.
 //!
 //! One connection flows through them like this: the listener accepts a client; [`server`]
 //! asks [`Cluster::choose`] for candidates given the client's IP, the current
-//! [`RouteTable`] and node states (combined from the directory's drain flags and the
-//! [`HealthMonitor`]'s snapshot with [`NodeState::new`]); it maps the candidates to
+//! [`RouteTable`] and node states for the listener's service (combined from the directory's
+//! drain flags and the [`HealthMonitor`]'s snapshot of that service with [`NodeState::new`]:
+//! one cluster per service); it maps the candidates to
 //! [`Backend`] addresses for the listener's service, and [`Forwarder::forward`] serves the
 //! client, reporting refused backends back to the monitor.
 //!
@@ -41,13 +43,17 @@ pub mod role;
 pub mod scrape;
 pub mod server;
 pub mod service;
+pub mod store_probe;
 pub mod table;
 
 pub use forward::{
     Backend, ConnectFailures, ForwardConfig, ForwardError, ForwardStats, Forwarder, Inbound, SessionEnd,
 };
 pub use hashing::{Rendezvous, Weighted, WeightedNode};
-pub use health::{Health, HealthConfig, HealthMonitor, HealthSnapshot, Probe, TcpConnectProbe};
+pub use health::{
+    Health, HealthConfig, HealthMonitor, HealthSnapshot, NodeHealth, Probe, ProbeTarget, Streak, TcpConnectProbe,
+};
 pub use node::{GroupName, NameError, NodeId, NodeState};
 pub use pick::{Choice, Cluster, ClusterNode, Reason};
+pub use service::Service;
 pub use table::{Cidr, CidrError, RouteTable, Target};

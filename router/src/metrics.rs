@@ -23,8 +23,10 @@ pub fn reason_label(reason: &Reason) -> &'static str {
 /// The router's own counters.
 #[derive(Default)]
 pub struct RouterMetrics {
-    connections: [Counter; Service::ALL.len()],
-    sessions: [Gauge; Service::ALL.len()],
+    connections: [Counter; Service::COUNT],
+    /// Closed unrouted: over the router's connection budget.
+    refused: [Counter; Service::COUNT],
+    sessions: [Gauge; Service::COUNT],
     /// (node that served, or "none"; reason) -> connections.
     routed: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// node -> connections it did not take.
@@ -39,6 +41,11 @@ impl RouterMetrics {
     pub fn connection(&self, service: Service) -> GaugeGuard<'_> {
         self.connections[service as usize].inc();
         self.sessions[service as usize].track()
+    }
+
+    /// Counts a connection closed for the connection limits.
+    pub fn refused(&self, service: Service) {
+        self.refused[service as usize].inc();
     }
 
     /// Counts where a connection went (`None`: nowhere) and why.
@@ -63,6 +70,12 @@ impl RouterMetrics {
         let labels: Vec<_> = Service::ALL.iter().map(|s| [("service", s.name())]).collect();
         let counts: Vec<_> = labels.iter().zip(&self.connections).map(|(l, c)| (&l[..], c.get())).collect();
         out.counter("sirms_router_connections_total", "Client connections accepted, by service.", &counts);
+        let refused: Vec<_> = labels.iter().zip(&self.refused).map(|(l, c)| (&l[..], c.get())).collect();
+        out.counter(
+            "sirms_router_connections_refused_total",
+            "Client connections closed unrouted for the connection limits, by service.",
+            &refused,
+        );
         let open: Vec<_> = labels.iter().zip(&self.sessions).map(|(l, g)| (&l[..], g.get())).collect();
         out.gauge("sirms_router_sessions", "Sessions being relayed now, by service.", &open);
         let routed = self.routed.lock().unwrap_or_else(|p| p.into_inner()).clone();

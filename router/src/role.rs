@@ -1,5 +1,6 @@
 //! The `sirms router` role: the directory, the admin API and the public listeners.
 
+use sirms_proto::budget::ConnectionBudget;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -57,10 +58,14 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
     if config.token == DEV_TOKEN && !config.admin_listen.ip().is_loopback() {
         return Err(RouterError::InsecureToken(config.admin_listen));
     }
-    std::fs::create_dir_all(&config.data_dir)?;
+    // The directory database holds password hashes and DKIM private keys: owner-only.
+    sirms_storage::durable::create_private_dir(&config.data_dir)?;
     let (directory, membership) = open_directory(&config)?;
     tracing::info!(directory = %directory.describe(), "directory");
-    let router = Router::new(Arc::new(directory), membership, &config);
+    let tls = config.cluster_tls.as_ref().map(ClusterTls::load).transpose()?;
+    // The router's own credentials, for probing storage nodes' Store service.
+    let credentials = cluster_tls::Credentials { token: config.token.clone(), tls: tls.clone() };
+    let router = Router::new(Arc::new(directory), membership, &config, credentials);
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(crate::failover::run(router.clone(), stopped.clone()));
 
@@ -78,7 +83,6 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
     }
     let (admin, directory_service) = AdminService::new(router.clone(), &config.token).into_servers();
     let mut admin_stop = stopped.clone();
-    let tls = config.cluster_tls.as_ref().map(ClusterTls::load).transpose()?;
     if tls.is_some() {
         tracing::info!("admin and directory API over mutual TLS");
     }
@@ -104,9 +108,10 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
     let data_plane = tokio::spawn({
         let (router, listen, nat) = (router.clone(), config.listen.clone(), config.nat.clone());
         let mode = config.mode;
+        let budget = ConnectionBudget::new(config.max_connections, config.max_connections_per_ip);
         async move {
             match mode {
-                Mode::Proxy => server::serve(router, &listen, stopped).await,
+                Mode::Proxy => server::serve(router, &listen, budget, stopped).await,
                 Mode::Nat => server::serve_nat(router, &listen, &nat, stopped).await,
             }
         }

@@ -1,4 +1,5 @@
-//! The router's `/metrics` page: its own counters and what it knows of each node.
+//! The router's `/metrics` page: its own counters and what it knows of each node and each
+//! node's services.
 
 use std::sync::Arc;
 
@@ -18,7 +19,22 @@ impl Render for Scrape {
         let gauge = |f: &dyn Fn(&sirms_proto::cluster::NodeStatus) -> Option<i64>| -> Vec<(&[(&str, &str)], i64)> {
             ids.iter().zip(&nodes).filter_map(|(l, n)| Some((&l[..], f(n)?))).collect()
         };
-        out.gauge("sirms_node_up", "1 if the node passes health checks.", &gauge(&|n| Some(i64::from(n.healthy))));
+        out.gauge(
+            "sirms_node_up",
+            "1 if the node passes the health checks of every service.",
+            &gauge(&|n| Some(i64::from(n.healthy))),
+        );
+        let health = self.0.health();
+        let per_service: Vec<([(&str, &str); 2], i64)> = health
+            .iter()
+            .flat_map(|(node, services)| {
+                services.iter().map(move |(service, h)| {
+                    ([("node", node.as_str()), ("service", service.name())], i64::from(h.is_up()))
+                })
+            })
+            .collect();
+        let samples: Vec<_> = per_service.iter().map(|(labels, up)| (&labels[..], *up)).collect();
+        out.gauge("sirms_node_service_up", "1 if the node's service passes its health checks.", &samples);
         out.gauge(
             "sirms_node_drained",
             "1 if the node takes no new connections.",

@@ -1,20 +1,23 @@
 //! The running router: the public listeners, the routing state rebuilt from the directory
-//! and the health monitor, and the forwarding of each connection.
+//! and the health monitor, and the forwarding of each connection. The monitor also probes
+//! the storage nodes, which take no connection, for failover's sake.
 
+use sirms_proto::budget::ConnectionBudget;
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sirms_proto::cluster::{Node, NodeLoad, NodeStatus};
+use sirms_proto::cluster_tls::Credentials;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{NatConfig, PublicListen, RouterConfig};
 use crate::directory::ClusterDirectory;
 use crate::forward::{Backend, Forwarder, Inbound};
-use crate::health::{GreetingProbe, HealthConfig, HealthMonitor};
+use crate::health::{Health, HealthConfig, HealthMonitor, HealthSnapshot, ProbeTarget};
 use crate::membership::{Live, Membership};
 use crate::metrics::RouterMetrics;
 use crate::nat::tun::{NatStats, Tun};
@@ -22,13 +25,19 @@ use crate::nat::{NatNode, NatView, Translator};
 use crate::node::{GroupName, NodeId, NodeState};
 use crate::pick::{Choice, Cluster, ClusterNode};
 use crate::service::Service;
+use crate::store_probe::RouterProbe;
 use crate::table::{Cidr, RouteTable, Target};
 
 /// What routing decisions are made from, swapped whole when the directory or health changes.
 #[derive(Default)]
 struct Routing {
     table: RouteTable,
-    cluster: Cluster,
+    /// One per service, indexed by `Service as usize`: health is per (node, service), so a
+    /// node can be up for SMTP and down for IMAP. The Store service's stays empty: the router
+    /// forwards no one to it.
+    clusters: [Cluster; Service::COUNT],
+    /// Whole nodes, down only when every service is: NAT mode's single view of the cluster.
+    whole: Cluster,
     /// Mail nodes with their resolved address.
     nodes: HashMap<String, (Node, IpAddr)>,
 }
@@ -42,7 +51,7 @@ struct Counters {
 /// The router's shared state.
 pub struct Router {
     directory: Arc<ClusterDirectory>,
-    health: Arc<HealthMonitor<GreetingProbe>>,
+    health: Arc<HealthMonitor<RouterProbe>>,
     routing: watch::Sender<Arc<Routing>>,
     counters: Mutex<HashMap<String, Counters>>,
     /// Each node's last heartbeat and when it came.
@@ -67,20 +76,27 @@ async fn resolve(host: &str) -> Option<IpAddr> {
     tokio::net::lookup_host((host, 0)).await.ok()?.next().map(|a| a.ip())
 }
 
-/// The address the health monitor probes: the node's SMTP port, whose greeting it reads.
-fn health_addr(node: &Node, ip: IpAddr) -> Option<SocketAddr> {
-    let port = u16::try_from(node.smtp_port).ok().filter(|p| *p != 0)?;
-    Some(SocketAddr::new(ip, port))
+impl Routing {
+    /// The cluster as `service` sees it.
+    fn cluster(&self, service: Service) -> &Cluster {
+        &self.clusters[service as usize]
+    }
 }
 
 impl Router {
-    /// A router over `directory`.
-    pub fn new(directory: Arc<ClusterDirectory>, membership: Option<Membership>, config: &RouterConfig) -> Arc<Router> {
+    /// A router over `directory`; it probes storage nodes' Store service with `credentials`
+    /// (the cluster token, and the router's certificate under cluster TLS).
+    pub fn new(
+        directory: Arc<ClusterDirectory>,
+        membership: Option<Membership>,
+        config: &RouterConfig,
+        credentials: Credentials,
+    ) -> Arc<Router> {
         let health =
             HealthConfig { interval: Duration::from_secs(config.health_interval_secs.max(1)), ..Default::default() };
         Arc::new(Router {
             directory,
-            health: Arc::new(HealthMonitor::with_probe(health, GreetingProbe)),
+            health: Arc::new(HealthMonitor::with_probe(health, RouterProbe::new(credentials))),
             routing: watch::Sender::new(Arc::new(Routing::default())),
             counters: Mutex::new(HashMap::new()),
             loads: Mutex::new(HashMap::new()),
@@ -106,9 +122,14 @@ impl Router {
         self.membership.as_ref().and_then(|m| m.subscribe().borrow().clone())
     }
 
-    /// Follows this router's health checks of the mail nodes.
-    pub fn follow_health(&self) -> watch::Receiver<Arc<crate::health::HealthSnapshot>> {
+    /// Follows this router's health checks of the mail nodes and storage nodes.
+    pub fn follow_health(&self) -> watch::Receiver<Arc<HealthSnapshot>> {
         self.health.subscribe()
+    }
+
+    /// The health of each service of each mail node, and of each storage node's Store, now.
+    pub fn health(&self) -> Arc<HealthSnapshot> {
+        self.health.snapshot()
     }
 
     /// The directory this router serves.
@@ -158,21 +179,30 @@ impl Router {
                 let ports = Service::ALL
                     .iter()
                     .filter_map(|s| {
-                        Some((s.listen(listen).port(), u16::try_from(s.port(node)).ok().filter(|p| *p != 0)?))
+                        Some((s.listen(listen)?.port(), u16::try_from(s.port(node)).ok().filter(|p| *p != 0)?))
                     })
                     .collect();
                 let alias = nat.aliases.get(id).copied();
                 Some((NodeId::from_str(id).ok()?, NatNode { ip, ports, alias }))
             })
             .collect();
-        NatView { table: routing.table.clone(), cluster: routing.cluster.clone(), nodes }
+        NatView { table: routing.table.clone(), cluster: routing.whole.clone(), nodes }
     }
 
     /// Rebuilds the routing state from the directory and the latest health.
     pub async fn rebuild(&self) {
         let snapshot = self.directory.snapshot();
         let mut nodes = HashMap::new();
-        for node in snapshot.nodes.into_iter().filter(|n| !n.storage_only) {
+        let mut stores = HashMap::new();
+        for node in snapshot.nodes {
+            if node.storage_only {
+                // Reached at its endpoint as the nodes reach it; not routed to. One without an
+                // endpoint cannot be probed (nor used): its liveness stays unknown.
+                if !node.store_endpoint.is_empty() {
+                    stores.insert(node.id.clone(), ProbeTarget::Endpoint(node.store_endpoint.as_str().into()));
+                }
+                continue;
+            }
             match resolve(&node.host).await {
                 Some(ip) => {
                     nodes.insert(node.id.clone(), (node, ip));
@@ -183,29 +213,46 @@ impl Router {
         // Keep the health monitor's node list in step with the directory.
         let known: BTreeSet<NodeId> = self.health.snapshot().iter().map(|(id, _)| id.clone()).collect();
         for (id, (node, ip)) in &nodes {
-            if let (Ok(id), Some(addr)) = (NodeId::from_str(id), health_addr(node, *ip)) {
-                self.health.add_node(id, addr);
+            if let Ok(id) = NodeId::from_str(id) {
+                // Every service the router forwards to the node is probed on its own port.
+                self.health.add_node(id, Service::ALL.into_iter().filter_map(|s| Some((s, s.addr(node, *ip)?))));
             }
         }
-        for id in known.iter().filter(|id| !nodes.contains_key(id.as_str())) {
+        for (id, target) in &stores {
+            if let Ok(id) = NodeId::from_str(id) {
+                self.health.add_node(id, [(Service::Store, target.clone())]);
+            }
+        }
+        for id in known.iter().filter(|id| !nodes.contains_key(id.as_str()) && !stores.contains_key(id.as_str())) {
             self.health.remove_node(id);
         }
         let health = self.health.snapshot();
         let live = self.live();
-        let mut cluster = Cluster::default();
+        let mut clusters: [Cluster; Service::COUNT] = Default::default();
+        let mut whole = Cluster::default();
         for (id, (node, _)) in &nodes {
             let Ok(node_id) = NodeId::from_str(id) else { continue };
-            let healthy = health.get(&node_id).is_none_or(|h| h.is_up()) && self.member(&live, id);
-            cluster.upsert_node(ClusterNode {
-                id: node_id,
+            let member = self.member(&live, id);
+            let probed = health.node(&node_id);
+            let entry = |up: bool| ClusterNode {
+                id: node_id.clone(),
                 weight: node.weight,
-                state: NodeState::new(node.drained, healthy),
-            });
+                state: NodeState::new(node.drained, up && member),
+            };
+            for service in Service::ALL {
+                // Not probed (not yet monitored, or the node lacks the service, which `handle`
+                // skips anyway): nothing says it is down.
+                let up = probed.and_then(|h| h.get(service)).is_none_or(Health::is_up);
+                clusters[service as usize].upsert_node(entry(up));
+            }
+            whole.upsert_node(entry(probed.is_none_or(|h| h.node().is_up())));
         }
         for group in self.directory.groups() {
             if let Ok(name) = GroupName::from_str(&group.name) {
-                let members = group.members.iter().filter_map(|m| NodeId::from_str(m).ok()).collect();
-                cluster.set_group(name, members);
+                let members: BTreeSet<NodeId> = group.members.iter().filter_map(|m| NodeId::from_str(m).ok()).collect();
+                for cluster in clusters.iter_mut().chain([&mut whole]) {
+                    cluster.set_group(name.clone(), members.clone());
+                }
             }
         }
         let table: RouteTable = self
@@ -214,13 +261,13 @@ impl Router {
             .into_iter()
             .filter_map(|r| Some((Cidr::from_str(&r.cidr).ok()?, Target::from_str(&r.target).ok()?)))
             .collect();
-        self.routing.send_replace(Arc::new(Routing { table, cluster, nodes }));
+        self.routing.send_replace(Arc::new(Routing { table, clusters, whole, nodes }));
     }
 
-    /// Where a client at `ip` goes now.
-    pub fn choose(&self, ip: IpAddr) -> Choice {
+    /// Where a client of `service` at `ip` goes now.
+    pub fn choose(&self, ip: IpAddr, service: Service) -> Choice {
         let routing = self.current();
-        routing.cluster.choose(ip, &routing.table)
+        routing.cluster(service).choose(ip, &routing.table)
     }
 
     /// Every node with its health and connection counts.
@@ -234,10 +281,14 @@ impl Router {
             .nodes
             .into_iter()
             .map(|node| {
-                // Storage nodes are not probed; a mail node the monitor does not know (its host
-                // did not resolve) is not reachable either.
-                let probed = NodeId::from_str(&node.id).ok().and_then(|id| health.get(&id));
-                let healthy = node.storage_only || (probed.is_some_and(|h| h.is_up()) && self.member(&live, &node.id));
+                // A node the monitor does not know (a mail node whose host did not resolve, a
+                // storage node without an endpoint) is not reachable either. A storage node
+                // holds no lease: its Store probe alone speaks for it.
+                let probed = NodeId::from_str(&node.id).ok().and_then(|id| health.node(&id).cloned());
+                let down_services: Vec<String> =
+                    probed.iter().flat_map(|h| h.down()).map(|s| s.name().to_string()).collect();
+                let healthy =
+                    probed.is_some() && down_services.is_empty() && (node.storage_only || self.member(&live, &node.id));
                 let c = counters.get(&node.id).copied().unwrap_or_default();
                 // A heartbeat to this router, else the load the node's lease carries (it may
                 // heartbeat to another router).
@@ -246,7 +297,14 @@ impl Router {
                     .filter(|(_, at)| at.elapsed() < LOAD_STALE)
                     .map(|(l, _)| l.clone())
                     .or_else(|| live.as_ref()?.get(&node.id).filter(|l| !l.node_id.is_empty()).cloned());
-                NodeStatus { node: Some(node), healthy, active_connections: c.active, total_connections: c.total, load }
+                NodeStatus {
+                    node: Some(node),
+                    healthy,
+                    active_connections: c.active,
+                    total_connections: c.total,
+                    load,
+                    down_services,
+                }
             })
             .collect()
     }
@@ -273,14 +331,13 @@ impl Router {
         let peer = inbound.peer;
         let _session = self.metrics.connection(service);
         let routing = self.current();
-        let choice = routing.cluster.choose(peer.ip(), &routing.table);
+        let choice = routing.cluster(service).choose(peer.ip(), &routing.table);
         let backends: Vec<Backend> = choice
             .candidates
             .iter()
             .filter_map(|id| {
                 let (node, ip) = routing.nodes.get(id.as_str())?;
-                let port = u16::try_from(service.port(node)).ok().filter(|p| *p != 0)?;
-                Some(Backend { node: id.clone(), addr: SocketAddr::new(*ip, port) })
+                Some(Backend { node: id.clone(), service, addr: service.addr(node, *ip)? })
             })
             .collect();
         let intended = backends.first().map(|b| b.node.to_string()).unwrap_or_default();
@@ -288,9 +345,12 @@ impl Router {
         let health = self.health.clone();
         let metrics = &self.metrics;
         let failures = move |backend: &Backend, error: &std::io::Error| {
-            tracing::warn!(node = %backend.node, addr = %backend.addr, %error, "node refused a connection; marking it down");
+            tracing::warn!(
+                node = %backend.node, service = service.name(), addr = %backend.addr, %error,
+                "node refused a connection; marking the service down there"
+            );
             metrics.connect_failed(backend.node.as_str());
-            health.mark_failed(&backend.node);
+            health.mark_failed(&backend.node, backend.service);
         };
         let result = self.forwarder.forward(inbound, &backends, &failures).await;
         self.count(&intended, -1);
@@ -316,11 +376,12 @@ impl Router {
 pub async fn serve(
     router: Arc<Router>,
     listen: &PublicListen,
+    budget: Arc<ConnectionBudget>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut listeners = Vec::new();
     for service in Service::ALL {
-        let addr = service.listen(listen);
+        let Some(addr) = service.listen(listen) else { continue };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({}): {e}", service.name())))?;
@@ -330,16 +391,29 @@ pub async fn serve(
     router.rebuild().await;
     let mut tasks = tokio::task::JoinSet::new();
     for (service, listener) in listeners {
-        let router = router.clone();
+        let (router, budget) = (router.clone(), budget.clone());
         tasks.spawn(async move {
             loop {
                 match listener.accept().await {
-                    Ok((stream, _)) => match Inbound::from_stream(stream) {
-                        Ok(inbound) => {
-                            tokio::spawn(router.clone().handle(service, inbound));
+                    Ok((stream, peer)) => {
+                        // Over the budget the connection is closed unanswered: the router
+                        // speaks no protocol of its own, and a client retries a closed one.
+                        let Some(slots) = budget.slot().zip(budget.ip_slot(peer.ip())) else {
+                            router.metrics.refused(service);
+                            tracing::warn!(service = service.name(), client = %peer, "connection limit reached");
+                            continue;
+                        };
+                        match Inbound::from_stream(stream) {
+                            Ok(inbound) => {
+                                let router = router.clone();
+                                tokio::spawn(async move {
+                                    router.handle(service, inbound).await;
+                                    drop(slots);
+                                });
+                            }
+                            Err(e) => tracing::debug!(error = %e, "connection gone before routing"),
                         }
-                        Err(e) => tracing::debug!(error = %e, "connection gone before routing"),
-                    },
+                    }
                     Err(e) => {
                         tracing::warn!(service = service.name(), error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;

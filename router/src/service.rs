@@ -1,14 +1,17 @@
-//! The mail services the router forwards: their names, the router's listening address for
-//! each and the node's port for each.
+//! The services the router watches: the mail services it forwards (their names, the
+//! router's listening address for each and the node's port for each), and the Store service
+//! of storage nodes, which it only probes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use sirms_proto::cluster::Node;
 
 use crate::config::PublicListen;
 
-/// The mail services the router forwards, each to the same service on the chosen node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The mail services the router forwards, each to the same service on the chosen node, and
+/// the Store service it probes on storage nodes.
+// Ord and Hash: health is kept per (node, service), in ordered maps so status lists are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Service {
     Smtp,
     Submission,
@@ -17,10 +20,13 @@ pub enum Service {
     Imaps,
     Pop3,
     Pop3s,
+    /// A storage node's Store gRPC service: probed for failover, never forwarded. Last, and
+    /// not in [`Service::ALL`], so that the forwarded services index per-service arrays.
+    Store,
 }
 
 impl Service {
-    /// Every service.
+    /// Every forwarded service (not [`Service::Store`]).
     pub const ALL: [Service; 7] = [
         Service::Smtp,
         Service::Submission,
@@ -30,6 +36,10 @@ impl Service {
         Service::Pop3,
         Service::Pop3s,
     ];
+
+    /// How many services there are, [`Service::Store`] included: the length of arrays indexed
+    /// by `service as usize`, so that no service can index past one.
+    pub const COUNT: usize = Service::ALL.len() + 1;
 
     /// Name for logs.
     pub fn name(self) -> &'static str {
@@ -41,10 +51,12 @@ impl Service {
             Service::Imaps => "imaps",
             Service::Pop3 => "pop3",
             Service::Pop3s => "pop3s",
+            Service::Store => "store",
         }
     }
 
-    /// The node's port for this service; 0 if it does not offer it.
+    /// The node's port for this service; 0 if it does not offer it (the Store service is
+    /// reached at the node's `store_endpoint`, a URL, not at a port of its host).
     pub fn port(self, node: &Node) -> u32 {
         match self {
             Service::Smtp => node.smtp_port,
@@ -54,19 +66,27 @@ impl Service {
             Service::Imaps => node.imaps_port,
             Service::Pop3 => node.pop3_port,
             Service::Pop3s => node.pop3s_port,
+            Service::Store => 0,
         }
     }
 
-    /// Where the router listens for it.
-    pub fn listen(self, listen: &PublicListen) -> SocketAddr {
+    /// The node's listener for this service at `ip`; `None` if it does not offer it.
+    pub fn addr(self, node: &Node, ip: IpAddr) -> Option<SocketAddr> {
+        let port = u16::try_from(self.port(node)).ok().filter(|p| *p != 0)?;
+        Some(SocketAddr::new(ip, port))
+    }
+
+    /// Where the router listens for it; `None` for the Store service, which it does not forward.
+    pub fn listen(self, listen: &PublicListen) -> Option<SocketAddr> {
         match self {
-            Service::Smtp => listen.smtp,
-            Service::Submission => listen.submission,
-            Service::Submissions => listen.submissions,
-            Service::Imap => listen.imap,
-            Service::Imaps => listen.imaps,
-            Service::Pop3 => listen.pop3,
-            Service::Pop3s => listen.pop3s,
+            Service::Smtp => Some(listen.smtp),
+            Service::Submission => Some(listen.submission),
+            Service::Submissions => Some(listen.submissions),
+            Service::Imap => Some(listen.imap),
+            Service::Imaps => Some(listen.imaps),
+            Service::Pop3 => Some(listen.pop3),
+            Service::Pop3s => Some(listen.pop3s),
+            Service::Store => None,
         }
     }
 }

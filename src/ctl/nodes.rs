@@ -181,7 +181,7 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
             &n.id,
             &n.host,
             &n.weight.to_string(),
-            if s.healthy { "up" } else { "down" },
+            &health(s),
             state,
             &s.active_connections.to_string(),
             &s.total_connections.to_string(),
@@ -198,6 +198,25 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
     out
 }
 
+/// The health cell: `up`, `down`, or the services down (`down:imap,pop3`) while others still serve.
+fn health(s: &NodeStatus) -> String {
+    let offered = s.node.as_ref().map_or(0, |n| {
+        // A storage node's mail ports (defaults in its record) are served by no one: the router
+        // probes its Store service alone.
+        if n.storage_only {
+            return 1;
+        }
+        let ports =
+            [n.smtp_port, n.submission_port, n.submissions_port, n.imap_port, n.imaps_port, n.pop3_port, n.pop3s_port];
+        ports.iter().filter(|p| **p != 0).count()
+    });
+    match (s.healthy, s.down_services.as_slice()) {
+        (true, _) => "up".into(),
+        (false, down) if down.is_empty() || down.len() >= offered => "down".into(),
+        (false, down) => format!("down:{}", down.join(",")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use sirms_proto::cluster::{Node, NodeLoad, NodeStatus};
@@ -207,7 +226,14 @@ mod tests {
     fn status(id: &str, drained: bool, storage_only: bool, load: Option<NodeLoad>) -> NodeStatus {
         let node =
             Node { id: id.into(), host: "10.0.0.1".into(), weight: 100, drained, storage_only, ..Default::default() };
-        NodeStatus { node: Some(node), healthy: true, active_connections: 2, total_connections: 7, load }
+        NodeStatus {
+            node: Some(node),
+            healthy: true,
+            active_connections: 2,
+            total_connections: 7,
+            load,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -232,5 +258,40 @@ mod tests {
         assert_eq!(rows[1][14], "17", "the directory version the node serves from");
         assert_eq!(rows[2][4..], ["drained", "2", "7", "-", "-", "-", "-", "-", "-", "-", "-"]);
         assert_eq!(rows[3][4], "storage");
+    }
+
+    #[test]
+    fn the_health_cell_names_the_services_down_while_others_serve() {
+        let all_ports = Node {
+            smtp_port: 25,
+            submission_port: 587,
+            submissions_port: 465,
+            imap_port: 143,
+            imaps_port: 993,
+            pop3_port: 110,
+            pop3s_port: 995,
+            ..Default::default()
+        };
+        let with = |healthy: bool, down: &[&str]| NodeStatus {
+            node: Some(Node { id: "node1".into(), host: "10.0.0.1".into(), ..all_ports.clone() }),
+            healthy,
+            down_services: down.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let cell =
+            |s: NodeStatus| table(&[s]).lines().nth(1).and_then(|l| l.split_whitespace().nth(3)).map(String::from);
+        assert_eq!(cell(with(true, &[])).as_deref(), Some("up"));
+        assert_eq!(cell(with(false, &["imap", "pop3"])).as_deref(), Some("down:imap,pop3"));
+        let every = ["smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"];
+        assert_eq!(cell(with(false, &every)).as_deref(), Some("down"));
+        // Up by its checks but without a lease: down, with no service to name.
+        assert_eq!(cell(with(false, &[])).as_deref(), Some("down"));
+        // A storage node has one service, whatever ports its record carries.
+        let storage = |healthy: bool, down: &[&str]| NodeStatus {
+            node: Some(Node { storage_only: true, ..with(healthy, down).node.unwrap_or_default() }),
+            ..with(healthy, down)
+        };
+        assert_eq!(cell(storage(false, &["store"])).as_deref(), Some("down"));
+        assert_eq!(cell(storage(true, &[])).as_deref(), Some("up"));
     }
 }

@@ -21,6 +21,9 @@ pub enum StoreError {
     TooManyKeywords,
     #[error("too many mailboxes; delete some first")]
     TooManyMailboxes,
+    /// The write would take the user past their quota (enforced by the caller, who knows it).
+    #[error("over quota: {used} of {limit} bytes used")]
+    OverQuota { used: u64, limit: u64 },
     #[error("invalid keyword")]
     InvalidKeyword,
     #[error("message too large")]

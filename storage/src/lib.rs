@@ -13,6 +13,7 @@ pub mod flags;
 pub mod grpc;
 pub mod local;
 pub mod mailbox;
+pub mod maildrop;
 pub mod measured;
 pub mod memory;
 pub mod message;
@@ -27,6 +28,7 @@ pub use flags::{FlagOp, Flags, SystemFlags};
 pub use grpc::{RemoteStore, StoreService};
 pub use local::LocalStore;
 pub use mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
+pub use maildrop::{MaildropLock, MaildropLocks};
 pub use measured::{Measured, StoreMetrics};
 pub use memory::MemoryStore;
 pub use message::{

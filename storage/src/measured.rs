@@ -196,4 +196,8 @@ impl MailStore for Measured {
     async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream> {
         self.timed(Op::Watch, self.inner.watch(user, mailbox)).await
     }
+    async fn lock_maildrop(&self, user: &str) -> Result<Option<crate::MaildropLock>> {
+        // A lock, not a mail operation: not timed.
+        self.inner.lock_maildrop(user).await
+    }
 }

@@ -6,6 +6,7 @@ use crate::change::ChangeStream;
 use crate::error::Result;
 use crate::flags::{FlagOp, Flags};
 use crate::mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
+use crate::maildrop::MaildropLock;
 use crate::message::{AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MessageMeta, NewMessage, QuotaUsage};
 use crate::uidset::UidSet;
 
@@ -65,4 +66,7 @@ pub trait MailStore: Send + Sync {
     async fn quota(&self, user: &str) -> Result<QuotaUsage>;
     /// Changes to a mailbox from now on.
     async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream>;
+    /// Locks `user`'s POP3 maildrop for as long as the lock lives; `None`: another session,
+    /// on this node or another, holds it.
+    async fn lock_maildrop(&self, user: &str) -> Result<Option<MaildropLock>>;
 }

@@ -22,32 +22,62 @@ use crate::directory::{Directory, DirectoryData, LiveDirectory, UserRecord};
 const EVERY: Duration = Duration::from_secs(2);
 /// Longest pause before a user whose catch-up failed is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How often this node's own store is audited after the first time.
+/// How long the last pass of a catch-up waits for this node's directory to show the epoch the
+/// catch-up's own change made.
+const LAST_PASS_WAIT: Duration = Duration::from_secs(5);
+/// How long an audit waits for a user's home to say whether it was ever written to.
+const HOME_ANSWER: Duration = Duration::from_secs(3);
+/// How often this node's own store is audited after an audit that checked every copy.
 const AUDIT_EVERY: Duration = Duration::from_secs(300);
+/// How soon an audit that could not check every copy (a peer not known or not answering yet,
+/// typically just after the start) is run again.
+const AUDIT_RETRY: Duration = Duration::from_secs(4);
 
-/// Checks that this node's store holds the copies the directory counts on (see the module).
-async fn audit(store: &HomeStore, dir: &DirectoryData, states: &ReplicaStates, node_id: &str) {
-    let Ok(own) = store.node_store(node_id) else { return };
-    let (mut homes, mut replicas) = (0, 0);
+/// Checks that this node's store holds the copies the directory counts on (see the module);
+/// returns whether every copy could be checked.
+async fn audit(store: &HomeStore, dir: &DirectoryData, states: &ReplicaStates, node_id: &str) -> bool {
+    let Ok(own) = store.node_store(node_id) else { return false };
+    let (mut homes, mut replicas, mut unchecked) = (0, 0, 0);
     for (user, record) in dir.users().filter(|(_, r)| r.replica_in_sync && !r.replica.is_empty()) {
         if record.home == node_id {
             homes += 1;
-            if let Ok(route) = store.route(user)
-                && let Err(e) = route.refuse_a_lost_primary().await
-            {
-                tracing::error!(%user, error = %e, "audit: this node lost the user's mail");
+            let checked = match store.route(user) {
+                Ok(route) => route.refuse_a_lost_primary().await,
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(true) => {}
+                Ok(false) => unchecked += 1,
+                Err(e) => {
+                    // Refused because this store lost the mail: the promotion it asked for is
+                    // seen at the next audit, soon, or asked for again.
+                    tracing::error!(%user, error = %e, "audit: this node lost the user's mail");
+                    unchecked += 1;
+                }
             }
         } else if record.replica == node_id {
             replicas += 1;
-            if own.fence(user, 0).await.is_ok_and(|epoch| epoch == 0) {
+            // A store that never saw an epoch of the user lost its copy, unless the home never
+            // saw one either: then no write was ever made (a user added, never written to).
+            // A home that cannot tell counts as written to: an empty copy must not be promoted.
+            let lost = own.fence(user, 0).await.is_ok_and(|epoch| epoch == 0) && {
+                let home_floor = match store.node_store(&record.home) {
+                    Ok(home) => tokio::time::timeout(HOME_ANSWER, home.fence(user, 0)).await.ok().and_then(Result::ok),
+                    Err(_) => None,
+                };
+                home_floor != Some(0)
+            };
+            if lost {
                 tracing::warn!(%user, "audit: this replica holds none of the user's mail: marking it out of sync");
-                if let Err(e) = states.set(user, record.epoch, false).await {
+                if let Err(e) = states.mark_behind(user, record.epoch).await {
                     tracing::warn!(%user, error = %e, "audit: cannot mark the replica out of sync");
+                    unchecked += 1;
                 }
             }
         }
     }
-    tracing::info!(homes, replicas, "audit of this node's copies done");
+    tracing::info!(homes, replicas, unchecked, "audit of this node's copies done");
+    unchecked == 0
 }
 
 /// Whether `node_id` runs the catch-up of a user with this record.
@@ -72,16 +102,16 @@ pub async fn run(
     // User → (not before, failures in a row).
     let mut waiting: HashMap<String, (Instant, u32)> = HashMap::new();
     let mut tick = tokio::time::interval(EVERY);
-    let mut audited: Option<Instant> = None;
+    let mut next_audit = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         let dir = directory.current();
-        if directory.available() && audited.is_none_or(|at| at.elapsed() >= AUDIT_EVERY) {
-            audit(&store, &dir, &states, &node_id).await;
-            audited = Some(Instant::now());
+        if directory.available() && Instant::now() >= next_audit {
+            let complete = audit(&store, &dir, &states, &node_id).await;
+            next_audit = Instant::now() + if complete { AUDIT_EVERY } else { AUDIT_RETRY };
         }
         let behind: Vec<(String, u64)> = dir
             .replicas_behind()
@@ -102,15 +132,32 @@ pub async fn run(
                 if route.epoch != epoch {
                     return Err(format!("epoch moved from {epoch} to {}", route.epoch));
                 }
-                states.set(&user, epoch, true).await.map_err(|e| e.to_string())?;
-                // A write acknowledged after the last pass, before the writers learnt the replica
-                // is in sync, may have reached the primary alone: one more pass copies it.
-                match store.catch_up(&user).await {
-                    Ok((_, late)) if late.changes() > 0 => {
-                        tracing::warn!(%user, changes = late.changes(), "writes during the catch-up copied after it");
+                let in_sync = states.mark_in_sync(&user, epoch).await.map_err(|e| e.to_string())?;
+                // A write the primary took after the last pass, before its writer learnt that
+                // the replica is in sync, may be on the primary alone. One more pass, at the new
+                // epoch, copies it: the pass first raises the primary's floor to that epoch, so a
+                // write the primary takes from then on is sent to the replica by its writer
+                // (replication.rs, `behind_still`), and one it took before is in the pass.
+                let late = async {
+                    directory
+                        .user_at_epoch(&user, in_sync, LAST_PASS_WAIT)
+                        .await
+                        .ok_or_else(|| format!("the directory did not show epoch {in_sync} in {LAST_PASS_WAIT:?}"))?;
+                    store.catch_up(&user).await.map_err(|e| e.to_string())
+                };
+                match late.await {
+                    Ok((route, late)) if route.epoch >= in_sync => {
+                        if late.changes() > 0 {
+                            tracing::warn!(%user, changes = late.changes(), "writes during the catch-up copied after it");
+                        }
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(%user, error = %e, "pass after the catch-up failed"),
+                    outcome => {
+                        // Without that pass the replica may lack a write: it is not in sync.
+                        let why = outcome.err().unwrap_or_else(|| "the epoch moved back".into());
+                        tracing::warn!(%user, error = %why, "pass after the catch-up failed: out of sync again");
+                        states.mark_behind(&user, in_sync).await.map_err(|e| e.to_string())?;
+                        return Err(format!("pass after the catch-up failed: {why}"));
+                    }
                 }
                 Ok(report)
             };
@@ -127,72 +174,6 @@ pub async fn run(
                     waiting.insert(user, (Instant::now() + pause, failures));
                 }
             }
-        }
-    }
-}
-
-/// How long a node that started on a new, empty store keeps trying to tell the directory
-/// (through routers that may be away).
-const LOST_WINDOW: Duration = Duration::from_secs(300);
-
-/// A node that starts on a new, empty store (a new disk, a lost volume) no longer holds the
-/// replicas the directory says it keeps in sync: it tells the directory they are out of sync,
-/// so their homes catch them up whole now — not after a failover promoted an empty copy. The
-/// users are those of the first directory the node gets, taken as soon as it has one (users
-/// added later start empty on both copies); the copies homed here are gone too, and only
-/// logged (their replicas hold the mail: nothing here can tell which copy to trust).
-pub async fn report_lost_copies(
-    directory: Arc<LiveDirectory>,
-    states: Arc<ReplicaStates>,
-    node_id: String,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    use crate::directory::Directory;
-    let started = Instant::now();
-    while !directory.available() {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-    let mut lost: Option<std::collections::BTreeSet<String>> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let dir = directory.current();
-        let lost = lost.get_or_insert_with(|| {
-            let homed = dir.users_homed_on(&node_id).count();
-            if homed > 0 {
-                tracing::error!(
-                    homed,
-                    "this node's store is new and empty, yet users are homed here: their mail \
-                    is on their replicas, if any; make each one's replica its home (sirms ctl users add \
-                    ADDRESS --home REPLICA --keep-password) before it gets mail"
-                );
-            }
-            dir.users_replicated_on(&node_id).filter(|(_, r)| r.replica_in_sync).map(|(u, _)| u.to_string()).collect()
-        });
-        // Those still said to be here and in sync (another node may have marked one already).
-        lost.retain(|user| dir.user(user).is_some_and(|r| r.replica == node_id && r.replica_in_sync));
-        for user in lost.clone() {
-            let Some(epoch) = dir.user(&user).map(|r| r.epoch) else { continue };
-            match states.set(&user, epoch, false).await {
-                Ok(()) => {
-                    tracing::warn!(%user, epoch, "replica lost with the store: marked out of sync to be caught up");
-                    lost.remove(&user);
-                }
-                Err(e) => tracing::info!(%user, epoch, error = %e, "cannot mark a lost replica yet; trying again"),
-            }
-        }
-        if lost.is_empty() {
-            return;
-        }
-        if started.elapsed() >= LOST_WINDOW {
-            tracing::error!(users = lost.len(), "could not tell the directory that these replicas were lost");
-            return;
-        }
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
         }
     }
 }

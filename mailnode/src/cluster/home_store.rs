@@ -10,14 +10,15 @@ use async_trait::async_trait;
 use sirms_proto::cluster_tls::Credentials;
 use sirms_storage::{
     AppendResult, Apply, BodyPart, Cached, ChangeStream, CopyResult, FetchedMessage, FlagOp, Flags, MailStore,
-    MailboxInfo, MailboxStatus, MessageMeta, NewMessage, QuotaUsage, RemoteStore, ReplicaStore, Result, SpecialUse,
-    StoreError, UidSet,
+    MailboxInfo, MailboxStatus, MaildropLock, MessageMeta, NewMessage, QuotaUsage, RemoteStore, ReplicaStore, Result,
+    SpecialUse, StoreError, UidSet,
 };
 
 use sirms_storage::replica::sync::SyncReport;
 
 use super::replica_state::ReplicaStates;
-use super::replication::{Replica, Route, Undo, Unreachable};
+use super::replication::{Replica, Route, Undo};
+use super::unreachable::Unreachable;
 use crate::directory::LiveDirectory;
 
 /// Where a home node's Store service is.
@@ -61,6 +62,13 @@ impl HomeStore {
             fenced: Mutex::new(HashSet::new()),
             unreachable: Arc::default(),
         }
+    }
+
+    /// Shares `unreachable` (the node's view of peers that stopped answering) with the
+    /// node's other callers of peers.
+    pub fn with_unreachable(mut self, unreachable: Arc<Unreachable>) -> HomeStore {
+        self.unreachable = unreachable;
+        self
     }
 
     /// Marks replicas out of sync through `states` when they fail (without it, a failed
@@ -122,11 +130,13 @@ impl HomeStore {
             epoch,
             states: self.states.clone(),
             unreachable: self.unreachable.clone(),
+            directory: self.directory.clone(),
+            renewals: 0,
         })
     }
 
     /// Whether replica node `id` failed a write or a catch-up lately (see
-    /// [`super::replication::HOLD`]).
+    /// [`super::unreachable::HOLD`]).
     pub fn replica_unreachable(&self, id: &str) -> bool {
         self.unreachable.recently_failed(id)
     }
@@ -273,5 +283,9 @@ impl MailStore for HomeStore {
     }
     async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream> {
         self.primary(user)?.watch(user, mailbox).await
+    }
+    async fn lock_maildrop(&self, user: &str) -> Result<Option<MaildropLock>> {
+        // The home's lock: one POP3 session per maildrop across the cluster.
+        self.primary(user)?.lock_maildrop(user).await
     }
 }

@@ -79,7 +79,7 @@ impl Membership {
             endpoints.insert(n.id.clone(), n.store_endpoint.clone());
         }
         drop(endpoints);
-        if let Err(e) = write_atomic(&self.cache, &snapshot.encode_to_vec()) {
+        if let Err(e) = write_atomic(&self.cache, &snapshot.encode_to_vec(), "directory-cache") {
             tracing::warn!(path = %self.cache.display(), error = %e, "cannot cache the directory");
         }
         tracing::info!(version = snapshot.version, users = snapshot.users.len(), "directory updated");
@@ -87,12 +87,24 @@ impl Membership {
 
     /// Installs the cached snapshot, if there is one; true if it did.
     pub fn load_cache(&self) -> bool {
-        match std::fs::read(&self.cache).ok().and_then(|b| DirectorySnapshot::decode(b.as_slice()).ok()) {
+        let bytes = match std::fs::read(&self.cache) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(e) => {
+                tracing::warn!(path = %self.cache.display(), error = %e, "cannot read the cached directory");
+                return false;
+            }
+        };
+        match cached_snapshot(&bytes) {
             Some(snapshot) => {
                 self.apply(&snapshot);
                 true
             }
-            None => false,
+            None => {
+                tracing::warn!(path = %self.cache.display(), bytes = bytes.len(),
+                    "the cached directory is empty or damaged: waiting for a router instead");
+                false
+            }
         }
     }
 
@@ -182,5 +194,32 @@ impl Membership {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+}
+
+/// The snapshot a cache file holds, if it is one worth serving from. Protobuf decodes an empty
+/// or cut-short file as a valid message (every field absent): served, that empty directory
+/// would answer `550 no such user` — a permanent bounce — for every recipient, where no
+/// directory at all answers `451` until a router does.
+fn cached_snapshot(bytes: &[u8]) -> Option<DirectorySnapshot> {
+    let snapshot = DirectorySnapshot::decode(bytes).ok()?;
+    (!snapshot.domains.is_empty()).then_some(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use sirms_proto::cluster::DirectorySnapshot;
+
+    use super::cached_snapshot;
+
+    #[test]
+    fn an_empty_or_cut_short_cache_is_not_a_directory() {
+        let snapshot = DirectorySnapshot { version: 7, domains: vec!["example.test".into()], ..Default::default() };
+        let bytes = snapshot.encode_to_vec();
+        assert_eq!(cached_snapshot(&bytes), Some(snapshot));
+        assert_eq!(cached_snapshot(b""), None, "an empty file decodes as an empty directory");
+        assert_eq!(cached_snapshot(&bytes[..bytes.len() - 3]), None, "cut inside the domain");
+        assert_eq!(cached_snapshot(&[0xff; 16]), None, "not protobuf");
     }
 }

@@ -6,7 +6,9 @@ pub mod home_store;
 pub mod membership;
 pub mod replica_state;
 pub mod replication;
+pub mod spool_copy;
 pub mod transfer;
+pub mod unreachable;
 
 use std::net::SocketAddr;
 
@@ -32,6 +34,9 @@ pub struct ClusterConfig {
     pub store_listen: Option<SocketAddr>,
     /// Share of hashed sources the router gives this node.
     pub weight: Option<u32>,
+    /// Seconds this node waits, after a peer whose spool copies it holds stopped answering,
+    /// before delivering them itself (default 300).
+    pub spool_takeover_secs: Option<u64>,
 }
 
 impl ClusterConfig {

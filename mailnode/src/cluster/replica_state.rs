@@ -40,12 +40,19 @@ impl ReplicaStates {
         ReplicaStates { routers, credentials, marked: Mutex::new(HashMap::new()) }
     }
 
-    /// Marks `user`'s replica in or out of sync if the user's epoch is still `epoch`.
-    pub async fn set(&self, user: &str, epoch: u64, in_sync: bool) -> Result<(), StateError> {
-        if !in_sync && self.marked.lock().unwrap_or_else(|p| p.into_inner()).get(user) == Some(&epoch) {
+    /// Marks `user`'s replica out of sync if the user's epoch is still `epoch`.
+    pub async fn mark_behind(&self, user: &str, epoch: u64) -> Result<(), StateError> {
+        if self.marked.lock().unwrap_or_else(|p| p.into_inner()).get(user) == Some(&epoch) {
             return Ok(());
         }
-        self.change(ReplicaState { user: user.to_string(), epoch, in_sync, promote: false }).await
+        self.change(ReplicaState { user: user.to_string(), epoch, in_sync: false, promote: false }).await.map(drop)
+    }
+
+    /// Marks `user`'s replica in sync if the user's epoch is still `epoch`; returns the user's
+    /// epoch after the change.
+    pub async fn mark_in_sync(&self, user: &str, epoch: u64) -> Result<u64, StateError> {
+        let state = self.change(ReplicaState { user: user.to_string(), epoch, in_sync: true, promote: false }).await?;
+        Ok(state.epoch)
     }
 
     /// Whether this node marked `user`'s replica out of sync at `epoch` (before the directory's
@@ -57,22 +64,23 @@ impl ReplicaStates {
     /// Makes `user`'s in-sync replica the home, if the user's epoch is still `epoch`: the home
     /// found it has lost the user's mail.
     pub async fn promote(&self, user: &str, epoch: u64) -> Result<(), StateError> {
-        self.change(ReplicaState { user: user.to_string(), epoch, in_sync: false, promote: true }).await
+        self.change(ReplicaState { user: user.to_string(), epoch, in_sync: false, promote: true }).await.map(drop)
     }
 
-    async fn change(&self, request: ReplicaState) -> Result<(), StateError> {
+    /// Asks a router for the change; the user's replica state after it.
+    async fn change(&self, request: ReplicaState) -> Result<ReplicaState, StateError> {
         let (user, epoch, in_sync) = (request.user.as_str(), request.epoch, request.in_sync && !request.promote);
         let mut failures = Vec::new();
         for router in &self.routers {
             match self.call(router, request.clone()).await {
-                Ok(_) => {
+                Ok(state) => {
                     let mut marked = self.marked.lock().unwrap_or_else(|p| p.into_inner());
                     if in_sync {
                         marked.remove(user);
                     } else {
                         marked.insert(user.to_string(), epoch);
                     }
-                    return Ok(());
+                    return Ok(state);
                 }
                 Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
                     return Err(StateError::Refused(status.message().to_string()));

@@ -10,23 +10,25 @@
 //! knowing. A replica out of sync gets writes only as a favour (for at most a second each);
 //! it is caught up whole by [`HomeStore::catch_up`](super::home_store::HomeStore::catch_up).
 //!
-//! A replica node that stopped answering is not waited for again by every write: for
-//! [`HOLD`] after it failed, writes go on as if it had failed them too (marked out of sync
-//! first where it was in sync), and one write per [`HOLD`] tries it again. Otherwise each
-//! write would wait out a connection attempt to a dead node (3 to 5 s, and the writes sharing
-//! the connection queue behind one another) or an unanswered call ([`APPLY_TIMEOUT`]).
+//! A replica node that stopped answering is not waited for again by every write (see
+//! [`super::unreachable`]): for a few seconds after it failed, writes go on as if it had
+//! failed them too (marked out of sync first where it was in sync), and one write now and
+//! then tries it again. Otherwise each write would wait out a connection attempt to a dead
+//! node (3 to 5 s, and the writes sharing the connection queue behind one another) or an
+//! unanswered call ([`APPLY_TIMEOUT`]).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sirms_storage::replica::sync::{self, SyncReport};
 use sirms_storage::{
-    Apply, CopyResult, FlagOp, Flags, MailboxStatus, ReplicaStore, Result, StoreError, SystemFlags, UidSet,
+    Apply, BodyPart, CopyResult, FlagOp, Flags, MailboxStatus, ReplicaStore, Result, StoreError, SystemFlags, UidSet,
 };
 
 use super::replica_state::ReplicaStates;
+use super::unreachable::Unreachable;
+use crate::directory::LiveDirectory;
 
 /// How long a replica may take to store one record, beyond the time its bytes take at
 /// [`APPLY_RATE`]: a healthy replica answers in milliseconds, and every write waits this long
@@ -34,56 +36,17 @@ use super::replica_state::ReplicaStates;
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The slowest transfer to a replica allowed for, in bytes per second.
 const APPLY_RATE: u64 = 8 * 1024 * 1024;
+/// The pauses before a flag record that found no message is sent again.
+const OVERTAKEN_RETRIES: [Duration; 3] =
+    [Duration::from_millis(10), Duration::from_millis(50), Duration::from_millis(250)];
+/// How long a write that met a newer epoch waits for the node's directory to show it.
+const RENEW_WAIT: Duration = Duration::from_secs(3);
+/// How many newer epochs one write follows before it is refused.
+const MAX_RENEWALS: u8 = 3;
 /// How long a write waits for a replica out of sync.
 const BEST_EFFORT: Duration = Duration::from_secs(1);
 /// How long comparing a whole mailbox or user with the replica may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a replica node that failed is not waited for (see the module's text).
-pub const HOLD: Duration = Duration::from_secs(3);
-
-/// Replica nodes that failed lately, and when: shared by every write of a node.
-#[derive(Debug, Default)]
-pub struct Unreachable {
-    failed: Mutex<HashMap<String, Instant>>,
-}
-
-impl Unreachable {
-    /// Whether node `id` failed less than [`HOLD`] ago.
-    pub fn recently_failed(&self, id: &str) -> bool {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).get(id).is_some_and(|at| at.elapsed() < HOLD)
-    }
-
-    /// Why a write should not wait for node `id` now; `None`: try it. Once [`HOLD`] has passed
-    /// the caller that gets `None` is the one that tries: the others go on skipping until it
-    /// reports with [`Unreachable::failed`] or [`Unreachable::answered`].
-    fn skip(&self, id: &str) -> Option<String> {
-        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        let at = failed.get_mut(id)?;
-        if at.elapsed() < HOLD {
-            return Some(format!("replica {id} did not answer lately; tried again every {HOLD:?}"));
-        }
-        *at = Instant::now();
-        None
-    }
-
-    fn failed(&self, id: &str) {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Instant::now());
-    }
-
-    fn answered(&self, id: &str) {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-    }
-
-    /// Notes what a call to node `id` came to: an unanswered call marks it, any answer
-    /// (an error included) clears it.
-    fn note<T>(&self, id: &str, outcome: &Result<T>) {
-        match outcome {
-            Err(StoreError::Unavailable(_)) => self.failed(id),
-            _ => self.answered(id),
-        }
-    }
-}
-
 /// A user's second copy.
 pub struct Replica {
     pub id: String,
@@ -104,6 +67,10 @@ pub struct Route {
     pub states: Arc<ReplicaStates>,
     /// Replica nodes that failed lately (the node's, shared by its writes).
     pub unreachable: Arc<Unreachable>,
+    /// The node's view of the directory, for a write that meets a newer epoch.
+    pub directory: Arc<LiveDirectory>,
+    /// How many times this write's route was renewed (see [`Route::renewed`]).
+    pub renewals: u8,
 }
 
 /// What to take back on the primary when a write cannot be acknowledged.
@@ -205,27 +172,81 @@ impl Route {
     /// way then misses as little as possible, and a replica that is down stalls nothing.
     async fn deliver(&self, records: Vec<Apply>, compare: bool, undo: Undo) -> Result<()> {
         let Some(replica) = &self.replica else { return Ok(()) };
+        let sent = records.clone();
         let work = async {
-            self.send(replica, records).await?;
+            self.send(replica, sent).await?;
             if compare {
                 self.sync_user(replica).await?;
             }
             Ok(())
         };
-        if replica.in_sync {
-            let outcome = work.await;
-            return self.settle(replica, outcome, undo).await;
-        }
-        match tokio::time::timeout(BEST_EFFORT, work).await {
-            Ok(Err(StoreError::StaleEpoch(newer))) => {
-                self.settle(replica, Err(StoreError::StaleEpoch(newer)), undo).await
+        let outcome = if replica.in_sync {
+            work.await
+        } else {
+            let favour = match tokio::time::timeout(BEST_EFFORT, work).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    self.unreachable.failed(&replica.id);
+                    Err(StoreError::Unavailable(format!("no answer in {BEST_EFFORT:?}")))
+                }
+            };
+            match favour {
+                Ok(()) => Ok(()),
+                Err(StoreError::StaleEpoch(newer)) => Err(StoreError::StaleEpoch(newer)),
+                Err(_) => self.behind_still().await,
             }
+        };
+        if let Err(StoreError::StaleEpoch(newer)) = outcome
+            && let Some(renewed) = self.renewed(newer).await
+        {
+            return Box::pin(renewed.deliver(records, compare, undo)).await;
+        }
+        self.settle(replica, outcome, undo).await
+    }
+
+    /// Whether a write the replica out of sync did not take may be acknowledged on the primary
+    /// alone: only while the primary's epoch floor is still this route's. A catch-up that
+    /// marked the replica in sync raises the floor before its last compare, so a write the
+    /// primary took after that compare began finds the floor moved and goes to the replica
+    /// at the new epoch like any write to a replica in sync; one the primary took before it is
+    /// copied by the compare. Either way, no write is acknowledged on one copy while the
+    /// directory counts two.
+    async fn behind_still(&self) -> Result<()> {
+        match self.primary.fence(&self.user, 0).await {
+            Ok(floor) if floor > self.epoch => Err(StoreError::StaleEpoch(floor)),
             Ok(_) => Ok(()),
-            Err(_) => {
-                self.unreachable.failed(&replica.id);
-                Ok(())
-            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// This route at the user's epoch `newer` (which a replica reported), once the node's
+    /// directory has it, if it still names the same primary and replica: the epoch moved on
+    /// for the replica's state (marked behind by another write or an audit, or caught up),
+    /// not because this node was replaced, and the write is sent again at the new epoch.
+    /// `None` when the home or the replica changed, or the directory did not catch up in time.
+    async fn renewed(&self, newer: u64) -> Option<Route> {
+        let replica = self.replica.as_ref()?;
+        if self.renewals >= MAX_RENEWALS {
+            return None;
+        }
+        let record = self.directory.user_at_epoch(&self.user, newer, RENEW_WAIT).await?;
+        if record.home != self.primary_id || record.replica != replica.id {
+            return None;
+        }
+        self.primary.fence(&self.user, record.epoch).await.ok()?;
+        let in_sync = record.replica_in_sync && !self.states.marked_behind(&self.user, record.epoch);
+        tracing::debug!(user = %self.user, from = self.epoch, to = record.epoch, in_sync, "write goes on at a newer epoch");
+        Some(Route {
+            user: self.user.clone(),
+            primary_id: self.primary_id.clone(),
+            primary: self.primary.clone(),
+            replica: Some(Replica { id: replica.id.clone(), store: replica.store.clone(), in_sync }),
+            epoch: record.epoch,
+            states: self.states.clone(),
+            unreachable: self.unreachable.clone(),
+            directory: self.directory.clone(),
+            renewals: self.renewals + 1,
+        })
     }
 
     /// Applies the records in order. A replica that differs from the primary (a mailbox it
@@ -238,8 +259,21 @@ impl Route {
         }
         for record in records {
             let limit = apply_timeout(&record);
-            let outcome = timed(limit, replica.store()?.apply(&self.user, self.epoch, record)).await;
-            self.unreachable.note(&replica.id, &outcome);
+            // A flag change can overtake the append of its message (another session's write,
+            // still on its way): that append lands in milliseconds, so the record is tried
+            // again before the user is compared whole. Only flag records are kept for that.
+            let again = matches!(record, Apply::Flags { .. }).then(|| record.clone());
+            let mut outcome = timed(limit, replica.store()?.apply(&self.user, self.epoch, record)).await;
+            if let Some(record) = again {
+                for pause in OVERTAKEN_RETRIES {
+                    if !matches!(outcome, Err(StoreError::Diverged(_))) {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                    outcome = timed(limit, replica.store()?.apply(&self.user, self.epoch, record.clone())).await;
+                }
+            }
+            self.unreachable.note(&replica.id, !matches!(outcome, Err(StoreError::Unavailable(_))));
             match outcome {
                 Err(StoreError::Diverged(why)) => {
                     tracing::info!(user = %self.user, replica = %replica.id, %why, "replica differs: comparing");
@@ -259,7 +293,7 @@ impl Route {
         // A failed compare says nothing of the replica alone (the primary's side, or writes
         // racing it, can fail it too): only a record the replica did not answer marks it.
         if outcome.is_ok() {
-            self.unreachable.answered(&replica.id);
+            self.unreachable.note(&replica.id, true);
         }
         outcome
     }
@@ -270,13 +304,22 @@ impl Route {
             Err(e) => e,
         };
         if let StoreError::StaleEpoch(newer) = error {
+            // Replaced as the primary mid-write (a move or a failover). A catch-up pass may have
+            // copied the message to the replica — now perhaps the home — before the change:
+            // then both copies hold it, and taking it back here while telling the client to try
+            // again would leave it there twice once the client does.
+            if self.replica_holds(replica, &undo).await {
+                tracing::info!(user = %self.user, replica = %replica.id,
+                    "replaced as primary during the write, but the other copy holds it: acknowledged");
+                return Ok(());
+            }
             self.undo(undo).await;
             return Err(StoreError::Unavailable(format!(
                 "{} was replaced as {}'s primary (epoch {} is older than {newer}); try again",
                 self.primary_id, self.user, self.epoch
             )));
         }
-        match self.states.set(&self.user, self.epoch, false).await {
+        match self.states.mark_behind(&self.user, self.epoch).await {
             Ok(()) => {
                 tracing::warn!(user = %self.user, replica = %replica.id, %error,
                     "replica failed: marked out of sync, the write is on the primary alone until it catches up");
@@ -295,20 +338,21 @@ impl Route {
     /// Whether the primary's store lost the user's mail: it has never seen an epoch of the user
     /// while the in-sync replica has (the replica only ever gets what the primary got first).
     /// Then nothing is written to it — it would hand out the replica's UIDs again for other
-    /// messages — and the replica is made the home.
-    pub async fn refuse_a_lost_primary(&self) -> Result<()> {
-        let Some(replica) = self.replica.as_ref().filter(|r| r.in_sync) else { return Ok(()) };
+    /// messages — and the replica is made the home. `Ok(false)`: the replica could not be
+    /// asked, so nothing is known.
+    pub async fn refuse_a_lost_primary(&self) -> Result<bool> {
+        let Some(replica) = self.replica.as_ref().filter(|r| r.in_sync) else { return Ok(true) };
         if self.primary.fence(&self.user, 0).await? > 0 {
-            return Ok(());
+            return Ok(true);
         }
-        let Ok(store) = replica.store() else { return Ok(()) };
+        let Ok(store) = replica.store() else { return Ok(false) };
         let theirs = match timed(APPLY_TIMEOUT, store.fence(&self.user, 0)).await {
             Ok(epoch) => epoch,
             // An unreachable replica cannot tell: the write goes on, and fails over it as usual.
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(false),
         };
         if theirs == 0 {
-            return Ok(());
+            return Ok(true);
         }
         tracing::error!(user = %self.user, home = %self.primary_id, replica = %replica.id,
             "the home's store has none of the user's mail, the replica has: making the replica the home");
@@ -317,6 +361,25 @@ impl Route {
             "{}'s mail is missing on its home {} (promoting the replica {}: {promoted:?}); try again",
             self.user, self.primary_id, replica.id
         )))
+    }
+
+    /// Whether every message `undo` would take back is on the replica too: the same UIDs, with
+    /// the same sizes and internal dates as on the primary.
+    async fn replica_holds(&self, replica: &Replica, undo: &Undo) -> bool {
+        let Undo::Remove { mailbox, uids } = undo else { return false };
+        let Ok(store) = replica.store() else { return false };
+        let user = self.user.as_str();
+        let ours = self.primary.fetch(user, mailbox, uids, BodyPart::None).await;
+        let theirs = timed(APPLY_TIMEOUT, store.fetch(user, mailbox, uids, BodyPart::None)).await;
+        let (Ok(ours), Ok(theirs)) = (ours, theirs) else { return false };
+        !ours.is_empty()
+            && ours.iter().all(|o| {
+                theirs.iter().any(|t| {
+                    t.meta.uid == o.meta.uid
+                        && t.meta.size == o.meta.size
+                        && t.meta.internal_date == o.meta.internal_date
+                })
+            })
     }
 
     /// Takes back what a refused write added on the primary, so a client told "no" does not

@@ -36,6 +36,14 @@ pub struct ImapLimits {
     pub max_bad_commands: u32,
     /// Failed logins before the connection is closed.
     pub max_auth_failures: u32,
+    /// Largest literal before login: a user name, a password or a SASL response, nothing more.
+    /// An unauthenticated client must not make the server hold (or even invite, with `+`)
+    /// the megabytes APPEND takes after login.
+    pub max_literal_before_login: u32,
+    /// Largest whole command (lines and literals) before login, so that many small literals
+    /// cannot add up to what one large one may not be. As long as the longest line: RFC 2971's
+    /// ID may come before login, and clients (imaptest's `id` test) send long ones.
+    pub max_command_before_login: u32,
 }
 
 impl Default for ImapLimits {
@@ -46,6 +54,8 @@ impl Default for ImapLimits {
             max_literal: 64 * 1024,
             max_bad_commands: 20,
             max_auth_failures: 3,
+            max_literal_before_login: 8 * 1024,
+            max_command_before_login: 64 * 1024,
         }
     }
 }
@@ -123,6 +133,8 @@ struct Reader {
     discarding: bool,
     /// The last bytes of the line being discarded: did it announce a literal?
     discard_tail: Vec<u8>,
+    /// The client has logged in: the configured limits apply, not the pre-login ones.
+    logged_in: bool,
 }
 
 impl Reader {
@@ -135,11 +147,40 @@ impl Reader {
             in_literal: false,
             discarding: false,
             discard_tail: Vec::new(),
+            logged_in: false,
         }
     }
 
-    /// The literal limit for the message being read: large only for APPEND.
+    /// Switches between the pre-login and the configured limits (called before each read).
+    fn set_logged_in(&mut self, logged_in: bool) {
+        self.logged_in = logged_in;
+    }
+
+    /// The whole-command limit: only before login (after it, the line and literal limits bound
+    /// a command, and APPEND needs its megabytes).
+    fn command_limit(&self) -> Option<u64> {
+        (!self.logged_in).then_some(u64::from(self.limits.max_command_before_login))
+    }
+
+    /// Whether a command of `size` octets so far is past the whole-command limit.
+    fn command_too_large(&self, size: usize) -> bool {
+        self.command_limit().is_some_and(|limit| size as u64 > limit)
+    }
+
+    /// The text of the BAD for a line (or, before login, a command) past its limit.
+    fn too_long_text(&self) -> String {
+        match self.command_limit() {
+            Some(limit) => format!("command too long (limit {limit} octets before login)"),
+            None => "command line too long".to_string(),
+        }
+    }
+
+    /// The literal limit for the message being read: large only for APPEND, and small for
+    /// everything before login.
     fn literal_limit(&self) -> u32 {
+        if !self.logged_in {
+            return self.limits.max_literal_before_login;
+        }
         let bytes = self.fragmentizer.message_bytes();
         let mut words = bytes.split(|&b| b == b' ');
         let _tag = words.next();
@@ -203,11 +244,12 @@ impl Reader {
                         Expect::Line => None,
                     };
                     let ending = if ending == LineEnding::CrLf { 2 } else { 1 };
-                    if (end - start).saturating_sub(ending) > self.limits.max_line {
+                    let line_too_long = (end - start).saturating_sub(ending) > self.limits.max_line;
+                    if line_too_long || self.command_too_large(end.saturating_sub(ending)) {
                         // The line ended in the same read that took it past the limit.
                         if let Some((mode @ LiteralMode::NonSync, _)) = literal {
-                            let text = "command line too long";
-                            return self.refuse_literal(io, tag, mode, Status::Bad, None, text).await;
+                            let text = self.too_long_text();
+                            return self.refuse_literal(io, tag, mode, Status::Bad, None, &text).await;
                         }
                         self.fragmentizer.skip_message();
                         self.line_start = 0;
@@ -219,8 +261,17 @@ impl Reader {
                             return self.refuse_literal(io, tag, mode, Status::Bad, None, text).await;
                         }
                         let limit = self.literal_limit();
+                        let when = if self.logged_in { "" } else { " before login" };
                         if length > u64::from(limit) {
-                            let text = format!("literal too large (limit {limit} octets)");
+                            let text = format!("literal too large (limit {limit} octets{when})");
+                            return self.refuse_literal(io, tag, mode, Status::No, Some(&Code::TooBig), &text).await;
+                        }
+                        // The literal counts towards the command before it is invited, so the
+                        // refusal comes instead of the `+`, not after the bytes.
+                        if let Some(command_limit) = self.command_limit()
+                            && (end as u64).saturating_add(length) > command_limit
+                        {
+                            let text = format!("command too large (limit {command_limit} octets{when})");
                             return self.refuse_literal(io, tag, mode, Status::No, Some(&Code::TooBig), &text).await;
                         }
                         self.in_literal = true;
@@ -240,7 +291,8 @@ impl Reader {
                 }
                 None => {
                     let line_len = self.fragmentizer.message_bytes().len().saturating_sub(self.line_start);
-                    if !self.in_literal && line_len > self.limits.max_line {
+                    let message_len = self.fragmentizer.message_bytes().len();
+                    if !self.in_literal && (line_len > self.limits.max_line || self.command_too_large(message_len)) {
                         let tag = self.fragmentizer.decode_tag().map(|t| t.inner().to_string());
                         let bytes = self.fragmentizer.message_bytes();
                         self.discard_tail = bytes[bytes.len().saturating_sub(DISCARD_TAIL)..].to_vec();
@@ -319,6 +371,7 @@ impl ImapService {
         loop {
             next = match next {
                 Next::Continue => {
+                    reader.set_logged_in(session.user().is_some());
                     let framed = match tokio::time::timeout(self.idle_timeout, reader.read(io, Expect::Command)).await {
                         Ok(framed) => framed?,
                         Err(_) => return self.autologout(io).await,
@@ -339,7 +392,7 @@ impl ImapService {
                             }
                         }
                         Framed::Refused => Next::Continue,
-                        Framed::TooLong(tag) => session.bad_input(tag.as_deref(), "command line too long", io).await?,
+                        Framed::TooLong(tag) => session.bad_input(tag.as_deref(), &reader.too_long_text(), io).await?,
                         Framed::Fatal | Framed::Eof => Next::Close,
                     }
                 }
@@ -355,6 +408,7 @@ impl ImapService {
                 }
                 Next::Authenticate { tag } => {
                     io.flush().await?;
+                    reader.set_logged_in(session.user().is_some());
                     let framed = match tokio::time::timeout(self.idle_timeout, reader.read(io, Expect::Line)).await {
                         Ok(framed) => framed?,
                         Err(_) => return self.autologout(io).await,
@@ -430,9 +484,15 @@ mod tests {
         Fatal,
     }
 
-    /// Feeds `input` (in two writes, the first flushed alone) to a reader with a small line
-    /// limit over a loopback socket; returns what it framed until the end, and what it wrote back.
+    /// Feeds `input` (in two writes, the first flushed alone) to a logged-in session's reader
+    /// with a small line limit over a loopback socket; returns what it framed until the end, and
+    /// what it wrote back.
     async fn frame(expect: Expect, first: &[u8], rest: &[u8]) -> (Vec<Seen>, String) {
+        frame_as(true, expect, first, rest).await
+    }
+
+    /// The same, before login (`logged_in` false) or after it.
+    async fn frame_as(logged_in: bool, expect: Expect, first: &[u8], rest: &[u8]) -> (Vec<Seen>, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
@@ -446,8 +506,15 @@ mod tests {
             client.read_to_end(&mut written).await.unwrap();
             written
         });
-        let limits = ImapLimits { max_line: 100, max_literal: 1000, ..ImapLimits::default() };
+        let limits = ImapLimits {
+            max_line: 100,
+            max_literal: 1000,
+            max_literal_before_login: 50,
+            max_command_before_login: 200,
+            ..ImapLimits::default()
+        };
         let mut reader = Reader::new(limits);
+        reader.set_logged_in(logged_in);
         let mut io = BufWriter::new(Stream::Plain(server));
         let mut seen = Vec::new();
         loop {
@@ -535,5 +602,73 @@ mod tests {
         let (seen, written) = frame(Expect::Line, b"{5}\r\nDONE\r\n", b"").await;
         assert_eq!(seen, [Seen::Refused, message("DONE\r\n")]);
         assert_eq!(written, "* BAD unexpected literal\r\n");
+    }
+
+    /// Before login, a literal past the small pre-login limit is refused instead of invited;
+    /// the same literal after login gets its `+`.
+    #[tokio::test]
+    async fn large_literal_before_login_gets_no_continuation() {
+        let (seen, written) = frame_as(false, Expect::Command, b"a APPEND INBOX {100}\r\nb NOOP\r\n", b"").await;
+        assert_eq!(seen, [Seen::Refused, message("b NOOP\r\n")]);
+        assert_eq!(written, "a NO [TOOBIG] literal too large (limit 50 octets before login)\r\n");
+        let body = "x".repeat(100);
+        let input = format!("a APPEND INBOX {{100}}\r\n{body}\r\n");
+        let (seen, written) = frame_as(true, Expect::Command, input.as_bytes(), b"").await;
+        assert_eq!(seen, [message(&input)]);
+        assert_eq!(written, "+ ready for literal data\r\n");
+    }
+
+    /// Small literals that add up past the pre-login command limit: the one that would cross it
+    /// is refused before its `+`, and a non-synchronizing one closes the connection.
+    #[tokio::test]
+    async fn small_literals_adding_up_before_login_are_refused() {
+        // 14 + 4 * (40 + 7) = 202 octets when the fifth literal is announced: it would cross 200.
+        let mut input = String::from("a LOGIN {40}\r\n");
+        for _ in 0..4 {
+            input += &"y".repeat(40);
+            input += " {40}\r\n";
+        }
+        input += "b NOOP\r\n";
+        let (seen, written) = frame_as(false, Expect::Command, input.as_bytes(), b"").await;
+        assert_eq!(seen, [Seen::Refused, message("b NOOP\r\n")]);
+        assert_eq!(written.matches("+ ready").count(), 4, "{written}");
+        assert!(
+            written.ends_with("\r\na NO [TOOBIG] command too large (limit 200 octets before login)\r\n"),
+            "{written}"
+        );
+        let mut input = String::from("a LOGIN {40+}\r\n");
+        for _ in 0..4 {
+            input += &"y".repeat(40);
+            input += " {40+}\r\n";
+        }
+        input += &"y".repeat(40);
+        input += "\r\nc CREATE smuggled\r\n";
+        let (seen, written) = frame_as(false, Expect::Command, input.as_bytes(), b"").await;
+        assert_eq!(seen, [Seen::Fatal]);
+        // Here the fifth announcement line itself crosses the limit: refused as too long.
+        assert!(written.starts_with("a BAD command too long (limit 200 octets before login)\r\n* BYE"), "{written}");
+    }
+
+    /// Before login a line after literals is bounded by the whole-command limit, and the BAD
+    /// says so.
+    #[tokio::test]
+    async fn long_command_before_login_is_too_long() {
+        // 101 octets of line and literals, then a line of 100: within the line limit, past the
+        // command limit.
+        let line =
+            format!("a LOGIN {{40}}\r\n{y} {{40}}\r\n{y} {x}\r\nc NOOP\r\n", y = "y".repeat(40), x = "x".repeat(99));
+        let (seen, _) = frame_as(false, Expect::Command, line.as_bytes(), b"").await;
+        assert_eq!(seen, [Seen::TooLong(Some("a".into())), message("c NOOP\r\n")]);
+        let (seen, _) = frame_as(true, Expect::Command, line.as_bytes(), b"").await;
+        assert_eq!(seen, [message(line.trim_end_matches("c NOOP\r\n")), message("c NOOP\r\n")]);
+    }
+
+    /// LOGIN with literals within the pre-login limits is framed whole.
+    #[tokio::test]
+    async fn login_with_literals_before_login_works() {
+        let input = "a LOGIN {17}\r\nalice@example.test {8}\r\nalice-pw\r\n";
+        let (seen, written) = frame_as(false, Expect::Command, input.as_bytes(), b"").await;
+        assert_eq!(seen, [message(input)]);
+        assert_eq!(written, "+ ready for literal data\r\n+ ready for literal data\r\n");
     }
 }

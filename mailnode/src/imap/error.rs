@@ -43,6 +43,7 @@ impl CommandError {
             StoreError::InvalidName(_) | StoreError::CannotDeleteInbox | StoreError::HasChildren => Code::Cannot,
             StoreError::InvalidKeyword => Code::ClientBug,
             StoreError::TooManyKeywords | StoreError::TooManyMailboxes => Code::Limit,
+            StoreError::OverQuota { .. } => Code::OverQuota,
             StoreError::TooLarge | StoreError::SizeMismatch => Code::TooBig,
             StoreError::Unauthorized | StoreError::InvalidUser => Code::NoPerm,
             StoreError::Unavailable(_)

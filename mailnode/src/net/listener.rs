@@ -1,15 +1,16 @@
 //! The accept loop every protocol listener shares: connection limits (total and per
-//! client IP), the PROXY header from trusted routers, implicit TLS, one task a session.
+//! client IP, one budget for all of a node's listeners), the PROXY header from trusted
+//! routers, implicit TLS, one task a session.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use sirms_proto::budget::ConnectionBudget;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::stream::{HANDSHAKE_TIMEOUT, Stream};
@@ -32,8 +33,8 @@ pub struct Accepted {
 pub struct ListenerSettings {
     /// Name for logs: "smtp", "submission", "pop3s"…
     pub service: &'static str,
-    pub max_connections: usize,
-    pub max_per_ip: usize,
+    /// The node's connection budget, shared by all its listeners.
+    pub budget: Arc<ConnectionBudget>,
     /// Peers whose connections must start with a PROXY v2 header (the routers).
     pub trusted_proxies: Arc<Vec<IpAddr>>,
     /// Set on implicit-TLS ports (465, 993, 995).
@@ -42,41 +43,6 @@ pub struct ListenerSettings {
     pub busy_reply: &'static [u8],
     /// Where connections and open sessions are counted.
     pub metrics: Arc<NodeMetrics>,
-}
-
-/// Counts connections per client IP; a slot is given back when its guard drops.
-#[derive(Default)]
-struct PerIp {
-    counts: Mutex<HashMap<IpAddr, usize>>,
-}
-
-struct IpSlot {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot { table: self.clone(), ip })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// Accepts connections until `shutdown` turns true, running `handler` for each in its own task.
@@ -90,8 +56,6 @@ pub async fn serve<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let per_ip = Arc::new(PerIp::default());
     let mut number = 0u64;
     loop {
         let (tcp, peer) = tokio::select! {
@@ -108,9 +72,10 @@ pub async fn serve<H, F>(
         };
         number += 1;
         let _ = tcp.set_nodelay(true);
-        let (settings, handler, slots, per_ip) = (settings.clone(), handler.clone(), slots.clone(), per_ip.clone());
+        let (settings, handler) = (settings.clone(), handler.clone());
         tokio::spawn(async move {
-            let Ok(_slot) = slots.try_acquire_owned() else {
+            let budget = settings.budget.clone();
+            let Some(_slot) = budget.slot() else {
                 settings.metrics.refused(settings.service);
                 refuse(tcp, settings.busy_reply).await;
                 tracing::warn!(service = settings.service, %peer, "connection limit reached");
@@ -124,7 +89,7 @@ pub async fn serve<H, F>(
                         return;
                     }
                 };
-            let Some(_ip_slot) = per_ip.take(client.ip(), settings.max_per_ip) else {
+            let Some(_ip_slot) = budget.ip_slot(client.ip()) else {
                 settings.metrics.refused(settings.service);
                 refuse(tcp, settings.busy_reply).await;
                 tracing::warn!(service = settings.service, %client, "per-IP connection limit reached");
@@ -135,6 +100,12 @@ pub async fn serve<H, F>(
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, Stream::Plain(tcp).start_tls(acceptor)).await {
                         Ok(Ok(s)) => s,
+                        // The router's probe of implicit-TLS ports trusts no certificate, so its
+                        // handshakes always fail here; one a round would drown the real ones.
+                        Ok(Err(e)) if health_check => {
+                            tracing::debug!(service = settings.service, error = %e, "health check's TLS handshake ended");
+                            return;
+                        }
                         Ok(Err(e)) => {
                             tracing::info!(service = settings.service, %client, error = %e, "TLS handshake failed");
                             return;

@@ -1,10 +1,9 @@
 //! The POP3 connection loop: socket I/O, the maildrop lock and the store around a [`Session`].
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sirms_storage::{BodyPart, FlagOp, Flags, MailStore, SystemFlags, UidSet};
+use sirms_storage::{BodyPart, FlagOp, Flags, MailStore, MaildropLock, SystemFlags, UidSet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
@@ -16,29 +15,11 @@ use crate::net::stream::{HANDSHAKE_TIMEOUT, Stream};
 
 const READ_CHUNK: usize = 8 * 1024;
 
-/// The maildrops held by POP3 sessions on this node: one session per maildrop (RFC 1939).
-#[derive(Default)]
-pub struct MaildropLocks {
-    held: Mutex<HashSet<String>>,
-}
-
-/// A held maildrop; released on drop, however the session ends.
+/// A maildrop this session holds: the user, and the home store's lock, released on drop however
+/// the session ends.
 pub struct MaildropGuard {
-    locks: Arc<MaildropLocks>,
     user: String,
-}
-
-impl MaildropLocks {
-    fn try_lock(self: &Arc<Self>, user: &str) -> Option<MaildropGuard> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.insert(user.to_string()).then(|| MaildropGuard { locks: self.clone(), user: user.to_string() })
-    }
-}
-
-impl Drop for MaildropGuard {
-    fn drop(&mut self) {
-        self.locks.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.user);
-    }
+    _lock: MaildropLock,
 }
 
 /// Everything a POP3 listener's sessions share.
@@ -46,7 +27,6 @@ pub struct Pop3Service {
     pub config: SessionConfig,
     pub authenticator: Authenticator,
     pub store: Arc<dyn MailStore>,
-    pub locks: Arc<MaildropLocks>,
     pub tls: Option<TlsAcceptor>,
     /// RFC 1939 §3: at least 10 minutes.
     pub idle_timeout: Duration,
@@ -172,12 +152,16 @@ impl Pop3Service {
                     Verdict::Unavailable => return Outcome::Unavailable,
                     Verdict::Throttled => return Outcome::Throttled,
                 };
-                match self.locks.try_lock(&login) {
-                    Some(guard) => {
-                        *lock = Some(guard);
+                match self.store.lock_maildrop(&login).await {
+                    Ok(Some(held)) => {
+                        *lock = Some(MaildropGuard { user: login, _lock: held });
                         Outcome::Authenticated
                     }
-                    None => Outcome::InUse,
+                    Ok(None) => Outcome::InUse,
+                    Err(e) => {
+                        tracing::warn!(user = %login, error = %e, "pop3 maildrop lock unavailable");
+                        Outcome::Unavailable
+                    }
                 }
             }
             Action::LoadMaildrop => match self.store.messages(&user, "INBOX").await {

@@ -8,7 +8,7 @@ use sirms_proto::cluster::{Ack, Empty, Name, QueueList, QueuedMessage};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use super::{QueuedEnvelope, Spool};
+use super::{QueuedEnvelope, Spool, rpc};
 
 /// The queue, open to callers that present the cluster token.
 pub struct QueueAdmin {
@@ -30,24 +30,39 @@ impl QueueAdmin {
 
     /// Over mutual TLS only the administrator may see or change a node's queue.
     fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        sirms_proto::cluster_tls::authorize(request, &[sirms_proto::cluster_tls::Role::Admin])?;
-        if sirms_proto::token::presented(request, &self.token) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("missing or wrong cluster token"))
-        }
+        rpc::authorize(request, &[sirms_proto::cluster_tls::Role::Admin], &self.token)
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Spool) -> std::io::Result<T> + Send + 'static,
     ) -> Result<T, Status> {
-        self.spool.run(f).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Status::not_found("no such queued message"),
-            std::io::ErrorKind::InvalidInput => Status::invalid_argument(e.to_string()),
-            _ => Status::internal(format!("queue: {e}")),
-        })
+        self.spool.run(f).await.map_err(|e| rpc::status(e, "no such queued message", "queue"))
     }
+}
+
+/// Makes every waiting message due now (blocking); the number changed. An entry the runner
+/// holds is being attempted right now: flushing it is moot, and writing it would bring back
+/// the recipients the runner is finishing (duplicates), so it is left alone.
+fn flush(spool: &Spool) -> std::io::Result<usize> {
+    let mut n = 0;
+    for env in spool.list()?.envelopes.into_iter().filter(|e| e.next_attempt > 0) {
+        let Some(claim) = spool.claim(&env.id) else { continue };
+        // The listing may predate the runner's last write: change the envelope as it is now.
+        let Some(mut env) = spool.envelope(&env.id)? else { continue };
+        env.next_attempt = 0;
+        spool.update(&claim, &env)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Removes one message for the admin (blocking); refused as busy while the runner holds it.
+fn remove(spool: &Spool, id: &str) -> std::io::Result<()> {
+    let claim = spool.claim(id).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::ResourceBusy, "the message is being delivered; try again")
+    })?;
+    spool.remove(&claim)
 }
 
 fn to_proto(env: QueuedEnvelope, size: u64) -> QueuedMessage {
@@ -70,8 +85,12 @@ impl NodeAdmin for QueueAdmin {
         self.check(&request)?;
         let messages = self
             .blocking(|spool| {
-                let queued = spool.list()?;
-                Ok(queued
+                let listing = spool.list()?;
+                for bad in &listing.unreadable {
+                    tracing::error!(id = %bad.id, reason = %bad.reason, "unreadable queue envelope: its message is stuck");
+                }
+                Ok(listing
+                    .envelopes
                     .into_iter()
                     .map(|env| {
                         let size = spool.message_size(&env.id).unwrap_or(0);
@@ -85,17 +104,7 @@ impl NodeAdmin for QueueAdmin {
 
     async fn flush_queue(&self, request: Request<Empty>) -> Result<Response<Ack>, Status> {
         self.check(&request)?;
-        let flushed = self
-            .blocking(|spool| {
-                let mut n = 0;
-                for mut env in spool.list()?.into_iter().filter(|e| e.next_attempt > 0) {
-                    env.next_attempt = 0;
-                    spool.update(&env)?;
-                    n += 1;
-                }
-                Ok(n)
-            })
-            .await?;
+        let flushed = self.blocking(flush).await?;
         tracing::info!(flushed, "queue flushed by the admin");
         self.wake.notify_one();
         Ok(Response::new(Ack {}))
@@ -105,8 +114,55 @@ impl NodeAdmin for QueueAdmin {
         self.check(&request)?;
         let id = request.into_inner().name;
         let removed = id.clone();
-        self.blocking(move |spool| spool.remove(&removed)).await?;
+        self.blocking(move |spool| remove(spool, &removed)).await?;
         tracing::info!(%id, "queued message removed by the admin");
         Ok(Response::new(Ack {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(id: &str) -> QueuedEnvelope {
+        QueuedEnvelope {
+            id: id.into(),
+            from: "a@b.test".into(),
+            local: vec!["u@example.test".into(), "v@example.test".into()],
+            next_attempt: i64::MAX,
+            ..Default::default()
+        }
+    }
+
+    /// Issue 28: flush leaves an entry the runner holds alone, so the runner's write (here: one
+    /// recipient done) is not undone by flush's older copy; it flushes the others.
+    #[test]
+    fn flush_does_not_rewrite_an_entry_being_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.enqueue(&waiting("busy.1"), b"m").unwrap();
+        spool.enqueue(&waiting("idle.1"), b"m").unwrap();
+        let runner = spool.claim("busy.1").unwrap();
+        let delivered = QueuedEnvelope { local: vec!["v@example.test".into()], ..waiting("busy.1") };
+        assert_eq!(flush(&spool).unwrap(), 1);
+        spool.update(&runner, &delivered).unwrap();
+        drop(runner);
+        assert_eq!(spool.envelope("busy.1").unwrap(), Some(delivered));
+        assert_eq!(spool.envelope("idle.1").unwrap().unwrap().next_attempt, 0);
+        // Free again, it is flushed like any other.
+        assert_eq!(flush(&spool).unwrap(), 1);
+        assert_eq!(spool.envelope("busy.1").unwrap().unwrap().next_attempt, 0);
+    }
+
+    #[test]
+    fn remove_waits_for_the_runner() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.enqueue(&waiting("busy.1"), b"m").unwrap();
+        let runner = spool.claim("busy.1").unwrap();
+        assert_eq!(remove(&spool, "busy.1").unwrap_err().kind(), std::io::ErrorKind::ResourceBusy);
+        drop(runner);
+        remove(&spool, "busy.1").unwrap();
+        assert_eq!(spool.list().unwrap().envelopes, vec![]);
     }
 }

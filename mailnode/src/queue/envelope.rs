@@ -21,6 +21,8 @@ pub struct QueuedEnvelope {
     pub warned: bool,
     /// The last temporary failure per pending recipient, for `queue` listings and bounces.
     pub errors: BTreeMap<String, String>,
+    /// The node holding a copy of this entry (see `copies`); empty: none.
+    pub copy: String,
 }
 
 impl QueuedEnvelope {
@@ -35,6 +37,9 @@ impl QueuedEnvelope {
             "from {}\nattempts {}\nnext {}\ncreated {}\nwarned {}\n",
             self.from, self.attempts, self.next_attempt, self.created, self.warned as u8
         );
+        if !self.copy.is_empty() {
+            s.push_str(&format!("copy {}\n", self.copy));
+        }
         for u in &self.local {
             s.push_str(&format!("local {u}\n"));
         }
@@ -64,6 +69,7 @@ impl QueuedEnvelope {
                 "next" => env.next_attempt = value.parse().ok()?,
                 "created" => env.created = value.parse().ok()?,
                 "warned" => env.warned = value == "1",
+                "copy" => env.copy = value.to_string(),
                 "error" => {
                     let (rcpt, error) = value.split_once(' ').unwrap_or((value, ""));
                     env.errors.insert(rcpt.to_string(), error.to_string());
@@ -93,6 +99,7 @@ mod tests {
             created: 1_699_000_000,
             warned: true,
             errors: [("c@y.test".to_string(), "451 4.3.0 try\r\nlater".to_string())].into(),
+            copy: "node2".into(),
         };
         let back = QueuedEnvelope::parse("q1", &env.render()).unwrap();
         assert_eq!(back.errors["c@y.test"], "451 4.3.0 try  later");

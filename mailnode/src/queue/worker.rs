@@ -6,14 +6,15 @@
 //! a message or bounce go out twice (in a window of milliseconds), never vanish. Bounces are
 //! sent with the null reverse path and are never bounced themselves (RFC 5321 §4.5.5).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::{QueuedEnvelope, Spool, now};
+use super::{Claim, QueuedEnvelope, Spool, Unreadable, now};
+use crate::cluster::spool_copy::SpoolPeers;
 use crate::delivery::Delivery;
 use crate::directory::{Directory, Recipient};
 use crate::metrics::NodeMetrics;
@@ -27,6 +28,12 @@ const SCAN_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_LOCAL_BACKOFF_SECS: i64 = 15 * 60;
 /// Messages worked on at once.
 const PARALLEL_MESSAGES: usize = 16;
+/// How often peers that have not answered yet are asked which of our entries they adopted.
+const ASK_ADOPTED_INTERVAL: Duration = Duration::from_secs(10);
+/// How long after start an entry whose copy is on a peer that has not answered waits: that
+/// peer may have delivered it already. Past this, a peer that still does not answer is taken
+/// to be gone for good, and the entry is delivered from here.
+const HOLD_FOR_UNASKED_PEER: Duration = Duration::from_secs(15 * 60);
 
 /// What the queue runner needs.
 #[derive(Clone)]
@@ -41,13 +48,29 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// Where outcomes are counted.
     pub metrics: Arc<NodeMetrics>,
+    /// The nodes that keep copies of our entries (`None`: a node alone).
+    pub spool_peers: Option<Arc<SpoolPeers>>,
+    /// Unreadable envelopes already logged: each is raised once, not at every scan.
+    pub reported: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Worker {
     /// Runs the queue until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Peers asked which of our entries they delivered while we were gone, and when we
+        // last asked those that did not answer.
+        let mut asked = Vec::new();
+        let mut last_asked: Option<std::time::Instant> = None;
+        let started = std::time::Instant::now();
         loop {
-            self.run_once().await;
+            if let Some(peers) = &self.spool_peers
+                && last_asked.is_none_or(|at| at.elapsed() >= ASK_ADOPTED_INTERVAL)
+            {
+                peers.drop_adopted(&self.spool, &mut asked).await;
+                last_asked = Some(std::time::Instant::now());
+            }
+            let held_back = started.elapsed() < HOLD_FOR_UNASKED_PEER;
+            self.run_once(|env| held_back && !env.copy.is_empty() && !asked.contains(&env.copy)).await;
             tokio::select! {
                 _ = tokio::time::sleep(SCAN_INTERVAL) => {}
                 _ = self.wake.notified() => {}
@@ -56,31 +79,66 @@ impl Worker {
         }
     }
 
-    /// One pass: every message that is due gets one attempt.
-    pub async fn run_once(&self) {
-        let Ok(queued) = self.spool.run(Spool::list).await else { return };
+    /// One pass: every message that is due and not `held` gets one attempt.
+    pub async fn run_once(&self, held: impl Fn(&QueuedEnvelope) -> bool) {
+        let listing = match self.spool.run(Spool::list).await {
+            Ok(listing) => listing,
+            Err(e) => {
+                tracing::error!(error = %e, "queue not readable");
+                return;
+            }
+        };
+        self.raise_unreadable(&listing.unreadable);
         let gate = Arc::new(Semaphore::new(PARALLEL_MESSAGES));
         let mut tasks = tokio::task::JoinSet::new();
-        for env in queued.into_iter().filter(|e| !e.is_done() && e.next_attempt <= now()) {
+        for env in listing.envelopes.into_iter().filter(|e| !e.is_done() && e.next_attempt <= now() && !held(e)) {
             let Ok(permit) = gate.clone().acquire_owned().await else { break };
             let worker = self.clone();
             tasks.spawn(async move {
-                worker.attempt(env).await;
+                worker.claim_and_attempt(env.id).await;
                 drop(permit);
             });
         }
         while tasks.join_next().await.is_some() {}
     }
 
-    /// One attempt for every recipient still pending.
-    async fn attempt(&self, mut env: QueuedEnvelope) {
+    /// Envelopes that cannot be read hold their messages back for good: each is logged as an
+    /// error when first seen, and `sirms_queue_unreadable_envelopes` counts them while they last.
+    fn raise_unreadable(&self, unreadable: &[Unreadable]) {
+        self.metrics.queue_unreadable.set(unreadable.len() as i64);
+        let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        reported.retain(|id| unreadable.iter().any(|u| &u.id == id));
+        for bad in unreadable {
+            if reported.insert(bad.id.clone()) {
+                tracing::error!(
+                    id = %bad.id, reason = %bad.reason,
+                    "unreadable queue envelope: its message is not delivered until the file is repaired or removed"
+                );
+            }
+        }
+    }
+
+    /// Claims entry `id` (one writer at a time: `sirms ctl queue flush` may hold it) and makes
+    /// one attempt with the envelope as it is on disk now.
+    async fn claim_and_attempt(&self, id: String) {
+        let Some(claim) = self.spool.claim(&id) else { return };
+        let reread = self.spool.run(move |s| s.envelope(&id)).await;
+        match reread {
+            Ok(Some(env)) if !env.is_done() && env.next_attempt <= now() => self.attempt(claim, env).await,
+            Ok(_) => {}
+            // Torn since the listing: the next pass reports it.
+            Err(e) => tracing::warn!(id = %claim.id(), error = %e, "queue envelope unreadable"),
+        }
+    }
+
+    /// One attempt for every recipient still pending; `claim` is the entry's.
+    async fn attempt(&self, claim: Claim, mut env: QueuedEnvelope) {
         let id = env.id.clone();
         let message = match self.spool.run(move |s| s.message(&id)).await {
             Ok(m) => Bytes::from(m),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // An envelope outlived its message (removed in a race): nothing to send.
-                let id = env.id.clone();
-                let _ = self.spool.run(move |s| s.remove(&id)).await;
+                let _ = self.spool.run(move |s| s.remove(&claim)).await;
                 return;
             }
             Err(e) => {
@@ -90,6 +148,14 @@ impl Worker {
         };
         if env.created == 0 {
             env.created = now();
+        }
+        if env.copy.is_empty()
+            && let Some(peers) = self.spool_peers.as_ref().filter(|p| p.any())
+        {
+            // Accepted while no peer answered: the copy is made now, if one does.
+            if let Ok(peer) = peers.keep(&env, &message).await {
+                env.copy = peer;
+            }
         }
         let mut failed: Vec<RecipientReport> = Vec::new();
 
@@ -164,9 +230,18 @@ impl Worker {
             "queue attempt"
         );
         let done = env.is_done();
-        let saved = self.spool.run(move |s| if done { s.remove(&env.id) } else { s.update(&env) }).await;
+        let written = env.clone();
+        let saved = self.spool.run(move |s| if done { s.remove(&claim) } else { s.update(&claim, &written) }).await;
         if let Err(e) = saved {
             tracing::warn!(error = %e, "queue envelope not saved");
+            return;
+        }
+        if let Some(peers) = &self.spool_peers {
+            if done {
+                peers.forget(&env.copy, &env.id).await;
+            } else {
+                peers.update(&env).await;
+            }
         }
     }
 
@@ -200,7 +275,7 @@ impl Worker {
             original: message,
         };
         let bytes = match dsn::build(&report) {
-            Ok(b) => b,
+            Ok(b) => Bytes::from(b),
             Err(e) => {
                 tracing::warn!(id = %env.id, error = %e, "bounce not built");
                 return;
@@ -209,7 +284,7 @@ impl Worker {
         let (local, remote) = match self.directory.resolve(&env.from) {
             Recipient::Local(users) => (users, Vec::new()),
             Recipient::Remote => (Vec::new(), vec![env.from.clone()]),
-            Recipient::Unknown => {
+            Recipient::Unknown | Recipient::Loop(_) => {
                 tracing::warn!(id = %env.id, from = %env.from, "bounce dropped: the sender is no user of ours");
                 return;
             }
@@ -218,7 +293,7 @@ impl Worker {
             Action::Failed => "bounce",
             Action::Delayed => "delay",
         };
-        let notice = QueuedEnvelope {
+        let mut notice = QueuedEnvelope {
             id: format!("{}.{kind}{}", env.id, env.attempts),
             from: String::new(),
             local,
@@ -226,9 +301,21 @@ impl Worker {
             created: now(),
             ..QueuedEnvelope::default()
         };
+        // The notice is owed to the sender as surely as the message was: it gets a copy too,
+        // but nothing is refused for want of one (the message's entry is already ours).
+        if let Some(peers) = self.spool_peers.as_ref().filter(|p| p.any()) {
+            match peers.keep(&notice, &bytes).await {
+                Ok(peer) => notice.copy = peer,
+                Err(why) => tracing::warn!(id = %notice.id, %why, "sender notice queued without a copy"),
+            }
+        }
         let id = notice.id.clone();
         match self.spool.run(move |s| s.enqueue(&notice, &bytes)).await {
             Ok(()) => tracing::info!(id = %env.id, notice = %id, to = %env.from, ?action, "sender notified"),
+            // Queued by an attempt that crashed before it could record so: once is enough.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                tracing::info!(id = %env.id, notice = %id, "sender notice already queued")
+            }
             Err(e) => tracing::warn!(id = %env.id, error = %e, "sender notice not queued"),
         }
     }

@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sirms_storage::StoreError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
 use super::session::{Action, Envelope, Next, Outcome, Session, SessionConfig};
 use crate::auth::{Authenticator, Verdict};
+use crate::cluster::spool_copy::SpoolPeers;
 use crate::delivery::Delivery;
 use crate::directory::Directory;
 use crate::metrics::NodeMetrics;
@@ -27,6 +29,8 @@ pub struct SmtpService {
     pub delivery: Delivery,
     /// Where messages go that cannot reach every mailbox now.
     pub spool: Arc<Spool>,
+    /// Other mail nodes, one of which keeps a copy of every spool entry (`None`: a node alone).
+    pub spool_peers: Option<Arc<SpoolPeers>>,
     pub tls: Option<TlsAcceptor>,
     /// Idle limit between commands (RFC 5321 §4.5.3.2 suggests 5 minutes).
     pub idle_timeout: Duration,
@@ -38,11 +42,17 @@ pub struct SmtpService {
 
 impl SmtpService {
     /// Makes a message durable: straight into the local recipients' mailboxes, and into the
-    /// spool for recipients whose home is unreachable and for foreign recipients. True when
-    /// every recipient is covered (the client gets 250).
-    async fn accept(&self, msg_id: &str, envelope: &Envelope, message: Vec<u8>) -> bool {
+    /// spool for recipients whose home is unreachable or who lack room and for foreign
+    /// recipients. `Delivered(true)` when every recipient is covered (the client gets 250);
+    /// `OverQuota` when the message went nowhere because no recipient has room for it.
+    async fn accept(&self, msg_id: &str, envelope: &Envelope, message: Vec<u8>) -> Outcome {
         let message = Bytes::from(message);
         let results = self.delivery.deliver_each(&envelope.users, message.clone()).await;
+        let over_quota = results.iter().filter(|(_, r)| matches!(r, Err(StoreError::OverQuota { .. }))).count();
+        if over_quota > 0 && over_quota == envelope.users.len() && envelope.remote.is_empty() {
+            tracing::info!(msg = %msg_id, users = ?envelope.users, "message refused: no recipient has room");
+            return Outcome::OverQuota;
+        }
         let failed: Vec<String> = results
             .into_iter()
             .filter_map(|(user, r)| {
@@ -53,9 +63,9 @@ impl SmtpService {
             })
             .collect();
         if failed.is_empty() && envelope.remote.is_empty() {
-            return true;
+            return Outcome::Delivered(true);
         }
-        let queued = QueuedEnvelope {
+        let mut queued = QueuedEnvelope {
             id: msg_id.to_string(),
             from: envelope.from.clone(),
             local: failed,
@@ -63,11 +73,29 @@ impl SmtpService {
             created: queue::now(),
             ..QueuedEnvelope::default()
         };
+        // In a cluster the spool entry gets a copy on another node first, so that the `250`
+        // does not rest on one disk; a node alone has only its own, and so has a node whose
+        // peers are all down (said in the log and the metrics; the queue runner makes the
+        // copy once one answers).
+        let peers = self.spool_peers.as_ref().filter(|p| p.any());
+        if let Some(peers) = peers {
+            match peers.keep(&queued, &message).await {
+                Ok(peer) => queued.copy = peer,
+                Err(why) => {
+                    self.metrics.spool_single_copy.inc();
+                    tracing::warn!(msg = %msg_id, %why, "no other node took a copy: spooled on this node alone for now");
+                }
+            }
+        }
+        let copy = queued.copy.clone();
         match self.spool.run(move |s| s.enqueue(&queued, &message)).await {
-            Ok(()) => true,
+            Ok(()) => Outcome::Delivered(true),
             Err(e) => {
                 tracing::error!(msg = %msg_id, error = %e, "cannot spool message");
-                false
+                if let Some(peers) = peers {
+                    peers.forget(&copy, msg_id).await;
+                }
+                Outcome::Delivered(false)
             }
         }
     }
@@ -123,15 +151,16 @@ impl SmtpService {
                             }
                         }
                         Action::Deliver { id: msg_id, envelope, message } => {
-                            let ok = self.accept(&msg_id, &envelope, message).await;
+                            let outcome = self.accept(&msg_id, &envelope, message).await;
+                            let ok = outcome == Outcome::Delivered(true);
                             if ok {
                                 self.metrics.messages_received.inc();
                             }
                             tracing::info!(
                                 session = %id, %client, msg = %msg_id, from = %envelope.from,
-                                to = ?envelope.users, remote = ?envelope.remote, ok, "message accepted"
+                                to = ?envelope.users, remote = ?envelope.remote, ok, ?outcome, "message accepted"
                             );
-                            Outcome::Delivered(ok)
+                            outcome
                         }
                     };
                     flow = session.complete(outcome, &mut out);

@@ -58,6 +58,7 @@ impl Reply {
 /// The replies the session gives, named, so that no reply text is built in two places.
 pub mod replies {
     use super::Reply;
+    use crate::smtp::rate::Limited;
 
     pub fn ok() -> Reply {
         Reply::new(250, "2.0.0", "OK")
@@ -143,8 +144,27 @@ pub mod replies {
     pub fn no_such_user() -> Reply {
         Reply::new(550, "5.1.1", "no such user here")
     }
+    /// RFC 3463 §3.5: X.4.6 is a routing loop.
+    pub fn alias_loop() -> Reply {
+        Reply::new(550, "5.4.6", "routing loop detected: the recipient's aliases lead back to themselves")
+    }
+    pub fn too_many_hops(limit: usize) -> Reply {
+        Reply::new(554, "5.4.6", format!("too many hops (more than {limit} Received headers): mail loop"))
+    }
     pub fn relay_denied() -> Reply {
         Reply::new(554, "5.7.1", "relay access denied")
+    }
+    /// A recipient past an authenticated sender's hourly limit.
+    pub fn rate_limited(limit: Limited) -> Reply {
+        let text = match limit {
+            Limited::User(n) => {
+                format!("sending rate limit reached ({n} recipients an hour for this account); try again later")
+            }
+            Limited::Domain(n) => {
+                format!("sending rate limit reached ({n} recipients an hour for this domain); try again later")
+            }
+        };
+        Reply::new(450, "4.7.1", text)
     }
     pub fn too_many_recipients() -> Reply {
         Reply::new(452, "4.5.3", "too many recipients")
@@ -160,6 +180,10 @@ pub mod replies {
     }
     pub fn smtputf8_needed() -> Reply {
         Reply::new(553, "5.6.7", "non-ASCII address requires SMTPUTF8")
+    }
+    /// RFC 3463 X.2.2: every recipient's mailbox is full; temporary, as it may be emptied.
+    pub fn mailbox_full() -> Reply {
+        Reply::new(452, "4.2.2", "mailbox full: over quota, try again later")
     }
     pub fn delivery_failed() -> Reply {
         Reply::new(451, "4.3.0", "local delivery failed, try again later")

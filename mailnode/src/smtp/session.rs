@@ -9,12 +9,15 @@
 use std::net::SocketAddr;
 use std::slice::Iter;
 use std::sync::Arc;
+use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver};
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_SMTPUTF8, Request};
 
+use super::hops;
+use super::rate::SendRate;
 use super::received::{Trace, protocol};
 use super::reply::{Reply, replies};
 use crate::directory::{Directory, Recipient};
@@ -43,10 +46,15 @@ pub struct SessionConfig {
     pub allow_plaintext_auth: bool,
     pub max_message_size: usize,
     pub max_recipients: usize,
+    /// Most hops (`Received:` and `Delivered-To:` headers) a message may arrive with: more is
+    /// a mail loop ([`super::hops`]).
+    pub max_hops: usize,
     /// Protocol errors tolerated before the session is closed.
     pub max_errors: u32,
     /// Failed AUTH attempts tolerated before the session is closed.
     pub max_auth_failures: u32,
+    /// How many recipients authenticated senders may add (shared by the node's listeners).
+    pub send_rate: Arc<SendRate>,
 }
 
 /// The envelope of an accepted message.
@@ -72,7 +80,7 @@ pub enum Action {
 }
 
 /// The result of an [`Action`].
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The canonical login if the credentials were right.
     Authenticated(Option<String>),
@@ -80,6 +88,8 @@ pub enum Outcome {
     /// Too many failed logins from this client: refused unchecked.
     AuthThrottled,
     Delivered(bool),
+    /// No recipient of the message has room for it: refused, for the sender to retry.
+    OverQuota,
     TlsStarted,
 }
 
@@ -222,6 +232,10 @@ impl Session {
                 let id = self.message_id();
                 self.tx = None;
                 if ok { replies::queued(&id) } else { replies::delivery_failed() }.write_to(out);
+            }
+            Outcome::OverQuota => {
+                self.tx = None;
+                replies::mailbox_full().write_to(out);
             }
             Outcome::TlsStarted => {
                 // RFC 3207 §4.2: forget everything learnt before TLS.
@@ -456,7 +470,17 @@ impl Session {
             replies::directory_unavailable().write_to(out);
             return None;
         }
-        let reply = match self.directory.resolve(address) {
+        let resolved = self.directory.resolve(address);
+        let sends = matches!(resolved, Recipient::Local(_) | Recipient::Remote);
+        if let (true, Some(login)) = (sends, &self.login)
+            && let Err(limit) = self.config.send_rate.take(login, Instant::now())
+        {
+            tracing::warn!(session = %self.id, client = %self.client, %login, rcpt = %address, ?limit,
+                "recipient refused: sending rate limit");
+            replies::rate_limited(limit).write_to(out);
+            return None;
+        }
+        let reply = match resolved {
             Recipient::Local(users) => {
                 let tx = self.tx.as_mut()?;
                 tx.recipients += 1;
@@ -468,6 +492,14 @@ impl Session {
                 replies::recipient_ok()
             }
             Recipient::Unknown => replies::no_such_user(),
+            Recipient::Loop(chain) => {
+                // The chain names our aliases' targets: it goes to the log, not to the client.
+                tracing::warn!(
+                    session = %self.id, client = %self.client, rcpt = %address, chain = %chain.join(" -> "),
+                    "recipient refused: the aliases loop"
+                );
+                replies::alias_loop()
+            }
             Recipient::Remote if self.login.is_some() => {
                 let tx = self.tx.as_mut()?;
                 tx.recipients += 1;
@@ -571,6 +603,14 @@ impl Session {
         let tx = self.tx.take()?;
         if tx.too_big {
             return self.error(replies::too_big(), out);
+        }
+        let hops = hops::count(&tx.body, self.config.max_hops);
+        if hops > self.config.max_hops {
+            tracing::warn!(
+                session = %self.id, client = %self.client, from = %tx.from, to = ?tx.users, remote = ?tx.remote,
+                hops, limit = self.config.max_hops, "message refused: too many hops, a mail loop"
+            );
+            return self.error(replies::too_many_hops(self.config.max_hops), out);
         }
         if tx.users.is_empty() && tx.remote.is_empty() {
             return self.error(replies::no_recipients(), out);

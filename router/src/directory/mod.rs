@@ -165,6 +165,12 @@ impl ClusterDirectory {
         &self,
         plan: impl Fn(&State) -> Result<Vec<Write>, DirectoryError>,
     ) -> Result<(), DirectoryError> {
+        // A change that is nothing by this router's copy (a node registering unchanged) needs
+        // no turn: it must not queue behind a write that is waiting out an etcd election or a
+        // lost quorum (up to 5 s), as a node's registration would, past its own deadline.
+        if plan(&self.current())?.is_empty() {
+            return Ok(());
+        }
         let _writing = self.writing.lock().await;
         let mut attempt = 0;
         while (attempt as usize) < MAX_ATTEMPTS {

@@ -397,6 +397,7 @@ impl From<StoreError> for Status {
             StoreError::HasChildren => ("HasChildren", Code::FailedPrecondition),
             StoreError::TooManyKeywords => ("TooManyKeywords", Code::FailedPrecondition),
             StoreError::TooManyMailboxes => ("TooManyMailboxes", Code::ResourceExhausted),
+            StoreError::OverQuota { .. } => ("OverQuota", Code::ResourceExhausted),
             StoreError::InvalidKeyword => ("InvalidKeyword", Code::InvalidArgument),
             StoreError::TooLarge => ("TooLarge", Code::InvalidArgument),
             StoreError::SizeMismatch => ("SizeMismatch", Code::InvalidArgument),
@@ -416,6 +417,7 @@ impl From<StoreError> for Status {
             | StoreError::Protocol(text)
             | StoreError::Diverged(text) => text,
             StoreError::StaleEpoch(epoch) => epoch.to_string(),
+            StoreError::OverQuota { used, limit } => format!("{used} {limit}"),
             StoreError::Io(e) => e.to_string(),
             other => other.to_string(),
         };
@@ -438,6 +440,10 @@ impl From<Status> for StoreError {
             Some("HasChildren") => StoreError::HasChildren,
             Some("TooManyKeywords") => StoreError::TooManyKeywords,
             Some("TooManyMailboxes") => StoreError::TooManyMailboxes,
+            Some("OverQuota") => {
+                let mut numbers = status.message().split(' ').map(|n| n.parse().unwrap_or(0));
+                StoreError::OverQuota { used: numbers.next().unwrap_or(0), limit: numbers.next().unwrap_or(0) }
+            }
             Some("InvalidKeyword") => StoreError::InvalidKeyword,
             Some("TooLarge") => StoreError::TooLarge,
             Some("SizeMismatch") => StoreError::SizeMismatch,

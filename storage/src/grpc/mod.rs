@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 mod convert;
+mod idempotency;
 mod remote;
 mod server;
 

@@ -21,6 +21,7 @@ use crate::change::{Change, ChangeStream};
 use crate::error::{Result, StoreError};
 use crate::flags::{FlagOp, Flags};
 use crate::mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
+use crate::maildrop::MaildropLock;
 use crate::message::{
     AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MAX_CACHED_SIZE, MAX_MESSAGE_SIZE, MessageMeta,
     NewMessage, QuotaUsage,
@@ -29,8 +30,12 @@ use crate::replica::{Apply, ReplicaStore};
 use crate::store::MailStore;
 use crate::uidset::UidSet;
 
-/// How long establishing a connection may take before the call fails as unavailable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long establishing a connection may take before the call fails as unavailable. Peers
+/// are on the cluster's own network, where a live one answers a SYN in a millisecond; 2 s
+/// still allows one lost SYN (resent after 1 s). Calls to a dead peer queue behind these
+/// attempts one after another, so each second here is seconds of stalled sessions for the
+/// users of a node that just died (docs/STORAGE.md, "Tested").
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the connection may be silent before it is pinged (idle or not), and how long the
 /// ping may go unanswered before the connection is given up with every call on it. A store
@@ -41,7 +46,31 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_AFTER: Duration = Duration::from_secs(1);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long any call may take to be answered (a watch: to start; a fetch: to start sending),
+/// so that a store that is up but stuck does not hold its callers — an SMTP session, an
+/// IMAP command — for ever.
+const CALL_DEADLINE: Duration = Duration::from_secs(60);
+/// How long an append may take, beyond the time its bytes take at [`APPEND_RATE`].
+const APPEND_DEADLINE: Duration = Duration::from_secs(20);
+/// The slowest transfer of an append allowed for, in bytes per second.
+const APPEND_RATE: u64 = 8 * 1024 * 1024;
+
 type Client = StoreClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// A key no other append shares: 128 random bits (from the kernel), in hex.
+fn append_key() -> String {
+    let mut bytes = [0u8; 16];
+    // SAFETY: a buffer we own, of the length given.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled != bytes.len() as isize {
+        // Never seen on Linux for 16 bytes; unique enough for a retry window of seconds.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        return format!("{:x}-{nanos:x}-{n:x}", std::process::id());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// A user's mailboxes kept by a Store service elsewhere in the cluster.
 #[derive(Clone)]
@@ -67,6 +96,7 @@ impl RemoteStore {
             .map_err(|e| StoreError::Unavailable(format!("invalid store endpoint {endpoint:?}: {e}")))?
             .configure(|e| {
                 e.connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(CALL_DEADLINE)
                     // Pings even without calls in flight, so a watch on a vanished store ends.
                     .http2_keep_alive_interval(PING_AFTER)
                     .keep_alive_timeout(KEEPALIVE_TIMEOUT)
@@ -77,6 +107,17 @@ impl RemoteStore {
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
         Ok(RemoteStore { client })
+    }
+
+    /// Asks whether the store serves (a liveness probe): `Ok` once it answered. A store that
+    /// predates the call (`UNIMPLEMENTED`) answered all the same; a refusal of the caller's
+    /// credentials is an error, since every node holds the same ones and none could use it.
+    pub async fn ping(&self) -> Result<()> {
+        match self.client().ping(proto::Empty {}).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::Unimplemented => Ok(()),
+            Err(status) => Err(status.into()),
+        }
     }
 
     /// A handle for one call: tonic's calls take `&mut self`, and clones share the channel.
@@ -132,13 +173,17 @@ impl MailStore for RemoteStore {
             flags: Some(message.flags.into()),
             internal_date: message.internal_date.unwrap_or(0),
             size,
+            idempotency_key: append_key(),
         };
+        let limit = APPEND_DEADLINE + Duration::from_secs(size / APPEND_RATE);
         let data = convert::body_chunks(message.bytes).map(append_chunk::Part::Data);
         let chunks = iter::once(append_chunk::Part::Header(header))
             .chain(data)
             .map(|part| proto::AppendChunk { part: Some(part) });
-        let reply = self.client().append(stream::iter(chunks)).await?.into_inner();
-        Ok(reply.into())
+        match tokio::time::timeout(limit, self.client().append(stream::iter(chunks))).await {
+            Ok(reply) => Ok(reply?.into_inner().into()),
+            Err(_) => Err(StoreError::Unavailable(format!("no answer to an append in {limit:?}"))),
+        }
     }
 
     async fn messages(&self, user: &str, mailbox: &str) -> Result<(MailboxStatus, Vec<MessageMeta>)> {
@@ -248,6 +293,17 @@ impl MailStore for RemoteStore {
     async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream> {
         let changes = self.client().watch(mailbox_request(user, mailbox)).await?.into_inner();
         Ok(Box::pin(stream::unfold(Some(changes), next_change)))
+    }
+
+    async fn lock_maildrop(&self, user: &str) -> Result<Option<MaildropLock>> {
+        let request = proto::UserRequest { user: user.to_owned() };
+        let mut call = self.client().hold_maildrop(request).await?.into_inner();
+        match call.message().await? {
+            // The open call is the lock: dropping it ends the call, which releases the lock.
+            Some(proto::MaildropHeld { held: true }) => Ok(Some(MaildropLock::new(call))),
+            Some(_) => Ok(None),
+            None => Err(StoreError::Protocol("the maildrop call ended without an answer".into())),
+        }
     }
 }
 

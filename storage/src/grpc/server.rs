@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::MAX_GRPC_MESSAGE;
 use super::convert;
+use super::idempotency::{MAX_KEY_LEN, RecentAppends};
 use crate::error::StoreError;
 use crate::message::{Cached, FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage};
 use crate::replica::ReplicaStore;
@@ -27,12 +28,14 @@ pub struct StoreService {
     /// replication calls are refused.
     replica: Option<Arc<dyn ReplicaStore>>,
     token: String,
+    /// Appends by idempotency key, so a retried one stores its message once.
+    recent: Arc<RecentAppends>,
 }
 
 impl StoreService {
     /// Serves `store` to callers whose `x-sirms-token` metadata equals `token`.
     pub fn new(store: Arc<dyn MailStore>, token: String) -> Self {
-        StoreService { store, replica: None, token }
+        StoreService { store, replica: None, token, recent: Arc::default() }
     }
 
     /// Also takes the replication calls, applying them to `replica`.
@@ -128,17 +131,39 @@ impl Store for StoreService {
         &self,
         request: Request<Streaming<proto::AppendChunk>>,
     ) -> Result<Response<proto::AppendReply>, Status> {
-        let store = self.authorized(&request)?;
+        self.authorized(&request)?;
         let mut chunks = request.into_inner();
         let Some(append_chunk::Part::Header(header)) = chunks.message().await?.and_then(|chunk| chunk.part) else {
             return Err(StoreError::Protocol("an append must start with its header".into()).into());
         };
+        if header.idempotency_key.len() > MAX_KEY_LEN {
+            return Err(StoreError::Protocol("idempotency key too long".into()).into());
+        }
+        // Held until this attempt's outcome is known: a retry of it waits, then finds the result.
+        let done = match header.idempotency_key.as_str() {
+            "" => None,
+            key => Some(self.recent.slot(&header.user, key).lock_owned().await),
+        };
+        if let Some(result) = done.as_ref().and_then(|d| **d) {
+            return Ok(Response::new(result.into()));
+        }
         let message = NewMessage {
             bytes: receive_body(&mut chunks, header.size).await?,
             flags: convert::flags(header.flags),
             internal_date: (header.internal_date != 0).then_some(header.internal_date),
         };
-        let result = store.append(&header.user, &header.mailbox, message).await?;
+        // On a task of its own: a caller that gives up (its deadline, a broken connection)
+        // cancels this handler, and a store write cancelled after it was committed would leave
+        // the message stored with no result for the retry to find.
+        let store = self.store.clone();
+        let write = tokio::spawn(async move {
+            let result = store.append(&header.user, &header.mailbox, message).await;
+            if let (Ok(appended), Some(mut done)) = (&result, done) {
+                *done = Some(*appended);
+            }
+            result
+        });
+        let result = write.await.map_err(|e| StoreError::Unavailable(format!("append task failed: {e}")))??;
         Ok(Response::new(result.into()))
     }
 
@@ -256,6 +281,15 @@ impl Store for StoreService {
         Ok(Response::new(proto::Empty {}))
     }
 
+    async fn ping(&self, request: Request<proto::Empty>) -> Result<Response<proto::Empty>, Status> {
+        // A router may ask this and nothing else: a liveness probe reads no mail.
+        sirms_proto::cluster_tls::authorize(&request, &[Role::Node, Role::Storage, Role::Admin, Role::Router])?;
+        if !sirms_proto::token::presented(&request, &self.token) {
+            return Err(StoreError::Unauthorized.into());
+        }
+        Ok(Response::new(proto::Empty {}))
+    }
+
     type WatchStream = BoxStream<'static, Result<proto::Change, Status>>;
 
     async fn watch(&self, request: Request<proto::MailboxRequest>) -> Result<Response<Self::WatchStream>, Status> {
@@ -268,16 +302,44 @@ impl Store for StoreService {
             .map(|change| convert::change_to_proto(change).ok_or_else(|| Status::data_loss("the watcher fell behind")));
         Ok(Response::new(changes.boxed()))
     }
+
+    type HoldMaildropStream = BoxStream<'static, Result<proto::MaildropHeld, Status>>;
+
+    async fn hold_maildrop(
+        &self,
+        request: Request<proto::UserRequest>,
+    ) -> Result<Response<Self::HoldMaildropStream>, Status> {
+        let store = self.authorized(&request)?;
+        let lock = store.lock_maildrop(&request.get_ref().user).await?;
+        let held = proto::MaildropHeld { held: lock.is_some() };
+        // The lock lives in the stream, which tonic drops when the caller ends the call or its
+        // connection dies: that releases it. A lock not taken ends the call at once.
+        let open = match lock {
+            Some(lock) => stream::pending::<std::convert::Infallible>()
+                .map(move |never| {
+                    let _held = &lock;
+                    match never {}
+                })
+                .boxed(),
+            None => stream::empty().boxed(),
+        };
+        Ok(Response::new(stream::once(async move { Ok(held) }).chain(open).boxed()))
+    }
 }
 
 /// Reads the data chunks of an append, holding the client to the size it announced.
+/// The most an append reserves for its body before the bytes arrive.
+const PREALLOCATE_AT_MOST: usize = 1024 * 1024;
+
 async fn receive_body(chunks: &mut Streaming<proto::AppendChunk>, announced: u64) -> Result<Bytes, Status> {
     if announced > MAX_MESSAGE_SIZE {
         return Err(StoreError::TooLarge.into());
     }
-    // Checked against the limit above, so allocating it all up front is bounded.
     let announced = usize::try_from(announced).map_err(|_| StoreError::TooLarge)?;
-    let mut body = Vec::with_capacity(announced);
+    // The announced size is a peer's word: room for it is reserved only as far as a typical
+    // message, and beyond that the buffer grows with the bytes that actually arrive, so a
+    // peer announcing large messages and sending nothing holds no memory for them.
+    let mut body = Vec::with_capacity(announced.min(PREALLOCATE_AT_MOST));
     while let Some(chunk) = chunks.message().await? {
         match chunk.part {
             Some(append_chunk::Part::Data(data)) if data.len() <= announced - body.len() => {

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-pub use crate::durable::{sync_dir, write_atomic};
+pub use crate::durable::{sync_dir, sync_file, write_atomic};
 use crate::mailbox::SpecialUse;
 
 /// A folder's settings file: UIDVALIDITY, the UID floor and special use.

@@ -1,7 +1,7 @@
 //! One Maildir folder in memory: its messages, counters and watchers, and how it is
 //! opened — reconciled against the directory listing, which is the truth.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,19 @@ pub struct FolderState {
     pub messages: BTreeMap<u32, Entry>,
     /// Set when the folder is deleted or renamed away; every later operation fails.
     pub gone: bool,
+    /// UIDs that replica appends are placing: chosen by the primary, not yet published.
+    placing: BTreeSet<u32>,
+}
+
+/// What [`Folder::reserve_uid`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UidClaim {
+    /// The folder holds a message under the UID already.
+    Present,
+    /// Another append is placing a message under it.
+    Busy,
+    /// The caller may place its message; it calls [`Folder::release_uid`] when done.
+    Reserved,
 }
 
 /// An open folder.
@@ -108,7 +121,7 @@ impl Folder {
         let mut settings = files::read_small(&settings_path)?.map(|t| FolderFile::parse(&t)).unwrap_or_default();
         if settings.uid_validity == 0 {
             settings.uid_validity = new_uid_validity();
-            files::write_atomic(&settings_path, settings.render().as_bytes())?;
+            files::write_atomic(&settings_path, settings.render().as_bytes(), "store-file")?;
         }
         let keywords: Vec<String> = files::read_small(&dir.join(KEYWORDS_FILE))?
             .map(|t| t.lines().take(MAX_KEYWORDS).map(str::to_string).collect())
@@ -205,8 +218,8 @@ impl Folder {
             );
         }
         if moved_any {
-            files::sync_dir(&cur)?;
-            files::sync_dir(&dir.join("new"))?;
+            files::sync_dir(&cur, "store-dirs")?;
+            files::sync_dir(&dir.join("new"), "store-dirs")?;
         }
         counters.highest_modseq = counters.highest_modseq.max(1);
         counters.recent_floor = counters.recent_floor.max(1);
@@ -251,7 +264,14 @@ impl Folder {
             tree,
             counters_tree,
             cache,
-            state: Mutex::new(FolderState { counters, settings, keywords, messages, gone: false }),
+            state: Mutex::new(FolderState {
+                counters,
+                settings,
+                keywords,
+                messages,
+                gone: false,
+                placing: BTreeSet::new(),
+            }),
             changes,
         })
     }
@@ -263,6 +283,24 @@ impl Folder {
             return Err(StoreError::NoSuchMailbox);
         }
         Ok(guard)
+    }
+
+    /// Claims `uid` for a message a replica is given, so that two records bringing the same
+    /// message (a write and a catch-up racing it) place it once.
+    pub fn reserve_uid(&self, uid: u32) -> Result<UidClaim> {
+        let mut st = self.lock()?;
+        Ok(if st.messages.contains_key(&uid) {
+            UidClaim::Present
+        } else if st.placing.insert(uid) {
+            UidClaim::Reserved
+        } else {
+            UidClaim::Busy
+        })
+    }
+
+    /// Gives back a UID [`Folder::reserve_uid`] reserved, whether its message was placed or not.
+    pub fn release_uid(&self, uid: u32) {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).placing.remove(&uid);
     }
 
     /// Marks the folder gone and tells its watchers.
@@ -356,7 +394,7 @@ impl FolderState {
         if self.settings.uid_floor < self.counters.uid_next {
             let mut settings = self.settings;
             settings.uid_floor = self.counters.uid_next;
-            files::write_atomic(&dir.join(files::FOLDER_FILE), settings.render().as_bytes())?;
+            files::write_atomic(&dir.join(files::FOLDER_FILE), settings.render().as_bytes(), "store-file")?;
             self.settings = settings;
         }
         Ok(())
@@ -381,7 +419,7 @@ impl FolderState {
         }
         let mut text = list.join("\n");
         text.push('\n');
-        files::write_atomic(&dir.join(KEYWORDS_FILE), text.as_bytes())?;
+        files::write_atomic(&dir.join(KEYWORDS_FILE), text.as_bytes(), "store-file")?;
         self.keywords = list;
         maildir::keyword_letters(&self.keywords, flags).ok_or(StoreError::InvalidKeyword)
     }

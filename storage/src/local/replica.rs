@@ -3,13 +3,14 @@
 
 use std::fs;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::commit::Job;
-use super::folder::{Entry, Folder};
+use super::folder::{Entry, Folder, UidClaim};
 use super::{LocalStore, blocking, files, maildir};
 use crate::change::Change;
 use crate::error::{Result, StoreError};
@@ -20,6 +21,44 @@ use crate::uidset::UidSet;
 
 /// The file holding the newest epoch this store has seen for a user.
 const EPOCH_FILE: &str = "sirms-epoch";
+
+/// How long an append waits for another placing the same message (a commit takes
+/// milliseconds; this bounds a stuck one).
+const PLACING_WAIT: Duration = Duration::from_secs(10);
+
+/// A UID reserved in a folder for one append, given back when dropped.
+struct Reservation {
+    folder: Arc<Folder>,
+    uid: u32,
+}
+
+impl Reservation {
+    /// Reserves `uid`, waiting while another append places it; `None` once the folder holds it.
+    async fn wait(folder: &Arc<Folder>, uid: u32) -> Result<Option<Reservation>> {
+        let deadline = tokio::time::Instant::now() + PLACING_WAIT;
+        loop {
+            match folder.reserve_uid(uid)? {
+                UidClaim::Present => return Ok(None),
+                UidClaim::Reserved => return Ok(Some(Reservation { folder: folder.clone(), uid })),
+                UidClaim::Busy if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                UidClaim::Busy => {
+                    return Err(StoreError::Unavailable(format!(
+                        "UID {uid} of {} is still being placed after {PLACING_WAIT:?}",
+                        folder.name
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.folder.release_uid(self.uid);
+    }
+}
 
 /// A record's UIDVALIDITY must be the folder's: otherwise UIDs name other messages.
 fn same_mailbox(folder: &Folder, uid_validity: u32) -> Result<()> {
@@ -61,7 +100,7 @@ impl LocalStore {
             if epoch < floor {
                 return Err(StoreError::StaleEpoch(floor));
             }
-            files::write_atomic(&self.user_dir(user).join(EPOCH_FILE), format!("{epoch}\n").as_bytes())?;
+            files::write_atomic(&self.user_dir(user).join(EPOCH_FILE), format!("{epoch}\n").as_bytes(), "store-file")?;
             self.inner.epochs.lock().unwrap_or_else(|p| p.into_inner()).insert(user.to_string(), epoch);
         }
         Ok(floor)
@@ -80,15 +119,18 @@ impl LocalStore {
             Ok(()) | Err(StoreError::MailboxExists) => {}
             Err(e) => return Err(e),
         }
+        // The open folder's UIDVALIDITY, not the file's, is the one every reader is told: a
+        // folder opened while the file was being replaced keeps the one it read.
+        if self.open_folder(user, &name)?.lock()?.counters.uid_validity == uid_validity {
+            return Ok(());
+        }
         let dir = self.folder_dir(user, &name);
         let settings_path = dir.join(files::FOLDER_FILE);
         let settings = files::read_small(&settings_path)?.map(|t| files::FolderFile::parse(&t)).unwrap_or_default();
-        if settings.uid_validity == uid_validity {
-            return Ok(());
-        }
         let _tree = self.lock_tree();
-        // Its messages are not the primary's: they go, with the folder's index.
-        self.retire_folders(user, &name, std::slice::from_ref(&name), None)?;
+        // Its messages are not the primary's: they go, with the folder's index; no one opens
+        // it again before the file names the primary's UIDVALIDITY.
+        let _open = self.retire_folders(user, &name, std::slice::from_ref(&name), None)?;
         for sub in ["cur", "new", "tmp"] {
             for item in fs::read_dir(dir.join(sub))? {
                 let path = item?.path();
@@ -96,11 +138,11 @@ impl LocalStore {
                     fs::remove_file(path)?;
                 }
             }
-            files::sync_dir(&dir.join(sub))?;
+            files::sync_dir(&dir.join(sub), "store-dirs")?;
         }
         let settings =
             files::FolderFile { uid_validity, uid_floor: 1, special_use: special_use.or(settings.special_use) };
-        files::write_atomic(&settings_path, settings.render().as_bytes())?;
+        files::write_atomic(&settings_path, settings.render().as_bytes(), "store-file")?;
         Ok(())
     }
 
@@ -114,12 +156,9 @@ impl LocalStore {
     ) -> Result<()> {
         let folder = self.folder(user, mailbox).await?;
         same_mailbox(&folder, uid_validity)?;
-        if folder.lock()?.messages.contains_key(&meta.uid) {
-            return Ok(());
-        }
-        let store = self.clone();
+        let Some(_reserved) = Reservation::wait(&folder, meta.uid).await? else { return Ok(()) };
         let message = NewMessage { bytes, flags: meta.flags.clone(), internal_date: Some(meta.internal_date) };
-        let mut prepared = blocking(move || store.prepare(folder, message)).await?;
+        let mut prepared = self.prepared(folder, message).await?;
         prepared.uid = Some(meta.uid);
         prepared.entry.modseq = meta.modseq.max(1);
         let (reply, rx) = oneshot::channel();
@@ -189,7 +228,7 @@ impl LocalStore {
             st.messages.insert(meta.uid, updated);
         }
         if !changed.is_empty() {
-            files::sync_dir(&folder.cur)?;
+            files::sync_dir(&folder.cur, "replica-dir")?;
             folder.index_counters(&st.counters)?;
             for meta in changed {
                 folder.notify(Change::FlagsChanged(meta));

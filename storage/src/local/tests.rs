@@ -6,6 +6,7 @@
 use std::fs;
 
 use super::*;
+use crate::replica::{Apply, ReplicaStore};
 
 const USER: &str = "alice@example.test";
 
@@ -189,4 +190,53 @@ async fn a_renamed_mailbox_goes_on_from_its_highest_modseq_across_a_restart() {
     assert!(status.highest_modseq >= highest, "{} after {highest}", status.highest_modseq);
     assert!(messages.iter().all(|m| m.modseq <= status.highest_modseq));
     assert_eq!(status.recent, 0, "what was claimed as \\Recent stays claimed");
+}
+
+#[tokio::test]
+async fn a_replica_mailbox_takes_the_primarys_uidvalidity_even_when_its_file_already_names_it() {
+    // A folder opened while a catch-up replaced its settings file keeps the UIDVALIDITY it
+    // read, though the file names the primary's: the record must still make the open folder
+    // the primary's, or every later record is refused as coming from another mailbox.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalStore::open(dir.path()).expect("open");
+    store.append(USER, "INBOX", NewMessage::new(&b"Subject: a\r\n\r\nA\r\n"[..])).await.expect("append");
+    let ours = store.status(USER, "INBOX").await.expect("status").uid_validity;
+    let primarys = ours + 7;
+    let settings = dir.path().join("mail").join(maildir::escape_component(USER)).join(files::FOLDER_FILE);
+    let file = files::FolderFile { uid_validity: primarys, uid_floor: 1, special_use: None };
+    fs::write(&settings, file.render()).expect("write the settings file");
+    let record = Apply::Mailbox { name: "INBOX".into(), uid_validity: primarys, special_use: None };
+    store.apply(USER, 1, record).await.expect("apply");
+    let status = store.status(USER, "INBOX").await.expect("status");
+    assert_eq!(status.uid_validity, primarys);
+    assert_eq!(status.messages, 0, "the messages of the other UIDVALIDITY are gone");
+}
+
+#[tokio::test]
+async fn a_message_two_records_bring_at_once_is_placed_once_and_both_succeed() {
+    // A writer's record and a catch-up racing it can bring a replica the same message at the
+    // same time: both must succeed (neither is a divergence) and the message exists once.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let primary_dir = tempfile::tempdir().expect("tempdir");
+    let primary = LocalStore::open(primary_dir.path()).expect("open");
+    let bytes = Bytes::from_static(b"Subject: twice\r\n\r\nbody\r\n");
+    let appended = primary.append(USER, "INBOX", NewMessage::new(bytes.clone())).await.expect("append");
+    let (_, metas) = primary.messages(USER, "INBOX").await.expect("messages");
+    let replica = LocalStore::open(dir.path()).expect("open");
+    let mailbox = Apply::Mailbox { name: "INBOX".into(), uid_validity: appended.uid_validity, special_use: None };
+    replica.apply(USER, 1, mailbox).await.expect("mailbox");
+    let record = || Apply::Append {
+        mailbox: "INBOX".into(),
+        uid_validity: appended.uid_validity,
+        meta: metas[0].clone(),
+        bytes: bytes.clone(),
+    };
+    let outcomes = futures::future::join_all((0..8).map(|_| replica.apply(USER, 1, record()))).await;
+    for outcome in outcomes {
+        outcome.expect("every copy of the record succeeds");
+    }
+    let (status, list) = replica.messages(USER, "INBOX").await.expect("messages");
+    assert_eq!((status.messages, list.len()), (1, 1));
+    let cur = dir.path().join("mail").join(maildir::escape_component(USER)).join("cur");
+    assert_eq!(fs::read_dir(cur).expect("cur").count(), 1, "one file");
 }

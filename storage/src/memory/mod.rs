@@ -34,6 +34,7 @@ const MAX_USER_LEN: usize = 255;
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    maildrops: crate::MaildropLocks,
 }
 
 struct State {
@@ -420,5 +421,8 @@ impl MailStore for MemoryStore {
     async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream> {
         let receiver = self.lock().mailbox(user, mailbox)?.subscribe();
         Ok(crate::change::stream(receiver))
+    }
+    async fn lock_maildrop(&self, user: &str) -> Result<Option<crate::MaildropLock>> {
+        Ok(self.maildrops.try_lock(user))
     }
 }

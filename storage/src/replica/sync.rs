@@ -56,14 +56,15 @@ pub async fn sync_user(
     epoch: u64,
 ) -> Result<SyncReport> {
     let mut total = SyncReport::default();
+    let mut last = SyncReport::default();
     for _ in 0..MAX_PASSES {
-        let pass = sync_pass(primary, replica, user, epoch).await?;
-        total.add(pass);
-        if pass.changes() == 0 {
+        last = sync_pass(primary, replica, user, epoch).await?;
+        total.add(last);
+        if last.changes() == 0 {
             return Ok(total);
         }
     }
-    Err(StoreError::Unavailable(format!("{user}'s mailboxes kept changing during the catch-up")))
+    Err(StoreError::Unavailable(format!("{user}'s mailboxes kept changing during the catch-up (last pass: {last:?})")))
 }
 
 async fn sync_pass(primary: &dyn MailStore, replica: &dyn ReplicaStore, user: &str, epoch: u64) -> Result<SyncReport> {

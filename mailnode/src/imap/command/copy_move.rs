@@ -2,6 +2,7 @@
 
 use imap_types::mailbox::Mailbox;
 use imap_types::sequence::SequenceSet;
+use sirms_storage::BodyPart;
 use tokio::io::AsyncWriteExt;
 
 use super::mailbox_name;
@@ -9,6 +10,7 @@ use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::response::{self, Code, Status};
 use crate::imap::selected::render_uids;
 use crate::imap::session::{Session, Sink};
+use crate::quota;
 
 impl Session {
     pub(crate) async fn copy_move(
@@ -32,6 +34,11 @@ impl Session {
         }
         let uids = view.uids(&indexes);
         let source = view.name.clone();
+        if !moving {
+            let copied = self.store.fetch(&user, &source, &uids, BodyPart::None).await?;
+            let adding = copied.iter().map(|m| m.meta.size).sum();
+            quota::room_for(&*self.store, &*self.directory, &user, adding).await?;
+        }
         let result = if moving {
             self.store.move_messages(&user, &source, &target, &uids).await
         } else {

@@ -11,6 +11,8 @@ fn directory() -> Arc<dyn Directory> {
                   { address = "bob@example.test", password = "{plain}pw" } ]
         [aliases]
         "all@example.test" = ["alice@example.test", "bob@example.test"]
+        "ping@example.test" = ["pong@example.test"]
+        "pong@example.test" = ["ping@example.test"]
         "#,
     )
     .unwrap();
@@ -25,8 +27,10 @@ fn config(submission: bool) -> Arc<SessionConfig> {
         allow_plaintext_auth: false,
         max_message_size: 1000,
         max_recipients: 3,
+        max_hops: 50,
         max_errors: 8,
         max_auth_failures: 2,
+        send_rate: Arc::new(SendRate::new(4, 0)),
     })
 }
 
@@ -328,4 +332,77 @@ fn control_characters_in_addresses_are_refused() {
     t.feed("MAIL FROM:<x@remote.test>\r\n");
     let (_, out) = t.feed("RCPT TO:<alice\u{85}@example.test>\r\n");
     assert!(out.starts_with("553 5.1.3") || out.starts_with("501"), "{out}");
+}
+
+/// Issue 28: a message that arrives with more hops than the limit is a mail loop (554 5.4.6 at
+/// the end of the data, nothing delivered); at the limit it is delivered; by BDAT the same.
+#[test]
+fn too_many_hops_is_a_loop() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\n");
+    let at_limit = format!("{}Subject: x\r\n\r\nReceived: in the body\r\n.\r\n", "Received: from x\r\n".repeat(49));
+    let at_limit = format!("Delivered-To: a@example.test\r\n{at_limit}");
+    let over = format!("Received: from y\r\n\tby z\r\n{at_limit}");
+    t.feed("MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+    let (flow, _) = t.feed(&at_limit);
+    assert!(matches!(flow, Next::Action(Action::Deliver { .. })), "{flow:?}");
+    t.complete(Outcome::Delivered(true));
+    t.feed("MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+    let (flow, out) = t.feed(&over);
+    assert_eq!(flow, Next::NeedInput);
+    assert_eq!(out, "554 5.4.6 too many hops (more than 50 Received headers): mail loop\r\n");
+    let body = over.strip_suffix(".\r\n").unwrap();
+    let (flow, out) = t.feed(&format!(
+        "MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nBDAT {} LAST\r\n{body}",
+        body.len()
+    ));
+    assert_eq!(flow, Next::NeedInput);
+    assert!(out.ends_with("554 5.4.6 too many hops (more than 50 Received headers): mail loop\r\n"), "{out}");
+}
+
+/// Issue 28: aliases that lead back to themselves are a routing loop (550 5.4.6), not an
+/// unknown user (5.1.1), and the reply does not reveal the chain.
+#[test]
+fn alias_loop_is_refused_as_a_routing_loop() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\nMAIL FROM:<x@remote.test>\r\n");
+    let (_, out) = t.feed("RCPT TO:<ping@example.test>\r\n");
+    assert_eq!(out, "550 5.4.6 routing loop detected: the recipient's aliases lead back to themselves\r\n");
+    assert!(!out.contains("pong"));
+    let (_, out) = t.feed("RCPT TO:<nobody@example.test>\r\n");
+    assert_eq!(out, "550 5.1.1 no such user here\r\n");
+}
+
+/// Logs alice in on a submission session.
+fn submission_as_alice() -> T {
+    let mut t = T::new(true);
+    t.feed("EHLO c\r\nSTARTTLS\r\n");
+    t.complete(Outcome::TlsStarted);
+    t.feed("EHLO c\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\n");
+    t.complete(Outcome::Authenticated(Some("alice@example.test".into())));
+    t
+}
+
+#[test]
+fn an_authenticated_sender_meets_the_hourly_recipient_limit_and_an_mx_client_does_not() {
+    // The test config allows 4 recipients an hour per login.
+    let mut t = submission_as_alice();
+    let (_, out) = t.feed("MAIL FROM:<alice@example.test>\r\nRCPT TO:<a@remote.test>\r\nRCPT TO:<b@remote.test>\r\nRCPT TO:<bob@example.test>\r\n");
+    assert_eq!(out.matches("250 2.1.5").count(), 3, "{out}");
+    t.feed("RSET\r\n");
+    let (_, out) = t.feed("MAIL FROM:<alice@example.test>\r\nRCPT TO:<c@remote.test>\r\nRCPT TO:<d@remote.test>\r\n");
+    assert_eq!(
+        out,
+        "250 2.1.0 sender OK\r\n250 2.1.5 recipient OK\r\n\
+         450 4.7.1 sending rate limit reached (4 recipients an hour for this account); try again later\r\n"
+    );
+    // The MX takes mail for local users from anyone, without counting.
+    let mut mx = T::new(false);
+    mx.feed("EHLO c\r\n");
+    for _ in 0..3 {
+        let (_, out) = mx.feed(
+            "MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nRSET\r\n",
+        );
+        assert_eq!(out.matches("250 2.1.5").count(), 2, "{out}");
+    }
 }

@@ -1,0 +1,81 @@
+//! The Store client against a real storage node: one that freezes mid-append (SIGSTOP) fails
+//! the call within the client's keepalive instead of holding its caller until it thaws; and the
+//! serving side stores an append once however often it comes under one idempotency key.
+
+use std::time::Duration;
+
+use sirms_integration_tests::StorageNode;
+use sirms_storage::{MailStore, NewMessage, RemoteStore, StoreError};
+
+const USER: &str = "alice@example.test";
+
+fn signal(node: &StorageNode, sig: libc::c_int) {
+    // SAFETY: a plain syscall on the pid of a child this test started.
+    let rc = unsafe { libc::kill(node.process.pid() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({sig})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_to_a_home_that_froze_fails_while_it_is_still_frozen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StorageNode::start(dir.path().join("store"));
+    let store = RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect");
+    store.append(USER, "INBOX", NewMessage::new(&b"Subject: first\r\n\r\none\r\n"[..])).await.expect("warm up");
+
+    signal(&node, libc::SIGSTOP);
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let thaw = tokio::spawn({
+        let (pid, frozen) = (node.process.pid(), frozen.clone());
+        async move {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            frozen.store(false, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: as in `signal`.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+        }
+    });
+    let appended = store.append(USER, "INBOX", NewMessage::new(&b"Subject: second\r\n\r\ntwo\r\n"[..])).await;
+    let still_frozen = frozen.load(std::sync::atomic::Ordering::SeqCst);
+    thaw.await.expect("thaw");
+    assert!(matches!(appended, Err(StoreError::Unavailable(_))), "{appended:?}");
+    assert!(still_frozen, "the append waited for the node to thaw instead of failing");
+    // The node answers again, and the message is there at most once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = store.messages(USER, "INBOX").await.expect("messages");
+    assert!((1..=2).contains(&status.messages), "{status:?}");
+}
+
+/// The serving side: two appends under one key store one message, and the second is answered
+/// with the first's UID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_appends_under_one_key_store_one_message() {
+    use sirms_proto::store::store_client::StoreClient;
+    use sirms_proto::store::{AppendChunk, AppendHeader, append_chunk};
+    use sirms_proto::token::TokenInterceptor;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StorageNode::start(dir.path().join("store"));
+    let channel = tonic::transport::Endpoint::from_shared(node.endpoint()).expect("endpoint").connect_lazy();
+    let token = TokenInterceptor::new(&node.token).expect("token");
+    let mut client = StoreClient::with_interceptor(channel, token);
+    let body = b"Subject: once\r\n\r\nbody\r\n";
+    let append = |key: &str| {
+        let header = AppendHeader {
+            user: USER.into(),
+            mailbox: "INBOX".into(),
+            size: body.len() as u64,
+            idempotency_key: key.into(),
+            ..Default::default()
+        };
+        let chunks = vec![
+            AppendChunk { part: Some(append_chunk::Part::Header(header)) },
+            AppendChunk { part: Some(append_chunk::Part::Data(body.to_vec().into())) },
+        ];
+        futures::stream::iter(chunks)
+    };
+    let first = client.append(append("k-1")).await.expect("first").into_inner();
+    let again = client.append(append("k-1")).await.expect("again").into_inner();
+    let other = client.append(append("k-2")).await.expect("another key").into_inner();
+    assert_eq!((first.uid, again.uid, other.uid), (1, 1, 2));
+    let store = RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect");
+    assert_eq!(store.messages(USER, "INBOX").await.expect("messages").0.messages, 2);
+}

@@ -1,0 +1,76 @@
+//! Appends by idempotency key, on the serving side: a caller that retries an append whose
+//! answer it never got (a deadline passed, the connection broke after the store committed)
+//! gets the first attempt's result instead of a second copy of the message. A retry that
+//! arrives while the first attempt still runs waits for it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::message::AppendResult;
+
+/// How long a key is remembered: callers retry within seconds.
+const KEEP_FOR: Duration = Duration::from_secs(600);
+/// Most keys remembered; the oldest go first beyond it.
+const MAX_KEYS: usize = 20_000;
+/// Longest key taken (callers send 32 hex digits).
+pub const MAX_KEY_LEN: usize = 128;
+
+/// One key's outcome: `None` until an attempt succeeds.
+pub type Slot = Arc<tokio::sync::Mutex<Option<AppendResult>>>;
+
+/// Keys of recent appends and their results.
+#[derive(Default)]
+pub struct RecentAppends {
+    inner: Mutex<Keys>,
+}
+
+#[derive(Default)]
+struct Keys {
+    slots: HashMap<String, Slot>,
+    /// Keys in the order they came, with when.
+    order: VecDeque<(Instant, String)>,
+}
+
+impl RecentAppends {
+    /// The slot of `user`'s append `key`: lock it, and a result in it is the append's.
+    pub fn slot(&self, user: &str, key: &str) -> Slot {
+        let id = format!("{user}\0{key}");
+        let mut keys = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        while let Some((at, _)) = keys.order.front() {
+            if now.duration_since(*at) < KEEP_FOR && keys.order.len() < MAX_KEYS {
+                break;
+            }
+            if let Some((_, old)) = keys.order.pop_front() {
+                keys.slots.remove(&old);
+            }
+        }
+        if let Some(slot) = keys.slots.get(&id) {
+            return slot.clone();
+        }
+        let slot = Slot::default();
+        keys.slots.insert(id.clone(), slot.clone());
+        keys.order.push_back((now, id));
+        slot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_per_user_and_the_oldest_keys_go_first() {
+        let recent = RecentAppends::default();
+        let a = recent.slot("alice", "k1");
+        assert!(Arc::ptr_eq(&a, &recent.slot("alice", "k1")), "the same key, the same slot");
+        assert!(!Arc::ptr_eq(&a, &recent.slot("bob", "k1")), "another user's key is another slot");
+        for i in 0..MAX_KEYS + 10 {
+            recent.slot("carol", &i.to_string());
+        }
+        let keys = recent.inner.lock().unwrap();
+        assert!(keys.slots.len() <= MAX_KEYS && keys.order.len() == keys.slots.len());
+        assert!(!keys.slots.contains_key("alice\0k1"), "the oldest key was dropped");
+    }
+}
