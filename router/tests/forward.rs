@@ -13,7 +13,7 @@ use std::time::Duration;
 use sirms_proto::proxy_v2::{ProxyHeader, read_header};
 use sirms_router::{
     Backend, Cluster, ClusterNode, ForwardConfig, ForwardError, ForwardStats, Forwarder, Inbound, NodeId, NodeState,
-    Reason, Rendezvous, RouteTable, SessionEnd,
+    Reason, Rendezvous, RouteTable, Service, SessionEnd,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -73,10 +73,22 @@ async fn serve_backend_session(name: &'static str, mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-/// An address nothing listens on: bound once, then released.
-async fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr")
+/// A port that refuses connections for as long as it is held: bound, never listening.
+///
+/// Binding and then releasing a port is not enough: a test running alongside may be
+/// given the same ephemeral port for its own backend, which then answers.
+struct DeadPort(TcpSocket);
+
+impl DeadPort {
+    fn new() -> Self {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        Self(socket)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.0.local_addr().expect("addr")
+    }
 }
 
 /// What the test router reports for each connection.
@@ -116,7 +128,7 @@ impl TestRouter {
                     let backends: Vec<Backend> = choice
                         .candidates
                         .iter()
-                        .map(|node| Backend { node: node.clone(), addr: addrs[node] })
+                        .map(|node| Backend { node: node.clone(), service: Service::Smtp, addr: addrs[node] })
                         .collect();
                     let on_failure = |backend: &Backend, _: &io::Error| {
                         failures.lock().expect("not poisoned").push(backend.node.clone());
@@ -220,7 +232,8 @@ async fn falls_back_to_the_next_ranked_backend_when_the_first_refuses() {
         .expect("some source prefers node1");
     let ranked = cluster.choose(ip, &RouteTable::new()).candidates;
     let mut addrs = BTreeMap::new();
-    addrs.insert(id("node1"), dead_addr().await);
+    let dead = DeadPort::new();
+    addrs.insert(id("node1"), dead.addr());
     addrs.insert(id("node2"), spawn_backend("node2", &mut tasks).await);
     addrs.insert(id("node3"), spawn_backend("node3", &mut tasks).await);
     let mut router = TestRouter::start(cluster, RouteTable::new(), addrs, ForwardConfig::default(), &mut tasks).await;
@@ -287,8 +300,9 @@ async fn idle_sessions_are_closed() {
 async fn a_client_is_closed_when_no_backend_accepts() {
     let mut tasks = JoinSet::new();
     let mut addrs = BTreeMap::new();
-    addrs.insert(id("node1"), dead_addr().await);
-    addrs.insert(id("node2"), dead_addr().await);
+    let dead = [DeadPort::new(), DeadPort::new()];
+    addrs.insert(id("node1"), dead[0].addr());
+    addrs.insert(id("node2"), dead[1].addr());
     let mut router = TestRouter::start(
         healthy_cluster(&["node1", "node2"]),
         RouteTable::new(),
