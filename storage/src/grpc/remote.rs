@@ -1,6 +1,7 @@
 //! `RemoteStore`: a `MailStore` that calls a Store gRPC service.
 
 use std::iter;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use tonic::transport::Channel;
 
 use super::MAX_GRPC_MESSAGE;
 use super::convert;
+use super::fail_fast::{FailFast, PeerHealth};
 use crate::change::{Change, ChangeStream};
 use crate::error::{Result, StoreError};
 use crate::flags::{FlagOp, Flags};
@@ -32,9 +34,8 @@ use crate::uidset::UidSet;
 
 /// How long establishing a connection may take before the call fails as unavailable. Peers
 /// are on the cluster's own network, where a live one answers a SYN in a millisecond; 2 s
-/// still allows one lost SYN (resent after 1 s). Calls to a dead peer queue behind these
-/// attempts one after another, so each second here is seconds of stalled sessions for the
-/// users of a node that just died (docs/STORAGE.md, "Tested").
+/// still allows one lost SYN (resent after 1 s). The first attempt that fails fails every
+/// call queued behind it ([`FailFast`]).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the connection may be silent before it is pinged (idle or not), and how long the
@@ -55,7 +56,7 @@ const APPEND_DEADLINE: Duration = Duration::from_secs(20);
 /// The slowest transfer of an append allowed for, in bytes per second.
 const APPEND_RATE: u64 = 8 * 1024 * 1024;
 
-type Client = StoreClient<InterceptedService<Channel, TokenInterceptor>>;
+type Client = StoreClient<InterceptedService<FailFast<Channel>, TokenInterceptor>>;
 
 /// A key no other append shares: 128 random bits (from the kernel), in hex.
 fn append_key() -> String {
@@ -81,7 +82,8 @@ pub struct RemoteStore {
 impl RemoteStore {
     /// A store at `endpoint` (e.g. `http://127.0.0.1:7000`), called with the cluster `token`.
     ///
-    /// Connects lazily, so a store that is down now is tried again on every call.
+    /// Connects lazily, so a store that is down now is tried again later; after a transport
+    /// failure, calls fail at once for a few seconds (see [`super::fail_fast`]).
     /// Must be called from within a Tokio runtime.
     pub fn connect(endpoint: &str, token: impl Into<String>) -> Result<RemoteStore> {
         RemoteStore::connect_with(endpoint, &Credentials::token(token))
@@ -103,6 +105,7 @@ impl RemoteStore {
                     .keep_alive_while_idle(true)
             })
             .connect_lazy();
+        let channel = FailFast::new(channel, Arc::new(PeerHealth::new(endpoint)));
         let client = StoreClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
