@@ -5,7 +5,8 @@
 //! away is caught up whole; a write that meets a newer epoch of the same primary goes on at
 //! it; a replica that stopped answering does not hold up every write; a flag change that
 //! reaches the replica before the message it flags is not lost; a write the replica behind
-//! missed while a catch-up ended goes to it at the new epoch.
+//! missed while a catch-up ended goes to it at the new epoch; a catch-up raises the
+//! primary's floor before its last compare, and resumes from it when its marking failed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -278,4 +279,41 @@ async fn a_write_the_replica_missed_while_a_catch_up_ended_goes_to_it_at_the_new
     later.await.expect("directory update");
     assert_eq!(Cluster::inbox(&c.home).await, Cluster::inbox(&c.replica).await, "both copies hold the write");
     assert_eq!(Cluster::bodies(&c.replica).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_raises_the_primary_floor_before_its_last_compare_and_resumes_from_it() {
+    let c = Cluster::start().await;
+    c.directory.replace(snapshot(2, false));
+    // Another mail node writing for the user, which knows the replica is behind at epoch 2.
+    let directory = Arc::new(LiveDirectory::new(snapshot(2, false)));
+    let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([
+        (HOME.to_string(), c.home.endpoint()),
+        (REPLICA.to_string(), c.replica.endpoint()),
+    ])));
+    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(c.dir.path().join("writer")).expect("open"));
+    let unreachable = Arc::new(Unreachable::default());
+    let writer = HomeStore::new("node-b".into(), own, directory, endpoints, Credentials::token(c.home.token.clone()))
+        .with_unreachable(unreachable.clone());
+    writer.append(USER, "INBOX", message(1)).await.expect("append at epoch 2, on both copies");
+    // The replica missed a message the home took meanwhile.
+    Cluster::remote(&c.home).append(USER, "INBOX", message(0)).await.expect("on the home alone");
+    let (route, report) = c.store.ready_to_mark_in_sync(USER).await.expect("ready");
+    assert_eq!((route.epoch, report.appended), (2, 1));
+    assert_eq!(Cluster::inbox(&c.replica).await, Cluster::inbox(&c.home).await, "the replica holds it");
+    assert_eq!(Cluster::remote(&c.home).fence(USER, 0).await.expect("floor"), 3, "raised to the marking's epoch");
+
+    // Before the directory shows epoch 3, a write at epoch 2 that the replica skips must not
+    // be acknowledged on the home alone: the home could die the next moment, and the directory
+    // would then count the replica, promoted, as a full copy without it.
+    unreachable.failed(REPLICA);
+    let refused = writer.append(USER, "INBOX", message(2)).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    assert_eq!(Cluster::inbox(&c.home).await.len(), 2, "the refused write was taken back");
+
+    // The marking did not go through (no router here): the next catch-up resumes at the
+    // raised floor instead of failing on it for ever.
+    let (route, report) = c.store.ready_to_mark_in_sync(USER).await.expect("resumed");
+    assert_eq!((route.epoch, report.appended), (2, 0));
+    assert_eq!(Cluster::inbox(&c.replica).await, Cluster::inbox(&c.home).await);
 }

@@ -22,9 +22,6 @@ use crate::directory::{Directory, DirectoryData, LiveDirectory, UserRecord};
 const EVERY: Duration = Duration::from_secs(2);
 /// Longest pause before a user whose catch-up failed is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How long the last pass of a catch-up waits for this node's directory to show the epoch the
-/// catch-up's own change made.
-const LAST_PASS_WAIT: Duration = Duration::from_secs(5);
 /// How long an audit waits for a user's home to say whether it was ever written to.
 const HOME_ANSWER: Duration = Duration::from_secs(3);
 /// How often this node's own store is audited after an audit that checked every copy.
@@ -128,37 +125,11 @@ pub async fn run(
                 continue;
             }
             let outcome = async {
-                let (route, report) = store.catch_up(&user).await.map_err(|e| e.to_string())?;
+                let (route, report) = store.ready_to_mark_in_sync(&user).await.map_err(|e| e.to_string())?;
                 if route.epoch != epoch {
                     return Err(format!("epoch moved from {epoch} to {}", route.epoch));
                 }
-                let in_sync = states.mark_in_sync(&user, epoch).await.map_err(|e| e.to_string())?;
-                // A write the primary took after the last pass, before its writer learnt that
-                // the replica is in sync, may be on the primary alone. One more pass, at the new
-                // epoch, copies it: the pass first raises the primary's floor to that epoch, so a
-                // write the primary takes from then on is sent to the replica by its writer
-                // (replication.rs, `behind_still`), and one it took before is in the pass.
-                let late = async {
-                    directory
-                        .user_at_epoch(&user, in_sync, LAST_PASS_WAIT)
-                        .await
-                        .ok_or_else(|| format!("the directory did not show epoch {in_sync} in {LAST_PASS_WAIT:?}"))?;
-                    store.catch_up(&user).await.map_err(|e| e.to_string())
-                };
-                match late.await {
-                    Ok((route, late)) if route.epoch >= in_sync => {
-                        if late.changes() > 0 {
-                            tracing::warn!(%user, changes = late.changes(), "writes during the catch-up copied after it");
-                        }
-                    }
-                    outcome => {
-                        // Without that pass the replica may lack a write: it is not in sync.
-                        let why = outcome.err().unwrap_or_else(|| "the epoch moved back".into());
-                        tracing::warn!(%user, error = %why, "pass after the catch-up failed: out of sync again");
-                        states.mark_behind(&user, in_sync).await.map_err(|e| e.to_string())?;
-                        return Err(format!("pass after the catch-up failed: {why}"));
-                    }
-                }
+                states.mark_in_sync(&user, epoch).await.map_err(|e| e.to_string())?;
                 Ok(report)
             };
             match outcome.await {

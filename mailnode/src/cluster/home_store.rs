@@ -169,6 +169,29 @@ impl HomeStore {
         let report = route.sync_user(replica).await?;
         Ok((route, report))
     }
+
+    /// Readies `user`'s replica, behind at the user's epoch E, to be marked in sync (which
+    /// makes E + 1): compares until the copies match, raises the primary's floor to E + 1,
+    /// and compares once more. From the raise on, a write at E that the replica misses is
+    /// refused rather than acknowledged on the primary alone (replication.rs,
+    /// `behind_still`), and the last compare copies every write the primary took before it.
+    /// So once the directory counts two copies, both hold every acknowledged write, even if
+    /// the primary dies the next moment. A raise whose marking did not go through (no router
+    /// answered) is found here next time and the catch-up resumes from it.
+    pub async fn ready_to_mark_in_sync(&self, user: &str) -> Result<(Route, SyncReport)> {
+        let route = self.route(user)?;
+        let replica =
+            route.replica.as_ref().ok_or_else(|| StoreError::Unavailable(format!("{user} has no replica")))?;
+        let next = route.epoch + 1;
+        if route.primary.fence(user, 0).await? != next {
+            route.refuse_a_lost_primary().await?;
+            route.primary.fence(user, route.epoch).await?;
+        }
+        let mut report = route.sync_user(replica).await?;
+        route.primary.fence(user, next).await?;
+        report.add(route.sync_user(replica).await?);
+        Ok((route, report))
+    }
 }
 
 #[async_trait]

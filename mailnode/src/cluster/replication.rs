@@ -205,12 +205,13 @@ impl Route {
     }
 
     /// Whether a write the replica out of sync did not take may be acknowledged on the primary
-    /// alone: only while the primary's epoch floor is still this route's. A catch-up that
-    /// marked the replica in sync raises the floor before its last compare, so a write the
-    /// primary took after that compare began finds the floor moved and goes to the replica
-    /// at the new epoch like any write to a replica in sync; one the primary took before it is
-    /// copied by the compare. Either way, no write is acknowledged on one copy while the
-    /// directory counts two.
+    /// alone: only while the primary's epoch floor is still this route's. A catch-up raises
+    /// the floor to the epoch its marking will make before its last compare, and marks the
+    /// replica in sync only after that compare (`HomeStore::ready_to_mark_in_sync`): a write
+    /// the primary took before the raise is copied by the compare; one after it finds the floor
+    /// moved, and goes to the replica at the new epoch like any write to a replica in sync, or
+    /// is refused. Either way, no write is acknowledged on one copy while the directory counts
+    /// two.
     async fn behind_still(&self) -> Result<()> {
         match self.primary.fence(&self.user, 0).await {
             Ok(floor) if floor > self.epoch => Err(StoreError::StaleEpoch(floor)),

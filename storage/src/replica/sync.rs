@@ -38,7 +38,8 @@ impl SyncReport {
         self.mailboxes + self.appended + self.flagged + self.expunged + self.other
     }
 
-    fn add(&mut self, other: SyncReport) {
+    /// Counts `other`'s changes too.
+    pub fn add(&mut self, other: SyncReport) {
         self.mailboxes += other.mailboxes;
         self.appended += other.appended;
         self.flagged += other.flagged;
