@@ -475,8 +475,6 @@ s.quit()
     }
 }
 
-/// Runs a Python 3 script (real client libraries: smtplib, poplib, imaplib) with
-/// arguments; returns stdout, panicking with stderr if it fails.
 /// A `/metrics` page (Prometheus text) served at `addr`.
 pub fn metrics_page(addr: SocketAddr) -> String {
     const GET: &str = r#"
@@ -486,6 +484,8 @@ print(urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=10).r
     python(GET, &[addr.to_string()])
 }
 
+/// Runs a Python 3 script (real client libraries: smtplib, poplib, imaplib) with
+/// arguments; returns stdout, panicking with stderr if it fails.
 pub fn python(script: &str, args: &[String]) -> String {
     python_with(Command::new("python3"), script, args)
 }

@@ -109,9 +109,17 @@ fn router_and_node_count_what_happened() {
     assert_eq!(load["messages_received"], 1, "{status}");
     assert_eq!(load["delivered"], 1, "{status}");
     assert_eq!(load["auth_failures"], 1, "{status}");
+    // Its self-signed certificate's expiry too, shown as days left.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    assert!(load["tls_expires_unix"].as_u64().is_some_and(|at| at > now), "{status}");
     let table = router.ctl(&["status"]);
     let header = table.lines().find(|l| l.contains("received")).expect("status table header");
-    assert!(header.contains("delivered") && header.contains("auth-fail"), "{table}");
+    assert!(header.contains("delivered") && header.contains("auth-fail") && header.contains("tls"), "{table}");
+    let row = table.lines().find(|l| l.starts_with("node1")).expect("node1's row");
+    assert!(
+        row.split_whitespace().any(|cell| cell.ends_with('d') && cell[..cell.len() - 1].parse::<u64>().is_ok()),
+        "{table}"
+    );
 }
 
 /// Issue 28: an envelope the queue cannot read is raised — an error in the node's log and

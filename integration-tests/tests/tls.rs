@@ -1,7 +1,8 @@
 //! The certificate mail clients see: renewed on disk (a Let's Encrypt renewal, say), it is
-//! used for the next handshake with no restart, and sessions already open carry on.
+//! used for the next handshake with no restart, and sessions already open carry on; a client
+//! asking for a name (SNI) gets the certificate that carries it; their expiry is in metrics.
 
-use sirms_integration_tests::{MailNode, ctl_ca, python};
+use sirms_integration_tests::{MailNode, ctl_ca, metrics_page, python};
 
 /// Opens IMAPS session A at argv[1] and checks it got the certificate in argv[2]; moves the
 /// certificate argv[4] and key argv[5] over argv[2] and argv[3] (key first, as an admin's
@@ -58,4 +59,67 @@ fn a_renewed_certificate_is_served_without_a_restart_and_open_sessions_carry_on(
         &[node.imaps.to_string(), path("first.pem"), path("first.key"), path("second.pem"), path("second.key")],
     );
     assert_eq!(out.trim(), "renewed");
+}
+
+/// Opens an IMAPS session at argv[1] asking for each name in argv[3:] ("-": no name at all)
+/// and prints, per name, which of the certificates in argv[2] (comma-separated PEM files) the
+/// node served.
+const SNI: &str = r#"
+import socket, ssl, sys
+host, port = sys.argv[1].rsplit(":", 1)
+files = sys.argv[2].split(",")
+def der(path):
+    pem = open(path).read()
+    return ssl.PEM_cert_to_DER_cert(pem[: pem.index("-----END CERTIFICATE-----") + 25] + "\n")
+known = {der(f): f.rsplit("/", 1)[-1] for f in files}
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+for name in sys.argv[3:]:
+    s = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=10),
+                        server_hostname=None if name == "-" else name)
+    assert s.recv(4096).startswith(b"* OK"), "no greeting"
+    print(name, known.get(s.getpeercert(True), "unknown"))
+    s.close()
+"#;
+
+#[test]
+fn a_client_asking_for_a_name_gets_the_certificate_that_carries_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    ctl_ca(&ca, &["init"]);
+    ctl_ca(&ca, &["issue", "node", "main", "--host", "mail.example.test"]);
+    ctl_ca(&ca, &["issue", "node", "other", "--host", "mx.other.test"]);
+    ctl_ca(&ca, &["issue", "node", "wild", "--host", "*.wild.test"]);
+    let d = ca.display();
+    let extra = format!(
+        "[tls]\ncert = \"{d}/main.pem\"\nkey = \"{d}/main.key\"\n\
+         [[tls.names]]\ncert = \"{d}/other.pem\"\nkey = \"{d}/other.key\"\n\
+         [[tls.names]]\ncert = \"{d}/wild.pem\"\nkey = \"{d}/wild.key\"\n"
+    );
+    let node = MailNode::start("mail.example.test", &extra);
+    let files = ["main", "other", "wild"].map(|f| format!("{d}/{f}.pem")).join(",");
+    let names = ["MX.Other.Test", "imap.wild.test", "wild.test", "a.b.wild.test", "nobody.test", "-"];
+    let mut args = vec![node.imaps.to_string(), files];
+    args.extend(names.iter().map(|n| n.to_string()));
+    let served = python(SNI, &args);
+    let expected = [
+        "MX.Other.Test other.pem",
+        "imap.wild.test wild.pem",
+        "wild.test main.pem",
+        "a.b.wild.test main.pem",
+        "nobody.test main.pem",
+        "- main.pem",
+    ];
+    assert_eq!(served.lines().collect::<Vec<_>>(), expected);
+
+    let page = metrics_page(node.metrics);
+    let expiries: Vec<&str> = page.lines().filter(|l| l.starts_with("sirms_tls_certificate_expiry_seconds{")).collect();
+    assert_eq!(expiries.len(), 3, "{page}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    for line in &expiries {
+        let at: u64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+        assert!(at > now, "a certificate just issued has not expired: {line}");
+    }
+    assert!(expiries.iter().any(|l| l.contains("other.pem")), "{expiries:?}");
 }

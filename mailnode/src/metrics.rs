@@ -1,11 +1,13 @@
 //! What a mail node counts, for its Prometheus endpoint and its heartbeats to the router.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::UNIX_EPOCH;
 
 use sirms_storage::StoreMetrics;
 use sirms_telemetry::{Counter, Exposition, Gauge, Render};
 
+use crate::net::tls::Certificates;
 use crate::smtp::rate::SendRate;
 
 /// The node's listeners, in the order their counters are kept.
@@ -78,6 +80,8 @@ pub struct NodeMetrics {
     pub send_rate: Arc<SendRate>,
     /// The spool's envelope directory: its entry count is the queue length.
     spool_envelopes: PathBuf,
+    /// The TLS certificates, once the listeners have them: their expiry is reported.
+    certificates: OnceLock<Arc<Certificates>>,
 }
 
 impl NodeMetrics {
@@ -99,7 +103,18 @@ impl NodeMetrics {
             store: Arc::default(),
             send_rate: Arc::new(SendRate::unlimited()),
             spool_envelopes,
+            certificates: OnceLock::new(),
         }
+    }
+
+    /// Reports the expiry of `certificates` from now on.
+    pub fn watch_certificates(&self, certificates: Arc<Certificates>) {
+        let _ = self.certificates.set(certificates);
+    }
+
+    /// When the first of the node's TLS certificates expires (Unix seconds; 0: not known).
+    pub fn tls_first_expiry(&self) -> u64 {
+        self.certificates.get().map_or(0, |c| c.first_expiry())
     }
 
     /// The same, counting `send_rate`'s refusals.
@@ -206,6 +221,20 @@ impl Render for NodeMetrics {
                 (&[("reason", "throttled")], self.auth_throttled.get()),
             ],
         );
+        if let Some(certificates) = self.certificates.get() {
+            let expiries: Vec<_> = certificates
+                .expiries()
+                .into_iter()
+                .filter_map(|(file, at)| Some((file, at?.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)))
+                .collect();
+            let labels: Vec<_> = expiries.iter().map(|(file, _)| [("certificate", file.as_str())]).collect();
+            let samples: Vec<_> = labels.iter().zip(&expiries).map(|(l, (_, at))| (&l[..], *at)).collect();
+            out.gauge(
+                "sirms_tls_certificate_expiry_seconds",
+                "When each TLS certificate the listeners serve expires (Unix seconds), by its file.",
+                &samples,
+            );
+        }
         self.store.render(out);
     }
 }

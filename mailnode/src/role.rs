@@ -225,7 +225,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(%addr, "metrics at /metrics");
         tokio::spawn(sirms_telemetry::http::serve(listener, metrics.clone(), stopped.clone()));
     }
-    let acceptor = tls::acceptor(&config.tls, &config.hostname)?;
+    let (acceptor, certificates) = tls::acceptor(&config.tls, &config.hostname)?;
+    metrics.watch_certificates(certificates);
     let throttle = Throttle::new(&config.auth, &config.trusted_proxies)?;
     let authenticator = Authenticator::new(directory.clone(), Arc::new(throttle)).counting(metrics.clone());
     let delivery = Delivery::new(store.clone(), directory.clone(), metrics.clone());

@@ -1,5 +1,7 @@
 //! `sirms ctl nodes`: mail and storage nodes, and the table `status` shows them in.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use clap::Subcommand;
 use sirms_proto::cluster::{DrainRequest, Empty, Invite, Name, Node, NodeLoad, NodeStatus};
 
@@ -126,7 +128,8 @@ pub(super) async fn run(c: &mut Client, json: bool, cmd: NodesCmd) -> Result<Str
 /// One row per node: the router's view (health, state, connections) and, from its last
 /// heartbeat, the node's own (sessions, queue, mail counts).
 pub(super) fn table(nodes: &[NodeStatus]) -> String {
-    let row = |cells: [&str; 15]| {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let row = |cells: [&str; 16]| {
         let [
             id,
             host,
@@ -142,11 +145,12 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
             deferred,
             bounced,
             auth,
+            cert,
             directory,
         ] = cells;
         format!(
             "{id:<12} {host:<16} {weight:>6} {health:<8} {state:<8} {active:>7} {total:>7} {sessions:>18} {queue:>6} \
-             {received:>9} {delivered:>9} {deferred:>8} {bounced:>7} {auth:>9} {directory:>5}\n"
+             {received:>9} {delivered:>9} {deferred:>8} {bounced:>7} {auth:>9} {cert:>7} {directory:>5}\n"
         )
     };
     let mut out = row([
@@ -164,6 +168,7 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
         "deferred",
         "bounced",
         "auth-fail",
+        "tls",
         "dir",
     ]);
     for s in nodes {
@@ -192,10 +197,20 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
             &load(|l| l.deferred.to_string()),
             &load(|l| l.bounced.to_string()),
             &load(|l| l.auth_failures.to_string()),
+            &s.load.as_ref().map_or("-".to_string(), |l| certificate_left(l.tls_expires_unix, now)),
             &load(|l| l.directory_version.to_string()),
         ]));
     }
     out
+}
+
+/// The TLS cell: days until the node's first certificate expires (`41d`), `expired`, or `-`.
+fn certificate_left(expires_unix: u64, now_unix: u64) -> String {
+    match expires_unix {
+        0 => "-".into(),
+        at if at <= now_unix => "expired".into(),
+        at => format!("{}d", (at - now_unix) / 86_400),
+    }
 }
 
 /// The health cell: `up`, `down`, or the services down (`down:imap,pop3`) while others still serve.
@@ -221,7 +236,7 @@ fn health(s: &NodeStatus) -> String {
 mod tests {
     use sirms_proto::cluster::{Node, NodeLoad, NodeStatus};
 
-    use super::table;
+    use super::{certificate_left, table};
 
     fn status(id: &str, drained: bool, storage_only: bool, load: Option<NodeLoad>) -> NodeStatus {
         let node =
@@ -255,8 +270,9 @@ mod tests {
         assert_eq!(rows.len(), 4, "{text}");
         assert_eq!(rows[0][..4], ["node", "host", "weight", "health"]);
         assert_eq!(rows[1][..9], ["node1", "10.0.0.1", "100", "up", "active", "2", "7", "1/2/3", "4"]);
-        assert_eq!(rows[1][14], "17", "the directory version the node serves from");
-        assert_eq!(rows[2][4..], ["drained", "2", "7", "-", "-", "-", "-", "-", "-", "-", "-"]);
+        assert_eq!(rows[1][15], "17", "the directory version the node serves from, last");
+        assert_eq!(rows[1][14], "-", "no certificate expiry reported");
+        assert_eq!(rows[2][4..], ["drained", "2", "7", "-", "-", "-", "-", "-", "-", "-", "-", "-"]);
         assert_eq!(rows[3][4], "storage");
     }
 
@@ -293,5 +309,13 @@ mod tests {
         };
         assert_eq!(cell(storage(false, &["store"])).as_deref(), Some("down"));
         assert_eq!(cell(storage(true, &[])).as_deref(), Some("up"));
+    }
+
+    #[test]
+    fn the_tls_cell_counts_whole_days_left() {
+        assert_eq!(certificate_left(0, 1_000), "-");
+        assert_eq!(certificate_left(1_000 + 41 * 86_400 + 5, 1_000), "41d");
+        assert_eq!(certificate_left(1_000 + 3_600, 1_000), "0d");
+        assert_eq!(certificate_left(999, 1_000), "expired");
     }
 }

@@ -43,6 +43,7 @@ async fn sample(metrics: &Arc<NodeMetrics>, node_id: &str, directory_version: u6
         bounced: metrics.bounced.get(),
         auth_failures: metrics.auth_denied.get() + metrics.auth_throttled.get(),
         directory_version,
+        tls_expires_unix: metrics.tls_first_expiry(),
     }
 }
 

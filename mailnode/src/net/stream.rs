@@ -106,7 +106,7 @@ mod tests {
 
     #[tokio::test]
     async fn upgrade_gives_up_on_a_client_that_never_handshakes() {
-        let acceptor = tls::acceptor(&TlsConfig::default(), "stream.test").unwrap();
+        let acceptor = tls::acceptor(&TlsConfig::default(), "stream.test").unwrap().0;
         let (mut stream, mut client) = pair().await;
         // Half a TLS record header, then silence: a STARTTLS slowloris.
         client.write_all(&[0x16, 0x03]).await.unwrap();
@@ -119,7 +119,7 @@ mod tests {
 
     #[tokio::test]
     async fn upgrade_refuses_garbage_at_once() {
-        let acceptor = tls::acceptor(&TlsConfig::default(), "stream.test").unwrap();
+        let acceptor = tls::acceptor(&TlsConfig::default(), "stream.test").unwrap().0;
         let (mut stream, mut client) = pair().await;
         client.write_all(b"EHLO not-tls.example\r\n").await.unwrap();
         let err = stream.upgrade(&acceptor, Duration::from_secs(30)).await.unwrap_err();

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -10,6 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
+use sirms_proto::cluster_tls::ca;
 use sirms_proto::watched::Watched;
 use tokio_rustls::TlsAcceptor;
 
@@ -21,6 +23,17 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+    /// `[[tls.names]]`: more certificates, each given to clients that ask (SNI) for one of
+    /// the DNS names it carries; clients asking for no name or another get `cert`.
+    pub names: Vec<CertFiles>,
+}
+
+/// One certificate and its key, as PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// TLS setup failures.
@@ -28,7 +41,7 @@ pub struct TlsConfig {
 pub enum TlsError {
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("set both tls.cert and tls.key, or neither")]
+    #[error("set both tls.cert and tls.key, or neither (tls.names needs them as the default)")]
     Incomplete,
     #[error("cannot make a self-signed certificate: {0}")]
     SelfSigned(String),
@@ -40,61 +53,130 @@ fn read_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
     TlsError::Read { path: path.to_path_buf(), message: e.to_string() }
 }
 
-/// Picks the node's certificate for each handshake: the one in the files as they are now.
-struct Certificate(Watched<Arc<CertifiedKey>>);
+/// A certificate as loaded: what rustls signs with, the names it serves, when it expires.
+#[derive(Clone)]
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    /// Lower-case DNS names from its subject alternative names (`*.example.com` included).
+    names: Vec<String>,
+    expires: Option<SystemTime>,
+}
 
-impl std::fmt::Debug for Certificate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Certificate")
+impl Loaded {
+    fn new(key: CertifiedKey) -> Loaded {
+        let leaf = key.cert.first().map(|c| c.as_ref()).unwrap_or_default();
+        let names = ca::hosts(leaf).into_iter().map(|n| n.to_ascii_lowercase()).collect();
+        let expires = ca::validity_der(leaf).map(|(expires, _)| expires);
+        Loaded { key: Arc::new(key), names, expires }
+    }
+
+    /// Whether it serves `name` (lower case): by one of its names, or a wildcard over one
+    /// label (`*.example.com` serves `mx.example.com`, not `example.com` or `a.b.example.com`).
+    fn serves(&self, name: &str) -> bool {
+        self.names.iter().any(|own| match own.strip_prefix("*.") {
+            Some(parent) => name.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+            None => own == name,
+        })
     }
 }
 
-impl ResolvesServerCert for Certificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current())
+/// The node's certificates, each as its files are now.
+pub struct Certificates {
+    /// For clients that ask for no name, or for one no other certificate serves.
+    default: (String, Watched<Loaded>),
+    /// Chosen by the name a client asks for, in the config's order.
+    named: Vec<(String, Watched<Loaded>)>,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Certificates")
+    }
+}
+
+impl Certificates {
+    /// The certificate for a client that asked for `name`.
+    fn pick(&self, name: Option<&str>) -> Arc<CertifiedKey> {
+        if let Some(name) = name.map(str::to_ascii_lowercase) {
+            for (_, watched) in &self.named {
+                let loaded = watched.current();
+                if loaded.serves(&name) {
+                    return loaded.key;
+                }
+            }
+        }
+        self.default.1.current().key
+    }
+
+    /// Each certificate's file (or `self-signed`) and when it expires, as the files are now.
+    pub fn expiries(&self) -> Vec<(String, Option<SystemTime>)> {
+        let all = std::iter::once(&self.default).chain(&self.named);
+        all.map(|(what, watched)| (what.clone(), watched.current().expires)).collect()
+    }
+
+    /// When the first of them expires (Unix seconds; 0 if none can tell).
+    pub fn first_expiry(&self) -> u64 {
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.expiries().into_iter().filter_map(|(_, at)| at.map(unix)).min().unwrap_or(0)
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.pick(hello.server_name()))
     }
 }
 
 /// Reads a certificate chain and its key into what rustls signs with.
-fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+fn load(files: &CertFiles, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+    let (cert, key) = (&files.cert, &files.key);
     let chain: Result<Vec<CertificateDer<'static>>, _> =
         CertificateDer::pem_file_iter(cert).map_err(|e| read_err(cert, e))?.collect();
     let chain = chain.map_err(|e| read_err(cert, e))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err(key, e))?;
-    Ok(CertifiedKey::from_der(chain, key, provider)?)
+    Ok(Loaded::new(CertifiedKey::from_der(chain, key, provider)?))
 }
 
-/// Builds the acceptor for every TLS listener and STARTTLS of a node. The admin's certificate
-/// is read again when its files change (a renewal), for the handshakes after: sessions already
+/// `files`, loaded now (the errors are the caller's) and again whenever they change (later
+/// errors are logged by `Watched`, and the last good load stays in use).
+fn watched(files: &CertFiles, provider: &Arc<CryptoProvider>) -> Result<(String, Watched<Loaded>), TlsError> {
+    let first = load(files, provider)?;
+    let (reload, reload_with) = (files.clone(), provider.clone());
+    let paths = vec![files.cert.clone(), files.key.clone()];
+    let watched =
+        Watched::new("TLS certificate", paths, first, move || load(&reload, &reload_with).map_err(|e| e.to_string()));
+    Ok((files.cert.display().to_string(), watched))
+}
+
+/// A certificate for `hostname` made now, signed by itself, held in memory only.
+fn self_signed(hostname: &str, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+    let failed = |e: rcgen::Error| TlsError::SelfSigned(e.to_string());
+    let mut params = rcgen::CertificateParams::new(vec![hostname.to_string()]).map_err(failed)?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, hostname);
+    let key_pair = rcgen::KeyPair::generate().map_err(failed)?;
+    let cert = params.self_signed(&key_pair).map_err(failed)?;
+    let key = PrivateKeyDer::try_from(key_pair.serialize_der()).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    Ok(Loaded::new(CertifiedKey::from_der(vec![cert.der().clone()], key, provider)?))
+}
+
+/// Builds the acceptor for every TLS listener and STARTTLS of a node, and the certificates it
+/// picks from (for their expiry in metrics and heartbeats). The admin's certificates are read
+/// again when their files change (a renewal), for the handshakes after: sessions already
 /// open keep theirs, so none is dropped.
-pub fn acceptor(config: &TlsConfig, hostname: &str) -> Result<TlsAcceptor, TlsError> {
+pub fn acceptor(config: &TlsConfig, hostname: &str) -> Result<(TlsAcceptor, Arc<Certificates>), TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certificate = match (&config.cert, &config.key) {
-        (Some(cert), Some(key)) => {
-            // The first load's errors are the caller's; later ones are logged by `Watched`.
-            let first = Arc::new(load(cert, key, &provider)?);
-            let (cert, key, reload_with) = (cert.clone(), key.clone(), provider.clone());
-            let paths = vec![cert.clone(), key.clone()];
-            Watched::new("TLS certificate", paths, first, move || {
-                load(&cert, &key, &reload_with).map(Arc::new).map_err(|e| e.to_string())
-            })
-        }
-        (None, None) => {
-            let self_signed = |e: rcgen::Error| TlsError::SelfSigned(e.to_string());
-            let mut params = rcgen::CertificateParams::new(vec![hostname.to_string()]).map_err(self_signed)?;
-            params.distinguished_name.push(rcgen::DnType::CommonName, hostname);
-            let key_pair = rcgen::KeyPair::generate().map_err(self_signed)?;
-            let cert = params.self_signed(&key_pair).map_err(self_signed)?;
-            let key =
-                PrivateKeyDer::try_from(key_pair.serialize_der()).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
-            let certified = CertifiedKey::from_der(vec![cert.der().clone()], key, &provider)?;
-            Watched::fixed("TLS certificate", Arc::new(certified))
+    let default = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => watched(&CertFiles { cert: cert.clone(), key: key.clone() }, &provider)?,
+        (None, None) if config.names.is_empty() => {
+            ("self-signed".to_string(), Watched::fixed("TLS certificate", self_signed(hostname, &provider)?))
         }
         _ => return Err(TlsError::Incomplete),
     };
+    let named = config.names.iter().map(|files| watched(files, &provider)).collect::<Result<_, _>>()?;
+    let certificates = Arc::new(Certificates { default, named });
     let server = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Certificate(certificate)));
-    Ok(TlsAcceptor::from(Arc::new(server)))
+        .with_cert_resolver(certificates.clone());
+    Ok((TlsAcceptor::from(Arc::new(server)), certificates))
 }

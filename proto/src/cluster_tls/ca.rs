@@ -152,7 +152,12 @@ pub fn validity(pem: &[u8]) -> Option<(SystemTime, Duration)> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let der = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    validity_der(der.as_ref())
+}
+
+/// When the DER certificate `der` expires, and how long it was valid in all.
+pub fn validity_der(der: &[u8]) -> Option<(SystemTime, Duration)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
     let expires = UNIX_EPOCH + Duration::from_secs(u64::try_from(not_after).ok()?);
