@@ -139,9 +139,15 @@ pub struct Process {
 impl Process {
     /// Starts `sirms` with `args`, logs going to the test's stderr.
     pub fn sirms(args: &[&str]) -> Process {
+        Process::sirms_with_env(args, &[])
+    }
+
+    /// The same with more environment variables (a debug build's test switches).
+    pub fn sirms_with_env(args: &[&str], env: &[(&str, &str)]) -> Process {
         let child = Command::new(sirms_bin())
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn sirms");
@@ -254,16 +260,24 @@ impl StorageNode {
 
     /// A storage node on a given address (to restart one where it was).
     pub fn start_at(addr: SocketAddr, data_dir: PathBuf, token: &str) -> StorageNode {
+        StorageNode::start_at_with_env(addr, data_dir, token, &[])
+    }
+
+    /// The same with more environment variables (a debug build's test switches).
+    pub fn start_at_with_env(addr: SocketAddr, data_dir: PathBuf, token: &str, env: &[(&str, &str)]) -> StorageNode {
         let token = token.to_string();
-        let mut process = Process::sirms(&[
-            "storage",
-            "--listen",
-            &addr.to_string(),
-            "--data-dir",
-            data_dir.to_str().expect("utf-8 path"),
-            "--token",
-            &token,
-        ]);
+        let mut process = Process::sirms_with_env(
+            &[
+                "storage",
+                "--listen",
+                &addr.to_string(),
+                "--data-dir",
+                data_dir.to_str().expect("utf-8 path"),
+                "--token",
+                &token,
+            ],
+            env,
+        );
         process.wait_listening("sirms storage", &[addr]);
         StorageNode { process, addr, data_dir, token }
     }

@@ -2,6 +2,7 @@
 //! storage node), clients coming from different 127.0.0.x source addresses.
 
 use sirms_integration_tests::{MailNode, RouterProcess, StorageNode, metrics_page, python};
+use sirms_storage::MailStore;
 
 /// Sends one message through `smtp` from source address `src`; prints the node's greeting
 /// and the send result.
@@ -440,4 +441,59 @@ m.logout()
         &[router.imap.to_string()],
     );
     assert!(out.contains("late: []"), "APPENDs whose EXISTS came after the OK: {out}");
+}
+
+/// Issue 28: an append to a remote home whose answer was lost (the connection broke after the
+/// store committed it) is asked again under its idempotency key, and the mail is stored once:
+/// at once when the store answers the retry, and through the spool when it does not, the
+/// queue's retry carrying the same key. The storage node's debug-build test switch
+/// (`SIRMS_TEST_LOSE_APPEND_ANSWERS=N`) drops its first N answers to stored appends.
+#[test]
+fn a_delivery_whose_answer_was_lost_is_stored_once() {
+    let (router, _n1, _n2) = cluster_one_copy();
+    let storage_dir = tempfile::tempdir().unwrap();
+    let token = sirms_integration_tests::CLUSTER_TOKEN;
+    let addr: std::net::SocketAddr =
+        format!("127.0.0.1:{}", sirms_integration_tests::free_port()).parse().expect("addr");
+    let data = storage_dir.path().to_path_buf();
+    let lose =
+        |n: &str| StorageNode::start_at_with_env(addr, data.clone(), token, &[("SIRMS_TEST_LOSE_APPEND_ANSWERS", n)]);
+    let mut storage = lose("1");
+    router.ctl(&["nodes", "add", "store1", "127.0.0.1", "--storage-only", "--store", &storage.endpoint()]);
+    router.ctl(&["users", "add", "bob@example.test", "--password", "bob-pw", "--home", "store1"]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let inbox = |storage: &StorageNode| -> Vec<String> {
+        runtime.block_on(async {
+            let store = sirms_storage::RemoteStore::connect(&storage.endpoint(), token).expect("connect");
+            let all = sirms_storage::UidSet::all();
+            let fetched = store.fetch("bob@example.test", "INBOX", &all, sirms_storage::BodyPart::Full).await;
+            let bodies = fetched.map(|m| m.into_iter().filter_map(|m| m.body).collect::<Vec<_>>()).unwrap_or_default();
+            let subject = |b: &bytes::Bytes| {
+                String::from_utf8_lossy(b).lines().find(|l| l.starts_with("Subject:")).unwrap_or_default().to_string()
+            };
+            bodies.iter().map(subject).collect()
+        })
+    };
+    let queued = || router.ctl(&["queue", "list"]).contains("bob@example.test");
+
+    // The first answer is lost; the retry under the same key gets the stored result: 250 with
+    // the message in the mailbox once, and nothing left in a spool for later.
+    let sent = send_from(&router, "127.0.0.50", "bob@example.test");
+    assert!(sent.lines().nth(1).is_some_and(|l| l == "{}"), "accepted for every recipient: {sent}");
+    assert_eq!(inbox(&storage), ["Subject: from 127.0.0.50"]);
+    assert!(!queued(), "{}", router.ctl(&["queue", "list"]));
+
+    // Both the answer and the retry's are lost: the message is spooled (250), and the queue's
+    // retry, under the same key, finds it stored.
+    storage.process.kill9();
+    storage = lose("2");
+    let sent = send_from(&router, "127.0.0.51", "bob@example.test");
+    assert!(sent.lines().nth(1).is_some_and(|l| l == "{}"), "accepted for every recipient: {sent}");
+    let start = std::time::Instant::now();
+    while queued() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "{}", router.ctl(&["queue", "list"]));
+        router.ctl(&["queue", "flush"]);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(inbox(&storage), ["Subject: from 127.0.0.50", "Subject: from 127.0.0.51"], "each message once");
 }

@@ -24,11 +24,20 @@ impl Delivery {
         Delivery { store, directory, metrics }
     }
 
-    /// Appends `message` to every user's INBOX, concurrently so the store can commit them
-    /// as one group, and says for each user whether it is durably there.
-    pub async fn deliver_each(&self, users: &[String], message: Bytes) -> Vec<(String, Result<(), StoreError>)> {
+    /// Appends `message` (the spool's `msg_id`) to every user's INBOX, concurrently so the
+    /// store can commit them as one group, and says for each user whether it is durably there.
+    /// Each append is keyed by the message (a store keeps keys per user), so that a later
+    /// attempt — the queue's retry, here or on the node holding the spool's copy — of one whose
+    /// answer was lost stores it once (a store across the network remembers keys for ten
+    /// minutes).
+    pub async fn deliver_each(
+        &self,
+        msg_id: &str,
+        users: &[String],
+        message: Bytes,
+    ) -> Vec<(String, Result<(), StoreError>)> {
         let appends = users.iter().map(|user| {
-            let message = NewMessage::new(message.clone());
+            let message = NewMessage::new(message.clone()).with_key(msg_id.to_string());
             async move {
                 let delivered = async {
                     let adding = message.bytes.len() as u64;

@@ -29,12 +29,21 @@ pub struct NewMessage {
     pub flags: Flags,
     /// Seconds since the Unix epoch; `None` means now.
     pub internal_date: Option<i64>,
+    /// Names this append for a store across the network: an append retried under the same key
+    /// (the answer to the first was lost) stores the message once. `None`: a key of its own.
+    pub idempotency_key: Option<String>,
 }
 
 impl NewMessage {
     /// A message with no flags and the current time as internal date.
     pub fn new(bytes: impl Into<Bytes>) -> Self {
-        NewMessage { bytes: bytes.into(), flags: Flags::default(), internal_date: None }
+        NewMessage { bytes: bytes.into(), flags: Flags::default(), internal_date: None, idempotency_key: None }
+    }
+
+    /// The same message, appended under `key` (see [`NewMessage::idempotency_key`]).
+    pub fn with_key(mut self, key: String) -> Self {
+        self.idempotency_key = Some(key);
+        self
     }
 }
 

@@ -79,8 +79,12 @@ pub async fn copy_new(
             }
             for m in from.fetch(user, &mailbox.name, &range, BodyPart::Full).await? {
                 let Some(bytes) = m.body else { continue };
-                let message =
-                    NewMessage { bytes, flags: m.meta.flags.clone(), internal_date: Some(m.meta.internal_date) };
+                let message = NewMessage {
+                    bytes,
+                    flags: m.meta.flags.clone(),
+                    internal_date: Some(m.meta.internal_date),
+                    idempotency_key: None,
+                };
                 to.append(user, &mailbox.name, message).await?;
                 copied += 1;
             }

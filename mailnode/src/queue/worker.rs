@@ -160,7 +160,7 @@ impl Worker {
         let mut failed: Vec<RecipientReport> = Vec::new();
 
         if !env.local.is_empty() {
-            let results = self.delivery.deliver_each(&env.local, message.clone()).await;
+            let results = self.delivery.deliver_each(&env.id, &env.local, message.clone()).await;
             env.local = results.into_iter().filter(|(_, r)| r.is_err()).map(|(u, _)| u).collect();
         }
         if !env.remote.is_empty() {

@@ -47,7 +47,7 @@ impl SmtpService {
     /// `OverQuota` when the message went nowhere because no recipient has room for it.
     async fn accept(&self, msg_id: &str, envelope: &Envelope, message: Vec<u8>) -> Outcome {
         let message = Bytes::from(message);
-        let results = self.delivery.deliver_each(&envelope.users, message.clone()).await;
+        let results = self.delivery.deliver_each(msg_id, &envelope.users, message.clone()).await;
         let over_quota = results.iter().filter(|(_, r)| matches!(r, Err(StoreError::OverQuota { .. }))).count();
         if over_quota > 0 && over_quota == envelope.users.len() && envelope.remote.is_empty() {
             tracing::info!(msg = %msg_id, users = ?envelope.users, "message refused: no recipient has room");

@@ -459,6 +459,12 @@ impl From<Status> for StoreError {
     }
 }
 
+/// Whether `status` is a Store handler's answer, not the transport's or tonic's own failure
+/// (a broken connection, a deadline): only an answer says for sure what became of a call.
+pub fn answered(status: &Status) -> bool {
+    status.metadata().get(ERROR_KIND_KEY).is_some()
+}
+
 /// The `&'static str` the server's `InvalidName` carried.
 fn invalid_name_reason(message: &str) -> &'static str {
     INVALID_NAME_REASONS.iter().copied().find(|&reason| reason == message).unwrap_or(UNKNOWN_INVALID_NAME)

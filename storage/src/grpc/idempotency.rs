@@ -16,6 +16,31 @@ const MAX_KEYS: usize = 20_000;
 /// Longest key taken (callers send 32 hex digits).
 pub const MAX_KEY_LEN: usize = 128;
 
+/// The test-only switch (debug builds): `SIRMS_TEST_LOSE_APPEND_ANSWERS=N` makes the first N
+/// answers to appends that stored their message (now, or under their key before) come as if
+/// the connection broke right after the commit (an untagged `UNAVAILABLE`), so tests can show
+/// that the caller's retries under the same key store the message once. A release build has
+/// no such switch.
+#[cfg(debug_assertions)]
+pub fn lose_answer() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LEFT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        let n = std::env::var("SIRMS_TEST_LOSE_APPEND_ANSWERS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        if n > 0 {
+            tracing::warn!(n, "SIRMS_TEST_LOSE_APPEND_ANSWERS: answers to stored appends are dropped");
+        }
+        AtomicU64::new(n)
+    });
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn lose_answer() -> bool {
+    false
+}
+
 /// One key's outcome: `None` until an attempt succeeds.
 pub type Slot = Arc<tokio::sync::Mutex<Option<AppendResult>>>;
 

@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use super::MAX_GRPC_MESSAGE;
 use super::convert;
 use super::fail_fast::{FailFast, PeerHealth};
+use super::idempotency::MAX_KEY_LEN;
 use crate::change::{Change, ChangeStream};
 use crate::error::{Result, StoreError};
 use crate::flags::{FlagOp, Flags};
@@ -55,6 +56,9 @@ const CALL_DEADLINE: Duration = Duration::from_secs(60);
 const APPEND_DEADLINE: Duration = Duration::from_secs(20);
 /// The slowest transfer of an append allowed for, in bytes per second.
 const APPEND_RATE: u64 = 8 * 1024 * 1024;
+/// How soon a store whose answer to an append was lost must answer a ping for the append to be
+/// asked again: a live one answers in milliseconds, and a dead one is not waited for twice.
+const RETRY_PING: Duration = Duration::from_secs(1);
 
 type Client = StoreClient<InterceptedService<FailFast<Channel>, TokenInterceptor>>;
 
@@ -123,6 +127,40 @@ impl RemoteStore {
         }
     }
 
+    /// One attempt of an append under `key`; a failure is the status as it came (answered by
+    /// the store or not), with no answer in time as an untagged `DEADLINE_EXCEEDED`.
+    async fn append_once(
+        &self,
+        user: &str,
+        mailbox: &str,
+        message: &NewMessage,
+        key: &str,
+    ) -> std::result::Result<AppendResult, tonic::Status> {
+        let size = message.bytes.len() as u64;
+        let header = proto::AppendHeader {
+            user: user.to_owned(),
+            mailbox: mailbox.to_owned(),
+            flags: Some(message.flags.clone().into()),
+            internal_date: message.internal_date.unwrap_or(0),
+            size,
+            idempotency_key: key.to_owned(),
+        };
+        let limit = APPEND_DEADLINE + Duration::from_secs(size / APPEND_RATE);
+        let data = convert::body_chunks(message.bytes.clone()).map(append_chunk::Part::Data);
+        let chunks = iter::once(append_chunk::Part::Header(header))
+            .chain(data)
+            .map(|part| proto::AppendChunk { part: Some(part) });
+        match tokio::time::timeout(limit, self.client().append(stream::iter(chunks))).await {
+            Ok(reply) => Ok(reply?.into_inner().into()),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!("no answer to an append in {limit:?}"))),
+        }
+    }
+
+    /// Whether the store answers a ping within `wait`.
+    async fn answers_within(&self, wait: Duration) -> bool {
+        matches!(tokio::time::timeout(wait, self.ping()).await, Ok(Ok(())))
+    }
+
     /// A handle for one call: tonic's calls take `&mut self`, and clones share the channel.
     fn client(&self) -> Client {
         self.client.clone()
@@ -164,29 +202,25 @@ impl MailStore for RemoteStore {
         Ok(())
     }
 
+    /// An append whose answer never came (the connection broke, the time ran out) may have been
+    /// stored all the same: if the store answers a ping at once it is asked again under the same
+    /// idempotency key, and answers with the first attempt's result rather than a second copy.
     async fn append(&self, user: &str, mailbox: &str, message: NewMessage) -> Result<AppendResult> {
-        let size = message.bytes.len() as u64;
         // The server refuses it too, but only after the bytes have crossed the network.
-        if size > MAX_MESSAGE_SIZE {
+        if message.bytes.len() as u64 > MAX_MESSAGE_SIZE {
             return Err(StoreError::TooLarge);
         }
-        let header = proto::AppendHeader {
-            user: user.to_owned(),
-            mailbox: mailbox.to_owned(),
-            flags: Some(message.flags.into()),
-            internal_date: message.internal_date.unwrap_or(0),
-            size,
-            idempotency_key: append_key(),
+        // A key the store would refuse as too long is replaced: the append must not fail for it.
+        let key = message.idempotency_key.clone().filter(|k| k.len() <= MAX_KEY_LEN).unwrap_or_else(append_key);
+        let status = match self.append_once(user, mailbox, &message, &key).await {
+            Ok(appended) => return Ok(appended),
+            Err(status) => status,
         };
-        let limit = APPEND_DEADLINE + Duration::from_secs(size / APPEND_RATE);
-        let data = convert::body_chunks(message.bytes).map(append_chunk::Part::Data);
-        let chunks = iter::once(append_chunk::Part::Header(header))
-            .chain(data)
-            .map(|part| proto::AppendChunk { part: Some(part) });
-        match tokio::time::timeout(limit, self.client().append(stream::iter(chunks))).await {
-            Ok(reply) => Ok(reply?.into_inner().into()),
-            Err(_) => Err(StoreError::Unavailable(format!("no answer to an append in {limit:?}"))),
+        if convert::answered(&status) || !self.answers_within(RETRY_PING).await {
+            return Err(status.into());
         }
+        tracing::info!(user, mailbox, error = %status.message(), "append unanswered: asked again under its key");
+        Ok(self.append_once(user, mailbox, &message, &key).await?)
     }
 
     async fn messages(&self, user: &str, mailbox: &str) -> Result<(MailboxStatus, Vec<MessageMeta>)> {

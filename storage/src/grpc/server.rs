@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::MAX_GRPC_MESSAGE;
 use super::convert;
-use super::idempotency::{MAX_KEY_LEN, RecentAppends};
+use super::idempotency::{self, MAX_KEY_LEN, RecentAppends};
 use crate::error::StoreError;
 use crate::message::{Cached, FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage};
 use crate::replica::ReplicaStore;
@@ -30,6 +30,14 @@ pub struct StoreService {
     token: String,
     /// Appends by idempotency key, so a retried one stores its message once.
     recent: Arc<RecentAppends>,
+}
+
+/// The reply to an append that stored its message (now or under its key before).
+fn answer(result: crate::message::AppendResult) -> Result<Response<proto::AppendReply>, Status> {
+    if idempotency::lose_answer() {
+        return Err(Status::unavailable("test switch: the answer to a stored append is lost"));
+    }
+    Ok(Response::new(result.into()))
 }
 
 impl StoreService {
@@ -145,12 +153,13 @@ impl Store for StoreService {
             key => Some(self.recent.slot(&header.user, key).lock_owned().await),
         };
         if let Some(result) = done.as_ref().and_then(|d| **d) {
-            return Ok(Response::new(result.into()));
+            return answer(result);
         }
         let message = NewMessage {
             bytes: receive_body(&mut chunks, header.size).await?,
             flags: convert::flags(header.flags),
             internal_date: (header.internal_date != 0).then_some(header.internal_date),
+            idempotency_key: None,
         };
         // On a task of its own: a caller that gives up (its deadline, a broken connection)
         // cancels this handler, and a store write cancelled after it was committed would leave
@@ -164,7 +173,7 @@ impl Store for StoreService {
             result
         });
         let result = write.await.map_err(|e| StoreError::Unavailable(format!("append task failed: {e}")))??;
-        Ok(Response::new(result.into()))
+        answer(result)
     }
 
     async fn messages(&self, request: Request<proto::MailboxRequest>) -> Result<Response<proto::MessageList>, Status> {

@@ -157,7 +157,12 @@ impl LocalStore {
         let folder = self.folder(user, mailbox).await?;
         same_mailbox(&folder, uid_validity)?;
         let Some(_reserved) = Reservation::wait(&folder, meta.uid).await? else { return Ok(()) };
-        let message = NewMessage { bytes, flags: meta.flags.clone(), internal_date: Some(meta.internal_date) };
+        let message = NewMessage {
+            bytes,
+            flags: meta.flags.clone(),
+            internal_date: Some(meta.internal_date),
+            idempotency_key: None,
+        };
         let mut prepared = self.prepared(folder, message).await?;
         prepared.uid = Some(meta.uid);
         prepared.entry.modseq = meta.modseq.max(1);

@@ -42,6 +42,7 @@ impl Session {
             bytes: Bytes::copy_from_slice(bytes),
             flags: flags::from_imap(flag_list)?,
             internal_date: date.map(|d| d.as_ref().timestamp()),
+            idempotency_key: None,
         };
         let appended = self.store.append(&user, &name, new).await.map_err(|e| CommandError::from(e).try_create())?;
         // The EXISTS for an append to the selected mailbox is reported before the tagged OK like
