@@ -176,4 +176,10 @@ impl NodeConfig {
         toml::from_str(&text)
             .map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(source) })
     }
+
+    /// The node's id in the cluster: `[cluster] node_id`, else the first label of `hostname`.
+    pub fn node_id(&self) -> String {
+        let first_label = || self.hostname.split('.').next().unwrap_or("node").to_string();
+        self.cluster.node_id.clone().unwrap_or_else(first_label)
+    }
 }

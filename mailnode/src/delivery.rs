@@ -26,18 +26,19 @@ impl Delivery {
 
     /// Appends `message` (the spool's `msg_id`) to every user's INBOX, concurrently so the
     /// store can commit them as one group, and says for each user whether it is durably there.
-    /// Each append is keyed by the message (a store keeps keys per user), so that a later
-    /// attempt — the queue's retry, here or on the node holding the spool's copy — of one whose
-    /// answer was lost stores it once (a store across the network remembers keys for ten
-    /// minutes).
+    /// Each append is keyed by the message (see [`append_key`]; a store keeps keys per user),
+    /// so that a later attempt — the queue's retry, here or on the node holding the spool's
+    /// copy — of one whose answer was lost stores it once (a store across the network
+    /// remembers keys for ten minutes).
     pub async fn deliver_each(
         &self,
         msg_id: &str,
         users: &[String],
         message: Bytes,
     ) -> Vec<(String, Result<(), StoreError>)> {
+        let key = append_key(msg_id, &message);
         let appends = users.iter().map(|user| {
-            let message = NewMessage::new(message.clone()).with_key(msg_id.to_string());
+            let message = NewMessage::new(message.clone()).with_key(key.clone());
             async move {
                 let delivered = async {
                     let adding = message.bytes.len() as u64;
@@ -69,5 +70,29 @@ impl Delivery {
             Ok(_) => tracing::info!(user, used, limit, "quota warning delivered"),
             Err(e) => tracing::warn!(user, used, limit, error = %e, "quota warning not delivered"),
         }
+    }
+}
+
+/// The idempotency key of `message`'s appends: its id, and its length and a hash of its bytes.
+/// Ids are unique in the cluster, but a key shared by two messages would drop the second as a
+/// retry of the first, acknowledged and never stored; with the bytes in it, that takes two
+/// messages alike to the byte under one id.
+fn append_key(msg_id: &str, message: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    message.hash(&mut hasher);
+    format!("{msg_id}.{:x}.{:016x}", message.len(), hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::append_key;
+
+    #[test]
+    fn two_messages_under_one_id_get_two_keys_and_a_retry_the_same() {
+        let (a, b) = (&b"Subject: a\r\n\r\nx\r\n"[..], &b"Subject: b\r\n\r\nx\r\n"[..]);
+        assert_ne!(append_key("n1-1-1.2.1", a), append_key("n1-1-1.2.1", b));
+        assert_eq!(append_key("n1-1-1.2.1", a), append_key("n1-1-1.2.1", a));
+        assert!(append_key(&"x".repeat(60), a).len() <= 128, "within what a store takes");
     }
 }

@@ -82,11 +82,7 @@ async fn join_cluster(
     let token = config.cluster.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
     let tls = config.cluster_tls.as_ref().map(ClusterTls::load).transpose()?;
     let credentials = Credentials { token: token.clone(), tls };
-    let node_id = config
-        .cluster
-        .node_id
-        .clone()
-        .unwrap_or_else(|| config.hostname.split('.').next().unwrap_or("node").to_string());
+    let node_id = config.node_id();
     let host = config.cluster.advertise_host.clone().unwrap_or_else(|| config.listen.smtp.ip().to_string());
     let mut store_endpoint = String::new();
     if let Some(addr) = config.cluster.store_listen {
@@ -275,7 +271,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             spool_peers: spool_peers.clone(),
             tls: Some(acceptor.clone()),
             idle_timeout: Duration::from_secs(limits.smtp_idle_secs),
-            id_prefix: format!("{started:x}-{generation:x}."),
+            id_prefix: id_prefix(&config.node_id(), started, generation),
             metrics: metrics.clone(),
         })
     };
@@ -364,4 +360,24 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         store.flush().await?;
     }
     Ok(())
+}
+
+/// The start of this run's message ids: the node's id (as far as queue ids allow: letters,
+/// digits and `-`), its start time and the spool's generation. Ids must be unique in the
+/// cluster, not just on the node: nodes started in the same second share the rest, and another
+/// node keeps spool copies and delivery keys under them.
+fn id_prefix(node_id: &str, started: u64, generation: u64) -> String {
+    let node: String = node_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
+    format!("{node}-{started:x}-{generation:x}.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_prefix;
+
+    #[test]
+    fn nodes_started_together_have_ids_of_their_own() {
+        assert_ne!(id_prefix("node1", 0x65, 1), id_prefix("node2", 0x65, 1));
+        assert_eq!(id_prefix("node 1/é", 0x65, 1), "node1-65-1.", "only what a queue id may hold");
+    }
 }

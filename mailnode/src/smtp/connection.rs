@@ -34,7 +34,7 @@ pub struct SmtpService {
     pub tls: Option<TlsAcceptor>,
     /// Idle limit between commands (RFC 5321 §4.5.3.2 suggests 5 minutes).
     pub idle_timeout: Duration,
-    /// Prefix of session ids: the node's name and start time, so ids are unique in the cluster.
+    /// Prefix of session ids: the node's id and start time, so ids are unique in the cluster.
     pub id_prefix: String,
     /// Where accepted messages are counted.
     pub metrics: Arc<NodeMetrics>,
