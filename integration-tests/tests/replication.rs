@@ -70,6 +70,22 @@ impl Cluster {
         cluster
     }
 
+    /// Another mail node's `HomeStore` for the same user, with its own view of the directory
+    /// (starting at `seen`) and of unreachable peers, both handed back to the test to drive.
+    fn second_writer(&self, seen: DirectoryData) -> (HomeStore, Arc<LiveDirectory>, Arc<Unreachable>) {
+        let directory = Arc::new(LiveDirectory::new(seen));
+        let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([
+            (HOME.to_string(), self.home.endpoint()),
+            (REPLICA.to_string(), self.replica.endpoint()),
+        ])));
+        let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(self.dir.path().join("writer")).expect("open"));
+        let unreachable = Arc::new(Unreachable::default());
+        let credentials = Credentials::token(self.home.token.clone());
+        let store = HomeStore::new("node-b".into(), own, directory.clone(), endpoints, credentials)
+            .with_unreachable(unreachable.clone());
+        (store, directory, unreachable)
+    }
+
     fn remote(node: &StorageNode) -> RemoteStore {
         RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect")
     }
@@ -251,16 +267,7 @@ async fn a_flag_change_that_overtakes_its_message_is_not_lost() {
 async fn a_write_the_replica_missed_while_a_catch_up_ended_goes_to_it_at_the_new_epoch() {
     let c = Cluster::start().await;
     // A second writer (another mail node) that knows the replica is behind at epoch 2.
-    let directory = Arc::new(LiveDirectory::new(snapshot(2, false)));
-    let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([
-        (HOME.to_string(), c.home.endpoint()),
-        (REPLICA.to_string(), c.replica.endpoint()),
-    ])));
-    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(c.dir.path().join("writer")).expect("open"));
-    let unreachable = Arc::new(Unreachable::default());
-    let store =
-        HomeStore::new("node-b".into(), own, directory.clone(), endpoints, Credentials::token(c.home.token.clone()))
-            .with_unreachable(unreachable.clone());
+    let (store, directory, unreachable) = c.second_writer(snapshot(2, false));
     store.append(USER, "INBOX", message(1)).await.expect("append at epoch 2");
     // The replica failed one of this writer's calls a moment ago, so its next write skips it.
     // Meanwhile the home's catch-up ended: it marked the replica in sync (epoch 3) and raised
@@ -286,15 +293,7 @@ async fn a_catch_up_raises_the_primary_floor_before_its_last_compare_and_resumes
     let c = Cluster::start().await;
     c.directory.replace(snapshot(2, false));
     // Another mail node writing for the user, which knows the replica is behind at epoch 2.
-    let directory = Arc::new(LiveDirectory::new(snapshot(2, false)));
-    let endpoints: Endpoints = Arc::new(Mutex::new(HashMap::from([
-        (HOME.to_string(), c.home.endpoint()),
-        (REPLICA.to_string(), c.replica.endpoint()),
-    ])));
-    let own: Arc<dyn ReplicaStore> = Arc::new(LocalStore::open(c.dir.path().join("writer")).expect("open"));
-    let unreachable = Arc::new(Unreachable::default());
-    let writer = HomeStore::new("node-b".into(), own, directory, endpoints, Credentials::token(c.home.token.clone()))
-        .with_unreachable(unreachable.clone());
+    let (writer, _, unreachable) = c.second_writer(snapshot(2, false));
     writer.append(USER, "INBOX", message(1)).await.expect("append at epoch 2, on both copies");
     // The replica missed a message the home took meanwhile.
     Cluster::remote(&c.home).append(USER, "INBOX", message(0)).await.expect("on the home alone");

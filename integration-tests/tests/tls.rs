@@ -4,6 +4,14 @@
 
 use sirms_integration_tests::{MailNode, ctl_ca, metrics_page, python};
 
+/// What both scripts below start with: the DER bytes of the first certificate in a PEM file.
+const DER: &str = r#"
+import ssl
+def der(path):
+    pem = open(path).read()
+    return ssl.PEM_cert_to_DER_cert(pem[: pem.index("-----END CERTIFICATE-----") + 25] + "\n")
+"#;
+
 /// Opens IMAPS session A at argv[1] and checks it got the certificate in argv[2]; moves the
 /// certificate argv[4] and key argv[5] over argv[2] and argv[3] (key first, as an admin's
 /// renewal would); within 10 s a new session gets the new certificate; A still answers.
@@ -14,9 +22,6 @@ live_pem, live_key, new_pem, new_key = sys.argv[2:6]
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
-def der(path):
-    pem = open(path).read()
-    return ssl.PEM_cert_to_DER_cert(pem[: pem.index("-----END CERTIFICATE-----") + 25] + "\n")
 def session():
     s = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=10))
     assert s.recv(4096).startswith(b"* OK"), "no greeting"
@@ -55,7 +60,7 @@ fn a_renewed_certificate_is_served_without_a_restart_and_open_sessions_carry_on(
     let node = MailNode::start("tls-node.example.test", &extra);
     let path = |file: &str| ca.join(file).display().to_string();
     let out = python(
-        RENEW,
+        &[DER, RENEW].concat(),
         &[node.imaps.to_string(), path("first.pem"), path("first.key"), path("second.pem"), path("second.key")],
     );
     assert_eq!(out.trim(), "renewed");
@@ -68,9 +73,6 @@ const SNI: &str = r#"
 import socket, ssl, sys
 host, port = sys.argv[1].rsplit(":", 1)
 files = sys.argv[2].split(",")
-def der(path):
-    pem = open(path).read()
-    return ssl.PEM_cert_to_DER_cert(pem[: pem.index("-----END CERTIFICATE-----") + 25] + "\n")
 known = {der(f): f.rsplit("/", 1)[-1] for f in files}
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
@@ -102,7 +104,7 @@ fn a_client_asking_for_a_name_gets_the_certificate_that_carries_it() {
     let names = ["MX.Other.Test", "imap.wild.test", "wild.test", "a.b.wild.test", "nobody.test", "-"];
     let mut args = vec![node.imaps.to_string(), files];
     args.extend(names.iter().map(|n| n.to_string()));
-    let served = python(SNI, &args);
+    let served = python(&[DER, SNI].concat(), &args);
     let expected = [
         "MX.Other.Test other.pem",
         "imap.wild.test wild.pem",

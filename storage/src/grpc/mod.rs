@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 mod convert;
-mod fail_fast;
+pub mod fail_fast;
 mod idempotency;
 mod remote;
 mod server;

@@ -1,7 +1,6 @@
 //! `RemoteStore`: a `MailStore` that calls a Store gRPC service.
 
 use std::iter;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -109,7 +108,7 @@ impl RemoteStore {
                     .keep_alive_while_idle(true)
             })
             .connect_lazy();
-        let channel = FailFast::new(channel, Arc::new(PeerHealth::new(endpoint)));
+        let channel = FailFast::new(channel, PeerHealth::shared(endpoint));
         let client = StoreClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
