@@ -23,8 +23,11 @@ use super::home_store::Endpoints;
 use crate::directory::{Directory, DirectoryData, LiveDirectory};
 use crate::metrics::{NodeMetrics, Protocol};
 
-/// Longest wait between rounds of attempts to reach the routers.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait between rounds of attempts to reach the routers. Below the lease (3 s): while
+/// etcd has no quorum every registration fails, and when quorum returns the leases run again
+/// from then on; a node still pausing past that would see its lease lapse and its sources move
+/// for a moment (`docker/test-ha.sh` caught one source served elsewhere that way).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The load now, as a heartbeat.
 async fn sample(metrics: &Arc<NodeMetrics>, node_id: &str, directory_version: u64) -> NodeLoad {
