@@ -17,7 +17,7 @@ use sirms_proto::cluster::spool_copies_client::SpoolCopiesClient;
 use sirms_proto::cluster::{CopyList, CopyRef, Empty, Name, SpoolCopy};
 use sirms_proto::cluster_tls::Credentials;
 use sirms_proto::token::TokenInterceptor;
-use sirms_storage::grpc::fail_fast::{FailFast, PeerHealth};
+use sirms_storage::grpc::fail_fast::{FailFast, peer_channel};
 use tokio::sync::{Notify, watch};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -31,13 +31,6 @@ use crate::queue::{QueuedEnvelope, Spool};
 /// How long one call to a peer may take, beyond the time the message's bytes take at
 /// [`COPY_RATE`].
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connection to a peer may take: a live one on the cluster's network answers at
-/// once.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a connection may be silent before it is pinged, and the ping unanswered before the
-/// connection is given up with its calls: a vanished peer fails a copy in about 4 s.
-const PING_AFTER: Duration = Duration::from_secs(1);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The slowest transfer to a peer allowed for, in bytes per second.
 const COPY_RATE: u64 = 8 * 1024 * 1024;
 /// How often a holder looks at the peers it holds copies for.
@@ -107,20 +100,9 @@ impl SpoolPeers {
         if let Some(client) = clients.get(&endpoint) {
             return Ok(client.clone());
         }
-        let channel = self
-            .credentials
-            .endpoint(&endpoint)
-            .map_err(|e| e.to_string())?
-            .configure(|e| {
-                e.connect_timeout(CONNECT_TIMEOUT)
-                    .http2_keep_alive_interval(PING_AFTER)
-                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-                    .keep_alive_while_idle(true)
-            })
-            .connect_lazy();
         // The peer's health is shared with the node's Store calls to it: a primary found dead
         // by a delivery is not waited for again by the spool copy that delivery makes next.
-        let channel = FailFast::new(channel, PeerHealth::shared(&endpoint));
+        let channel = peer_channel(self.credentials.endpoint(&endpoint).map_err(|e| e.to_string())?, &endpoint);
         let token = TokenInterceptor::new(&self.credentials.token).ok_or("the token is not valid metadata")?;
         let client = SpoolCopiesClient::with_interceptor(channel, token).max_encoding_message_size(usize::MAX);
         clients.insert(endpoint, client.clone());

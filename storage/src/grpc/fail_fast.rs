@@ -25,9 +25,40 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use sirms_proto::cluster_tls::ClusterEndpoint;
 use tokio::sync::watch;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
+use tonic::transport::Channel;
 use tonic::{Status, TimeoutExpired};
+
+/// How long establishing a connection may take before the call fails as unavailable. Peers
+/// are on the cluster's own network, where a live one answers a SYN in a millisecond; 2 s
+/// still allows one lost SYN (resent after 1 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection may be silent before it is pinged (idle or not), and how long the
+/// ping may go unanswered before the connection is given up with every call on it. A peer
+/// that vanished without closing the connection — cut off, frozen, killed with the reset
+/// lost — thus fails its calls within about 4 s instead of holding them (a write waiting on
+/// its replica, a watch) until it is back or a caller's own timeout fires. A live but busy
+/// peer answers a ping from its connection task, without waiting for the disk.
+const PING_AFTER: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A channel to the cluster peer at `address` (reached through `endpoint`), as every caller
+/// of peers makes one: connecting lazily within [`CONNECT_TIMEOUT`], pinging the connection,
+/// guarded by the peer's shared [`PeerHealth`].
+pub fn peer_channel(endpoint: ClusterEndpoint, address: &str) -> FailFast<Channel> {
+    let channel = endpoint
+        .configure(|e| {
+            e.connect_timeout(CONNECT_TIMEOUT)
+                // Pings even without calls in flight, so a watch on a vanished peer ends.
+                .http2_keep_alive_interval(PING_AFTER)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
+        })
+        .connect_lazy();
+    FailFast::new(channel, PeerHealth::shared(address))
+}
 
 /// How long after a slow transport failure calls fail without trying the peer.
 pub const HOLD: Duration = Duration::from_secs(3);

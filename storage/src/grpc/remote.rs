@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use super::MAX_GRPC_MESSAGE;
 use super::convert;
-use super::fail_fast::{FailFast, PeerHealth};
+use super::fail_fast::{FailFast, peer_channel};
 use super::idempotency::MAX_KEY_LEN;
 use crate::change::{Change, ChangeStream};
 use crate::error::{Result, StoreError};
@@ -31,21 +31,6 @@ use crate::message::{
 use crate::replica::{Apply, ReplicaStore};
 use crate::store::MailStore;
 use crate::uidset::UidSet;
-
-/// How long establishing a connection may take before the call fails as unavailable. Peers
-/// are on the cluster's own network, where a live one answers a SYN in a millisecond; 2 s
-/// still allows one lost SYN (resent after 1 s). The first attempt that fails fails every
-/// call queued behind it ([`FailFast`]).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long the connection may be silent before it is pinged (idle or not), and how long the
-/// ping may go unanswered before the connection is given up with every call on it. A store
-/// that vanished without closing the connection — cut off, frozen, killed with the reset
-/// lost — thus fails its calls within about 4 s instead of holding them (a write waiting on
-/// its replica, a watch) until the peer is back or a caller's own timeout fires. A live but
-/// busy peer answers a ping from its connection task, without waiting for the disk.
-const PING_AFTER: Duration = Duration::from_secs(1);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long any call may take to be answered (a watch: to start; a fetch: to start sending),
 /// so that a store that is up but stuck does not hold its callers — an SMTP session, an
@@ -96,19 +81,11 @@ impl RemoteStore {
     pub fn connect_with(endpoint: &str, credentials: &Credentials) -> Result<RemoteStore> {
         let token = TokenInterceptor::new(&credentials.token)
             .ok_or_else(|| StoreError::Protocol("the cluster token is not a valid gRPC metadata value".into()))?;
-        let channel = credentials
+        let settings = credentials
             .endpoint(endpoint)
             .map_err(|e| StoreError::Unavailable(format!("invalid store endpoint {endpoint:?}: {e}")))?
-            .configure(|e| {
-                e.connect_timeout(CONNECT_TIMEOUT)
-                    .timeout(CALL_DEADLINE)
-                    // Pings even without calls in flight, so a watch on a vanished store ends.
-                    .http2_keep_alive_interval(PING_AFTER)
-                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-                    .keep_alive_while_idle(true)
-            })
-            .connect_lazy();
-        let channel = FailFast::new(channel, PeerHealth::shared(endpoint));
+            .configure(|e| e.timeout(CALL_DEADLINE));
+        let channel = peer_channel(settings, endpoint);
         let client = StoreClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
