@@ -2,8 +2,8 @@
 # The paper's experiment (Figure 7) plus the Postfix + Dovecot baseline, in one run.
 #
 #   bench/run.sh                 # default matrix: N = 10^2, 10^3, 10^4 x C = 1, 16 for Postfix+Dovecot,
-#                                # N1, N2, N2_STORE side by side, IMAP + POP3 fetch tests, then the same
-#                                # for N1/N2/N2_STORE with each node CPU-limited (scale-out); ~35-40 min
+#                                # N1, N2, N2_STORE, N2_REPL side by side, IMAP + POP3 fetch tests, then the same
+#                                # for the SIRMS targets with each node CPU-limited (scale-out); ~40-45 min
 #   bench/run.sh --full          # adds N = 10^5 (one repeat; about 2 more hours, most of it Postfix+Dovecot)
 #   bench/run.sh --quick         # smoke test: N = 10^2 and 10^3 once, no CPU-limited phase (~5 min)
 #   bench/run.sh --no-limited    # skip the CPU-limited phase      --limited-only: only that phase
@@ -16,7 +16,8 @@
 #                                # target (Postfix+Dovecot too); same as BENCH_CLIENT=sirms
 #   bench/run.sh --deliver-only  # skip the IMAP/POP3 fetch tests
 #   bench/run.sh --replicated    # issue 25's goal: Postfix+Dovecot, N1 and N2_REPL (two nodes, every
-#                                # mailbox on both) only, deliver test, N = 10^4, C = 1, 16; ~10 min
+#                                # mailbox on both) only, deliver test, N = 10^4, C = 1, 16, both phases
+#                                # (shared cores, then each node at CPU_QUOTA); ~15 min
 #
 # Environment knobs [defaults]: SIZES ["100:2,1000:2,10000:1"] (N:repeats; one mailbench call per N)
 # CONC [1,16] FETCH_REPEAT [2] FETCH_COUNT [1000] CPU_QUOTA [25] (% of one CPU for each SIRMS mail node
@@ -40,7 +41,7 @@
 #             every user homed on the storage node
 #   (N2 and N2_STORE keep one copy of each mailbox, `replicas = 1`, as the paper's N2 did.)
 #   N2_REPL   router 127.77.50.1 + node1 127.77.51.1 + node2 127.77.51.2, `replicas = 2`: u1..u50 homed
-#             on node1 with their replica on node2, u51..u100 the other way round (main phase only)
+#             on node1 with their replica on node2, u51..u100 the other way round
 # Clients connect from 16 source addresses 127.77.1.1-8 and 127.77.2.1-8 (round robin, bench/mbench.py);
 # both routers send 127.77.1.0/24 to node1 and 127.77.2.0/24 to node2 (the paper's static policy).
 # Results: bench/results/<stamp>-<phase>-{n<N>,fetch}.json, <stamp>-tables.md, docs/benchmarks-fig7.png.
@@ -77,7 +78,7 @@ for arg in "$@"; do
     --router-own-cpu) ROUTER_CPUS=1; NODE_CPUS=0; CLIENT_CPUS=0 ;;
     --client=*) BENCH_CLIENT=${arg#--client=} ;;
     --deliver-only) FETCH=0 ;;
-    --replicated) REPLICATED_ONLY=1; PHASES=main; FETCH=0; SIZES=${REPLICATED_SIZES:-10000:1} ;;
+    --replicated) REPLICATED_ONLY=1; FETCH=0; SIZES=${REPLICATED_SIZES:-10000:1} ;;
     -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown argument $arg" >&2; exit 2 ;;
   esac
@@ -300,9 +301,10 @@ start_sirms() {
   local phase=$1 d=$RUN/$1 limit=""
   [[ $phase == limited ]] && limit=1
   mkdir -p "$d"
-  local cg_n1="" cg_a1="" cg_a2="" cg_b1="" cg_b2="" cg_bs=""
+  local cg_n1="" cg_a1="" cg_a2="" cg_b1="" cg_b2="" cg_bs="" cg_r1="" cg_r2=""
   if [[ -n $limit ]]; then
     make_cgroup n1-node; cg_n1=$CG
+    make_cgroup n2r-node1; cg_r1=$CG; make_cgroup n2r-node2; cg_r2=$CG
     make_cgroup n2-node1; cg_a1=$CG; make_cgroup n2-node2; cg_a2=$CG
     make_cgroup n2s-node1; cg_b1=$CG; make_cgroup n2s-node2; cg_b2=$CG; make_cgroup n2s-storage; cg_bs=$CG
   fi
@@ -341,19 +343,17 @@ start_sirms() {
     admins+=(127.77.20.1:7070 127.77.30.1:7070)
     ready+=(127.77.20.1:2525,127.77.20.1:2143 127.77.30.1:2525,127.77.30.1:2143)
   fi
-  if [[ $phase == main ]]; then
-    # N2_REPL: every mailbox on both nodes
-    router_toml "$d/n2r-router.toml" 127.77.50.1 "$d/n2r/router" 2
-    start_role "$phase-n2r-router" "" router -c "$d/n2r-router.toml"
-    wait_port 127.77.50.1 7070
-    node_toml "$d/n2r-node1.toml" node1 127.77.51.1 "$d/n2r/node1" 127.77.50.1:7070
-    node_toml "$d/n2r-node2.toml" node2 127.77.51.2 "$d/n2r/node2" 127.77.50.1:7070
-    start_role "$phase-n2r-node1" "" node -c "$d/n2r-node1.toml"
-    start_role "$phase-n2r-node2" "" node -c "$d/n2r-node2.toml"
-    wait_registered 127.77.50.1:7070 node1 node2
-    admins+=(127.77.50.1:7070)
-    ready+=(127.77.50.1:2525,127.77.50.1:2143)
-  fi
+  # N2_REPL: every mailbox on both nodes
+  router_toml "$d/n2r-router.toml" 127.77.50.1 "$d/n2r/router" 2
+  start_role "$phase-n2r-router" "" router -c "$d/n2r-router.toml"
+  wait_port 127.77.50.1 7070
+  node_toml "$d/n2r-node1.toml" node1 127.77.51.1 "$d/n2r/node1" 127.77.50.1:7070
+  node_toml "$d/n2r-node2.toml" node2 127.77.51.2 "$d/n2r/node2" 127.77.50.1:7070
+  start_role "$phase-n2r-node1" "$cg_r1" node -c "$d/n2r-node1.toml"
+  start_role "$phase-n2r-node2" "$cg_r2" node -c "$d/n2r-node2.toml"
+  wait_registered 127.77.50.1:7070 node1 node2
+  admins+=(127.77.50.1:7070)
+  ready+=(127.77.50.1:2525,127.77.50.1:2143)
   local admin
   for admin in "${admins[@]}"; do
     ctl "$admin" routes add 127.77.1.0/24 node1 >/dev/null
@@ -367,19 +367,15 @@ start_sirms() {
     add_users 127.77.30.1:7070 store1 store1 &
     provisioning+=($!)
   fi
-  if [[ $phase == main ]]; then
-    add_users 127.77.50.1:7070 node1 node2 &
-    provisioning+=($!)
-  fi
+  add_users 127.77.50.1:7070 node1 node2 &
+  provisioning+=($!)
   local p
   for p in "${provisioning[@]}"; do wait "$p"; done
   for admin in "${admins[@]}"; do
     ctl "$admin" routes test 127.77.1.1 | sed "s/^/  $admin 127.77.1.1: /" >&2
     ctl "$admin" routes test 127.77.2.1 | sed "s/^/  $admin 127.77.2.1: /" >&2
   done
-  if [[ $phase == main ]]; then
-    ctl 127.77.50.1:7070 users show u1@example.test | sed "s/^/  N2_REPL u1: /" >&2
-  fi
+  ctl 127.77.50.1:7070 users show u1@example.test | sed "s/^/  N2_REPL u1: /" >&2
   # Every target answers for u1 and u100 from both source halves (directory has reached the nodes).
   python3 "$HERE/ready.py" 60 127.77.10.1:3025,127.77.10.1:3143 "${ready[@]}" \
     ${BASELINE_SIRMS:+127.77.11.1:3025,127.77.11.1:3143}
@@ -570,9 +566,7 @@ run_matrix() {   # run_matrix PHASE
       --target "name=N2_STORE,smtp=127.77.30.1:2525,imap=127.77.30.1:2143,pop3=127.77.30.1:2110$(pidspec "$phase" n2s-router n2s-node1 n2s-node2 n2s-storage)"
     )
   fi
-  if [[ $phase == main ]]; then
-    targets+=(--target "name=N2_REPL,smtp=127.77.50.1:2525,imap=127.77.50.1:2143,pop3=127.77.50.1:2110$(pidspec "$phase" n2r-router n2r-node1 n2r-node2)")
-  fi
+  targets+=(--target "name=N2_REPL,smtp=127.77.50.1:2525,imap=127.77.50.1:2143,pop3=127.77.50.1:2110$(pidspec "$phase" n2r-router n2r-node1 n2r-node2)")
   local common=(--sources "$SOURCES" --conc "$CONC" --quiet-wait "$QUIET_WAIT" --quiet-max-cores "$QUIET_MAX_CORES"
                 --fetch-count "$FETCH_COUNT" --max-est-s 100000)
   local spec n rep
@@ -610,7 +604,7 @@ for phase in $PHASES; do
     [[ $LIMITED_PFDC == 1 ]] && limit_pfdc
     log "limited phase: every SIRMS mail node and the storage node at $CPU_QUOTA% of one CPU each (routers unlimited)"
   fi
-  log "$phase: starting SIRMS N1, N2, N2_STORE"
+  log "$phase: starting SIRMS N1, N2, N2_STORE, N2_REPL"
   start_sirms "$phase"
   run_matrix "$phase"
 done
