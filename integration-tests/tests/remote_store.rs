@@ -1,11 +1,14 @@
 //! The Store client against a real storage node: one that freezes mid-append (SIGSTOP) fails
-//! the call within the client's keepalive instead of holding its caller until it thaws; and the
-//! serving side stores an append once however often it comes under one idempotency key.
+//! the call within the client's keepalive instead of holding its caller until it thaws; the
+//! serving side stores an append once however often it comes under one idempotency key; and
+//! replica appends sent together in batches each get their own outcome.
 
 use std::time::Duration;
 
 use sirms_integration_tests::StorageNode;
-use sirms_storage::{MailStore, NewMessage, RemoteStore, StoreError};
+use sirms_storage::{
+    Apply, BodyPart, Flags, MailStore, MessageMeta, NewMessage, RemoteStore, ReplicaStore, StoreError, UidSet,
+};
 
 const USER: &str = "alice@example.test";
 
@@ -78,4 +81,53 @@ async fn two_appends_under_one_key_store_one_message() {
     assert_eq!((first.uid, again.uid, other.uid), (1, 1, 2));
     let store = RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect");
     assert_eq!(store.messages(USER, "INBOX").await.expect("messages").0.messages, 2);
+}
+
+/// Many writers' replica appends at once through one client: they go in batches (one call for
+/// those that waited behind another), and each writer is told its own record's outcome — a
+/// stale epoch among them is refused alone, and every other message is stored under its UID,
+/// byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_appends_sent_together_each_get_their_own_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StorageNode::start(dir.path().join("store"));
+    let store = RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect");
+    store.fence(USER, 2).await.expect("fence at epoch 2");
+    let mailbox = Apply::Mailbox { name: "INBOX".into(), uid_validity: 777, special_use: None };
+    store.apply(USER, 2, mailbox).await.expect("the primary's INBOX");
+
+    const WRITERS: u32 = 60;
+    const STALE: u32 = 31;
+    let body = |uid: u32| format!("Subject: message {uid}\r\n\r\n{}\r\n", "x".repeat(uid as usize * 37)).into_bytes();
+    let writes = (1..=WRITERS).map(|uid| {
+        let store = store.clone();
+        async move {
+            let bytes = body(uid);
+            let meta = MessageMeta {
+                uid,
+                flags: Flags::default(),
+                internal_date: 1_700_000_000 + i64::from(uid),
+                size: bytes.len() as u64,
+                modseq: u64::from(uid),
+            };
+            let record = Apply::Append { mailbox: "INBOX".into(), uid_validity: 777, meta, bytes: bytes.into() };
+            let epoch = if uid == STALE { 1 } else { 2 };
+            (uid, store.apply(USER, epoch, record).await)
+        }
+    });
+    for (uid, outcome) in futures::future::join_all(writes).await {
+        if uid == STALE {
+            assert!(matches!(outcome, Err(StoreError::StaleEpoch(2))), "uid {uid}: {outcome:?}");
+        } else {
+            assert!(outcome.is_ok(), "uid {uid}: {outcome:?}");
+        }
+    }
+    let all = UidSet::range(1, WRITERS);
+    let stored = store.fetch(USER, "INBOX", &all, BodyPart::Full).await.expect("fetch");
+    let uids: Vec<u32> = stored.iter().map(|m| m.meta.uid).collect();
+    let expected: Vec<u32> = (1..=WRITERS).filter(|&uid| uid != STALE).collect();
+    assert_eq!(uids, expected);
+    for message in stored {
+        assert_eq!(message.body.as_deref(), Some(&body(message.meta.uid)[..]), "uid {}", message.meta.uid);
+    }
 }

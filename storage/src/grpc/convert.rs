@@ -386,41 +386,78 @@ const INVALID_NAME_REASONS: &[&str] = &[
 /// (a newer server).
 const UNKNOWN_INVALID_NAME: &str = "rejected by the store";
 
+/// A `StoreError` as it crosses the wire: the variant's name (the `x-sirms-error` metadata, or
+/// an `ApplyOutcome`'s kind), the status code, and the message that carries its payload.
+pub(super) fn error_parts(error: StoreError) -> (&'static str, Code, String) {
+    let (kind, code) = match &error {
+        StoreError::NoSuchMailbox => ("NoSuchMailbox", Code::NotFound),
+        StoreError::MailboxExists => ("MailboxExists", Code::AlreadyExists),
+        StoreError::InvalidName(_) => ("InvalidName", Code::InvalidArgument),
+        StoreError::InvalidUser => ("InvalidUser", Code::InvalidArgument),
+        StoreError::CannotDeleteInbox => ("CannotDeleteInbox", Code::FailedPrecondition),
+        StoreError::HasChildren => ("HasChildren", Code::FailedPrecondition),
+        StoreError::TooManyKeywords => ("TooManyKeywords", Code::FailedPrecondition),
+        StoreError::TooManyMailboxes => ("TooManyMailboxes", Code::ResourceExhausted),
+        StoreError::OverQuota { .. } => ("OverQuota", Code::ResourceExhausted),
+        StoreError::InvalidKeyword => ("InvalidKeyword", Code::InvalidArgument),
+        StoreError::TooLarge => ("TooLarge", Code::InvalidArgument),
+        StoreError::SizeMismatch => ("SizeMismatch", Code::InvalidArgument),
+        StoreError::Unavailable(_) => ("Unavailable", Code::Unavailable),
+        StoreError::Unauthorized => ("Unauthorized", Code::Unauthenticated),
+        StoreError::Io(_) => ("Io", Code::Internal),
+        StoreError::Index(_) => ("Index", Code::Internal),
+        StoreError::Protocol(_) => ("Protocol", Code::Internal),
+        StoreError::StaleEpoch(_) => ("StaleEpoch", Code::FailedPrecondition),
+        StoreError::Diverged(_) => ("Diverged", Code::FailedPrecondition),
+    };
+    // Variants with a payload send only the payload, which the client puts back in place.
+    let message = match error {
+        StoreError::InvalidName(reason) => reason.to_owned(),
+        StoreError::Unavailable(text)
+        | StoreError::Index(text)
+        | StoreError::Protocol(text)
+        | StoreError::Diverged(text) => text,
+        StoreError::StaleEpoch(epoch) => epoch.to_string(),
+        StoreError::OverQuota { used, limit } => format!("{used} {limit}"),
+        StoreError::Io(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    (kind, code, message)
+}
+
+/// The `StoreError` that [`error_parts`] gave `kind` and `message`; `None` for a kind this
+/// side does not know.
+pub(super) fn error_from_parts(kind: &str, message: &str) -> Option<StoreError> {
+    Some(match kind {
+        "NoSuchMailbox" => StoreError::NoSuchMailbox,
+        "MailboxExists" => StoreError::MailboxExists,
+        "InvalidName" => StoreError::InvalidName(invalid_name_reason(message)),
+        "InvalidUser" => StoreError::InvalidUser,
+        "CannotDeleteInbox" => StoreError::CannotDeleteInbox,
+        "HasChildren" => StoreError::HasChildren,
+        "TooManyKeywords" => StoreError::TooManyKeywords,
+        "TooManyMailboxes" => StoreError::TooManyMailboxes,
+        "OverQuota" => {
+            let mut numbers = message.split(' ').map(|n| n.parse().unwrap_or(0));
+            StoreError::OverQuota { used: numbers.next().unwrap_or(0), limit: numbers.next().unwrap_or(0) }
+        }
+        "InvalidKeyword" => StoreError::InvalidKeyword,
+        "TooLarge" => StoreError::TooLarge,
+        "SizeMismatch" => StoreError::SizeMismatch,
+        "Unavailable" => StoreError::Unavailable(message.to_owned()),
+        "Unauthorized" => StoreError::Unauthorized,
+        "Io" => StoreError::Io(io::Error::other(message.to_owned())),
+        "Index" => StoreError::Index(message.to_owned()),
+        "Protocol" => StoreError::Protocol(message.to_owned()),
+        "StaleEpoch" => StoreError::StaleEpoch(message.parse().unwrap_or(u64::MAX)),
+        "Diverged" => StoreError::Diverged(message.to_owned()),
+        _ => return None,
+    })
+}
+
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Self {
-        let (kind, code) = match &error {
-            StoreError::NoSuchMailbox => ("NoSuchMailbox", Code::NotFound),
-            StoreError::MailboxExists => ("MailboxExists", Code::AlreadyExists),
-            StoreError::InvalidName(_) => ("InvalidName", Code::InvalidArgument),
-            StoreError::InvalidUser => ("InvalidUser", Code::InvalidArgument),
-            StoreError::CannotDeleteInbox => ("CannotDeleteInbox", Code::FailedPrecondition),
-            StoreError::HasChildren => ("HasChildren", Code::FailedPrecondition),
-            StoreError::TooManyKeywords => ("TooManyKeywords", Code::FailedPrecondition),
-            StoreError::TooManyMailboxes => ("TooManyMailboxes", Code::ResourceExhausted),
-            StoreError::OverQuota { .. } => ("OverQuota", Code::ResourceExhausted),
-            StoreError::InvalidKeyword => ("InvalidKeyword", Code::InvalidArgument),
-            StoreError::TooLarge => ("TooLarge", Code::InvalidArgument),
-            StoreError::SizeMismatch => ("SizeMismatch", Code::InvalidArgument),
-            StoreError::Unavailable(_) => ("Unavailable", Code::Unavailable),
-            StoreError::Unauthorized => ("Unauthorized", Code::Unauthenticated),
-            StoreError::Io(_) => ("Io", Code::Internal),
-            StoreError::Index(_) => ("Index", Code::Internal),
-            StoreError::Protocol(_) => ("Protocol", Code::Internal),
-            StoreError::StaleEpoch(_) => ("StaleEpoch", Code::FailedPrecondition),
-            StoreError::Diverged(_) => ("Diverged", Code::FailedPrecondition),
-        };
-        // Variants with a payload send only the payload, which the client puts back in place.
-        let message = match error {
-            StoreError::InvalidName(reason) => reason.to_owned(),
-            StoreError::Unavailable(text)
-            | StoreError::Index(text)
-            | StoreError::Protocol(text)
-            | StoreError::Diverged(text) => text,
-            StoreError::StaleEpoch(epoch) => epoch.to_string(),
-            StoreError::OverQuota { used, limit } => format!("{used} {limit}"),
-            StoreError::Io(e) => e.to_string(),
-            other => other.to_string(),
-        };
+        let (kind, code, message) = error_parts(error);
         let mut status = Status::new(code, message);
         status.metadata_mut().insert(ERROR_KIND_KEY, MetadataValue::from_static(kind));
         status
@@ -430,31 +467,27 @@ impl From<StoreError> for Status {
 impl From<Status> for StoreError {
     fn from(status: Status) -> Self {
         let kind = status.metadata().get(ERROR_KIND_KEY).and_then(|kind| kind.to_str().ok());
-        let message = || status.message().to_owned();
-        match kind {
-            Some("NoSuchMailbox") => StoreError::NoSuchMailbox,
-            Some("MailboxExists") => StoreError::MailboxExists,
-            Some("InvalidName") => StoreError::InvalidName(invalid_name_reason(status.message())),
-            Some("InvalidUser") => StoreError::InvalidUser,
-            Some("CannotDeleteInbox") => StoreError::CannotDeleteInbox,
-            Some("HasChildren") => StoreError::HasChildren,
-            Some("TooManyKeywords") => StoreError::TooManyKeywords,
-            Some("TooManyMailboxes") => StoreError::TooManyMailboxes,
-            Some("OverQuota") => {
-                let mut numbers = status.message().split(' ').map(|n| n.parse().unwrap_or(0));
-                StoreError::OverQuota { used: numbers.next().unwrap_or(0), limit: numbers.next().unwrap_or(0) }
-            }
-            Some("InvalidKeyword") => StoreError::InvalidKeyword,
-            Some("TooLarge") => StoreError::TooLarge,
-            Some("SizeMismatch") => StoreError::SizeMismatch,
-            Some("Unavailable") => StoreError::Unavailable(message()),
-            Some("Unauthorized") => StoreError::Unauthorized,
-            Some("Io") => StoreError::Io(io::Error::other(message())),
-            Some("Index") => StoreError::Index(message()),
-            Some("Protocol") => StoreError::Protocol(message()),
-            Some("StaleEpoch") => StoreError::StaleEpoch(status.message().parse().unwrap_or(u64::MAX)),
-            Some("Diverged") => StoreError::Diverged(message()),
-            _ => untagged_status(&status),
+        kind.and_then(|kind| error_from_parts(kind, status.message())).unwrap_or_else(|| untagged_status(&status))
+    }
+}
+
+/// A batch outcome as the `StoreError` it carries (`Ok` when it carries none).
+pub(super) fn apply_outcome(outcome: proto::ApplyOutcome) -> Result<()> {
+    if outcome.error_kind.is_empty() {
+        return Ok(());
+    }
+    Err(error_from_parts(&outcome.error_kind, &outcome.message).unwrap_or_else(|| {
+        StoreError::Protocol(format!("unknown error kind {:?}: {}", outcome.error_kind, outcome.message))
+    }))
+}
+
+/// A record's result as a batch outcome.
+pub(super) fn apply_outcome_to_proto(result: Result<()>) -> proto::ApplyOutcome {
+    match result {
+        Ok(()) => proto::ApplyOutcome::default(),
+        Err(e) => {
+            let (kind, _, message) = error_parts(e);
+            proto::ApplyOutcome { error_kind: kind.to_owned(), message }
         }
     }
 }

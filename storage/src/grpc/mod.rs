@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+mod apply_batch;
 mod convert;
 pub mod fail_fast;
 mod idempotency;

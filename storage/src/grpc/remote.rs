@@ -16,6 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::MAX_GRPC_MESSAGE;
+use super::apply_batch::{self, ApplyQueue};
 use super::convert;
 use super::fail_fast::{FailFast, peer_channel};
 use super::idempotency::MAX_KEY_LEN;
@@ -44,7 +45,7 @@ const APPEND_RATE: u64 = 8 * 1024 * 1024;
 /// asked again: a live one answers in milliseconds, and a dead one is not waited for twice.
 const RETRY_PING: Duration = Duration::from_secs(1);
 
-type Client = StoreClient<InterceptedService<FailFast<Channel>, TokenInterceptor>>;
+pub(super) type Client = StoreClient<InterceptedService<FailFast<Channel>, TokenInterceptor>>;
 
 /// A key no other append shares: 128 random bits (from the kernel), in hex.
 fn append_key() -> String {
@@ -65,6 +66,8 @@ fn append_key() -> String {
 #[derive(Clone)]
 pub struct RemoteStore {
     client: Client,
+    /// Small replica appends waiting to share a call (see [`super::apply_batch`]).
+    applies: ApplyQueue,
 }
 
 impl RemoteStore {
@@ -89,7 +92,7 @@ impl RemoteStore {
         let client = StoreClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE);
-        Ok(RemoteStore { client })
+        Ok(RemoteStore { client, applies: ApplyQueue::default() })
     }
 
     /// Asks whether the store serves (a liveness probe): `Ok` once it answered. A store that
@@ -368,8 +371,11 @@ impl ReplicaStore for RemoteStore {
     }
 
     async fn apply(&self, user: &str, epoch: u64, record: Apply) -> Result<()> {
-        self.client().apply(convert::apply_to_proto(user, epoch, record)).await?;
-        Ok(())
+        let request = convert::apply_to_proto(user, epoch, record);
+        match apply_batch::batchable(&request) {
+            Some(bytes) => self.applies.apply(&self.client, request, bytes).await,
+            None => self.client().apply(request).await.map(drop).map_err(StoreError::from),
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::MAX_GRPC_MESSAGE;
+use super::apply_batch::MAX_APPLY_BATCH;
 use super::convert;
 use super::idempotency::{self, MAX_KEY_LEN, RecentAppends};
 use crate::error::StoreError;
@@ -288,6 +289,30 @@ impl Store for StoreService {
         let record = convert::apply_from_proto(request.record)?;
         replica.apply(&request.user, request.epoch, record).await?;
         Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn apply_batch(
+        &self,
+        request: Request<proto::ApplyBatchRequest>,
+    ) -> Result<Response<proto::ApplyBatchReply>, Status> {
+        let replica = self.replica(&request)?;
+        let records = request.into_inner().records;
+        if records.len() > MAX_APPLY_BATCH {
+            return Err(StoreError::Protocol(format!(
+                "{} records in one batch, at most {MAX_APPLY_BATCH}",
+                records.len()
+            ))
+            .into());
+        }
+        // Together, so that one group commit makes them all durable.
+        let outcomes = futures::future::join_all(records.into_iter().map(|request| async move {
+            let record = convert::apply_from_proto(request.record)?;
+            replica.apply(&request.user, request.epoch, record).await
+        }))
+        .await;
+        Ok(Response::new(proto::ApplyBatchReply {
+            outcomes: outcomes.into_iter().map(convert::apply_outcome_to_proto).collect(),
+        }))
     }
 
     async fn ping(&self, request: Request<proto::Empty>) -> Result<Response<proto::Empty>, Status> {
