@@ -269,12 +269,30 @@ async fn users_keep_their_hash_and_home(h: Harness) {
     d.put_node(node("node1", false)).await.unwrap();
     d.put_node(node("node2", false)).await.unwrap();
     d.put_domain("example.test").await.unwrap();
-    d.put_user(User { home: "node2".into(), quota_bytes: 5, ..user("carol@example.test") }).await.unwrap();
-    // An update without hash or home keeps both.
-    d.put_user(User { address: "carol@example.test".into(), quota_bytes: 9, ..Default::default() }).await.unwrap();
-    let snap = d.snapshot();
-    let carol = snap.users.iter().find(|u| u.address == "carol@example.test").unwrap();
-    assert_eq!((carol.password_hash.as_str(), carol.home.as_str(), carol.quota_bytes), ("h", "node2", 9));
+    d.put_user(User {
+        home: "node2".into(),
+        quota_bytes: Some(5),
+        quota_messages: Some(3),
+        ..user("carol@example.test")
+    })
+    .await
+    .unwrap();
+    // An update without hash or home keeps both, and a quota it does not name.
+    let update = User { address: "carol@example.test".into(), quota_bytes: Some(9), ..Default::default() };
+    d.put_user(update).await.unwrap();
+    let carol = stored(d, "carol@example.test");
+    assert_eq!((carol.password_hash.as_str(), carol.home.as_str(), carol.quota_bytes), ("h", "node2", Some(9)));
+    assert_eq!(carol.quota_messages, Some(3), "a limit the update did not name is kept");
+    // A password change keeps both limits; 0 removes one.
+    d.put_user(User { password_hash: "h2".into(), ..user("carol@example.test") }).await.unwrap();
+    assert_eq!(
+        (stored(d, "carol@example.test").quota_bytes, stored(d, "carol@example.test").quota_messages),
+        (Some(9), Some(3))
+    );
+    let unlimited = User { address: "carol@example.test".into(), quota_messages: Some(0), ..Default::default() };
+    d.put_user(unlimited).await.unwrap();
+    let carol = stored(d, "carol@example.test");
+    assert_eq!((carol.quota_bytes, carol.quota_messages), (Some(9), None), "0 removes the limit");
     assert!(matches!(
         d.put_user(User { home: "ghost".into(), ..user("dave@example.test") }).await,
         Err(DirectoryError::UnknownNode(_))
@@ -383,10 +401,10 @@ async fn a_new_home_raises_the_epoch_and_clears_in_sync(h: Harness) {
     }
     d.put_user(User { home: "store1".into(), replica: "store2".into(), ..user("carol@example.test") }).await.unwrap();
     // What an admin says of the epoch and the replica's state is not taken.
-    let claims = User { address: "carol@example.test".into(), quota_bytes: 7, epoch: 99, ..Default::default() };
+    let claims = User { address: "carol@example.test".into(), quota_bytes: Some(7), epoch: 99, ..Default::default() };
     d.put_user(claims).await.unwrap();
     let carol = stored(d, "carol@example.test");
-    assert_eq!((carol.epoch, carol.replica_in_sync, carol.quota_bytes), (1, true, 7), "no move, no new epoch");
+    assert_eq!((carol.epoch, carol.replica_in_sync, carol.quota_bytes), (1, true, Some(7)), "no move, no new epoch");
     // A new home: a new epoch, and the copy there must be filled first.
     d.put_user(User { address: "carol@example.test".into(), home: "store3".into(), ..Default::default() })
         .await

@@ -3,7 +3,7 @@
 //! of a user without room in the spool when another recipient took it), IMAP APPEND and COPY
 //! answer `NO [OVERQUOTA]`, MOVE still works — and mail for users without a quota flows.
 
-use sirms_integration_tests::{MailNode, python};
+use sirms_integration_tests::{MailNode, RouterProcess, python};
 
 #[test]
 fn quotas_hold_for_smtp_append_and_copy() {
@@ -95,4 +95,104 @@ for n in range(1, 80):
     let text = String::from_utf8_lossy(&inbox[at]);
     assert!(text.contains("Auto-Submitted: auto-generated"), "{text}");
     assert!(text.contains(&format!("of the {LIMIT} it may hold")), "{text}");
+}
+
+/// A limit in messages holds like one in bytes: SMTP answers `452 4.2.2` once the mailbox holds
+/// that many, IMAP APPEND `NO [OVERQUOTA]` naming the count, and GETQUOTAROOT shows both
+/// resources.
+#[test]
+fn a_limit_in_messages_holds_for_smtp_and_append() {
+    let erin =
+        r#"{ address = "erin@example.test", password = "{plain}erin-pw", quota_bytes = 1000000, quota_messages = 3 }"#;
+    let node = MailNode::start_with_users([127, 0, 0, 1], "quota.example.test", "", &[erin]);
+    let out = python(
+        r#"
+import imaplib, smtplib, ssl, sys
+smtp_port, imap_port = int(sys.argv[1]), int(sys.argv[2])
+def message(n):
+    return ("From: x@remote.test\r\nSubject: %d\r\n\r\nsmall\r\n" % n).encode()
+for n in range(1, 5):
+    s = smtplib.SMTP("127.0.0.1", smtp_port, timeout=20)
+    try:
+        s.sendmail("x@remote.test", ["erin@example.test"], message(n))
+        print("250")
+    except smtplib.SMTPDataError as e:
+        print("%d %s" % (e.smtp_code, e.smtp_error.decode()))
+    finally:
+        s.quit()
+m = imaplib.IMAP4("127.0.0.1", imap_port, timeout=20)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m.starttls(ssl_context=ctx)
+m.login("erin@example.test", "erin-pw")
+print(" ".join(c for c in m.capabilities if c.startswith("QUOTA")))
+typ, data = m.getquotaroot("INBOX")
+print(typ, data[1][0].decode())
+typ, data = m.append("INBOX", None, None, message(5))
+print(typ, data[0].decode())
+m.logout()
+"#,
+        &[node.smtp.port().to_string(), node.imap.port().to_string()],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["250", "250", "250"], "{out}");
+    assert_eq!(lines[3], "452 4.2.2 mailbox full: over quota, try again later", "{out}");
+    assert_eq!(lines[4], "QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE", "{out}");
+    assert_eq!(lines[5], r#"OK "" (STORAGE 1 976 MESSAGE 3 3)"#, "{out}");
+    assert_eq!(lines[6], "NO [OVERQUOTA] over quota: 3 of 3 messages used", "{out}");
+    assert_eq!(node.inbox("erin@example.test").len(), 3);
+}
+
+/// Quotas an admin sets with `sirms ctl users add --quota --quota-messages` reach the node
+/// and hold there; `users show` reports the usage the home's store counts against them; and a
+/// limit set to `none` is gone while the other stays.
+#[test]
+fn quotas_set_with_ctl_hold_in_a_cluster_and_users_show_reports_the_usage() {
+    const USER: &str = "frank@example.test";
+    let router = RouterProcess::start();
+    let node = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1]));
+    router.wait_nodes(" up ", 1);
+    router.ctl(&["domains", "add", "example.test"]);
+    let add =
+        ["users", "add", USER, "--password", "frank-pw", "--home", "node1", "--quota", "1M", "--quota-messages", "2"];
+    router.ctl(&add);
+    let deliver = r#"
+import smtplib, sys, time
+port = int(sys.argv[1])
+replies, deadline = [], time.time() + 20
+while len(replies) < 3 and time.time() < deadline:
+    # Not from 127.0.0.1: that is the router's address, which the node expects a PROXY header from.
+    s = smtplib.SMTP("127.0.0.1", port, timeout=20, source_address=("127.0.0.3", 0))
+    try:
+        s.sendmail("x@remote.test", ["frank@example.test"], b"From: x@remote.test\r\nSubject: hi\r\n\r\nbody\r\n")
+        replies.append("250")
+    except smtplib.SMTPRecipientsRefused:
+        time.sleep(0.2)  # the directory has not reached the node yet
+    except smtplib.SMTPDataError as e:
+        replies.append(str(e.smtp_code))
+    finally:
+        s.quit()
+print(" ".join(replies))
+"#;
+    let out = python(deliver, &[node.smtp.port().to_string()]);
+    assert_eq!(out.trim(), "250 250 452", "two messages, then the limit in messages");
+    let card = router.ctl(&["users", "show", USER]);
+    assert!(card.contains("quota    1048576 bytes (1.0 MiB), 2 messages\n"), "{card}");
+    let usage = card.lines().find(|l| l.starts_with("usage    ")).unwrap_or_default();
+    assert!(usage.ends_with(" in 2 messages (100%)"), "{card}");
+    let json: serde_json::Value = serde_json::from_str(&router.ctl(&["users", "show", USER, "--json"])).expect("json");
+    assert_eq!((&json["usage"]["counted"]["messages"], &json["quota_messages"]), (&2.into(), &2.into()), "{json}");
+
+    router.ctl(&["users", "add", USER, "--keep-password", "--quota-messages", "none"]);
+    let card = router.ctl(&["users", "show", USER]);
+    assert!(card.contains("quota    1048576 bytes (1.0 MiB)\n"), "the byte limit stays: {card}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = python(deliver, &[node.smtp.port().to_string()]);
+        if out.trim() == "250 250 250" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the limit in messages is still enforced: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(node.inbox(USER).len(), 5);
 }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use crate::auth::password::{DEFAULT_UNKNOWN_USER_HASH, unknown_hash_for};
+use crate::quota::Limits;
 
 /// Longest address accepted (RFC 5321 path limit).
 pub const MAX_ADDRESS_LEN: usize = 256;
@@ -37,8 +38,8 @@ pub trait Directory: Send + Sync {
     fn password_hash(&self, login: &str) -> Option<String>;
     /// Whether `login` may use `address` as envelope sender.
     fn may_send_as(&self, login: &str, address: &str) -> bool;
-    /// The most bytes `login` may store, if the administrator set a limit.
-    fn quota_bytes(&self, login: &str) -> Option<u64>;
+    /// The limits the administrator set on what `login` may store.
+    fn quota(&self, login: &str) -> Limits;
     /// What a login naming no user is checked against: a hash that costs what checking this
     /// directory's users costs, so the time a refusal takes does not tell which logins exist.
     fn unknown_user_hash(&self) -> String {
@@ -84,6 +85,9 @@ pub struct UserEntry {
     /// The most bytes the user may store (IMAP QUOTA shows it); absent or 0: no limit.
     #[serde(default)]
     pub quota_bytes: Option<u64>,
+    /// The most messages the user may store; absent or 0: no limit.
+    #[serde(default)]
+    pub quota_messages: Option<u64>,
 }
 
 /// The directory section of the node's TOML.
@@ -102,8 +106,8 @@ pub struct UserRecord {
     pub password_hash: String,
     /// The node that holds the mailbox; empty means this node.
     pub home: String,
-    /// The most bytes the user may store; `None`: no limit.
-    pub quota_bytes: Option<u64>,
+    /// What the user may store.
+    pub quota: Limits,
     /// The node holding the second copy; empty: none.
     pub replica: String,
     /// Raised by the directory whenever home, replica or `replica_in_sync` change.
@@ -160,7 +164,7 @@ impl DirectoryData {
             let record = UserRecord {
                 password_hash: u.password.clone(),
                 home: String::new(),
-                quota_bytes: u.quota_bytes.filter(|&q| q > 0),
+                quota: Limits::new(u.quota_bytes, u.quota_messages),
                 replica: String::new(),
                 epoch: 0,
                 replica_in_sync: false,
@@ -188,8 +192,7 @@ impl DirectoryData {
                     let record = UserRecord {
                         password_hash: u.password_hash.clone(),
                         home: u.home.clone(),
-                        // The cluster's User message has 0 for "no limit".
-                        quota_bytes: (u.quota_bytes > 0).then_some(u.quota_bytes),
+                        quota: Limits::new(u.quota_bytes, u.quota_messages),
                         replica: u.replica.clone(),
                         epoch: u.epoch,
                         replica_in_sync: u.replica_in_sync,
@@ -344,9 +347,9 @@ impl Directory for DirectoryData {
         }
     }
 
-    fn quota_bytes(&self, login: &str) -> Option<u64> {
-        let login = canonical(login).ok()?;
-        self.users.get(&login)?.quota_bytes
+    fn quota(&self, login: &str) -> Limits {
+        let Ok(login) = canonical(login) else { return Limits::default() };
+        self.users.get(&login).map(|u| u.quota).unwrap_or_default()
     }
 
     fn transport(&self, domain: &str) -> Option<String> {
@@ -427,8 +430,8 @@ impl Directory for LiveDirectory {
     fn may_send_as(&self, login: &str, address: &str) -> bool {
         self.current().may_send_as(login, address)
     }
-    fn quota_bytes(&self, login: &str) -> Option<u64> {
-        self.current().quota_bytes(login)
+    fn quota(&self, login: &str) -> Limits {
+        self.current().quota(login)
     }
     fn transport(&self, domain: &str) -> Option<String> {
         self.current().transport(domain)
@@ -454,7 +457,7 @@ mod tests {
         let cfg: DirectoryConfig = toml::from_str(
             r#"
             domains = ["Example.test"]
-            users = [ { address = "Alice@example.test", password = "{plain}pw", quota_bytes = 1048576 },
+            users = [ { address = "Alice@example.test", password = "{plain}pw", quota_bytes = 1048576, quota_messages = 10 },
                       { address = "bob@example.test", password = "{plain}pw2" },
                       { address = "carol@example.test", password = "{plain}pw3", quota_bytes = 0 } ]
             [aliases]
@@ -535,31 +538,42 @@ mod tests {
     #[test]
     fn quotas() {
         let d = dir();
-        assert_eq!(d.quota_bytes("ALICE@example.test"), Some(1_048_576));
-        assert_eq!(d.quota_bytes("bob@example.test"), None, "no quota_bytes: no limit");
-        assert_eq!(d.quota_bytes("carol@example.test"), None, "0 means no limit, as in the cluster directory");
-        assert_eq!(d.quota_bytes("nobody@example.test"), None);
-        let user = |address: &str, quota_bytes| sirms_proto::cluster::User {
+        assert_eq!(d.quota("ALICE@example.test"), Limits { bytes: Some(1_048_576), messages: Some(10) });
+        assert_eq!(d.quota("bob@example.test"), Limits::default(), "no quota: no limit");
+        assert_eq!(d.quota("carol@example.test"), Limits::default(), "0 means no limit, as in the cluster directory");
+        assert_eq!(d.quota("nobody@example.test"), Limits::default());
+        let user = |address: &str, quota_bytes, quota_messages| sirms_proto::cluster::User {
             address: address.into(),
             password_hash: "x".into(),
             quota_bytes,
+            quota_messages,
             ..Default::default()
         };
         let snapshot = sirms_proto::cluster::DirectorySnapshot {
             domains: vec!["example.test".into()],
-            users: vec![user("a@example.test", 5000), user("b@example.test", 0)],
+            users: vec![
+                user("a@example.test", Some(5000), None),
+                user("b@example.test", Some(0), Some(7)),
+                user("c@example.test", None, None),
+            ],
             ..Default::default()
         };
         let d = DirectoryData::from_snapshot(&snapshot);
-        assert_eq!(d.quota_bytes("a@example.test"), Some(5000));
-        assert_eq!(d.quota_bytes("b@example.test"), None);
+        assert_eq!(d.quota("a@example.test"), Limits { bytes: Some(5000), messages: None });
+        assert_eq!(d.quota("b@example.test"), Limits { bytes: None, messages: Some(7) });
+        assert_eq!(d.quota("c@example.test"), Limits::default());
     }
 
     #[test]
     fn rejects_bad_config() {
         let cfg = DirectoryConfig {
             domains: vec!["a.test".into()],
-            users: vec![UserEntry { address: "u@b.test".into(), password: "x".into(), quota_bytes: None }],
+            users: vec![UserEntry {
+                address: "u@b.test".into(),
+                password: "x".into(),
+                quota_bytes: None,
+                quota_messages: None,
+            }],
             ..Default::default()
         };
         assert!(matches!(DirectoryData::from_config(&cfg), Err(DirectoryError::ForeignUser(_))));
@@ -576,6 +590,7 @@ mod tests {
                     address: format!("u{i}@example.test"),
                     password: p.to_string(),
                     quota_bytes: None,
+                    quota_messages: None,
                 })
                 .collect(),
             ..Default::default()

@@ -1,5 +1,5 @@
-//! Quotas enforced: a user with `quota_bytes` in the directory gets no message that would take
-//! the mailbox past it — not by SMTP delivery (`452 4.2.2` when no recipient of the message
+//! Quotas enforced: a user with `quota_bytes` or `quota_messages` in the directory gets no
+//! message that would take the mailbox past either — not by SMTP delivery (`452 4.2.2` when no recipient of the message
 //! has room, else the message waits in the spool for the users without room and bounces
 //! `5.2.2` when it expires), not by IMAP APPEND or COPY (`NO [OVERQUOTA]`). MOVE within the
 //! user's mailboxes changes nothing and is not checked.
@@ -12,14 +12,35 @@
 
 use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
-use sirms_storage::{MailStore, Result, StoreError};
+use sirms_storage::{MailStore, QuotaResource, Result, StoreError};
 
 use crate::directory::Directory;
 
 /// The share of a quota past which a delivery warns the user, in percent.
 pub const WARN_AT_PERCENT: u64 = 90;
 
-/// A user's usage and limit, as read before a write.
+/// What a user may store, as the administrator set it; `None`: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The most bytes, over all of the user's mailboxes.
+    pub bytes: Option<u64>,
+    /// The most messages, over all of the user's mailboxes.
+    pub messages: Option<u64>,
+}
+
+impl Limits {
+    /// Limits from the directory's fields, where absent and 0 both mean "no limit".
+    pub fn new(bytes: Option<u64>, messages: Option<u64>) -> Limits {
+        Limits { bytes: bytes.filter(|&b| b > 0), messages: messages.filter(|&m| m > 0) }
+    }
+
+    /// Whether there is any limit.
+    pub fn any(&self) -> bool {
+        self.bytes.is_some() || self.messages.is_some()
+    }
+}
+
+/// A user's usage and limit in bytes, as read before a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub used: u64,
@@ -35,20 +56,29 @@ impl Usage {
     }
 }
 
-/// Whether `user` has room for `adding` more bytes: [`StoreError::OverQuota`] if not; the
-/// usage it read, when the user has a quota.
+/// Whether `user` has room for one more message of `adding` bytes: [`StoreError::OverQuota`]
+/// if not; the usage in bytes it read, when the user has a limit in bytes.
 pub async fn room_for(
     store: &dyn MailStore,
     directory: &dyn Directory,
     user: &str,
     adding: u64,
 ) -> Result<Option<Usage>> {
-    let Some(limit) = directory.quota_bytes(user) else { return Ok(None) };
-    let used = store.quota(user).await?.bytes;
-    if used.saturating_add(adding) > limit {
-        return Err(StoreError::OverQuota { used, limit });
+    let limits = directory.quota(user);
+    if !limits.any() {
+        return Ok(None);
     }
-    Ok(Some(Usage { used, limit }))
+    let usage = store.quota(user).await?;
+    if let Some(limit) = limits.messages
+        && usage.messages.saturating_add(1) > limit
+    {
+        return Err(StoreError::OverQuota { used: usage.messages, limit, resource: QuotaResource::Messages });
+    }
+    let Some(limit) = limits.bytes else { return Ok(None) };
+    if usage.bytes.saturating_add(adding) > limit {
+        return Err(StoreError::OverQuota { used: usage.bytes, limit, resource: QuotaResource::Bytes });
+    }
+    Ok(Some(Usage { used: usage.bytes, limit }))
 }
 
 /// The warning left in `user`'s INBOX when a delivery took the mailbox to `used` of `limit`

@@ -37,13 +37,7 @@ fn pick(directory: &DirectorySnapshot, node: &str, not: &[&str], address: &str) 
 
 /// A user's record as an admin change: only the placement moves.
 fn placed(user: &User, home: &str, replica: &str) -> User {
-    User {
-        address: user.address.clone(),
-        home: home.to_string(),
-        replica: replica.to_string(),
-        quota_bytes: user.quota_bytes,
-        ..Default::default()
-    }
+    User { address: user.address.clone(), home: home.to_string(), replica: replica.to_string(), ..Default::default() }
 }
 
 /// Waits until every user in `users` is `placed` with its replica in sync, showing progress.

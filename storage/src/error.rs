@@ -22,8 +22,8 @@ pub enum StoreError {
     #[error("too many mailboxes; delete some first")]
     TooManyMailboxes,
     /// The write would take the user past their quota (enforced by the caller, who knows it).
-    #[error("over quota: {used} of {limit} bytes used")]
-    OverQuota { used: u64, limit: u64 },
+    #[error("over quota: {used} of {limit} {resource} used")]
+    OverQuota { used: u64, limit: u64, resource: QuotaResource },
     #[error("invalid keyword")]
     InvalidKeyword,
     #[error("message too large")]
@@ -62,3 +62,21 @@ impl From<sled::Error> for StoreError {
 
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a quota limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaResource {
+    /// The bytes of every message of the user.
+    Bytes,
+    /// The number of the user's messages.
+    Messages,
+}
+
+impl std::fmt::Display for QuotaResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QuotaResource::Bytes => "bytes",
+            QuotaResource::Messages => "messages",
+        })
+    }
+}

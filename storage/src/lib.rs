@@ -23,7 +23,7 @@ pub mod store;
 pub mod uidset;
 
 pub use change::{Change, ChangeStream};
-pub use error::{Result, StoreError};
+pub use error::{QuotaResource, Result, StoreError};
 pub use flags::{FlagOp, Flags, SystemFlags};
 pub use grpc::{RemoteStore, StoreService};
 pub use local::LocalStore;

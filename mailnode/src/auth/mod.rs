@@ -260,8 +260,8 @@ mod tests {
         fn may_send_as(&self, _login: &str, _address: &str) -> bool {
             false
         }
-        fn quota_bytes(&self, _login: &str) -> Option<u64> {
-            None
+        fn quota(&self, _login: &str) -> crate::quota::Limits {
+            crate::quota::Limits::default()
         }
     }
 

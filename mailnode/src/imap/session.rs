@@ -166,7 +166,7 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QUOTA QUOTA=RES-STORAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE",
+             QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE",
         );
         // One limit for every mailbox, so it goes in the capability (RFC 7889) and a
         // client need not ask mailbox by mailbox.

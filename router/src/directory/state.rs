@@ -378,6 +378,8 @@ impl State {
                 return Err(DirectoryError::Invalid("a new user needs a password".into()));
             }
         }
+        user.quota_bytes = limit_or_stored(user.quota_bytes, old.and_then(|o| o.quota_bytes));
+        user.quota_messages = limit_or_stored(user.quota_messages, old.and_then(|o| o.quota_messages));
         if user.home.is_empty() {
             user.home = match old.map(|o| o.home.clone()).filter(|h| !h.is_empty()) {
                 Some(home) => home,
@@ -500,5 +502,14 @@ impl State {
         let key = format!("{local}@{domain}");
         let exists = self.aliases.contains_key(&key);
         delete(Table::Aliases, key, exists, "alias")
+    }
+}
+
+/// A quota limit as a `PutUser` gives it: unset keeps the stored one, 0 removes it.
+fn limit_or_stored(given: Option<u64>, stored: Option<u64>) -> Option<u64> {
+    match given {
+        None => stored,
+        Some(0) => None,
+        limit => limit,
     }
 }

@@ -10,7 +10,7 @@ use tonic::{Code, Status};
 
 use super::CHUNK_SIZE;
 use crate::change::Change;
-use crate::error::{Result, StoreError};
+use crate::error::{QuotaResource, Result, StoreError};
 use crate::flags::{FlagOp, Flags, SystemFlags};
 use crate::mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
 use crate::message::{AppendResult, BodyPart, CopyResult, MessageMeta, QuotaUsage};
@@ -418,7 +418,7 @@ pub(super) fn error_parts(error: StoreError) -> (&'static str, Code, String) {
         | StoreError::Protocol(text)
         | StoreError::Diverged(text) => text,
         StoreError::StaleEpoch(epoch) => epoch.to_string(),
-        StoreError::OverQuota { used, limit } => format!("{used} {limit}"),
+        StoreError::OverQuota { used, limit, resource } => format!("{used} {limit} {resource}"),
         StoreError::Io(e) => e.to_string(),
         other => other.to_string(),
     };
@@ -438,8 +438,14 @@ pub(super) fn error_from_parts(kind: &str, message: &str) -> Option<StoreError> 
         "TooManyKeywords" => StoreError::TooManyKeywords,
         "TooManyMailboxes" => StoreError::TooManyMailboxes,
         "OverQuota" => {
-            let mut numbers = message.split(' ').map(|n| n.parse().unwrap_or(0));
-            StoreError::OverQuota { used: numbers.next().unwrap_or(0), limit: numbers.next().unwrap_or(0) }
+            let mut words = message.split(' ');
+            let mut number = || words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let (used, limit) = (number(), number());
+            let resource = match words.next() {
+                Some("messages") => QuotaResource::Messages,
+                _ => QuotaResource::Bytes,
+            };
+            StoreError::OverQuota { used, limit, resource }
         }
         "InvalidKeyword" => StoreError::InvalidKeyword,
         "TooLarge" => StoreError::TooLarge,

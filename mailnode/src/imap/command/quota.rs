@@ -1,7 +1,7 @@
 //! GETQUOTAROOT, GETQUOTA and SETQUOTA (RFC 9208).
 //!
 //! A user has one quota root, `""`, over all of their mailboxes, when the directory gives them a
-//! storage limit; its only resource is STORAGE. A user without a limit has no quota root at all:
+//! limit; its resources are STORAGE (a limit in bytes) and MESSAGE (a limit in messages). A user without a limit has no quota root at all:
 //! every resource a QUOTA response lists carries a limit (RFC 9208 §5.1, and its grammar wants at
 //! least one), so "unlimited" is said by listing no root. Quotas are the administrator's, set in
 //! the directory: SETQUOTA is refused and QUOTASET not advertised.
@@ -16,16 +16,19 @@ use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::mutf7;
 use crate::imap::response::{Code, Data};
 use crate::imap::session::{Session, Sink};
+use crate::quota::Limits;
 
 /// The name of a user's quota root.
 const ROOT: &str = "";
 
-/// The resource list of a QUOTA response (`STORAGE used limit`, in units of 1024 octets), or
-/// `None` without a limit. Usage rounds up and the limit down, so the client never sees room
-/// that is not there.
-pub fn resources(usage: QuotaUsage, limit_bytes: Option<u64>) -> Option<String> {
-    let limit = limit_bytes?;
-    Some(format!("STORAGE {} {}", usage.bytes.div_ceil(1024), limit / 1024))
+/// The resource list of a QUOTA response (`STORAGE used limit`, in units of 1024 octets, and
+/// `MESSAGE used limit`), or `None` without a limit. Storage usage rounds up and its limit
+/// down, so the client never sees room that is not there.
+pub fn resources(usage: QuotaUsage, limits: Limits) -> Option<String> {
+    let storage = limits.bytes.map(|limit| format!("STORAGE {} {}", usage.bytes.div_ceil(1024), limit / 1024));
+    let messages = limits.messages.map(|limit| format!("MESSAGE {} {limit}", usage.messages));
+    let list: Vec<String> = storage.into_iter().chain(messages).collect();
+    (!list.is_empty()).then(|| list.join(" "))
 }
 
 /// `* QUOTA "" (…)`.
@@ -38,9 +41,12 @@ fn quota_response(resources: &str) -> Vec<u8> {
 impl Session {
     /// The resources of the logged-in user's quota root, if they have one.
     async fn quota_resources(&mut self, user: &str) -> CommandResult<Option<String>> {
-        let Some(limit) = self.directory.quota_bytes(user) else { return Ok(None) };
+        let limits = self.directory.quota(user);
+        if !limits.any() {
+            return Ok(None);
+        }
         let usage = self.store.quota(user).await?;
-        Ok(resources(usage, Some(limit)))
+        Ok(resources(usage, limits))
     }
 
     pub(crate) async fn get_quota_root(&mut self, mailbox: &Mailbox<'_>, out: &mut Sink<'_>) -> CommandResult {
@@ -83,14 +89,24 @@ mod tests {
     #[test]
     fn storage_in_kibibytes() {
         let usage = |bytes| QuotaUsage { bytes, messages: 3 };
-        assert_eq!(resources(usage(0), None), None, "no limit, no resource");
-        assert_eq!(resources(usage(0), Some(10 * 1024)).as_deref(), Some("STORAGE 0 10"));
-        assert_eq!(resources(usage(1), Some(10 * 1024)).as_deref(), Some("STORAGE 1 10"), "usage rounds up");
-        assert_eq!(resources(usage(2048), Some(2047)).as_deref(), Some("STORAGE 2 1"), "limit rounds down");
+        let bytes = |limit| Limits { bytes: Some(limit), messages: None };
+        assert_eq!(resources(usage(0), Limits::default()), None, "no limit, no resource");
+        assert_eq!(resources(usage(0), bytes(10 * 1024)).as_deref(), Some("STORAGE 0 10"));
+        assert_eq!(resources(usage(1), bytes(10 * 1024)).as_deref(), Some("STORAGE 1 10"), "usage rounds up");
+        assert_eq!(resources(usage(2048), bytes(2047)).as_deref(), Some("STORAGE 2 1"), "limit rounds down");
         assert_eq!(
-            resources(usage(u64::MAX), Some(u64::MAX)).as_deref(),
+            resources(usage(u64::MAX), bytes(u64::MAX)).as_deref(),
             Some("STORAGE 18014398509481984 18014398509481983")
         );
+    }
+
+    #[test]
+    fn messages_counted_as_they_are() {
+        let usage = QuotaUsage { bytes: 5000, messages: 3 };
+        let messages = Limits { bytes: None, messages: Some(10) };
+        assert_eq!(resources(usage, messages).as_deref(), Some("MESSAGE 3 10"));
+        let both = Limits { bytes: Some(10 * 1024), messages: Some(10) };
+        assert_eq!(resources(usage, both).as_deref(), Some("STORAGE 5 10 MESSAGE 3 10"));
     }
 
     #[test]
