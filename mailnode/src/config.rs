@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::auth::throttle::ThrottleConfig;
 use crate::cluster::ClusterConfig;
 use crate::directory::DirectoryConfig;
-use crate::net::tls::TlsConfig;
+use sirms_proto::public_tls::TlsConfig;
 use crate::outbound::OutboundConfig;
 
 /// The whole node config.

@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 use sirms_storage::StoreMetrics;
 use sirms_telemetry::{Counter, Exposition, Gauge, Render};
 
-use crate::net::tls::Certificates;
+use sirms_proto::public_tls::Certificates;
 use crate::smtp::rate::SendRate;
 
 /// The node's listeners, in the order their counters are kept.

@@ -25,7 +25,7 @@ use crate::imap::ImapService;
 use crate::imap::connection::ImapLimits;
 use crate::metrics::NodeMetrics;
 use crate::net::listener::{self, ListenerSettings};
-use crate::net::tls::{self, TlsError};
+use sirms_proto::public_tls::{self as tls, TlsError};
 use crate::outbound::Outbound;
 use crate::pop3::SessionConfig as Pop3Config;
 use crate::pop3::connection::Pop3Service;
