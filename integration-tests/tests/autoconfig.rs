@@ -151,7 +151,8 @@ fn setup() -> Setup {
         args.extend(["--host", host]);
     }
     ctl_ca(&ca, &args);
-    let tls = |section: &str| format!("[{section}]\ncert = \"{0}/public.pem\"\nkey = \"{0}/public.key\"\n", ca.display());
+    let tls =
+        |section: &str| format!("[{section}]\ncert = \"{0}/public.pem\"\nkey = \"{0}/public.key\"\n", ca.display());
     let autoconfig: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let router = RouterProcess::start_with(&format!(
         "replicas = 1\n[autoconfig]\nlisten = \"{autoconfig}\"\nhostname = \"mail.example.test\"\n\
@@ -193,10 +194,15 @@ fn clients_configured_by_thunderbird_autoconfig_and_autodiscover_log_in_and_send
         .map(|v| {
             assert_eq!(v["hostname"], "mail.example.test", "{v}");
             assert_eq!(v["authentication"], "password-cleartext", "{v}");
-            (v["type"].as_str().unwrap_or_default().to_string(), v["port"].as_u64().unwrap_or(0), v["socketType"].as_str().unwrap_or_default().to_string())
+            (
+                v["type"].as_str().unwrap_or_default().to_string(),
+                v["port"].as_u64().unwrap_or(0),
+                v["socketType"].as_str().unwrap_or_default().to_string(),
+            )
         })
         .collect();
-    let want = |kind: &str, addr: SocketAddr, socket: &str| (kind.to_string(), u64::from(addr.port()), socket.to_string());
+    let want =
+        |kind: &str, addr: SocketAddr, socket: &str| (kind.to_string(), u64::from(addr.port()), socket.to_string());
     assert_eq!(
         advertised,
         [
@@ -213,7 +219,15 @@ fn clients_configured_by_thunderbird_autoconfig_and_autodiscover_log_in_and_send
         .as_array()
         .expect("protocols")
         .iter()
-        .map(|p| format!("{} {} {} {}", p["Type"].as_str().unwrap_or_default(), p["Server"].as_str().unwrap_or_default(), p["Port"].as_str().unwrap_or_default(), p["Encryption"].as_str().unwrap_or_default()))
+        .map(|p| {
+            format!(
+                "{} {} {} {}",
+                p["Type"].as_str().unwrap_or_default(),
+                p["Server"].as_str().unwrap_or_default(),
+                p["Port"].as_str().unwrap_or_default(),
+                p["Encryption"].as_str().unwrap_or_default()
+            )
+        })
         .collect();
     assert_eq!(
         protocols,
@@ -303,7 +317,11 @@ fn apple_profile_mta_sts_policy_and_unknown_domains() {
     assert_eq!(apple["PayloadDisplayName"], "Example <Test> Mail", "escaped in the plist, intact once parsed");
     assert_eq!(
         json["mta_sts"],
-        serde_json::json!([200, "text/plain", "version: STSv1\r\nmode: enforce\r\nmx: mail.example.test\r\nmax_age: 86400\r\n"])
+        serde_json::json!([
+            200,
+            "text/plain",
+            "version: STSv1\r\nmode: enforce\r\nmx: mail.example.test\r\nmax_age: 86400\r\n"
+        ])
     );
     assert_eq!(json["unknown"], serde_json::json!([404, 404, 404, 404, 404]), "{text}");
     assert_eq!(json["refused"], serde_json::json!([405, 413, 400, 404]), "{text}");

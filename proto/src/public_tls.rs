@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::cluster_tls::ca;
+use crate::watched::Watched;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -14,8 +16,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
-use crate::cluster_tls::ca;
-use crate::watched::Watched;
 use tokio_rustls::TlsAcceptor;
 
 /// A `[tls]` section: a node's, or the router's `[autoconfig.tls]`.

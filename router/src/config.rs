@@ -365,10 +365,15 @@ mod tests {
         assert_eq!(autoconfig.check(), Ok(()));
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("router.toml");
-        std::fs::write(&path, "[autoconfig]\nlisten = \"127.0.0.1:8443\"\nhostname = \"mail example\"\n").expect("write");
+        std::fs::write(&path, "[autoconfig]\nlisten = \"127.0.0.1:8443\"\nhostname = \"mail example\"\n")
+            .expect("write");
         assert!(RouterConfig::load(&path).expect_err("refused").contains("not a DNS name"));
-        std::fs::write(&path, "[autoconfig]\nlisten = \"127.0.0.1:8443\"\nhostname = \"m.test\"\n\
-                               [autoconfig.mta_sts]\nmax_age = 99999999\n").expect("write");
+        std::fs::write(
+            &path,
+            "[autoconfig]\nlisten = \"127.0.0.1:8443\"\nhostname = \"m.test\"\n\
+                               [autoconfig.mta_sts]\nmax_age = 99999999\n",
+        )
+        .expect("write");
         assert!(RouterConfig::load(&path).expect_err("refused").contains("max_age"));
     }
 

@@ -168,8 +168,12 @@ mod tests {
         let xml = response(&offer, "a<b@example.com", "example.com");
         assert!(xml.contains(&format!("<Response xmlns=\"{OUTLOOK_SCHEMA}\">")));
         assert_eq!(xml.matches("<Protocol>").count(), 3);
-        assert!(xml.contains("<Type>IMAP</Type>\n        <Server>mail.example.com</Server>\n        <Port>2993</Port>"));
-        assert!(xml.contains("<Type>SMTP</Type>\n        <Server>mail.example.com</Server>\n        <Port>2465</Port>"));
+        assert!(
+            xml.contains("<Type>IMAP</Type>\n        <Server>mail.example.com</Server>\n        <Port>2993</Port>")
+        );
+        assert!(
+            xml.contains("<Type>SMTP</Type>\n        <Server>mail.example.com</Server>\n        <Port>2465</Port>")
+        );
         assert!(xml.contains("<LoginName>a&lt;b@example.com</LoginName>"));
     }
 }

@@ -322,7 +322,8 @@ mod tests {
     #[test]
     fn autodiscover_takes_a_post_with_the_address() {
         let post = |body: &str| {
-            let raw = format!("POST /Autodiscover/Autodiscover.xml HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let raw =
+                format!("POST /Autodiscover/Autodiscover.xml HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
             answer(raw.as_bytes())
         };
         let r = post("<Request><EMailAddress>Alice@example.com</EMailAddress></Request>");

@@ -119,7 +119,9 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"), "{head}");
         assert!(exchange(addr, b"GET /x HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 404"));
         assert!(exchange(addr, b"GET  /x HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 400"));
-        assert!(exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 1\r\n\r\nx").await.starts_with("HTTP/1.1 413"));
+        assert!(
+            exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 1\r\n\r\nx").await.starts_with("HTTP/1.1 413")
+        );
         let huge = vec![b'a'; MAX_HEAD * 3];
         assert!(exchange(addr, &huge).await.starts_with("HTTP/1.1 431"));
         let _ = stop.send(true);

@@ -256,7 +256,9 @@ mod tests {
 
     #[test]
     fn reads_a_get_with_host_and_query() {
-        let r = complete(b"GET /mail/config-v1.1.xml?emailaddress=a%40b.test HTTP/1.1\r\nHost: AutoConfig.B.test:443\r\n\r\n");
+        let r = complete(
+            b"GET /mail/config-v1.1.xml?emailaddress=a%40b.test HTTP/1.1\r\nHost: AutoConfig.B.test:443\r\n\r\n",
+        );
         assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/mail/config-v1.1.xml"));
         assert_eq!(r.host.as_deref(), Some("autoconfig.b.test"));
         assert_eq!(r.query_param("emailaddress").as_deref(), Some("a@b.test"));
