@@ -28,10 +28,10 @@ pub enum RequestError {
 /// The address a request asks about, checked against the schema it accepts.
 pub fn email_address(body: &[u8]) -> Result<String, RequestError> {
     let body = std::str::from_utf8(body).map_err(|_| RequestError::Malformed("not UTF-8"))?;
-    if let Some(schema) = element_text(body, "AcceptableResponseSchema")? {
-        if schema.trim() != OUTLOOK_SCHEMA {
-            return Err(RequestError::Schema(schema.trim().to_string()));
-        }
+    if let Some(schema) = element_text(body, "AcceptableResponseSchema")?
+        && schema.trim() != OUTLOOK_SCHEMA
+    {
+        return Err(RequestError::Schema(schema.trim().to_string()));
     }
     let address = element_text(body, "EMailAddress")?.ok_or(RequestError::NoAddress)?;
     Ok(address.trim().to_string())
