@@ -522,8 +522,12 @@ pub struct RouterProcess {
     pub dir: tempfile::TempDir,
     pub admin: SocketAddr,
     pub smtp: SocketAddr,
+    pub submission: SocketAddr,
+    pub submissions: SocketAddr,
     pub pop3: SocketAddr,
+    pub pop3s: SocketAddr,
     pub imap: SocketAddr,
+    pub imaps: SocketAddr,
     /// Prometheus `/metrics`.
     pub metrics: SocketAddr,
     /// Put before every `sirms ctl` command's own arguments (`--ca`, `--cert`, `--key`).
@@ -566,7 +570,20 @@ impl RouterProcess {
         std::fs::write(&path, config).expect("write router config");
         let mut process = Process::sirms(&["router", "-c", path.to_str().expect("utf-8")]);
         process.wait_listening("sirms router", &[admin, smtp, pop3]);
-        RouterProcess { process, dir, admin, smtp, pop3, imap, metrics, ctl_args: Vec::new() }
+        RouterProcess {
+            process,
+            dir,
+            admin,
+            smtp,
+            submission,
+            submissions,
+            pop3,
+            pop3s,
+            imap,
+            imaps,
+            metrics,
+            ctl_args: Vec::new(),
+        }
     }
 
     /// Runs `sirms ctl ARGS` against this router.

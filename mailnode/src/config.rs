@@ -8,8 +8,8 @@ use serde::Deserialize;
 use crate::auth::throttle::ThrottleConfig;
 use crate::cluster::ClusterConfig;
 use crate::directory::DirectoryConfig;
-use crate::net::tls::TlsConfig;
 use crate::outbound::OutboundConfig;
+use sirms_proto::public_tls::TlsConfig;
 
 /// The whole node config.
 #[derive(Debug, Clone, Deserialize)]

@@ -7,8 +7,8 @@ use std::time::UNIX_EPOCH;
 use sirms_storage::StoreMetrics;
 use sirms_telemetry::{Counter, Exposition, Gauge, Render};
 
-use crate::net::tls::Certificates;
 use crate::smtp::rate::SendRate;
+use sirms_proto::public_tls::Certificates;
 
 /// The node's listeners, in the order their counters are kept.
 pub const LISTENERS: [&str; 7] = ["smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"];

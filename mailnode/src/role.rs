@@ -25,7 +25,6 @@ use crate::imap::ImapService;
 use crate::imap::connection::ImapLimits;
 use crate::metrics::NodeMetrics;
 use crate::net::listener::{self, ListenerSettings};
-use crate::net::tls::{self, TlsError};
 use crate::outbound::Outbound;
 use crate::pop3::SessionConfig as Pop3Config;
 use crate::pop3::connection::Pop3Service;
@@ -37,6 +36,7 @@ use crate::smtp::connection::SmtpService;
 use crate::smtp::rate::SendRate;
 use crate::smtp::session::SessionConfig;
 use sirms_proto::budget::ConnectionBudget;
+use sirms_proto::public_tls::{self as tls, TlsError};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]

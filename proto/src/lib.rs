@@ -24,5 +24,6 @@ pub mod budget;
 pub mod cidr;
 pub mod cluster_tls;
 pub mod proxy_v2;
+pub mod public_tls;
 pub mod token;
 pub mod watched;

@@ -49,6 +49,61 @@ pub struct RouterConfig {
     /// `[issuer] cert, key`: the cluster's issuing CA, with which this router gives invited
     /// nodes their certificates (`sirms join`) and renews them (off when unset).
     pub issuer: Option<IssuerConfig>,
+    /// `[autoconfig]`: mail clients' autoconfiguration and the MTA-STS policy over HTTPS
+    /// (off when unset).
+    pub autoconfig: Option<AutoconfigConfig>,
+}
+
+/// `[autoconfig]`: the HTTPS listener that tells mail clients (Thunderbird, Outlook, Apple
+/// Mail) and sending servers (MTA-STS) how to reach the cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoconfigConfig {
+    /// Where the HTTPS listener binds.
+    pub listen: SocketAddr,
+    /// The public name of the cluster's mail service (`mail.example.com`), which clients
+    /// are told to connect to and MTA-STS names as the MX by default.
+    pub hostname: String,
+    /// The provider's name clients show (default: the user's domain).
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// `[autoconfig.tls] cert, key, [[names]]`: as a node's `[tls]`; without them a
+    /// self-signed certificate for `hostname`, which clients refuse (tests only).
+    #[serde(default)]
+    pub tls: sirms_proto::public_tls::TlsConfig,
+    /// `[autoconfig.mta_sts]`: the MTA-STS policy served to senders.
+    #[serde(default)]
+    pub mta_sts: MtaStsConfig,
+}
+
+/// `[autoconfig.mta_sts]`: the policy at `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MtaStsConfig {
+    /// `enforce`, `testing` (the default: failures reported, mail still delivered) or `none`.
+    pub mode: crate::autoconfig::mta_sts::Mode,
+    /// Seconds senders cache the policy (default a week; RFC 8461 allows up to a year).
+    pub max_age: Option<u64>,
+    /// The MX names senders may deliver to (default: `hostname`); `*.example.com` allowed.
+    pub mx: Vec<String>,
+}
+
+impl AutoconfigConfig {
+    /// Refuses names that are no DNS names and a `max_age` over RFC 8461's year.
+    pub fn check(&self) -> Result<(), String> {
+        if !crate::autoconfig::is_dns_name(&self.hostname) {
+            return Err(format!("autoconfig.hostname {:?} is not a DNS name", self.hostname));
+        }
+        for mx in &self.mta_sts.mx {
+            if !crate::autoconfig::is_dns_name(mx.strip_prefix("*.").unwrap_or(mx)) {
+                return Err(format!("autoconfig.mta_sts.mx {mx:?} is not a DNS name"));
+            }
+        }
+        if self.mta_sts.max_age.is_some_and(|age| age > crate::autoconfig::mta_sts::MAX_AGE_LIMIT) {
+            return Err(format!("autoconfig.mta_sts.max_age is over {}", crate::autoconfig::mta_sts::MAX_AGE_LIMIT));
+        }
+        Ok(())
+    }
 }
 
 /// `[issuer]`: the intermediate CA `sirms ctl ca init` makes for routers.
@@ -220,6 +275,7 @@ impl Default for RouterConfig {
             replicas: 2,
             cluster_tls: None,
             issuer: None,
+            autoconfig: None,
         }
     }
 }
@@ -234,6 +290,9 @@ impl RouterConfig {
             return Err(format!("invalid config {}: mode = \"nat\" needs nat.public", path.display()));
         }
         config.copies().map_err(|e| format!("invalid config {}: {e}", path.display()))?;
+        if let Some(autoconfig) = &config.autoconfig {
+            autoconfig.check().map_err(|e| format!("invalid config {}: {e}", path.display()))?;
+        }
         Ok(config)
     }
 
@@ -288,6 +347,34 @@ mod tests {
         let path = dir.path().join("router.toml");
         std::fs::write(&path, "replicas = 3\n").expect("write");
         assert!(RouterConfig::load(&path).expect_err("refused").contains("replicas = 3"));
+    }
+
+    #[test]
+    fn autoconfig_is_off_unless_configured() {
+        let config: RouterConfig = toml::from_str("").expect("empty config");
+        assert!(config.autoconfig.is_none());
+        let config: RouterConfig = toml::from_str(
+            "[autoconfig]\nlisten = \"127.0.0.1:8443\"\nhostname = \"mail.example.com\"\n\
+             [autoconfig.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+             [autoconfig.mta_sts]\nmode = \"enforce\"\nmx = [\"*.example.com\"]\n",
+        )
+        .expect("valid");
+        let autoconfig = config.autoconfig.expect("set");
+        assert_eq!(autoconfig.mta_sts.mode, crate::autoconfig::mta_sts::Mode::Enforce);
+        assert_eq!(autoconfig.tls.cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(autoconfig.check(), Ok(()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("router.toml");
+        std::fs::write(&path, "[autoconfig]\nlisten = \"127.0.0.1:8443\"\nhostname = \"mail example\"\n")
+            .expect("write");
+        assert!(RouterConfig::load(&path).expect_err("refused").contains("not a DNS name"));
+        std::fs::write(
+            &path,
+            "[autoconfig]\nlisten = \"127.0.0.1:8443\"\nhostname = \"m.test\"\n\
+                               [autoconfig.mta_sts]\nmax_age = 99999999\n",
+        )
+        .expect("write");
+        assert!(RouterConfig::load(&path).expect_err("refused").contains("max_age"));
     }
 
     #[test]

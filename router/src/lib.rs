@@ -23,9 +23,11 @@
 //! Around them: [`directory`], the cluster directory (nodes, routes, domains, users) that the
 //! routing state is rebuilt from; [`failover`], which moves a user whose home died to its
 //! in-sync replica; [`admin`], the Admin and Directory gRPC services (the admin
-//! CLI, `sirms ctl`, is the binary's); [`role`], `sirms router` wired together.
+//! CLI, `sirms ctl`, is the binary's); [`autoconfig`], the HTTPS listener that tells mail
+//! clients and sending servers how to reach the cluster; [`role`], `sirms router` wired together.
 
 pub mod admin;
+pub mod autoconfig;
 pub mod config;
 pub mod directory;
 pub mod enrol;

@@ -34,6 +34,8 @@ pub enum RouterError {
     Issuer(#[from] IssuerError),
     #[error("config: {0}")]
     Config(String),
+    #[error("{0}")]
+    Autoconfig(#[from] crate::autoconfig::StartError),
 }
 
 /// The directory the config names, and node membership by lease when it is in etcd.
@@ -80,6 +82,10 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
         tracing::info!(%addr, "metrics at /metrics");
         let scrape = Arc::new(crate::scrape::Scrape(router.clone()));
         tokio::spawn(sirms_telemetry::http::serve(listener, scrape, stopped.clone()));
+    }
+    if let Some(autoconfig) = &config.autoconfig {
+        let directory = router.directory().clone();
+        crate::autoconfig::start(autoconfig, &config.listen, directory, stopped.clone()).await?;
     }
     let (admin, directory_service) = AdminService::new(router.clone(), &config.token).into_servers();
     let mut admin_stop = stopped.clone();

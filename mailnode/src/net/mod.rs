@@ -1,6 +1,6 @@
-//! What every listener shares: the stream that may turn into TLS, TLS setup, the PROXY
-//! header from the router, and the accept loop with its limits.
+//! What every listener shares: the stream that may turn into TLS, the PROXY header from the
+//! router, and the accept loop with its limits. TLS setup (certificates, SNI, reloads) is
+//! `sirms_proto::public_tls`, shared with the router's autoconfiguration listener.
 
 pub mod listener;
 pub mod stream;
-pub mod tls;

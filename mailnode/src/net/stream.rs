@@ -92,7 +92,7 @@ impl AsyncWrite for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::tls::{self, TlsConfig};
+    use sirms_proto::public_tls::{self as tls, TlsConfig};
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 

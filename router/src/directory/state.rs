@@ -168,6 +168,11 @@ impl State {
         }
     }
 
+    /// Whether `domain` (lower case) is one of the cluster's.
+    pub fn has_domain(&self, domain: &str) -> bool {
+        self.domains.contains(domain)
+    }
+
     /// The whole directory as the Directory service sends it.
     pub fn snapshot(&self) -> DirectorySnapshot {
         DirectorySnapshot {

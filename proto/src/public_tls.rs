@@ -1,9 +1,14 @@
-//! TLS server configuration: the admin's certificate, or a self-signed one made at start.
+//! The certificate clients see: the mail nodes' TLS ports and STARTTLS, and the router's
+//! autoconfiguration over HTTPS. The admin's certificates (one per name asked for, SNI) or a
+//! self-signed one made at start; read again when their files change. One home, so both
+//! roles load, pick and renew certificates the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::cluster_tls::ca;
+use crate::watched::Watched;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -11,11 +16,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
-use sirms_proto::cluster_tls::ca;
-use sirms_proto::watched::Watched;
 use tokio_rustls::TlsAcceptor;
 
-/// The `[tls]` section of a node's config.
+/// A `[tls]` section: a node's, or the router's `[autoconfig.tls]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
@@ -41,7 +44,7 @@ pub struct CertFiles {
 pub enum TlsError {
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("set both tls.cert and tls.key, or neither (tls.names needs them as the default)")]
+    #[error("set both cert and key, or neither (names needs them as the default)")]
     Incomplete,
     #[error("cannot make a self-signed certificate: {0}")]
     SelfSigned(String),
@@ -80,7 +83,7 @@ impl Loaded {
     }
 }
 
-/// The node's certificates, each as its files are now.
+/// The certificates of a listener, each as its files are now.
 pub struct Certificates {
     /// For clients that ask for no name, or for one no other certificate serves.
     default: (String, Watched<Loaded>),
@@ -159,8 +162,8 @@ fn self_signed(hostname: &str, provider: &CryptoProvider) -> Result<Loaded, TlsE
     Ok(Loaded::new(CertifiedKey::from_der(vec![cert.der().clone()], key, provider)?))
 }
 
-/// Builds the acceptor for every TLS listener and STARTTLS of a node, and the certificates it
-/// picks from (for their expiry in metrics and heartbeats). The admin's certificates are read
+/// Builds the acceptor for TLS listeners and STARTTLS (a node's, the router's autoconfig),
+/// and the certificates it picks from (for their expiry in metrics and heartbeats). The admin's certificates are read
 /// again when their files change (a renewal), for the handshakes after: sessions already
 /// open keep theirs, so none is dropped.
 pub fn acceptor(config: &TlsConfig, hostname: &str) -> Result<(TlsAcceptor, Arc<Certificates>), TlsError> {
