@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::prelude::*;
 use sirms_mailnode::config::NodeConfig;
 use sirms_router::config::RouterConfig;
 
@@ -161,9 +162,12 @@ fn raise_open_file_limit() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
+    // Logs as RUST_LOG says; besides, every warning and error into the ring the router's status
+    // page shows (a filter of its own, so RUST_LOG=error still fills it).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
+        .with(sirms_router::status_page::errors::Recorder.with_filter(tracing_subscriber::filter::LevelFilter::WARN))
         .init();
     raise_open_file_limit();
     let cli = Cli::parse();

@@ -205,15 +205,7 @@ impl Admin for AdminService {
     async fn status(&self, request: Request<Empty>) -> Reply<ClusterStatus> {
         self.admin(request)?;
         self.dir().catch_up().await;
-        let snapshot = self.dir().snapshot();
-        Ok(Response::new(ClusterStatus {
-            nodes: self.router.status(),
-            directory_version: snapshot.version,
-            users: snapshot.users.len() as u64,
-            domains: snapshot.domains.len() as u64,
-            routes: self.dir().routes().len() as u64,
-            nat: self.router.nat_status(),
-        }))
+        Ok(Response::new(self.router.cluster_status()))
     }
     async fn explain(&self, request: Request<Name>) -> Reply<RouteExplanation> {
         let name = self.admin(request)?.name;

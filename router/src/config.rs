@@ -52,6 +52,18 @@ pub struct RouterConfig {
     /// `[autoconfig]`: mail clients' autoconfiguration and the MTA-STS policy over HTTPS
     /// (off when unset).
     pub autoconfig: Option<AutoconfigConfig>,
+    /// `[status] listen`: the status page for people, over plain HTTP behind the admin token
+    /// (off when unset).
+    pub status: Option<StatusConfig>,
+}
+
+/// `[status]`: the read-only status page (`router/src/status_page/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Where its plain-HTTP listener binds: loopback or a private management address, since
+    /// the token travels readably.
+    pub listen: SocketAddr,
 }
 
 /// `[autoconfig]`: the HTTPS listener that tells mail clients (Thunderbird, Outlook, Apple
@@ -276,6 +288,7 @@ impl Default for RouterConfig {
             cluster_tls: None,
             issuer: None,
             autoconfig: None,
+            status: None,
         }
     }
 }
@@ -319,6 +332,9 @@ mod tests {
     fn proxy_is_the_default_mode() {
         let config: RouterConfig = toml::from_str("").expect("empty config");
         assert_eq!(config.mode, Mode::Proxy);
+        assert!(config.status.is_none(), "no status page unless asked for");
+        let config: RouterConfig = toml::from_str("[status]\nlisten = \"127.0.0.1:8080\"\n").expect("status");
+        assert_eq!(config.status.map(|s| s.listen.port()), Some(8080));
         assert_eq!(config.nat.timeouts(), crate::nat::Timeouts::default());
     }
 

@@ -24,7 +24,9 @@
 //! routing state is rebuilt from; [`failover`], which moves a user whose home died to its
 //! in-sync replica; [`admin`], the Admin and Directory gRPC services (the admin
 //! CLI, `sirms ctl`, is the binary's); [`autoconfig`], the HTTPS listener that tells mail
-//! clients and sending servers how to reach the cluster; [`role`], `sirms router` wired together.
+//! clients and sending servers how to reach the cluster; [`status_page`], the read-only HTML page
+//! for people (nodes, routes, replicas, recent errors) behind the admin token; [`role`],
+//! `sirms router` wired together.
 
 pub mod admin;
 pub mod autoconfig;
@@ -45,6 +47,7 @@ pub mod role;
 pub mod scrape;
 pub mod server;
 pub mod service;
+pub mod status_page;
 pub mod store_probe;
 pub mod table;
 

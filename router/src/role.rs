@@ -13,6 +13,8 @@ use crate::enrol::{EnrolmentService, IssuerError};
 use crate::etcd::{EtcdClient, EtcdError};
 use crate::membership::Membership;
 use crate::server::{self, Router};
+use crate::status_page::StatusPage;
+use crate::status_page::errors::RecentErrors;
 use sirms_proto::cluster_tls::{self, ClientAuth, ClusterTls};
 
 /// Why the router stopped.
@@ -36,6 +38,10 @@ pub enum RouterError {
     Config(String),
     #[error("{0}")]
     Autoconfig(#[from] crate::autoconfig::StartError),
+    #[error("refusing to serve the status page on {0} with the default dev token: set `token`")]
+    InsecureStatusToken(std::net::SocketAddr),
+    #[error("{0}")]
+    StatusPage(#[from] crate::status_page::StartError),
 }
 
 /// The directory the config names, and node membership by lease when it is in etcd.
@@ -59,6 +65,13 @@ fn open_directory(config: &RouterConfig) -> Result<(ClusterDirectory, Option<Mem
 pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Result<(), RouterError> {
     if config.token == DEV_TOKEN && !config.admin_listen.ip().is_loopback() {
         return Err(RouterError::InsecureToken(config.admin_listen));
+    }
+    // The page shows the whole cluster to whoever has the token: not the one everyone knows.
+    if let Some(status) = &config.status
+        && config.token == DEV_TOKEN
+        && !status.listen.ip().is_loopback()
+    {
+        return Err(RouterError::InsecureStatusToken(status.listen));
     }
     // The directory database holds password hashes and DKIM private keys: owner-only.
     sirms_storage::durable::create_private_dir(&config.data_dir)?;
@@ -86,6 +99,10 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
     if let Some(autoconfig) = &config.autoconfig {
         let directory = router.directory().clone();
         crate::autoconfig::start(autoconfig, &config.listen, directory, stopped.clone()).await?;
+    }
+    if let Some(status) = &config.status {
+        let page = StatusPage::new(router.clone(), &config.token, RecentErrors::global());
+        crate::status_page::start(status.listen, page, stopped.clone()).await?;
     }
     let (admin, directory_service) = AdminService::new(router.clone(), &config.token).into_servers();
     let mut admin_stop = stopped.clone();

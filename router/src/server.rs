@@ -277,6 +277,21 @@ impl Router {
         routing.cluster(service).choose(ip, &routing.table)
     }
 
+    /// What `sirms ctl status` shows (the Admin `Status` call) and the status page renders:
+    /// nodes, directory counts and NAT counters. Call `directory().catch_up()` first for the
+    /// latest directory.
+    pub fn cluster_status(&self) -> sirms_proto::cluster::ClusterStatus {
+        let snapshot = self.directory.snapshot();
+        sirms_proto::cluster::ClusterStatus {
+            nodes: self.status(),
+            directory_version: snapshot.version,
+            users: snapshot.users.len() as u64,
+            domains: snapshot.domains.len() as u64,
+            routes: self.directory.routes().len() as u64,
+            nat: self.nat_status(),
+        }
+    }
+
     /// Every node with its health and connection counts.
     pub fn status(&self) -> Vec<NodeStatus> {
         let health = self.health.snapshot();

@@ -47,6 +47,7 @@ async fn sample(metrics: &Arc<NodeMetrics>, node_id: &str, directory_version: u6
         auth_failures: metrics.auth_denied.get() + metrics.auth_throttled.get(),
         directory_version,
         tls_expires_unix: metrics.tls_first_expiry(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Just enough HTTP/1.1 for our two endpoints: the Prometheus scrape (`GET /metrics`, plain
-//! TCP, [`metrics`]) and the router's autoconfiguration documents (over TLS). One request per
+//! Just enough HTTP/1.1 for our endpoints: the Prometheus scrape (`GET /metrics`, plain
+//! TCP, [`metrics`]), the router's autoconfiguration documents (over TLS) and its status page
+//! (plain TCP, behind the admin token). One request per
 //! connection, with limits on size, time and concurrency, because each is still a listener
 //! that anyone who can reach it can talk to.
 //!

@@ -26,6 +26,8 @@ pub struct Request {
     pub query: String,
     /// The `Host` field, lower case, without a port (`None` if absent).
     pub host: Option<String>,
+    /// The `Authorization` field as sent (`None` if absent), for a page behind a credential.
+    pub authorization: Option<String>,
     /// The body: exactly `Content-Length` bytes.
     pub body: Vec<u8>,
 }
@@ -99,6 +101,7 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parsed {
         path: head.path,
         query: head.query,
         host: head.host,
+        authorization: head.authorization,
         body: body.to_vec(),
     })
 }
@@ -109,6 +112,7 @@ struct Head {
     path: String,
     query: String,
     host: Option<String>,
+    authorization: Option<String>,
     content_length: usize,
 }
 
@@ -118,7 +122,7 @@ impl Head {
         let mut lines = text.split('\n').map(|line| line.strip_suffix('\r').unwrap_or(line));
         let (method, target) = request_line(lines.next().unwrap_or_default())?;
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let (mut host, mut content_length) = (None, None);
+        let (mut host, mut authorization, mut content_length) = (None, None, None);
         for line in lines.take_while(|line| !line.is_empty()) {
             let (name, value) = line.split_once(':').ok_or(Refusal::BadRequest)?;
             // No whitespace before the colon (RFC 9112 §5.1): a classic smuggling vector.
@@ -138,6 +142,12 @@ impl Head {
                     return Err(Refusal::BadRequest);
                 }
                 content_length = Some(length);
+            } else if name.eq_ignore_ascii_case("authorization") {
+                // One credential: two could be checked one way and used another.
+                if authorization.is_some() {
+                    return Err(Refusal::BadRequest);
+                }
+                authorization = Some(value.to_string());
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 return Err(Refusal::NotImplemented);
             }
@@ -147,6 +157,7 @@ impl Head {
             path: path.to_string(),
             query: query.to_string(),
             host,
+            authorization,
             content_length: content_length.unwrap_or(0),
         })
     }
@@ -264,6 +275,9 @@ mod tests {
         assert_eq!(r.query_param("emailaddress").as_deref(), Some("a@b.test"));
         assert_eq!(r.query_param("other"), None);
         assert!(r.body.is_empty());
+        assert_eq!(r.authorization, None);
+        let authorized = complete(b"GET / HTTP/1.1\r\nAuthorization:  Basic YTpi \r\n\r\n");
+        assert_eq!(authorized.authorization.as_deref(), Some("Basic YTpi"));
         let bare = complete(b"HEAD / HTTP/1.0\n\n");
         assert_eq!((bare.method.as_str(), bare.host), ("HEAD", None));
         assert_eq!(complete(b"GET / HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n").host.as_deref(), Some("[::1]"));
@@ -305,6 +319,7 @@ mod tests {
             b"GET /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
             b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET /x HTTP/1.1\r\nAuthorization: a\r\nauthorization: b\r\n\r\n",
             b"GET /x HTTP/1.1\r\nHost: a/b\r\n\r\n",
             b"GET /x HTTP/1.1\r\nno colon\r\n\r\n",
         ] {
