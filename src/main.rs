@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::prelude::*;
 use sirms_mailnode::config::NodeConfig;
 use sirms_router::config::RouterConfig;
+use tracing_subscriber::prelude::*;
 
 mod ctl;
 mod dev;

@@ -81,7 +81,8 @@ fn expected(status: &serde_json::Value) -> Vec<(String, Vec<(&'static str, Strin
             let load = &n["load"];
             let mut cells = vec![("health", health), ("host", n["node"]["host"].as_str().unwrap_or("").to_string())];
             if load.is_object() {
-                let sessions = format!("{} / {} / {}", load["smtp_sessions"], load["imap_sessions"], load["pop3_sessions"]);
+                let sessions =
+                    format!("{} / {} / {}", load["smtp_sessions"], load["imap_sessions"], load["pop3_sessions"]);
                 cells.push(("sessions", sessions));
                 cells.push(("queue", load["queue_length"].to_string()));
                 cells.push(("version", load["version"].as_str().unwrap_or("-").to_string()));

@@ -106,11 +106,7 @@ pub fn authorize(authorization: Option<&str>, token: &str) -> Result<(), AuthErr
         base64::engine::general_purpose::STANDARD.decode(credentials.trim()).map_err(|_| AuthError::Malformed)?;
     // The password is what follows the first colon; a user name has none (RFC 7617 §2).
     let colon = decoded.iter().position(|b| *b == b':').ok_or(AuthError::Malformed)?;
-    if sirms_proto::token::same(&decoded[colon + 1..], token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(AuthError::WrongToken)
-    }
+    if sirms_proto::token::same(&decoded[colon + 1..], token.as_bytes()) { Ok(()) } else { Err(AuthError::WrongToken) }
 }
 
 /// The page's [`Handler`]: one router, its token, the ring of recent errors.

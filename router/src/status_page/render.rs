@@ -159,7 +159,9 @@ fn nodes(out: &mut String, nodes: &[NodeStatus], directory_version: u64, now_uni
         let version = load(|l| if l.version.is_empty() { "-".into() } else { l.version.clone() });
         let (node_directory, directory_class) = match &s.load {
             None => ("-".to_string(), ""),
-            Some(l) if l.directory_version < directory_version => (format!("{} (behind)", l.directory_version), " warn"),
+            Some(l) if l.directory_version < directory_version => {
+                (format!("{} (behind)", l.directory_version), " warn")
+            }
             Some(l) => (l.directory_version.to_string(), ""),
         };
         let (cert, cert_class) = certificate(s.load.as_ref().map_or(0, |l| l.tls_expires_unix), now_unix);
@@ -183,11 +185,22 @@ fn nodes(out: &mut String, nodes: &[NodeStatus], directory_version: u64, now_uni
     out.push_str("</table>\n");
 }
 
-/// The health cell and its class: `up`, `down`, or `down: imap, pop3` while other services serve.
+/// The health cell and its class: `up`, `down`, or `down: imap, pop3` while other services
+/// serve (as `sirms ctl nodes list` says it).
 fn health(s: &NodeStatus) -> (String, &'static str) {
+    let offered = s.node.as_ref().map_or(0, |n| {
+        // A storage node's mail ports (defaults in its record) are served by no one: the router
+        // probes its Store service alone.
+        if n.storage_only {
+            return 1;
+        }
+        let ports =
+            [n.smtp_port, n.submission_port, n.submissions_port, n.imap_port, n.imaps_port, n.pop3_port, n.pop3s_port];
+        ports.iter().filter(|p| **p != 0).count()
+    });
     match (s.healthy, s.down_services.as_slice()) {
         (true, _) => ("up".into(), "up"),
-        (false, []) => ("down".into(), "down"),
+        (false, down) if down.is_empty() || down.len() >= offered => ("down".into(), "down"),
         (false, down) => (format!("down: {}", down.join(", ")), "down"),
     }
 }
@@ -232,8 +245,8 @@ fn replicas(out: &mut String, r: &Replicas) {
     let class = if r.out_of_sync > 0 { " warn" } else { "" };
     let _ = write!(
         out,
-        "<h2>Replicas</h2>\n<p class=\"replicas\">{} users have a replica; \
-         <span class=\"out-of-sync{class}\">{}</span> out of sync.</p>\n",
+        "<h2>Replicas</h2>\n<p class=\"replicas\">Users with a replica: <span class=\"with-replica\">{}</span>; \
+         out of sync: <span class=\"out-of-sync{class}\">{}</span>.</p>\n",
         r.with_replica, r.out_of_sync
     );
     if !r.first_out_of_sync.is_empty() {
@@ -300,7 +313,14 @@ mod tests {
 
     fn node(id: &str, healthy: bool, load: Option<NodeLoad>) -> NodeStatus {
         NodeStatus {
-            node: Some(Node { id: id.into(), host: "127.0.0.1".into(), ..Default::default() }),
+            node: Some(Node {
+                id: id.into(),
+                host: "127.0.0.1".into(),
+                smtp_port: 25,
+                imap_port: 143,
+                pop3_port: 110,
+                ..Default::default()
+            }),
             healthy,
             active_connections: 2,
             total_connections: 7,
@@ -370,6 +390,9 @@ mod tests {
         }
         let evil = row(&page, "&lt;b&gt;evil&lt;/b&gt;");
         assert!(evil.contains("<td class=\"health down\">down: imap</td>"), "{evil}");
+        let mut all_down = node("n", false, None);
+        all_down.down_services = vec!["smtp".into(), "imap".into()];
+        assert_eq!(health(&all_down), ("down".to_string(), "down"), "every service it offers");
         assert!(evil.contains("<td class=\"sessions num\">-</td>"), "no heartbeat: {evil}");
         assert!(page.contains("<td class=\"queued\">4</td>"), "{page}");
         assert!(page.contains("<td class=\"nodes-healthy\">1 of 2</td>"), "{page}");
@@ -379,7 +402,7 @@ mod tests {
     fn shows_routes_replicas_and_errors() {
         let page = page(&view());
         assert!(page.contains("<td class=\"goes-to\">node1</td>"), "{page}");
-        assert!(page.contains("<span class=\"out-of-sync warn\">2</span> out of sync"), "{page}");
+        assert!(page.contains("out of sync: <span class=\"out-of-sync warn\">2</span>"), "{page}");
         assert!(page.contains("<li>a@x.test</li><li>… and 1 more</li>"), "{page}");
         assert!(page.contains("service is down node=node2 &lt;script&gt;"), "{page}");
         assert!(page.contains("2026-12-07 06:53:29"), "{page}");
