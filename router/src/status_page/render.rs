@@ -391,7 +391,7 @@ mod tests {
         let evil = row(&page, "&lt;b&gt;evil&lt;/b&gt;");
         assert!(evil.contains("<td class=\"health down\">down: imap</td>"), "{evil}");
         let mut all_down = node("n", false, None);
-        all_down.down_services = vec!["smtp".into(), "imap".into()];
+        all_down.down_services = vec!["smtp".into(), "imap".into(), "pop3".into()];
         assert_eq!(health(&all_down), ("down".to_string(), "down"), "every service it offers");
         assert!(evil.contains("<td class=\"sessions num\">-</td>"), "no heartbeat: {evil}");
         assert!(page.contains("<td class=\"queued\">4</td>"), "{page}");
