@@ -12,7 +12,7 @@ use sirms_mailnode::config::NodeConfig;
 use sirms_proto::cluster::admin_client::AdminClient;
 use sirms_proto::cluster::{Name, Node, User};
 use sirms_proto::token::TokenInterceptor;
-use sirms_router::config::{DEV_TOKEN, RouterConfig};
+use sirms_router::config::{DEV_TOKEN, RouterConfig, StatusConfig};
 use sirms_storage::role::StorageConfig;
 use tokio::sync::watch;
 
@@ -33,6 +33,8 @@ fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
 
 /// Prometheus endpoints: router, node1, node2, storage1.
 const METRICS_PORTS: [u16; 4] = [9100, 9101, 9102, 9103];
+/// The router's status page.
+const STATUS_PORT: u16 = 9190;
 
 fn node_config(data: &std::path::Path, id: &str, ip: [u8; 4], metrics_port: u16) -> NodeConfig {
     let mut c = NodeConfig {
@@ -71,6 +73,7 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     let router = RouterConfig {
         data_dir: args.data_dir.join("router"),
         metrics_listen: Some(addr([127, 0, 0, 1], METRICS_PORTS[0])),
+        status: Some(StatusConfig { listen: addr([127, 0, 0, 1], STATUS_PORT) }),
         ..RouterConfig::default()
     };
     let mut roles = tokio::task::JoinSet::new();
@@ -95,7 +98,8 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         "\nSIRMS dev cluster is up: point a mail client at 127.0.0.1\n  \
          SMTP 2525, submission 2587 (STARTTLS) / 2465 (TLS), IMAP 2143 / 2993, POP3 2110 / 2995\n\
          {users}  admin: `sirms ctl status` (router API {}, token {DEV_TOKEN})\n  \
-         metrics: http://127.0.0.1:{{{}}}/metrics (router, node1, node2, storage1)\n  Ctrl-C stops it.\n",
+         metrics: http://127.0.0.1:{{{}}}/metrics (router, node1, node2, storage1)\n  \
+         status page: http://127.0.0.1:{STATUS_PORT}/ (any user name, the token as password)\n  Ctrl-C stops it.\n",
         RouterConfig::default().admin_listen,
         METRICS_PORTS.map(|p| p.to_string()).join(",")
     );
