@@ -549,6 +549,46 @@ impl<P: Probe> ConnectFailures for HealthMonitor<P> {
     }
 }
 
+/// A node's health as people are shown it (`sirms ctl nodes list`, the status page): one
+/// reading of a `NodeStatus`, so both say the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown<'a> {
+    /// Every service passes its checks.
+    Up,
+    /// Down as a whole: every service it offers is failing, or it is out of routing.
+    Down,
+    /// These services are failing; its others still serve.
+    Partly(&'a [String]),
+}
+
+impl Shown<'_> {
+    /// How `status` reads.
+    pub fn of(status: &sirms_proto::cluster::NodeStatus) -> Shown<'_> {
+        let offered = status.node.as_ref().map_or(0, |n| {
+            // A storage node's mail ports (defaults in its record) are served by no one: the
+            // router probes its Store service alone.
+            if n.storage_only {
+                return 1;
+            }
+            let ports = [
+                n.smtp_port,
+                n.submission_port,
+                n.submissions_port,
+                n.imap_port,
+                n.imaps_port,
+                n.pop3_port,
+                n.pop3s_port,
+            ];
+            ports.iter().filter(|p| **p != 0).count()
+        });
+        match (status.healthy, status.down_services.as_slice()) {
+            (true, _) => Shown::Up,
+            (false, down) if down.is_empty() || down.len() >= offered => Shown::Down,
+            (false, down) => Shown::Partly(down),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

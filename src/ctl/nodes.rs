@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
 use sirms_proto::cluster::{DrainRequest, Empty, Invite, Name, Node, NodeLoad, NodeStatus};
+use sirms_router::health::Shown;
 
 use super::{Client, CtlError, acked, show};
 
@@ -215,20 +216,10 @@ fn certificate_left(expires_unix: u64, now_unix: u64) -> String {
 
 /// The health cell: `up`, `down`, or the services down (`down:imap,pop3`) while others still serve.
 fn health(s: &NodeStatus) -> String {
-    let offered = s.node.as_ref().map_or(0, |n| {
-        // A storage node's mail ports (defaults in its record) are served by no one: the router
-        // probes its Store service alone.
-        if n.storage_only {
-            return 1;
-        }
-        let ports =
-            [n.smtp_port, n.submission_port, n.submissions_port, n.imap_port, n.imaps_port, n.pop3_port, n.pop3s_port];
-        ports.iter().filter(|p| **p != 0).count()
-    });
-    match (s.healthy, s.down_services.as_slice()) {
-        (true, _) => "up".into(),
-        (false, down) if down.is_empty() || down.len() >= offered => "down".into(),
-        (false, down) => format!("down:{}", down.join(",")),
+    match Shown::of(s) {
+        Shown::Up => "up".into(),
+        Shown::Down => "down".into(),
+        Shown::Partly(down) => format!("down:{}", down.join(",")),
     }
 }
 

@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use sirms_proto::cluster::{ClusterStatus, NodeLoad, NodeStatus};
 
 use super::errors::ErrorEvent;
+use crate::health::Shown;
 
 /// Seconds between the page's own reloads.
 pub const REFRESH_SECS: u32 = 10;
@@ -186,22 +187,12 @@ fn nodes(out: &mut String, nodes: &[NodeStatus], directory_version: u64, now_uni
 }
 
 /// The health cell and its class: `up`, `down`, or `down: imap, pop3` while other services
-/// serve (as `sirms ctl nodes list` says it).
+/// serve (read as `sirms ctl nodes list` reads it).
 fn health(s: &NodeStatus) -> (String, &'static str) {
-    let offered = s.node.as_ref().map_or(0, |n| {
-        // A storage node's mail ports (defaults in its record) are served by no one: the router
-        // probes its Store service alone.
-        if n.storage_only {
-            return 1;
-        }
-        let ports =
-            [n.smtp_port, n.submission_port, n.submissions_port, n.imap_port, n.imaps_port, n.pop3_port, n.pop3s_port];
-        ports.iter().filter(|p| **p != 0).count()
-    });
-    match (s.healthy, s.down_services.as_slice()) {
-        (true, _) => ("up".into(), "up"),
-        (false, down) if down.is_empty() || down.len() >= offered => ("down".into(), "down"),
-        (false, down) => (format!("down: {}", down.join(", ")), "down"),
+    match Shown::of(s) {
+        Shown::Up => ("up".into(), "up"),
+        Shown::Down => ("down".into(), "down"),
+        Shown::Partly(down) => (format!("down: {}", down.join(", ")), "down"),
     }
 }
 
