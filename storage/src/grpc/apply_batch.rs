@@ -1,8 +1,9 @@
-//! Replica appends to one peer, sent in batches: while one call is in flight, the appends of
-//! other writers wait for it and then go together in the next call — one HTTP/2 exchange, one
-//! task on the replica and one group commit there for all of them, where each used to cost
-//! its own. A lone append goes at once, as a batch of one, so nothing waits that did not
-//! have to wait anyway.
+//! Replica appends to one peer, sent in batches: while [`IN_FLIGHT`] calls are out, the
+//! appends of other writers wait and then go together in the next call — one HTTP/2 exchange
+//! and one task on the replica for all of them, where each used to cost its own. A lone append
+//! goes at once, as a batch of one. Two calls, not one, may be out at a time, so the replica
+//! is preparing the next batch's files while it commits the last: with one, its committer
+//! would sit idle for every round trip.
 //!
 //! Only small appends are batched, the hot path of delivery. Other records (a copy of many
 //! messages, a mailbox emptied and made again) may take a while on the replica, and an
@@ -18,6 +19,8 @@ use super::convert;
 use super::remote::Client;
 use crate::error::{Result, StoreError};
 
+/// How many batch calls to one peer may be out at once.
+const IN_FLIGHT: usize = 2;
 /// Most records the server takes in one batch.
 pub const MAX_APPLY_BATCH: usize = 256;
 /// Most records the client puts in one batch.
@@ -37,8 +40,8 @@ struct Waiting {
 #[derive(Default)]
 struct State {
     waiting: Vec<Waiting>,
-    /// A task is sending: it takes what waits when its call returns.
-    sending: bool,
+    /// Tasks sending (at most [`IN_FLIGHT`]): each takes what waits when its call returns.
+    sending: usize,
     /// The peer has no ApplyBatch (an older SIRMS): each record goes alone.
     unbatched: bool,
 }
@@ -71,7 +74,9 @@ impl ApplyQueue {
         let lead = {
             let mut state = self.state();
             state.waiting.push(Waiting { request, bytes, reply });
-            !std::mem::replace(&mut state.sending, true)
+            let lead = state.sending < IN_FLIGHT;
+            state.sending += usize::from(lead);
+            lead
         };
         if lead {
             // A task of its own, not this caller's: the caller may stop waiting (its timeout)
@@ -87,7 +92,7 @@ impl ApplyQueue {
             let (batch, unbatched) = {
                 let mut state = self.state();
                 if state.waiting.is_empty() {
-                    state.sending = false;
+                    state.sending -= 1;
                     return;
                 }
                 (take_batch(&mut state.waiting), state.unbatched)
