@@ -459,8 +459,10 @@ m.logout()
 "#,
     );
     let caps = out["caps"].as_array().unwrap();
-    assert!(caps.iter().any(|c| c == "QUOTA") && caps.iter().any(|c| c == "QUOTA=RES-STORAGE"), "{out}");
-    assert!(!caps.iter().any(|c| c == "QUOTASET" || c == "QUOTA=RES-MESSAGE"), "{out}");
+    for resource in ["QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"] {
+        assert!(caps.iter().any(|c| c == resource), "{resource}: {out}");
+    }
+    assert!(!caps.iter().any(|c| c == "QUOTASET"), "{out}");
     let stored: usize = node.inbox("carol@example.test").iter().map(Vec::len).sum();
     let used = stored.div_ceil(1024);
     let quota = format!("\"\" (STORAGE {used} 1024)");
