@@ -8,6 +8,19 @@ pub mod store {
 /// The cluster control plane: Admin (for `sirms ctl`) and Directory (for mail nodes).
 pub mod cluster {
     tonic::include_proto!("sirms.cluster.v1");
+
+    impl Node {
+        /// What the node takes on, as `sirms ctl nodes list` and the status page name it.
+        pub fn state(&self) -> &'static str {
+            if self.storage_only {
+                "storage"
+            } else if self.drained {
+                "drained"
+            } else {
+                "active"
+            }
+        }
+    }
 }
 
 /// etcd's v3 API, the part the control plane uses (keys, transactions, watches, leases): the

@@ -174,13 +174,7 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
     ]);
     for s in nodes {
         let Some(n) = &s.node else { continue };
-        let state = if n.storage_only {
-            "storage"
-        } else if n.drained {
-            "drained"
-        } else {
-            "active"
-        };
+        let state = n.state();
         // Without a recent heartbeat the node's own numbers are unknown.
         let load = |pick: fn(&NodeLoad) -> String| s.load.as_ref().map_or("-".to_string(), pick);
         out.push_str(&row([

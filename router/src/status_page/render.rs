@@ -146,13 +146,7 @@ fn nodes(out: &mut String, nodes: &[NodeStatus], directory_version: u64, now_uni
     }
     for s in nodes {
         let Some(n) = &s.node else { continue };
-        let state = if n.storage_only {
-            "storage"
-        } else if n.drained {
-            "drained"
-        } else {
-            "active"
-        };
+        let state = n.state();
         let (health, health_class) = health(s);
         // Without a recent heartbeat the node's own numbers are unknown.
         let load = |pick: fn(&NodeLoad) -> String| s.load.as_ref().map_or_else(|| "-".to_string(), pick);
