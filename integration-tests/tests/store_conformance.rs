@@ -273,6 +273,7 @@ conformance!(
     watchers_see_copies_moves_and_renames,
     a_watcher_behind_gets_every_change_or_lagged,
     users_are_apart,
+    imports_keep_uid_validity_and_uids,
 );
 
 async fn default_mailboxes(s: Stores) {
@@ -859,6 +860,42 @@ async fn uid_validity_and_uids(s: Stores) {
     let (old, messages) = s.messages(USER, "Old").await.unwrap();
     assert_ne!(old.uid_validity, inbox.uid_validity);
     assert_eq!(messages.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![1, 2]);
+}
+
+fn kept(text: &str, uid: u32) -> NewMessage {
+    NewMessage { keep_uid: Some(uid), ..msg(text) }
+}
+
+async fn imports_keep_uid_validity_and_uids(s: Stores) {
+    // A mailbox that never held a message takes the source's UIDVALIDITY, and messages keep
+    // their UIDs while those are above every UID handed out.
+    s.create_mailbox(USER, "Imported", None).await.unwrap();
+    assert_eq!(s.adopt_uid_validity(USER, "Imported", 4242).await.unwrap(), 4242);
+    assert_eq!(s.status(USER, "Imported").await.unwrap().uid_validity, 4242);
+    let uids = [kept("five", 5), kept("three", 3), kept("ten", 10), msg("plain")];
+    let mut got = Vec::new();
+    for m in uids {
+        let r = s.append(USER, "Imported", m).await.unwrap();
+        assert_eq!(r.uid_validity, 4242);
+        got.push(r.uid);
+    }
+    // 3 is below UIDNEXT once 5 is there: a client may have seen 5, so 3 would appear behind it.
+    assert_eq!(got, vec![5, 6, 10, 11]);
+    assert_eq!(s.status(USER, "Imported").await.unwrap().uid_next, 12);
+    let (_, metas) = s.messages(USER, "Imported").await.unwrap();
+    assert_eq!(metas.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![5, 6, 10, 11]);
+    // Once it holds messages, or ever held one, its UIDVALIDITY stays.
+    assert_eq!(s.adopt_uid_validity(USER, "Imported", 777).await.unwrap(), 4242);
+    s.create_mailbox(USER, "Used", None).await.unwrap();
+    let used = s.append(USER, "Used", msg("gone soon")).await.unwrap();
+    s.store_flags(USER, "Used", &UidSet::all(), FlagOp::Add, &Flags::new(SystemFlags::DELETED, []), None)
+        .await
+        .unwrap();
+    s.expunge(USER, "Used", None).await.unwrap();
+    assert_eq!(s.adopt_uid_validity(USER, "Used", 777).await.unwrap(), used.uid_validity);
+    // A fresh INBOX adopts too; a mailbox that does not exist is an error.
+    assert_eq!(s.adopt_uid_validity(USER, "INBOX", 99).await.unwrap(), 99);
+    assert!(s.adopt_uid_validity(USER, "Nowhere", 1).await.is_err());
 }
 
 /// What a client has seen of a mailbox: HIGHESTMODSEQ never goes down, and no message has a

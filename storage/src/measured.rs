@@ -190,6 +190,10 @@ impl MailStore for Measured {
     async fn claim_recent(&self, user: &str, mailbox: &str) -> Result<Vec<u32>> {
         self.timed(Op::ClaimRecent, self.inner.claim_recent(user, mailbox)).await
     }
+    async fn adopt_uid_validity(&self, user: &str, mailbox: &str, uid_validity: u32) -> Result<u32> {
+        // Once per mailbox of an import: not a mail operation worth a histogram.
+        self.inner.adopt_uid_validity(user, mailbox, uid_validity).await
+    }
     async fn quota(&self, user: &str) -> Result<QuotaUsage> {
         self.timed(Op::Quota, self.inner.quota(user)).await
     }

@@ -32,12 +32,16 @@ pub struct NewMessage {
     /// Names this append for a store across the network: an append retried under the same key
     /// (the answer to the first was lost) stores the message once. `None`: a key of its own.
     pub idempotency_key: Option<String>,
+    /// The UID the message had where it was imported from: it keeps it when no UID at or above
+    /// it was handed out yet (and the mailbox has the source's UIDVALIDITY, see
+    /// [`crate::MailStore::adopt_uid_validity`]); otherwise it takes the next UID as usual.
+    pub keep_uid: Option<u32>,
 }
 
 impl NewMessage {
     /// A message with no flags and the current time as internal date.
     pub fn new(bytes: impl Into<Bytes>) -> Self {
-        NewMessage { bytes: bytes.into(), flags: Flags::default(), internal_date: None, idempotency_key: None }
+        NewMessage { bytes: bytes.into(), flags: Flags::default(), internal_date: None, idempotency_key: None, keep_uid: None }
     }
 
     /// The same message, appended under `key` (see [`NewMessage::idempotency_key`]).

@@ -62,6 +62,11 @@ pub trait MailStore: Send + Sync {
     async fn status(&self, user: &str, mailbox: &str) -> Result<MailboxStatus>;
     /// Takes the `\Recent` messages for the calling session: later callers no longer see them as recent.
     async fn claim_recent(&self, user: &str, mailbox: &str) -> Result<Vec<u32>>;
+    /// Gives a mailbox that never held a message the UIDVALIDITY `uid_validity`, so that an
+    /// import can keep its source's UIDs (see [`crate::NewMessage::keep_uid`]). Returns the
+    /// mailbox's UIDVALIDITY afterwards: unchanged when it holds or held messages, whose UIDs
+    /// clients may have cached.
+    async fn adopt_uid_validity(&self, user: &str, mailbox: &str, uid_validity: u32) -> Result<u32>;
     /// How much the user stores.
     async fn quota(&self, user: &str) -> Result<QuotaUsage>;
     /// Changes to a mailbox from now on.

@@ -301,6 +301,14 @@ impl MailStore for HomeStore {
         // \Recent belongs to sessions, not to the mail: it is not replicated.
         self.primary(user)?.claim_recent(user, mailbox).await
     }
+    async fn adopt_uid_validity(&self, user: &str, mailbox: &str, uid_validity: u32) -> Result<u32> {
+        let route = self.write_route(user).await?;
+        let adopted = route.primary.adopt_uid_validity(user, mailbox, uid_validity).await?;
+        // The replica's copy is as empty as the primary's was: it takes the same UIDVALIDITY.
+        let record = Apply::Mailbox { name: mailbox.to_string(), uid_validity: adopted, special_use: None };
+        route.replicate(vec![record], Undo::Nothing).await?;
+        Ok(adopted)
+    }
     async fn quota(&self, user: &str) -> Result<QuotaUsage> {
         self.primary(user)?.quota(user).await
     }

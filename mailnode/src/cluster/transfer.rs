@@ -84,6 +84,7 @@ pub async fn copy_new(
                     flags: m.meta.flags.clone(),
                     internal_date: Some(m.meta.internal_date),
                     idempotency_key: None,
+                    keep_uid: None,
                 };
                 to.append(user, &mailbox.name, message).await?;
                 copied += 1;

@@ -123,6 +123,7 @@ impl RemoteStore {
             internal_date: message.internal_date.unwrap_or(0),
             size,
             idempotency_key: key.to_owned(),
+            keep_uid: message.keep_uid.unwrap_or(0),
         };
         let limit = APPEND_DEADLINE + Duration::from_secs(size / APPEND_RATE);
         let data = convert::body_chunks(message.bytes.clone()).map(append_chunk::Part::Data);
@@ -299,6 +300,11 @@ impl MailStore for RemoteStore {
 
     async fn claim_recent(&self, user: &str, mailbox: &str) -> Result<Vec<u32>> {
         Ok(self.client().claim_recent(mailbox_request(user, mailbox)).await?.into_inner().uids)
+    }
+
+    async fn adopt_uid_validity(&self, user: &str, mailbox: &str, uid_validity: u32) -> Result<u32> {
+        let request = proto::AdoptRequest { user: user.to_owned(), mailbox: mailbox.to_owned(), uid_validity };
+        Ok(self.client().adopt_uid_validity(request).await?.into_inner().uid_validity)
     }
 
     async fn quota(&self, user: &str) -> Result<QuotaUsage> {

@@ -161,6 +161,7 @@ impl Store for StoreService {
             flags: convert::flags(header.flags),
             internal_date: (header.internal_date != 0).then_some(header.internal_date),
             idempotency_key: None,
+            keep_uid: (header.keep_uid != 0).then_some(header.keep_uid),
         };
         // On a task of its own: a caller that gives up (its deadline, a broken connection)
         // cancels this handler, and a store write cancelled after it was committed would leave
@@ -274,6 +275,16 @@ impl Store for StoreService {
         let store = self.authorized(&request)?;
         let usage = store.quota(&request.get_ref().user).await?;
         Ok(Response::new(usage.into()))
+    }
+
+    async fn adopt_uid_validity(
+        &self,
+        request: Request<proto::AdoptRequest>,
+    ) -> Result<Response<proto::AdoptReply>, Status> {
+        let store = self.authorized(&request)?;
+        let request = request.get_ref();
+        let uid_validity = store.adopt_uid_validity(&request.user, &request.mailbox, request.uid_validity).await?;
+        Ok(Response::new(proto::AdoptReply { uid_validity }))
     }
 
     async fn fence(&self, request: Request<proto::FenceRequest>) -> Result<Response<proto::FenceReply>, Status> {

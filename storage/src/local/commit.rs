@@ -43,8 +43,19 @@ pub struct Prepared {
     pub file: fs::File,
     pub unique: String,
     pub entry: Entry,
-    /// The UID a replica must give the message (its primary's); `None` takes the next.
-    pub uid: Option<u32>,
+    pub uid: UidChoice,
+}
+
+/// Which UID a prepared message is placed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UidChoice {
+    /// The folder's next.
+    Next,
+    /// Exactly this one: a replica's message gets its primary's UID.
+    Exact(u32),
+    /// This one if no UID at or above it was handed out yet, else the next: an import keeping
+    /// its source's UIDs never places a message below one a client has already seen.
+    Keep(u32),
 }
 
 /// Work for the committer.
@@ -242,11 +253,12 @@ fn place(p: &Prepared) -> Result<(u32, Entry)> {
     let uid = {
         let mut st = p.folder.lock()?;
         let uid = match p.uid {
-            Some(uid) if st.messages.contains_key(&uid) => {
+            UidChoice::Exact(uid) if st.messages.contains_key(&uid) => {
                 return Err(StoreError::Diverged(format!("UID {uid} is already taken")));
             }
-            Some(uid) => uid,
-            None => st.counters.uid_next,
+            UidChoice::Exact(uid) => uid,
+            UidChoice::Keep(uid) if uid >= st.counters.uid_next => uid,
+            UidChoice::Keep(_) | UidChoice::Next => st.counters.uid_next,
         };
         let next = uid.checked_add(1).ok_or(StoreError::Index("UID space exhausted".into()))?;
         st.counters.uid_next = st.counters.uid_next.max(next);

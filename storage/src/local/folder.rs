@@ -342,6 +342,22 @@ impl Folder {
         self.cache.remove(uids)
     }
 
+    /// Takes `uid_validity` if the folder never held a message (blocking); the folder's
+    /// UIDVALIDITY afterwards.
+    pub fn adopt_uid_validity(&self, uid_validity: u32) -> Result<u32> {
+        let mut st = self.lock()?;
+        let fresh = st.messages.is_empty() && st.placing.is_empty() && st.counters.uid_next <= 1;
+        if !fresh || uid_validity == 0 || st.counters.uid_validity == uid_validity {
+            return Ok(st.counters.uid_validity);
+        }
+        let settings = FolderFile { uid_validity, ..st.settings };
+        files::write_atomic(&self.dir.join(files::FOLDER_FILE), settings.render().as_bytes(), "store-file")?;
+        st.settings = settings;
+        st.counters.uid_validity = uid_validity;
+        self.index_counters(&st.counters)?;
+        Ok(uid_validity)
+    }
+
     /// Records the counters in the index.
     pub fn index_counters(&self, counters: &FolderCounters) -> Result<()> {
         self.counters_tree.insert(counters_key(&self.user, &self.name), counters.encode())?;

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use self::commit::{Committer, Job, Prepared};
+use self::commit::{Committer, Job, Prepared, UidChoice};
 use self::folder::{Entry, Folder, FolderTrees, now_secs};
 use crate::change::{Change, ChangeStream};
 use crate::error::{Result, StoreError};
@@ -546,7 +546,8 @@ impl LocalStore {
         };
         let entry =
             Entry { file_name: String::new(), system: message.flags.system, letters, internal_date, size, modseq: 0 };
-        Ok(Prepared { folder, tmp, file, unique, entry, uid: None })
+        let uid = message.keep_uid.map_or(UidChoice::Next, UidChoice::Keep);
+        Ok(Prepared { folder, tmp, file, unique, entry, uid })
     }
 
     /// [`Self::prepare`], on the calling thread for a small message: writing a few KiB to the
@@ -880,6 +881,11 @@ impl MailStore for LocalStore {
         st.counters.recent_floor = st.counters.uid_next;
         folder.index_counters(&st.counters)?;
         Ok(recent)
+    }
+
+    async fn adopt_uid_validity(&self, user: &str, mailbox: &str, uid_validity: u32) -> Result<u32> {
+        let folder = self.folder(user, mailbox).await?;
+        blocking(move || folder.adopt_uid_validity(uid_validity)).await
     }
 
     async fn quota(&self, user: &str) -> Result<QuotaUsage> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::commit::Job;
+use super::commit::{Job, UidChoice};
 use super::folder::{Entry, Folder, UidClaim};
 use super::{LocalStore, blocking, files, maildir};
 use crate::change::Change;
@@ -162,9 +162,10 @@ impl LocalStore {
             flags: meta.flags.clone(),
             internal_date: Some(meta.internal_date),
             idempotency_key: None,
+            keep_uid: None,
         };
         let mut prepared = self.prepared(folder, message).await?;
-        prepared.uid = Some(meta.uid);
+        prepared.uid = UidChoice::Exact(meta.uid);
         prepared.entry.modseq = meta.modseq.max(1);
         let (reply, rx) = oneshot::channel();
         self.inner.committer.submit(Job::Publish { prepared, reply })?;

@@ -118,8 +118,13 @@ impl Mailbox {
     }
 
     /// Adds a message under the next UID with the next modseq, and tells the watchers.
-    pub fn add(&mut self, mut message: Message) -> Result<u32> {
-        let uid = self.uid_next;
+    pub fn add(&mut self, message: Message) -> Result<u32> {
+        self.add_keeping(None, message)
+    }
+
+    /// [`Mailbox::add`] under `keep` if no UID at or above it was handed out yet.
+    pub fn add_keeping(&mut self, keep: Option<u32>, mut message: Message) -> Result<u32> {
+        let uid = keep.filter(|&k| k >= self.uid_next).unwrap_or(self.uid_next);
         self.uid_next = uid.checked_add(1).ok_or(StoreError::Index("UID space exhausted".into()))?;
         self.highest_modseq += 1;
         message.modseq = self.highest_modseq;

@@ -281,7 +281,7 @@ impl MailStore for MemoryStore {
         }
         mailbox.learn_keywords(&message.flags)?;
         let internal_date = message.internal_date.unwrap_or_else(now_secs);
-        let uid = mailbox.add(Message {
+        let uid = mailbox.add_keeping(message.keep_uid, Message {
             bytes: message.bytes,
             flags: Flags::new(message.flags.system, message.flags.keywords),
             internal_date,
@@ -405,6 +405,15 @@ impl MailStore for MemoryStore {
         let recent = mailbox.messages.range(mailbox.recent_floor..).map(|(uid, _)| *uid).collect();
         mailbox.recent_floor = mailbox.uid_next;
         Ok(recent)
+    }
+
+    async fn adopt_uid_validity(&self, user: &str, mailbox: &str, uid_validity: u32) -> Result<u32> {
+        let mut state = self.lock();
+        let mailbox = state.mailbox(user, mailbox)?;
+        if mailbox.messages.is_empty() && mailbox.uid_next <= 1 && uid_validity != 0 {
+            mailbox.uid_validity = uid_validity;
+        }
+        Ok(mailbox.uid_validity)
     }
 
     async fn quota(&self, user: &str) -> Result<QuotaUsage> {

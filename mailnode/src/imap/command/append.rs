@@ -43,6 +43,7 @@ impl Session {
             flags: flags::from_imap(flag_list)?,
             internal_date: date.map(|d| d.as_ref().timestamp()),
             idempotency_key: None,
+            keep_uid: None,
         };
         let appended = self.store.append(&user, &name, new).await.map_err(|e| CommandError::from(e).try_create())?;
         // The EXISTS for an append to the selected mailbox is reported before the tagged OK like
