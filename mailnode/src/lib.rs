@@ -7,6 +7,7 @@ pub mod config;
 pub mod delivery;
 pub mod directory;
 pub mod imap;
+pub mod import;
 pub mod metrics;
 pub mod net;
 pub mod outbound;

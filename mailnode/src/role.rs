@@ -23,6 +23,7 @@ use crate::delivery::Delivery;
 use crate::directory::{DirectoryData, DirectoryError, LiveDirectory};
 use crate::imap::ImapService;
 use crate::imap::connection::ImapLimits;
+use crate::import::service::ImportService;
 use crate::metrics::NodeMetrics;
 use crate::net::listener::{self, ListenerSettings};
 use crate::outbound::Outbound;
@@ -85,6 +86,7 @@ async fn join_cluster(
     let node_id = config.node_id();
     let host = config.cluster.advertise_host.clone().unwrap_or_else(|| config.listen.smtp.ip().to_string());
     let mut store_endpoint = String::new();
+    let mut serving = None;
     if let Some(addr) = config.cluster.store_listen {
         // The dev token is public: off loopback it would open every mailbox to anyone.
         if token == DEV_TOKEN && !addr.ip().is_loopback() {
@@ -96,20 +98,8 @@ async fn join_cluster(
         let store = StoreService::new(own_store.clone(), token.clone()).with_replica(own_store.clone()).into_server();
         let queue = QueueAdmin::new(spool.clone(), wake.clone(), token.clone()).into_server();
         let spool_copies = CopyService::new(copies.clone(), token.clone()).into_server();
-        let mut stop = stopped.clone();
-        let server_tls = credentials.tls.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.changed().await;
-            };
-            let routes = grpc::server().add_service(store).add_service(queue).add_service(spool_copies);
-            let served =
-                cluster_tls::serve(routes, server_tls.as_ref(), ClientAuth::Required, listener, shutdown).await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "store and queue service failed");
-            }
-        });
-        tracing::info!(%addr, "serving this node's mailboxes and queue to the cluster");
+        let routes = grpc::server().add_service(store).add_service(queue).add_service(spool_copies);
+        serving = Some((addr, listener, routes, credentials.tls.clone()));
     }
     let port = |a: SocketAddr| u32::from(a.port());
     let node = sirms_proto::cluster::Node {
@@ -162,6 +152,22 @@ async fn join_cluster(
             .with_states(states.clone())
             .with_unreachable(unreachable),
     );
+    if let Some((addr, listener, routes, server_tls)) = serving {
+        // Served once the store that reaches every home exists: imports write through it.
+        let routes = routes.add_service(ImportService::new(home.clone(), token).into_server());
+        let mut stop = stopped.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.changed().await;
+            };
+            let served =
+                cluster_tls::serve(routes, server_tls.as_ref(), ClientAuth::Required, listener, shutdown).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "store and queue service failed");
+            }
+        });
+        tracing::info!(%addr, "serving this node's mailboxes, queue and imports to the cluster");
+    }
     tokio::spawn(catch_up::run(home.clone(), directory, states, node_id, stopped));
     Ok((home, peers))
 }

@@ -8,7 +8,7 @@ mod claim;
 pub mod copies;
 pub mod copy_service;
 mod envelope;
-mod rpc;
+pub(crate) mod rpc;
 pub mod worker;
 
 use std::fs::{self, File, OpenOptions};

@@ -3,12 +3,10 @@
 
 use std::io;
 
-use bytes::Bytes;
 use sirms_proto::store as proto;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-use super::CHUNK_SIZE;
 use crate::change::Change;
 use crate::error::{QuotaResource, Result, StoreError};
 use crate::flags::{FlagOp, Flags, SystemFlags};
@@ -354,17 +352,6 @@ impl TryFrom<proto::Change> for Change {
 /// A wire field the receiver cannot do without.
 pub(super) fn required<T>(field: Option<T>, name: &str) -> Result<T> {
     field.ok_or_else(|| StoreError::Protocol(format!("missing {name}")))
-}
-
-/// Splits message bytes into data chunks of at most `CHUNK_SIZE`. An empty message is one
-/// empty chunk, so that a fetched empty body stays distinguishable from no body.
-pub(super) fn body_chunks(bytes: Bytes) -> impl Iterator<Item = Bytes> + Send + 'static {
-    let count = bytes.len().div_ceil(CHUNK_SIZE).max(1);
-    // Slices of one reference-counted buffer: no copy per chunk.
-    (0..count).map(move |i| {
-        let start = i * CHUNK_SIZE;
-        bytes.slice(start..bytes.len().min(start + CHUNK_SIZE))
-    })
 }
 
 /// Metadata entry that names the `StoreError` variant behind an error status, so that the

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 mod apply_batch;
+pub mod body;
 mod convert;
 pub mod fail_fast;
 mod idempotency;

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use super::MAX_GRPC_MESSAGE;
 use super::apply_batch::{self, ApplyQueue};
-use super::convert;
+use super::{body, convert};
 use super::fail_fast::{FailFast, peer_channel};
 use super::idempotency::MAX_KEY_LEN;
 use crate::change::{Change, ChangeStream};
@@ -126,7 +126,7 @@ impl RemoteStore {
             keep_uid: message.keep_uid.unwrap_or(0),
         };
         let limit = APPEND_DEADLINE + Duration::from_secs(size / APPEND_RATE);
-        let data = convert::body_chunks(message.bytes.clone()).map(append_chunk::Part::Data);
+        let data = body::chunks(message.bytes.clone()).map(append_chunk::Part::Data);
         let chunks = iter::once(append_chunk::Part::Header(header))
             .chain(data)
             .map(|part| proto::AppendChunk { part: Some(part) });

@@ -15,10 +15,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::MAX_GRPC_MESSAGE;
 use super::apply_batch::MAX_APPLY_BATCH;
-use super::convert;
+use super::{body, convert};
 use super::idempotency::{self, MAX_KEY_LEN, RecentAppends};
 use crate::error::StoreError;
-use crate::message::{Cached, FetchedMessage, MAX_MESSAGE_SIZE, MessageMeta, NewMessage};
+use crate::message::{Cached, FetchedMessage, MessageMeta, NewMessage};
 use crate::replica::ReplicaStore;
 use crate::store::MailStore;
 
@@ -157,7 +157,7 @@ impl Store for StoreService {
             return answer(result);
         }
         let message = NewMessage {
-            bytes: receive_body(&mut chunks, header.size).await?,
+            bytes: body::receive(&mut chunks, header.size, append_data).await?,
             flags: convert::flags(header.flags),
             internal_date: (header.internal_date != 0).then_some(header.internal_date),
             idempotency_key: None,
@@ -373,37 +373,17 @@ impl Store for StoreService {
 }
 
 /// Reads the data chunks of an append, holding the client to the size it announced.
-/// The most an append reserves for its body before the bytes arrive.
-const PREALLOCATE_AT_MOST: usize = 1024 * 1024;
-
-async fn receive_body(chunks: &mut Streaming<proto::AppendChunk>, announced: u64) -> Result<Bytes, Status> {
-    if announced > MAX_MESSAGE_SIZE {
-        return Err(StoreError::TooLarge.into());
+fn append_data(chunk: proto::AppendChunk) -> Option<Bytes> {
+    match chunk.part {
+        Some(append_chunk::Part::Data(data)) => Some(data),
+        _ => None,
     }
-    let announced = usize::try_from(announced).map_err(|_| StoreError::TooLarge)?;
-    // The announced size is a peer's word: room for it is reserved only as far as a typical
-    // message, and beyond that the buffer grows with the bytes that actually arrive, so a
-    // peer announcing large messages and sending nothing holds no memory for them.
-    let mut body = Vec::with_capacity(announced.min(PREALLOCATE_AT_MOST));
-    while let Some(chunk) = chunks.message().await? {
-        match chunk.part {
-            Some(append_chunk::Part::Data(data)) if data.len() <= announced - body.len() => {
-                body.extend_from_slice(&data);
-            }
-            Some(append_chunk::Part::Data(_)) => return Err(StoreError::SizeMismatch.into()),
-            _ => return Err(StoreError::Protocol("expected message data after the header".into()).into()),
-        }
-    }
-    if body.len() != announced {
-        return Err(StoreError::SizeMismatch.into());
-    }
-    Ok(body.into())
 }
 
 /// One fetched message on the wire: its metadata, then its body, if fetched, in chunks.
 fn fetch_chunks(message: FetchedMessage) -> impl Iterator<Item = proto::FetchChunk> {
     let meta = fetch_chunk::Part::Meta(message.meta.into());
-    let data = message.body.into_iter().flat_map(convert::body_chunks).map(fetch_chunk::Part::Data);
+    let data = message.body.into_iter().flat_map(body::chunks).map(fetch_chunk::Part::Data);
     iter::once(meta).chain(data).map(|part| proto::FetchChunk { part: Some(part) })
 }
 
