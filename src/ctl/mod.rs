@@ -15,6 +15,7 @@ mod dkim;
 mod domains;
 mod evacuate;
 mod groups;
+mod import;
 mod nodes;
 mod queue;
 mod routes;
@@ -82,6 +83,9 @@ pub enum CtlCommand {
     /// Static outbound routes: a domain's mail goes to one relay instead of its MX hosts.
     #[command(subcommand)]
     Transports(transports::TransportsCmd),
+    /// Bring mail in from a Maildir tree (Dovecot, Courier) or mbox files, keeping flags, dates
+    /// and Dovecot's UIDs.
+    Import(import::ImportArgs),
     /// The mail nodes' queues: mail waiting for a remote server or an unreachable home.
     #[command(subcommand)]
     Queue(queue::QueueCmd),
@@ -142,9 +146,28 @@ pub async fn run(args: CtlArgs) -> Result<String, CtlError> {
         CtlCommand::Aliases(cmd) => aliases::run(&mut c, json, cmd).await,
         CtlCommand::Transports(cmd) => transports::run(&mut c, json, cmd).await,
         CtlCommand::Queue(cmd) => queue::run(&mut c, &credentials, json, cmd).await,
+        CtlCommand::Import(args) => import::run(&mut c, &credentials, json, args).await,
         CtlCommand::Dkim(cmd) => dkim::run(&mut c, json, cmd).await,
         CtlCommand::Ca(cmd) => ca::run(cmd),
     }
+}
+
+/// A channel to a mail node's admin services (NodeAdmin, Import) with the token to present;
+/// each call may take up to `timeout`.
+async fn node_channel(
+    endpoint: &str,
+    credentials: &Credentials,
+    timeout: std::time::Duration,
+) -> Result<(Channel, TokenInterceptor), String> {
+    let channel = credentials
+        .endpoint(endpoint)
+        .map_err(|e| e.to_string())?
+        .configure(|e| e.connect_timeout(std::time::Duration::from_secs(3)).timeout(timeout))
+        .connect()
+        .await
+        .map_err(|e| format!("unreachable: {e}"))?;
+    let interceptor = TokenInterceptor::new(&credentials.token).ok_or("the token is not valid metadata")?;
+    Ok((channel, interceptor))
 }
 
 /// "ok" (or `{"ok": true}`) for an acknowledged change.

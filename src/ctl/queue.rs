@@ -10,7 +10,7 @@ use sirms_proto::token::TokenInterceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use super::{Client, CtlError, show};
+use super::{Client, CtlError, node_channel, show};
 
 #[derive(Subcommand, Debug)]
 pub enum QueueCmd {
@@ -38,14 +38,7 @@ async fn node_admin(
     endpoint: &str,
     credentials: &Credentials,
 ) -> Result<NodeAdminClient<InterceptedService<Channel, TokenInterceptor>>, String> {
-    let channel = credentials
-        .endpoint(endpoint)
-        .map_err(|e| e.to_string())?
-        .configure(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(30)))
-        .connect()
-        .await
-        .map_err(|e| format!("unreachable: {e}"))?;
-    let interceptor = TokenInterceptor::new(&credentials.token).ok_or("the token is not valid metadata")?;
+    let (channel, interceptor) = node_channel(endpoint, credentials, Duration::from_secs(30)).await?;
     Ok(NodeAdminClient::with_interceptor(channel, interceptor))
 }
 

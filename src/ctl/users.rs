@@ -224,7 +224,7 @@ fn card(shown: &Shown) -> String {
 }
 
 /// Bytes for people: `1536 bytes (1.5 KiB)`.
-fn size(bytes: u64) -> String {
+pub(super) fn size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = None;
