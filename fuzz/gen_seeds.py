@@ -257,3 +257,21 @@ IMAP_EXTENSION = {
 }
 for name, (selector, rest) in IMAP_EXTENSION.items():
     write("imap_extension", name, bytes([selector]) + rest)
+
+# ---- mail_import: a reader selector (0 uidlist, 1 keywords + file name, 2 mbox, 3 From line,
+# 4 CRLF), then the file.
+MAIL_IMPORT = {
+    "uidlist_v3": (0, b"3 V1796634765 N3 G70e8a3218c78166b8e1a000083ecc375\n"
+                      b"1 :1796634764.M564117P6798.vm,S=46,W=51\n2 W51 S46 :1796634799.M1P1.vm,S=46,W=51\n"),
+    "uidlist_v1": (0, b"1 1234 7\n5 1234.abc.host\n6 ../escape\n"),
+    "keywords_and_name": (1, b"0 $Label1\n1 Custom\n30 Far\n:2,DFPRSTab"),
+    "mbox": (2, b"junk\n\nFrom a@example.test Mon Dec  7 09:12:44 2026\nSubject: one\nStatus: RO\n"
+                b"X-Status: AF\nX-Keywords: $Label1 Work\n\n>From the start\n>>From deeper\n\n"
+                b"From b@example.test Tue Dec  8 10:00:00 +0100 2026\nSubject: two\n\nbody\n"),
+    "mbox_crlf": (2, b"From x Sat Feb 29 01:02:03 2020\r\nSubject: crlf\r\n\r\nbody\r\n\r\n"
+                     b"From y Sat Feb 29 01:02 2020\r\n\r\n"),
+    "from_line": (3, b"From MAILER-DAEMON Sat Feb 29 01:02:03 -0930 2020\n"),
+    "crlf": (4, b"a\nb\r\nc\rd\n\n\r\r\n"),
+}
+for name, (selector, rest) in MAIL_IMPORT.items():
+    write("mail_import", name, bytes([selector]) + rest)

@@ -7,6 +7,7 @@
 //! UIDVALIDITY are kept where the target mailbox allows it.
 
 pub mod dovecot;
+pub mod imap;
 pub mod maildir;
 pub mod mbox;
 pub mod service;

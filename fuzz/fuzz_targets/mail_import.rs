@@ -1,0 +1,80 @@
+//! Fuzzes the readers of `sirms ctl import` (`sirms_mailnode::import`): Dovecot's
+//! `dovecot-uidlist` and `dovecot-keywords`, Maildir file names' flags, the mbox splitter with
+//! its unescaping, private headers and `From ` line dates, and the CRLF conversion — every
+//! one of them reads files an admin brings from another server, which may be anything.
+//!
+//! Input: the first byte picks the reader, the rest is the file.
+//!
+//! Checked: nothing panics; a uidlist's UIDs are non-zero and its names have no `/` or info
+//! part; there are always 26 keyword letters; flags from a name carry only valid keywords;
+//! every mbox message is CRLF-only (no bare LF), no larger than the input plus its added CRs,
+//! and their number is at most the `From ` lines in the input; a `From ` line date is within
+//! the years the parser accepts; `to_crlf` leaves no bare LF and only adds CRs.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sirms_mailnode::import::{dovecot, maildir, mbox, to_crlf};
+use sirms_storage::Flags;
+
+fn crlf_only(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r'))
+}
+
+fn without_cr_before_lf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            continue;
+        }
+        out.push(b);
+    }
+    out
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, file)) = data.split_first() else { return };
+    match which % 5 {
+        0 => {
+            if let Some(list) = dovecot::UidList::parse(file) {
+                assert!(list.uid_validity > 0);
+                for (name, &uid) in &list.uids {
+                    assert!(uid > 0);
+                    assert!(!name.is_empty() && !name.contains('/') && !name.contains(':'));
+                    assert_eq!(list.uid_of(name), Some(uid));
+                }
+            }
+        }
+        1 => {
+            let letters = dovecot::parse_keywords(file);
+            assert_eq!(letters.len(), dovecot::MAX_KEYWORDS);
+            let name = String::from_utf8_lossy(file);
+            let flags = maildir::flags_of(&name, &letters);
+            assert!(flags.keywords.iter().all(|k| Flags::valid_keyword(k)));
+        }
+        2 => {
+            let froms = file.windows(5).filter(|w| w == b"From ").count();
+            let mut count = 0;
+            for message in mbox::Mbox::new(file, "fuzz").take(10_000) {
+                count += 1;
+                let Ok(message) = message else { continue };
+                assert!(crlf_only(&message.bytes));
+                assert!(message.bytes.len() <= 2 * file.len());
+                assert!(message.uid.is_none());
+            }
+            assert!(count <= froms, "{count} messages from {froms} From lines");
+        }
+        3 => {
+            if let Some(t) = mbox::from_line_date(file) {
+                // 1970-01-01 minus a day of zone, to 9999-12-31 plus one.
+                assert!((-86_400..=253_402_387_200).contains(&t), "{t}");
+            }
+        }
+        _ => {
+            let out = to_crlf(file.to_vec());
+            assert!(crlf_only(&out));
+            assert_eq!(without_cr_before_lf(&out), without_cr_before_lf(file));
+            assert!(out.len() <= 2 * file.len());
+        }
+    }
+});
