@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Builds the `sirms:latest` image FROM scratch.
+# Builds the `sirms:latest` image FROM scratch without any base image: the offline path, for
+# hosts that cannot pull the Dockerfile's Rust image (no registry) and do not want to make it
+# with docker/base-image.sh. With registry access, `docker compose up -d` (or docker compose
+# build) builds the same image from the Dockerfile instead.
 #
-# The binary is built here, on the host, statically linked against glibc, then staged
-# with what a scratch image lacks (CA bundle, passwd/group for a non-root user, empty data
-# directories owned by that user) in docker/stage/, and the Dockerfile copies that in.
-# No base image is pulled, so this works on hosts that cannot reach a registry.
+# The binary is built here, on the host, statically linked against glibc, then staged by
+# docker/stage.sh (the same script the Dockerfile's build stage runs) in docker/stage/, and
+# docker/Dockerfile.host copies that in. The image gets the tag compose uses, so a later
+# `docker compose up -d` runs it without building anything.
 #
 #   docker/build.sh                 # build the binary and the image
 #   SIRMS_IMAGE=sirms:dev docker/build.sh
 #   SIRMS_SKIP_CARGO=1 docker/build.sh   # re-stage an already built binary
+#   SIRMS_SKIP_CARGO=1 SIRMS_BIN=/tmp/sirms docker/build.sh   # ... from elsewhere
 #
-# Needs: cargo (x86_64 Linux, glibc static libraries, i.e. libc6-dev), docker.
+# Needs: cargo (x86_64 Linux, glibc static libraries, i.e. libc6-dev), binutils, docker.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,16 +23,19 @@ cd "$ROOT"
 TARGET=x86_64-unknown-linux-gnu
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/docker}
 IMAGE=${SIRMS_IMAGE:-sirms:latest}
-SIRMS_UID=10001
 STAGE=$ROOT/docker/stage
-BIN=$CARGO_TARGET_DIR/$TARGET/release/sirms
+BIN=${SIRMS_BIN:-$CARGO_TARGET_DIR/$TARGET/release/sirms}
 CA=/etc/ssl/certs/ca-certificates.crt
 
 say() { printf '==> %s\n' "$*" >&2; }
-# shellcheck source=docker/stage-accounts.sh
-. "$ROOT/docker/stage-accounts.sh"
 
+command -v docker >/dev/null || { say "no docker on PATH"; exit 1; }
 if [[ -z ${SIRMS_SKIP_CARGO:-} ]]; then
+    command -v cargo >/dev/null || {
+        say "no cargo on PATH: install Rust (rustup), or build the image from the Dockerfile instead" \
+            "(docker compose build; without registry access docker/base-image.sh first)"
+        exit 1
+    }
     say "cargo build (static, $TARGET) into $CARGO_TARGET_DIR"
     start=$(date +%s)
     # An explicit --target keeps RUSTFLAGS away from build scripts and proc macros, which
@@ -36,12 +43,6 @@ if [[ -z ${SIRMS_SKIP_CARGO:-} ]]; then
     RUSTFLAGS='-C target-feature=+crt-static' \
         cargo build --release --target "$TARGET" --bin sirms
     say "cargo build took $(($(date +%s) - start)) s"
-fi
-
-[[ -x $BIN ]] || { say "no binary at $BIN"; exit 1; }
-if readelf -l "$BIN" 2>/dev/null | grep -q 'INTERP'; then
-    say "$BIN is dynamically linked (it has a program interpreter); it would not run FROM scratch"
-    exit 1
 fi
 
 if [[ ! -r $CA ]]; then
@@ -53,21 +54,11 @@ if [[ ! -r $CA ]]; then
     fi
 fi
 
-say "staging the image root in $STAGE"
-rm -rf "$STAGE"
-mkdir -p "$STAGE/root/usr/local/bin" "$STAGE/root/etc/ssl/certs" "$STAGE/data/var/lib/sirms" "$STAGE/data/tmp"
-cp "$BIN" "$STAGE/root/usr/local/bin/sirms"
-strip "$STAGE/root/usr/local/bin/sirms" 2>/dev/null || true
-cp "$CA" "$STAGE/root/etc/ssl/certs/ca-certificates.crt"
-stage_accounts "$STAGE/root" sirms "$SIRMS_UID" /var/lib/sirms
-chmod 0755 "$STAGE/root/usr/local/bin/sirms"
-chmod 0644 "$STAGE/root/etc/ssl/certs/ca-certificates.crt"
-chmod 0750 "$STAGE/data/var/lib/sirms"
-chmod 1777 "$STAGE/data/tmp"
+SIRMS_CA_BUNDLE=$CA docker/stage.sh "$BIN" "$STAGE"
 
-say "docker build -t $IMAGE"
+say "docker build -t $IMAGE (docker/Dockerfile.host, context $STAGE)"
 start=$(date +%s)
-docker build -t "$IMAGE" -f "$ROOT/Dockerfile" "$ROOT"
+docker build -t "$IMAGE" -f "$ROOT/docker/Dockerfile.host" "$STAGE"
 say "docker build took $(($(date +%s) - start)) s"
 
 say "checking the binary runs in the image"

@@ -2,8 +2,10 @@
 # End-to-end test of the docker-compose cluster, from this host (127.0.0.1, the published
 # ports) and from two client containers with their own addresses on the compose network:
 #
-#   build the image (docker/build.sh) -> compose up -> wait until the router's SMTP port
-#   answers, `sirms ctl status` shows both nodes up and every healthcheck passes -> start
+#   build the image from the Dockerfile (compose build) -> the offline path, docker/build.sh
+#   restaging the image's own binary, makes the same image (files, owners, modes, config) ->
+#   compose up uses the image as it is (nothing built or pulled) -> wait until the router's SMTP
+#   port answers, `sirms ctl status` shows both nodes up and every healthcheck passes -> start
 #   client1 (10.203.77.51) and client2 (.52) and route them to node1 and node2 with
 #   `sirms ctl routes add` -> mail in over SMTP, submission with AUTH, out over POP3 (STLS,
 #   POP3S) and IMAP (STARTTLS, IMAPS), each client landing on its own node, reading the
@@ -16,14 +18,16 @@
 # no shell or mail client); the host's python3 runs docker/mailcheck.py inside a client's
 # network namespace (nsenter -n, so this needs root), so its connections come from the
 # client's address. Prints `docker: N passed, M failed` and exits non-zero on any failure;
-# removes the clients and the cluster (down -v) even when it fails. SIRMS_SKIP_BUILD=1
-# reuses the existing sirms:latest image; SIRMS_KEEP=1 leaves everything running.
+# removes the clients and the cluster (down -v) even when it fails. The build is a full
+# release build inside the Dockerfile's Rust image (which docker/base-image.sh makes when no
+# registry can be reached); SIRMS_BUILD=host builds on the host with docker/build.sh instead
+# (incremental, in target/docker); SIRMS_SKIP_BUILD=1 reuses the existing sirms:latest image.
+# SIRMS_KEEP=1 leaves everything running.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-sirms-test}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/docker}
 # The router's mail ports are published on this host's loopback only, not to the network.
 export SIRMS_PUBLISH_IP=${SIRMS_PUBLISH_IP:-127.0.0.1}
 declare -A NODE_IP=([node1]=10.203.77.11 [node2]=10.203.77.12)
@@ -36,6 +40,7 @@ MAILCHECK=(python3 "$ROOT/docker/mailcheck.py")
 PASS=0
 FAIL=0
 T0=$(date +%s)
+WORK=$(mktemp -d)
 
 if docker compose version >/dev/null 2>&1; then
     COMPOSE=(docker compose -f "$ROOT/docker-compose.yml")
@@ -86,6 +91,8 @@ cleanup() {
         log "SIRMS_KEEP set: the cluster is still running (docker rm -f $(client_name client1) $(client_name client2);" \
             "${COMPOSE[*]} -p $COMPOSE_PROJECT_NAME down -v)"
     fi
+    [[ -n ${OFFLINE_IMAGE:-} ]] && docker image rm "$OFFLINE_IMAGE" >/dev/null 2>&1
+    rm -rf "$WORK"
     log "total $(($(date +%s) - T0)) s"
     echo "docker: $PASS passed, $FAIL failed"
     if ((FAIL > 0 || rc != 0)); then exit 1; fi
@@ -170,10 +177,23 @@ done
 if port_taken 127.0.0.1 7500; then bad "host port 127.0.0.1:7500 is already in use"; exit 1; fi
 
 # --- build -----------------------------------------------------------------------------
-if [[ -z ${SIRMS_SKIP_BUILD:-} ]]; then
-    log "building the image (docker/build.sh)"
+if [[ -n ${SIRMS_SKIP_BUILD:-} ]]; then
+    log "SIRMS_SKIP_BUILD: using sirms:latest as it is"
+elif [[ ${SIRMS_BUILD:-} == host ]]; then
+    log "building the image on the host (docker/build.sh)"
     b0=$(date +%s)
-    if docker/build.sh; then ok "image built ($(($(date +%s) - b0)) s)"; else bad "docker/build.sh"; exit 1; fi
+    if docker/build.sh; then ok "image built by docker/build.sh ($(($(date +%s) - b0)) s)"; else bad "docker/build.sh"; exit 1; fi
+else
+    # What `docker compose up` does when the image is missing, done here explicitly so that it
+    # also rebuilds an image that is there.
+    log "building the image from the Dockerfile (${COMPOSE[*]} build)"
+    b0=$(date +%s)
+    if compose build; then
+        ok "image built from the Dockerfile ($(($(date +%s) - b0)) s)"
+    else
+        bad "compose build (no registry? docker/base-image.sh makes its base image; or SIRMS_BUILD=host)"
+        exit 1
+    fi
 fi
 if docker run --rm sirms:latest --version >/dev/null 2>&1; then
     ok "the static binary runs FROM scratch ($(docker run --rm sirms:latest --version))"
@@ -186,11 +206,64 @@ if [[ $(docker image inspect -f '{{.Config.User}}' sirms:latest) == 10001:10001 
 else
     bad "image user is not 10001"
 fi
+# The image's own binary, for `sirms ctl` from this host and for the offline path below.
+HOSTBIN=$WORK/sirms
+c=$(docker create sirms:latest) && docker cp "$c:/usr/local/bin/sirms" "$HOSTBIN" >/dev/null && docker rm -v "$c" >/dev/null
+[[ -x $HOSTBIN ]] || { bad "cannot copy /usr/local/bin/sirms out of sirms:latest"; exit 1; }
+
+# The offline path (docker/build.sh: host-staged tree, docker/Dockerfile.host) must make the
+# image the Dockerfile makes. Restaging the image's own binary checks that without a second
+# release build: the same files with the same owners and modes, the same run-time config.
+# (Sizes are left out: the host's CA bundle may be another version than the build image's.)
+layout() { # layout IMAGE: type, mode, owner and path of every file, as `docker export` has them
+    local c
+    c=$(docker create "$1") || return 1
+    docker export "$c" | tar --numeric-owner -tvf - | awk '{print $1, $2, $NF}' | sort
+    docker rm -v "$c" >/dev/null
+}
+runconfig() { docker image inspect -f '{{json .Config.User}} {{json .Config.Env}} {{json .Config.Entrypoint}} {{json .Config.Cmd}} {{json .Config.WorkingDir}} {{json .Config.Volumes}} {{json .Config.ExposedPorts}}' "$1"; }
+OFFLINE_IMAGE=sirms:offline-check-$COMPOSE_PROJECT_NAME
+o0=$(date +%s)
+if SIRMS_SKIP_CARGO=1 SIRMS_BIN=$HOSTBIN SIRMS_IMAGE=$OFFLINE_IMAGE docker/build.sh >"$WORK/offline.log" 2>&1; then
+    ok "offline path: docker/build.sh (SIRMS_SKIP_CARGO, the image's binary) built $OFFLINE_IMAGE ($(($(date +%s) - o0)) s)"
+    if diff <(layout sirms:latest) <(layout "$OFFLINE_IMAGE") >"$WORK/layout.diff"; then
+        ok "offline path: the same files, owners and modes as the Dockerfile's image ($(layout sirms:latest | wc -l) entries)"
+    else
+        bad "offline path: files differ from the Dockerfile's image (< Dockerfile, > docker/build.sh):"
+        sed 's/^/    /' "$WORK/layout.diff"
+    fi
+    if [[ $(runconfig sirms:latest) == "$(runconfig "$OFFLINE_IMAGE")" ]]; then
+        ok "offline path: the same user, env, entrypoint, ports and volume as the Dockerfile's image"
+    else
+        bad "offline path: config differs: Dockerfile $(runconfig sirms:latest), docker/build.sh $(runconfig "$OFFLINE_IMAGE")"
+    fi
+else
+    bad "offline path: docker/build.sh failed:"
+    sed 's/^/    /' "$WORK/offline.log"
+fi
+docker image rm "$OFFLINE_IMAGE" >/dev/null 2>&1
 
 # --- up --------------------------------------------------------------------------------
+# A plain `compose up -d` with the image present, as after docker/build.sh or a build:
+# compose must run that image, neither building nor pulling one.
 log "compose up -d (project $COMPOSE_PROJECT_NAME, ${COMPOSE[*]})"
+image_id=$(docker image inspect -f '{{.Id}}' sirms:latest)
 u0=$(date +%s)
-if compose up -d; then ok "compose up -d ($(($(date +%s) - u0)) s)"; else bad "compose up -d"; exit 1; fi
+if compose up -d >"$WORK/up.log" 2>&1; then
+    sed 's/^/    /' "$WORK/up.log"
+    ok "compose up -d ($(($(date +%s) - u0)) s)"
+else
+    sed 's/^/    /' "$WORK/up.log"
+    bad "compose up -d"
+    exit 1
+fi
+running=$(for s in router storage1 node1 node2; do docker inspect -f '{{.Image}}' "$(compose ps -q "$s")"; done | sort -u)
+if grep -Eqi '^(#[0-9]+ )?(building|step [0-9]|pulling)|was built because' "$WORK/up.log" ||
+    [[ $(docker image inspect -f '{{.Id}}' sirms:latest) != "$image_id" || $running != "$image_id" ]]; then
+    bad "compose up -d built or pulled an image although sirms:latest was there"
+else
+    ok "compose up -d ran the existing sirms:latest (${image_id:7:12}): nothing built or pulled"
+fi
 
 if wait_for 120 smtp_answers; then ok "router's SMTP port 127.0.0.1:2525 answers"; else bad "no SMTP greeting on 127.0.0.1:2525 within 120 s"; exit 1; fi
 if wait_for 120 both_up; then ok "sirms ctl status: node1 and node2 up"; else bad "nodes not up within 120 s"; ctl status; exit 1; fi
@@ -214,8 +287,7 @@ if status_has store1 'up +storage'; then ok "store1 registered as storage node";
 if [[ $(ctl users list) == *"alice@example.test home=store1"* ]]; then ok "init created alice@example.test homed on store1"; else bad "init did not create alice"; fi
 init_cid=$(compose ps -q init)
 if [[ -n $init_cid && $(docker inspect -f '{{.State.ExitCode}}' "$init_cid") == 0 ]]; then ok "init exited 0"; else bad "init did not exit 0"; fi
-if [[ -n $(command -v "$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/sirms") ]] &&
-    "$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/sirms" ctl --router http://127.0.0.1:7500 --token "$TOKEN" status >/dev/null 2>&1; then
+if "$HOSTBIN" ctl --router http://127.0.0.1:7500 --token "$TOKEN" status >/dev/null 2>&1; then
     ok "admin API published on 127.0.0.1:7500 (host sirms ctl)"
 else
     bad "host sirms ctl --router http://127.0.0.1:7500 status"
