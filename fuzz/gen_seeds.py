@@ -259,7 +259,7 @@ for name, (selector, rest) in IMAP_EXTENSION.items():
     write("imap_extension", name, bytes([selector]) + rest)
 
 # ---- mail_import: a reader selector (0 uidlist, 1 keywords + file name, 2 mbox, 3 From line,
-# 4 CRLF), then the file.
+# 4 CRLF, 5 IMAP responses), then the file.
 MAIL_IMPORT = {
     "uidlist_v3": (0, b"3 V1796634765 N3 G70e8a3218c78166b8e1a000083ecc375\n"
                       b"1 :1796634764.M564117P6798.vm,S=46,W=51\n2 W51 S46 :1796634799.M1P1.vm,S=46,W=51\n"),
@@ -272,6 +272,10 @@ MAIL_IMPORT = {
                      b"From y Sat Feb 29 01:02 2020\r\n\r\n"),
     "from_line": (3, b"From MAILER-DAEMON Sat Feb 29 01:02:03 -0930 2020\n"),
     "crlf": (4, b"a\nb\r\nc\rd\n\n\r\r\n"),
+    "imap_fetch": (5, b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"
+                      b"* 3 FETCH (UID 42 FLAGS (\\Seen $Label1) INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" "
+                      b"RFC822.SIZE 5 BODY[] {5}\r\nhello)\r\n"
+                      b"* LIST (\\HasNoChildren) \"/\" \"Work/a \\\"b\\\"\"\r\ni1 OK done\r\n"),
 }
 for name, (selector, rest) in MAIL_IMPORT.items():
     write("mail_import", name, bytes([selector]) + rest)

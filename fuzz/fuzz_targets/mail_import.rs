@@ -1,7 +1,8 @@
 //! Fuzzes the readers of `sirms ctl import` (`sirms_mailnode::import`): Dovecot's
 //! `dovecot-uidlist` and `dovecot-keywords`, Maildir file names' flags, the mbox splitter with
-//! its unescaping, private headers and `From ` line dates, and the CRLF conversion — every
-//! one of them reads files an admin brings from another server, which may be anything.
+//! its unescaping, private headers and `From ` line dates, the CRLF conversion, and the IMAP
+//! source's response framing and parsing — every one of them reads what another server left
+//! or sends, which may be anything.
 //!
 //! Input: the first byte picks the reader, the rest is the file.
 //!
@@ -9,11 +10,14 @@
 //! part; there are always 26 keyword letters; flags from a name carry only valid keywords;
 //! every mbox message is CRLF-only (no bare LF), no larger than the input plus its added CRs,
 //! and their number is at most the `From ` lines in the input; a `From ` line date is within
-//! the years the parser accepts; `to_crlf` leaves no bare LF and only adds CRs.
+//! the years the parser accepts; `to_crlf` leaves no bare LF and only adds CRs; an IMAP frame
+//! consumes at most the input, holds the literals it announced (no NUL left in its text but
+//! their markers), and a FETCH's body is one of them.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sirms_mailnode::import::imap::response;
 use sirms_mailnode::import::{dovecot, maildir, mbox, to_crlf};
 use sirms_storage::Flags;
 
@@ -34,7 +38,7 @@ fn without_cr_before_lf(bytes: &[u8]) -> Vec<u8> {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, file)) = data.split_first() else { return };
-    match which % 5 {
+    match which % 6 {
         0 => {
             if let Some(list) = dovecot::UidList::parse(file) {
                 assert!(list.uid_validity > 0);
@@ -68,6 +72,23 @@ fuzz_target!(|data: &[u8]| {
             if let Some(t) = mbox::from_line_date(file) {
                 // 1970-01-01 minus a day of zone, to 9999-12-31 plus one.
                 assert!((-86_400..=253_402_387_200).contains(&t), "{t}");
+            }
+        }
+        5 => {
+            let mut rest = file;
+            while let Ok(Some((mut frame, used))) = response::frame(rest) {
+                assert!(used > 0 && used <= rest.len());
+                let markers = frame.text.iter().filter(|&&b| b == 0).count();
+                assert_eq!(markers, frame.literals.len());
+                let literals = frame.literals.clone();
+                if let Ok(values) = response::values(&frame.text) {
+                    if let Some(fetched) = response::fetched(&values, &mut frame) {
+                        if let Some(body) = fetched.body {
+                            assert!(literals.contains(&body) || frame.text.len() >= body.len());
+                        }
+                    }
+                }
+                rest = &rest[used..];
             }
         }
         _ => {

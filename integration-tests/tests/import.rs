@@ -105,14 +105,56 @@ fn dovecot_dump(home: &Path, config: &Path) -> String {
     python(&script, &[config.display().to_string(), home.display().to_string(), DOVECOT_IMAP.to_string()])
 }
 
-/// What SIRMS serves alice through the router.
-fn sirms_dump(router: &RouterProcess) -> String {
+/// What SIRMS serves `user` (password `pw`) through the router.
+fn sirms_dump(router: &RouterProcess, user: &str, pw: &str) -> String {
     let script = format!(
         "{DUMP}\nimport imaplib, ssl, sys\nctx = ssl.create_default_context(); ctx.check_hostname = False\n\
          ctx.verify_mode = ssl.CERT_NONE\nm = imaplib.IMAP4(sys.argv[1], int(sys.argv[2]), timeout=30)\n\
-         m.starttls(ssl_context=ctx)\nm.login('alice@example.test', 'alice-pw')\nprint(dump(m))\nm.logout()\n"
+         m.starttls(ssl_context=ctx)\nm.login(sys.argv[3], sys.argv[4])\nprint(dump(m))\nm.logout()\n"
     );
-    python(&script, &[router.imap.ip().to_string(), router.imap.port().to_string()])
+    let args = [router.imap.ip().to_string(), router.imap.port().to_string(), user.to_string(), pw.to_string()];
+    python(&script, &args)
+}
+
+/// Dovecot's IMAP over TCP on 127.0.0.1: each connection gets its own `imap` process, logged
+/// in as alice (PREAUTH), as `dovecot` would after a login. Returns the relay and its port.
+fn dovecot_over_tcp(home: &Path, config: &Path) -> (std::process::Child, u16) {
+    let script = r#"
+import os, socket, subprocess, sys, threading
+config, home, imap = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+env = dict(os.environ, USER="alice", HOME=home)
+def serve(conn):
+    # Through pipes: imap refuses a socket on its stdin (it would be inetd's).
+    p = subprocess.Popen([imap, "-c", config], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    def up():
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            p.stdin.write(data); p.stdin.flush()
+        p.stdin.close()
+    threading.Thread(target=up, daemon=True).start()
+    while True:
+        data = p.stdout.read1(65536)
+        if not data:
+            break
+        conn.sendall(data)
+    conn.close()
+while True:
+    conn, _ = s.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, &config.display().to_string(), &home.display().to_string(), DOVECOT_IMAP])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the TCP front of Dovecot's imap");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("port");
+    (child, line.trim().parse().expect("a port"))
 }
 
 fn cluster() -> (RouterProcess, MailNode, MailNode) {
@@ -141,17 +183,29 @@ fn a_dovecot_tree_comes_in_with_its_uids_flags_dates_and_bytes() {
     let out = router.ctl(&["import", USER, "--maildir", maildir.to_str().expect("utf-8"), "--via", "node2"]);
     assert!(out.contains("imported 11 messages"), "{out}");
     assert!(out.contains("skipped 0 already there; 0 under a new UID; 0 failed"), "{out}");
-    let got = sirms_dump(&router);
+    let got = sirms_dump(&router, USER, "alice-pw");
     assert_eq!(got, want, "SIRMS serves what Dovecot served");
 
     // Again: nothing is stored twice.
     let again = router.ctl(&["import", USER, "--maildir", maildir.to_str().expect("utf-8")]);
     assert!(again.contains("imported 0 messages") && again.contains("skipped 11 already there"), "{again}");
-    assert_eq!(sirms_dump(&router), want);
+    assert_eq!(sirms_dump(&router, USER, "alice-pw"), want);
     // Both copies hold INBOX file for file.
     let primary = n1.inbox(USER);
     assert_eq!(primary.len(), 2, "INBOX held three messages, one expunged");
     assert_eq!(n2.inbox(USER), primary);
+
+    // The same mail from the same Dovecot, over IMAP this time, for carol: the same again.
+    let (mut front, port) = dovecot_over_tcp(&home, &config);
+    router.ctl(&["users", "add", "carol@example.test", "--password", "carol-pw"]);
+    let url = format!("imap://alice@127.0.0.1:{port}");
+    let out = router.ctl_output(&["import", "carol@example.test", "--imap", &url]);
+    let _ = front.kill();
+    let _ = front.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("imported 11 messages"), "{text}");
+    assert_eq!(sirms_dump(&router, "carol@example.test", "carol-pw"), want, "over IMAP too");
 }
 
 /// Writes an mbox of `n` messages (mboxrd: `From ` in a body escaped), one in three read and
@@ -198,10 +252,8 @@ fn an_mbox_is_stored_once_however_often_the_import_runs_or_stops() {
     write_mbox(&mbox, N);
     let (router, _n1, _n2) = cluster();
     let args = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["ctl", "--router", &format!("http://{}", router.admin), "--token"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut v: Vec<String> =
+            ["ctl", "--router", &format!("http://{}", router.admin), "--token"].iter().map(|s| s.to_string()).collect();
         v.push(CLUSTER_TOKEN.to_string());
         v.extend(["import", USER, "--mbox", mbox.to_str().expect("utf-8"), "--into", "Old"].map(String::from));
         v.extend(extra.iter().map(|s| s.to_string()));
@@ -227,9 +279,7 @@ fn an_mbox_is_stored_once_however_often_the_import_runs_or_stops() {
     assert_eq!(lines.next(), Some(format!("{N} 200 120 {N}").as_str()), "{listing}");
     assert_eq!(
         lines.next(),
-        Some(
-            r"b'From: sender0@remote.test\r\nSubject: mbox 0\r\n\r\nline one of 0\r\nFrom the escaped line\r\n'"
-        ),
+        Some(r"b'From: sender0@remote.test\r\nSubject: mbox 0\r\n\r\nline one of 0\r\nFrom the escaped line\r\n'"),
         "the first message as stored: CRLF, no Status headers, unescaped, the separator's empty line gone"
     );
 }

@@ -1,5 +1,6 @@
 //! `sirms ctl import`: mail from a Maildir tree (Dovecot's and Courier's layouts, with
-//! Dovecot's UIDs and keywords) or from mbox files, into one user's mailboxes.
+//! Dovecot's UIDs and keywords), from mbox files or from a live IMAP server, into one user's
+//! mailboxes.
 //!
 //! The sources are read here, where the admin runs `ctl`, one message at a time, and each
 //! message goes to a mail node's Import service, whose store writes it to the user's home and
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
+use sirms_mailnode::import::imap::response::Fetched;
+use sirms_mailnode::import::imap::{ImapFolder, ImapSource, ImapUrl};
 use sirms_mailnode::import::maildir::{self, MaildirFolder};
 use sirms_mailnode::import::mbox::Mbox;
 use sirms_mailnode::import::{ImportError, SourceMessage};
@@ -41,18 +44,29 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 type Importer = ImportClient<InterceptedService<Channel, TokenInterceptor>>;
 
-/// `sirms ctl import USER --maildir DIR | --mbox PATH`.
+/// `sirms ctl import USER --maildir DIR | --mbox PATH | --imap URL`.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// The user whose mailboxes receive the mail.
     pub user: String,
     /// A Maildir tree: INBOX at its root, folders as `.A.B` (Maildir++) or nested directories.
-    #[arg(long, required_unless_present = "mbox", conflicts_with = "mbox")]
+    #[arg(long)]
     pub maildir: Option<PathBuf>,
     /// An mbox file, or a directory of them (one mailbox each; Thunderbird's `NAME.sbd/` holds
     /// NAME's children).
     #[arg(long)]
     pub mbox: Option<PathBuf>,
+    /// A live IMAP server: `imaps://USER@HOST[:PORT]` (implicit TLS) or `imap://…` (STARTTLS);
+    /// every folder is copied. The password comes from --password-file or
+    /// SIRMS_IMPORT_PASSWORD.
+    #[arg(long, alias = "from")]
+    pub imap: Option<String>,
+    /// A file whose first line is the IMAP source's password.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Accept the IMAP source's certificate unchecked (a test server with a self-signed one).
+    #[arg(long)]
+    pub insecure_tls: bool,
     /// The mailbox to import into: an mbox file's (default: its file name, `inbox` being INBOX),
     /// or the parent of a tree's mailboxes (its INBOX goes into NAME itself).
     #[arg(long)]
@@ -67,12 +81,31 @@ pub struct ImportArgs {
 enum Folder {
     Maildir { target: String, folder: MaildirFolder },
     Mbox { target: String, path: PathBuf },
+    Imap { target: String, folder: ImapFolder },
 }
 
 impl Folder {
     fn target(&self) -> &str {
         match self {
-            Folder::Maildir { target, .. } | Folder::Mbox { target, .. } => target,
+            Folder::Maildir { target, .. } | Folder::Mbox { target, .. } | Folder::Imap { target, .. } => target,
+        }
+    }
+}
+
+/// A folder's messages, read one at a time.
+enum Messages<'a> {
+    Files(Box<dyn Iterator<Item = Result<SourceMessage, ImportError>>>),
+    Imap { session: &'a mut ImapSource, folder: ImapFolder, metas: std::vec::IntoIter<Fetched> },
+}
+
+impl Messages<'_> {
+    async fn next(&mut self) -> Option<Result<SourceMessage, ImportError>> {
+        match self {
+            Messages::Files(files) => files.next(),
+            Messages::Imap { session, folder, metas } => {
+                let meta = metas.next()?;
+                Some(session.message(folder, &meta).await)
+            }
         }
     }
 }
@@ -196,6 +229,10 @@ pub(super) async fn run(
     json: bool,
     args: ImportArgs,
 ) -> Result<String, CtlError> {
+    let sources = [args.maildir.is_some(), args.mbox.is_some(), args.imap.is_some()];
+    if sources.iter().filter(|&&s| s).count() != 1 {
+        return Err(CtlError::Input("give one source: --maildir DIR, --mbox PATH or --imap URL".into()));
+    }
     let (local, domain) = canonical_address(&args.user).map_err(|e| CtlError::Input(e.to_string()))?;
     let user = format!("{local}@{domain}");
     let directory = router.get_directory(Empty {}).await?.into_inner();
@@ -214,7 +251,17 @@ pub(super) async fn run(
         .max_decoding_message_size(128 * 1024 * 1024)
         .max_encoding_message_size(128 * 1024 * 1024);
 
-    let folders = plan(&args)?;
+    let mut imap = match &args.imap {
+        Some(url) => Some(imap_session(url, &args).await?),
+        None => None,
+    };
+    let folders = match imap.as_mut() {
+        Some(session) => {
+            let found = session.folders().await.map_err(|e| CtlError::Input(e.to_string()))?;
+            found.into_iter().map(|folder| Folder::Imap { target: under(&args.into, &folder.name), folder }).collect()
+        }
+        None => plan(&args)?,
+    };
     let mut listings = Vec::with_capacity(folders.len());
     let mut total = Some(0u64);
     for folder in &folders {
@@ -224,7 +271,7 @@ pub(super) async fn run(
                 total = total.map(|t| t + listing.files.len() as u64);
                 Some(listing)
             }
-            Folder::Mbox { .. } => {
+            Folder::Mbox { .. } | Folder::Imap { .. } => {
                 total = None;
                 None
             }
@@ -235,21 +282,27 @@ pub(super) async fn run(
     let mut report = Report { user: user.clone(), node, ..Default::default() };
     let mut progress = Progress::new(total);
     let started = Instant::now();
-    for (folder, listing) in folders.iter().zip(listings) {
+    for (folder, listing) in folders.into_iter().zip(listings) {
         let target = folder.target().to_string();
-        let (uid_validity, messages): (Option<u32>, Box<dyn Iterator<Item = Result<SourceMessage, ImportError>>>) =
-            match (folder, listing) {
-                (Folder::Maildir { .. }, Some(listing)) => {
-                    (listing.uid_validity, Box::new(listing.files.into_iter().map(|f| maildir::read(&f))))
-                }
-                (Folder::Mbox { path, .. }, _) => {
-                    let file = std::fs::File::open(path)
-                        .map_err(|e| CtlError::Input(format!("{}: {e}", path.display())))?;
-                    let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-                    (None, Box::new(Mbox::new(reader, path.display().to_string())))
-                }
-                (Folder::Maildir { .. }, None) => continue,
-            };
+        let (uid_validity, messages) = match (folder, listing) {
+            (Folder::Maildir { .. }, Some(listing)) => {
+                let files = listing.files.into_iter().map(|f| maildir::read(&f));
+                (listing.uid_validity, Messages::Files(Box::new(files)))
+            }
+            (Folder::Maildir { .. }, None) => continue,
+            (Folder::Mbox { path, .. }, _) => {
+                let file =
+                    std::fs::File::open(&path).map_err(|e| CtlError::Input(format!("{}: {e}", path.display())))?;
+                let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+                (None, Messages::Files(Box::new(Mbox::new(reader, path.display().to_string()))))
+            }
+            (Folder::Imap { folder, .. }, _) => {
+                let Some(session) = imap.as_mut() else { continue };
+                let (uid_validity, metas) =
+                    session.examine(&folder).await.map_err(|e| CtlError::Input(e.to_string()))?;
+                (uid_validity, Messages::Imap { session, folder, metas: metas.into_iter() })
+            }
+        };
         report.mailboxes += 1;
         let into = Target { user: &user, mailbox: &target, uid_validity };
         import_folder(&mut client, into, messages, &mut report, &mut progress).await?;
@@ -269,9 +322,11 @@ pub(super) async fn run(
 fn pick_node(nodes: &[NodeStatus], home: &str, via: Option<&str>) -> Result<(String, String), CtlError> {
     let mail_node = |s: &&NodeStatus| s.node.as_ref().is_some_and(|n| !n.storage_only && !n.store_endpoint.is_empty());
     let chosen = match via {
-        Some(via) => nodes.iter().find(|s| s.node.as_ref().is_some_and(|n| n.id == via)).filter(mail_node).ok_or_else(
-            || CtlError::Input(format!("{via} is not a mail node serving the cluster (sirms ctl nodes list)")),
-        )?,
+        Some(via) => {
+            nodes.iter().find(|s| s.node.as_ref().is_some_and(|n| n.id == via)).filter(mail_node).ok_or_else(|| {
+                CtlError::Input(format!("{via} is not a mail node serving the cluster (sirms ctl nodes list)"))
+            })?
+        }
         None => nodes
             .iter()
             .filter(mail_node)
@@ -283,13 +338,38 @@ fn pick_node(nodes: &[NodeStatus], home: &str, via: Option<&str>) -> Result<(Str
     node.ok_or_else(|| CtlError::Input("no node".into()))
 }
 
-/// The mailboxes the sources fill, in order.
-fn plan(args: &ImportArgs) -> Result<Vec<Folder>, CtlError> {
-    let under = |name: &str| match (&args.into, name) {
+/// Logs in to the IMAP source.
+async fn imap_session(url: &str, args: &ImportArgs) -> Result<ImapSource, CtlError> {
+    let url = ImapUrl::parse(url).map_err(|e| CtlError::Input(e.to_string()))?;
+    let password = match &args.password_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| CtlError::Input(format!("{}: {e}", path.display())))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        None => std::env::var("SIRMS_IMPORT_PASSWORD").ok(),
+    };
+    if args.insecure_tls {
+        eprintln!("warning: not checking the certificate of {}", url.host);
+    }
+    ImapSource::connect(&url, password.as_deref(), !args.insecure_tls).await.map_err(|e| CtlError::Input(e.to_string()))
+}
+
+/// `name` under `into`, where the admin asked for one (a tree's INBOX becomes `into` itself).
+fn under(into: &Option<String>, name: &str) -> String {
+    match (into, name) {
         (Some(into), "INBOX") => into.clone(),
         (Some(into), name) => format!("{into}/{name}"),
         (None, name) => name.to_string(),
-    };
+    }
+}
+
+/// The mailboxes the file sources fill, in order.
+fn plan(args: &ImportArgs) -> Result<Vec<Folder>, CtlError> {
+    let under = |name: &str| under(&args.into, name);
     if let Some(root) = &args.maildir {
         let folders = maildir::folders(root).map_err(|e| CtlError::Input(e.to_string()))?;
         return Ok(folders.into_iter().map(|folder| Folder::Maildir { target: under(&folder.name), folder }).collect());
@@ -346,7 +426,7 @@ struct Target<'a> {
 async fn import_folder(
     client: &mut Importer,
     into: Target<'_>,
-    messages: impl Iterator<Item = Result<SourceMessage, ImportError>>,
+    mut messages: Messages<'_>,
     report: &mut Report,
     progress: &mut Progress,
 ) -> Result<(), CtlError> {
@@ -367,7 +447,7 @@ async fn import_folder(
         uids.insert(m.uid);
     }
     let mut unanswered = 0;
-    for message in messages {
+    while let Some(message) = messages.next().await {
         let message = match message {
             Ok(m) => m,
             Err(e) => {

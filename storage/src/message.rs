@@ -41,7 +41,13 @@ pub struct NewMessage {
 impl NewMessage {
     /// A message with no flags and the current time as internal date.
     pub fn new(bytes: impl Into<Bytes>) -> Self {
-        NewMessage { bytes: bytes.into(), flags: Flags::default(), internal_date: None, idempotency_key: None, keep_uid: None }
+        NewMessage {
+            bytes: bytes.into(),
+            flags: Flags::default(),
+            internal_date: None,
+            idempotency_key: None,
+            keep_uid: None,
+        }
     }
 
     /// The same message, appended under `key` (see [`NewMessage::idempotency_key`]).

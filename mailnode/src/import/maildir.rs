@@ -184,11 +184,8 @@ pub fn read(file: &MaildirFile) -> Result<SourceMessage, ImportError> {
         return Err(ImportError::TooLarge { origin, size: meta.len() });
     }
     let bytes = fs::read(&file.path).map_err(|e| ImportError::io(&file.path, e))?;
-    let internal_date = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64);
+    let internal_date =
+        meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64);
     Ok(SourceMessage { bytes: to_crlf(bytes), flags: file.flags.clone(), internal_date, uid: file.uid, origin })
 }
 

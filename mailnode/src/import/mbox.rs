@@ -137,7 +137,13 @@ impl<R: BufRead> Iterator for Mbox<R> {
             return Some(Err(ImportError::TooLarge { origin, size: MAX_MESSAGE_SIZE + 1 }));
         }
         let (bytes, flags) = unpack(&raw);
-        Some(Ok(SourceMessage { bytes: to_crlf(bytes), flags, internal_date: from_line_date(&from), uid: None, origin }))
+        Some(Ok(SourceMessage {
+            bytes: to_crlf(bytes),
+            flags,
+            internal_date: from_line_date(&from),
+            uid: None,
+            origin,
+        }))
     }
 }
 
@@ -163,10 +169,7 @@ pub fn unpack(raw: &[u8]) -> (Vec<u8>, Flags) {
                             "status" => system = system.union(status_flags(&value, false)),
                             "x-status" => system = system.union(status_flags(&value, true)),
                             "x-keywords" => keywords.extend(
-                                value
-                                    .split([' ', ','])
-                                    .filter(|k| Flags::valid_keyword(k))
-                                    .map(str::to_string),
+                                value.split([' ', ',']).filter(|k| Flags::valid_keyword(k)).map(str::to_string),
                             ),
                             _ => {}
                         }

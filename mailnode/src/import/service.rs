@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sirms_proto::cluster::import_server::{Import, ImportServer};
-use sirms_proto::cluster::{
-    ImportChunk, ImportMailbox, ImportedMailbox, ImportedMessage, ImportedMeta, import_chunk,
-};
+use sirms_proto::cluster::{ImportChunk, ImportMailbox, ImportedMailbox, ImportedMessage, ImportedMeta, import_chunk};
 use sirms_storage::grpc::body;
 use sirms_storage::{BodyPart, Flags, MailStore, NewMessage, StoreError, SystemFlags, UidSet};
 use tonic::{Request, Response, Status, Streaming};

@@ -25,7 +25,11 @@ pub fn chunks(bytes: Bytes) -> impl Iterator<Item = Bytes> + Send + 'static {
 
 /// The body that follows a header on `stream`: exactly `announced` bytes, taken from each
 /// message by `data` (`None`: the message is not body data, a protocol error).
-pub async fn receive<T>(stream: &mut Streaming<T>, announced: u64, data: fn(T) -> Option<Bytes>) -> Result<Bytes, Status> {
+pub async fn receive<T>(
+    stream: &mut Streaming<T>,
+    announced: u64,
+    data: fn(T) -> Option<Bytes>,
+) -> Result<Bytes, Status> {
     if announced > MAX_MESSAGE_SIZE {
         return Err(StoreError::TooLarge.into());
     }

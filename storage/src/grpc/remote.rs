@@ -17,9 +17,9 @@ use tonic::transport::Channel;
 
 use super::MAX_GRPC_MESSAGE;
 use super::apply_batch::{self, ApplyQueue};
-use super::{body, convert};
 use super::fail_fast::{FailFast, peer_channel};
 use super::idempotency::MAX_KEY_LEN;
+use super::{body, convert};
 use crate::change::{Change, ChangeStream};
 use crate::error::{Result, StoreError};
 use crate::flags::{FlagOp, Flags};

@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::MAX_GRPC_MESSAGE;
 use super::apply_batch::MAX_APPLY_BATCH;
-use super::{body, convert};
 use super::idempotency::{self, MAX_KEY_LEN, RecentAppends};
+use super::{body, convert};
 use crate::error::StoreError;
 use crate::message::{Cached, FetchedMessage, MessageMeta, NewMessage};
 use crate::replica::ReplicaStore;

@@ -281,13 +281,16 @@ impl MailStore for MemoryStore {
         }
         mailbox.learn_keywords(&message.flags)?;
         let internal_date = message.internal_date.unwrap_or_else(now_secs);
-        let uid = mailbox.add_keeping(message.keep_uid, Message {
-            bytes: message.bytes,
-            flags: Flags::new(message.flags.system, message.flags.keywords),
-            internal_date,
-            modseq: 0,
-            cached: None,
-        })?;
+        let uid = mailbox.add_keeping(
+            message.keep_uid,
+            Message {
+                bytes: message.bytes,
+                flags: Flags::new(message.flags.system, message.flags.keywords),
+                internal_date,
+                modseq: 0,
+                cached: None,
+            },
+        )?;
         Ok(AppendResult { uid_validity: mailbox.uid_validity, uid, modseq: mailbox.highest_modseq, internal_date })
     }
 

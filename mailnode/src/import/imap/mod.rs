@@ -111,7 +111,8 @@ fn refused(origin: &str, why: String) -> ImportError {
 impl ImapSource {
     /// Connects, secures the connection and logs in. `verify`: check the server's certificate
     /// against the system's roots (off only for a test server with a self-signed one).
-    pub async fn connect(url: &ImapUrl, password: &str, verify: bool) -> Result<ImapSource, ImportError> {
+    /// `password` may be left out for a server that greets with PREAUTH.
+    pub async fn connect(url: &ImapUrl, password: Option<&str>, verify: bool) -> Result<ImapSource, ImportError> {
         let origin = format!("imap://{}@{}:{}", url.user, url.host, url.port);
         let tcp = tokio::time::timeout(Duration::from_secs(15), TcpStream::connect((url.host.as_str(), url.port)))
             .await
@@ -131,7 +132,9 @@ impl ImapSource {
         }
         if !url.implicit_tls && !preauth {
             let capability = source.command("CAPABILITY").await?;
-            let offered = capability.iter().any(|(f, _)| String::from_utf8_lossy(&f.text).to_ascii_uppercase().contains("STARTTLS"));
+            let offered = capability
+                .iter()
+                .any(|(f, _)| String::from_utf8_lossy(&f.text).to_ascii_uppercase().contains("STARTTLS"));
             if !offered {
                 return Err(refused(&origin, "no STARTTLS offered: will not send the password in clear".into()));
             }
@@ -139,6 +142,8 @@ impl ImapSource {
             source = source.secured(&tls, name).await?;
         }
         if !preauth {
+            let password =
+                password.ok_or_else(|| refused(&origin, "the server wants a login: give a password".into()))?;
             if password.contains(['\r', '\n']) {
                 return Err(refused(&origin, "a password cannot hold a line break".into()));
             }
@@ -216,9 +221,10 @@ impl ImapSource {
             if !list.eq_ignore_ascii_case("LIST") {
                 continue;
             }
-            let noselect = attrs.iter().filter_map(Value::text).any(|a| {
-                a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent")
-            });
+            let noselect = attrs
+                .iter()
+                .filter_map(Value::text)
+                .any(|a| a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent"));
             let Some(wire) = name.text() else { continue };
             if noselect {
                 continue;
@@ -269,7 +275,13 @@ impl ImapSource {
             }
         }
         let bytes = body.ok_or_else(|| refused(&origin, "the server sent no body".into()))?;
-        Ok(SourceMessage { bytes: to_crlf(bytes), flags: flags(meta), internal_date: meta.internal_date, uid: meta.uid, origin })
+        Ok(SourceMessage {
+            bytes: to_crlf(bytes),
+            flags: flags(meta),
+            internal_date: meta.internal_date,
+            uid: meta.uid,
+            origin,
+        })
     }
 }
 
@@ -329,7 +341,10 @@ mod tests {
     #[test]
     fn urls() {
         let u = ImapUrl::parse("imaps://old%40example.com@mail.example.com").unwrap();
-        assert_eq!((u.user.as_str(), u.host.as_str(), u.port, u.implicit_tls), ("old@example.com", "mail.example.com", 993, true));
+        assert_eq!(
+            (u.user.as_str(), u.host.as_str(), u.port, u.implicit_tls),
+            ("old@example.com", "mail.example.com", 993, true)
+        );
         let u = ImapUrl::parse("imap://bob@127.0.0.1:1143/").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.implicit_tls), ("127.0.0.1", 1143, false));
         for bad in ["http://x@y", "imap://host", "imap://@host", "imap://u@h:port", "imap://u%zz@h"] {
@@ -339,7 +354,10 @@ mod tests {
 
     #[test]
     fn flags_and_quoting() {
-        let meta = Fetched { flags: Some(vec!["\\Seen".into(), "\\Recent".into(), "$Label1".into(), "$Forwarded".into()]), ..Default::default() };
+        let meta = Fetched {
+            flags: Some(vec!["\\Seen".into(), "\\Recent".into(), "$Label1".into(), "$Forwarded".into()]),
+            ..Default::default()
+        };
         let f = flags(&meta);
         assert!(f.system.contains(SystemFlags::SEEN) && f.system.contains(SystemFlags::FORWARDED));
         assert_eq!(f.keywords, vec!["$Label1".to_string()]);

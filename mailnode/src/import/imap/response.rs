@@ -81,7 +81,8 @@ fn literal_length(line: &[u8]) -> Result<Option<(usize, u64)>, ResponseError> {
     if digits.is_empty() || digits.len() > 12 || !digits.iter().all(u8::is_ascii_digit) {
         return Ok(None);
     }
-    let n: u64 = std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()).ok_or(ResponseError::Malformed("literal"))?;
+    let n: u64 =
+        std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()).ok_or(ResponseError::Malformed("literal"))?;
     if n > MAX_MESSAGE_SIZE {
         return Err(ResponseError::LiteralTooLarge(n));
     }
@@ -300,8 +301,8 @@ mod tests {
     #[test]
     fn list_and_status_lines() {
         let v = values(b"* LIST (\\HasNoChildren \\Noselect) \"/\" \"Work/a \\\"b\\\"\"").unwrap();
-        assert_eq!(v[1], Value::List(vec![Value::Atom("\\HasNoChildren".into()), Value::Atom("\\Noselect".into())]));
-        assert_eq!(v[3].text().as_deref(), Some("Work/a \"b\""));
+        assert_eq!(v[2], Value::List(vec![Value::Atom("\\HasNoChildren".into()), Value::Atom("\\Noselect".into())]));
+        assert_eq!(v[4].text().as_deref(), Some("Work/a \"b\""));
         let v = values(b"* OK [UIDVALIDITY 3857529045] UIDs valid").unwrap();
         assert_eq!(v[2], Value::Atom("[UIDVALIDITY 3857529045]".into()));
         assert!(values(b"* (((").is_err());
@@ -312,7 +313,10 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(internal_date(" 7-Dec-2026 09:12:44 +0000"), Some(crate::calendar::days_from_civil(2026, 12, 7) * 86_400 + 33_164));
+        assert_eq!(
+            internal_date(" 7-Dec-2026 09:12:44 +0000"),
+            Some(crate::calendar::days_from_civil(2026, 12, 7) * 86_400 + 33_164)
+        );
         assert_eq!(internal_date("x"), None);
         assert_eq!(internal_date("32-Dec-2026 09:12:44 +0000"), None);
     }
