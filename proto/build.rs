@@ -6,8 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     tonic_prost_build::configure()
         .bytes(".")
-        // `sirms ctl --json` prints the admin API's replies as they are.
-        .type_attribute(".sirms.cluster.v1", "#[derive(serde::Serialize)]")
+        // `sirms ctl --json` prints the admin API's replies as they are; `sirms ctl restore` reads
+        // the directory a backup wrote.
+        .type_attribute(".sirms.cluster.v1", "#[derive(serde::Serialize, serde::Deserialize)]")
         // Mail in transit between nodes is never printed.
         .field_attribute(".sirms.cluster.v1.SpoolCopy.message", "#[serde(skip)]")
         .field_attribute(".sirms.cluster.v1.ImportChunk.part", "#[serde(skip)]")

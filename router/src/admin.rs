@@ -202,6 +202,11 @@ impl Admin for AdminService {
         }
         Ok(Response::new(snapshot))
     }
+    async fn export_directory(&self, request: Request<Empty>) -> Reply<DirectorySnapshot> {
+        self.admin(request)?;
+        self.dir().catch_up().await;
+        Ok(Response::new(self.dir().snapshot()))
+    }
     async fn status(&self, request: Request<Empty>) -> Reply<ClusterStatus> {
         self.admin(request)?;
         self.dir().catch_up().await;

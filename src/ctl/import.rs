@@ -71,6 +71,9 @@ pub struct ImportArgs {
     /// or the parent of a tree's mailboxes (its INBOX goes into NAME itself).
     #[arg(long)]
     pub into: Option<String>,
+    /// Only this mailbox of the source (with its children), by its name there.
+    #[arg(long)]
+    pub folder: Option<String>,
     /// The mail node to write through (default: the user's home if it is a mail node, else
     /// any healthy one).
     #[arg(long)]
@@ -88,6 +91,15 @@ impl Folder {
     fn target(&self) -> &str {
         match self {
             Folder::Maildir { target, .. } | Folder::Mbox { target, .. } | Folder::Imap { target, .. } => target,
+        }
+    }
+
+    /// Its name in the source (an mbox file's: the mailbox it fills).
+    fn source_name(&self) -> &str {
+        match self {
+            Folder::Maildir { folder, .. } => &folder.name,
+            Folder::Imap { folder, .. } => &folder.name,
+            Folder::Mbox { target, .. } => target,
         }
     }
 }
@@ -255,13 +267,20 @@ pub(super) async fn run(
         Some(url) => Some(imap_session(url, &args).await?),
         None => None,
     };
-    let folders = match imap.as_mut() {
+    let mut folders = match imap.as_mut() {
         Some(session) => {
             let found = session.folders().await.map_err(|e| CtlError::Input(e.to_string()))?;
             found.into_iter().map(|folder| Folder::Imap { target: under(&args.into, &folder.name), folder }).collect()
         }
         None => plan(&args)?,
     };
+    if let Some(only) = &args.folder {
+        let only = only.trim_end_matches('/');
+        folders.retain(|f| f.source_name() == only || f.source_name().starts_with(&format!("{only}/")));
+        if folders.is_empty() {
+            return Err(CtlError::Input(format!("no folder {only} in the source")));
+        }
+    }
     let mut listings = Vec::with_capacity(folders.len());
     let mut total = Some(0u64);
     for folder in &folders {

@@ -10,6 +10,7 @@
 //! the API's reply.
 
 mod aliases;
+mod backup;
 mod ca;
 mod dkim;
 mod domains;
@@ -86,6 +87,11 @@ pub enum CtlCommand {
     /// Bring mail in from a Maildir tree (Dovecot, Courier) or mbox files, keeping flags, dates
     /// and Dovecot's UIDs.
     Import(import::ImportArgs),
+    /// Write the directory and users' mailboxes to a folder (Maildirs with Dovecot's uidlists);
+    /// again into the same folder, only what changed.
+    Backup(backup::BackupArgs),
+    /// Bring back the directory and mail from a backup: everything, some users, or one folder.
+    Restore(backup::RestoreArgs),
     /// The mail nodes' queues: mail waiting for a remote server or an unreachable home.
     #[command(subcommand)]
     Queue(queue::QueueCmd),
@@ -147,6 +153,8 @@ pub async fn run(args: CtlArgs) -> Result<String, CtlError> {
         CtlCommand::Transports(cmd) => transports::run(&mut c, json, cmd).await,
         CtlCommand::Queue(cmd) => queue::run(&mut c, &credentials, json, cmd).await,
         CtlCommand::Import(args) => import::run(&mut c, &credentials, json, args).await,
+        CtlCommand::Backup(args) => backup::backup(&mut c, &credentials, json, args).await,
+        CtlCommand::Restore(args) => backup::restore(&mut c, &credentials, json, args).await,
         CtlCommand::Dkim(cmd) => dkim::run(&mut c, json, cmd).await,
         CtlCommand::Ca(cmd) => ca::run(cmd),
     }

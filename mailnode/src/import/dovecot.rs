@@ -93,6 +93,22 @@ pub fn parse_keywords(text: &[u8]) -> Vec<Option<String>> {
     letters
 }
 
+/// A version 3 `dovecot-uidlist` for `entries` (UID, file base name), which must be in UID
+/// order: what `sirms ctl backup` writes beside each folder, so that Dovecot and an import keep
+/// the UIDs.
+pub fn render_uidlist(uid_validity: u32, next_uid: u32, entries: &[(u32, String)]) -> String {
+    let mut text = format!("3 V{uid_validity} N{next_uid}\n");
+    for (uid, base) in entries {
+        text.push_str(&format!("{uid} :{base}\n"));
+    }
+    text
+}
+
+/// A `dovecot-keywords` file: keyword `i` is letter `a + i`.
+pub fn render_keywords(keywords: &[String]) -> String {
+    keywords.iter().take(MAX_KEYWORDS).enumerate().map(|(i, k)| format!("{i} {k}\n")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +134,15 @@ mod tests {
         for bad in [&b""[..], b"2 V1\n", b"3 N5\n", b"1 x y\n", b"\xff\xfe"] {
             assert_eq!(UidList::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rendered_files_read_back() {
+        let entries = vec![(3, "1.M1.h,S=5".to_string()), (9, "2.M2.h,S=7".to_string())];
+        let list = UidList::parse(render_uidlist(77, 10, &entries).as_bytes()).unwrap();
+        assert_eq!((list.uid_validity, list.next_uid, list.uid_of("2.M2.h,S=7:2,S")), (77, 10, Some(9)));
+        let letters = parse_keywords(render_keywords(&["$Label1".into(), "Work".into()]).as_bytes());
+        assert_eq!((letters[0].as_deref(), letters[1].as_deref(), &letters[2]), (Some("$Label1"), Some("Work"), &None));
     }
 
     #[test]

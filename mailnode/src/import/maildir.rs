@@ -176,6 +176,33 @@ pub fn flags_of(file_name: &str, letters: &[Option<String>]) -> Flags {
     Flags::new(system, keywords)
 }
 
+/// The info part (`:2,FLAGS`) of a file name for `flags`, keywords as letters of `keywords`
+/// (a keyword not in it gets no letter): the inverse of [`flags_of`].
+pub fn info(flags: &Flags, keywords: &[String]) -> String {
+    let mut out = String::from(":2,");
+    for (letter, flag) in [
+        ('D', SystemFlags::DRAFT),
+        ('F', SystemFlags::FLAGGED),
+        ('P', SystemFlags::FORWARDED),
+        ('R', SystemFlags::ANSWERED),
+        ('S', SystemFlags::SEEN),
+        ('T', SystemFlags::DELETED),
+    ] {
+        if flags.system.contains(flag) {
+            out.push(letter);
+        }
+    }
+    let mut letters: Vec<char> = flags
+        .keywords
+        .iter()
+        .filter_map(|k| keywords.iter().take(dovecot::MAX_KEYWORDS).position(|known| known == k))
+        .map(|i| (b'a' + i as u8) as char)
+        .collect();
+    letters.sort_unstable();
+    out.extend(letters);
+    out
+}
+
 /// Reads one listed file, its line ends made CRLF.
 pub fn read(file: &MaildirFile) -> Result<SourceMessage, ImportError> {
     let origin = file.path.display().to_string();
@@ -208,6 +235,17 @@ mod tests {
         assert_eq!(flags_of("1.M2P3.host", &letters), Flags::default());
         // A letter with no keyword behind it is dropped, not invented.
         assert_eq!(flags_of("x:2,Sz", &letters).keywords, Vec::<String>::new());
+    }
+
+    #[test]
+    fn info_is_the_inverse_of_flags_of() {
+        let keywords = vec!["$Label1".to_string(), "Work".to_string()];
+        let flags =
+            Flags::new(SystemFlags::SEEN.union(SystemFlags::DRAFT), ["Work".to_string(), "$Label1".to_string()]);
+        let text = info(&flags, &keywords);
+        assert_eq!(text, ":2,DSab");
+        let letters: Vec<Option<String>> = keywords.iter().cloned().map(Some).collect();
+        assert_eq!(flags_of(&format!("x{text}"), &letters), flags);
     }
 
     #[test]
