@@ -29,12 +29,12 @@ impl UidList {
         let mut lines = text.lines();
         let header: Vec<&str> = lines.next()?.split_ascii_whitespace().collect();
         let mut list = UidList::default();
-        match header.first()? {
-            &"1" => {
+        match *header.first()? {
+            "1" => {
                 list.uid_validity = header.get(1)?.parse().ok()?;
                 list.next_uid = header.get(2)?.parse().ok()?;
             }
-            &"3" => {
+            "3" => {
                 for field in &header[1..] {
                     let (key, value) = field.split_at(1);
                     match key {

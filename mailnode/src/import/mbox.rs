@@ -22,6 +22,17 @@ const MAX_LINE: usize = 64 * 1024;
 /// Headers mbox writers keep for themselves.
 const PRIVATE_HEADERS: [&str; 6] = ["status", "x-status", "x-keywords", "x-uid", "x-imap", "x-imapbase"];
 
+/// One message's raw lines, before unescaping.
+struct Raw {
+    /// Its `From ` line.
+    from: Vec<u8>,
+    body: Vec<u8>,
+    /// Where the `From ` line starts in the file.
+    offset: u64,
+    /// Over the largest message: its bytes were dropped.
+    too_large: bool,
+}
+
 /// The messages of one mbox, in order.
 pub struct Mbox<R> {
     reader: R,
@@ -67,7 +78,7 @@ impl<R: BufRead> Mbox<R> {
     }
 
     /// Reads up to the next message's `From ` line; the message's raw lines.
-    fn next_raw(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>, u64, bool)>, ImportError> {
+    fn next_raw(&mut self) -> Result<Option<Raw>, ImportError> {
         if !self.started {
             self.started = true;
             // Whatever precedes the first `From ` line is not a message.
@@ -113,7 +124,7 @@ impl<R: BufRead> Mbox<R> {
                 body.truncate(body.len() - 1);
             }
         }
-        Ok(Some((from, body, offset, too_large)))
+        Ok(Some(Raw { from, body, offset, too_large }))
     }
 }
 
@@ -124,7 +135,7 @@ impl<R: BufRead> Iterator for Mbox<R> {
         if self.done {
             return None;
         }
-        let (from, raw, offset, too_large) = match self.next_raw() {
+        let Raw { from, body: raw, offset, too_large } = match self.next_raw() {
             Ok(Some(found)) => found,
             Ok(None) => return None,
             Err(e) => {
@@ -162,19 +173,18 @@ pub fn unpack(raw: &[u8]) -> (Vec<u8>, Flags) {
                 continue;
             } else {
                 skipping = false;
-                if let Some((name, value)) = header(line) {
-                    if PRIVATE_HEADERS.contains(&name.as_str()) {
-                        skipping = true;
-                        match name.as_str() {
-                            "status" => system = system.union(status_flags(&value, false)),
-                            "x-status" => system = system.union(status_flags(&value, true)),
-                            "x-keywords" => keywords.extend(
-                                value.split([' ', ',']).filter(|k| Flags::valid_keyword(k)).map(str::to_string),
-                            ),
-                            _ => {}
-                        }
-                        continue;
+                if let Some((name, value)) = header(line)
+                    && PRIVATE_HEADERS.contains(&name.as_str())
+                {
+                    skipping = true;
+                    match name.as_str() {
+                        "status" => system = system.union(status_flags(&value, false)),
+                        "x-status" => system = system.union(status_flags(&value, true)),
+                        "x-keywords" => keywords
+                            .extend(value.split([' ', ',']).filter(|k| Flags::valid_keyword(k)).map(str::to_string)),
+                        _ => {}
                     }
+                    continue;
                 }
             }
         }
