@@ -259,7 +259,7 @@ for name, (selector, rest) in IMAP_EXTENSION.items():
     write("imap_extension", name, bytes([selector]) + rest)
 
 # ---- mail_import: a reader selector (0 uidlist, 1 keywords + file name, 2 mbox, 3 From line,
-# 4 CRLF, 5 IMAP responses), then the file.
+# 4 CRLF, 5 IMAP responses, 6 vpasswd), then the file.
 MAIL_IMPORT = {
     "uidlist_v3": (0, b"3 V1796634765 N3 G70e8a3218c78166b8e1a000083ecc375\n"
                       b"1 :1796634764.M564117P6798.vm,S=46,W=51\n2 W51 S46 :1796634799.M1P1.vm,S=46,W=51\n"),
@@ -276,6 +276,8 @@ MAIL_IMPORT = {
                       b"* 3 FETCH (UID 42 FLAGS (\\Seen $Label1) INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" "
                       b"RFC822.SIZE 5 BODY[] {5}\r\nhello)\r\n"
                       b"* LIST (\\HasNoChildren) \"/\" \"Work/a \\\"b\\\"\"\r\ni1 OK done\r\n"),
+    "vpasswd": (6, b"postmaster:$1$abc$xyz:1:0:Postmaster:/home/vpopmail/domains/example.test/postmaster:NOQUOTA:secret\n"
+                   b"bob:$6$salt$hash:1:0:Bob:/home/vpopmail/domains/example.test/bob:NOQUOTA\nshort:line\n"),
 }
 for name, (selector, rest) in MAIL_IMPORT.items():
     write("mail_import", name, bytes([selector]) + rest)

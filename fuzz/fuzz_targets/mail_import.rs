@@ -1,6 +1,7 @@
 //! Fuzzes the readers of `sirms ctl import` (`sirms_mailnode::import`): Dovecot's
 //! `dovecot-uidlist` and `dovecot-keywords`, Maildir file names' flags, the mbox splitter with
-//! its unescaping, private headers and `From ` line dates, the CRLF conversion, and the IMAP
+//! its unescaping, private headers and `From ` line dates, the CRLF conversion, vpopmail's
+//! `vpasswd`, and the IMAP
 //! source's response framing and parsing — every one of them reads what another server left
 //! or sends, which may be anything.
 //!
@@ -12,13 +13,14 @@
 //! and their number is at most the `From ` lines in the input; a `From ` line date is within
 //! the years the parser accepts; `to_crlf` leaves no bare LF and only adds CRs; an IMAP frame
 //! consumes at most the input, holds the literals it announced (no NUL left in its text but
-//! their markers), and a FETCH's body is one of them.
+//! their markers), and a FETCH's body is one of them; a `vpasswd` user has a name without
+//! `@`, `/` or `:`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sirms_mailnode::import::imap::response;
-use sirms_mailnode::import::{dovecot, maildir, mbox, to_crlf};
+use sirms_mailnode::import::{dovecot, maildir, mbox, to_crlf, vpopmail};
 use sirms_storage::Flags;
 
 fn crlf_only(bytes: &[u8]) -> bool {
@@ -38,7 +40,7 @@ fn without_cr_before_lf(bytes: &[u8]) -> Vec<u8> {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, file)) = data.split_first() else { return };
-    match which % 6 {
+    match which % 7 {
         0 => {
             if let Some(list) = dovecot::UidList::parse(file) {
                 assert!(list.uid_validity > 0);
@@ -89,6 +91,12 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 rest = &rest[used..];
+            }
+        }
+        6 => {
+            for user in vpopmail::parse_vpasswd(file) {
+                assert!(!user.name.is_empty() && !user.name.contains(['@', '/', ':']));
+                assert!(!user.hash.contains(':') && !user.dir.contains(':'));
             }
         }
         _ => {

@@ -63,6 +63,27 @@ fn a_dovecot_tree_comes_in_with_its_uids_flags_dates_and_bytes() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("imported 11 messages"), "{text}");
     assert_eq!(sirms_dump(&router, "carol@example.test", "carol-pw"), want, "over IMAP too");
+
+    // The same Maildir in a vpopmail tree, for two users of a domain the cluster does not know:
+    // both created, dave with the clear password vpopmail kept, erin with a crypt hash only.
+    let vpop = dir.path().join("vpopmail");
+    let domain = vpop.join("domains/vpop.test");
+    for user in ["dave", "erin"] {
+        std::fs::create_dir_all(domain.join(user)).expect("user dir");
+        let copied = Command::new("cp").arg("-a").arg(&maildir).arg(domain.join(user)).status().expect("cp");
+        assert!(copied.success());
+    }
+    std::fs::write(
+        domain.join("vpasswd"),
+        "dave:$1$salt$hash:89:89:Dave:/home/vpopmail/domains/vpop.test/dave:NOQUOTA:dave-pw\n\
+         erin:$6$salt$hash:89:89:Erin:/home/vpopmail/domains/vpop.test/erin:NOQUOTA\n",
+    )
+    .expect("vpasswd");
+    let out = router.ctl(&["import", "--vpopmail", vpop.to_str().expect("utf-8"), "--create-users"]);
+    assert!(out.contains("added dave@vpop.test\n"), "{out}");
+    assert!(out.contains("added erin@vpop.test (vpopmail kept only a crypt hash"), "{out}");
+    assert_eq!(out.matches("imported 11 messages").count(), 2, "{out}");
+    assert_eq!(sirms_dump(&router, "dave@vpop.test", "dave-pw"), want, "from vpopmail, with the kept password");
 }
 
 /// Writes an mbox of `n` messages (mboxrd: `From ` in a body escaped), one in three read and

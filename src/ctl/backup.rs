@@ -311,8 +311,10 @@ pub(super) async fn restore(
     for user in chosen {
         let tree = user_dir(&args.dir, user);
         let import = ImportArgs {
-            user: user.clone(),
+            user: Some(user.clone()),
             maildir: Some(tree),
+            vpopmail: None,
+            create_users: false,
             mbox: None,
             imap: None,
             password_file: None,

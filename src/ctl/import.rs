@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
+use sirms_mailnode::auth::password::hash_password;
 use sirms_mailnode::import::imap::response::Fetched;
 use sirms_mailnode::import::imap::{ImapFolder, ImapSource, ImapUrl};
 use sirms_mailnode::import::maildir::{self, MaildirFolder};
 use sirms_mailnode::import::mbox::Mbox;
 use sirms_mailnode::import::{ImportError, SourceMessage};
 use sirms_proto::cluster::import_client::ImportClient;
-use sirms_proto::cluster::{Empty, ImportChunk, ImportHeader, ImportMailbox, NodeStatus, import_chunk};
+use sirms_proto::cluster::{Empty, ImportChunk, ImportHeader, ImportMailbox, Name, NodeStatus, User, import_chunk};
 use sirms_proto::cluster_tls::Credentials;
 use sirms_proto::token::TokenInterceptor;
 use sirms_router::directory::canonical_address;
@@ -44,11 +45,13 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 type Importer = ImportClient<InterceptedService<Channel, TokenInterceptor>>;
 
-/// `sirms ctl import USER --maildir DIR | --mbox PATH | --imap URL`.
+/// `sirms ctl import USER --maildir DIR | --mbox PATH | --imap URL`, or
+/// `sirms ctl import [USER] --vpopmail DIR`.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The user whose mailboxes receive the mail.
-    pub user: String,
+    /// The user whose mailboxes receive the mail (with --vpopmail: only this one of its users).
+    #[arg(required_unless_present = "vpopmail")]
+    pub user: Option<String>,
     /// A Maildir tree: INBOX at its root, folders as `.A.B` (Maildir++) or nested directories.
     #[arg(long)]
     pub maildir: Option<PathBuf>,
@@ -61,6 +64,14 @@ pub struct ImportArgs {
     /// SIRMS_IMPORT_PASSWORD.
     #[arg(long, alias = "from")]
     pub imap: Option<String>,
+    /// A qmail/vpopmail tree (`~vpopmail`, holding `domains/*/vpasswd`): every user of every
+    /// domain, each into the same address here.
+    #[arg(long)]
+    pub vpopmail: Option<PathBuf>,
+    /// With --vpopmail: add the domains and users that do not exist yet (with the clear
+    /// password vpopmail kept, hashed again; without one, the user must be given a password).
+    #[arg(long)]
+    pub create_users: bool,
     /// A file whose first line is the IMAP source's password.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
@@ -241,11 +252,96 @@ pub(super) async fn run(
     json: bool,
     args: ImportArgs,
 ) -> Result<String, CtlError> {
-    let sources = [args.maildir.is_some(), args.mbox.is_some(), args.imap.is_some()];
+    let sources = [args.maildir.is_some(), args.mbox.is_some(), args.imap.is_some(), args.vpopmail.is_some()];
     if sources.iter().filter(|&&s| s).count() != 1 {
-        return Err(CtlError::Input("give one source: --maildir DIR, --mbox PATH or --imap URL".into()));
+        return Err(CtlError::Input(
+            "give one source: --maildir DIR, --mbox PATH, --imap URL or --vpopmail DIR".into(),
+        ));
     }
-    let (local, domain) = canonical_address(&args.user).map_err(|e| CtlError::Input(e.to_string()))?;
+    match (&args.vpopmail, &args.user) {
+        (Some(root), _) => vpopmail(router, credentials, json, root.clone(), args).await,
+        (None, Some(user)) => one_user(router, credentials, json, user.clone(), args).await,
+        (None, None) => Err(CtlError::Input("which user?".into())),
+    }
+}
+
+/// Every user of a vpopmail tree (or the one asked for), added first with --create-users.
+async fn vpopmail(
+    router: &mut Client,
+    credentials: &Credentials,
+    json: bool,
+    root: PathBuf,
+    args: ImportArgs,
+) -> Result<String, CtlError> {
+    let found = sirms_mailnode::import::vpopmail::users(&root).map_err(|e| CtlError::Input(e.to_string()))?;
+    let only = args.user.as_deref().map(str::to_ascii_lowercase);
+    let existing: Vec<String> =
+        router.get_directory(Empty {}).await?.into_inner().users.into_iter().map(|u| u.address).collect();
+    let mut text = String::new();
+    let mut failed = Vec::new();
+    for found in found.into_iter().filter(|f| only.as_ref().is_none_or(|o| *o == f.address)) {
+        if args.create_users && !existing.contains(&found.address) {
+            text.push_str(&create_user(router, &found).await?);
+        }
+        let one = ImportArgs {
+            user: None,
+            maildir: Some(found.maildir.clone()),
+            vpopmail: None,
+            create_users: false,
+            mbox: None,
+            imap: None,
+            password_file: None,
+            insecure_tls: false,
+            into: args.into.clone(),
+            folder: args.folder.clone(),
+            via: args.via.clone(),
+        };
+        match Box::pin(one_user(router, credentials, json, found.address.clone(), one)).await {
+            Ok(summary) => text.push_str(&summary),
+            Err(e) => failed.push(format!("{}: {e}", found.address)),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(CtlError::Input(format!("{text}{}", failed.join("\n"))));
+    }
+    Ok(text)
+}
+
+/// Adds a vpopmail user here: its domain, and the user with its clear password hashed again
+/// (crypt hashes cannot be checked here); without one, a random password the admin replaces.
+async fn create_user(router: &mut Client, found: &sirms_mailnode::import::vpopmail::Found) -> Result<String, CtlError> {
+    let domain = found.address.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+    router.put_domain(Name { name: domain }).await?;
+    let (password, note) = match &found.user.clear {
+        Some(clear) => (clear.clone(), String::new()),
+        None => (
+            unknown_password()?,
+            format!(" (vpopmail kept only a crypt hash: set a password with sirms ctl users passwd {})", found.address),
+        ),
+    };
+    let password_hash = hash_password(&password).map_err(|e| CtlError::Input(e.to_string()))?;
+    router.put_user(User { address: found.address.clone(), password_hash, ..Default::default() }).await?;
+    Ok(format!("added {}{note}\n", found.address))
+}
+
+/// A password no one knows, until the admin sets the real one.
+fn unknown_password() -> Result<String, CtlError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| CtlError::Input(format!("/dev/urandom: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn one_user(
+    router: &mut Client,
+    credentials: &Credentials,
+    json: bool,
+    user: String,
+    args: ImportArgs,
+) -> Result<String, CtlError> {
+    let (local, domain) = canonical_address(&user).map_err(|e| CtlError::Input(e.to_string()))?;
     let user = format!("{local}@{domain}");
     let directory = router.get_directory(Empty {}).await?.into_inner();
     let home = directory

@@ -11,6 +11,7 @@ pub mod imap;
 pub mod maildir;
 pub mod mbox;
 pub mod service;
+pub mod vpopmail;
 
 use std::path::Path;
 
