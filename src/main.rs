@@ -145,6 +145,20 @@ async fn shutdown_signal() {
     ctrl_c.await.unwrap_or(());
 }
 
+/// SIGHUP: every certificate (and other watched file) is loaded again before its next use,
+/// for new connections; sessions already open keep theirs.
+fn reload_on_sighup() {
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: certificates are loaded again at their next use");
+                sirms_proto::watched::reload_all();
+            }
+        });
+    }
+}
+
 /// Raises the soft limit on open files to the hard limit: a server needs a descriptor per
 /// connection (the router two), and shells often start processes capped at 1,024.
 fn raise_open_file_limit() {
@@ -170,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
         .with(sirms_router::status_page::errors::Recorder.with_filter(tracing_subscriber::filter::LevelFilter::WARN))
         .init();
     raise_open_file_limit();
+    reload_on_sighup();
     let cli = Cli::parse();
     match cli.command {
         Command::Router(cmd) => {

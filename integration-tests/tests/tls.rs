@@ -1,6 +1,7 @@
 //! The certificate mail clients see: renewed on disk (a Let's Encrypt renewal, say), it is
 //! used for the next handshake with no restart, and sessions already open carry on; a client
-//! asking for a name (SNI) gets the certificate that carries it; their expiry is in metrics.
+//! asking for a name (SNI) gets the certificate that carries it; their expiry is in metrics;
+//! SIGHUP loads them again even when nothing about the files looks changed.
 
 use sirms_integration_tests::{MailNode, ctl_ca, metrics_page, python};
 
@@ -64,6 +65,48 @@ fn a_renewed_certificate_is_served_without_a_restart_and_open_sessions_carry_on(
         &[node.imaps.to_string(), path("first.pem"), path("first.key"), path("second.pem"), path("second.key")],
     );
     assert_eq!(out.trim(), "renewed");
+}
+
+/// `src`'s bytes written over `dst`, padded after the PEM blocks (text there is ignored) to
+/// `len` bytes, with `dst`'s modification time put back: nothing a file watcher sees changes.
+fn replace_unseen(src: &std::path::Path, dst: &std::path::Path, len: usize) {
+    let mut bytes = std::fs::read(src).expect("read");
+    assert!(bytes.len() <= len);
+    bytes.resize(len, b'\n');
+    let mtime = std::fs::metadata(dst).and_then(|m| m.modified()).ok();
+    std::fs::write(dst, bytes).expect("write");
+    let file = std::fs::File::options().write(true).open(dst).expect("open");
+    file.set_modified(mtime.unwrap_or(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)))
+        .expect("mtime");
+}
+
+#[test]
+fn sighup_loads_certificates_again_even_unchanged_looking_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    ctl_ca(&ca, &["init"]);
+    ctl_ca(&ca, &["issue", "node", "first", "--host", "hup.example.test"]);
+    ctl_ca(&ca, &["issue", "node", "second", "--host", "hup.example.test"]);
+    let (live_pem, live_key) = (tmp.path().join("live.pem"), tmp.path().join("live.key"));
+    let len = |f: &str| std::fs::metadata(ca.join(f)).expect("size").len() as usize + 64;
+    let (pem_len, key_len) = (len("first.pem").max(len("second.pem")), len("first.key").max(len("second.key")));
+    for (src, dst, n) in [("first.pem", &live_pem, pem_len), ("first.key", &live_key, key_len)] {
+        std::fs::write(dst, b"").expect("create");
+        replace_unseen(&ca.join(src), dst, n);
+    }
+    let extra = format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", live_pem.display(), live_key.display());
+    let node = MailNode::start("hup.example.test", &extra);
+    let files = ["first", "second"].map(|f| ca.join(format!("{f}.pem")).display().to_string()).join(",");
+    let served = || python(&[DER, SNI].concat(), &[node.imaps.to_string(), files.clone(), "-".into()]);
+    assert_eq!(served().trim(), "- first.pem");
+    replace_unseen(&ca.join("second.key"), &live_key, key_len);
+    replace_unseen(&ca.join("second.pem"), &live_pem, pem_len);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(served().trim(), "- first.pem", "same sizes and times: the watcher sees no change");
+    let hup = std::process::Command::new("kill").args(["-HUP", &node.process.pid().to_string()]).status();
+    assert!(hup.expect("kill").success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(served().trim(), "- second.pem", "loaded again after SIGHUP");
 }
 
 /// Opens an IMAPS session at argv[1] asking for each name in argv[3:] ("-": no name at all)

@@ -4,11 +4,22 @@
 //! The files are looked at (size and modification time) at most every [`CHECK_EVERY`], when
 //! the value is asked for, so an idle server does no work. A change that does not load (a
 //! renewal half-written: the new certificate, the old key) keeps the previous value, is logged
-//! once, and is tried again when the files change again.
+//! once, and is tried again when the files change again. SIGHUP ([`reload_all`]) makes every
+//! value load its files again at its next use, even files whose size and time did not change
+//! (a copy that kept the old modification time).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+
+/// How many times [`reload_all`] was called: a value that saw fewer loads its files again.
+static RELOADS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every watched value load its files again at its next use (the process's SIGHUP).
+pub fn reload_all() {
+    RELOADS.fetch_add(1, Ordering::SeqCst);
+}
 
 /// How often the files are looked at, at most.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -25,6 +36,8 @@ struct State<T> {
     /// The stamp of files that failed to load.
     failed: Stamp,
     checked: Instant,
+    /// [`RELOADS`] when the value was last checked.
+    reloads: u64,
 }
 
 /// A value and the files it comes from.
@@ -50,13 +63,14 @@ impl<T: Clone> Watched<T> {
     ) -> Watched<T> {
         // Stamped just after the caller's load: files replaced in that instant at start-up
         // are picked up at their next change, not before.
-        let state = State { value: first, loaded: stamp(&paths), failed: None, checked: Instant::now() };
+        let reloads = RELOADS.load(Ordering::SeqCst);
+        let state = State { value: first, loaded: stamp(&paths), failed: None, checked: Instant::now(), reloads };
         Watched { what, paths, load: Some(Box::new(load)), state: Mutex::new(state) }
     }
 
     /// A value that comes from no file and never changes.
     pub fn fixed(what: &'static str, value: T) -> Watched<T> {
-        let state = State { value, loaded: None, failed: None, checked: Instant::now() };
+        let state = State { value, loaded: None, failed: None, checked: Instant::now(), reloads: 0 };
         Watched { what, paths: Vec::new(), load: None, state: Mutex::new(state) }
     }
 
@@ -64,18 +78,21 @@ impl<T: Clone> Watched<T> {
     pub fn current(&self) -> T {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Some(load) = &self.load else { return state.value.clone() };
-        if state.checked.elapsed() < CHECK_EVERY {
+        let reloads = RELOADS.load(Ordering::SeqCst);
+        let forced = reloads != state.reloads;
+        if state.checked.elapsed() < CHECK_EVERY && !forced {
             return state.value.clone();
         }
         state.checked = Instant::now();
+        state.reloads = reloads;
         let now = stamp(&self.paths);
-        if now.is_none() || now == state.loaded || now == state.failed {
+        if now.is_none() || (!forced && (now == state.loaded || now == state.failed)) {
             return state.value.clone();
         }
         match load() {
             Ok(value) => {
-                tracing::info!(what = self.what, files = ?self.paths, "changed on disk: new connections use it");
-                *state = State { value, loaded: now, failed: None, checked: state.checked };
+                tracing::info!(what = self.what, files = ?self.paths, forced, "loaded again: new connections use it");
+                *state = State { value, loaded: now, failed: None, checked: state.checked, reloads };
             }
             Err(e) => {
                 tracing::warn!(what = self.what, error = %e, "changed on disk but cannot be used; keeping the previous one");
@@ -115,5 +132,14 @@ mod tests {
         std::fs::write(&path, "333").expect("write");
         wait();
         assert_eq!(watched.current(), 333);
+
+        // The same size and modification time: only a SIGHUP loads it.
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
+        std::fs::write(&path, "444").expect("write");
+        std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(mtime)).expect("mtime");
+        wait();
+        assert_eq!(watched.current(), 333, "nothing looks changed");
+        reload_all();
+        assert_eq!(watched.current(), 444, "reloaded at once after reload_all");
     }
 }
