@@ -535,6 +535,15 @@ pub struct RouterProcess {
     pub ctl_args: Vec<String>,
 }
 
+/// A router with two mail nodes, node1 on 127.0.0.1 and node2 on 127.0.0.2, both up.
+pub fn two_node_cluster() -> (RouterProcess, MailNode, MailNode) {
+    let router = RouterProcess::start();
+    let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1]));
+    let n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &router.node_extra("node2", [127, 0, 0, 2]));
+    router.wait_nodes(" up ", 2);
+    (router, n1, n2)
+}
+
 /// The token the test cluster uses.
 pub const CLUSTER_TOKEN: &str = "test-cluster-token";
 

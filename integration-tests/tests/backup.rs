@@ -10,17 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sirms_integration_tests::dovecot::{DUMP, dovecot_config, dovecot_dump, sirms_dump};
-use sirms_integration_tests::{MailNode, RouterProcess, python};
+use sirms_integration_tests::{RouterProcess, python, two_node_cluster};
 
 const USER: &str = "alice@example.test";
-
-fn cluster() -> (RouterProcess, MailNode, MailNode) {
-    let router = RouterProcess::start();
-    let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1]));
-    let n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &router.node_extra("node2", [127, 0, 0, 2]));
-    router.wait_nodes(" up ", 2);
-    (router, n1, n2)
-}
 
 /// IMAP as alice through the router: `script` runs with `m` logged in.
 fn imap(router: &RouterProcess, script: &str) -> String {
@@ -61,7 +53,7 @@ fn dovecot_view(backup: &Path, scratch: &Path) -> String {
 fn backed_up_under_load_read_by_dovecot_restored_whole_and_by_folder() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backup = dir.path().join("backup");
-    let (router, _n1, _n2) = cluster();
+    let (router, _n1, _n2) = two_node_cluster();
     router.ctl(&["domains", "add", "example.test"]);
     router.ctl(&["users", "add", USER, "--password", "alice-pw", "--home", "node1", "--replica", "node2"]);
     router.ctl(&["aliases", "add", "postmaster@example.test", USER]);
@@ -113,7 +105,7 @@ s.quit()
 
     // A new, empty cluster gets everything back: the directory (alice's password, the alias)
     // and her mail, same UIDVALIDITY, UIDs, flags, dates and bytes.
-    let (other, _m1, _m2) = cluster();
+    let (other, _m1, _m2) = two_node_cluster();
     let out = other.ctl(&["restore", backup.to_str().expect("utf-8")]);
     assert!(out.contains("directory: 1 domains, 1 users, 1 aliases"), "{out}");
     assert!(out.contains("0 failed"), "{out}");

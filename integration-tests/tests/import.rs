@@ -10,15 +10,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sirms_integration_tests::dovecot::{dovecot_dump, dovecot_over_tcp, dovecot_tree, sirms_dump};
-use sirms_integration_tests::{CLUSTER_TOKEN, MailNode, RouterProcess, python, sirms_bin};
+use sirms_integration_tests::{CLUSTER_TOKEN, MailNode, RouterProcess, python, sirms_bin, two_node_cluster};
 
 const USER: &str = "alice@example.test";
 
 fn cluster() -> (RouterProcess, MailNode, MailNode) {
-    let router = RouterProcess::start();
-    let n1 = MailNode::start_on([127, 0, 0, 1], "node1.example.test", &router.node_extra("node1", [127, 0, 0, 1]));
-    let n2 = MailNode::start_on([127, 0, 0, 2], "node2.example.test", &router.node_extra("node2", [127, 0, 0, 2]));
-    router.wait_nodes(" up ", 2);
+    let (router, n1, n2) = two_node_cluster();
     router.ctl(&["domains", "add", "example.test"]);
     router.ctl(&["users", "add", USER, "--password", "alice-pw", "--home", "node1", "--replica", "node2"]);
     let card = router.ctl(&["users", "show", USER]);

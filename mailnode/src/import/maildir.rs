@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
+use sirms_storage::local::maildir::SYSTEM_LETTERS;
 use sirms_storage::message::MAX_MESSAGE_SIZE;
 use sirms_storage::{Flags, SystemFlags};
 
@@ -155,21 +156,12 @@ pub fn flags_of(file_name: &str, letters: &[Option<String>]) -> Flags {
     let mut system = SystemFlags::empty();
     let mut keywords = Vec::new();
     for c in info.chars() {
-        let flag = match c {
-            'D' => SystemFlags::DRAFT,
-            'F' => SystemFlags::FLAGGED,
-            'P' => SystemFlags::FORWARDED,
-            'R' => SystemFlags::ANSWERED,
-            'S' => SystemFlags::SEEN,
-            'T' => SystemFlags::DELETED,
-            'a'..='z' => {
-                let keyword = letters.get((c as u8 - b'a') as usize).cloned().flatten();
-                keywords.extend(keyword.filter(|k| Flags::valid_keyword(k)));
-                continue;
-            }
-            _ => continue,
-        };
-        system = system.union(flag);
+        if c.is_ascii_lowercase() {
+            let keyword = letters.get((c as u8 - b'a') as usize).cloned().flatten();
+            keywords.extend(keyword.filter(|k| Flags::valid_keyword(k)));
+        } else if let Some((_, flag)) = SYSTEM_LETTERS.iter().find(|(letter, _)| *letter == c) {
+            system = system.union(*flag);
+        }
     }
     keywords.sort();
     keywords.dedup();
@@ -180,14 +172,7 @@ pub fn flags_of(file_name: &str, letters: &[Option<String>]) -> Flags {
 /// (a keyword not in it gets no letter): the inverse of [`flags_of`].
 pub fn info(flags: &Flags, keywords: &[String]) -> String {
     let mut out = String::from(":2,");
-    for (letter, flag) in [
-        ('D', SystemFlags::DRAFT),
-        ('F', SystemFlags::FLAGGED),
-        ('P', SystemFlags::FORWARDED),
-        ('R', SystemFlags::ANSWERED),
-        ('S', SystemFlags::SEEN),
-        ('T', SystemFlags::DELETED),
-    ] {
+    for (letter, flag) in SYSTEM_LETTERS {
         if flags.system.contains(flag) {
             out.push(letter);
         }

@@ -18,7 +18,8 @@ pub const MAX_FILE_NAME: usize = 255;
 /// `,U=…,S=…` (36 bytes) and `:2,` with every system flag and keyword letter (35).
 const MAX_UNIQUE: usize = MAX_FILE_NAME - 36 - 35;
 
-const SYSTEM_LETTERS: [(char, SystemFlags); 6] = [
+/// The Maildir info letters of the system flags, in the order a file name lists them.
+pub const SYSTEM_LETTERS: [(char, SystemFlags); 6] = [
     ('D', SystemFlags::DRAFT),
     ('F', SystemFlags::FLAGGED),
     ('P', SystemFlags::FORWARDED),
