@@ -264,6 +264,9 @@ MAIL_IMPORT = {
     "uidlist_v3": (0, b"3 V1796634765 N3 G70e8a3218c78166b8e1a000083ecc375\n"
                       b"1 :1796634764.M564117P6798.vm,S=46,W=51\n2 W51 S46 :1796634799.M1P1.vm,S=46,W=51\n"),
     "uidlist_v1": (0, b"1 1234 7\n5 1234.abc.host\n6 ../escape\n"),
+    # F16: a header field starting with a multi-byte character.
+    "known16_multibyte_field": (0, b"3 V1796634765 N3 \xf2G70e8a3218c78166b8e1a000083ecc375\n"
+                                   b"1 :1796634764.M564117P6798.vm,S=4F?ar\n:22 W51 S46 :1796634158.M1P1.vm#S=46,W=51\n"),
     "keywords_and_name": (1, b"0 $Label1\n1 Custom\n30 Far\n:2,DFPRSTab"),
     "mbox": (2, b"junk\n\nFrom a@example.test Mon Dec  7 09:12:44 2026\nSubject: one\nStatus: RO\n"
                 b"X-Status: AF\nX-Keywords: $Label1 Work\n\n>From the start\n>>From deeper\n\n"
@@ -271,6 +274,8 @@ MAIL_IMPORT = {
     "mbox_crlf": (2, b"From x Sat Feb 29 01:02:03 2020\r\nSubject: crlf\r\n\r\nbody\r\n\r\n"
                      b"From y Sat Feb 29 01:02 2020\r\n\r\n"),
     "from_line": (3, b"From MAILER-DAEMON Sat Feb 29 01:02:03 -0930 2020\n"),
+    # F17: a clock token that parses as a negative hour.
+    "known17_negative_hour": (3, b"From y Seb 28 8s:at Feb 3 -0700920090 1:02 202 Sa\n"),
     "crlf": (4, b"a\nb\r\nc\rd\n\n\r\r\n"),
     "imap_fetch": (5, b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"
                       b"* 3 FETCH (UID 42 FLAGS (\\Seen $Label1) INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" "

@@ -35,12 +35,12 @@ impl UidList {
                 list.next_uid = header.get(2)?.parse().ok()?;
             }
             "3" => {
+                // Fields may start with any character (F16: a multi-byte one), so no byte split.
                 for field in &header[1..] {
-                    let (key, value) = field.split_at(1);
-                    match key {
-                        "V" => list.uid_validity = value.parse().ok()?,
-                        "N" => list.next_uid = value.parse().ok()?,
-                        _ => {}
+                    if let Some(value) = field.strip_prefix('V') {
+                        list.uid_validity = value.parse().ok()?;
+                    } else if let Some(value) = field.strip_prefix('N') {
+                        list.next_uid = value.parse().ok()?;
                     }
                 }
             }
@@ -123,6 +123,14 @@ mod tests {
         assert_eq!(list.uid_of("1796634764.M564117P6798.vm,S=46,W=51:2,Sab"), Some(1));
         assert_eq!(list.uid_of("1796634799.M1P1.vm,S=46,W=51"), Some(2));
         assert_eq!(list.uid_of("other"), None);
+    }
+
+    /// F16 (mail_import): a header field starting with a multi-byte character panicked.
+    #[test]
+    fn a_header_field_starting_with_a_multi_byte_character() {
+        let list = UidList::parse(b"3 V1796634765 N3 \xf2G70e8a\n1 :1.M1.vm,S=4\n").unwrap();
+        assert_eq!((list.uid_validity, list.uid_of("1.M1.vm,S=4")), (1796634765, Some(1)));
+        assert_eq!(UidList::parse("3 \u{e9}V1 V2\n".as_bytes()).map(|l| l.uid_validity), Some(2));
     }
 
     #[test]

@@ -235,7 +235,8 @@ pub fn from_line_date(line: &[u8]) -> Option<i64> {
     let rest = &tokens[month_at + 3..];
     let year: i64 = rest.iter().find_map(|t| t.parse().ok().filter(|y: &i64| (1970..=9999).contains(y)))?;
     let zone = rest.iter().find_map(|t| zone_offset(t)).unwrap_or(0);
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+    // F17: a clock like `-0700920090` parses as a negative hour; every field is range-checked.
+    if !(1..=31).contains(&day) || !(0..=23).contains(&h) || !(0..=59).contains(&m) || !(0..=60).contains(&s) {
         return None;
     }
     Some(calendar::days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s - zone)
@@ -252,7 +253,7 @@ fn zone_offset(token: &str) -> Option<i64> {
         return None;
     }
     let n: i64 = digits.parse().ok()?;
-    Some(sign * ((n / 100) * 3600 + (n % 100) * 60))
+    (n / 100 <= 23 && n % 100 <= 59).then_some(sign * ((n / 100) * 3600 + (n % 100) * 60))
 }
 
 #[cfg(test)]
@@ -292,7 +293,8 @@ mod tests {
         assert_eq!(from_line_date(b"From x Sat Feb 29 01:02:03 2020\n"), Some(base + 3723));
         assert_eq!(from_line_date(b"From x Sat Feb 29 01:02:03 +0100 2020\n"), Some(base + 3723 - 3600));
         assert_eq!(from_line_date(b"From MAILER-DAEMON Sat Feb 29 01:02 2020"), Some(base + 3720));
-        for bad in [&b"From x\n"[..], b"From x Sat Feb 32 01:02:03 2020", b"From x Feb 1 25:00:00 2020", b"\xff"] {
+        let f17 = b"From y Seb 28 8s:at Feb 3 -0700920090 1:02 202 Sa\n";
+        for bad in [&b"From x\n"[..], b"From x Sat Feb 32 01:02:03 2020", b"From x Feb 1 25:00:00 2020", b"\xff", f17] {
             assert_eq!(from_line_date(bad), None);
         }
     }

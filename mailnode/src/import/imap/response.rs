@@ -262,7 +262,12 @@ pub fn internal_date(text: &str) -> Option<i64> {
         _ => return None,
     };
     let digits: i64 = zone.get(1..5)?.parse().ok()?;
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 || zone.len() != 5 {
+    let in_range = (1..=31).contains(&day)
+        && (1..=9999).contains(&year)
+        && (0..=23).contains(&h)
+        && (0..=59).contains(&m)
+        && (0..=60).contains(&s);
+    if !in_range || zone.len() != 5 {
         return None;
     }
     let offset = sign * ((digits / 100) * 3600 + (digits % 100) * 60);
@@ -319,5 +324,7 @@ mod tests {
         );
         assert_eq!(internal_date("x"), None);
         assert_eq!(internal_date("32-Dec-2026 09:12:44 +0000"), None);
+        assert_eq!(internal_date("1-Dec-2026 -9:12:44 +0000"), None);
+        assert_eq!(internal_date("1-Dec-99999999999999999 09:12:44 +0000"), None);
     }
 }
