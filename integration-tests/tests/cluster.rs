@@ -85,6 +85,22 @@ fn ctl_json_is_the_api_reply_for_scripts() {
     let ids: Vec<&str> = nodes["nodes"].as_array().unwrap().iter().map(|n| n["node"]["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["node1", "node2"], "{nodes}");
     assert!(nodes["nodes"].as_array().unwrap().iter().all(|n| n["healthy"] == true), "{nodes}");
+    // Each node's certificates from its heartbeat (a fresh self-signed one each), not yet expired.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut certs = json(&["nodes", "certs", "--json"]);
+    while certs.as_array().is_none_or(|a| a.len() < 2) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200)); // the first heartbeats
+        certs = json(&["nodes", "certs", "--json"]);
+    }
+    let listed: Vec<(&str, u64)> = certs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["node"].as_str().unwrap(), c["expires_unix"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(listed.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["node1", "node2"], "{certs}");
+    assert!(listed.iter().all(|(_, at)| *at > now), "{certs}");
     assert_eq!(json(&["--json", "routes", "add", "127.0.0.99/32", "node2"]), serde_json::json!({ "ok": true }));
     assert_eq!(json(&["--json", "routes", "test", "127.0.0.99"])["node"], "node2");
     let users = json(&["users", "list", "--json"]);

@@ -117,6 +117,13 @@ impl NodeMetrics {
         self.certificates.get().map_or(0, |c| c.first_expiry())
     }
 
+    /// Each TLS certificate the node serves and when it expires (Unix seconds; 0: not known).
+    pub fn tls_expiries(&self) -> Vec<(String, u64)> {
+        let unix = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let Some(certificates) = self.certificates.get() else { return Vec::new() };
+        certificates.expiries().into_iter().map(|(name, at)| (name, at.map_or(0, unix))).collect()
+    }
+
     /// The same, counting `send_rate`'s refusals.
     pub fn with_send_rate(mut self, send_rate: SendRate) -> NodeMetrics {
         self.send_rate = Arc::new(send_rate);

@@ -12,6 +12,8 @@ use super::{Client, CtlError, acked, show};
 pub enum NodesCmd {
     /// List nodes.
     List,
+    /// Every TLS certificate each node serves, and when it expires.
+    Certs,
     /// Add or replace a node by hand (nodes also register themselves).
     Add {
         id: String,
@@ -72,6 +74,12 @@ pub enum NodesCmd {
 pub(super) async fn run(c: &mut Client, json: bool, cmd: NodesCmd) -> Result<String, CtlError> {
     match cmd {
         NodesCmd::List => show(json, &c.list_nodes(Empty {}).await?.into_inner(), |l| table(&l.nodes)),
+        NodesCmd::Certs => {
+            let nodes = c.list_nodes(Empty {}).await?.into_inner().nodes;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let certs: Vec<NodeCertificate> = nodes.iter().flat_map(node_certificates).collect();
+            show(json, &certs, |c| certificate_table(c, now))
+        }
         NodesCmd::Add {
             id,
             host,
@@ -199,6 +207,29 @@ pub(super) fn table(nodes: &[NodeStatus]) -> String {
     out
 }
 
+/// One certificate of one node, as `nodes certs` shows it.
+#[derive(Debug, serde::Serialize)]
+struct NodeCertificate {
+    node: String,
+    name: String,
+    expires_unix: u64,
+}
+
+/// A node's certificates from its last heartbeat (none without one).
+fn node_certificates(s: &NodeStatus) -> Vec<NodeCertificate> {
+    let id = s.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+    let certs = s.load.as_ref().map(|l| l.certificates.clone()).unwrap_or_default();
+    certs
+        .into_iter()
+        .map(|c| NodeCertificate { node: id.clone(), name: c.name, expires_unix: c.expires_unix })
+        .collect()
+}
+
+/// `nodes certs`: a line per certificate, days left first.
+fn certificate_table(certs: &[NodeCertificate], now: u64) -> String {
+    certs.iter().map(|c| format!("{:<12} {:>8} {}\n", c.node, certificate_left(c.expires_unix, now), c.name)).collect()
+}
+
 /// The TLS cell: days until the node's first certificate expires (`41d`), `expired`, or `-`.
 fn certificate_left(expires_unix: u64, now_unix: u64) -> String {
     match expires_unix {
@@ -219,9 +250,9 @@ fn health(s: &NodeStatus) -> String {
 
 #[cfg(test)]
 mod tests {
-    use sirms_proto::cluster::{Node, NodeLoad, NodeStatus};
+    use sirms_proto::cluster::{CertificateExpiry, Node, NodeLoad, NodeStatus};
 
-    use super::{certificate_left, table};
+    use super::{certificate_left, certificate_table, node_certificates, table};
 
     fn status(id: &str, drained: bool, storage_only: bool, load: Option<NodeLoad>) -> NodeStatus {
         let node =
@@ -234,6 +265,25 @@ mod tests {
             load,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn certificates_a_line_each_with_days_left() {
+        let load = NodeLoad {
+            certificates: vec![
+                CertificateExpiry { name: "/etc/sirms/main.pem".into(), expires_unix: 1_000 + 41 * 86_400 },
+                CertificateExpiry { name: "/etc/sirms/old.pem".into(), expires_unix: 500 },
+            ],
+            ..Default::default()
+        };
+        let node = Node { id: "node1".into(), ..Default::default() };
+        let status = NodeStatus { node: Some(node), load: Some(load), ..Default::default() };
+        let certs = node_certificates(&status);
+        assert_eq!(
+            certificate_table(&certs, 1_000),
+            "node1             41d /etc/sirms/main.pem\nnode1         expired /etc/sirms/old.pem\n"
+        );
+        assert!(node_certificates(&NodeStatus::default()).is_empty());
     }
 
     #[test]

@@ -48,6 +48,9 @@ async fn sample(metrics: &Arc<NodeMetrics>, node_id: &str, directory_version: u6
         directory_version,
         tls_expires_unix: metrics.tls_first_expiry(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        certificates: (metrics.tls_expiries().into_iter())
+            .map(|(name, expires_unix)| sirms_proto::cluster::CertificateExpiry { name, expires_unix })
+            .collect(),
     }
 }
 
