@@ -313,15 +313,8 @@ pub(super) async fn restore(
         let import = ImportArgs {
             user: Some(user.clone()),
             maildir: Some(tree),
-            vpopmail: None,
-            create_users: false,
-            mbox: None,
-            imap: None,
-            password_file: None,
-            insecure_tls: false,
-            into: None,
             folder: args.folder.clone(),
-            via: None,
+            ..Default::default()
         };
         text.push_str(&import::run(router, credentials, json, import).await?);
     }

@@ -47,7 +47,7 @@ type Importer = ImportClient<InterceptedService<Channel, TokenInterceptor>>;
 
 /// `sirms ctl import USER --maildir DIR | --mbox PATH | --imap URL`, or
 /// `sirms ctl import [USER] --vpopmail DIR`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct ImportArgs {
     /// The user whose mailboxes receive the mail (with --vpopmail: only this one of its users).
     #[arg(required_unless_present = "vpopmail")]
@@ -284,17 +284,11 @@ async fn vpopmail(
             text.push_str(&create_user(router, &found).await?);
         }
         let one = ImportArgs {
-            user: None,
             maildir: Some(found.maildir.clone()),
-            vpopmail: None,
-            create_users: false,
-            mbox: None,
-            imap: None,
-            password_file: None,
-            insecure_tls: false,
             into: args.into.clone(),
             folder: args.folder.clone(),
             via: args.via.clone(),
+            ..Default::default()
         };
         match Box::pin(one_user(router, credentials, json, found.address.clone(), one)).await {
             Ok(summary) => text.push_str(&summary),
