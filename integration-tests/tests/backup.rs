@@ -40,6 +40,16 @@ s.quit()
 }
 
 /// What Dovecot serves of alice's tree in the backup at `backup`.
+/// The mailboxes a backup's report names, and how many of them were unchanged.
+fn mailbox_counts(report: &str) -> (usize, usize) {
+    let number = |after: &str, before: &str| -> usize {
+        let start = report.find(after).map(|i| i + after.len()).unwrap_or_else(|| panic!("{after:?} in {report}"));
+        let end = report[start..].find(before).map(|i| start + i).unwrap_or_else(|| panic!("{before:?} in {report}"));
+        report[start..end].trim().parse().unwrap_or_else(|_| panic!("a number in {report}"))
+    };
+    (number("users, ", " mailboxes"), number("mailboxes (", " unchanged)"))
+}
+
 fn dovecot_view(backup: &Path, scratch: &Path) -> String {
     let config = dovecot_config(scratch, ":LAYOUT=fs");
     let chown = std::process::Command::new("chown").args(["-R", "65534:65534"]).arg(backup).status();
@@ -99,6 +109,8 @@ s.quit()
     // Settle: a second backup takes what arrived during the first, fetching only that.
     let out = router.ctl(&["backup", backup.to_str().expect("utf-8")]);
     assert!(out.contains(" 0 renamed, 0 removed"), "{out}");
+    let (mailboxes, unchanged) = mailbox_counts(&out);
+    assert_eq!(unchanged, mailboxes - 1, "only the INBOX took mail since: the rest not listed again\n{out}");
     let want = sirms_dump(&router, USER, "alice-pw");
     assert!(want.contains("Projekte/B&APw-ro uidvalidity="), "{want}");
     assert_eq!(dovecot_view(&backup, dir.path()), want, "Dovecot serves the backup as SIRMS served the mail");
@@ -122,6 +134,16 @@ s.quit()
     assert!(out.contains(": 1 fetched, 1 renamed, 1 removed"), "{out}");
     let want = sirms_dump(&router, USER, "alice-pw");
     assert_eq!(dovecot_view(&backup, dir.path()), want, "the incremental backup is the mail as it is now");
+    // A flag change alone (a new MODSEQ, nothing else) is seen; then nothing is.
+    imap(&router, "m.select('INBOX')\nm.uid('STORE', '7', '-FLAGS', r'(\\Answered)')");
+    let out = router.ctl(&["backup", backup.to_str().expect("utf-8")]);
+    assert!(out.contains(": 0 fetched, 1 renamed, 0 removed"), "{out}");
+    let out = router.ctl(&["backup", backup.to_str().expect("utf-8")]);
+    let (mailboxes, unchanged) = mailbox_counts(&out);
+    assert_eq!(unchanged, mailboxes, "{out}");
+    assert!(out.contains(": 0 fetched, 0 renamed, 0 removed"), "{out}");
+    let want = sirms_dump(&router, USER, "alice-pw");
+    assert_eq!(dovecot_view(&backup, dir.path()), want, "the flag change is in the backup");
 
     // One folder deleted by mistake comes back alone, with its UIDVALIDITY and UIDs.
     imap(&router, "assert m.delete('\"Projekte/B&APw-ro\"')[0] == 'OK'");

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sirms_integration_tests::etcd::EtcdCluster;
-use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, NodeLoad, ReplicaState, User};
+use sirms_proto::cluster::{
+    Alias, DirectorySnapshot, DkimKey, DomainQuota, Group, Invite, Node, NodeLoad, ReplicaState, User,
+};
 use sirms_router::directory::etcd::EtcdStore;
 use sirms_router::directory::{ClusterDirectory, Copies, DirectoryError};
 use sirms_router::etcd::EtcdClient;
@@ -145,7 +147,33 @@ conformance!(
     replica_state_over_the_directory_service,
     failover_promotes_only_a_live_in_sync_replica,
     routers_racing_to_fail_over_swap_once,
+    domain_quotas_persist_and_reach_the_snapshot,
 );
+
+async fn domain_quotas_persist_and_reach_the_snapshot(h: Harness) {
+    let d = h.a.clone();
+    let quota = |domain: &str, bytes, messages| DomainQuota {
+        domain: domain.into(),
+        quota_bytes: bytes,
+        quota_messages: messages,
+    };
+    assert!(matches!(d.set_domain_quota(&quota("example.test", 1, 0)).await, Err(DirectoryError::UnknownDomain(_))));
+    d.put_domain("example.test").await.unwrap();
+    d.put_domain("other.test").await.unwrap();
+    d.set_domain_quota(&quota("Example.TEST", 1 << 30, 5000)).await.unwrap();
+    // Adding the domain again (a restore, a script) keeps its quota.
+    d.put_domain("example.test").await.unwrap();
+    drop(d);
+    let h = h.reopen().await;
+    let snap = h.a.snapshot();
+    assert_eq!(snap.domains, vec!["example.test", "other.test"]);
+    assert_eq!(snap.domain_quotas, vec![quota("example.test", 1 << 30, 5000)], "only domains with a quota");
+    // Both limits 0: no quota; the domain stays.
+    h.a.set_domain_quota(&quota("example.test", 0, 0)).await.unwrap();
+    let snap = h.a.snapshot();
+    assert!(snap.domain_quotas.is_empty(), "{:?}", snap.domain_quotas);
+    assert_eq!(snap.domains, vec!["example.test", "other.test"]);
+}
 
 async fn changes_persist_and_bump_the_version(h: Harness) {
     let d = h.a.clone();

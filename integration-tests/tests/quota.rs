@@ -196,3 +196,77 @@ print(" ".join(replies))
     }
     assert_eq!(node.inbox(USER).len(), 5);
 }
+
+/// A domain quota (`sirms ctl domains quota`) bounds the domain's users together, whichever
+/// nodes hold their mailboxes: u1 lives on node1, u2 on node2, and mail for both through node1
+/// stops at the domain's limit though neither user has one. `domains show` adds their usage up;
+/// raising the limit lets mail in again, and so does deleting mail once the domain is full.
+#[test]
+fn a_domain_quota_bounds_the_users_of_the_domain_together_across_nodes() {
+    let (router, n1, n2) = sirms_integration_tests::two_node_cluster();
+    router.ctl(&["domains", "add", "small.test"]);
+    router.ctl(&["users", "add", "u1@small.test", "--password", "pw1", "--home", "node1", "--replica", "node2"]);
+    router.ctl(&["users", "add", "u2@small.test", "--password", "pw2", "--home", "node2", "--replica", "node1"]);
+    router.ctl(&["domains", "quota", "small.test", "--messages", "3"]);
+    assert!(router.ctl(&["domains", "list"]).contains("small.test quota_messages=3\n"));
+    // One message to one user through node1: the SMTP reply code, after the directory with the
+    // users and the quota reached the node.
+    let deliver = r#"
+import smtplib, sys, time
+port, rcpt, want = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+deadline, reply = time.time() + 20, ""
+while time.time() < deadline:
+    # Not from 127.0.0.1: that is the router's address, which the node expects a PROXY header from.
+    s = smtplib.SMTP("127.0.0.1", port, timeout=20, source_address=("127.0.0.3", 0))
+    try:
+        s.sendmail("x@remote.test", [rcpt], b"From: x@remote.test\r\nSubject: hi\r\n\r\nbody\r\n")
+        reply = "250"
+    except smtplib.SMTPRecipientsRefused:
+        reply = "unknown"  # the directory has not reached the node yet
+    except smtplib.SMTPDataError as e:
+        reply = str(e.smtp_code)
+    finally:
+        s.quit()
+    if reply == want:
+        break
+    time.sleep(0.3)
+print(reply)
+"#;
+    let send = |rcpt: &str, want: &str| python(deliver, &[n1.smtp.port().to_string(), rcpt.into(), want.into()]);
+    // Until node1 has the quota, nothing here holds mail back: wait for it with a message that
+    // would pass either way, on a fresh user count.
+    assert_eq!(send("u1@small.test", "250").trim(), "250");
+    assert_eq!(send("u1@small.test", "250").trim(), "250");
+    assert_eq!(send("u2@small.test", "250").trim(), "250");
+    assert_eq!(send("u2@small.test", "452").trim(), "452", "the domain holds 3 messages of its 3");
+    assert_eq!((n1.inbox("u1@small.test").len(), n2.inbox("u2@small.test").len()), (2, 1));
+
+    let card = router.ctl(&["domains", "show", "small.test"]);
+    assert!(card.contains("users    2\nquota    3 messages\n"), "{card}");
+    assert!(card.contains(" in 3 messages (100%)\n"), "{card}");
+    let json: serde_json::Value =
+        serde_json::from_str(&router.ctl(&["domains", "show", "small.test", "--json"])).expect("json");
+    assert_eq!((&json["messages"], &json["quota_messages"]), (&3.into(), &3.into()), "{json}");
+
+    router.ctl(&["domains", "quota", "small.test", "--messages", "4"]);
+    assert_eq!(send("u2@small.test", "250").trim(), "250", "a higher limit lets mail in");
+    assert_eq!(send("u1@small.test", "452").trim(), "452");
+    // u1 deletes a message on node1: the full domain is counted again before it refuses mail.
+    let expunge = r#"
+import imaplib, socket, ssl, sys
+class FromElsewhere(imaplib.IMAP4):
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=("127.0.0.3", 0))
+m = FromElsewhere("127.0.0.1", int(sys.argv[1]), timeout=20)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m.starttls(ssl_context=ctx)
+m.login("u1@small.test", "pw1")
+m.select("INBOX")
+m.store("1", "+FLAGS", "\\Deleted")
+print(m.expunge()[1])
+m.logout()
+"#;
+    python(expunge, &[n1.imap.port().to_string()]);
+    assert_eq!(send("u1@small.test", "250").trim(), "250", "deleted mail makes room within seconds");
+    assert_eq!(n1.inbox("u1@small.test").len(), 2);
+}

@@ -5,23 +5,21 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sirms_storage::{MailStore, NewMessage, StoreError};
 
-use crate::directory::Directory;
 use crate::metrics::NodeMetrics;
-use crate::quota;
+use crate::quota::{self, Quotas};
 
 /// Puts messages into mailboxes through the store (local, or remote on a storage node).
 #[derive(Clone)]
 pub struct Delivery {
     store: Arc<dyn MailStore>,
-    /// Where users' quotas are.
-    directory: Arc<dyn Directory>,
+    quotas: Quotas,
     metrics: Arc<NodeMetrics>,
 }
 
 impl Delivery {
-    /// Delivery into `store`, within the quotas of `directory`, counted in `metrics`.
-    pub fn new(store: Arc<dyn MailStore>, directory: Arc<dyn Directory>, metrics: Arc<NodeMetrics>) -> Delivery {
-        Delivery { store, directory, metrics }
+    /// Delivery into `store`, within `quotas`, counted in `metrics`.
+    pub fn new(store: Arc<dyn MailStore>, quotas: Quotas, metrics: Arc<NodeMetrics>) -> Delivery {
+        Delivery { store, quotas, metrics }
     }
 
     /// Appends `message` (the spool's `msg_id`) to every user's INBOX, concurrently so the
@@ -42,7 +40,7 @@ impl Delivery {
             async move {
                 let delivered = async {
                     let adding = message.bytes.len() as u64;
-                    let usage = quota::room_for(&*self.store, &*self.directory, user, adding).await?;
+                    let usage = self.quotas.room_for(user, adding, 1).await?;
                     self.store.append(user, "INBOX", message).await?;
                     if let Some(usage) = usage.filter(|u| u.crosses_warning(adding)) {
                         self.warn(user, usage.used + adding, usage.limit).await;

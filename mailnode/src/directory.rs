@@ -40,6 +40,14 @@ pub trait Directory: Send + Sync {
     fn may_send_as(&self, login: &str, address: &str) -> bool;
     /// The limits the administrator set on what `login` may store.
     fn quota(&self, login: &str) -> Limits;
+    /// The limits on what all of `domain`'s users together may store.
+    fn domain_quota(&self, _domain: &str) -> Limits {
+        Limits::default()
+    }
+    /// The logins of `domain`'s users (what its quota counts).
+    fn domain_users(&self, _domain: &str) -> Vec<String> {
+        Vec::new()
+    }
     /// What a login naming no user is checked against: a hash that costs what checking this
     /// directory's users costs, so the time a refusal takes does not tell which logins exist.
     fn unknown_user_hash(&self) -> String {
@@ -90,6 +98,16 @@ pub struct UserEntry {
     pub quota_messages: Option<u64>,
 }
 
+/// A domain's quota in the node's TOML: over all of its users together.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DomainQuotaEntry {
+    /// The most bytes; absent or 0: no limit.
+    pub quota_bytes: Option<u64>,
+    /// The most messages; absent or 0: no limit.
+    pub quota_messages: Option<u64>,
+}
+
 /// The directory section of the node's TOML.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -98,6 +116,8 @@ pub struct DirectoryConfig {
     pub users: Vec<UserEntry>,
     /// alias address → target addresses.
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// domain → what all of its users together may store.
+    pub domain_quotas: BTreeMap<String, DomainQuotaEntry>,
 }
 
 /// One user as a node knows it.
@@ -123,6 +143,8 @@ pub struct DirectoryData {
     domains: BTreeSet<String>,
     users: BTreeMap<String, UserRecord>,
     aliases: BTreeMap<String, Vec<String>>,
+    /// Lower-case domain → what all of its users together may store (only domains with limits).
+    domain_quotas: BTreeMap<String, Limits>,
     /// Lower-case domain → relay `host:port`.
     transports: BTreeMap<String, String>,
     /// Lower-case domain → (selector, PKCS#8 PEM key).
@@ -142,6 +164,8 @@ pub enum DirectoryError {
     ForeignUser(String),
     #[error("user {0} is listed twice")]
     Duplicate(String),
+    #[error("domain quota for {0}, which is no configured domain")]
+    ForeignDomainQuota(String),
 }
 
 fn canonical(address: &str) -> Result<String, DirectoryError> {
@@ -177,6 +201,16 @@ impl DirectoryData {
             let targets: Result<Vec<String>, _> = targets.iter().map(|t| canonical(t)).collect();
             dir.aliases.insert(canonical(alias)?, targets?);
         }
+        for (domain, q) in &config.domain_quotas {
+            let domain = domain.trim().to_lowercase();
+            if !dir.domains.contains(&domain) {
+                return Err(DirectoryError::ForeignDomainQuota(domain));
+            }
+            let limits = Limits::new(q.quota_bytes, q.quota_messages);
+            if limits.any() {
+                dir.domain_quotas.insert(domain, limits);
+            }
+        }
         dir.unknown_user_hash = unknown_hash_for(dir.users.values().map(|u| u.password_hash.as_str()));
         Ok(dir)
     }
@@ -201,6 +235,10 @@ impl DirectoryData {
                 })
                 .collect(),
             aliases: snapshot.aliases.iter().map(|a| (a.address.to_lowercase(), a.targets.clone())).collect(),
+            domain_quotas: (snapshot.domain_quotas.iter())
+                .map(|q| (q.domain.to_lowercase(), Limits::new(Some(q.quota_bytes), Some(q.quota_messages))))
+                .filter(|(_, limits)| limits.any())
+                .collect(),
             transports: snapshot.transports.iter().map(|t| (t.domain.to_lowercase(), t.relay.clone())).collect(),
             dkim_keys: snapshot
                 .dkim_keys
@@ -352,6 +390,15 @@ impl Directory for DirectoryData {
         self.users.get(&login).map(|u| u.quota).unwrap_or_default()
     }
 
+    fn domain_quota(&self, domain: &str) -> Limits {
+        self.domain_quotas.get(&domain.to_lowercase()).copied().unwrap_or_default()
+    }
+
+    fn domain_users(&self, domain: &str) -> Vec<String> {
+        let suffix = format!("@{}", domain.to_lowercase());
+        self.users.keys().filter(|u| u.ends_with(&suffix)).cloned().collect()
+    }
+
     fn transport(&self, domain: &str) -> Option<String> {
         self.transports.get(&domain.to_lowercase()).cloned()
     }
@@ -432,6 +479,12 @@ impl Directory for LiveDirectory {
     }
     fn quota(&self, login: &str) -> Limits {
         self.current().quota(login)
+    }
+    fn domain_quota(&self, domain: &str) -> Limits {
+        self.current().domain_quota(domain)
+    }
+    fn domain_users(&self, domain: &str) -> Vec<String> {
+        self.current().domain_users(domain)
     }
     fn transport(&self, domain: &str) -> Option<String> {
         self.current().transport(domain)

@@ -7,12 +7,20 @@
 //! The check reads the usage before the write: sessions writing at the same moment can each
 //! pass it, so a mailbox can end past its quota by what was in flight — never by more.
 //!
+//! A domain's quota (`sirms ctl domains quota`) bounds all of its users together, checked the
+//! same way after the user's own; see [`Quotas`] for how its usage is counted.
+//!
 //! A delivery that takes a mailbox past [`WARN_AT_PERCENT`] of its quota also leaves the user
 //! a warning in the INBOX, so the user learns before mail starts waiting or bouncing.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
-use sirms_storage::{MailStore, QuotaResource, Result, StoreError};
+use sirms_storage::{MailStore, QuotaResource, QuotaUsage, Result, StoreError};
 
 use crate::directory::Directory;
 
@@ -56,29 +64,180 @@ impl Usage {
     }
 }
 
-/// Whether `user` has room for one more message of `adding` bytes: [`StoreError::OverQuota`]
-/// if not; the usage in bytes it read, when the user has a limit in bytes.
-pub async fn room_for(
-    store: &dyn MailStore,
-    directory: &dyn Directory,
-    user: &str,
-    adding: u64,
-) -> Result<Option<Usage>> {
-    let limits = directory.quota(user);
-    if !limits.any() {
-        return Ok(None);
+/// How long a domain's count lets mail in before it is counted again: mail that other nodes
+/// let in (and mail users deleted) shows in the next count, so this bounds how far past its
+/// quota a domain's users can go together.
+const RECOUNT_AFTER: Duration = Duration::from_secs(30);
+/// How old a domain's count may be to refuse mail: a full domain whose users delete mail takes
+/// mail again within this long.
+const FRESH_TO_REFUSE: Duration = Duration::from_secs(5);
+/// Users whose usage a count reads at once.
+const COUNT_CONCURRENCY: usize = 8;
+
+/// Checks writes against the users' quotas and their domains': cloned into every service that
+/// writes mail, the clones sharing the domains' counts.
+///
+/// A domain's usage is the sum of its users' usage, read from their homes (wherever they are)
+/// when the domain's count is older than [`RECOUNT_AFTER`], plus what this node let in since.
+/// Nodes do not tell each other what they let in, so until the next count a domain can end past
+/// its quota by what the other nodes accepted meanwhile.
+#[derive(Clone)]
+pub struct Quotas {
+    store: Arc<dyn MailStore>,
+    directory: Arc<dyn Directory>,
+    /// Domain → its count, each behind its own lock so one domain's count holds up no other.
+    domains: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<DomainCount>>>>>,
+}
+
+/// A domain's usage as this node last counted it.
+#[derive(Debug, Default)]
+struct DomainCount {
+    counted_at: Option<Instant>,
+    /// Each user's usage at the count (kept for a user whose home did not answer the next one).
+    users: HashMap<String, QuotaUsage>,
+    /// What this node let in since the count.
+    since: QuotaUsage,
+}
+
+impl DomainCount {
+    fn total(&self) -> QuotaUsage {
+        let mut total = self.since;
+        for usage in self.users.values() {
+            total.bytes = total.bytes.saturating_add(usage.bytes);
+            total.messages = total.messages.saturating_add(usage.messages);
+        }
+        total
     }
-    let usage = store.quota(user).await?;
+
+    fn older_than(&self, age: Duration) -> bool {
+        self.counted_at.is_none_or(|at| at.elapsed() >= age)
+    }
+}
+
+/// Which limit an [`over`] check is of: a user's or a domain's.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    User,
+    Domain,
+}
+
+/// The refusal, if adding `bytes` in `messages` messages to `usage` goes past `limits`.
+fn over(limits: Limits, usage: QuotaUsage, bytes: u64, messages: u64, scope: Scope) -> Option<StoreError> {
+    let (by_messages, by_bytes) = match scope {
+        Scope::User => (QuotaResource::Messages, QuotaResource::Bytes),
+        Scope::Domain => (QuotaResource::DomainMessages, QuotaResource::DomainBytes),
+    };
     if let Some(limit) = limits.messages
-        && usage.messages.saturating_add(1) > limit
+        && usage.messages.saturating_add(messages) > limit
     {
-        return Err(StoreError::OverQuota { used: usage.messages, limit, resource: QuotaResource::Messages });
+        return Some(StoreError::OverQuota { used: usage.messages, limit, resource: by_messages });
     }
-    let Some(limit) = limits.bytes else { return Ok(None) };
-    if usage.bytes.saturating_add(adding) > limit {
-        return Err(StoreError::OverQuota { used: usage.bytes, limit, resource: QuotaResource::Bytes });
+    if let Some(limit) = limits.bytes
+        && usage.bytes.saturating_add(bytes) > limit
+    {
+        return Some(StoreError::OverQuota { used: usage.bytes, limit, resource: by_bytes });
     }
-    Ok(Some(Usage { used: usage.bytes, limit }))
+    None
+}
+
+impl Quotas {
+    /// Quotas from `directory`, over the mailboxes in `store`.
+    pub fn new(store: Arc<dyn MailStore>, directory: Arc<dyn Directory>) -> Quotas {
+        Quotas { store, directory, domains: Arc::default() }
+    }
+
+    /// The limits the administrator set on what `user` may store.
+    pub fn limits(&self, user: &str) -> Limits {
+        self.directory.quota(user)
+    }
+
+    /// Whether `user` has room for `messages` more messages of `bytes` bytes in all, within
+    /// their own quota and their domain's: [`StoreError::OverQuota`] if not; the user's usage in
+    /// bytes it read, when the user has a limit in bytes.
+    pub async fn room_for(&self, user: &str, bytes: u64, messages: u64) -> Result<Option<Usage>> {
+        let usage = self.user_room(user, bytes, messages).await?;
+        self.domain_room(user, bytes, messages).await?;
+        Ok(usage)
+    }
+
+    async fn user_room(&self, user: &str, bytes: u64, messages: u64) -> Result<Option<Usage>> {
+        let limits = self.directory.quota(user);
+        if !limits.any() {
+            return Ok(None);
+        }
+        let usage = self.store.quota(user).await?;
+        if let Some(refusal) = over(limits, usage, bytes, messages, Scope::User) {
+            return Err(refusal);
+        }
+        Ok(limits.bytes.map(|limit| Usage { used: usage.bytes, limit }))
+    }
+
+    /// Checks the domain's quota and, when there is room, counts the write in: a check that
+    /// lets a write in reserves its room, so concurrent writes on this node cannot all pass.
+    async fn domain_room(&self, user: &str, bytes: u64, messages: u64) -> Result<()> {
+        let Some((_, domain)) = user.rsplit_once('@') else { return Ok(()) };
+        let limits = self.directory.domain_quota(domain);
+        if !limits.any() {
+            return Ok(());
+        }
+        let count = self.count_of(domain);
+        let mut count = count.lock().await;
+        if count.older_than(RECOUNT_AFTER) {
+            self.recount(domain, &mut count).await;
+        }
+        let mut refusal = over(limits, count.total(), bytes, messages, Scope::Domain);
+        if refusal.is_some() && count.older_than(FRESH_TO_REFUSE) {
+            self.recount(domain, &mut count).await;
+            refusal = over(limits, count.total(), bytes, messages, Scope::Domain);
+        }
+        if let Some(refusal) = refusal {
+            return Err(refusal);
+        }
+        let before = count.total();
+        count.since.bytes = count.since.bytes.saturating_add(bytes);
+        count.since.messages = count.since.messages.saturating_add(messages);
+        if let Some(limit) = limits.bytes
+            && (Usage { used: before.bytes, limit }).crosses_warning(bytes)
+        {
+            tracing::warn!(domain, used = before.bytes + bytes, limit, "domain past {WARN_AT_PERCENT}% of its quota");
+        }
+        Ok(())
+    }
+
+    fn count_of(&self, domain: &str) -> Arc<tokio::sync::Mutex<DomainCount>> {
+        let mut domains = self.domains.lock().unwrap_or_else(|p| p.into_inner());
+        domains.entry(domain.to_string()).or_default().clone()
+    }
+
+    /// Reads the usage of every user of `domain` from their homes. A home that does not answer
+    /// leaves its users at what the last count found (nothing, the first time), logged: mail
+    /// keeps flowing while a node is down, and the next count corrects it.
+    async fn recount(&self, domain: &str, count: &mut DomainCount) {
+        let users = self.directory.domain_users(domain);
+        let reads = futures::stream::iter(users)
+            .map(|user| async move {
+                let usage = self.store.quota(&user).await;
+                (user, usage)
+            })
+            .buffer_unordered(COUNT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut users = HashMap::with_capacity(reads.len());
+        for (user, usage) in reads {
+            match usage {
+                Ok(usage) => {
+                    users.insert(user, usage);
+                }
+                Err(e) => {
+                    tracing::warn!(domain, user, error = %e, "domain quota: usage not read, last count kept");
+                    if let Some(&last) = count.users.get(&user) {
+                        users.insert(user, last);
+                    }
+                }
+            }
+        }
+        *count = DomainCount { counted_at: Some(Instant::now()), users, since: QuotaUsage::default() };
+    }
 }
 
 /// The warning left in `user`'s INBOX when a delivery took the mailbox to `used` of `limit`

@@ -33,6 +33,7 @@ use crate::queue::admin::QueueAdmin;
 use crate::queue::copies::Copies;
 use crate::queue::copy_service::CopyService;
 use crate::queue::{self, Spool};
+use crate::quota::Quotas;
 use crate::smtp::connection::SmtpService;
 use crate::smtp::rate::SendRate;
 use crate::smtp::session::SessionConfig;
@@ -231,7 +232,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     metrics.watch_certificates(certificates);
     let throttle = Throttle::new(&config.auth, &config.trusted_proxies)?;
     let authenticator = Authenticator::new(directory.clone(), Arc::new(throttle)).counting(metrics.clone());
-    let delivery = Delivery::new(store.clone(), directory.clone(), metrics.clone());
+    let quotas = Quotas::new(store.clone(), directory.clone());
+    let delivery = Delivery::new(store.clone(), quotas.clone(), metrics.clone());
     let worker = queue::worker::Worker {
         spool: spool.clone(),
         delivery: delivery.clone(),
@@ -343,7 +345,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         let service = Arc::new(ImapService {
             hostname: config.hostname.clone(),
             authenticator: authenticator.clone(),
-            directory: directory.clone(),
+            quotas: quotas.clone(),
             store: store.clone(),
             tls: Some(acceptor.clone()),
             allow_plaintext_auth: config.allow_plaintext_auth,

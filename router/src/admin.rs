@@ -8,8 +8,9 @@ use futures::Stream;
 use sirms_proto::cluster::admin_server::{Admin, AdminServer};
 use sirms_proto::cluster::directory_server::{Directory, DirectoryServer};
 use sirms_proto::cluster::{
-    Ack, Alias, ClusterStatus, DirectorySnapshot, DkimKey, DrainRequest, Empty, Group, GroupList, Invitation, Invite,
-    Name, Node, NodeList, NodeLoad, ReplicaState, Route, RouteExplanation, RouteList, Transport, User, WatchRequest,
+    Ack, Alias, ClusterStatus, DirectorySnapshot, DkimKey, DomainQuota, DrainRequest, Empty, Group, GroupList,
+    Invitation, Invite, Name, Node, NodeList, NodeLoad, ReplicaState, Route, RouteExplanation, RouteList, Transport,
+    User, WatchRequest,
 };
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
@@ -163,6 +164,9 @@ impl Admin for AdminService {
     }
     async fn put_domain(&self, request: Request<Name>) -> Reply<Ack> {
         ack(self.dir().put_domain(&self.admin(request)?.name).await)
+    }
+    async fn set_domain_quota(&self, request: Request<DomainQuota>) -> Reply<Ack> {
+        ack(self.dir().set_domain_quota(&self.admin(request)?).await)
     }
     async fn remove_domain(&self, request: Request<Name>) -> Reply<Ack> {
         ack(self.dir().remove_domain(&self.admin(request)?.name).await)

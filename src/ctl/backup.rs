@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! BACKUP/manifest.json          what was backed up, when, each mailbox's counters
-//! BACKUP/directory.json         domains, users (password hashes), aliases, transports, DKIM keys
+//! BACKUP/directory.json         domains (and quotas), users (password hashes), aliases, transports, DKIM keys
 //! BACKUP/mail/USER/Maildir/     one Maildir per user, mailboxes as nested directories
 //!                               (Dovecot's LAYOUT=fs; levels in modified UTF-7), each with a
 //!                               dovecot-uidlist (UIDVALIDITY, UIDs) and dovecot-keywords
@@ -12,8 +12,9 @@
 //! Dovecot reads each user's tree as it is (`mail_location = maildir:~/Maildir:LAYOUT=fs`),
 //! and `restore` is `import` of it: UIDVALIDITY and UIDs come back when the mailbox is new or
 //! empty, and messages already there are not stored twice. A backup into the folder of an
-//! earlier one is incremental: it fetches only the messages that folder lacks, renames the
-//! files whose flags changed and drops the expunged ones.
+//! earlier one is incremental: a mailbox whose UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and count
+//! are what the last manifest says is not even listed; of the others it fetches only the
+//! messages the folder lacks, renames the files whose flags changed and drops the expunged ones.
 //!
 //! Each mailbox is copied as it was when its turn came (one listing, then its messages):
 //! mail arriving meanwhile is in the next backup. Files are written, then made durable once
@@ -92,6 +93,9 @@ struct MailboxEntry {
 struct BackupReport {
     users: usize,
     mailboxes: usize,
+    /// Mailboxes whose counters (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, messages) were what the
+    /// last backup's manifest says: not listed again.
+    unchanged: usize,
     messages: u64,
     /// Fetched now (the rest were in the folder already).
     fetched: u64,
@@ -143,6 +147,7 @@ pub(super) async fn backup(
         return Err(CtlError::Input("a --user is not in the directory".into()));
     }
     let mut report = BackupReport::default();
+    let mut earlier = earlier_manifest(&args.dir);
     let mut manifest = Manifest { format: FORMAT.into(), started: started.1, ..Default::default() };
     for user in wanted {
         let endpoint = directory
@@ -157,13 +162,27 @@ pub(super) async fn backup(
         let store = RemoteStore::connect_with(&endpoint, credentials).map_err(|e| CtlError::Input(e.to_string()))?;
         let tree = user_dir(&args.dir, &user.address);
         let mut entries = Vec::new();
+        let before = earlier.remove(&user.address).unwrap_or_default();
         for mailbox in store.list_mailboxes(&user.address).await.map_err(|e| CtlError::Input(e.to_string()))? {
-            let entry = backup_mailbox(&store, &user.address, &mailbox.name, &tree, &mut report).await?;
+            let was = before.iter().find(|e| e.name == mailbox.name);
+            let entry = match unchanged(&store, &user.address, was, &tree).await {
+                Some(entry) => {
+                    report.unchanged += 1;
+                    report.messages += entry.messages;
+                    report.bytes += entry.bytes;
+                    entry
+                }
+                None => backup_mailbox(&store, &user.address, &mailbox.name, &tree, &mut report).await?,
+            };
             entries.push(entry);
             report.mailboxes += 1;
         }
         manifest.users.insert(user.address.clone(), entries);
         report.users += 1;
+    }
+    if !args.user.is_empty() {
+        // The other users' folders are still in the backup as their entries say.
+        manifest.users.append(&mut earlier);
     }
     manifest.finished = now();
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| CtlError::Input(e.to_string()))?;
@@ -172,9 +191,10 @@ pub(super) async fn backup(
     report.seconds = started.0.elapsed().as_secs_f64();
     show(json, &report, |r| {
         format!(
-            "backed up {} users, {} mailboxes, {} messages ({}) in {:.1} s: {} fetched, {} renamed, {} removed\n",
+            "backed up {} users, {} mailboxes ({} unchanged), {} messages ({}) in {:.1} s: {} fetched, {} renamed, {} removed\n",
             r.users,
             r.mailboxes,
+            r.unchanged,
             r.messages,
             size(r.bytes),
             r.seconds,
@@ -183,6 +203,29 @@ pub(super) async fn backup(
             r.removed
         )
     })
+}
+
+/// The mailboxes the manifest of an earlier backup in `dir` lists, by user; none if there is
+/// no such manifest.
+fn earlier_manifest(dir: &Path) -> BTreeMap<String, Vec<MailboxEntry>> {
+    let manifest = fs::read(dir.join("manifest.json")).ok();
+    let manifest = manifest.and_then(|text| serde_json::from_slice::<Manifest>(&text).ok());
+    manifest.filter(|m| m.format == FORMAT).map(|m| m.users).unwrap_or_default()
+}
+
+/// The earlier backup's entry of a mailbox when the mailbox has not changed since: the same
+/// UIDVALIDITY and message count, and no UID or MODSEQ handed out since (every append raises
+/// UIDNEXT, every flag change HIGHESTMODSEQ, every expunge lowers the count unless an append
+/// raised UIDNEXT). A manifest is written last, so the folder holds at least what it says.
+async fn unchanged(store: &RemoteStore, user: &str, was: Option<&MailboxEntry>, tree: &Path) -> Option<MailboxEntry> {
+    let was = was?;
+    if !folder_dir(tree, &was.name).join("dovecot-uidlist").is_file() {
+        return None;
+    }
+    let now = store.status(user, &was.name).await.ok()?;
+    let same = (now.uid_validity, now.uid_next, now.highest_modseq, u64::from(now.messages))
+        == (was.uid_validity, was.uid_next, was.highest_modseq, was.messages);
+    same.then(|| was.clone())
 }
 
 /// Brings one mailbox's folder up to date with the store.
@@ -323,7 +366,7 @@ pub(super) async fn restore(
 
 /// Puts the backup's directory entries back: its domains, the chosen users (with their
 /// password hashes and quotas; homes kept where the node still exists), and, for a whole
-/// restore, aliases and transports.
+/// restore, aliases, transports, DKIM keys and domain quotas.
 async fn restore_directory(
     router: &mut Client,
     directory: &DirectorySnapshot,
@@ -359,6 +402,9 @@ async fn restore_directory(
         }
         for key in &directory.dkim_keys {
             router.put_dkim_key(key.clone()).await?;
+        }
+        for quota in &directory.domain_quotas {
+            router.set_domain_quota(quota.clone()).await?;
         }
     }
     Ok(format!(

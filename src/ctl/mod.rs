@@ -147,7 +147,7 @@ pub async fn run(args: CtlArgs) -> Result<String, CtlError> {
         CtlCommand::Nodes(cmd) => nodes::run(&mut c, json, cmd).await,
         CtlCommand::Routes(cmd) => routes::run(&mut c, json, cmd).await,
         CtlCommand::Groups(cmd) => groups::run(&mut c, json, cmd).await,
-        CtlCommand::Domains(cmd) => domains::run(&mut c, json, cmd).await,
+        CtlCommand::Domains(cmd) => domains::run(&mut c, &credentials, json, cmd).await,
         CtlCommand::Users(cmd) => users::run(&mut c, &args.router, &credentials, json, cmd).await,
         CtlCommand::Aliases(cmd) => aliases::run(&mut c, json, cmd).await,
         CtlCommand::Transports(cmd) => transports::run(&mut c, json, cmd).await,

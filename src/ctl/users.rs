@@ -164,7 +164,7 @@ struct Shown {
 /// The user's mail as the home's store counts it, or why it could not be asked.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-enum Usage {
+pub(super) enum Usage {
     Counted { bytes: u64, messages: u64 },
     Unknown(String),
 }
@@ -173,7 +173,7 @@ enum Usage {
 const USAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Asks the user's home store for the user's usage.
-async fn usage(nodes: &[Node], user: &User, credentials: &Credentials) -> Usage {
+pub(super) async fn usage(nodes: &[Node], user: &User, credentials: &Credentials) -> Usage {
     let Some(endpoint) = nodes.iter().find(|n| n.id == user.home).map(|n| n.store_endpoint.as_str()) else {
         return Usage::Unknown(format!("the home {} is not in the directory", user.home));
     };
@@ -200,27 +200,34 @@ fn card(shown: &Shown) -> String {
         (false, true) => "yes",
         (false, false) => "no (the nodes are filling it)",
     };
-    let bytes = u.quota_bytes.filter(|&b| b > 0);
-    let messages = u.quota_messages.filter(|&m| m > 0);
-    let quota = match (bytes, messages) {
-        (None, None) => "none".to_string(),
-        (Some(b), None) => size(b),
-        (None, Some(m)) => format!("{m} messages"),
-        (Some(b), Some(m)) => format!("{}, {m} messages", size(b)),
-    };
+    let (bytes, messages) = (u.quota_bytes.unwrap_or(0), u.quota_messages.unwrap_or(0));
+    let quota = limits_text(bytes, messages);
     let usage = match &shown.usage {
-        Usage::Counted { bytes: used, messages: count } => {
-            let share = |used: u64, limit: Option<u64>| {
-                limit.map(|l| format!(" ({}%)", used.saturating_mul(100) / l.max(1))).unwrap_or_default()
-            };
-            format!("{}{} in {count} messages{}", size(*used), share(*used, bytes), share(*count, messages))
-        }
+        Usage::Counted { bytes: used, messages: count } => usage_text(*used, *count, bytes, messages),
         Usage::Unknown(why) => format!("unknown: {why}"),
     };
     format!(
         "user     {}\nhome     {}\nreplica  {replica}\nin sync  {in_sync}\nepoch    {}\nquota    {quota}\nusage    {usage}\n",
         u.address, u.home, u.epoch
     )
+}
+
+/// A quota for people: `4194304 bytes (4.0 MiB), 200 messages`; a limit of 0 is none.
+pub(super) fn limits_text(bytes: u64, messages: u64) -> String {
+    match (bytes, messages) {
+        (0, 0) => "none".to_string(),
+        (b, 0) => size(b),
+        (0, m) => format!("{m} messages"),
+        (b, m) => format!("{}, {m} messages", size(b)),
+    }
+}
+
+/// Usage for people, with its share of each limit that is set (0: none).
+pub(super) fn usage_text(used: u64, count: u64, bytes: u64, messages: u64) -> String {
+    let share = |used: u64, limit: u64| {
+        used.saturating_mul(100).checked_div(limit).map(|percent| format!(" ({percent}%)")).unwrap_or_default()
+    };
+    format!("{}{} in {count} messages{}", size(used), share(used, bytes), share(count, messages))
 }
 
 /// Bytes for people: `1536 bytes (1.5 KiB)`.
@@ -242,7 +249,7 @@ pub(super) fn size(bytes: u64) -> String {
 }
 
 /// `--quota`: bytes, or with a K, M, G or T suffix (powers of 1024); `none` is 0.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(super) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     if text.eq_ignore_ascii_case("none") {
         return Ok(0);
@@ -265,7 +272,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// `--quota-messages`: a count; `none` is 0.
-fn parse_count(text: &str) -> Result<u64, String> {
+pub(super) fn parse_count(text: &str) -> Result<u64, String> {
     if text.trim().eq_ignore_ascii_case("none") {
         return Ok(0);
     }

@@ -70,6 +70,10 @@ pub enum QuotaResource {
     Bytes,
     /// The number of the user's messages.
     Messages,
+    /// The bytes of every message of every user of the user's domain.
+    DomainBytes,
+    /// The number of messages of every user of the user's domain.
+    DomainMessages,
 }
 
 impl std::fmt::Display for QuotaResource {
@@ -77,6 +81,8 @@ impl std::fmt::Display for QuotaResource {
         f.write_str(match self {
             QuotaResource::Bytes => "bytes",
             QuotaResource::Messages => "messages",
+            QuotaResource::DomainBytes => "domain bytes",
+            QuotaResource::DomainMessages => "domain messages",
         })
     }
 }

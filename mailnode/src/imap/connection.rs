@@ -17,9 +17,9 @@ use super::extension::{self, Decoded};
 use super::response::{self, Code, Status};
 use super::session::{Next, Session, SessionConfig};
 use crate::auth::Authenticator;
-use crate::directory::Directory;
 use crate::net::listener::Accepted;
 use crate::net::stream::{HANDSHAKE_TIMEOUT, Stream};
+use crate::quota::Quotas;
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -64,8 +64,8 @@ impl Default for ImapLimits {
 pub struct ImapService {
     pub hostname: String,
     pub authenticator: Authenticator,
-    /// For the users' quotas.
-    pub directory: Arc<dyn Directory>,
+    /// What users and domains may store.
+    pub quotas: Quotas,
     pub store: Arc<dyn MailStore>,
     /// For STARTTLS; `None` means it is not offered.
     pub tls: Option<TlsAcceptor>,
@@ -344,14 +344,8 @@ impl ImapService {
             max_append: self.limits.max_append,
         });
         let tls = conn.stream.is_tls();
-        let mut session = Session::new(
-            config,
-            self.store.clone(),
-            self.authenticator.clone(),
-            self.directory.clone(),
-            client.ip(),
-            tls,
-        );
+        let mut session =
+            Session::new(config, self.store.clone(), self.authenticator.clone(), self.quotas.clone(), client.ip(), tls);
         let mut io = BufWriter::new(conn.stream);
         tracing::info!(%client, tls, "imap session start");
         let result = self.run(&mut session, &mut io).await;

@@ -23,7 +23,7 @@ use super::flags;
 use super::response::{self, Code, Data, Status};
 use super::selected::Selected;
 use crate::auth::Authenticator;
-use crate::directory::Directory;
+use crate::quota::Quotas;
 
 /// Where responses go: the connection, or a buffer in tests.
 pub type Sink<'a> = dyn AsyncWrite + Unpin + Send + 'a;
@@ -89,8 +89,8 @@ pub struct Session {
     pub(crate) config: Arc<SessionConfig>,
     pub(crate) store: Arc<dyn MailStore>,
     pub(crate) authenticator: Authenticator,
-    /// Where the user's quota comes from.
-    pub(crate) directory: Arc<dyn Directory>,
+    /// What the user and their domain may store.
+    pub(crate) quotas: Quotas,
     pub(crate) client: IpAddr,
     pub(crate) tls_active: bool,
     /// The canonical login: the store's user name.
@@ -113,7 +113,7 @@ impl Session {
         config: Arc<SessionConfig>,
         store: Arc<dyn MailStore>,
         authenticator: Authenticator,
-        directory: Arc<dyn Directory>,
+        quotas: Quotas,
         client: IpAddr,
         tls_active: bool,
     ) -> Session {
@@ -121,7 +121,7 @@ impl Session {
             config,
             store,
             authenticator,
-            directory,
+            quotas,
             client,
             tls_active,
             user: None,

@@ -17,7 +17,9 @@ pub mod state;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sirms_proto::cluster::{Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, ReplicaState, Route, User};
+use sirms_proto::cluster::{
+    Alias, DirectorySnapshot, DkimKey, DomainQuota, Group, Invite, Node, ReplicaState, Route, User,
+};
 use tokio::sync::watch;
 
 pub use placement::Copies;
@@ -295,6 +297,11 @@ impl ClusterDirectory {
     /// Adds a mail domain.
     pub async fn put_domain(&self, domain: &str) -> Result<(), DirectoryError> {
         self.change(|s| s.put_domain(domain)).await
+    }
+
+    /// Sets (or removes, with both limits 0) the quota over all of a domain's users.
+    pub async fn set_domain_quota(&self, quota: &DomainQuota) -> Result<(), DirectoryError> {
+        self.change(|s| s.set_domain_quota(quota)).await
     }
 
     /// Removes a mail domain.

@@ -2,12 +2,12 @@
 //! and turned into record writes. Pure, so both stores (sled, etcd) accept and refuse exactly
 //! the same changes, and it is tested without either.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use prost::Message;
 use sirms_proto::cluster::{
-    Alias, DirectorySnapshot, DkimKey, Group, Invite, Node, ReplicaState, Route, Transport, User,
+    Alias, DirectorySnapshot, DkimKey, DomainQuota, Group, Invite, Node, ReplicaState, Route, Transport, User,
 };
 
 use super::DirectoryError;
@@ -68,8 +68,8 @@ impl Table {
     }
 }
 
-/// One record written or removed by a change. Values are the records' protobuf encoding
-/// (empty for a domain).
+/// One record written or removed by a change. Values are the records' protobuf encoding (a
+/// domain's is its [`DomainQuota`], empty when it has none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     Put(Table, String, Vec<u8>),
@@ -87,7 +87,8 @@ pub struct State {
     nodes: BTreeMap<String, Node>,
     routes: BTreeMap<String, Route>,
     groups: BTreeMap<String, Group>,
-    domains: BTreeSet<String>,
+    /// Each domain with its quota (all limits 0 when it has none).
+    domains: BTreeMap<String, DomainQuota>,
     users: BTreeMap<String, User>,
     aliases: BTreeMap<String, Alias>,
     transports: BTreeMap<String, Transport>,
@@ -144,7 +145,9 @@ impl State {
                 Table::Routes => set(&mut self.routes, key, value),
                 Table::Groups => set(&mut self.groups, key, value),
                 Table::Domains => {
-                    self.domains.insert(key.clone());
+                    // A value that does not decode still names a domain: mail for it must not bounce.
+                    let quota = DomainQuota::decode(value.as_slice()).unwrap_or_default();
+                    self.domains.insert(key.clone(), DomainQuota { domain: key.clone(), ..quota });
                 }
                 Table::Users => set(&mut self.users, key, value),
                 Table::Aliases => set(&mut self.aliases, key, value),
@@ -157,7 +160,7 @@ impl State {
                     Table::Nodes => self.nodes.remove(key).is_some(),
                     Table::Routes => self.routes.remove(key).is_some(),
                     Table::Groups => self.groups.remove(key).is_some(),
-                    Table::Domains => self.domains.remove(key),
+                    Table::Domains => self.domains.remove(key).is_some(),
                     Table::Users => self.users.remove(key).is_some(),
                     Table::Aliases => self.aliases.remove(key).is_some(),
                     Table::Transports => self.transports.remove(key).is_some(),
@@ -170,7 +173,7 @@ impl State {
 
     /// Whether `domain` (lower case) is one of the cluster's.
     pub fn has_domain(&self, domain: &str) -> bool {
-        self.domains.contains(domain)
+        self.domains.contains_key(domain)
     }
 
     /// The whole directory as the Directory service sends it.
@@ -178,7 +181,11 @@ impl State {
         DirectorySnapshot {
             version: self.version,
             nodes: self.nodes.values().cloned().collect(),
-            domains: self.domains.iter().cloned().collect(),
+            domains: self.domains.keys().cloned().collect(),
+            domain_quotas: (self.domains.values())
+                .filter(|q| q.quota_bytes > 0 || q.quota_messages > 0)
+                .cloned()
+                .collect(),
             users: self.users.values().cloned().collect(),
             aliases: self.aliases.values().cloned().collect(),
             transports: self.transports.values().cloned().collect(),
@@ -269,16 +276,30 @@ impl State {
         delete(Table::Groups, name.to_string(), self.groups.contains_key(name), "group")
     }
 
-    /// Adds a mail domain.
+    /// Adds a mail domain; adding one that exists keeps its quota.
     pub fn put_domain(&self, domain: &str) -> Result<Vec<Write>, DirectoryError> {
         let domain = checked_domain(domain)?;
+        if self.domains.contains_key(&domain) {
+            return Ok(Vec::new());
+        }
         Ok(vec![Write::Put(Table::Domains, domain, Vec::new())])
+    }
+
+    /// Sets the quota over all of one domain's users (both limits 0: none).
+    pub fn set_domain_quota(&self, quota: &DomainQuota) -> Result<Vec<Write>, DirectoryError> {
+        let domain = checked_domain(&quota.domain)?;
+        if !self.domains.contains_key(&domain) {
+            return Err(DirectoryError::UnknownDomain(domain));
+        }
+        // The key names the domain; the value holds only the limits.
+        let value = DomainQuota { domain: String::new(), ..quota.clone() };
+        Ok(put(Table::Domains, &domain, &value))
     }
 
     /// Removes a mail domain.
     pub fn remove_domain(&self, domain: &str) -> Result<Vec<Write>, DirectoryError> {
         let domain = domain.trim().to_lowercase();
-        let exists = self.domains.contains(&domain);
+        let exists = self.domains.contains_key(&domain);
         delete(Table::Domains, domain, exists, "domain")
     }
 
@@ -308,7 +329,7 @@ impl State {
     /// Sets the DKIM key of one of our domains (replacing any other selector).
     pub fn put_dkim_key(&self, mut key: DkimKey) -> Result<Vec<Write>, DirectoryError> {
         key.domain = checked_domain(&key.domain)?;
-        if !self.domains.contains(&key.domain) {
+        if !self.domains.contains_key(&key.domain) {
             return Err(DirectoryError::UnknownDomain(key.domain));
         }
         let selector_ok = !key.selector.is_empty()
@@ -372,7 +393,7 @@ impl State {
     /// copy.
     pub fn put_user(&self, mut user: User, copies: Copies) -> Result<Vec<Write>, DirectoryError> {
         let (local, domain) = canonical_address(&user.address)?;
-        if !self.domains.contains(&domain) {
+        if !self.domains.contains_key(&domain) {
             return Err(DirectoryError::UnknownDomain(domain));
         }
         user.address = format!("{local}@{domain}");
@@ -486,7 +507,7 @@ impl State {
     /// Adds or replaces an alias.
     pub fn put_alias(&self, alias: Alias) -> Result<Vec<Write>, DirectoryError> {
         let (local, domain) = canonical_address(&alias.address)?;
-        if !self.domains.contains(&domain) {
+        if !self.domains.contains_key(&domain) {
             return Err(DirectoryError::UnknownDomain(domain));
         }
         let mut targets = Vec::with_capacity(alias.targets.len());

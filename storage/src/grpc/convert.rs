@@ -428,8 +428,10 @@ pub(super) fn error_from_parts(kind: &str, message: &str) -> Option<StoreError> 
             let mut words = message.split(' ');
             let mut number = || words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
             let (used, limit) = (number(), number());
-            let resource = match words.next() {
-                Some("messages") => QuotaResource::Messages,
+            let resource = match words.collect::<Vec<_>>().join(" ").as_str() {
+                "messages" => QuotaResource::Messages,
+                "domain bytes" => QuotaResource::DomainBytes,
+                "domain messages" => QuotaResource::DomainMessages,
                 _ => QuotaResource::Bytes,
             };
             StoreError::OverQuota { used, limit, resource }
@@ -508,5 +510,23 @@ fn untagged_status(status: &Status) -> StoreError {
         | Code::ResourceExhausted
         | Code::DataLoss => StoreError::Protocol(text),
         _ => StoreError::Unavailable(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_quota_resource_crosses_the_wire() {
+        let resources =
+            [QuotaResource::Bytes, QuotaResource::Messages, QuotaResource::DomainBytes, QuotaResource::DomainMessages];
+        for resource in resources {
+            let (kind, _, message) = error_parts(StoreError::OverQuota { used: 7, limit: 5, resource });
+            match error_from_parts(kind, &message) {
+                Some(StoreError::OverQuota { used: 7, limit: 5, resource: back }) => assert_eq!(back, resource),
+                other => panic!("{resource}: came back as {other:?}"),
+            }
+        }
     }
 }

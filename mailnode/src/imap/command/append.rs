@@ -12,7 +12,6 @@ use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::flags;
 use crate::imap::response::Code;
 use crate::imap::session::Session;
-use crate::quota;
 
 impl Session {
     pub(crate) async fn append(
@@ -37,7 +36,7 @@ impl Session {
             let text = format!("message too large (APPENDLIMIT {} octets)", self.config.max_append);
             return Err(CommandError::no(Some(Code::TooBig), text));
         }
-        quota::room_for(&*self.store, &*self.directory, &user, bytes.len() as u64).await?;
+        self.quotas.room_for(&user, bytes.len() as u64, 1).await?;
         let new = NewMessage {
             bytes: Bytes::copy_from_slice(bytes),
             flags: flags::from_imap(flag_list)?,

@@ -10,7 +10,6 @@ use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::response::{self, Code, Status};
 use crate::imap::selected::render_uids;
 use crate::imap::session::{Session, Sink};
-use crate::quota;
 
 impl Session {
     pub(crate) async fn copy_move(
@@ -37,7 +36,7 @@ impl Session {
         if !moving {
             let copied = self.store.fetch(&user, &source, &uids, BodyPart::None).await?;
             let adding = copied.iter().map(|m| m.meta.size).sum();
-            quota::room_for(&*self.store, &*self.directory, &user, adding).await?;
+            self.quotas.room_for(&user, adding, copied.len() as u64).await?;
         }
         let result = if moving {
             self.store.move_messages(&user, &source, &target, &uids).await

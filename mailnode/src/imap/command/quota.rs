@@ -41,7 +41,7 @@ fn quota_response(resources: &str) -> Vec<u8> {
 impl Session {
     /// The resources of the logged-in user's quota root, if they have one.
     async fn quota_resources(&mut self, user: &str) -> CommandResult<Option<String>> {
-        let limits = self.directory.quota(user);
+        let limits = self.quotas.limits(user);
         if !limits.any() {
             return Ok(None);
         }

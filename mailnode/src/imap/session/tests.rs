@@ -11,13 +11,17 @@ use crate::auth::throttle::{Throttle, ThrottleConfig};
 use crate::directory::{DirectoryConfig, DirectoryData};
 use crate::imap::extension;
 
-/// alice has no quota; quota@example.test may store 10 KiB.
+/// alice has no quota; quota@example.test may store 10 KiB; a and b of small.test have no
+/// quota of their own but may store 10 KiB together.
 fn directory() -> Arc<DirectoryData> {
     let cfg: DirectoryConfig = toml::from_str(
         r#"
-domains = ["example.test"]
+domains = ["example.test", "small.test"]
 users = [ { address = "alice@example.test", password = "{plain}pw" },
-          { address = "quota@example.test", password = "{plain}pw", quota_bytes = 10240 } ]
+          { address = "quota@example.test", password = "{plain}pw", quota_bytes = 10240 },
+          { address = "a@small.test", password = "{plain}pw" },
+          { address = "b@small.test", password = "{plain}pw" } ]
+domain_quotas = { "small.test" = { quota_bytes = 10240 } }
 "#,
     )
     .expect("directory config");
@@ -53,7 +57,7 @@ impl Harness {
             Arc::new(config),
             self.store.clone(),
             authenticator(directory.clone()),
-            directory,
+            Quotas::new(self.store.clone(), directory),
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             false,
         )
@@ -327,6 +331,29 @@ async fn quota_roots_only_where_there_is_a_limit() {
     assert_eq!(out, "* QUOTAROOT INBOX\r\nq5 OK GETQUOTAROOT completed\r\n");
     let out = run(&mut s, "q6 GETQUOTA \"\"").await;
     assert!(out.starts_with("q6 NO [NONEXISTENT]"), "{out}");
+}
+
+#[tokio::test]
+async fn a_domain_quota_bounds_its_users_together() {
+    let h = Harness::new();
+    let message = "Subject: x\r\n\r\n".to_string() + &"a".repeat(4000);
+    let mut a = h.logged_in_as("a@small.test").await;
+    assert!(append(&mut a, "INBOX", "", &message).await.contains("ap OK"));
+    assert!(append(&mut a, "INBOX", "", &message).await.contains("ap OK"));
+    // b has no quota of their own, but the domain holds 8,028 of its 10,240 bytes.
+    let mut b = h.logged_in_as("b@small.test").await;
+    let out = append(&mut b, "INBOX", "", &message).await;
+    assert!(out.starts_with("ap NO [OVERQUOTA]"), "{out}");
+    let small = "Subject: y\r\n\r\nsmall\r\n";
+    assert!(append(&mut b, "INBOX", "", small).await.contains("ap OK"), "what fits is taken");
+    // A copy counts too, and what this session let in counts without a new count.
+    run(&mut a, "s SELECT INBOX").await;
+    let out = run(&mut a, "c COPY 1 INBOX").await;
+    assert!(out.starts_with("c NO [OVERQUOTA]"), "{out}");
+    assert!(append(&mut b, "INBOX", "", &"z".repeat(2500)).await.starts_with("ap NO [OVERQUOTA]"));
+    // Another domain is not bounded by it.
+    let mut alice = h.logged_in().await;
+    assert!(append(&mut alice, "INBOX", "", &message).await.contains("ap OK"));
 }
 
 #[tokio::test]
@@ -754,7 +781,7 @@ async fn append_over_the_advertised_limit_is_toobig() {
         Arc::new(config),
         h.store.clone(),
         authenticator(directory.clone()),
-        directory,
+        Quotas::new(h.store.clone(), directory),
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         false,
     );
