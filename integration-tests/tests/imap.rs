@@ -685,3 +685,54 @@ out["others"] = [d.decode() for d in ok(m.uid("FETCH", "1:*", "(ENVELOPE BODYSTR
     );
     assert!(again.contains("UID 3 ") && again.contains(NESTED_BODYSTRUCTURE), "{again}");
 }
+
+/// QRESYNC (RFC 7162) with imaplib against the real binary: once enabled, another session's
+/// expunge comes as `* VANISHED`, and a client reconnecting with its UIDVALIDITY, MODSEQ and
+/// known UIDs learns in its SELECT what vanished and which flags changed meanwhile, and
+/// nothing about the messages that did not change.
+#[test]
+fn qresync_resynchronises_a_reconnecting_client() {
+    let node = MailNode::start("imap-node.example.test", "");
+    node.deliver_numbered(5);
+    let out = run(
+        &node,
+        r#"
+def untagged(m, name):
+    return [d.decode() if isinstance(d, bytes) else str(d) for d in m.untagged_responses.pop(name, [])]
+s1, s2 = connect(), connect()
+out["caps"] = sorted(s1.capabilities)
+ok(s1._simple_command("ENABLE", "QRESYNC"))
+out["enabled"] = untagged(s1, "ENABLED")
+s1.select("INBOX")
+validity = int(untagged(s1, "UIDVALIDITY")[0])
+modseq = int(untagged(s1, "HIGHESTMODSEQ")[0])
+s2.select("INBOX")
+ok(s2.store("2", "+FLAGS.SILENT", "(\\Deleted)"))
+ok(s2.expunge())
+ok(s1.noop())
+out["noop_vanished"] = untagged(s1, "VANISHED")
+out["noop_expunge"] = untagged(s1, "EXPUNGE")
+s1.logout()
+# Offline, the mailbox changes: a flag on UID 3, UID 4 expunged.
+ok(s2.uid("STORE", "3", "+FLAGS.SILENT", "(\\Flagged)"))
+ok(s2.uid("STORE", "4", "+FLAGS.SILENT", "(\\Deleted)"))
+ok(s2.expunge())
+s2.logout()
+s1 = connect()
+ok(s1._simple_command("ENABLE", "QRESYNC"))
+ok(s1._simple_command("SELECT", "INBOX (QRESYNC (%d %d 1:5))" % (validity, modseq)))
+out["select_vanished"] = untagged(s1, "VANISHED")
+out["select_fetch"] = untagged(s1, "FETCH")
+s1.logout()
+"#,
+    );
+    assert!(out["caps"].as_array().unwrap().iter().any(|c| c == "QRESYNC"), "{out}");
+    assert_eq!(out["enabled"], serde_json::json!(["QRESYNC"]));
+    assert_eq!(out["noop_vanished"], serde_json::json!(["2"]), "{out}");
+    assert_eq!(out["noop_expunge"], serde_json::json!([]), "no EXPUNGE once QRESYNC is on: {out}");
+    assert_eq!(out["select_vanished"], serde_json::json!(["(EARLIER) 2,4"]), "{out}");
+    let fetched = out["select_fetch"].as_array().unwrap();
+    assert_eq!(fetched.len(), 1, "only UID 3 changed: {out}");
+    let line = fetched[0].as_str().unwrap();
+    assert!(line.starts_with("2 (UID 3 FLAGS (\\Flagged) MODSEQ ("), "{out}");
+}

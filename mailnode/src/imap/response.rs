@@ -111,6 +111,21 @@ fn push_text(out: &mut Vec<u8>, text: &str) {
     out.extend(text.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
 }
 
+/// How a client learns that messages left the view: `* n EXPUNGE` for each, in the order
+/// they were removed (`removed` holds their sequence numbers and UIDs), or once QRESYNC is
+/// enabled one `* VANISHED` naming their UIDs (RFC 7162 §3.2.10).
+pub fn expunged(removed: &[(u32, u32)], qresync: bool) -> Vec<u8> {
+    if removed.is_empty() {
+        return Vec::new();
+    }
+    if qresync {
+        let mut uids: Vec<u32> = removed.iter().map(|&(_, uid)| uid).collect();
+        uids.sort_unstable();
+        return format!("* VANISHED {}\r\n", super::selected::render_uids(&uids)).into_bytes();
+    }
+    removed.iter().flat_map(|(seq, _)| format!("* {seq} EXPUNGE\r\n").into_bytes()).collect()
+}
+
 /// A status response: `tag` is `None` for an untagged one (`* OK …`, `* BYE …`).
 pub fn status(tag: Option<&str>, status: Status, code: Option<&Code>, text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + text.len());

@@ -223,6 +223,68 @@ impl Selected {
         Ok(picked.iter().enumerate().filter(|(_, p)| **p).map(|(i, _)| i).collect())
     }
 
+    /// The UIDs `set` (`None`: every UID) names that no message in the view has, rendered as a set (empty: none):
+    /// what VANISHED (EARLIER) reports (RFC 7162 §3.2.10). `*` and ranges reach up to the last
+    /// UID ever given, not beyond. The store keeps no record of when a message was expunged, so
+    /// every such UID is reported, expunged before the client's MODSEQ or never seen by it,
+    /// which §3.2.5.2 allows; the answer grows with the messages present, not with the set.
+    pub fn vanished(&self, set: Option<&SequenceSet>) -> String {
+        let top = self.uid_next.saturating_sub(1).max(self.last_uid());
+        let value = |x: &SeqOrUid| match x {
+            SeqOrUid::Value(v) => v.get(),
+            SeqOrUid::Asterisk => top,
+        };
+        let named: Vec<(u32, u32)> = match set {
+            None => vec![(1, top)],
+            Some(set) => (set.0.as_ref().iter())
+                .map(|sequence| match sequence {
+                    Sequence::Single(x) => (value(x), value(x)),
+                    Sequence::Range(a, b) => (value(a).min(value(b)), value(a).max(value(b))),
+                })
+                .collect(),
+        };
+        let mut ranges: Vec<(u32, u32)> =
+            (named.into_iter()).map(|(lo, hi)| (lo, hi.min(top))).filter(|(lo, hi)| lo <= hi).collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::new();
+        for (lo, hi) in ranges {
+            match merged.last_mut() {
+                Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        let mut gaps: Vec<String> = Vec::new();
+        let mut gap = |lo: u32, hi: u32| gaps.push(if lo == hi { lo.to_string() } else { format!("{lo}:{hi}") });
+        for (lo, hi) in merged {
+            let mut next = lo;
+            let start = self.messages.partition_point(|e| e.meta.uid < lo);
+            for entry in self.messages[start..].iter().take_while(|e| e.meta.uid <= hi) {
+                if entry.meta.uid > next {
+                    gap(next, entry.meta.uid - 1);
+                }
+                next = entry.meta.uid.saturating_add(1);
+            }
+            if next <= hi && next >= lo {
+                gap(next, hi);
+            }
+        }
+        gaps.join(",")
+    }
+
+    /// `* n FETCH (UID u FLAGS (…))` of the message at `index`, with its MODSEQ when `modseq`:
+    /// how a flag change is reported.
+    pub fn flags_fetch(&self, index: usize, modseq: bool) -> Vec<u8> {
+        let Some(entry) = self.messages.get(index) else { return Vec::new() };
+        let meta = &entry.meta;
+        let mut data = response::Data::new(index + 1);
+        data.raw(format_args!(" FETCH (UID {} FLAGS ({})", meta.uid, flags::render(&meta.flags, entry.recent)));
+        if modseq {
+            data.raw(format_args!(" MODSEQ ({})", meta.modseq));
+        }
+        data.raw(")");
+        data.finish()
+    }
+
     /// The UIDs at `indexes`.
     pub fn uids(&self, indexes: &[usize]) -> UidSet {
         indexes.iter().filter_map(|&i| self.messages.get(i)).map(|e| e.meta.uid).collect()

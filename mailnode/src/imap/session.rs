@@ -19,8 +19,7 @@ use super::connection::ImapLimits;
 use super::error::{CommandError, CommandResult, Done};
 use super::extension::esearch::Esearch;
 use super::extension::{Decoded, Extension};
-use super::flags;
-use super::response::{self, Code, Data, Status};
+use super::response::{self, Code, Status};
 use super::selected::Selected;
 use crate::auth::Authenticator;
 use crate::quota::Quotas;
@@ -98,6 +97,9 @@ pub struct Session {
     pub(crate) selected: Option<Selected>,
     /// CONDSTORE was enabled (RFC 7162 §3.1): MODSEQ goes into FETCH responses about flag changes.
     pub(crate) condstore: bool,
+    /// QRESYNC was enabled (RFC 7162 §3.2.3): VANISHED replaces EXPUNGE, and SELECT and UID
+    /// FETCH take its resynchronisation parameters.
+    pub(crate) qresync: bool,
     pub(crate) auth_failures: u32,
     bad_commands: u32,
     logged_out: bool,
@@ -127,6 +129,7 @@ impl Session {
             user: None,
             selected: None,
             condstore: false,
+            qresync: false,
             auth_failures: 0,
             bad_commands: 0,
             logged_out: false,
@@ -166,7 +169,7 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE",
+             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE",
         );
         // One limit for every mailbox, so it goes in the capability (RFC 7889) and a
         // client need not ask mailbox by mailbox.
@@ -416,7 +419,7 @@ impl Session {
     /// (when `expunge_allowed`) EXPUNGE responses.
     pub async fn report_changes(&mut self, expunge_allowed: bool, out: &mut Sink<'_>) -> io::Result<()> {
         let Some(user) = self.user.clone() else { return Ok(()) };
-        let condstore = self.condstore;
+        let (condstore, qresync) = (self.condstore, self.qresync);
         let Some(view) = self.selected.as_mut() else { return Ok(()) };
         view.poll_changes();
         let mut appended: Vec<u32> = Vec::new();
@@ -442,19 +445,7 @@ impl Session {
                     if let Some(flags) = view.flags_update() {
                         send(out, &flags).await?;
                     }
-                    let entry = &view.entries()[index];
-                    let meta = &entry.meta;
-                    let mut data = Data::new(index + 1);
-                    data.raw(format_args!(
-                        " FETCH (UID {} FLAGS ({})",
-                        meta.uid,
-                        flags::render(&meta.flags, entry.recent)
-                    ));
-                    if condstore {
-                        data.raw(format_args!(" MODSEQ ({})", meta.modseq));
-                    }
-                    data.raw(")");
-                    send(out, &data.finish()).await?;
+                    send(out, &view.flags_fetch(index, condstore)).await?;
                 }
                 Change::Expunged(uids) => {
                     if !expunge_allowed {
@@ -463,11 +454,9 @@ impl Session {
                     }
                     // New messages are announced before they can be expunged, so numbers stay right.
                     Self::announce(&self.store, &user, view, &mut appended, out).await?;
-                    for uid in uids {
-                        if let Some(seq) = view.remove(uid) {
-                            send(out, format!("* {seq} EXPUNGE\r\n").as_bytes()).await?;
-                        }
-                    }
+                    let removed: Vec<(u32, u32)> =
+                        uids.into_iter().filter_map(|uid| Some((view.remove(uid)?, uid))).collect();
+                    send(out, &response::expunged(&removed, qresync)).await?;
                 }
                 Change::MailboxGone => {
                     if !expunge_allowed {
@@ -475,11 +464,9 @@ impl Session {
                         break;
                     }
                     let uids: Vec<u32> = view.entries().iter().rev().map(|e| e.meta.uid).collect();
-                    for uid in uids {
-                        if let Some(seq) = view.remove(uid) {
-                            send(out, format!("* {seq} EXPUNGE\r\n").as_bytes()).await?;
-                        }
-                    }
+                    let removed: Vec<(u32, u32)> =
+                        uids.into_iter().filter_map(|uid| Some((view.remove(uid)?, uid))).collect();
+                    send(out, &response::expunged(&removed, qresync)).await?;
                     send(out, &response::status(None, Status::No, None, "mailbox was deleted or renamed")).await?;
                 }
                 Change::Lagged => match self.store.messages(&user, &view.name).await {

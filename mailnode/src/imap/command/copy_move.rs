@@ -62,14 +62,11 @@ impl Session {
         if let Some(code) = &code {
             out.write_all(&response::status(None, Status::Ok, Some(code), "moved")).await?;
         }
+        let qresync = self.qresync;
         let view = self.selected()?;
-        let mut lines = Vec::new();
-        for (from, _) in pairs.iter().rev() {
-            if let Some(seq) = view.remove(*from) {
-                lines.extend(format!("* {seq} EXPUNGE\r\n").into_bytes());
-            }
-        }
-        out.write_all(&lines).await?;
+        let removed: Vec<(u32, u32)> =
+            pairs.iter().rev().filter_map(|&(from, _)| Some((view.remove(from)?, from))).collect();
+        out.write_all(&response::expunged(&removed, qresync)).await?;
         Ok(Done::ok("MOVE completed"))
     }
 }

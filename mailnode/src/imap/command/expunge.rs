@@ -4,7 +4,7 @@ use imap_types::sequence::SequenceSet;
 use tokio::io::AsyncWriteExt;
 
 use crate::imap::error::{CommandError, CommandResult, Done};
-use crate::imap::response::Code;
+use crate::imap::response::{self, Code};
 use crate::imap::session::{Session, Sink};
 
 impl Session {
@@ -28,14 +28,10 @@ impl Session {
         let mut gone = self.store.expunge(&user, &name, restrict.as_ref()).await?;
         // Highest first, so each number is still right when the client applies it.
         gone.sort_unstable_by(|a, b| b.cmp(a));
+        let qresync = self.qresync;
         let view = self.selected()?;
-        let mut lines = Vec::new();
-        for uid in gone {
-            if let Some(seq) = view.remove(uid) {
-                lines.extend(format!("* {seq} EXPUNGE\r\n").into_bytes());
-            }
-        }
-        out.write_all(&lines).await?;
+        let removed: Vec<(u32, u32)> = gone.into_iter().filter_map(|uid| Some((view.remove(uid)?, uid))).collect();
+        out.write_all(&response::expunged(&removed, qresync)).await?;
         Ok(Done::ok("EXPUNGE completed"))
     }
 }

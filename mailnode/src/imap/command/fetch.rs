@@ -151,12 +151,16 @@ impl Session {
             MacroOrMessageDataItemNames::MessageDataItemNames(list) => list,
         };
         let mut items = names.iter().map(Item::from_wire).collect::<Result<Vec<_>, _>>()?;
-        let mut changed_since = None;
+        let (mut changed_since, mut vanished) = (None, false);
         for modifier in modifiers {
             match modifier {
                 FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
-                FetchModifier::Vanished => return Err(CommandError::bad("VANISHED needs QRESYNC")),
+                FetchModifier::Vanished => vanished = true,
             }
+        }
+        // RFC 7162 §3.2.6: VANISHED goes with UID FETCH and CHANGEDSINCE, once QRESYNC is on.
+        if vanished && !(uid && changed_since.is_some() && self.qresync) {
+            return Err(CommandError::bad("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC"));
         }
         if changed_since.is_some() || items.contains(&Item::ModSeq) {
             self.enable_condstore(out).await?;
@@ -164,12 +168,19 @@ impl Session {
         if changed_since.is_some() && !items.contains(&Item::ModSeq) {
             items.push(Item::ModSeq);
         }
-        if uid && !items.contains(&Item::Uid) {
+        // With QRESYNC every FETCH names its UID (RFC 7162 §3.2.4).
+        if (uid || self.qresync) && !items.contains(&Item::Uid) {
             items.insert(0, Item::Uid);
         }
         let user = self.login_name()?;
         let view = self.selected()?;
         let mut indexes = view.resolve(set, uid)?;
+        if vanished {
+            let gone = view.vanished(Some(set));
+            if !gone.is_empty() {
+                out.write_all(format!("* VANISHED (EARLIER) {gone}\r\n").as_bytes()).await?;
+            }
+        }
         if let Some(since) = changed_since {
             indexes.retain(|&i| view.entry(i).is_some_and(|e| e.meta.modseq > since));
         }

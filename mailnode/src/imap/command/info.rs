@@ -15,7 +15,14 @@ impl Session {
     pub(crate) async fn enable(&mut self, wanted: &[CapabilityEnable<'_>], out: &mut Sink<'_>) -> CommandResult {
         let mut enabled = Vec::new();
         for capability in wanted {
-            if matches!(capability, CapabilityEnable::CondStore) && !self.condstore {
+            // The codec has no variant of its own for QRESYNC: it comes as another atom.
+            let qresync = capability.to_string().eq_ignore_ascii_case("QRESYNC");
+            if qresync && !self.qresync {
+                // RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+                self.enable_condstore(out).await?;
+                self.qresync = true;
+                enabled.push("QRESYNC");
+            } else if matches!(capability, CapabilityEnable::CondStore) && !self.condstore {
                 self.enable_condstore(out).await?;
                 enabled.push("CONDSTORE");
             }

@@ -1,4 +1,4 @@
-//! SELECT, EXAMINE (with CONDSTORE), CLOSE and UNSELECT.
+//! SELECT, EXAMINE (with CONDSTORE and QRESYNC), CLOSE and UNSELECT.
 
 use imap_types::command::SelectParameter;
 use imap_types::mailbox::Mailbox;
@@ -19,12 +19,22 @@ impl Session {
         parameters: &[SelectParameter],
         out: &mut Sink<'_>,
     ) -> CommandResult {
-        // RFC 3501 §6.3.1: a SELECT, even a failing one, first leaves the selected mailbox.
-        self.selected = None;
+        // RFC 3501 §6.3.1: a SELECT, even a failing one, first leaves the selected mailbox, and
+        // RFC 7162 §3.2.11 has a server offering QRESYNC say so, so that a client tells the old
+        // mailbox's last responses from the new one's.
+        if self.selected.take().is_some() {
+            out.write_all(&response::status(None, Status::Ok, Some(&Code::Closed), "previous mailbox closed")).await?;
+        }
+        let mut resync = None;
         for parameter in parameters {
             match parameter {
                 SelectParameter::CondStore => self.condstore = true,
-                SelectParameter::QResync { .. } => return Err(CommandError::bad("QRESYNC is not supported")),
+                SelectParameter::QResync { uid_validity, mod_sequence_value, known_uids, .. } => {
+                    if !self.qresync {
+                        return Err(CommandError::bad("QRESYNC parameter without ENABLE QRESYNC"));
+                    }
+                    resync = Some((uid_validity.get(), mod_sequence_value.get(), known_uids.clone()));
+                }
             }
         }
         let name = mailbox_name(mailbox)?;
@@ -49,6 +59,21 @@ impl Session {
             Some(&Code::HighestModSeq(view.highest_modseq)),
             "highest modseq",
         ));
+        // RFC 7162 §3.2.5: what changed since the client's MODSEQ, if it knew this mailbox as it
+        // is (same UIDVALIDITY); otherwise the client starts over from the responses above.
+        if let Some((_, since, known)) = resync.filter(|r| r.0 == view.uid_validity) {
+            let vanished = view.vanished(known.as_ref());
+            if !vanished.is_empty() {
+                lines.extend(format!("* VANISHED (EARLIER) {vanished}\r\n").into_bytes());
+            }
+            let indexes = match &known {
+                Some(set) => view.resolve(set, true)?,
+                None => (0..view.entries().len()).collect(),
+            };
+            for index in indexes.into_iter().filter(|&i| view.entries()[i].meta.modseq > since) {
+                lines.extend(view.flags_fetch(index, true));
+            }
+        }
         out.write_all(&lines).await?;
         self.selected = Some(view);
         let (code, verb) = if read_only { (Code::ReadOnly, "EXAMINE") } else { (Code::ReadWrite, "SELECT") };

@@ -35,7 +35,7 @@ impl Session {
         if unchanged_since.is_some() {
             self.enable_condstore(out).await?;
         }
-        let condstore = self.condstore;
+        let (condstore, qresync) = (self.condstore, self.qresync);
         let view = self.selected()?;
         if view.read_only {
             return Err(CommandError::no(Some(Code::ReadOnly), "mailbox is read-only"));
@@ -81,7 +81,9 @@ impl Session {
             }
             let mut data = Data::new(index + 1);
             data.raw(" FETCH (");
-            if uid {
+            // With QRESYNC every FETCH names its UID (RFC 7162 §3.2.4), so that a client that
+            // tracks messages by UID alone can apply it.
+            if uid || qresync {
                 data.raw(format_args!("UID {uid_value} "));
             }
             data.raw(format_args!("FLAGS ({})", flags::render(&entry.meta.flags, entry.recent)));

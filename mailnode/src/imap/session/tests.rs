@@ -10,6 +10,7 @@ use super::*;
 use crate::auth::throttle::{Throttle, ThrottleConfig};
 use crate::directory::{DirectoryConfig, DirectoryData};
 use crate::imap::extension;
+use crate::imap::response::Data;
 
 /// alice has no quota; quota@example.test may store 10 KiB; a and b of small.test have no
 /// quota of their own but may store 10 KiB together.
@@ -285,6 +286,45 @@ async fn condstore_and_examine() {
     assert!(out.contains("* 2 FETCH (FLAGS (\\Recent) MODSEQ ("), "{out}");
     let out = run(&mut s, "h UNSELECT").await;
     assert_eq!(out, "h OK UNSELECT completed\r\n");
+}
+
+#[tokio::test]
+async fn qresync_reports_what_changed_since_the_clients_modseq() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    for _ in 0..5 {
+        append(&mut s, "INBOX", "", MESSAGE).await;
+    }
+    let out = run(&mut s, "a SELECT INBOX (QRESYNC (1 1))").await;
+    assert!(out.starts_with("a BAD"), "not enabled yet: {out}");
+    assert_eq!(run(&mut s, "b ENABLE QRESYNC").await, "* ENABLED QRESYNC\r\nb OK ENABLE completed\r\n");
+    let out = run(&mut s, "c SELECT INBOX").await;
+    let field = |out: &str, name: &str| -> u64 {
+        let after = out.split(&format!("[{name} ")).nth(1).expect(name);
+        after.split(']').next().and_then(|n| n.parse().ok()).expect(name)
+    };
+    let (validity, modseq) = (field(&out, "UIDVALIDITY"), field(&out, "HIGHESTMODSEQ"));
+    run(&mut s, "d STORE 2 +FLAGS.SILENT (\\Flagged)").await;
+    run(&mut s, "e STORE 3 +FLAGS.SILENT (\\Deleted)").await;
+    // Once QRESYNC is on, an expunge is a VANISHED of UIDs, not EXPUNGEs of numbers.
+    assert_eq!(run(&mut s, "f EXPUNGE").await, "* VANISHED 3\r\nf OK EXPUNGE completed\r\n");
+
+    // A client that last saw the mailbox at `modseq` learns what vanished and what changed, and
+    // a SELECT while another mailbox is selected says that one is closed.
+    let out = run(&mut s, &format!("g SELECT INBOX (QRESYNC ({validity} {modseq} 1:5))")).await;
+    assert!(out.starts_with("* OK [CLOSED]"), "{out}");
+    assert!(out.contains("* VANISHED (EARLIER) 3\r\n"), "{out}");
+    assert!(out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("), "{out}");
+    assert!(!out.contains("FETCH (UID 1 ") && !out.contains("FETCH (UID 4 "), "unchanged: {out}");
+    assert!(out.ends_with("g OK [READ-WRITE] SELECT completed\r\n"), "{out}");
+    // Another UIDVALIDITY: the client's cache is void, and only the usual responses come.
+    let out = run(&mut s, &format!("h SELECT INBOX (QRESYNC ({} {modseq}))", validity + 1)).await;
+    assert!(!out.contains("VANISHED") && !out.contains("FETCH"), "{out}");
+
+    let out = run(&mut s, &format!("i UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)")).await;
+    assert!(out.starts_with("* VANISHED (EARLIER) 3\r\n* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("), "{out}");
+    let out = run(&mut s, "j FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)").await;
+    assert!(out.starts_with("j BAD"), "VANISHED needs UID FETCH: {out}");
 }
 
 #[tokio::test]
