@@ -1,6 +1,6 @@
 //! IMAP against the real `sirms node` binary with Python's imaplib and curl: mail delivered
 //! by SMTP comes out byte for byte, flags, UIDPLUS, LIST, IDLE, two sessions seeing each
-//! other's changes, and the extensions (QUOTA, BINARY, ESEARCH, LIST-STATUS).
+//! other's changes, and the extensions (QUOTA, BINARY, ESEARCH, LIST-STATUS, SORT, THREAD).
 
 use std::process::Command;
 
