@@ -31,12 +31,15 @@ pub struct MessageKeys {
     pub seq: u32,
     /// What the response names: the sequence number, or the UID for UID SORT and UID THREAD.
     pub number: u32,
+    /// MODSEQ, for `(MODSEQ n)` after a MODSEQ criterion.
     pub modseq: u64,
     /// INTERNALDATE, in seconds since the epoch.
     pub arrival: i64,
+    /// RFC822.SIZE.
     pub size: u64,
     /// The Date field in seconds since the epoch, or INTERNALDATE without a valid one (§2.2).
     pub sent: i64,
+    /// The base subject of the first Subject field (§2.1).
     pub subject: BaseSubject,
     /// The addr-mailbox (local part) of the first address of each field, upper-cased.
     pub from: String,
@@ -207,6 +210,7 @@ pub fn sort_response(sorted: &[MessageKeys], with_modseq: bool) -> Vec<u8> {
 }
 
 impl Session {
+    /// SORT and UID SORT: the matches of `search`, ordered by `criteria`.
     pub(crate) async fn sort(
         &mut self,
         criteria: &Vec1<SortCriterion>,

@@ -329,6 +329,7 @@ pub fn thread_response(messages: &[MessageKeys], forest: &Forest) -> Vec<u8> {
 }
 
 impl Session {
+    /// THREAD and UID THREAD: the matches of `search`, threaded by `algorithm`.
     pub(crate) async fn thread(
         &mut self,
         algorithm: &ThreadingAlgorithm<'_>,
