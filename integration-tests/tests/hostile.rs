@@ -662,6 +662,29 @@ fn cases() -> Vec<Case> {
             &[LOGGED_IN, "b OK", "c OK"],
             Open,
         ),
+        // SORT and THREAD: a References field of 5000 IDs (past the 64 KiB of header they
+        // read), 3000 sort keys, criteria nested past what the parser takes. In a mailbox of
+        // its own, so that the INBOX holds only what the cases deliver.
+        case(
+            "imap-sort-thread-huge-headers-and-keys",
+            Imap,
+            {
+                let refs: String = (0..5000).map(|i| format!(" <ref{i}@hostile.test>")).collect();
+                let message =
+                    format!("Subject: Re: x\r\nReferences:{refs}\r\nMessage-ID: <m@hostile.test>\r\n\r\nbody\r\n");
+                format!(
+                    "{LOGIN}c CREATE hostile-thread\r\nd APPEND hostile-thread {{{}+}}\r\n{message}\r\n\
+                     e SELECT hostile-thread\r\nf THREAD REFERENCES UTF-8 ALL\r\ng SORT ({}) UTF-8 ALL\r\n\
+                     h UID THREAD ORDEREDSUBJECT UTF-8 {}ALL{}\r\n",
+                    message.len(),
+                    vec!["REVERSE SUBJECT"; 3000].join(" "),
+                    "(".repeat(5000),
+                    ")".repeat(5000)
+                )
+            },
+            &[LOGGED_IN, "c OK", "d OK", "e OK", "* THREAD (1)\r\n", "f OK", "* SORT 1\r\n", "g OK", "h BAD"],
+            Open,
+        ),
         case("imap-idle-garbage", Imap, format!("{LOGIN}b IDLE\r\n"), &[LOGGED_IN, "+ idling\r\n"], Open)
             .then("GARBAGE\r\n", &["b BAD expected DONE\r\n"]),
         case(

@@ -1,6 +1,6 @@
 //! IMAP against the real `sirms node` binary with Python's imaplib and curl: mail delivered
 //! by SMTP comes out byte for byte, flags, UIDPLUS, LIST, IDLE, two sessions seeing each
-//! other's changes, and the extensions (QUOTA, BINARY, ESEARCH, LIST-STATUS).
+//! other's changes, and the extensions (QUOTA, BINARY, ESEARCH, LIST-STATUS, QRESYNC, SORT, THREAD).
 
 use std::process::Command;
 
@@ -735,4 +735,75 @@ s1.logout()
     assert_eq!(fetched.len(), 1, "only UID 3 changed: {out}");
     let line = fetched[0].as_str().unwrap();
     assert!(line.starts_with("2 (UID 3 FLAGS (\\Flagged) MODSEQ ("), "{out}");
+}
+
+#[test]
+fn sort_and_thread_order_and_group_appended_mail() {
+    let node = MailNode::start("imap-node.example.test", "");
+    let out = run(
+        &node,
+        r#"
+m = connect()
+out["caps"] = sorted(m.capabilities)
+def message(mid, subject, date, sender, refs=""):
+    refs = "References: %s\r\n" % refs if refs else ""
+    return ("From: %s\r\nTo: alice@example.test\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: %s\r\n%s\r\nbody\r\n"
+            % (sender, subject, date, mid, refs)).encode()
+# A References field of 3000 IDs (about 40 KB), the real parent last.
+noise = " ".join("<noise%d@x>" % i for i in range(3000))
+messages = [
+    (message("<1@x>", "Lunch", "Mon, 01 Dec 2025 10:00:00 +0000", "Zoe <zoe@x>"), "01-Dec-2025 12:00:00 +0000"),
+    (message("<2@x>", "=?utf-8?q?Re=3A_lunch?=", "Mon, 01 Dec 2025 09:30:00 -0100", "adam@x", "<1@x>"),
+     "01-Dec-2025 11:00:00 +0000"),
+    (message("<3@x>", "[team] Budget", "Sun, 30 Nov 2025 08:00:00 +0000", "=?utf-8?q?B=C3=B6b?= <bob@x>"),
+     "01-Dec-2025 13:00:00 +0000"),
+    (message("<4@x>", "Re: Re: LUNCH (fwd)", "Tue, 02 Dec 2025 08:00:00 +0000", "carl@x", noise + " <2@x>"),
+     "01-Dec-2025 10:00:00 +0000"),
+    (message("<5@x>", "Fwd: budget", "Mon, 01 Dec 2025 11:00:00 +0000", "anna@x", "<missing@x>"),
+     "01-Dec-2025 14:00:00 +0000"),
+    (message("<6@x>", "budget", "not a date", "bea@x"), "29-Nov-2025 10:00:00 +0000"),
+]
+for raw, when in messages:
+    ok(m.append("INBOX", None, '"%s"' % when, raw))
+m.select("INBOX")
+ok(m.store("1", "+FLAGS.SILENT", "(\\Seen)"))
+sort = lambda *a: ok(m.sort(*a))[0].decode()
+out["date"] = sort("(DATE)", "UTF-8", "ALL")
+out["arrival"] = sort("(REVERSE ARRIVAL)", "UTF-8", "ALL")
+out["subject"] = sort("(SUBJECT DATE)", "UTF-8", "ALL")
+out["from"] = sort("(FROM)", "UTF-8", "UNSEEN")
+out["displayfrom"] = sort("(DISPLAYFROM)", "UTF-8", "ALL")
+out["uid_size"] = ok(m.uid("SORT", "(SIZE)", "UTF-8", "UID 2:6"))[0].decode()
+out["references"] = ok(m.thread("REFERENCES", "UTF-8", "ALL"))[0].decode()
+out["orderedsubject"] = ok(m.thread("ORDEREDSUBJECT", "UTF-8", "ALL"))[0].decode()
+ok(m.store("1", "+FLAGS.SILENT", "(\\Deleted)"))
+ok(m.expunge())
+out["uid_references"] = ok(m.uid("THREAD", "REFERENCES", "UTF-8", "ALL"))[0].decode()
+typ, data = m.sort("(SIZE)", "KOI8-R", "ALL")
+out["charset"] = "%s %s" % (typ, data[0].decode())
+m.logout()
+"#,
+    );
+    let caps = out["caps"].as_array().unwrap();
+    for cap in ["SORT", "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT"] {
+        assert!(caps.iter().any(|c| c == cap), "{cap} missing: {out}");
+    }
+    // Sent dates: 3 (30 Nov), 6 (no valid Date: its arrival, 29 Nov), 1, 2 (10:30 UTC), 5, 4.
+    assert_eq!(out["date"], "6 3 1 2 5 4", "{out}");
+    assert_eq!(out["arrival"], "5 3 1 2 4 6", "{out}");
+    // Base subjects BUDGET (3, 5, 6) and LUNCH (1, 2, 4), each by date.
+    assert_eq!(out["subject"], "6 3 5 1 2 4", "{out}");
+    // The local part of the first From address; message 1 is \Seen.
+    assert_eq!(out["from"], "2 5 6 3 4", "{out}");
+    // Display names, decoded (Böb), else the address.
+    assert_eq!(out["displayfrom"], "2 5 6 3 4 1", "{out}");
+    let size = out["uid_size"].as_str().unwrap();
+    assert!(size.ends_with(" 4"), "the message with the long References is the largest: {out}");
+    // 2 replies to 1 and 4 to 2 (its References' last ID). 3 and 6, both on BUDGET and
+    // neither a reply, go under a dummy, which 5 (a reply to a missing message) joins.
+    assert_eq!(out["references"], "((6)(3)(5))(1 2 4)", "{out}");
+    assert_eq!(out["orderedsubject"], "(6 (3)(5))(1 (2)(4))", "{out}");
+    // With 1 expunged, 2 replies to a missing message and heads its thread (by UID).
+    assert_eq!(out["uid_references"], "((6)(3)(5))(2 4)", "{out}");
+    assert!(out["charset"].as_str().unwrap().starts_with("NO [BADCHARSET"), "{out}");
 }

@@ -169,7 +169,8 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE",
+             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE \
+             SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT",
         );
         // One limit for every mailbox, so it goes in the capability (RFC 7889) and a
         // client need not ask mailbox by mailbox.
@@ -216,13 +217,16 @@ impl Session {
         if let Err(text) = self.check_state(&command.body) {
             return self.bad_input(Some(&tag), text, out).await;
         }
-        // RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE or SEARCH by sequence number, since
-        // the client could not tell which messages the results refer to.
+        // RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE or SEARCH by sequence number (nor
+        // SORT or THREAD, its variants), since the client could not tell which messages the
+        // results refer to.
         let expunge_allowed = !matches!(
             command.body,
             CommandBody::Fetch { uid: false, .. }
                 | CommandBody::Store { uid: false, .. }
                 | CommandBody::Search { uid: false, .. }
+                | CommandBody::Sort { uid: false, .. }
+                | CommandBody::Thread { uid: false, .. }
         );
         let result: CommandResult = match command.body {
             CommandBody::Capability => self.capability(out).await,
@@ -290,6 +294,12 @@ impl Session {
                 };
                 self.search(charset.as_ref(), &criteria, uid, esearch, out).await
             }
+            CommandBody::Sort { sort_criteria, charset, search_criteria, uid } => {
+                self.sort(&sort_criteria, &charset, &search_criteria, uid, out).await
+            }
+            CommandBody::Thread { algorithm, charset, search_criteria, uid } => {
+                self.thread(&algorithm, &charset, &search_criteria, uid, out).await
+            }
             CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 self.fetch(&sequence_set, macro_or_item_names, uid, &modifiers, out).await
             }
@@ -354,6 +364,8 @@ impl Session {
                 | C::Expunge
                 | C::ExpungeUid { .. }
                 | C::Search { .. }
+                | C::Sort { .. }
+                | C::Thread { .. }
                 | C::Fetch { .. }
                 | C::Store { .. }
                 | C::Copy { .. }

@@ -2,6 +2,7 @@
 
 mod append;
 mod auth;
+pub mod base_subject;
 mod copy_move;
 mod expunge;
 mod fetch;
@@ -11,8 +12,10 @@ mod mailbox;
 mod quota;
 pub mod search;
 mod select;
+pub mod sort;
 mod status;
 mod store;
+pub mod thread;
 
 use imap_types::mailbox::Mailbox;
 use sirms_storage::StoreError;

@@ -284,21 +284,61 @@ pub fn esearch_response(esearch: Esearch<'_>, uid: bool, found: &[(u32, u64)], w
     data.finish()
 }
 
+/// What a search reads of each message, besides what the view holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Flags, dates and sizes only (the criteria may still need the message).
+    Meta,
+    /// The header, for SORT and THREAD keys.
+    Header,
+}
+
+/// The most of a message read for its header alone: header fields past it are not seen.
+const HEADER_READ: u64 = 64 * 1024;
+
+/// The header block at the start of `raw`, with the empty line that ends it.
+fn header_block(raw: &[u8]) -> &[u8] {
+    match raw {
+        [b'\n', ..] => return &raw[..1],
+        [b'\r', b'\n', ..] => return &raw[..2],
+        _ => {}
+    }
+    let mut at = 0;
+    while let Some(p) = raw[at..].iter().position(|&b| b == b'\n') {
+        let next = at + p + 1;
+        match raw.get(next..) {
+            Some([b'\n', ..]) => return &raw[..next + 1],
+            Some([b'\r', b'\n', ..]) => return &raw[..next + 2],
+            _ => at = next,
+        }
+    }
+    raw
+}
+
+/// Refuses a CHARSET other than UTF-8 and its subset US-ASCII.
+pub fn check_charset(charset: Option<&Charset<'_>>) -> Result<(), CommandError> {
+    if let Some(charset) = charset {
+        let name = charset.as_ref();
+        if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII") {
+            return Err(CommandError::no(Some(Code::BadCharset), "unsupported charset"));
+        }
+    }
+    Ok(())
+}
+
 impl Session {
-    pub(crate) async fn search(
+    /// Evaluates search criteria on every message of the selected mailbox, for SEARCH, SORT
+    /// and THREAD: `keep` turns each match into what the command needs. Also says whether the
+    /// criteria used MODSEQ (which turns CONDSTORE on).
+    pub(crate) async fn search_matches<T>(
         &mut self,
         charset: Option<&Charset<'_>>,
         criteria: &Vec1<SearchKey<'_>>,
-        uid: bool,
-        esearch: Option<Esearch<'_>>,
+        reads: Reads,
         out: &mut Sink<'_>,
-    ) -> CommandResult {
-        if let Some(charset) = charset {
-            let name = charset.as_ref();
-            if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII") {
-                return Err(CommandError::no(Some(Code::BadCharset), "unsupported charset"));
-            }
-        }
+        mut keep: impl FnMut(&Candidate<'_>) -> T,
+    ) -> Result<(Vec<T>, bool), CommandError> {
+        check_charset(charset)?;
         let keys = criteria.as_ref();
         let key = match keys {
             [single] => single.clone(),
@@ -308,19 +348,25 @@ impl Session {
         if with_modseq {
             self.enable_condstore(out).await?;
         }
-        let content = needs_content(&key);
+        let part = if needs_content(&key) {
+            BodyPart::Full
+        } else if reads == Reads::Header {
+            BodyPart::Range { offset: 0, length: HEADER_READ }
+        } else {
+            BodyPart::None
+        };
         let user = self.login_name()?;
         let view = self.selected()?;
         let name = view.name.clone();
         let bounds = Bounds { last_seq: view.exists(), last_uid: view.last_uid() };
         let count = view.entries().len();
-        let mut found: Vec<(u32, u64)> = Vec::new();
+        let mut found = Vec::new();
         let all: Vec<usize> = (0..count).collect();
         for chunk in all.chunks(BATCH) {
             let view = self.selected()?;
-            let bodies = if content {
+            let bodies = if part != BodyPart::None {
                 let uids = view.uids(chunk);
-                let fetched = self.store.fetch(&user, &name, &uids, BodyPart::Full).await?;
+                let fetched = self.store.fetch(&user, &name, &uids, part).await?;
                 fetched.into_iter().filter_map(|m| Some((m.meta.uid, m.body?))).collect()
             } else {
                 std::collections::HashMap::new()
@@ -329,13 +375,31 @@ impl Session {
             for &index in chunk {
                 let Some(entry) = view.entry(index) else { continue };
                 let raw = bodies.get(&entry.meta.uid).map(|b| b.as_ref());
+                // A header read is cut at the header's end: the start of a body is no message.
+                let raw = if matches!(part, BodyPart::Range { .. }) { raw.map(header_block) } else { raw };
                 let parsed = raw.and_then(mime::parse);
                 let candidate = Candidate { seq: index as u32 + 1, entry, raw, parsed: parsed.as_ref() };
                 if matches(&key, &candidate, bounds, 0) {
-                    found.push((if uid { entry.meta.uid } else { index as u32 + 1 }, entry.meta.modseq));
+                    found.push(keep(&candidate));
                 }
             }
         }
+        Ok((found, with_modseq))
+    }
+
+    pub(crate) async fn search(
+        &mut self,
+        charset: Option<&Charset<'_>>,
+        criteria: &Vec1<SearchKey<'_>>,
+        uid: bool,
+        esearch: Option<Esearch<'_>>,
+        out: &mut Sink<'_>,
+    ) -> CommandResult {
+        let (found, with_modseq) = self
+            .search_matches(charset, criteria, Reads::Meta, out, |c| {
+                (if uid { c.entry.meta.uid } else { c.seq }, c.entry.meta.modseq)
+            })
+            .await?;
         let response = match esearch {
             Some(esearch) => esearch_response(esearch, uid, &found, with_modseq),
             None => search_response(&found, with_modseq),
@@ -364,6 +428,14 @@ mod tests {
         assert_eq!(text(search_response(&found, false)), "* SEARCH 2 3 9\r\n");
         assert_eq!(text(search_response(&found, true)), "* SEARCH 2 3 9 (MODSEQ 30)\r\n");
         assert_eq!(text(search_response(&[], true)), "* SEARCH\r\n");
+    }
+
+    #[test]
+    fn header_blocks() {
+        assert_eq!(header_block(b"A: b\r\nC: d\r\n\r\nbody\r\n\r\n"), b"A: b\r\nC: d\r\n\r\n");
+        assert_eq!(header_block(b"A: b\n\nbody"), b"A: b\n\n");
+        assert_eq!(header_block(b"A: b\r\n continued"), b"A: b\r\n continued");
+        assert_eq!(header_block(b"\r\nbody"), b"\r\n");
     }
 
     #[test]

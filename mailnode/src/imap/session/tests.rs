@@ -835,3 +835,63 @@ async fn append_over_the_advertised_limit_is_toobig() {
     let out = run(&mut s, "c STATUS INBOX (MESSAGES)").await;
     assert!(out.starts_with("* STATUS INBOX (MESSAGES 1)"), "{out}");
 }
+
+/// A message with the fields SORT and THREAD read.
+fn threaded(id: &str, refs: &str, subject: &str, date: &str, from: &str) -> String {
+    let refs = if refs.is_empty() { String::new() } else { format!("References: {refs}\r\n") };
+    format!("From: {from}\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: {id}\r\n{refs}\r\nbody\r\n")
+}
+
+#[tokio::test]
+async fn sort_and_thread() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let caps = run(&mut s, "c CAPABILITY").await;
+    for cap in [" SORT ", " SORT=DISPLAY ", " THREAD=REFERENCES ", " THREAD=ORDEREDSUBJECT "] {
+        assert!(caps.contains(cap), "{cap}: {caps}");
+    }
+    assert!(run(&mut s, "n SORT (ARRIVAL) UTF-8 ALL").await.starts_with("n BAD"), "SORT needs a mailbox");
+    let messages = [
+        threaded("<1@x>", "", "Lunch", "Mon, 01 Dec 2025 10:00:00 +0000", "Zoe <zoe@x>"),
+        threaded("<2@x>", "<1@x>", "Re: Lunch", "Mon, 01 Dec 2025 09:30:00 -0100", "adam@x"),
+        threaded("<3@x>", "", "[team] budget", "Sun, 30 Nov 2025 08:00:00 +0000", "Bob <bob@x>"),
+        threaded("<4@x>", "<1@x> <2@x>", "Re: Re: lunch", "Tue, 02 Dec 2025 08:00:00 +0000", "carl@x"),
+        threaded("<5@x>", "<9@x>", "Fwd: budget", "Mon, 01 Dec 2025 11:00:00 +0000", "anna@x"),
+    ];
+    append(&mut s, "INBOX", "", &threaded("<0@x>", "", "first", "Sat, 29 Nov 2025 08:00:00 +0000", "x@x")).await;
+    for m in &messages {
+        append(&mut s, "INBOX", "", m).await;
+    }
+    run(&mut s, "s SELECT INBOX").await;
+    run(&mut s, "x STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    run(&mut s, "x EXPUNGE").await;
+    run(&mut s, "x STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    // Sequence numbers 1..5 are UIDs 2..6.
+    assert_eq!(run(&mut s, "a SORT (DATE) UTF-8 ALL").await, "* SORT 3 1 2 5 4\r\na OK SORT completed\r\n");
+    assert_eq!(
+        run(&mut s, "b SORT (SUBJECT REVERSE DATE) US-ASCII ALL").await,
+        "* SORT 5 3 4 2 1\r\nb OK SORT completed\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "c SORT (REVERSE FROM) UTF-8 NOT DELETED").await,
+        "* SORT 4 3 5 2\r\nc OK SORT completed\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "d UID SORT (DISPLAYFROM) UTF-8 UID 3:5").await,
+        "* SORT 3 4 5\r\nd OK UID SORT completed\r\n"
+    );
+    assert_eq!(run(&mut s, "e SORT (ARRIVAL) UTF-8 SUBJECT nothing").await, "* SORT\r\ne OK SORT completed\r\n");
+    let out = run(&mut s, "f SORT (SIZE) ISO-8859-1 ALL").await;
+    assert!(out.starts_with("f NO [BADCHARSET"), "{out}");
+    let out = run(&mut s, "g SORT (SIZE) UTF-8 MODSEQ 1").await;
+    assert!(out.starts_with("* OK [HIGHESTMODSEQ ") && out.contains("(MODSEQ "), "{out}");
+    assert_eq!(
+        run(&mut s, "h THREAD REFERENCES UTF-8 ALL").await,
+        "* THREAD (3 5)(1 2 4)\r\nh OK THREAD completed\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "i UID THREAD ORDEREDSUBJECT UTF-8 ALL").await,
+        "* THREAD (4 6)(2 (3)(5))\r\ni OK UID THREAD completed\r\n"
+    );
+    assert!(run(&mut s, "j THREAD BOGUS UTF-8 ALL").await.starts_with("j BAD"));
+}
