@@ -1,14 +1,19 @@
 //! The Store client against a real storage node: one that freezes mid-append (SIGSTOP) fails
 //! the call within the client's keepalive instead of holding its caller until it thaws; the
-//! serving side stores an append once however often it comes under one idempotency key; and
+//! serving side stores an append once however often it comes under one idempotency key, across
+//! a restart of the store too; and
 //! replica appends sent together in batches each get their own outcome.
 
 use std::time::Duration;
 
 use sirms_integration_tests::StorageNode;
+use sirms_proto::store::store_client::StoreClient;
+use sirms_proto::store::{AppendChunk, AppendHeader, append_chunk};
+use sirms_proto::token::TokenInterceptor;
 use sirms_storage::{
     Apply, BodyPart, Flags, MailStore, MessageMeta, NewMessage, RemoteStore, ReplicaStore, StoreError, UidSet,
 };
+use tonic::service::interceptor::InterceptedService;
 
 const USER: &str = "alice@example.test";
 
@@ -47,40 +52,68 @@ async fn an_append_to_a_home_that_froze_fails_while_it_is_still_frozen() {
     assert!((1..=2).contains(&status.messages), "{status:?}");
 }
 
+/// A raw Store client (the retry logic of `RemoteStore` left out), and an append of one small
+/// message to alice's INBOX under idempotency `key`.
+fn raw_client(node: &StorageNode) -> StoreClient<InterceptedService<tonic::transport::Channel, TokenInterceptor>> {
+    let channel = tonic::transport::Endpoint::from_shared(node.endpoint()).expect("endpoint").connect_lazy();
+    StoreClient::with_interceptor(channel, TokenInterceptor::new(&node.token).expect("token"))
+}
+
+fn keyed_append(key: &str) -> impl futures::Stream<Item = AppendChunk> + use<> {
+    let body = b"Subject: once\r\n\r\nbody\r\n";
+    let header = AppendHeader {
+        user: USER.into(),
+        mailbox: "INBOX".into(),
+        size: body.len() as u64,
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
+    futures::stream::iter(vec![
+        AppendChunk { part: Some(append_chunk::Part::Header(header)) },
+        AppendChunk { part: Some(append_chunk::Part::Data(body.to_vec().into())) },
+    ])
+}
+
 /// The serving side: two appends under one key store one message, and the second is answered
 /// with the first's UID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_appends_under_one_key_store_one_message() {
-    use sirms_proto::store::store_client::StoreClient;
-    use sirms_proto::store::{AppendChunk, AppendHeader, append_chunk};
-    use sirms_proto::token::TokenInterceptor;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let node = StorageNode::start(dir.path().join("store"));
-    let channel = tonic::transport::Endpoint::from_shared(node.endpoint()).expect("endpoint").connect_lazy();
-    let token = TokenInterceptor::new(&node.token).expect("token");
-    let mut client = StoreClient::with_interceptor(channel, token);
-    let body = b"Subject: once\r\n\r\nbody\r\n";
-    let append = |key: &str| {
-        let header = AppendHeader {
-            user: USER.into(),
-            mailbox: "INBOX".into(),
-            size: body.len() as u64,
-            idempotency_key: key.into(),
-            ..Default::default()
-        };
-        let chunks = vec![
-            AppendChunk { part: Some(append_chunk::Part::Header(header)) },
-            AppendChunk { part: Some(append_chunk::Part::Data(body.to_vec().into())) },
-        ];
-        futures::stream::iter(chunks)
-    };
-    let first = client.append(append("k-1")).await.expect("first").into_inner();
-    let again = client.append(append("k-1")).await.expect("again").into_inner();
-    let other = client.append(append("k-2")).await.expect("another key").into_inner();
+    let mut client = raw_client(&node);
+    let first = client.append(keyed_append("k-1")).await.expect("first").into_inner();
+    let again = client.append(keyed_append("k-1")).await.expect("again").into_inner();
+    let other = client.append(keyed_append("k-2")).await.expect("another key").into_inner();
     assert_eq!((first.uid, again.uid, other.uid), (1, 1, 2));
     let store = RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect");
     assert_eq!(store.messages(USER, "INBOX").await.expect("messages").0.messages, 2);
+}
+
+/// A store killed after it committed an append (here: after it answered, which the client may
+/// never have seen) and started again still knows the key: the retry gets the first UID and no
+/// second copy, for a plain key and for one written as a hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_store_restarted_stores_nothing_twice() {
+    const ODD_KEY: &str = "k/3,with:odd chars";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StorageNode::start(dir.path().join("store"));
+    let mut client = raw_client(&node);
+    let first = client.append(keyed_append("k-1")).await.expect("first").into_inner();
+    client.append(keyed_append("k-2")).await.expect("second");
+    let odd = client.append(keyed_append(ODD_KEY)).await.expect("third").into_inner();
+    let (addr, token) = (node.addr, node.token.clone());
+    signal(&node, libc::SIGKILL);
+    drop(node);
+    let node = StorageNode::start_at(addr, dir.path().join("store"), &token);
+    let mut client = raw_client(&node);
+    let again = client.append(keyed_append("k-1")).await.expect("retry").into_inner();
+    let odd_again = client.append(keyed_append(ODD_KEY)).await.expect("odd retry").into_inner();
+    let new = client.append(keyed_append("k-4")).await.expect("a new key").into_inner();
+    assert_eq!((again.uid, again.uid_validity), (first.uid, first.uid_validity), "the retry is the first append");
+    assert_eq!((odd.uid, odd_again.uid), (3, 3));
+    assert_eq!(new.uid, 4);
+    let store = RemoteStore::connect(&node.endpoint(), node.token.clone()).expect("connect");
+    assert_eq!(store.messages(USER, "INBOX").await.expect("messages").0.messages, 4);
 }
 
 /// Many writers' replica appends at once through one client: they go in batches (one call for

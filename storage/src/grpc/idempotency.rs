@@ -45,9 +45,16 @@ pub fn lose_answer() -> bool {
 pub type Slot = Arc<tokio::sync::Mutex<Option<AppendResult>>>;
 
 /// Keys of recent appends and their results.
-#[derive(Default)]
 pub struct RecentAppends {
     inner: Mutex<Keys>,
+    /// When this process began remembering: keys from before it are only on disk.
+    started: Instant,
+}
+
+impl Default for RecentAppends {
+    fn default() -> Self {
+        RecentAppends { inner: Mutex::default(), started: Instant::now() }
+    }
 }
 
 #[derive(Default)]
@@ -58,6 +65,12 @@ struct Keys {
 }
 
 impl RecentAppends {
+    /// Whether a key this process has no slot for may still be a retry of an append made
+    /// before it started (a restart): true until it has been up as long as keys are kept.
+    pub fn may_predate_start(&self) -> bool {
+        self.started.elapsed() < KEEP_FOR
+    }
+
     /// The slot of `user`'s append `key`: lock it, and a result in it is the append's.
     pub fn slot(&self, user: &str, key: &str) -> Slot {
         let id = format!("{user}\0{key}");

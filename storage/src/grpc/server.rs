@@ -149,18 +149,29 @@ impl Store for StoreService {
             return Err(StoreError::Protocol("idempotency key too long".into()).into());
         }
         // Held until this attempt's outcome is known: a retry of it waits, then finds the result.
-        let done = match header.idempotency_key.as_str() {
-            "" => None,
-            key => Some(self.recent.slot(&header.user, key).lock_owned().await),
+        let key = Some(header.idempotency_key.clone()).filter(|k| !k.is_empty());
+        let mut done = match &key {
+            None => None,
+            Some(key) => Some(self.recent.slot(&header.user, key).lock_owned().await),
         };
         if let Some(result) = done.as_ref().and_then(|d| **d) {
+            return answer(result);
+        }
+        // A retry of an append this process never saw: the store committed it, then restarted
+        // before answering. The key is in the message's file name.
+        if let (Some(key), Some(slot), Some(replica)) = (&key, done.as_mut(), &self.replica)
+            && self.recent.may_predate_start()
+            && let Some(result) = replica.appended_under(&header.user, &header.mailbox, key).await?
+        {
+            **slot = Some(result);
             return answer(result);
         }
         let message = NewMessage {
             bytes: body::receive(&mut chunks, header.size, append_data).await?,
             flags: convert::flags(header.flags),
             internal_date: (header.internal_date != 0).then_some(header.internal_date),
-            idempotency_key: None,
+            // The store writes it into the file name, where a restarted store finds it.
+            idempotency_key: key,
             keep_uid: (header.keep_uid != 0).then_some(header.keep_uid),
         };
         // On a task of its own: a caller that gives up (its deadline, a broken connection)

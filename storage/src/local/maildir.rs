@@ -4,7 +4,9 @@
 //! A message file is `<unique>,U=<uid>,S=<size>:2,<flags>`: the UID and size live in
 //! the name so the index can be rebuilt from a directory listing alone. Flags follow
 //! the Maildir spec (`D F P R S T`, ASCII order) and then keyword letters `a`–`z`,
-//! whose names are listed in the folder's `sirms-keywords` file.
+//! whose names are listed in the folder's `sirms-keywords` file. A message appended under
+//! an idempotency key carries it too (`<unique>,K=<key>,U=…`, see [`key_field`]), so that a
+//! store restarted between its commit and its answer still knows the retry.
 
 use crate::flags::{Flags, SystemFlags};
 use crate::mailbox::{DELIMITER, canonical_name};
@@ -120,6 +122,24 @@ impl FileName {
     }
 }
 
+/// Longest idempotency key written into a file name as it is; a longer one, or one with a
+/// character a file name should not carry, is written as a hash.
+const MAX_PLAIN_KEY: usize = 64;
+
+/// The `,K=…` field naming an append's idempotency key in its file name: the key itself when
+/// it is short and plain (`[A-Za-z0-9._-]`), else `h` and two FNV-1a hashes of it (128 bits,
+/// the same in every build, unlike std's hasher).
+pub fn key_field(key: &str) -> String {
+    let plain = key.len() <= MAX_PLAIN_KEY
+        && !key.is_empty()
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if plain {
+        return format!(",K={key}");
+    }
+    let fnv = |basis: u64| key.bytes().fold(basis, |hash, b| (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!(",K=h{:016x}{:016x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142))
+}
+
 /// Maps keyword names to letters through the folder's keyword list.
 pub fn keyword_letters(list: &[String], flags: &Flags) -> Option<Vec<u8>> {
     flags.keywords.iter().map(|k| list.iter().position(|known| known == k).map(|i| i as u8)).collect()
@@ -227,6 +247,21 @@ mod tests {
         assert_eq!(folder_name(".%+1"), None);
         assert_eq!(folder_name(".%01"), None);
         assert_eq!(folder_name(".inbox.x"), None);
+    }
+
+    #[test]
+    fn keys_go_into_names_plain_or_hashed() {
+        assert_eq!(key_field("node1-5f.1a2.00ff"), ",K=node1-5f.1a2.00ff");
+        let odd = key_field("a,b:c/d");
+        assert!(odd.starts_with(",K=h") && odd.len() == 4 + 32, "{odd}");
+        assert_eq!(odd, key_field("a,b:c/d"), "stable");
+        assert_ne!(odd, key_field("a,b:c/e"));
+        assert!(key_field(&"x".repeat(65)).starts_with(",K=h"), "too long to write as it is");
+        // The field sits in the base, where parsing skips it.
+        let base = FileName::new_base(&format!("123.M1P2Q3.host{}", key_field("k1")), 7, 100);
+        let parsed = FileName::parse(&FileName::render(&base, SystemFlags::SEEN, &[])).expect("parses");
+        assert_eq!((parsed.uid, parsed.size), (Some(7), Some(100)));
+        assert!(base.contains(",K=k1,"), "{base}");
     }
 
     #[test]

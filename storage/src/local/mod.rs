@@ -528,7 +528,10 @@ impl LocalStore {
         }
         let letters = folder.lock()?.letters_for(&folder.dir, &message.flags)?;
         let internal_date = message.internal_date.unwrap_or_else(now_secs);
-        let unique = self.unique();
+        let unique = match &message.idempotency_key {
+            Some(key) => self.unique() + &maildir::key_field(key),
+            None => self.unique(),
+        };
         let tmp = folder.dir.join("tmp").join(&unique);
         let written = (|| -> io::Result<fs::File> {
             let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;

@@ -15,7 +15,7 @@ use super::{LocalStore, blocking, files, maildir};
 use crate::change::Change;
 use crate::error::{Result, StoreError};
 use crate::mailbox::{self, SpecialUse};
-use crate::message::{BodyPart, MessageMeta, NewMessage};
+use crate::message::{AppendResult, BodyPart, MessageMeta, NewMessage};
 use crate::replica::{Apply, ReplicaStore};
 use crate::uidset::UidSet;
 
@@ -278,8 +278,30 @@ fn diverged_if_missing(result: Result<()>) -> Result<()> {
     }
 }
 
+/// How many of a mailbox's latest messages [`ReplicaStore::appended_under`] looks through: a
+/// retry comes within seconds of its append, so the message is among the last few, unless
+/// this many others arrived in the mailbox in between.
+const KEYED_LOOKBACK: usize = 1024;
+
 #[async_trait]
 impl ReplicaStore for LocalStore {
+    async fn appended_under(&self, user: &str, mailbox: &str, key: &str) -> Result<Option<AppendResult>> {
+        let folder = match self.folder(user, mailbox).await {
+            Ok(folder) => folder,
+            Err(StoreError::NoSuchMailbox) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let needle = maildir::key_field(key) + ",";
+        let st = folder.lock()?;
+        let found = st.messages.iter().rev().take(KEYED_LOOKBACK).find(|(_, e)| e.file_name.contains(&needle));
+        Ok(found.map(|(&uid, e)| AppendResult {
+            uid_validity: st.counters.uid_validity,
+            uid,
+            modseq: e.modseq,
+            internal_date: e.internal_date,
+        }))
+    }
+
     async fn fence(&self, user: &str, epoch: u64) -> Result<u64> {
         super::check_user(user)?;
         if let Some(&floor) = self.inner.epochs.lock().unwrap_or_else(|p| p.into_inner()).get(user)

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::error::Result;
 use crate::mailbox::SpecialUse;
-use crate::message::MessageMeta;
+use crate::message::{AppendResult, MessageMeta};
 use crate::store::MailStore;
 
 /// One write, as the primary made it. Applying a record twice changes nothing the second time.
@@ -68,4 +68,10 @@ pub trait ReplicaStore: MailStore {
     async fn fence(&self, user: &str, epoch: u64) -> Result<u64>;
     /// Fences by `epoch`, then applies `record` durably.
     async fn apply(&self, user: &str, epoch: u64, record: Apply) -> Result<()>;
+    /// The append to `mailbox` that stored its message under idempotency `key`, among the
+    /// mailbox's latest, if the store can tell from what it keeps on disk: how a store
+    /// restarted since the append answers its retry. `None`: no such append, or no way to know.
+    async fn appended_under(&self, _user: &str, _mailbox: &str, _key: &str) -> Result<Option<AppendResult>> {
+        Ok(None)
+    }
 }
