@@ -121,8 +121,9 @@ async fn tcp(addr: &str, expect: Option<&str>, send: Option<&str>, deadline: Ins
     Ok(format!(" greets {}", shown(&line)))
 }
 
-/// Bytes as a quoted, escaped, shortened string for a one-line message.
+/// Bytes as a quoted, escaped, shortened string for a one-line message: long enough for an
+/// IMAP greeting whose capability list comes before the server's name.
 fn shown(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]);
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(600)]);
     format!("{:?}", text.trim_end_matches(['\r', '\n']))
 }

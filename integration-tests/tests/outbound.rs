@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use sirms_integration_tests::{MailNode, Process, RouterProcess, free_port_on, metrics_page, python};
 
-/// A remote MTA: `python3 -c MTA HOST PORT LOGFILE`. Appends one JSON line per event
+/// A remote MTA: `python3 -c MTA HOST PORT LOGFILE [dsn]`. Appends one JSON line per event
 /// (`mail` with the peer address, `rcpt` with the reply given, `data` with the message).
-/// Recipients script the replies: `reject@` gets 550 5.1.1, `defer-once@` 451 the first time.
+/// Recipients script the replies: `reject…@` gets 550 5.1.1, `defer-once@` 451 the first time.
+/// With `dsn` it offers the DSN extension.
 const MTA: &str = r#"
 import json, socketserver, sys, threading
 host, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+dsn = sys.argv[4:] == ["dsn"]
 lock, deferred = threading.Lock(), set()
 def record(**event):
     with lock, open(log, "a") as f:
@@ -30,14 +32,14 @@ class Session(socketserver.StreamRequestHandler):
             cmd = line.decode(errors="replace").strip()
             verb = cmd.split(" ")[0].upper()
             if verb in ("EHLO", "HELO"):
-                self.reply("250-mx.far.test\r\n250 SIZE 10000000")
+                self.reply("250-mx.far.test\r\n" + ("250-DSN\r\n" if dsn else "") + "250 SIZE 10000000")
             elif verb == "MAIL":
                 rcpts = []
                 record(event="mail", cmd=cmd, peer=self.client_address[0])
                 self.reply("250 2.1.0 ok")
             elif verb == "RCPT":
                 addr = cmd[cmd.index("<") + 1:cmd.index(">")]
-                if addr.startswith("reject@"):
+                if addr.split("@")[0].startswith("reject"):
                     answer = "550 5.1.1 no such user here"
                 elif addr.startswith("defer-once@") and addr not in deferred:
                     deferred.add(addr)
@@ -45,7 +47,7 @@ class Session(socketserver.StreamRequestHandler):
                 else:
                     answer = "250 2.1.5 ok"
                     rcpts.append(addr)
-                record(event="rcpt", rcpt=addr, answer=answer)
+                record(event="rcpt", rcpt=addr, answer=answer, cmd=cmd)
                 self.reply(answer)
             elif verb == "DATA":
                 self.reply("354 go ahead")
@@ -87,7 +89,8 @@ for part in msg.walk():
     print("part", part.get_content_type())
     if part.get_content_type() == "message/delivery-status":
         for block in part.get_payload():
-            for k in ("Final-Recipient", "Action", "Status", "Diagnostic-Code"):
+            for k in ("Original-Envelope-Id", "Original-Recipient", "Final-Recipient", "Action", "Status",
+                      "Diagnostic-Code"):
                 if block[k]:
                     print(k, block[k])
 "#;
@@ -112,10 +115,15 @@ struct Mta {
 
 impl Mta {
     fn start(dir: &std::path::Path, port: u16) -> Mta {
+        Mta::start_with(dir, port, "")
+    }
+
+    /// With `extra` "dsn", an MTA that offers DSN.
+    fn start_with(dir: &std::path::Path, port: u16, extra: &str) -> Mta {
         let log = dir.join("mta.log");
         let ip = Ipv4Addr::new(127, 0, 0, 4);
         let child = Command::new("python3")
-            .args(["-c", MTA, &ip.to_string(), &port.to_string(), log.to_str().expect("utf-8")])
+            .args(["-c", MTA, &ip.to_string(), &port.to_string(), log.to_str().expect("utf-8"), extra])
             .stdin(Stdio::null())
             .spawn()
             .expect("start python3 test MTA");
@@ -213,6 +221,116 @@ fn delivers_from_the_egress_address_retries_once_and_bounces_to_the_sender() {
         assert!(report.lines().any(|l| l == line), "{line:?} missing from the report:\n{report}");
     }
     assert!(!report.contains("ok@far.test"), "only the failed recipient is reported:\n{report}");
+}
+
+/// Submits as alice with DSN parameters: argv[1] port, argv[2] message, argv[3] MAIL
+/// parameters, then `rcpt|parameters` pairs; prints the refused ones.
+const SUBMIT_DSN: &str = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20, source_address=("127.0.0.5", 0))
+s.login("alice@example.test", "alice-pw")
+s.ehlo()
+assert s.has_extn("dsn"), s.esmtp_features
+code, reply = s.mail("alice@example.test", sys.argv[3].split())
+assert code == 250, (code, reply)
+for pair in sys.argv[4:]:
+    rcpt, params = pair.split("|")
+    code, reply = s.rcpt(rcpt, params.split())
+    assert code == 250, (rcpt, code, reply)
+code, reply = s.data(sys.argv[2].encode())
+print(code)
+s.quit()
+"#;
+
+/// RFC 3461 end to end: the sender's NOTIFY, RET, ENVID and ORCPT decide which notices come
+/// back and what they say — a delivery report for a local user, a "relayed" one for a hop
+/// without DSN, a failure returned whole (RET=FULL), none for NOTIFY=NEVER — and a hop that
+/// speaks DSN gets the parameters passed on and reports for itself.
+#[test]
+fn dsn_requests_decide_the_notices_and_travel_to_a_hop_that_speaks_dsn() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (plain_port, dsn_port) = (free_port_on(Ipv4Addr::new(127, 0, 0, 4)), free_port_on(Ipv4Addr::new(127, 0, 0, 4)));
+    let plain_dir = work.path().join("plain");
+    let dsn_dir = work.path().join("dsn");
+    std::fs::create_dir_all(&plain_dir).expect("dir");
+    std::fs::create_dir_all(&dsn_dir).expect("dir");
+    let plain = Mta::start(&plain_dir, plain_port);
+    let speaks_dsn = Mta::start_with(&dsn_dir, dsn_port, "dsn");
+    let node = MailNode::start(
+        "out-node.example.test",
+        &format!(
+            "allow_plaintext_auth = true\n[outbound]\negress = \"127.0.0.3\"\nretry_initial_secs = 1\n\
+             retry_max_secs = 2\ntransports = {{ \"far.test\" = \"127.0.0.4:{plain_port}\", \
+             \"dsn.test\" = \"127.0.0.4:{dsn_port}\" }}\n"
+        ),
+    );
+    let message = "From: Alice <alice@example.test>\r\nSubject: tell me\r\n\r\nthe whole body\r\n";
+    let args = [
+        node.submission.port().to_string(),
+        message.to_string(),
+        "RET=FULL ENVID=QQ314".to_string(),
+        "bob@example.test|NOTIFY=SUCCESS ORCPT=rfc822;Bob@example.test".to_string(),
+        "ok@far.test|NOTIFY=SUCCESS,FAILURE".to_string(),
+        "reject-quiet@far.test|NOTIFY=NEVER".to_string(),
+        "reject-loud@far.test|NOTIFY=FAILURE".to_string(),
+        "ok@dsn.test|NOTIFY=SUCCESS ORCPT=rfc822;OK@dsn.test".to_string(),
+    ];
+    assert_eq!(python(SUBMIT_DSN, &args).trim(), "250");
+
+    // Three notices: bob delivered, ok@far.test relayed, reject-loud@ failed.
+    let start = Instant::now();
+    let mut inbox = node.inbox("alice@example.test");
+    while inbox.len() < 3 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+        inbox = node.inbox("alice@example.test");
+    }
+    std::thread::sleep(Duration::from_secs(2)); // nothing more comes
+    let inbox = node.inbox("alice@example.test");
+    let reports: Vec<String> = inbox
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let path = work.path().join(format!("notice{i}.eml"));
+            std::fs::write(&path, bytes).expect("write notice");
+            python(READ_DSN, &[path.to_str().expect("utf-8").to_string()])
+        })
+        .collect();
+    assert_eq!(reports.len(), 3, "{reports:#?}");
+    let find = |action: &str| {
+        reports
+            .iter()
+            .find(|r| r.lines().any(|l| l == format!("Action {action}")))
+            .unwrap_or_else(|| panic!("no {action} notice: {reports:#?}"))
+    };
+    let delivered = find("delivered");
+    for line in [
+        "Original-Envelope-Id QQ314",
+        "Original-Recipient rfc822; Bob@example.test",
+        "Final-Recipient rfc822; bob@example.test",
+        "Status 2.0.0",
+        "part text/rfc822-headers",
+    ] {
+        assert!(delivered.lines().any(|l| l == line), "{line:?} missing:\n{delivered}");
+    }
+    let relayed = find("relayed");
+    assert!(relayed.lines().any(|l| l == "Final-Recipient rfc822; ok@far.test"), "{relayed}");
+    let failed = find("failed");
+    assert!(failed.lines().any(|l| l == "Final-Recipient rfc822; reject-loud@far.test"), "{failed}");
+    assert!(!failed.contains("reject-quiet"), "NOTIFY=NEVER: not reported\n{failed}");
+    assert!(failed.lines().any(|l| l == "part message/rfc822"), "RET=FULL returns the message:\n{failed}");
+    let notice = inbox.iter().find(|m| String::from_utf8_lossy(m).contains("Action: failed")).expect("bounce");
+    assert!(String::from_utf8_lossy(notice).contains("the whole body"), "the body comes back whole");
+    assert!(reports.iter().all(|r| !r.contains("dsn.test")), "the DSN hop reports for itself");
+
+    // The hop that speaks DSN got the sender's parameters with the message.
+    let events = speaks_dsn.events();
+    let mail = events.iter().find(|e| e["event"] == "mail").expect("MAIL at the DSN hop");
+    assert!(mail["cmd"].as_str().unwrap_or_default().ends_with(" RET=FULL ENVID=QQ314"), "{mail}");
+    let rcpt = events.iter().find(|e| e["event"] == "rcpt").expect("RCPT at the DSN hop");
+    assert_eq!(rcpt["cmd"], "RCPT TO:<ok@dsn.test> NOTIFY=SUCCESS ORCPT=rfc822;OK@dsn.test", "{rcpt}");
+    // The other one did not: it never said it could take them.
+    let plain_mail = plain.events().into_iter().find(|e| e["event"] == "mail").expect("MAIL at the plain hop");
+    assert!(!plain_mail["cmd"].as_str().unwrap_or_default().contains("RET="), "{plain_mail}");
 }
 
 #[test]

@@ -32,6 +32,7 @@ use crate::pop3::connection::Pop3Service;
 use crate::queue::admin::QueueAdmin;
 use crate::queue::copies::Copies;
 use crate::queue::copy_service::CopyService;
+use crate::queue::notice::Notifier;
 use crate::queue::{self, Spool};
 use crate::quota::Quotas;
 use crate::smtp::connection::SmtpService;
@@ -234,12 +235,17 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let authenticator = Authenticator::new(directory.clone(), Arc::new(throttle)).counting(metrics.clone());
     let quotas = Quotas::new(store.clone(), directory.clone());
     let delivery = Delivery::new(store.clone(), quotas.clone(), metrics.clone());
+    let notifier = Notifier {
+        hostname: config.hostname.clone(),
+        directory: directory.clone(),
+        spool: spool.clone(),
+        spool_peers: spool_peers.clone(),
+    };
     let worker = queue::worker::Worker {
         spool: spool.clone(),
         delivery: delivery.clone(),
         outbound: Arc::new(Outbound::new(&config.outbound, &config.hostname, directory.clone())?),
-        directory: directory.clone(),
-        hostname: config.hostname.clone(),
+        notifier: notifier.clone(),
         wake,
         metrics: metrics.clone(),
         spool_peers: spool_peers.clone(),
@@ -281,6 +287,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             idle_timeout: Duration::from_secs(limits.smtp_idle_secs),
             id_prefix: id_prefix(&config.node_id(), started, generation),
             metrics: metrics.clone(),
+            notifier: notifier.clone(),
         })
     };
     let budget = ConnectionBudget::new(limits.max_connections, limits.max_connections_per_ip);

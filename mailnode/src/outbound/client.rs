@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio_rustls::TlsConnector;
 
 use super::reply::{MAX_REPLY_LINE, Reply, ReplyError, ReplyParser};
+use crate::smtp::dsn::Dsn;
 use crate::stuffing::{LoneCr, dot_stuff};
 
 /// Anything an SMTP session can run over: plain TCP, or TLS after STARTTLS.
@@ -24,6 +25,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub enum RcptStatus {
     /// The server took responsibility (its final reply).
     Delivered(String),
+    /// The server took responsibility but does not speak DSN, so the sender's DSN requests
+    /// end here (RFC 3461 §4.2: a "relayed" notice is owed to one who asked for success).
+    Relayed(String),
     /// A temporary failure: try again later.
     Deferred(String),
     /// A permanent failure: bounce.
@@ -46,6 +50,8 @@ pub struct Transfer<'a> {
     pub message: &'a [u8],
     /// Limit for each command's reply (RFC 5321 §4.5.3.2 suggests minutes).
     pub timeout: Duration,
+    /// The sender's DSN requests, passed on when the server speaks DSN.
+    pub dsn: &'a Dsn,
 }
 
 /// Why a session broke off.
@@ -183,6 +189,10 @@ async fn transaction(
     if hello.has_extension("8BITMIME") && !t.message.is_ascii() {
         mail.push_str(" BODY=8BITMIME");
     }
+    let dsn = hello.has_extension("DSN");
+    if dsn {
+        mail.push_str(&t.dsn.mail_parameters());
+    }
     let reply = conn.command(&mail).await?;
     if !reply.is_positive() {
         statuses.fill(verdict(&reply));
@@ -190,7 +200,8 @@ async fn transaction(
     }
     let mut accepted = Vec::new();
     for (i, rcpt) in t.rcpts.iter().enumerate() {
-        let reply = conn.command(&format!("RCPT TO:<{rcpt}>")).await?;
+        let parameters = if dsn { t.dsn.rcpt_parameters(rcpt) } else { String::new() };
+        let reply = conn.command(&format!("RCPT TO:<{rcpt}>{parameters}")).await?;
         if reply.is_positive() {
             accepted.push(i);
         } else {
@@ -207,9 +218,12 @@ async fn transaction(
     } else {
         reply
     };
-    let outcome = if last.is_positive() { RcptStatus::Delivered(last.summary()) } else { verdict(&last) };
     for i in accepted {
-        statuses[i] = outcome.clone();
+        statuses[i] = match last.is_positive() {
+            true if !dsn && t.dsn.rcpt(&t.rcpts[i]).notify.success() => RcptStatus::Relayed(last.summary()),
+            true => RcptStatus::Delivered(last.summary()),
+            false => verdict(&last),
+        };
     }
     Ok(())
 }
@@ -329,6 +343,7 @@ mod tests {
             rcpts: &rcpts,
             message: b"Subject: x\r\n\r\n.dot\r\n",
             timeout: Duration::from_secs(5),
+            dsn: &Dsn::default(),
         };
         let result = deliver(Box::new(client), None, &t).await;
         (result, server_task.await.unwrap_or_default())

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 
 use crate::directory::Directory;
+use crate::smtp::dsn::Dsn;
 use client::{RcptStatus, Transfer};
 use route::{Hop, RouteError, Router};
 
@@ -131,8 +132,16 @@ impl Outbound {
         &self.config
     }
 
-    /// Sends `message` to `rcpts`, all in `domain`, and says what became of each.
-    pub async fn deliver_domain(&self, from: &str, domain: &str, rcpts: &[String], message: &[u8]) -> Vec<RcptStatus> {
+    /// Sends `message` to `rcpts`, all in `domain`, with the sender's `dsn` requests, and says
+    /// what became of each.
+    pub async fn deliver_domain(
+        &self,
+        from: &str,
+        domain: &str,
+        rcpts: &[String],
+        message: &[u8],
+        dsn: &Dsn,
+    ) -> Vec<RcptStatus> {
         let gate = {
             let mut domains = self.domains.lock().unwrap_or_else(|p| p.into_inner());
             let limit = self.config.per_domain_connections.max(1);
@@ -158,6 +167,7 @@ impl Outbound {
             rcpts,
             message,
             timeout: Duration::from_secs(self.config.reply_timeout_secs),
+            dsn,
         };
         let mut last = format!("no host for {domain}");
         for hop in hops.iter().take(MAX_HOPS) {

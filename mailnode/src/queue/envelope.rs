@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::smtp::dsn::Dsn;
+
 /// Who a queued message is from and who still has to get it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueuedEnvelope {
@@ -23,6 +25,8 @@ pub struct QueuedEnvelope {
     pub errors: BTreeMap<String, String>,
     /// The node holding a copy of this entry (see `copies`); empty: none.
     pub copy: String,
+    /// What the sender asked to be told (RFC 3461 DSN), by recipient.
+    pub dsn: Dsn,
 }
 
 impl QueuedEnvelope {
@@ -51,6 +55,7 @@ impl QueuedEnvelope {
             let error: String = error.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
             s.push_str(&format!("error {rcpt} {error}\n"));
         }
+        s.push_str(&self.dsn.render());
         s
     }
 
@@ -76,6 +81,7 @@ impl QueuedEnvelope {
                 }
                 "local" if !value.is_empty() => env.local.push(value.to_string()),
                 "remote" if !value.is_empty() => env.remote.push(value.to_string()),
+                _ if env.dsn.parse_line(key, value) => {}
                 _ => return None,
             }
         }
@@ -86,6 +92,7 @@ impl QueuedEnvelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::dsn::{Notify, RcptDsn, Ret};
 
     #[test]
     fn roundtrip_and_garbage() {
@@ -100,8 +107,18 @@ mod tests {
             warned: true,
             errors: [("c@y.test".to_string(), "451 4.3.0 try\r\nlater".to_string())].into(),
             copy: "node2".into(),
+            dsn: Dsn {
+                ret: Some(Ret::Hdrs),
+                envid: Some("env 1".into()),
+                rcpts: [(
+                    "c@y.test".to_string(),
+                    RcptDsn { notify: Notify::default(), orcpt: Some("C@y.test".into()) },
+                )]
+                .into(),
+            },
         };
         let back = QueuedEnvelope::parse("q1", &env.render()).unwrap();
+        assert_eq!(back.dsn, env.dsn);
         assert_eq!(back.errors["c@y.test"], "451 4.3.0 try  later");
         let env = QueuedEnvelope { errors: back.errors.clone(), ..env };
         assert_eq!(QueuedEnvelope::parse("q1", &env.render()), Some(env));

@@ -8,6 +8,7 @@ mod claim;
 pub mod copies;
 pub mod copy_service;
 mod envelope;
+pub mod notice;
 pub(crate) mod rpc;
 pub mod worker;
 

@@ -13,13 +13,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore, watch};
 
+use super::notice::Notifier;
 use super::{Claim, QueuedEnvelope, Spool, Unreadable, now};
 use crate::cluster::spool_copy::SpoolPeers;
 use crate::delivery::Delivery;
-use crate::directory::{Directory, Recipient};
 use crate::metrics::NodeMetrics;
 use crate::outbound::client::RcptStatus;
-use crate::outbound::dsn::{self, Action, RecipientReport};
+use crate::outbound::dsn::{Action, RecipientReport};
 use crate::outbound::{Outbound, domain_of};
 
 /// How often the queue is looked at.
@@ -41,9 +41,8 @@ pub struct Worker {
     pub spool: Arc<Spool>,
     pub delivery: Delivery,
     pub outbound: Arc<Outbound>,
-    pub directory: Arc<dyn Directory>,
-    /// Our name, in bounces.
-    pub hostname: String,
+    /// What tells senders of failures, delays and (when asked) deliveries.
+    pub notifier: Notifier,
     /// Rung by `sirms ctl queue flush`: scan now rather than at the next tick.
     pub wake: Arc<Notify>,
     /// Where outcomes are counted.
@@ -159,9 +158,13 @@ impl Worker {
         }
         let mut failed: Vec<RecipientReport> = Vec::new();
 
+        // Recipients whose sender asked to hear of their delivery (RFC 3461 NOTIFY=SUCCESS).
+        let (mut delivered, mut relayed) = (Vec::new(), Vec::new());
         if !env.local.is_empty() {
             let results = self.delivery.deliver_each(&env.id, &env.local, message.clone()).await;
-            env.local = results.into_iter().filter(|(_, r)| r.is_err()).map(|(u, _)| u).collect();
+            let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r)| r.is_ok());
+            env.local = failed.into_iter().map(|(u, _)| u).collect();
+            delivered.extend(ok.into_iter().map(|(user, _)| RecipientReport::new(user, "")));
         }
         if !env.remote.is_empty() {
             let outgoing = self.outbound.outgoing(&env.from, &message);
@@ -170,8 +173,8 @@ impl Worker {
                 by_domain.entry(domain_of(&rcpt)).or_default().push(rcpt);
             }
             let sessions = by_domain.iter().map(|(domain, rcpts)| {
-                let (outbound, from, message) = (&self.outbound, &env.from, &outgoing);
-                async move { (rcpts, outbound.deliver_domain(from, domain, rcpts, message).await) }
+                let (outbound, from, message, dsn) = (&self.outbound, &env.from, &outgoing, &env.dsn);
+                async move { (rcpts, outbound.deliver_domain(from, domain, rcpts, message, dsn).await) }
             });
             for (rcpts, statuses) in futures::future::join_all(sessions).await {
                 for (rcpt, status) in rcpts.iter().zip(statuses) {
@@ -180,9 +183,14 @@ impl Worker {
                             self.metrics.outbound_delivered.inc();
                             env.errors.remove(rcpt);
                         }
+                        RcptStatus::Relayed(reply) => {
+                            self.metrics.outbound_delivered.inc();
+                            env.errors.remove(rcpt);
+                            relayed.push(RecipientReport::new(rcpt.clone(), reply));
+                        }
                         RcptStatus::Failed(why) => {
                             env.errors.remove(rcpt);
-                            failed.push(RecipientReport { recipient: rcpt.clone(), diagnostic: why });
+                            failed.push(RecipientReport::new(rcpt.clone(), why));
                         }
                         RcptStatus::Deferred(why) => {
                             self.metrics.outbound_deferred.inc();
@@ -201,7 +209,7 @@ impl Worker {
             for rcpt in env.local.drain(..).chain(env.remote.drain(..)) {
                 let last = env.errors.remove(&rcpt).unwrap_or_else(|| "mailbox store unavailable".into());
                 let diagnostic = format!("gave up after {days:.1} days; last error: {last}");
-                failed.push(RecipientReport { recipient: rcpt, diagnostic });
+                failed.push(RecipientReport::new(rcpt, diagnostic));
             }
         }
         let mut notices = Vec::new();
@@ -211,18 +219,15 @@ impl Worker {
         }
         if !env.warned && !env.remote.is_empty() && config.warn_after_secs > 0 && age >= config.warn_after_secs as i64 {
             env.warned = true;
-            let late = env
-                .remote
-                .iter()
-                .map(|r| RecipientReport {
-                    recipient: r.clone(),
-                    diagnostic: env.errors.get(r).cloned().unwrap_or_default(),
-                })
+            let late = (env.remote.iter())
+                .map(|r| RecipientReport::new(r.clone(), env.errors.get(r).cloned().unwrap_or_default()))
                 .collect();
             notices.push((Action::Delayed, late));
         }
+        notices.push((Action::Delivered, delivered));
+        notices.push((Action::Relayed, relayed));
         for (action, recipients) in notices {
-            self.notify_sender(&env, action, &recipients, &message).await;
+            self.notifier.notify(&env, action, &recipients, &message).await;
         }
         env.next_attempt = now() + self.next_pause(&env).as_secs() as i64;
         tracing::info!(
@@ -251,72 +256,5 @@ impl Worker {
             return Duration::from_secs((5i64 << env.attempts.min(12)).min(MAX_LOCAL_BACKOFF_SECS) as u64);
         }
         self.outbound.config().backoff(env.attempts)
-    }
-
-    /// Queues a delivery status notification to the sender, unless the message was itself
-    /// a bounce (null sender): bounces of bounces would loop.
-    async fn notify_sender(
-        &self,
-        env: &QueuedEnvelope,
-        action: Action,
-        recipients: &[RecipientReport],
-        message: &[u8],
-    ) {
-        if env.from.is_empty() {
-            tracing::warn!(id = %env.id, ?action, "undeliverable bounce dropped (null sender)");
-            return;
-        }
-        let report = dsn::Report {
-            reporting_mta: &self.hostname,
-            to: &env.from,
-            queue_id: &env.id,
-            action,
-            recipients,
-            original: message,
-        };
-        let bytes = match dsn::build(&report) {
-            Ok(b) => Bytes::from(b),
-            Err(e) => {
-                tracing::warn!(id = %env.id, error = %e, "bounce not built");
-                return;
-            }
-        };
-        let (local, remote) = match self.directory.resolve(&env.from) {
-            Recipient::Local(users) => (users, Vec::new()),
-            Recipient::Remote => (Vec::new(), vec![env.from.clone()]),
-            Recipient::Unknown | Recipient::Loop(_) => {
-                tracing::warn!(id = %env.id, from = %env.from, "bounce dropped: the sender is no user of ours");
-                return;
-            }
-        };
-        let kind = match action {
-            Action::Failed => "bounce",
-            Action::Delayed => "delay",
-        };
-        let mut notice = QueuedEnvelope {
-            id: format!("{}.{kind}{}", env.id, env.attempts),
-            from: String::new(),
-            local,
-            remote,
-            created: now(),
-            ..QueuedEnvelope::default()
-        };
-        // The notice is owed to the sender as surely as the message was: it gets a copy too,
-        // but nothing is refused for want of one (the message's entry is already ours).
-        if let Some(peers) = self.spool_peers.as_ref().filter(|p| p.any()) {
-            match peers.keep(&notice, &bytes).await {
-                Ok(peer) => notice.copy = peer,
-                Err(why) => tracing::warn!(id = %notice.id, %why, "sender notice queued without a copy"),
-            }
-        }
-        let id = notice.id.clone();
-        match self.spool.run(move |s| s.enqueue(&notice, &bytes)).await {
-            Ok(()) => tracing::info!(id = %env.id, notice = %id, to = %env.from, ?action, "sender notified"),
-            // Queued by an attempt that crashed before it could record so: once is enough.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                tracing::info!(id = %env.id, notice = %id, "sender notice already queued")
-            }
-            Err(e) => tracing::warn!(id = %env.id, error = %e, "sender notice not queued"),
-        }
     }
 }

@@ -16,6 +16,8 @@ use crate::directory::Directory;
 use crate::metrics::NodeMetrics;
 use crate::net::listener::Accepted;
 use crate::net::stream::HANDSHAKE_TIMEOUT;
+use crate::outbound::dsn::{self, RecipientReport};
+use crate::queue::notice::Notifier;
 use crate::queue::{self, QueuedEnvelope, Spool};
 
 /// Read buffer size; the session bounds lines and messages itself.
@@ -38,6 +40,8 @@ pub struct SmtpService {
     pub id_prefix: String,
     /// Where accepted messages are counted.
     pub metrics: Arc<NodeMetrics>,
+    /// Tells senders who asked (DSN NOTIFY=SUCCESS) of their messages' delivery.
+    pub notifier: Notifier,
 }
 
 impl SmtpService {
@@ -52,6 +56,21 @@ impl SmtpService {
         if over_quota > 0 && over_quota == envelope.users.len() && envelope.remote.is_empty() {
             tracing::info!(msg = %msg_id, users = ?envelope.users, "message refused: no recipient has room");
             return Outcome::OverQuota;
+        }
+        let delivered: Vec<RecipientReport> = (results.iter())
+            .filter(|(user, r)| r.is_ok() && envelope.dsn.rcpt(user).notify.success())
+            .map(|(user, _)| RecipientReport::new(user.clone(), ""))
+            .collect();
+        if !delivered.is_empty() {
+            // The sender asked to hear of these deliveries (NOTIFY=SUCCESS): the notice is
+            // queued before the 250, as the queue's own notices are.
+            let sent = QueuedEnvelope {
+                id: msg_id.to_string(),
+                from: envelope.from.clone(),
+                dsn: envelope.dsn.clone(),
+                ..QueuedEnvelope::default()
+            };
+            self.notifier.notify(&sent, dsn::Action::Delivered, &delivered, &message).await;
         }
         let failed: Vec<String> = results
             .into_iter()
@@ -71,6 +90,7 @@ impl SmtpService {
             local: failed,
             remote: envelope.remote.clone(),
             created: queue::now(),
+            dsn: envelope.dsn.clone(),
             ..QueuedEnvelope::default()
         };
         // In a cluster the spool entry gets a copy on another node first, so that the `250`

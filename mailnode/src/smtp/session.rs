@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver};
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_SMTPUTF8, Request};
 
+use super::dsn::{Dsn, Notify, RcptDsn};
 use super::hops;
 use super::rate::SendRate;
 use super::received::{Trace, protocol};
@@ -66,6 +67,8 @@ pub struct Envelope {
     pub users: Vec<String>,
     /// Foreign recipients of an authenticated sender, for the outbound queue.
     pub remote: Vec<String>,
+    /// What the sender asked to be told (RFC 3461), by user and foreign recipient.
+    pub dsn: Dsn,
 }
 
 /// I/O the session needs done.
@@ -74,7 +77,7 @@ pub enum Action {
     /// Check `password` for `login` (slow on purpose: argon2).
     Authenticate { login: String, password: String },
     /// Store `message` durably for every user of `envelope`; answer with its id.
-    Deliver { id: String, envelope: Envelope, message: Vec<u8> },
+    Deliver { id: String, envelope: Box<Envelope>, message: Vec<u8> },
     /// Flush the 220 reply, then run the TLS handshake.
     StartTls,
 }
@@ -127,6 +130,7 @@ struct Transaction {
     from: String,
     users: Vec<String>,
     remote: Vec<String>,
+    dsn: Dsn,
     recipients: usize,
     body: Vec<u8>,
     too_big: bool,
@@ -340,7 +344,7 @@ impl Session {
             Request::Helo { host } => self.hello(host, false, out),
             Request::Lhlo { .. } => self.error(replies::unknown_command(), out),
             Request::Mail { from } => self.mail(from, out),
-            Request::Rcpt { to } => self.rcpt(&to.address, out),
+            Request::Rcpt { to } => self.rcpt(to, out),
             Request::Data => self.start_data(out),
             Request::Bdat { chunk_size, is_last } => self.start_bdat(chunk_size, is_last, out),
             Request::Auth { mechanism, initial_response } => self.auth(mechanism, initial_response, out),
@@ -403,6 +407,7 @@ impl Session {
             "SMTPUTF8".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
             "CHUNKING".to_string(),
+            "DSN".to_string(),
         ];
         if self.config.tls_available && !self.tls {
             lines.push("STARTTLS".to_string());
@@ -440,10 +445,15 @@ impl Session {
         {
             return self.error(replies::sender_not_owned(), out);
         }
+        let dsn = match Dsn::from_mail(from.flags, from.env_id.as_deref()) {
+            Ok(dsn) => dsn,
+            Err(why) => return self.error(replies::syntax(why), out),
+        };
         self.tx = Some(Transaction {
             from: from.address,
             users: Vec::new(),
             remote: Vec::new(),
+            dsn,
             recipients: 0,
             body: Vec::new(),
             too_big: false,
@@ -453,9 +463,14 @@ impl Session {
         None
     }
 
-    fn rcpt(&mut self, address: &str, out: &mut Vec<u8>) -> Option<Next> {
+    fn rcpt(&mut self, to: smtp_proto::RcptTo<String>, out: &mut Vec<u8>) -> Option<Next> {
+        let address = to.address.as_str();
         let Some(tx) = &self.tx else {
             return self.error(replies::bad_sequence("need MAIL before RCPT"), out);
+        };
+        let wants = match Notify::from_rcpt_flags(to.flags) {
+            Ok(notify) => RcptDsn { notify, orcpt: to.orcpt.clone() },
+            Err(why) => return self.error(replies::syntax(why), out),
         };
         if !plausible_path(address) {
             return self.error(replies::bad_recipient(), out);
@@ -485,6 +500,11 @@ impl Session {
                 let tx = self.tx.as_mut()?;
                 tx.recipients += 1;
                 for u in users {
+                    // A user reached by two recipients (an alias and its target) is told of
+                    // by the first one's parameters.
+                    if wants != RcptDsn::default() {
+                        tx.dsn.rcpts.entry(u.clone()).or_insert_with(|| wants.clone());
+                    }
                     if !tx.users.contains(&u) {
                         tx.users.push(u);
                     }
@@ -503,6 +523,9 @@ impl Session {
             Recipient::Remote if self.login.is_some() => {
                 let tx = self.tx.as_mut()?;
                 tx.recipients += 1;
+                if wants != RcptDsn::default() {
+                    tx.dsn.rcpts.entry(address.to_string()).or_insert(wants);
+                }
                 if !tx.remote.iter().any(|r| r == address) {
                     tx.remote.push(address.to_string());
                 }
@@ -639,7 +662,7 @@ impl Session {
         message.extend_from_slice(header.as_bytes());
         message.extend_from_slice(&tx.body);
         self.state = State::Waiting;
-        let envelope = Envelope { from: tx.from, users: tx.users, remote: tx.remote };
+        let envelope = Box::new(Envelope { from: tx.from, users: tx.users, remote: tx.remote, dsn: tx.dsn });
         Some(Next::Action(Action::Deliver { id, envelope, message }))
     }
 

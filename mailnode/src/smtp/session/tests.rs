@@ -67,7 +67,8 @@ fn greeting_and_ehlo_name_the_node() {
     let (flow, out) = t.feed("EHLO client.test\r\n");
     assert_eq!(flow, Next::NeedInput);
     assert!(out.starts_with("250-node1.example.test greets [192.0.2.7]\r\n"), "{out}");
-    for ext in ["PIPELINING", "SIZE 1000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "STARTTLS"] {
+    for ext in ["PIPELINING", "SIZE 1000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN", "STARTTLS"]
+    {
         assert!(out.contains(ext), "{ext} missing: {out}");
     }
     // AUTH is not offered before TLS.
@@ -102,6 +103,31 @@ fn pipelined_transaction_delivers() {
     assert_eq!(out, "250 2.0.0 OK delivered as id.1\r\n");
     let (flow, out) = t.feed("QUIT\r\n");
     assert_eq!((flow, out.as_str()), (Next::Close, "221 2.0.0 bye\r\n"));
+}
+
+#[test]
+fn dsn_parameters_travel_with_the_envelope() {
+    let mut t = T::new(false);
+    t.feed("EHLO c\r\n");
+    let (_, out) = t.feed("MAIL FROM:<x@remote.test> RET=HDRS RET=FULL\r\n");
+    assert!(out.starts_with("501 5.5.4"), "one RET: {out}");
+    let (_, out) = t.feed("MAIL FROM:<x@remote.test> RET=FULL ENVID=QQ+2B314\r\n");
+    assert_eq!(out, "250 2.1.0 sender OK\r\n");
+    let (_, out) = t.feed("RCPT TO:<alice@example.test> NOTIFY=NEVER,SUCCESS\r\n");
+    assert!(out.starts_with("501 5.5.4"), "NEVER alone: {out}");
+    let (_, out) = t.feed("RCPT TO:<all@example.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;All+40example.test\r\n");
+    assert_eq!(out, "250 2.1.5 recipient OK\r\n");
+    let (_, out) = t.feed("RCPT TO:<alice@example.test> NOTIFY=NEVER\r\nDATA\r\n");
+    assert!(out.ends_with("354 end data with <CR><LF>.<CR><LF>\r\n"), "{out}");
+    let (flow, _) = t.feed("Subject: hi\r\n\r\nbody\r\n.\r\n");
+    let Next::Action(Action::Deliver { envelope, .. }) = flow else { panic!("{flow:?}") };
+    let dsn = &envelope.dsn;
+    assert_eq!((dsn.ret, dsn.envid.as_deref()), (Some(super::super::dsn::Ret::Full), Some("QQ+314")));
+    // The alias's users are told of as the alias asked; alice was reached by the alias first.
+    let bob = dsn.rcpt("bob@example.test");
+    assert!(bob.notify.success() && bob.notify.delay() && !bob.notify.failure());
+    assert_eq!(bob.orcpt.as_deref(), Some("All@example.test"));
+    assert!(dsn.rcpt("alice@example.test").notify.success());
 }
 
 #[test]
