@@ -33,6 +33,7 @@ use sirms_mailnode::auth::throttle::{Throttle, ThrottleConfig};
 use sirms_mailnode::directory::{DirectoryConfig, DirectoryData};
 use sirms_mailnode::imap::extension;
 use sirms_mailnode::imap::{Next, Session, SessionConfig};
+use sirms_mailnode::quota::Quotas;
 use sirms_storage::{MailStore, MemoryStore};
 
 const MAX_COMMANDS: usize = 64;
@@ -124,8 +125,9 @@ async fn drive(store: Arc<dyn MailStore>, input: &[u8]) {
     let directory = directory();
     let throttle = Throttle::new(&ThrottleConfig::default(), &[]).expect("throttle");
     let authenticator = fixture().authenticator.restarted(Arc::new(throttle));
+    let quotas = Quotas::new(store.clone(), directory);
     let mut session =
-        Session::new(Arc::new(config), store, authenticator, directory, IpAddr::V4(Ipv4Addr::LOCALHOST), false);
+        Session::new(Arc::new(config), store, authenticator, quotas, IpAddr::V4(Ipv4Addr::LOCALHOST), false);
     check_written(&session.greeting());
 
     let mut queue = commands(input).into_iter();
