@@ -59,6 +59,11 @@ smtp("mx_pipelined", TLS | SMALL | ERR8,
      "EHLO client.test\r\nMAIL FROM:<x@remote.test> SIZE=60\r\nRCPT TO:<alice@example.test>\r\n"
      "RCPT TO:<all@example.test>\r\nDATA\r\n"
      "Subject: hi\r\n\r\n..dot line\r\nbody\r\n.\r\nQUIT\r\n")
+smtp("dsn_parameters", TLS | SMALL | ERR8,
+     "EHLO c\r\nMAIL FROM:<x@remote.test> RET=FULL ENVID=QQ+2B314\r\n"
+     "RCPT TO:<all@example.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;All+40example.test\r\n"
+     "RCPT TO:<alice@example.test> NOTIFY=NEVER,SUCCESS\r\nRCPT TO:<bob@example.test> NOTIFY=NEVER\r\n"
+     "DATA\r\nSubject: dsn\r\n\r\nbody\r\n.\r\nQUIT\r\n")
 smtp("bdat", TLS | BYTES | ERR8,
      "EHLO c\r\nMAIL FROM:<a@remote.test> BODY=BINARYMIME\r\nRCPT TO:<bob@example.test>\r\n"
      "BDAT 12\r\nHello world!BDAT 5 LAST\r\nbye\r\nMAIL FROM:<>\r\nRCPT TO:<carol@example.org>\r\n"
