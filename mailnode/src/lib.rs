@@ -6,6 +6,8 @@ pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod directory;
+pub mod header_block;
+pub mod hex_escape;
 pub mod imap;
 pub mod import;
 pub mod metrics;

@@ -72,15 +72,10 @@ fn status_code(diagnostic: &str, action: Action) -> String {
     }
 }
 
-/// The original's header block (up to the empty line), at most 64 KiB.
-fn header_of(message: &[u8]) -> &[u8] {
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 2)
-        .or_else(|| message.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
-        .unwrap_or(message.len());
-    &message[..end.min(64 * 1024)]
+/// The original's header block, at most 64 KiB of it.
+fn returned_header(message: &[u8]) -> &[u8] {
+    let header = crate::header_block::of(message);
+    &header[..header.len().min(64 * 1024)]
 }
 
 /// Builds the report message (to be delivered with the null reverse path).
@@ -148,7 +143,7 @@ pub fn build(report: &Report<'_>) -> std::io::Result<Vec<u8>> {
     } else {
         MimePart::new(
             ContentType::new("text/rfc822-headers"),
-            BodyPart::Text(String::from_utf8_lossy(header_of(report.original)).into_owned().into()),
+            BodyPart::Text(String::from_utf8_lossy(returned_header(report.original)).into_owned().into()),
         )
     };
     let body = MimePart::new(

@@ -197,20 +197,7 @@ pub fn xtext(value: &str) -> String {
 
 /// The text an xtext names; `None` if it is not valid xtext or not UTF-8.
 pub fn unxtext(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'+' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::hex_escape::decode(value, b'+')
 }
 
 #[cfg(test)]

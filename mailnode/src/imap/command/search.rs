@@ -10,6 +10,7 @@ use sirms_storage::{BodyPart, SystemFlags};
 use tokio::io::AsyncWriteExt;
 
 use crate::calendar;
+use crate::header_block;
 use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::extension::esearch::Esearch;
 use crate::imap::flags;
@@ -296,25 +297,6 @@ pub enum Reads {
 /// The most of a message read for its header alone: header fields past it are not seen.
 const HEADER_READ: u64 = 64 * 1024;
 
-/// The header block at the start of `raw`, with the empty line that ends it.
-fn header_block(raw: &[u8]) -> &[u8] {
-    match raw {
-        [b'\n', ..] => return &raw[..1],
-        [b'\r', b'\n', ..] => return &raw[..2],
-        _ => {}
-    }
-    let mut at = 0;
-    while let Some(p) = raw[at..].iter().position(|&b| b == b'\n') {
-        let next = at + p + 1;
-        match raw.get(next..) {
-            Some([b'\n', ..]) => return &raw[..next + 1],
-            Some([b'\r', b'\n', ..]) => return &raw[..next + 2],
-            _ => at = next,
-        }
-    }
-    raw
-}
-
 /// Refuses a CHARSET other than UTF-8 and its subset US-ASCII.
 pub fn check_charset(charset: Option<&Charset<'_>>) -> Result<(), CommandError> {
     if let Some(charset) = charset {
@@ -376,7 +358,7 @@ impl Session {
                 let Some(entry) = view.entry(index) else { continue };
                 let raw = bodies.get(&entry.meta.uid).map(|b| b.as_ref());
                 // A header read is cut at the header's end: the start of a body is no message.
-                let raw = if matches!(part, BodyPart::Range { .. }) { raw.map(header_block) } else { raw };
+                let raw = if matches!(part, BodyPart::Range { .. }) { raw.map(header_block::of) } else { raw };
                 let parsed = raw.and_then(mime::parse);
                 let candidate = Candidate { seq: index as u32 + 1, entry, raw, parsed: parsed.as_ref() };
                 if matches(&key, &candidate, bounds, 0) {
@@ -428,14 +410,6 @@ mod tests {
         assert_eq!(text(search_response(&found, false)), "* SEARCH 2 3 9\r\n");
         assert_eq!(text(search_response(&found, true)), "* SEARCH 2 3 9 (MODSEQ 30)\r\n");
         assert_eq!(text(search_response(&[], true)), "* SEARCH\r\n");
-    }
-
-    #[test]
-    fn header_blocks() {
-        assert_eq!(header_block(b"A: b\r\nC: d\r\n\r\nbody\r\n\r\n"), b"A: b\r\nC: d\r\n\r\n");
-        assert_eq!(header_block(b"A: b\n\nbody"), b"A: b\n\n");
-        assert_eq!(header_block(b"A: b\r\n continued"), b"A: b\r\n continued");
-        assert_eq!(header_block(b"\r\nbody"), b"\r\n");
     }
 
     #[test]
