@@ -1,7 +1,7 @@
 //! Fuzzes the IMAP command pre-decoder (`sirms_mailnode::imap::extension`): the code that
 //! takes extension syntax imap-codec cannot decode out of a complete command before imap-codec
 //! decodes the rest: `SEARCH RETURN (…)` (ESEARCH), extended LIST (LIST-EXTENDED,
-//! LIST-STATUS) and STATUS's APPENDLIMIT item.
+//! LIST-STATUS), STATUS's APPENDLIMIT item and CREATE's `(USE (…))` (CREATE-SPECIAL-USE).
 //!
 //! The input is one complete command as the connection hands it over (line and literals).
 //! Byte 0 picks a prefix put before the rest, so that most inputs reach the extensions:
@@ -19,6 +19,7 @@
 //!   the one imap-codec decodes from the rewritten command;
 //! - a STATUS taken over keeps everything before its final `(` and has `(MESSAGES)` in place
 //!   of the list, which held APPENDLIMIT;
+//! - a CREATE taken over is the message without its final ` (USE (…))`, whose attributes it reports;
 //! - the pre-decoder only takes over commands imap-codec rejects: whenever it cuts or refuses,
 //!   imap-codec does not decode the input as it is; SEARCH, LIST and STATUS never two claim one;
 //! - a plain command decodes exactly as imap-codec alone decodes it, with no extension;
@@ -33,7 +34,7 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::mailbox::ListMailbox;
 use libfuzzer_sys::fuzz_target;
 use sirms_mailnode::imap::extension::{
-    Decoded, Extension, ListExtended, Predecoded, SearchReturn, decode, esearch, list, predecode, status,
+    Decoded, Extension, ListExtended, Predecoded, SearchReturn, create, decode, esearch, list, predecode, status,
 };
 
 const PREFIXES: [&[u8]; 8] = [
@@ -167,7 +168,8 @@ fuzz_target!(|data: &[u8]| {
     let found = esearch::find(message);
     let listed = list::find(message);
     let statused = status::find(message);
-    let claims = [found.is_some(), listed.is_some(), statused.is_some()];
+    let created = create::find(message);
+    let claims = [found.is_some(), listed.is_some(), statused.is_some(), created.is_some()];
     assert!(claims.iter().filter(|c| **c).count() <= 1, "two extensions claim the command: {claims:?}");
     if let Some(Ok((command, items))) = &statused {
         assert!(items.append_limit);
@@ -188,6 +190,23 @@ fuzz_target!(|data: &[u8]| {
     let decoded = decode(message);
     if predecoded != Predecoded::Plain {
         assert!(codec(message).is_none(), "imap-codec decodes a command the pre-decoder took: {predecoded:?}");
+    }
+    if let Some(created) = &created {
+        match (created, &predecoded) {
+            (Ok((rewritten, uses)), Predecoded::Cut { command, extension }) => {
+                assert_eq!(rewritten, command);
+                let body = command.len() - if command.ends_with(b"\r\n") { 2 } else { 1 };
+                assert_eq!(message[..body], command[..body]);
+                assert!(message[body..].len() > command[body..].len());
+                assert_eq!(*extension, Extension::CreateUse(uses.clone()));
+            }
+            (Err(text), Predecoded::Invalid(invalid)) => {
+                assert_eq!(text, invalid);
+                assert_eq!(decoded.as_ref().err(), Some(text));
+            }
+            (created, predecoded) => panic!("find {created:?} but predecode {predecoded:?}"),
+        }
+        return;
     }
     if statused.is_some() {
         match (&statused, &predecoded) {

@@ -169,7 +169,7 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE \
+             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE CREATE-SPECIAL-USE \
              SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT",
         );
         // One limit for every mailbox, so it goes in the capability (RFC 7889) and a
@@ -260,7 +260,10 @@ impl Session {
             CommandBody::Namespace => self.namespace(out).await,
             CommandBody::Select { mailbox, parameters } => self.select(&mailbox, false, &parameters, out).await,
             CommandBody::Examine { mailbox, parameters } => self.select(&mailbox, true, &parameters, out).await,
-            CommandBody::Create { mailbox } => self.create(&mailbox).await,
+            CommandBody::Create { mailbox } => match &extension {
+                Extension::CreateUse(asked) => self.create(&mailbox, &asked.uses).await,
+                _ => self.create(&mailbox, &[]).await,
+            },
             CommandBody::Delete { mailbox } => self.delete(&mailbox).await,
             CommandBody::Rename { from, to } => self.rename(&from, &to).await,
             CommandBody::Subscribe { mailbox } => self.subscribe(&mailbox, true).await,

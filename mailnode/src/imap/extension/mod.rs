@@ -9,7 +9,9 @@
 //! - `tag LIST [(selection)] reference (patterns) [RETURN (opts)]`, LIST-EXTENDED (RFC 5258)
 //!   with LIST-STATUS (RFC 5819) and SPECIAL-USE (RFC 6154): [`list`];
 //! - `tag STATUS mailbox (items)` with the APPENDLIMIT item (RFC 7889): [`status`], which
-//!   reads the item list back from the end of the command.
+//!   reads the item list back from the end of the command;
+//! - `tag CREATE mailbox (USE (attrs))`, CREATE-SPECIAL-USE (RFC 6154 §3): [`create`], read
+//!   back from the end of the command the same way.
 //!
 //! Only the first line is examined, up to the first literal, and clauses are made of atoms
 //! and parentheses. SEARCH's clause sits right after the command name, so a quoted string or
@@ -18,6 +20,7 @@
 //! strings; an extended LIST with a literal is refused. Everything else about the command
 //! (the tag, the criteria, the mailbox syntax) is left to imap-codec.
 
+pub mod create;
 pub mod esearch;
 pub mod list;
 pub mod status;
@@ -27,6 +30,7 @@ use imap_codec::decode::Decoder;
 use imap_types::IntoStatic;
 use imap_types::command::Command;
 
+pub use create::CreateUse;
 pub use esearch::SearchReturn;
 pub use list::ListExtended;
 pub use status::StatusItems;
@@ -43,6 +47,8 @@ pub enum Extension {
     List(ListExtended),
     /// A STATUS that asks for APPENDLIMIT: all its items (the command's are a placeholder).
     Status(StatusItems),
+    /// `CREATE … (USE (…))`: the special uses asked for.
+    CreateUse(CreateUse),
 }
 
 /// A decoded command and what the pre-decoder took out of it.
@@ -83,6 +89,12 @@ pub fn predecode(message: &[u8]) -> Predecoded {
         return match found {
             Err(text) => Predecoded::Invalid(text),
             Ok((command, items)) => Predecoded::Cut { command, extension: Extension::Status(items) },
+        };
+    }
+    if let Some(found) = create::find(message) {
+        return match found {
+            Err(text) => Predecoded::Invalid(text),
+            Ok((command, uses)) => Predecoded::Cut { command, extension: Extension::CreateUse(uses) },
         };
     }
     match list::find(message) {

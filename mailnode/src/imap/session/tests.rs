@@ -895,3 +895,29 @@ async fn sort_and_thread() {
     );
     assert!(run(&mut s, "j THREAD BOGUS UTF-8 ALL").await.starts_with("j BAD"));
 }
+
+#[tokio::test]
+async fn create_special_use() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert!(run(&mut s, "c CAPABILITY").await.contains(" CREATE-SPECIAL-USE"));
+    assert_eq!(run(&mut s, "a CREATE Outbox (USE (\\Sent))").await, "a OK CREATE completed\r\n");
+    assert_eq!(run(&mut s, "b CREATE Plain (USE ())").await, "b OK CREATE completed\r\n");
+    let out = run(&mut s, "l LIST \"\" \"*o*\"").await;
+    assert_eq!(out, "* LIST (\\HasNoChildren \\Sent) \"/\" Outbox\r\nl OK LIST completed\r\n");
+    assert_eq!(
+        run(&mut s, "d CREATE Odd (USE (\\Important))").await,
+        "d NO [USEATTR] unknown special use \\Important\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "e CREATE Every (USE (\\All))").await,
+        "e NO [USEATTR] \\All is a virtual mailbox's use\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "f CREATE Two (USE (\\Drafts \\Trash))").await,
+        "f NO [USEATTR] a mailbox has at most one special use here\r\n"
+    );
+    assert!(run(&mut s, "g CREATE Bad (USE (Sent))").await.starts_with("* BAD CREATE USE takes"));
+    // Nothing was created by the refused commands.
+    assert_eq!(run(&mut s, "h LIST \"\" Odd").await, "h OK LIST completed\r\n");
+}
