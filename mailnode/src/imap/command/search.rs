@@ -1,5 +1,6 @@
 //! SEARCH and UID SEARCH: every RFC 3501 key plus MODSEQ (RFC 7162), evaluated per message,
-//! answered with SEARCH or, after `RETURN (…)`, with ESEARCH (RFC 4731).
+//! answered with SEARCH or, after `RETURN (…)`, with ESEARCH (RFC 4731). OLDER and YOUNGER
+//! (WITHIN, RFC 5032) compare the internal date with the time the search started.
 
 use chrono::Datelike;
 use imap_types::core::{Charset, Vec1};
@@ -33,11 +34,13 @@ pub struct Candidate<'a> {
     pub parsed: Option<&'a Message<'a>>,
 }
 
-/// What `*` stands for in sequence and UID sets.
+/// What `*` stands for in sequence and UID sets, and when "now" is for OLDER and YOUNGER.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
     pub last_seq: u32,
     pub last_uid: u32,
+    /// Seconds since the Unix epoch, taken once so every message is judged against one instant.
+    pub now: i64,
 }
 
 fn in_set(set: &SequenceSet, value: u32, star: u32) -> bool {
@@ -213,7 +216,15 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, bounds: Bounds, depth: us
             lower(head).contains(&needle) || body_text(c).contains(&needle)
         }
         SearchKey::ModSequence { modseq, .. } => meta.modseq >= *modseq,
+        // RFC 5032 §3: OLDER n is at least n seconds old, YOUNGER n less; they partition the mailbox.
+        SearchKey::Older(n) => meta.internal_date <= cutoff(bounds, *n),
+        SearchKey::Younger(n) => meta.internal_date > cutoff(bounds, *n),
     }
+}
+
+/// The instant `seconds` before the search started.
+fn cutoff(bounds: Bounds, seconds: std::num::NonZeroU32) -> i64 {
+    bounds.now.saturating_sub(i64::from(seconds.get()))
 }
 
 fn uses_modseq(key: &SearchKey<'_>) -> bool {
@@ -358,7 +369,8 @@ impl Session {
         let user = self.login_name()?;
         let view = self.selected()?;
         let name = view.name.clone();
-        let bounds = Bounds { last_seq: view.exists(), last_uid: view.last_uid() };
+        let now = crate::queue::now();
+        let bounds = Bounds { last_seq: view.exists(), last_uid: view.last_uid(), now };
         let count = view.entries().len();
         let mut found = Vec::new();
         let all: Vec<usize> = (0..count).collect();

@@ -921,3 +921,22 @@ async fn create_special_use() {
     // Nothing was created by the refused commands.
     assert_eq!(run(&mut s, "h LIST \"\" Odd").await, "h OK LIST completed\r\n");
 }
+
+#[tokio::test]
+async fn within_older_and_younger() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert!(run(&mut s, "c CAPABILITY").await.contains(" WITHIN"));
+    let old = format!("ap APPEND INBOX \"01-Jan-2020 10:00:00 +0000\" {{{}+}}\r\n{MESSAGE}", MESSAGE.len());
+    assert!(run(&mut s, &old).await.contains("ap OK"));
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    run(&mut s, "s SELECT INBOX").await;
+    assert_eq!(run(&mut s, "a SEARCH OLDER 3600").await, "* SEARCH 1\r\na OK SEARCH completed\r\n");
+    assert_eq!(run(&mut s, "b UID SEARCH YOUNGER 3600").await, "* SEARCH 2\r\nb OK UID SEARCH completed\r\n");
+    // Both: nothing is older and younger than an hour; OR covers all.
+    assert_eq!(run(&mut s, "d SEARCH OLDER 3600 YOUNGER 3600").await, "* SEARCH\r\nd OK SEARCH completed\r\n");
+    assert_eq!(run(&mut s, "e SEARCH OR OLDER 3600 YOUNGER 3600").await, "* SEARCH 1 2\r\ne OK SEARCH completed\r\n");
+    // The largest interval reaches back past the 2020 message (2^32 s is ~136 years).
+    assert_eq!(run(&mut s, "f SEARCH YOUNGER 4294967295").await, "* SEARCH 1 2\r\nf OK SEARCH completed\r\n");
+    assert!(run(&mut s, "g SEARCH OLDER 0").await.starts_with("* BAD"));
+}
