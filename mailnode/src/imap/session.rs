@@ -15,6 +15,7 @@ use imap_types::command::CommandBody;
 use sirms_storage::{BodyPart, Change, MailStore, UidSet};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::command::searchres;
 use super::connection::ImapLimits;
 use super::error::{CommandError, CommandResult, Done};
 use super::extension::esearch::Esearch;
@@ -169,7 +170,7 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE CREATE-SPECIAL-USE WITHIN \
+             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE CREATE-SPECIAL-USE WITHIN SEARCHRES \
              SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT",
         );
         // One limit for every mailbox, so it goes in the capability (RFC 7889) and a
@@ -211,7 +212,7 @@ impl Session {
 
     /// Runs one command.
     pub async fn execute(&mut self, decoded: Decoded<'_>, out: &mut Sink<'_>) -> io::Result<Next> {
-        let Decoded { command, extension } = decoded;
+        let Decoded { mut command, extension, saved_result } = decoded;
         let tag = command.tag.inner().to_string();
         let name = command.body.name();
         if let Err(text) = self.check_state(&command.body) {
@@ -228,6 +229,12 @@ impl Session {
                 | CommandBody::Sort { uid: false, .. }
                 | CommandBody::Thread { uid: false, .. }
         );
+        // `$` is the saved result (RFC 5182): put in for the marker the pre-decoder left. An
+        // empty one selects nothing, which is no error: the command does nothing but complete.
+        if saved_result && !searchres::substitute(self.selected.as_ref(), &mut command.body) {
+            let text = searchres::nothing_selected(&command.body);
+            return self.finish(&tag, name, Ok(Done::ok(text)), expunge_allowed, out).await;
+        }
         let result: CommandResult = match command.body {
             CommandBody::Capability => self.capability(out).await,
             CommandBody::Noop | CommandBody::Check => Ok(Done::ok(format!("{name} completed"))),

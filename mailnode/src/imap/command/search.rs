@@ -407,12 +407,40 @@ impl Session {
         esearch: Option<Esearch<'_>>,
         out: &mut Sink<'_>,
     ) -> CommandResult {
-        let (found, with_modseq) = self
+        let save = esearch.is_some_and(|e| e.options.save);
+        let matched = self
             .search_matches(charset, criteria, Reads::Meta, out, |c| {
-                (if uid { c.entry.meta.uid } else { c.seq }, c.entry.meta.modseq)
+                ((if uid { c.entry.meta.uid } else { c.seq }, c.entry.meta.modseq), c.entry.meta.uid)
             })
-            .await?;
+            .await;
+        let (matched, with_modseq) = match matched {
+            Ok(matched) => matched,
+            Err(e) => {
+                // A failed SAVE leaves an empty result, not the previous one (RFC 5182 §2.4).
+                if let (true, Some(view)) = (save, self.selected.as_mut()) {
+                    view.saved.clear();
+                }
+                return Err(e);
+            }
+        };
+        let found: Vec<(u32, u64)> = matched.iter().map(|m| m.0).collect();
+        if save {
+            let options = esearch.map(|e| e.options).unwrap_or_default();
+            let uids = matched.iter().map(|m| m.1);
+            // With MIN or MAX alone, the result is what they name (RFC 5182 §2.4).
+            let saved: Vec<u32> = if (options.min || options.max) && !(options.all || options.count) {
+                let (first, last) = (uids.clone().next(), uids.clone().next_back());
+                let mut picked: Vec<u32> =
+                    [first.filter(|_| options.min), last.filter(|_| options.max)].into_iter().flatten().collect();
+                picked.dedup();
+                picked
+            } else {
+                uids.collect()
+            };
+            self.selected()?.saved = saved;
+        }
         let response = match esearch {
+            Some(esearch) if !esearch.options.answers() => Vec::new(),
             Some(esearch) => esearch_response(esearch, uid, &found, with_modseq),
             None => search_response(&found, with_modseq),
         };
@@ -427,7 +455,7 @@ mod tests {
     use crate::imap::extension::SearchReturn;
 
     fn esearch(tag: &str, min: bool, max: bool, all: bool, count: bool) -> Esearch<'_> {
-        Esearch { tag, options: SearchReturn { min, max, all, count } }
+        Esearch { tag, options: SearchReturn { min, max, all, count, save: false } }
     }
 
     fn text(bytes: Vec<u8>) -> String {
