@@ -855,3 +855,44 @@ m.logout()
     assert_eq!(out["after_expunge"], serde_json::json!(["3 (UID 4)"]), "expunged messages leave $");
     assert_eq!(out["after_select"], serde_json::json!([null]), "SELECT empties $");
 }
+
+#[test]
+fn compress_deflate_carries_the_session_after_the_ok() {
+    let node = MailNode::start("imap-node.example.test", "");
+    node.deliver_numbered(1);
+    let out = run(
+        &node,
+        r#"
+import zlib
+imaplib.Commands["COMPRESS"] = ("AUTH", "SELECTED")
+m = connect()
+out["caps"] = sorted(m.capabilities)
+m.select("INBOX")
+out["compress"] = m._simple_command("COMPRESS", "DEFLATE")[0]
+# imaplib cannot deflate: raw deflate (wbits -15) by hand on its TLS socket from here on.
+s = m.sock
+co = zlib.compressobj(6, zlib.DEFLATED, -15)
+de = zlib.decompressobj(-15)
+def cmd(line):
+    s.sendall(co.compress(line.encode() + b"\r\n") + co.flush(zlib.Z_SYNC_FLUSH))
+    tag = line.split()[0].encode() + b" "
+    got = b""
+    while not any(l.startswith(tag) for l in got.split(b"\r\n")):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += de.decompress(chunk)
+    return got.decode()
+out["fetch"] = cmd("c1 FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+out["again"] = cmd("c2 COMPRESS DEFLATE")
+out["logout"] = cmd("c3 LOGOUT")
+"#,
+    );
+    assert!(out["caps"].as_array().unwrap().iter().any(|c| c == "COMPRESS=DEFLATE"), "{out}");
+    assert_eq!(out["compress"], "OK", "{out}");
+    let fetch = out["fetch"].as_str().unwrap();
+    assert!(fetch.starts_with("* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {"), "{out}");
+    assert!(fetch.contains("Subject: message 0") && fetch.ends_with("c1 OK FETCH completed\r\n"), "{out}");
+    assert_eq!(out["again"], "c2 NO [COMPRESSIONACTIVE] DEFLATE is already active\r\n");
+    assert_eq!(out["logout"], "* BYE logging out\r\nc3 OK LOGOUT completed\r\n");
+}

@@ -64,6 +64,7 @@ pub enum Code {
     UnknownCte,
     ExpungeIssued,
     UseAttr,
+    CompressionActive,
 }
 
 impl Display for Code {
@@ -104,6 +105,7 @@ impl Display for Code {
             Code::UnknownCte => f.write_str("UNKNOWN-CTE"),
             Code::ExpungeIssued => f.write_str("EXPUNGEISSUED"),
             Code::UseAttr => f.write_str("USEATTR"),
+            Code::CompressionActive => f.write_str("COMPRESSIONACTIVE"),
         }
     }
 }

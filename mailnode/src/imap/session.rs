@@ -73,6 +73,8 @@ pub enum Next {
     Idle { tag: String },
     /// The `+` is written: the next line is the SASL response, for [`Session::authenticate_response`].
     Authenticate { tag: String },
+    /// The tagged OK to COMPRESS DEFLATE is written: flush it, then deflate both ways (RFC 4978).
+    Compress,
 }
 
 /// RFC 3501's states, for checks and logs.
@@ -102,6 +104,8 @@ pub struct Session {
     /// FETCH take its resynchronisation parameters.
     pub(crate) qresync: bool,
     pub(crate) auth_failures: u32,
+    /// COMPRESS DEFLATE was accepted: a second one is `NO [COMPRESSIONACTIVE]`.
+    compressed: bool,
     bad_commands: u32,
     logged_out: bool,
 }
@@ -132,6 +136,7 @@ impl Session {
             condstore: false,
             qresync: false,
             auth_failures: 0,
+            compressed: false,
             bad_commands: 0,
             logged_out: false,
         }
@@ -170,7 +175,7 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE CREATE-SPECIAL-USE WITHIN SEARCHRES \
+             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE CREATE-SPECIAL-USE WITHIN SEARCHRES COMPRESS=DEFLATE \
              SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT",
         );
         // One limit for every mailbox, so it goes in the capability (RFC 7889) and a
@@ -322,12 +327,21 @@ impl Session {
             CommandBody::Move { sequence_set, mailbox, uid } => {
                 self.copy_move(&sequence_set, &mailbox, uid, true, out).await
             }
+            // imap-codec knows DEFLATE alone, RFC 4978's only algorithm.
+            CommandBody::Compress { .. } => {
+                if self.compressed {
+                    Err(CommandError::no(Some(Code::CompressionActive), "DEFLATE is already active"))
+                } else {
+                    send(out, &response::status(Some(&tag), Status::Ok, None, "DEFLATE active")).await?;
+                    self.compressed = true;
+                    return Ok(Next::Compress);
+                }
+            }
             CommandBody::Idle => {
                 self.report_changes(true, out).await?;
                 send(out, &response::continuation("idling")).await?;
                 return Ok(Next::Idle { tag });
             }
-            _ => Err(CommandError::bad(format!("{name} is not supported"))),
         };
         self.finish(&tag, name, result, expunge_allowed, out).await
     }

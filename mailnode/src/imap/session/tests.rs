@@ -994,3 +994,16 @@ async fn searchres_saves_a_result_for_dollar() {
         run(&mut s, "q SEARCH $ UID 4294967295:4294967295").await.starts_with("* BAD a sequence set of 4294967295")
     );
 }
+
+#[tokio::test]
+async fn compress_deflate_is_accepted_once_after_login() {
+    let h = Harness::new();
+    let mut s = h.session(true);
+    assert!(run(&mut s, "c CAPABILITY").await.contains(" COMPRESS=DEFLATE"));
+    assert_eq!(run(&mut s, "a COMPRESS DEFLATE").await, "a BAD log in first\r\n");
+    let mut s = h.logged_in().await;
+    let (out, next) = run_next(&mut s, "b COMPRESS DEFLATE").await;
+    assert_eq!((out.as_str(), next), ("b OK DEFLATE active\r\n", Next::Compress));
+    assert_eq!(run(&mut s, "c COMPRESS DEFLATE").await, "c NO [COMPRESSIONACTIVE] DEFLATE is already active\r\n");
+    assert_eq!(run(&mut s, "d COMPRESS GZIP").await, "* BAD syntax error in command\r\n");
+}
