@@ -143,8 +143,10 @@ impl AsyncWrite for ImapIo {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        loop {
-            d.out.reserve(buf.len() + 64);
+        // With room for all of `buf` and more, deflate takes some of it; the bound only keeps a
+        // backend that would not from spinning.
+        for room in [buf.len() + 64, 2 * buf.len() + 64 * 1024] {
+            d.out.reserve(room);
             let before = d.compress.total_in();
             d.compress.compress_vec(buf, &mut d.out, FlushCompress::None).map_err(corrupt)?;
             let consumed = (d.compress.total_in() - before) as usize;
@@ -153,6 +155,7 @@ impl AsyncWrite for ImapIo {
                 return Poll::Ready(Ok(consumed));
             }
         }
+        Poll::Ready(Err(io::Error::other("deflate took no input")))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
