@@ -259,6 +259,10 @@ IMAP_EXTENSION = {
     "list_literal": (7, b'{0}\r\n * RETURN (CHILDREN)\r\n'),
     "list_unknown_options": (4, b"FOO) \"\" * RETURN (BAR)\r\n"),
     "list_plain": (7, b'"" "RETURN (STATUS (MESSAGES))"\r\n'),
+    "create_use": (0, b"c CREATE Outbox (USE (\\Sent))\r\n"),
+    "create_use_literal": (0, b"c CREATE {15+}\r\nx (USE (\\Sent))\r\n"),
+    "searchres_search": (0, b'a UID SEARCH RETURN (SAVE MIN) OR $ (UID $ SUBJECT $) HEADER $ $ MODSEQ "/flags/x" all 5 $ {1+}\r\n$\r\n'),
+    "searchres_fetch": (0, b"f UID FETCH $ (UID FLAGS)\r\n"),
 }
 for name, (selector, rest) in IMAP_EXTENSION.items():
     write("imap_extension", name, bytes([selector]) + rest)

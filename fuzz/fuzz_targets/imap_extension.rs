@@ -1,7 +1,8 @@
 //! Fuzzes the IMAP command pre-decoder (`sirms_mailnode::imap::extension`): the code that
 //! takes extension syntax imap-codec cannot decode out of a complete command before imap-codec
 //! decodes the rest: `SEARCH RETURN (…)` (ESEARCH), extended LIST (LIST-EXTENDED,
-//! LIST-STATUS) and STATUS's APPENDLIMIT item.
+//! LIST-STATUS), STATUS's APPENDLIMIT item, CREATE's `(USE (…))` (CREATE-SPECIAL-USE) and `$`
+//! (SEARCHRES).
 //!
 //! The input is one complete command as the connection hands it over (line and literals).
 //! Byte 0 picks a prefix put before the rest, so that most inputs reach the extensions:
@@ -19,6 +20,9 @@
 //!   the one imap-codec decodes from the rewritten command;
 //! - a STATUS taken over keeps everything before its final `(` and has `(MESSAGES)` in place
 //!   of the list, which held APPENDLIMIT;
+//! - a CREATE taken over is the message without its final ` (USE (…))`, whose attributes it reports;
+//! - a `$` replaced is one byte `$` of the command (after any other clause was cut) turned into
+//!   `searchres::MARKER`, and the command held no marker of its own;
 //! - the pre-decoder only takes over commands imap-codec rejects: whenever it cuts or refuses,
 //!   imap-codec does not decode the input as it is; SEARCH, LIST and STATUS never two claim one;
 //! - a plain command decodes exactly as imap-codec alone decodes it, with no extension;
@@ -33,7 +37,7 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::mailbox::ListMailbox;
 use libfuzzer_sys::fuzz_target;
 use sirms_mailnode::imap::extension::{
-    Decoded, Extension, ListExtended, Predecoded, SearchReturn, decode, esearch, list, predecode, status,
+    Decoded, Extension, ListExtended, Predecoded, SearchReturn, create, decode, esearch, list, predecode, searchres, status,
 };
 
 const PREFIXES: [&[u8]; 8] = [
@@ -158,6 +162,27 @@ fn check_list(message: &[u8], command: &[u8], list: &ListExtended, decoded: &Res
     }
 }
 
+/// `rewritten` is `original` with some bytes `$` turned into the marker, and `original` holds
+/// no marker of its own.
+fn check_dollars(original: &[u8], rewritten: &[u8]) {
+    let marker = searchres::MARKER;
+    assert!(!original.windows(marker.len()).any(|w| w == marker));
+    let (mut i, mut j, mut replaced) = (0, 0, 0);
+    while i < original.len() {
+        if original[i] == b'$' && rewritten[j..].starts_with(marker) {
+            i += 1;
+            j += marker.len();
+            replaced += 1;
+        } else {
+            assert_eq!(original[i], rewritten[j]);
+            i += 1;
+            j += 1;
+        }
+    }
+    assert_eq!(j, rewritten.len());
+    assert!(replaced > 0);
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
     let mut message = PREFIXES[usize::from(selector % 8)].to_vec();
@@ -167,7 +192,8 @@ fuzz_target!(|data: &[u8]| {
     let found = esearch::find(message);
     let listed = list::find(message);
     let statused = status::find(message);
-    let claims = [found.is_some(), listed.is_some(), statused.is_some()];
+    let created = create::find(message);
+    let claims = [found.is_some(), listed.is_some(), statused.is_some(), created.is_some()];
     assert!(claims.iter().filter(|c| **c).count() <= 1, "two extensions claim the command: {claims:?}");
     if let Some(Ok((command, items))) = &statused {
         assert!(items.append_limit);
@@ -189,9 +215,26 @@ fuzz_target!(|data: &[u8]| {
     if predecoded != Predecoded::Plain {
         assert!(codec(message).is_none(), "imap-codec decodes a command the pre-decoder took: {predecoded:?}");
     }
+    if let Some(created) = &created {
+        match (created, &predecoded) {
+            (Ok((rewritten, uses)), Predecoded::Cut { command, extension, .. }) => {
+                assert_eq!(rewritten, command);
+                let body = command.len() - if command.ends_with(b"\r\n") { 2 } else { 1 };
+                assert_eq!(message[..body], command[..body]);
+                assert!(message[body..].len() > command[body..].len());
+                assert_eq!(*extension, Extension::CreateUse(uses.clone()));
+            }
+            (Err(text), Predecoded::Invalid(invalid)) => {
+                assert_eq!(text, invalid);
+                assert_eq!(decoded.as_ref().err(), Some(text));
+            }
+            (created, predecoded) => panic!("find {created:?} but predecode {predecoded:?}"),
+        }
+        return;
+    }
     if statused.is_some() {
         match (&statused, &predecoded) {
-            (Some(Ok((rewritten, items))), Predecoded::Cut { command, extension }) => {
+            (Some(Ok((rewritten, items))), Predecoded::Cut { command, extension, .. }) => {
                 assert_eq!(rewritten, command);
                 assert_eq!(*extension, Extension::Status(items.clone()));
             }
@@ -215,13 +258,32 @@ fuzz_target!(|data: &[u8]| {
                 (d, c) => panic!("decode {d:?} but imap-codec {c:?}"),
             }
         }
-        (Some(Ok((range, options))), None, Predecoded::Cut { command, extension }) => {
+        (None, None, Predecoded::Cut { command, extension: Extension::None, saved_result: true }) => {
+            check_dollars(message, command);
+            match (&decoded, codec(command)) {
+                (Ok(d), Some(c)) => {
+                    assert_eq!(d.command, c);
+                    assert!(d.saved_result && d.extension == Extension::None);
+                }
+                (Err(_), None) => {}
+                (d, c) => panic!("decode {d:?} but imap-codec on the rewritten command {c:?}"),
+            }
+        }
+        (None, None, Predecoded::Invalid(text)) => {
+            assert_eq!(*text, searchres::MARKER_USED);
+            assert_eq!(searchres::find(message), Some(Err(searchres::MARKER_USED)));
+        }
+        (Some(Ok((range, options))), None, Predecoded::Cut { command, extension, saved_result }) => {
             assert_eq!(check_clause(message, range.start, range.end), *options);
             assert_eq!(*extension, Extension::SearchReturn(*options));
             let mut left = message[..range.start].to_vec();
             left.extend_from_slice(&message[range.end..]);
-            assert_eq!(command, &left);
-            match (&decoded, codec(&left)) {
+            if *saved_result {
+                check_dollars(&left, command);
+            } else {
+                assert_eq!(command, &left);
+            }
+            match (&decoded, codec(command)) {
                 (Ok(d), Some(c)) => {
                     assert_eq!(d.command, c);
                     assert_eq!(d.extension, *extension);
@@ -233,11 +295,12 @@ fuzz_target!(|data: &[u8]| {
                 (d, c) => panic!("decode {d:?} but imap-codec on the rest {c:?}"),
             }
         }
-        (None, Some(Ok((rewritten, list))), Predecoded::Cut { command, extension }) => {
+        (None, Some(Ok((rewritten, list))), Predecoded::Cut { command, extension, .. }) => {
             assert_eq!(rewritten, command);
             assert_eq!(*extension, Extension::List(list.clone()));
             check_list(message, command, list, &decoded);
         }
+        (Some(Ok(_)), None, Predecoded::Invalid(text)) => assert_eq!(*text, searchres::MARKER_USED),
         (Some(Err(text)), None, Predecoded::Invalid(invalid))
         | (None, Some(Err(text)), Predecoded::Invalid(invalid)) => {
             assert_eq!(text, invalid);

@@ -155,6 +155,8 @@ async fn drive(store: Arc<dyn MailStore>, input: &[u8]) {
             Next::Continue => {}
             Next::Close => return,
             Next::StartTls => session.tls_started(),
+            // Compression is the connection's, below the session: nothing to do here.
+            Next::Compress => {}
             Next::Idle { tag } => {
                 assert!(last_line(&out).starts_with(b"+"), "IDLE without a continuation");
                 let line = queue.next().unwrap_or_default();

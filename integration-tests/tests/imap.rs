@@ -1,6 +1,7 @@
 //! IMAP against the real `sirms node` binary with Python's imaplib and curl: mail delivered
 //! by SMTP comes out byte for byte, flags, UIDPLUS, LIST, IDLE, two sessions seeing each
-//! other's changes, and the extensions (QUOTA, BINARY, ESEARCH, LIST-STATUS, QRESYNC, SORT, THREAD).
+//! other's changes, and the extensions (QUOTA, BINARY, ESEARCH, LIST-STATUS, QRESYNC, SORT, THREAD,
+//! CREATE-SPECIAL-USE, WITHIN, SEARCHRES).
 
 use std::process::Command;
 
@@ -549,7 +550,7 @@ def esearch(*args):
 out["all_options"] = esearch("SEARCH", 'RETURN (MIN MAX COUNT ALL) UNSEEN')
 out["uid_default"] = esearch("UID", "SEARCH", "RETURN () NOT SUBJECT", '"message 3"')
 out["none_found"] = esearch("SEARCH", "RETURN (COUNT MIN)", "SUBJECT", '"RETURN (ALL)"')
-out["unknown"] = esearch("SEARCH", "RETURN (SAVE) ALL")
+out["unknown"] = esearch("SEARCH", "RETURN (PARTIAL 1:5) ALL")
 out["plain"] = ok(m.search(None, "UNSEEN"))[0].decode()
 m.logout()
 "#,
@@ -806,4 +807,92 @@ m.logout()
     // With 1 expunged, 2 replies to a missing message and heads its thread (by UID).
     assert_eq!(out["uid_references"], "((6)(3)(5))(2 4)", "{out}");
     assert!(out["charset"].as_str().unwrap().starts_with("NO [BADCHARSET"), "{out}");
+}
+
+#[test]
+fn create_special_use_within_and_searchres() {
+    let node = MailNode::start("imap-node.example.test", "");
+    node.deliver_numbered(4);
+    let out = run(
+        &node,
+        r#"
+m = connect()
+out["caps"] = sorted(m.capabilities)
+out["create"] = m._simple_command("CREATE", "Outgoing", "(USE (\\Sent))")[0]
+typ, data = m._simple_command("CREATE", "Odd", "(USE (\\Important))")
+out["create_bad"] = [typ, data[0].decode()]
+out["list"] = [d.decode() for d in ok(m.list('""', "Outgoing"))]
+ok(m.append("INBOX", None, imaplib.Time2Internaldate(time.time() - 86400 * 400), b"Subject: old\r\n\r\nold\r\n"))
+m.select("INBOX")
+out["older"] = ok(m.search(None, "OLDER", "86400"))[0].decode()
+out["younger"] = ok(m.search(None, "YOUNGER", "86400"))[0].decode()
+ok(m.store("2,4", "+FLAGS.SILENT", "(\\Flagged)"))
+typ, data = m._simple_command("SEARCH", "RETURN (SAVE)", "FLAGGED")
+out["save"] = [typ, m.untagged_responses.pop("ESEARCH", [])]
+out["fetch"] = [d.decode() for d in ok(m.fetch("$", "(UID)"))]
+out["search"] = ok(m.uid("SEARCH", "NOT", "$"))[0].decode()
+ok(m.store("2", "+FLAGS.SILENT", "(\\Deleted)"))
+ok(m.expunge())
+out["after_expunge"] = [d.decode() for d in ok(m.uid("FETCH", "$", "(UID)"))]
+m.select("INBOX")
+out["after_select"] = ok(m.fetch("$", "(UID)"))
+m.logout()
+"#,
+    );
+    let caps = out["caps"].as_array().unwrap();
+    for cap in ["CREATE-SPECIAL-USE", "WITHIN", "SEARCHRES"] {
+        assert!(caps.iter().any(|c| c == cap), "{cap} missing: {out}");
+    }
+    assert_eq!(out["create"], "OK", "{out}");
+    assert_eq!(out["create_bad"][0], "NO", "{out}");
+    assert!(out["create_bad"][1].as_str().unwrap_or_default().starts_with("[USEATTR]"), "{out}");
+    assert_eq!(out["list"], serde_json::json!(["(\\HasNoChildren \\Sent) \"/\" Outgoing"]));
+    assert_eq!(out["older"], "5", "{out}");
+    assert_eq!(out["younger"], "1 2 3 4", "{out}");
+    assert_eq!(out["save"], serde_json::json!(["OK", []]), "SAVE alone answers no ESEARCH");
+    assert_eq!(out["fetch"], serde_json::json!(["2 (UID 2)", "4 (UID 4)"]));
+    assert_eq!(out["search"], "1 3 5", "{out}");
+    assert_eq!(out["after_expunge"], serde_json::json!(["3 (UID 4)"]), "expunged messages leave $");
+    assert_eq!(out["after_select"], serde_json::json!([null]), "SELECT empties $");
+}
+
+#[test]
+fn compress_deflate_carries_the_session_after_the_ok() {
+    let node = MailNode::start("imap-node.example.test", "");
+    node.deliver_numbered(1);
+    let out = run(
+        &node,
+        r#"
+import zlib
+imaplib.Commands["COMPRESS"] = ("AUTH", "SELECTED")
+m = connect()
+out["caps"] = sorted(m.capabilities)
+m.select("INBOX")
+out["compress"] = m._simple_command("COMPRESS", "DEFLATE")[0]
+# imaplib cannot deflate: raw deflate (wbits -15) by hand on its TLS socket from here on.
+s = m.sock
+co = zlib.compressobj(6, zlib.DEFLATED, -15)
+de = zlib.decompressobj(-15)
+def cmd(line):
+    s.sendall(co.compress(line.encode() + b"\r\n") + co.flush(zlib.Z_SYNC_FLUSH))
+    tag = line.split()[0].encode() + b" "
+    got = b""
+    while not any(l.startswith(tag) for l in got.split(b"\r\n")):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += de.decompress(chunk)
+    return got.decode()
+out["fetch"] = cmd("c1 FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+out["again"] = cmd("c2 COMPRESS DEFLATE")
+out["logout"] = cmd("c3 LOGOUT")
+"#,
+    );
+    assert!(out["caps"].as_array().unwrap().iter().any(|c| c == "COMPRESS=DEFLATE"), "{out}");
+    assert_eq!(out["compress"], "OK", "{out}");
+    let fetch = out["fetch"].as_str().unwrap();
+    assert!(fetch.starts_with("* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {"), "{out}");
+    assert!(fetch.contains("Subject: message 0") && fetch.ends_with("c1 OK FETCH completed\r\n"), "{out}");
+    assert_eq!(out["again"], "c2 NO [COMPRESSIONACTIVE] DEFLATE is already active\r\n");
+    assert_eq!(out["logout"], "* BYE logging out\r\nc3 OK LOGOUT completed\r\n");
 }

@@ -13,12 +13,13 @@ use sirms_storage::MailStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio_rustls::TlsAcceptor;
 
+use super::compress::ImapIo;
 use super::extension::{self, Decoded};
 use super::response::{self, Code, Status};
 use super::session::{Next, Session, SessionConfig};
 use crate::auth::Authenticator;
 use crate::net::listener::Accepted;
-use crate::net::stream::{HANDSHAKE_TIMEOUT, Stream};
+use crate::net::stream::HANDSHAKE_TIMEOUT;
 use crate::quota::Quotas;
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -197,7 +198,7 @@ impl Reader {
     /// away gigabytes.
     async fn refuse_literal(
         &mut self,
-        io: &mut BufWriter<Stream>,
+        io: &mut BufWriter<ImapIo>,
         tag: Option<String>,
         mode: LiteralMode,
         status: Status,
@@ -227,7 +228,7 @@ impl Reader {
         extension::decode(self.fragmentizer.message_bytes())
     }
 
-    async fn read(&mut self, io: &mut BufWriter<Stream>, expect: Expect) -> io::Result<Framed> {
+    async fn read(&mut self, io: &mut BufWriter<ImapIo>, expect: Expect) -> io::Result<Framed> {
         loop {
             match self.fragmentizer.progress() {
                 Some(info @ FragmentInfo::Line { start, end, announcement, ending }) => {
@@ -346,7 +347,7 @@ impl ImapService {
         let tls = conn.stream.is_tls();
         let mut session =
             Session::new(config, self.store.clone(), self.authenticator.clone(), self.quotas.clone(), client.ip(), tls);
-        let mut io = BufWriter::new(conn.stream);
+        let mut io = BufWriter::new(ImapIo::new(conn.stream));
         tracing::info!(%client, tls, "imap session start");
         let result = self.run(&mut session, &mut io).await;
         let _ = io.flush().await;
@@ -357,7 +358,7 @@ impl ImapService {
         }
     }
 
-    async fn run(&self, session: &mut Session, io: &mut BufWriter<Stream>) -> io::Result<()> {
+    async fn run(&self, session: &mut Session, io: &mut BufWriter<ImapIo>) -> io::Result<()> {
         let mut reader = Reader::new(self.limits);
         io.write_all(&session.greeting()).await?;
         io.flush().await?;
@@ -396,7 +397,7 @@ impl ImapService {
                     let Some(acceptor) = &self.tls else { return Ok(()) };
                     // Bytes pipelined after STARTTLS came in the clear: never parse them (RFC 3501 §6.2.1).
                     reader = Reader::new(self.limits);
-                    io.get_mut().upgrade(acceptor, HANDSHAKE_TIMEOUT).await?;
+                    io.get_mut().stream_mut().upgrade(acceptor, HANDSHAKE_TIMEOUT).await?;
                     session.tls_started();
                     Next::Continue
                 }
@@ -419,6 +420,16 @@ impl ImapService {
                     }
                 }
                 Next::Idle { tag } => self.idle(session, &mut reader, io, &tag).await?,
+                Next::Compress => {
+                    // The tagged OK goes out uncompressed; everything after it is deflated
+                    // (RFC 4978 §3). The client sends nothing between the command and the OK,
+                    // so bytes already read would be a protocol error: they are dropped, as
+                    // after STARTTLS.
+                    io.flush().await?;
+                    reader = Reader::new(self.limits);
+                    io.get_mut().start_deflate();
+                    Next::Continue
+                }
             };
             io.flush().await?;
         }
@@ -429,7 +440,7 @@ impl ImapService {
         &self,
         session: &mut Session,
         reader: &mut Reader,
-        io: &mut BufWriter<Stream>,
+        io: &mut BufWriter<ImapIo>,
         tag: &str,
     ) -> io::Result<Next> {
         io.flush().await?;
@@ -458,7 +469,7 @@ impl ImapService {
         }
     }
 
-    async fn autologout(&self, io: &mut BufWriter<Stream>) -> io::Result<()> {
+    async fn autologout(&self, io: &mut BufWriter<ImapIo>) -> io::Result<()> {
         io.write_all(&response::status(None, Status::Bye, None, "autologout; idle for too long")).await?;
         io.flush().await
     }
@@ -509,7 +520,7 @@ mod tests {
         };
         let mut reader = Reader::new(limits);
         reader.set_logged_in(logged_in);
-        let mut io = BufWriter::new(Stream::Plain(server));
+        let mut io = BufWriter::new(ImapIo::new(crate::net::stream::Stream::Plain(server)));
         let mut seen = Vec::new();
         loop {
             match reader.read(&mut io, expect).await.unwrap() {

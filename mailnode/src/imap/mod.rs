@@ -4,10 +4,11 @@
 //! [`session::Session`] holds the protocol state and runs commands against the store; it
 //! writes responses to any `AsyncWrite`, so it is tested without a network.
 //! [`connection`] is the socket loop around it: framing with imap-codec's `Fragmentizer`,
-//! literal limits, STARTTLS, AUTHENTICATE continuations and IDLE. [`extension`] decodes
+//! literal limits, STARTTLS, AUTHENTICATE continuations, IDLE and COMPRESS ([`compress`]). [`extension`] decodes
 //! commands: imap-codec, after cutting out the extension syntax it does not know.
 
 pub mod command;
+pub mod compress;
 pub mod connection;
 pub mod error;
 pub mod extension;

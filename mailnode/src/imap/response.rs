@@ -63,6 +63,8 @@ pub enum Code {
     OverQuota,
     UnknownCte,
     ExpungeIssued,
+    UseAttr,
+    CompressionActive,
 }
 
 impl Display for Code {
@@ -102,6 +104,8 @@ impl Display for Code {
             Code::OverQuota => f.write_str("OVERQUOTA"),
             Code::UnknownCte => f.write_str("UNKNOWN-CTE"),
             Code::ExpungeIssued => f.write_str("EXPUNGEISSUED"),
+            Code::UseAttr => f.write_str("USEATTR"),
+            Code::CompressionActive => f.write_str("COMPRESSIONACTIVE"),
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct Selected {
     queued: VecDeque<Change>,
     /// The stream ended (mailbox deleted or renamed): no more changes will come.
     pub gone: bool,
+    /// The UIDs of the last `SEARCH RETURN (SAVE)`, ascending, for `$` (SEARCHRES, RFC 5182).
+    /// Held as UIDs, so that an expunged message drops out when `$` is resolved against the
+    /// view; a new view (SELECT) starts with none.
+    pub saved: Vec<u32>,
 }
 
 impl Selected {
@@ -76,6 +80,7 @@ impl Selected {
             changes,
             queued: VecDeque::new(),
             gone: false,
+            saved: Vec::new(),
         }
     }
 
@@ -223,6 +228,18 @@ impl Selected {
         Ok(picked.iter().enumerate().filter(|(_, p)| **p).map(|(i, _)| i).collect())
     }
 
+    /// The saved result (`$`) as the messages still in the view: their UIDs, or with `uid`
+    /// false their sequence numbers, as a set; `None` when none is left.
+    pub fn saved_set(&self, uid: bool) -> Option<SequenceSet> {
+        let numbers: Vec<u32> = self
+            .saved
+            .iter()
+            .filter_map(|&u| self.index_of(u))
+            .map(|i| if uid { self.messages[i].meta.uid } else { i as u32 + 1 })
+            .collect();
+        number_set(&numbers)
+    }
+
     /// The UIDs `set` (`None`: every UID) names that no message in the view has, rendered as a set (empty: none):
     /// what VANISHED (EARLIER) reports (RFC 7162 §3.2.10). `*` and ranges reach up to the last
     /// UID ever given, not beyond. The store keeps no record of when a message was expunged, so
@@ -361,6 +378,24 @@ impl Selected {
 }
 
 /// Renders UIDs as a compact set in the given order (`1:3,7`), for COPYUID and MODIFIED.
+/// Ascending numbers as a set of ranges; `None` for none.
+pub fn number_set(numbers: &[u32]) -> Option<SequenceSet> {
+    let value = |n: u32| std::num::NonZeroU32::new(n).map(SeqOrUid::Value);
+    let mut ranges = Vec::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let mut j = i;
+        while j + 1 < numbers.len() && numbers[j + 1] == numbers[j].wrapping_add(1) {
+            j += 1;
+        }
+        if let (Some(a), Some(b)) = (value(numbers[i]), value(numbers[j])) {
+            ranges.push(if i == j { Sequence::Single(a) } else { Sequence::Range(a, b) });
+        }
+        i = j + 1;
+    }
+    SequenceSet::try_from(ranges).ok()
+}
+
 pub fn render_uids(uids: &[u32]) -> String {
     let mut out = String::new();
     let mut i = 0;

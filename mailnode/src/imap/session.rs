@@ -15,6 +15,7 @@ use imap_types::command::CommandBody;
 use sirms_storage::{BodyPart, Change, MailStore, UidSet};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::command::searchres;
 use super::connection::ImapLimits;
 use super::error::{CommandError, CommandResult, Done};
 use super::extension::esearch::Esearch;
@@ -72,6 +73,8 @@ pub enum Next {
     Idle { tag: String },
     /// The `+` is written: the next line is the SASL response, for [`Session::authenticate_response`].
     Authenticate { tag: String },
+    /// The tagged OK to COMPRESS DEFLATE is written: flush it, then deflate both ways (RFC 4978).
+    Compress,
 }
 
 /// RFC 3501's states, for checks and logs.
@@ -101,6 +104,8 @@ pub struct Session {
     /// FETCH take its resynchronisation parameters.
     pub(crate) qresync: bool,
     pub(crate) auth_failures: u32,
+    /// COMPRESS DEFLATE was accepted: a second one is `NO [COMPRESSIONACTIVE]`.
+    compressed: bool,
     bad_commands: u32,
     logged_out: bool,
 }
@@ -131,6 +136,7 @@ impl Session {
             condstore: false,
             qresync: false,
             auth_failures: 0,
+            compressed: false,
             bad_commands: 0,
             logged_out: false,
         }
@@ -169,7 +175,7 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
-             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE \
+             QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE CREATE-SPECIAL-USE WITHIN SEARCHRES COMPRESS=DEFLATE \
              SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT",
         );
         // One limit for every mailbox, so it goes in the capability (RFC 7889) and a
@@ -211,7 +217,7 @@ impl Session {
 
     /// Runs one command.
     pub async fn execute(&mut self, decoded: Decoded<'_>, out: &mut Sink<'_>) -> io::Result<Next> {
-        let Decoded { command, extension } = decoded;
+        let Decoded { mut command, extension, saved_result } = decoded;
         let tag = command.tag.inner().to_string();
         let name = command.body.name();
         if let Err(text) = self.check_state(&command.body) {
@@ -228,6 +234,12 @@ impl Session {
                 | CommandBody::Sort { uid: false, .. }
                 | CommandBody::Thread { uid: false, .. }
         );
+        // `$` is the saved result (RFC 5182): put in for the marker the pre-decoder left. An
+        // empty one selects nothing, which is no error: the command does nothing but complete.
+        if saved_result && !searchres::substitute(self.selected.as_ref(), &mut command.body) {
+            let text = searchres::nothing_selected(&command.body);
+            return self.finish(&tag, name, Ok(Done::ok(text)), expunge_allowed, out).await;
+        }
         let result: CommandResult = match command.body {
             CommandBody::Capability => self.capability(out).await,
             CommandBody::Noop | CommandBody::Check => Ok(Done::ok(format!("{name} completed"))),
@@ -260,7 +272,10 @@ impl Session {
             CommandBody::Namespace => self.namespace(out).await,
             CommandBody::Select { mailbox, parameters } => self.select(&mailbox, false, &parameters, out).await,
             CommandBody::Examine { mailbox, parameters } => self.select(&mailbox, true, &parameters, out).await,
-            CommandBody::Create { mailbox } => self.create(&mailbox).await,
+            CommandBody::Create { mailbox } => match &extension {
+                Extension::CreateUse(asked) => self.create(&mailbox, &asked.uses).await,
+                _ => self.create(&mailbox, &[]).await,
+            },
             CommandBody::Delete { mailbox } => self.delete(&mailbox).await,
             CommandBody::Rename { from, to } => self.rename(&from, &to).await,
             CommandBody::Subscribe { mailbox } => self.subscribe(&mailbox, true).await,
@@ -312,12 +327,21 @@ impl Session {
             CommandBody::Move { sequence_set, mailbox, uid } => {
                 self.copy_move(&sequence_set, &mailbox, uid, true, out).await
             }
+            // imap-codec knows DEFLATE alone, RFC 4978's only algorithm.
+            CommandBody::Compress { .. } => {
+                if self.compressed {
+                    Err(CommandError::no(Some(Code::CompressionActive), "DEFLATE is already active"))
+                } else {
+                    send(out, &response::status(Some(&tag), Status::Ok, None, "DEFLATE active")).await?;
+                    self.compressed = true;
+                    return Ok(Next::Compress);
+                }
+            }
             CommandBody::Idle => {
                 self.report_changes(true, out).await?;
                 send(out, &response::continuation("idling")).await?;
                 return Ok(Next::Idle { tag });
             }
-            _ => Err(CommandError::bad(format!("{name} is not supported"))),
         };
         self.finish(&tag, name, result, expunge_allowed, out).await
     }

@@ -11,6 +11,7 @@ pub mod list;
 mod mailbox;
 mod quota;
 pub mod search;
+pub mod searchres;
 mod select;
 pub mod sort;
 mod status;

@@ -1,5 +1,6 @@
 //! SEARCH and UID SEARCH: every RFC 3501 key plus MODSEQ (RFC 7162), evaluated per message,
-//! answered with SEARCH or, after `RETURN (…)`, with ESEARCH (RFC 4731).
+//! answered with SEARCH or, after `RETURN (…)`, with ESEARCH (RFC 4731). OLDER and YOUNGER
+//! (WITHIN, RFC 5032) compare the internal date with the time the search started.
 
 use chrono::Datelike;
 use imap_types::core::{Charset, Vec1};
@@ -34,11 +35,13 @@ pub struct Candidate<'a> {
     pub parsed: Option<&'a Message<'a>>,
 }
 
-/// What `*` stands for in sequence and UID sets.
+/// What `*` stands for in sequence and UID sets, and when "now" is for OLDER and YOUNGER.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
     pub last_seq: u32,
     pub last_uid: u32,
+    /// Seconds since the Unix epoch, taken once so every message is judged against one instant.
+    pub now: i64,
 }
 
 fn in_set(set: &SequenceSet, value: u32, star: u32) -> bool {
@@ -214,7 +217,15 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, bounds: Bounds, depth: us
             lower(head).contains(&needle) || body_text(c).contains(&needle)
         }
         SearchKey::ModSequence { modseq, .. } => meta.modseq >= *modseq,
+        // RFC 5032 §3: OLDER n is at least n seconds old, YOUNGER n less; they partition the mailbox.
+        SearchKey::Older(n) => meta.internal_date <= cutoff(bounds, *n),
+        SearchKey::Younger(n) => meta.internal_date > cutoff(bounds, *n),
     }
+}
+
+/// The instant `seconds` before the search started.
+fn cutoff(bounds: Bounds, seconds: std::num::NonZeroU32) -> i64 {
+    bounds.now.saturating_sub(i64::from(seconds.get()))
 }
 
 fn uses_modseq(key: &SearchKey<'_>) -> bool {
@@ -340,7 +351,8 @@ impl Session {
         let user = self.login_name()?;
         let view = self.selected()?;
         let name = view.name.clone();
-        let bounds = Bounds { last_seq: view.exists(), last_uid: view.last_uid() };
+        let now = crate::queue::now();
+        let bounds = Bounds { last_seq: view.exists(), last_uid: view.last_uid(), now };
         let count = view.entries().len();
         let mut found = Vec::new();
         let all: Vec<usize> = (0..count).collect();
@@ -377,12 +389,40 @@ impl Session {
         esearch: Option<Esearch<'_>>,
         out: &mut Sink<'_>,
     ) -> CommandResult {
-        let (found, with_modseq) = self
+        let save = esearch.is_some_and(|e| e.options.save);
+        let matched = self
             .search_matches(charset, criteria, Reads::Meta, out, |c| {
-                (if uid { c.entry.meta.uid } else { c.seq }, c.entry.meta.modseq)
+                ((if uid { c.entry.meta.uid } else { c.seq }, c.entry.meta.modseq), c.entry.meta.uid)
             })
-            .await?;
+            .await;
+        let (matched, with_modseq) = match matched {
+            Ok(matched) => matched,
+            Err(e) => {
+                // A failed SAVE leaves an empty result, not the previous one (RFC 5182 §2.4).
+                if let (true, Some(view)) = (save, self.selected.as_mut()) {
+                    view.saved.clear();
+                }
+                return Err(e);
+            }
+        };
+        let found: Vec<(u32, u64)> = matched.iter().map(|m| m.0).collect();
+        if save {
+            let options = esearch.map(|e| e.options).unwrap_or_default();
+            let uids = matched.iter().map(|m| m.1);
+            // With MIN or MAX alone, the result is what they name (RFC 5182 §2.4).
+            let saved: Vec<u32> = if (options.min || options.max) && !(options.all || options.count) {
+                let (first, last) = (uids.clone().next(), uids.clone().next_back());
+                let mut picked: Vec<u32> =
+                    [first.filter(|_| options.min), last.filter(|_| options.max)].into_iter().flatten().collect();
+                picked.dedup();
+                picked
+            } else {
+                uids.collect()
+            };
+            self.selected()?.saved = saved;
+        }
         let response = match esearch {
+            Some(esearch) if !esearch.options.answers() => Vec::new(),
             Some(esearch) => esearch_response(esearch, uid, &found, with_modseq),
             None => search_response(&found, with_modseq),
         };
@@ -397,7 +437,7 @@ mod tests {
     use crate::imap::extension::SearchReturn;
 
     fn esearch(tag: &str, min: bool, max: bool, all: bool, count: bool) -> Esearch<'_> {
-        Esearch { tag, options: SearchReturn { min, max, all, count } }
+        Esearch { tag, options: SearchReturn { min, max, all, count, save: false } }
     }
 
     fn text(bytes: Vec<u8>) -> String {

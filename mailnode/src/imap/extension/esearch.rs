@@ -5,7 +5,8 @@
 //! ```text
 //! search             = "SEARCH" [search-return-opts] SP search-program
 //! search-return-opts = SP "RETURN" SP "(" [search-return-opt *(SP search-return-opt)] ")"
-//! search-return-opt  = "MIN" / "MAX" / "ALL" / "COUNT"      ; RFC 4731's, the ones offered
+//! search-return-opt  = "MIN" / "MAX" / "ALL" / "COUNT"      ; RFC 4731's
+//! search-return-opt  =/ "SAVE"                             ; SEARCHRES, RFC 5182
 //! ```
 //!
 //! so [`find`] reads `tag [UID] SEARCH RETURN (` and the atoms up to `)`, nothing further.
@@ -15,7 +16,7 @@ use std::ops::Range;
 use super::Scanner;
 
 /// The text of the BAD for a result option this server does not know.
-pub const UNKNOWN_OPTION: &str = "unknown SEARCH return option (MIN, MAX, ALL and COUNT are offered)";
+pub const UNKNOWN_OPTION: &str = "unknown SEARCH return option (MIN, MAX, ALL, COUNT and SAVE are offered)";
 
 /// The result options of one `SEARCH RETURN (…)`. An empty list means ALL (RFC 4731 §3.1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,6 +25,15 @@ pub struct SearchReturn {
     pub max: bool,
     pub all: bool,
     pub count: bool,
+    /// Keep the result for `$` (SEARCHRES, RFC 5182 §2.4).
+    pub save: bool,
+}
+
+impl SearchReturn {
+    /// Whether an ESEARCH response is sent: not for SAVE alone (RFC 5182 §2.4).
+    pub fn answers(&self) -> bool {
+        self.min || self.max || self.all || self.count
+    }
 }
 
 /// A SEARCH to be answered with ESEARCH (RFC 4731): the command's tag and its result options.
@@ -73,6 +83,8 @@ fn options(s: &mut Scanner<'_>) -> Result<SearchReturn, &'static str> {
                 &mut options.all
             } else if word.eq_ignore_ascii_case(b"COUNT") {
                 &mut options.count
+            } else if word.eq_ignore_ascii_case(b"SAVE") {
+                &mut options.save
             } else {
                 return Err(UNKNOWN_OPTION);
             };
@@ -98,8 +110,8 @@ fn options(s: &mut Scanner<'_>) -> Result<SearchReturn, &'static str> {
 mod tests {
     use super::*;
 
-    const MIN_MAX: SearchReturn = SearchReturn { min: true, max: true, all: false, count: false };
-    const ALL: SearchReturn = SearchReturn { min: false, max: false, all: true, count: false };
+    const MIN_MAX: SearchReturn = SearchReturn { min: true, max: true, all: false, count: false, save: false };
+    const ALL: SearchReturn = SearchReturn { min: false, max: false, all: true, count: false, save: false };
 
     fn cut(message: &[u8]) -> Option<Result<(Vec<u8>, SearchReturn), &'static str>> {
         find(message).map(|r| {
@@ -120,7 +132,10 @@ mod tests {
             Some(Ok((b"x.1 uid search UNSEEN\r\n".to_vec(), MIN_MAX)))
         );
         assert_eq!(cut(b"a SEARCH RETURN () ALL\r\n"), Some(Ok((b"a SEARCH ALL\r\n".to_vec(), ALL))));
-        let every = SearchReturn { min: true, max: true, all: true, count: true };
+        // SAVE alone is no ALL: it asks for no ESEARCH at all.
+        let save = SearchReturn { save: true, ..SearchReturn::default() };
+        assert_eq!(cut(b"a SEARCH RETURN (save) ALL\r\n"), Some(Ok((b"a SEARCH ALL\r\n".to_vec(), save))));
+        let every = SearchReturn { min: true, max: true, all: true, count: true, save: false };
         assert_eq!(
             cut(b"a SEARCH RETURN (COUNT ALL MIN MAX COUNT) 1:*\r\n"),
             Some(Ok((b"a SEARCH 1:*\r\n".to_vec(), every)))
@@ -166,7 +181,6 @@ mod tests {
             (b"a SEARCH RETURN ( MIN) ALL\r\n", "unknown"),
             (b"a SEARCH RETURN (MIN)ALL\r\n", "criteria"),
             (b"a SEARCH RETURN (MIN)\r\n", "criteria"),
-            (b"a SEARCH RETURN (SAVE) ALL\r\n", "unknown"),
             (b"a SEARCH RETURN (PARTIAL 1:10) ALL\r\n", "unknown"),
             (b"a SEARCH RETURN (MIN\0) ALL\r\n", "separated"),
             (b"a SEARCH RETURN (\"MIN\") ALL\r\n", "unknown"),

@@ -9,17 +9,24 @@
 //! - `tag LIST [(selection)] reference (patterns) [RETURN (opts)]`, LIST-EXTENDED (RFC 5258)
 //!   with LIST-STATUS (RFC 5819) and SPECIAL-USE (RFC 6154): [`list`];
 //! - `tag STATUS mailbox (items)` with the APPENDLIMIT item (RFC 7889): [`status`], which
-//!   reads the item list back from the end of the command.
+//!   reads the item list back from the end of the command;
+//! - `tag CREATE mailbox (USE (attrs))`, CREATE-SPECIAL-USE (RFC 6154 §3): [`create`], read
+//!   back from the end of the command the same way;
+//! - `$`, the saved search result of SEARCHRES (RFC 5182), where a sequence set goes:
+//!   [`searchres`] puts a marker set in its place (after any of the above was cut).
 //!
-//! Only the first line is examined, up to the first literal, and clauses are made of atoms
+//! The clauses are on the first line, up to the first literal, and made of atoms
 //! and parentheses. SEARCH's clause sits right after the command name, so a quoted string or
 //! literal in the criteria is never looked into, let alone cut: a `RETURN` there is criteria.
 //! LIST's return options follow its mailbox arguments, which are read as atoms and quoted
 //! strings; an extended LIST with a literal is refused. Everything else about the command
-//! (the tag, the criteria, the mailbox syntax) is left to imap-codec.
+//! (the tag, the criteria, the mailbox syntax) is left to imap-codec. Only `$` in SEARCH's
+//! criteria is looked for past the first line: its scan steps over quoted strings and literals.
 
+pub mod create;
 pub mod esearch;
 pub mod list;
+pub mod searchres;
 pub mod status;
 
 use imap_codec::CommandCodec;
@@ -27,6 +34,7 @@ use imap_codec::decode::Decoder;
 use imap_types::IntoStatic;
 use imap_types::command::Command;
 
+pub use create::CreateUse;
 pub use esearch::SearchReturn;
 pub use list::ListExtended;
 pub use status::StatusItems;
@@ -43,6 +51,8 @@ pub enum Extension {
     List(ListExtended),
     /// A STATUS that asks for APPENDLIMIT: all its items (the command's are a placeholder).
     Status(StatusItems),
+    /// `CREATE … (USE (…))`: the special uses asked for.
+    CreateUse(CreateUse),
 }
 
 /// A decoded command and what the pre-decoder took out of it.
@@ -50,6 +60,8 @@ pub enum Extension {
 pub struct Decoded<'a> {
     pub command: Command<'a>,
     pub extension: Extension,
+    /// `$` was replaced by [`searchres::MARKER`]: the session puts the saved result there.
+    pub saved_result: bool,
 }
 
 /// The text of the tagged BAD for a command imap-codec could not decode.
@@ -60,14 +72,33 @@ pub const SYNTAX_ERROR: &str = "syntax error in command";
 pub enum Predecoded {
     /// No extension syntax: imap-codec decodes the command as it is.
     Plain,
-    /// Extension syntax was cut out of the command (and for LIST, the patterns but the first).
-    Cut { command: Vec<u8>, extension: Extension },
+    /// Extension syntax was cut out of the command (and for LIST, the patterns but the first),
+    /// or `$` replaced by the marker (`saved_result`).
+    Cut { command: Vec<u8>, extension: Extension, saved_result: bool },
     /// The command uses an extension's syntax wrongly: the text of the tagged BAD.
     Invalid(&'static str),
 }
 
 /// Recognises the extensions' syntax in a complete command (line and literals).
 pub fn predecode(message: &[u8]) -> Predecoded {
+    // `$` can come with SEARCH RETURN's clause, so it is looked for in what is left of that.
+    match clauses(message) {
+        Predecoded::Plain => match searchres::find(message) {
+            None => Predecoded::Plain,
+            Some(Err(text)) => Predecoded::Invalid(text),
+            Some(Ok(command)) => Predecoded::Cut { command, extension: Extension::None, saved_result: true },
+        },
+        Predecoded::Cut { command, extension, .. } => match searchres::find(&command) {
+            None => Predecoded::Cut { command, extension, saved_result: false },
+            Some(Err(text)) => Predecoded::Invalid(text),
+            Some(Ok(command)) => Predecoded::Cut { command, extension, saved_result: true },
+        },
+        invalid @ Predecoded::Invalid(_) => invalid,
+    }
+}
+
+/// The clauses other than `$`.
+fn clauses(message: &[u8]) -> Predecoded {
     if let Some(found) = esearch::find(message) {
         return match found {
             Err(text) => Predecoded::Invalid(text),
@@ -75,20 +106,30 @@ pub fn predecode(message: &[u8]) -> Predecoded {
                 let mut command = Vec::with_capacity(message.len() - clause.len());
                 command.extend_from_slice(&message[..clause.start]);
                 command.extend_from_slice(&message[clause.end..]);
-                Predecoded::Cut { command, extension: Extension::SearchReturn(options) }
+                Predecoded::Cut { command, extension: Extension::SearchReturn(options), saved_result: false }
             }
         };
     }
     if let Some(found) = status::find(message) {
         return match found {
             Err(text) => Predecoded::Invalid(text),
-            Ok((command, items)) => Predecoded::Cut { command, extension: Extension::Status(items) },
+            Ok((command, items)) => {
+                Predecoded::Cut { command, extension: Extension::Status(items), saved_result: false }
+            }
+        };
+    }
+    if let Some(found) = create::find(message) {
+        return match found {
+            Err(text) => Predecoded::Invalid(text),
+            Ok((command, uses)) => {
+                Predecoded::Cut { command, extension: Extension::CreateUse(uses), saved_result: false }
+            }
         };
     }
     match list::find(message) {
         None => Predecoded::Plain,
         Some(Err(text)) => Predecoded::Invalid(text),
-        Some(Ok((command, list))) => Predecoded::Cut { command, extension: Extension::List(list) },
+        Some(Ok((command, list))) => Predecoded::Cut { command, extension: Extension::List(list), saved_result: false },
     }
 }
 
@@ -96,12 +137,14 @@ pub fn predecode(message: &[u8]) -> Predecoded {
 ///
 /// Fails with the text of the tagged BAD.
 pub fn decode(message: &[u8]) -> Result<Decoded<'_>, &'static str> {
-    let (command, extension) = match predecode(message) {
-        Predecoded::Plain => (whole(message)?, Extension::None),
-        Predecoded::Cut { command, extension } => (whole(&command)?.into_static(), extension),
+    let (command, extension, saved_result) = match predecode(message) {
+        Predecoded::Plain => (whole(message)?, Extension::None, false),
+        Predecoded::Cut { command, extension, saved_result } => {
+            (whole(&command)?.into_static(), extension, saved_result)
+        }
         Predecoded::Invalid(text) => return Err(text),
     };
-    Ok(Decoded { command, extension })
+    Ok(Decoded { command, extension, saved_result })
 }
 
 /// imap-codec's decoding of all of `bytes` as one command.

@@ -460,8 +460,8 @@ async fn esearch_return_options() {
     // A RETURN in the criteria is a search string, not a result option.
     assert_eq!(run(&mut s, "a5 SEARCH SUBJECT \"RETURN (MIN)\"").await, "* SEARCH\r\na5 OK SEARCH completed\r\n");
     assert_eq!(
-        run(&mut s, "a6 SEARCH RETURN (SAVE) ALL").await,
-        "* BAD unknown SEARCH return option (MIN, MAX, ALL and COUNT are offered)\r\n"
+        run(&mut s, "a6 SEARCH RETURN (PARTIAL 1:5) ALL").await,
+        "* BAD unknown SEARCH return option (MIN, MAX, ALL, COUNT and SAVE are offered)\r\n"
     );
     assert!(run(&mut s, "a7 SEARCH RETURN (MIN").await.starts_with("* BAD SEARCH RETURN options"));
 }
@@ -894,4 +894,116 @@ async fn sort_and_thread() {
         "* THREAD (4 6)(2 (3)(5))\r\ni OK UID THREAD completed\r\n"
     );
     assert!(run(&mut s, "j THREAD BOGUS UTF-8 ALL").await.starts_with("j BAD"));
+}
+
+#[tokio::test]
+async fn create_special_use() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert!(run(&mut s, "c CAPABILITY").await.contains(" CREATE-SPECIAL-USE"));
+    assert_eq!(run(&mut s, "a CREATE Outbox (USE (\\Sent))").await, "a OK CREATE completed\r\n");
+    assert_eq!(run(&mut s, "b CREATE Plain (USE ())").await, "b OK CREATE completed\r\n");
+    let out = run(&mut s, "l LIST \"\" \"*o*\"").await;
+    assert_eq!(out, "* LIST (\\HasNoChildren \\Sent) \"/\" Outbox\r\nl OK LIST completed\r\n");
+    assert_eq!(
+        run(&mut s, "d CREATE Odd (USE (\\Important))").await,
+        "d NO [USEATTR] unknown special use \\Important\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "e CREATE Every (USE (\\All))").await,
+        "e NO [USEATTR] \\All is a virtual mailbox's use\r\n"
+    );
+    assert_eq!(
+        run(&mut s, "f CREATE Two (USE (\\Drafts \\Trash))").await,
+        "f NO [USEATTR] a mailbox has at most one special use here\r\n"
+    );
+    assert!(run(&mut s, "g CREATE Bad (USE (Sent))").await.starts_with("* BAD CREATE USE takes"));
+    // Nothing was created by the refused commands.
+    assert_eq!(run(&mut s, "h LIST \"\" Odd").await, "h OK LIST completed\r\n");
+}
+
+#[tokio::test]
+async fn within_older_and_younger() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert!(run(&mut s, "c CAPABILITY").await.contains(" WITHIN"));
+    let old = format!("ap APPEND INBOX \"01-Jan-2020 10:00:00 +0000\" {{{}+}}\r\n{MESSAGE}", MESSAGE.len());
+    assert!(run(&mut s, &old).await.contains("ap OK"));
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    run(&mut s, "s SELECT INBOX").await;
+    assert_eq!(run(&mut s, "a SEARCH OLDER 3600").await, "* SEARCH 1\r\na OK SEARCH completed\r\n");
+    assert_eq!(run(&mut s, "b UID SEARCH YOUNGER 3600").await, "* SEARCH 2\r\nb OK UID SEARCH completed\r\n");
+    // Both: nothing is older and younger than an hour; OR covers all.
+    assert_eq!(run(&mut s, "d SEARCH OLDER 3600 YOUNGER 3600").await, "* SEARCH\r\nd OK SEARCH completed\r\n");
+    assert_eq!(run(&mut s, "e SEARCH OR OLDER 3600 YOUNGER 3600").await, "* SEARCH 1 2\r\ne OK SEARCH completed\r\n");
+    // The largest interval reaches back past the 2020 message (2^32 s is ~136 years).
+    assert_eq!(run(&mut s, "f SEARCH YOUNGER 4294967295").await, "* SEARCH 1 2\r\nf OK SEARCH completed\r\n");
+    assert!(run(&mut s, "g SEARCH OLDER 0").await.starts_with("* BAD"));
+}
+
+#[tokio::test]
+async fn searchres_saves_a_result_for_dollar() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert!(run(&mut s, "c CAPABILITY").await.contains(" SEARCHRES"));
+    for i in 0..5 {
+        append(&mut s, "INBOX", if i % 2 == 0 { "\\Flagged" } else { "" }, MESSAGE).await;
+    }
+    run(&mut s, "s SELECT INBOX").await;
+    // Before any SAVE, `$` is empty.
+    assert_eq!(run(&mut s, "a0 FETCH $ (UID)").await, "a0 OK FETCH completed\r\n");
+    // SAVE alone: no ESEARCH.
+    assert_eq!(run(&mut s, "a SEARCH RETURN (SAVE) FLAGGED").await, "a OK SEARCH completed\r\n");
+    assert_eq!(
+        run(&mut s, "b FETCH $ (UID)").await,
+        "* 1 FETCH (UID 1)\r\n* 3 FETCH (UID 3)\r\n* 5 FETCH (UID 5)\r\nb OK FETCH completed\r\n"
+    );
+    assert_eq!(run(&mut s, "c UID SEARCH NOT $").await, "* SEARCH 2 4\r\nc OK UID SEARCH completed\r\n");
+    assert_eq!(
+        run(&mut s, "c2 SEARCH OR UID 2 $ NOT SUBJECT $").await,
+        "* SEARCH 1 2 3 5\r\nc2 OK SEARCH completed\r\n"
+    );
+    // An expunged message drops out of the result; the others keep their place by UID.
+    run(&mut s, "d UID STORE 3 +FLAGS.SILENT (\\Deleted)").await;
+    assert_eq!(run(&mut s, "e EXPUNGE").await, "* 3 EXPUNGE\r\ne OK EXPUNGE completed\r\n");
+    assert_eq!(
+        run(&mut s, "f FETCH $ (UID)").await,
+        "* 1 FETCH (UID 1)\r\n* 4 FETCH (UID 5)\r\nf OK FETCH completed\r\n"
+    );
+    // SAVE with MIN alone keeps the message MIN names.
+    assert_eq!(
+        run(&mut s, "g SEARCH RETURN (SAVE MIN) FLAGGED").await,
+        "* ESEARCH (TAG \"g\") MIN 1\r\ng OK SEARCH completed\r\n"
+    );
+    assert_eq!(run(&mut s, "h UID FETCH $ (UID)").await, "* 1 FETCH (UID 1)\r\nh OK UID FETCH completed\r\n");
+    assert!(run(&mut s, "i UID COPY $ Trash").await.starts_with("i OK [COPYUID "));
+    assert!(run(&mut s, "j STORE $ +FLAGS (\\Seen)").await.starts_with("* 1 FETCH (FLAGS (\\Flagged \\Seen"));
+    // SAVE with ALL and `$` in its own criteria: the new result replaces the old.
+    assert_eq!(
+        run(&mut s, "k UID SEARCH RETURN (SAVE ALL) OR $ UID 4").await,
+        "* ESEARCH (TAG \"k\") UID ALL 1,4\r\nk OK UID SEARCH completed\r\n"
+    );
+    // A failed SAVE empties the result.
+    assert!(run(&mut s, "l SEARCH RETURN (SAVE) CHARSET KOI8-R ALL").await.starts_with("l NO [BADCHARSET"));
+    assert_eq!(run(&mut s, "m SEARCH $").await, "* SEARCH\r\nm OK SEARCH completed\r\n");
+    // SELECT forgets it.
+    run(&mut s, "n SEARCH RETURN (SAVE) ALL").await;
+    run(&mut s, "o SELECT INBOX").await;
+    assert_eq!(run(&mut s, "p UID MOVE $ Trash").await, "p OK UID MOVE completed\r\n");
+    assert!(
+        run(&mut s, "q SEARCH $ UID 4294967295:4294967295").await.starts_with("* BAD a sequence set of 4294967295")
+    );
+}
+
+#[tokio::test]
+async fn compress_deflate_is_accepted_once_after_login() {
+    let h = Harness::new();
+    let mut s = h.session(true);
+    assert!(run(&mut s, "c CAPABILITY").await.contains(" COMPRESS=DEFLATE"));
+    assert_eq!(run(&mut s, "a COMPRESS DEFLATE").await, "a BAD log in first\r\n");
+    let mut s = h.logged_in().await;
+    let (out, next) = run_next(&mut s, "b COMPRESS DEFLATE").await;
+    assert_eq!((out.as_str(), next), ("b OK DEFLATE active\r\n", Next::Compress));
+    assert_eq!(run(&mut s, "c COMPRESS DEFLATE").await, "c NO [COMPRESSIONACTIVE] DEFLATE is already active\r\n");
+    assert_eq!(run(&mut s, "d COMPRESS GZIP").await, "* BAD syntax error in command\r\n");
 }
