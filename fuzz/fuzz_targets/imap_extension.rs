@@ -103,6 +103,7 @@ fn check_clause(message: &[u8], start: usize, end: usize) -> SearchReturn {
                 b"MAX" => &mut options.max,
                 b"ALL" => &mut options.all,
                 b"COUNT" => &mut options.count,
+                b"SAVE" => &mut options.save,
                 _ => panic!("cut an unknown option {word:?}"),
             };
             *option = true;
