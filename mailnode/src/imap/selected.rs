@@ -194,15 +194,7 @@ impl Selected {
                 Sequence::Range(a, b) => (*a, *b),
             };
             if uid {
-                let last = self.last_uid();
-                let value = |x: SeqOrUid| match x {
-                    SeqOrUid::Value(v) => v.get(),
-                    SeqOrUid::Asterisk => last,
-                };
-                let (lo, hi) = {
-                    let (x, y) = (value(a), value(b));
-                    (x.min(y), x.max(y))
-                };
+                let (lo, hi) = bounds(a, b, self.last_uid());
                 let start = self.messages.partition_point(|e| e.meta.uid < lo);
                 let end = self.messages.partition_point(|e| e.meta.uid <= hi);
                 for p in picked.iter_mut().take(end).skip(start) {
@@ -247,18 +239,9 @@ impl Selected {
     /// which §3.2.5.2 allows; the answer grows with the messages present, not with the set.
     pub fn vanished(&self, set: Option<&SequenceSet>) -> String {
         let top = self.uid_next.saturating_sub(1).max(self.last_uid());
-        let value = |x: &SeqOrUid| match x {
-            SeqOrUid::Value(v) => v.get(),
-            SeqOrUid::Asterisk => top,
-        };
         let named: Vec<(u32, u32)> = match set {
             None => vec![(1, top)],
-            Some(set) => (set.0.as_ref().iter())
-                .map(|sequence| match sequence {
-                    Sequence::Single(x) => (value(x), value(x)),
-                    Sequence::Range(a, b) => (value(a).min(value(b)), value(a).max(value(b))),
-                })
-                .collect(),
+            Some(set) => ranges(set, top).collect(),
         };
         let mut ranges: Vec<(u32, u32)> =
             (named.into_iter()).map(|(lo, hi)| (lo, hi.min(top))).filter(|(lo, hi)| lo <= hi).collect();
@@ -375,6 +358,24 @@ impl Selected {
             self.queued.push_front(change);
         }
     }
+}
+
+/// A sequence's two ends as numbers, lower first, with `*` standing for `star`.
+fn bounds(a: SeqOrUid, b: SeqOrUid, star: u32) -> (u32, u32) {
+    let value = |x: SeqOrUid| match x {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => star,
+    };
+    let (x, y) = (value(a), value(b));
+    (x.min(y), x.max(y))
+}
+
+/// The ranges a sequence set names, lower end first, with `*` standing for `star`.
+pub fn ranges(set: &SequenceSet, star: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+    set.0.as_ref().iter().map(move |sequence| match sequence {
+        Sequence::Single(x) => bounds(*x, *x, star),
+        Sequence::Range(a, b) => bounds(*a, *b, star),
+    })
 }
 
 /// Renders UIDs as a compact set in the given order (`1:3,7`), for COPYUID and MODIFIED.

@@ -5,7 +5,7 @@
 use chrono::Datelike;
 use imap_types::core::{Charset, Vec1};
 use imap_types::search::SearchKey;
-use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use imap_types::sequence::SequenceSet;
 use mail_parser::{HeaderValue, Message, PartType};
 use sirms_storage::{BodyPart, SystemFlags};
 use tokio::io::AsyncWriteExt;
@@ -17,6 +17,7 @@ use crate::imap::extension::esearch::Esearch;
 use crate::imap::flags;
 use crate::imap::mime::{self, PartRef, header};
 use crate::imap::response::{Code, Data};
+use crate::imap::selected;
 use crate::imap::selected::{Entry, render_uids};
 use crate::imap::session::{Session, Sink};
 
@@ -45,17 +46,7 @@ pub struct Bounds {
 }
 
 fn in_set(set: &SequenceSet, value: u32, star: u32) -> bool {
-    let resolve = |x: &SeqOrUid| match x {
-        SeqOrUid::Value(v) => v.get(),
-        SeqOrUid::Asterisk => star,
-    };
-    set.0.as_ref().iter().any(|s| match s {
-        Sequence::Single(x) => resolve(x) == value,
-        Sequence::Range(a, b) => {
-            let (a, b) = (resolve(a), resolve(b));
-            (a.min(b)..=a.max(b)).contains(&value)
-        }
-    })
+    selected::ranges(set, star).any(|(lo, hi)| (lo..=hi).contains(&value))
 }
 
 /// Whether evaluating `key` needs the message's bytes.
