@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::auth::throttle::ThrottleConfig;
 use crate::cluster::ClusterConfig;
 use crate::directory::DirectoryConfig;
+use crate::inbound::InboundConfig;
 use crate::outbound::OutboundConfig;
 use sirms_proto::public_tls::TlsConfig;
 
@@ -35,6 +36,8 @@ pub struct NodeConfig {
     pub cluster: ClusterConfig,
     /// `[cluster_tls] ca, cert, key`: mutual TLS on every cluster connection (off when unset).
     pub cluster_tls: Option<sirms_proto::cluster_tls::TlsFiles>,
+    /// What mail is checked for at the end of DATA (`[inbound]`; nothing by default).
+    pub inbound: InboundConfig,
 }
 
 /// Listener addresses.
@@ -146,6 +149,7 @@ impl Default for NodeConfig {
             directory: DirectoryConfig::default(),
             cluster: ClusterConfig::default(),
             cluster_tls: None,
+            inbound: InboundConfig::default(),
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sirms_storage::{MailStore, NewMessage, StoreError};
+use sirms_storage::{MailStore, NewMessage, SpecialUse, StoreError};
 
 use crate::metrics::NodeMetrics;
 use crate::quota::{self, Quotas};
@@ -22,7 +22,7 @@ impl Delivery {
         Delivery { store, quotas, metrics }
     }
 
-    /// Appends `message` (the spool's `msg_id`) to every user's INBOX, concurrently so the
+    /// Appends `message` (the spool's `msg_id`) to every user's `folder`, concurrently so the
     /// store can commit them as one group, and says for each user whether it is durably there.
     /// Each append is keyed by the message (see [`append_key`]; a store keeps keys per user),
     /// so that a later attempt — the queue's retry, here or on the node holding the spool's
@@ -33,6 +33,7 @@ impl Delivery {
         msg_id: &str,
         users: &[String],
         message: Bytes,
+        folder: Folder,
     ) -> Vec<(String, Result<(), StoreError>)> {
         let key = append_key(msg_id, &message);
         let appends = users.iter().map(|user| {
@@ -41,7 +42,7 @@ impl Delivery {
                 let delivered = async {
                     let adding = message.bytes.len() as u64;
                     let usage = self.quotas.room_for(user, adding, 1).await?;
-                    self.store.append(user, "INBOX", message).await?;
+                    self.append_to(user, folder, message).await?;
                     if let Some(usage) = usage.filter(|u| u.crosses_warning(adding)) {
                         self.warn(user, usage.used + adding, usage.limit).await;
                     }
@@ -60,6 +61,22 @@ impl Delivery {
         results
     }
 
+    /// Appends into `folder`; Junk is created, with its special use, the first time mail goes
+    /// there (the user may have deleted it, or never had one).
+    async fn append_to(&self, user: &str, folder: Folder, message: NewMessage) -> Result<(), StoreError> {
+        let mailbox = folder.name();
+        match self.store.append(user, mailbox, message.clone()).await {
+            Err(StoreError::NoSuchMailbox) if folder == Folder::Junk => {
+                match self.store.create_mailbox(user, mailbox, Some(SpecialUse::Junk)).await {
+                    Ok(()) | Err(StoreError::MailboxExists) => {}
+                    Err(e) => return Err(e),
+                }
+                self.store.append(user, mailbox, message).await.map(drop)
+            }
+            result => result.map(drop),
+        }
+    }
+
     /// Leaves `user` the quota warning (see [`quota`]). The delivery that crossed the line is
     /// done whatever becomes of the warning, which is logged if it cannot be stored.
     async fn warn(&self, user: &str, used: u64, limit: u64) {
@@ -68,6 +85,30 @@ impl Delivery {
             Ok(_) => tracing::info!(user, used, limit, "quota warning delivered"),
             Err(e) => tracing::warn!(user, used, limit, error = %e, "quota warning not delivered"),
         }
+    }
+}
+
+/// Which of a user's mailboxes a delivery goes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Folder {
+    #[default]
+    Inbox,
+    /// Mail the node's checks judged spam or quarantined.
+    Junk,
+}
+
+impl Folder {
+    /// The mailbox's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Folder::Inbox => "INBOX",
+            Folder::Junk => "Junk",
+        }
+    }
+
+    /// The folder [`Folder::name`] names.
+    pub fn from_name(name: &str) -> Option<Folder> {
+        [Folder::Inbox, Folder::Junk].into_iter().find(|f| f.name() == name)
     }
 }
 

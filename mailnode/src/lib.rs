@@ -10,6 +10,7 @@ pub mod header_block;
 pub mod hex_escape;
 pub mod imap;
 pub mod import;
+pub mod inbound;
 pub mod metrics;
 pub mod net;
 pub mod outbound;

@@ -24,6 +24,7 @@ use crate::directory::{DirectoryData, DirectoryError, LiveDirectory};
 use crate::imap::ImapService;
 use crate::imap::connection::ImapLimits;
 use crate::import::service::ImportService;
+use crate::inbound::Checks;
 use crate::metrics::NodeMetrics;
 use crate::net::listener::{self, ListenerSettings};
 use crate::outbound::Outbound;
@@ -52,6 +53,8 @@ pub enum NodeError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Outbound(#[from] crate::outbound::OutboundError),
+    #[error("{0}")]
+    Inbound(#[from] crate::inbound::ConfigError),
     #[error("[auth] allow: {0}")]
     AuthAllow(#[from] sirms_proto::cidr::CidrError),
     #[error("cannot listen on {addr}: {source}")]
@@ -275,6 +278,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             send_rate: send_rate.clone(),
         })
     };
+    let checks = Arc::new(Checks::new(&config.inbound)?);
     let smtp_service = |submission: bool| {
         Arc::new(SmtpService {
             config: smtp_session(submission),
@@ -288,6 +292,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             id_prefix: id_prefix(&config.node_id(), started, generation),
             metrics: metrics.clone(),
             notifier: notifier.clone(),
+            checks: checks.clone(),
         })
     };
     let budget = ConnectionBudget::new(limits.max_connections, limits.max_connections_per_ip);

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::delivery::Folder;
 use crate::smtp::dsn::Dsn;
 
 /// Who a queued message is from and who still has to get it.
@@ -27,6 +28,8 @@ pub struct QueuedEnvelope {
     pub copy: String,
     /// What the sender asked to be told (RFC 3461 DSN), by recipient.
     pub dsn: Dsn,
+    /// Where the local users get it: Junk when the node's checks said so.
+    pub folder: Folder,
 }
 
 impl QueuedEnvelope {
@@ -43,6 +46,9 @@ impl QueuedEnvelope {
         );
         if !self.copy.is_empty() {
             s.push_str(&format!("copy {}\n", self.copy));
+        }
+        if self.folder != Folder::Inbox {
+            s.push_str(&format!("folder {}\n", self.folder.name()));
         }
         for u in &self.local {
             s.push_str(&format!("local {u}\n"));
@@ -75,6 +81,7 @@ impl QueuedEnvelope {
                 "created" => env.created = value.parse().ok()?,
                 "warned" => env.warned = value == "1",
                 "copy" => env.copy = value.to_string(),
+                "folder" => env.folder = Folder::from_name(value)?,
                 "error" => {
                     let (rcpt, error) = value.split_once(' ').unwrap_or((value, ""));
                     env.errors.insert(rcpt.to_string(), error.to_string());
@@ -107,6 +114,7 @@ mod tests {
             warned: true,
             errors: [("c@y.test".to_string(), "451 4.3.0 try\r\nlater".to_string())].into(),
             copy: "node2".into(),
+            folder: Folder::Junk,
             dsn: Dsn {
                 ret: Some(Ret::Hdrs),
                 envid: Some("env 1".into()),

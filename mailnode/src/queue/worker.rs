@@ -161,7 +161,7 @@ impl Worker {
         // Recipients whose sender asked to hear of their delivery (RFC 3461 NOTIFY=SUCCESS).
         let (mut delivered, mut relayed) = (Vec::new(), Vec::new());
         if !env.local.is_empty() {
-            let results = self.delivery.deliver_each(&env.id, &env.local, message.clone()).await;
+            let results = self.delivery.deliver_each(&env.id, &env.local, message.clone(), env.folder).await;
             let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r)| r.is_ok());
             env.local = failed.into_iter().map(|(u, _)| u).collect();
             delivered.extend(ok.into_iter().map(|(user, _)| RecipientReport::new(user, "")));

@@ -1,5 +1,6 @@
 //! The SMTP connection loop: socket I/O around a [`Session`].
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use tokio_rustls::TlsAcceptor;
 use super::session::{Action, Envelope, Next, Outcome, Session, SessionConfig};
 use crate::auth::{Authenticator, Verdict};
 use crate::cluster::spool_copy::SpoolPeers;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Folder};
 use crate::directory::Directory;
+use crate::inbound::{Arrival, Checks};
 use crate::metrics::NodeMetrics;
 use crate::net::listener::Accepted;
 use crate::net::stream::HANDSHAKE_TIMEOUT;
@@ -42,6 +44,8 @@ pub struct SmtpService {
     pub metrics: Arc<NodeMetrics>,
     /// Tells senders who asked (DSN NOTIFY=SUCCESS) of their messages' delivery.
     pub notifier: Notifier,
+    /// What the node checks on a message before accepting it.
+    pub checks: Arc<Checks>,
 }
 
 impl SmtpService {
@@ -49,9 +53,9 @@ impl SmtpService {
     /// spool for recipients whose home is unreachable or who lack room and for foreign
     /// recipients. `Delivered(true)` when every recipient is covered (the client gets 250);
     /// `OverQuota` when the message went nowhere because no recipient has room for it.
-    async fn accept(&self, msg_id: &str, envelope: &Envelope, message: Vec<u8>) -> Outcome {
+    async fn accept(&self, msg_id: &str, envelope: &Envelope, message: Vec<u8>, folder: Folder) -> Outcome {
         let message = Bytes::from(message);
-        let results = self.delivery.deliver_each(msg_id, &envelope.users, message.clone()).await;
+        let results = self.delivery.deliver_each(msg_id, &envelope.users, message.clone(), folder).await;
         let over_quota = results.iter().filter(|(_, r)| matches!(r, Err(StoreError::OverQuota { .. }))).count();
         if over_quota > 0 && over_quota == envelope.users.len() && envelope.remote.is_empty() {
             tracing::info!(msg = %msg_id, users = ?envelope.users, "message refused: no recipient has room");
@@ -91,6 +95,7 @@ impl SmtpService {
             remote: envelope.remote.clone(),
             created: queue::now(),
             dsn: envelope.dsn.clone(),
+            folder,
             ..QueuedEnvelope::default()
         };
         // In a cluster the spool entry gets a copy on another node first, so that the `250`
@@ -118,6 +123,29 @@ impl SmtpService {
                 Outcome::Delivered(false)
             }
         }
+    }
+
+    /// Runs the node's checks on a message, then [`Self::accept`]s it unless they refused it.
+    async fn check_and_accept(&self, client: IpAddr, msg_id: &str, envelope: &Envelope, message: Vec<u8>) -> Outcome {
+        if self.checks.is_empty() {
+            return self.accept(msg_id, envelope, message, Folder::Inbox).await;
+        }
+        let arrival = Arrival {
+            id: msg_id,
+            client,
+            helo: &envelope.helo,
+            from: &envelope.from,
+            recipients: envelope.users.iter().chain(&envelope.remote).map(String::as_str).collect(),
+            login: envelope.login.as_deref(),
+            tls: envelope.tls,
+        };
+        let mut verdict = self.checks.check(&arrival, &message).await;
+        if let Some(reply) = verdict.refuse.take() {
+            tracing::info!(msg = %msg_id, %client, from = %envelope.from, reply = ?reply, "message refused by the node's checks");
+            return Outcome::Refused(reply);
+        }
+        let folder = if verdict.junk { Folder::Junk } else { Folder::Inbox };
+        self.accept(msg_id, envelope, verdict.apply(message), folder).await
     }
 
     /// Runs one SMTP session to its end.
@@ -171,7 +199,7 @@ impl SmtpService {
                             }
                         }
                         Action::Deliver { id: msg_id, envelope, message } => {
-                            let outcome = self.accept(&msg_id, &envelope, message).await;
+                            let outcome = self.check_and_accept(client.ip(), &msg_id, &envelope, message).await;
                             let ok = outcome == Outcome::Delivered(true);
                             if ok {
                                 self.metrics.messages_received.inc();

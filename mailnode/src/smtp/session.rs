@@ -69,6 +69,12 @@ pub struct Envelope {
     pub remote: Vec<String>,
     /// What the sender asked to be told (RFC 3461), by user and foreign recipient.
     pub dsn: Dsn,
+    /// The name the client gave in EHLO/HELO.
+    pub helo: String,
+    /// The authenticated login; `None` for mail from the Internet.
+    pub login: Option<String>,
+    /// Whether the session ran over TLS.
+    pub tls: bool,
 }
 
 /// I/O the session needs done.
@@ -93,6 +99,8 @@ pub enum Outcome {
     Delivered(bool),
     /// No recipient of the message has room for it: refused, for the sender to retry.
     OverQuota,
+    /// The node's checks on the message refused it with this reply.
+    Refused(Reply),
     TlsStarted,
 }
 
@@ -240,6 +248,10 @@ impl Session {
             Outcome::OverQuota => {
                 self.tx = None;
                 replies::mailbox_full().write_to(out);
+            }
+            Outcome::Refused(reply) => {
+                self.tx = None;
+                reply.write_to(out);
             }
             Outcome::TlsStarted => {
                 // RFC 3207 §4.2: forget everything learnt before TLS.
@@ -662,7 +674,15 @@ impl Session {
         message.extend_from_slice(header.as_bytes());
         message.extend_from_slice(&tx.body);
         self.state = State::Waiting;
-        let envelope = Box::new(Envelope { from: tx.from, users: tx.users, remote: tx.remote, dsn: tx.dsn });
+        let envelope = Box::new(Envelope {
+            from: tx.from,
+            users: tx.users,
+            remote: tx.remote,
+            dsn: tx.dsn,
+            helo,
+            login: self.login.clone(),
+            tls: self.tls,
+        });
         Some(Next::Action(Action::Deliver { id, envelope, message }))
     }
 

@@ -1,0 +1,118 @@
+//! What the node checks on a message at the end of DATA, before it answers `250`: sender
+//! authentication (SPF, DKIM, DMARC, ARC) and content filters (rspamd, milters). One stage
+//! with one outcome, a [`Verdict`], so that every check refuses, marks or files mail the
+//! same way and the session has one place to ask.
+//!
+//! Each check is a [`Stage`]; they run in order, each seeing the headers the ones before it
+//! added, and the first refusal ends the run. A check that cannot reach what it needs (DNS,
+//! a filter down) decides by its own config between accepting the mail marked as unchecked
+//! and a temporary refusal: never a silent pass, never a lost message.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use crate::smtp::reply::Reply;
+
+/// What the session knows of a message when its data ends.
+#[derive(Debug, Clone)]
+pub struct Arrival<'a> {
+    /// The message id the node gave it (logs, queue ids).
+    pub id: &'a str,
+    /// The client's address (the real one, from the router's PROXY header).
+    pub client: IpAddr,
+    /// The name the client gave in EHLO/HELO.
+    pub helo: &'a str,
+    /// The reverse path; empty for the null sender.
+    pub from: &'a str,
+    /// Every recipient: local users, then foreign addresses.
+    pub recipients: Vec<&'a str>,
+    /// The authenticated login: submission, which sender authentication does not check.
+    pub login: Option<&'a str>,
+    /// Whether the session runs over TLS.
+    pub tls: bool,
+}
+
+/// What the checks decided about one message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verdict {
+    /// Header fields to put on top of the message (`Authentication-Results:`, a filter's
+    /// `X-Spam-*`), each ending in CRLF, in the order the stages added them.
+    pub headers: String,
+    /// The message as a filter rewrote it (a milter's body or header changes, rspamd's
+    /// rewritten subject); `None` keeps it as received.
+    pub rewritten: Option<Vec<u8>>,
+    /// File into the recipients' Junk instead of their INBOX (DMARC `p=quarantine`, a
+    /// filter's "add header" action).
+    pub junk: bool,
+    /// The filter's spam score, for Sieve's `spamtest`.
+    pub spam_score: Option<f64>,
+    /// Refuse the message with this reply instead: a 5xx for good, a 4xx to be retried.
+    pub refuse: Option<Reply>,
+}
+
+impl Verdict {
+    /// The message to deliver: the stages' header fields on top of the (possibly rewritten)
+    /// message.
+    pub fn apply(&mut self, message: Vec<u8>) -> Vec<u8> {
+        let body = self.rewritten.take().unwrap_or(message);
+        if self.headers.is_empty() {
+            return body;
+        }
+        let mut out = Vec::with_capacity(self.headers.len() + body.len());
+        out.extend_from_slice(self.headers.as_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+/// `[inbound]` in node.toml: which checks run on mail from the Internet (port 25).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboundConfig {}
+
+/// A check whose config cannot work (a bad address, an unreadable key).
+#[derive(Debug, thiserror::Error)]
+#[error("[inbound] {0}")]
+pub struct ConfigError(pub String);
+
+/// One check.
+pub enum Stage {}
+
+impl Stage {
+    /// Runs this check on `message` (as received, plus what earlier stages added to
+    /// `verdict`), adding to `verdict`.
+    async fn run(&self, _arrival: &Arrival<'_>, _message: &[u8], _verdict: &mut Verdict) {
+        match *self {}
+    }
+}
+
+/// The checks a node runs, in order.
+#[derive(Default)]
+pub struct Checks {
+    stages: Vec<Stage>,
+}
+
+impl Checks {
+    /// The checks `config` names.
+    pub fn new(_config: &InboundConfig) -> Result<Checks, ConfigError> {
+        Ok(Checks { stages: Vec::new() })
+    }
+
+    /// Whether any check is configured (a node with none skips the stage entirely).
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// Runs every stage on `message` until one refuses it.
+    pub async fn check(&self, arrival: &Arrival<'_>, message: &[u8]) -> Verdict {
+        let mut verdict = Verdict::default();
+        for stage in &self.stages {
+            stage.run(arrival, message, &mut verdict).await;
+            if verdict.refuse.is_some() {
+                break;
+            }
+        }
+        verdict
+    }
+}
