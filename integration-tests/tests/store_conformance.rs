@@ -87,6 +87,8 @@ async fn assert_copies_match(primary: &dyn MailStore, replica: &dyn MailStore) {
         let ours = primary.list_mailboxes(user).await.unwrap();
         let theirs = replica.list_mailboxes(user).await.unwrap();
         assert_eq!(ours, theirs, "{user}'s mailboxes differ");
+        let files = primary.user_files(user).await.unwrap();
+        assert_eq!(files, replica.user_files(user).await.unwrap(), "{user}'s files differ");
         for m in &ours {
             let (a, a_list) = primary.messages(user, &m.name).await.unwrap();
             let (b, b_list) = replica.messages(user, &m.name).await.unwrap();
@@ -274,7 +276,36 @@ conformance!(
     a_watcher_behind_gets_every_change_or_lagged,
     users_are_apart,
     imports_keep_uid_validity_and_uids,
+    user_files_are_kept_replaced_and_removed,
 );
+
+async fn user_files_are_kept_replaced_and_removed(s: Stores) {
+    assert_eq!(s.user_files(USER).await.unwrap(), Vec::new());
+    let script = bytes::Bytes::from_static(b"require \"fileinto\";\r\nfileinto \"Work\";\r\n");
+    s.put_user_file(USER, "sieve.work", Some(script.clone())).await.unwrap();
+    s.put_user_file(USER, "sieve.active", Some(bytes::Bytes::from_static(b"work"))).await.unwrap();
+    s.put_user_file(USER, "sieve.old", Some(bytes::Bytes::from_static(b"keep;"))).await.unwrap();
+    s.put_user_file(USER, "sieve.old", None).await.unwrap();
+    s.put_user_file(USER, "sieve.gone", None).await.unwrap();
+    let files = s.second.user_files(USER).await.unwrap();
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["sieve.active", "sieve.work"], "in name order, the removed one gone");
+    assert_eq!(files[1].content, script, "kept byte for byte");
+    s.put_user_file(USER, "sieve.active", Some(bytes::Bytes::from_static(b"other"))).await.unwrap();
+    assert_eq!(&s.user_files(USER).await.unwrap()[0].content[..], b"other", "replaced");
+    assert_eq!(s.user_files(OTHER).await.unwrap(), Vec::new(), "users are apart");
+    for bad in ["../escape", ".hidden", "a/b", ""] {
+        let put = s.put_user_file(USER, bad, Some(script.clone())).await;
+        assert!(matches!(put, Err(StoreError::InvalidName(_))), "{bad:?}: {put:?}");
+    }
+    let huge = bytes::Bytes::from(vec![b'#'; sirms_storage::user_file::MAX_SIZE + 1]);
+    assert!(matches!(s.put_user_file(USER, "big", Some(huge)).await, Err(StoreError::TooLarge)));
+    for i in 2..sirms_storage::user_file::MAX_FILES {
+        s.put_user_file(USER, &format!("f{i}"), Some(bytes::Bytes::from_static(b"x"))).await.unwrap();
+    }
+    let over = s.put_user_file(USER, "one-more", Some(bytes::Bytes::from_static(b"x"))).await;
+    assert!(matches!(over, Err(StoreError::TooManyFiles)), "{over:?}");
+}
 
 async fn default_mailboxes(s: Stores) {
     let list = s.list_mailboxes(USER).await.unwrap();

@@ -21,6 +21,8 @@ pub enum StoreError {
     TooManyKeywords,
     #[error("too many mailboxes; delete some first")]
     TooManyMailboxes,
+    #[error("too many files; delete some first")]
+    TooManyFiles,
     /// The write would take the user past their quota (enforced by the caller, who knows it).
     #[error("over quota: {used} of {limit} {resource} used")]
     OverQuota { used: u64, limit: u64, resource: QuotaResource },

@@ -21,6 +21,7 @@ pub mod replica;
 pub mod role;
 pub mod store;
 pub mod uidset;
+pub mod user_file;
 
 pub use change::{Change, ChangeStream};
 pub use error::{QuotaResource, Result, StoreError};
@@ -37,3 +38,4 @@ pub use message::{
 pub use replica::{Apply, ReplicaStore};
 pub use store::MailStore;
 pub use uidset::UidSet;
+pub use user_file::UserFile;

@@ -204,4 +204,11 @@ impl MailStore for Measured {
         // A lock, not a mail operation: not timed.
         self.inner.lock_maildrop(user).await
     }
+    async fn user_files(&self, user: &str) -> Result<Vec<crate::UserFile>> {
+        // Settings, not mail: not timed.
+        self.inner.user_files(user).await
+    }
+    async fn put_user_file(&self, user: &str, name: &str, content: Option<bytes::Bytes>) -> Result<()> {
+        self.inner.put_user_file(user, name, content).await
+    }
 }

@@ -1,6 +1,7 @@
 //! The `MailStore` trait: the only way protocol code touches mail.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::change::ChangeStream;
 use crate::error::Result;
@@ -9,6 +10,7 @@ use crate::mailbox::{MailboxInfo, MailboxStatus, SpecialUse};
 use crate::maildrop::MaildropLock;
 use crate::message::{AppendResult, BodyPart, Cached, CopyResult, FetchedMessage, MessageMeta, NewMessage, QuotaUsage};
 use crate::uidset::UidSet;
+use crate::user_file::UserFile;
 
 /// A user's mailboxes, wherever they are kept (local Maildir or a remote Store service).
 ///
@@ -74,4 +76,11 @@ pub trait MailStore: Send + Sync {
     /// Locks `user`'s POP3 maildrop for as long as the lock lives; `None`: another session,
     /// on this node or another, holds it.
     async fn lock_maildrop(&self, user: &str) -> Result<Option<MaildropLock>>;
+    /// The user's small files other than mail (Sieve scripts, the name of the active one),
+    /// each by name, in name order. Kept with the mailboxes, so they move, replicate and fail
+    /// over with them.
+    async fn user_files(&self, user: &str) -> Result<Vec<UserFile>>;
+    /// Writes one of the user's files (`Some`), or removes it (`None`), durably. Names are
+    /// checked with [`crate::user_file::check_name`], contents with its size limit.
+    async fn put_user_file(&self, user: &str, name: &str, content: Option<Bytes>) -> Result<()>;
 }

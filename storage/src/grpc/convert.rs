@@ -258,6 +258,12 @@ pub(super) fn apply_to_proto(user: &str, epoch: u64, record: Apply) -> proto::Ap
         Apply::Delete { name } => Record::Delete(proto::ApplyDelete { name }),
         Apply::Rename { from, to } => Record::Rename(proto::ApplyRename { from, to }),
         Apply::Subscribe { name, subscribed } => Record::Subscribe(proto::ApplySubscribe { name, subscribed }),
+        Apply::UserFile { name, content } => Record::UserFile(proto::UserFile {
+            user: String::new(),
+            name,
+            present: content.is_some(),
+            content: content.unwrap_or_default(),
+        }),
         Apply::Append { mailbox, uid_validity, meta, bytes } => {
             Record::Append(proto::ApplyAppend { mailbox, uid_validity, meta: Some(meta.into()), data: bytes })
         }
@@ -296,6 +302,7 @@ pub(super) fn apply_from_proto(record: Option<proto::apply_request::Record>) -> 
         Record::Delete(d) => Apply::Delete { name: d.name },
         Record::Rename(r) => Apply::Rename { from: r.from, to: r.to },
         Record::Subscribe(s) => Apply::Subscribe { name: s.name, subscribed: s.subscribed },
+        Record::UserFile(f) => Apply::UserFile { name: f.name, content: f.present.then_some(f.content) },
         Record::Append(a) => {
             Apply::Append { mailbox: a.mailbox, uid_validity: a.uid_validity, meta: meta(a.meta)?, bytes: a.data }
         }
@@ -385,6 +392,7 @@ pub(super) fn error_parts(error: StoreError) -> (&'static str, Code, String) {
         StoreError::HasChildren => ("HasChildren", Code::FailedPrecondition),
         StoreError::TooManyKeywords => ("TooManyKeywords", Code::FailedPrecondition),
         StoreError::TooManyMailboxes => ("TooManyMailboxes", Code::ResourceExhausted),
+        StoreError::TooManyFiles => ("TooManyFiles", Code::ResourceExhausted),
         StoreError::OverQuota { .. } => ("OverQuota", Code::ResourceExhausted),
         StoreError::InvalidKeyword => ("InvalidKeyword", Code::InvalidArgument),
         StoreError::TooLarge => ("TooLarge", Code::InvalidArgument),
@@ -424,6 +432,7 @@ pub(super) fn error_from_parts(kind: &str, message: &str) -> Option<StoreError> 
         "HasChildren" => StoreError::HasChildren,
         "TooManyKeywords" => StoreError::TooManyKeywords,
         "TooManyMailboxes" => StoreError::TooManyMailboxes,
+        "TooManyFiles" => StoreError::TooManyFiles,
         "OverQuota" => {
             let mut words = message.split(' ');
             let mut number = || words.next().and_then(|n| n.parse().ok()).unwrap_or(0);

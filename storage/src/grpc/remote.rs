@@ -317,6 +317,20 @@ impl MailStore for RemoteStore {
         Ok(Box::pin(stream::unfold(Some(changes), next_change)))
     }
 
+    async fn user_files(&self, user: &str) -> Result<Vec<crate::UserFile>> {
+        let request = proto::UserRequest { user: user.to_owned() };
+        let list = self.client().user_files(request).await?.into_inner();
+        Ok(list.files.into_iter().map(|f| crate::UserFile { name: f.name, content: f.content }).collect())
+    }
+
+    async fn put_user_file(&self, user: &str, name: &str, content: Option<Bytes>) -> Result<()> {
+        let present = content.is_some();
+        let request =
+            proto::UserFile { user: user.to_owned(), name: name.to_owned(), content: content.unwrap_or_default(), present };
+        self.client().put_user_file(request).await?;
+        Ok(())
+    }
+
     async fn lock_maildrop(&self, user: &str) -> Result<Option<MaildropLock>> {
         let request = proto::UserRequest { user: user.to_owned() };
         let mut call = self.client().hold_maildrop(request).await?.into_inner();

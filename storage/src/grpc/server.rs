@@ -129,6 +129,24 @@ impl Store for StoreService {
         Ok(Response::new(proto::Empty {}))
     }
 
+    async fn user_files(&self, request: Request<proto::UserRequest>) -> Result<Response<proto::UserFileList>, Status> {
+        let store = self.authorized(&request)?;
+        let files = store.user_files(&request.get_ref().user).await?;
+        let files = files
+            .into_iter()
+            .map(|f| proto::UserFile { user: String::new(), name: f.name, content: f.content, present: true })
+            .collect();
+        Ok(Response::new(proto::UserFileList { files }))
+    }
+
+    async fn put_user_file(&self, request: Request<proto::UserFile>) -> Result<Response<proto::Empty>, Status> {
+        let store = self.authorized(&request)?;
+        let file = request.into_inner();
+        let content = file.present.then_some(file.content);
+        store.put_user_file(&file.user, &file.name, content).await?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
     async fn subscribe(&self, request: Request<proto::SubscribeRequest>) -> Result<Response<proto::Empty>, Status> {
         let store = self.authorized(&request)?;
         let request = request.get_ref();

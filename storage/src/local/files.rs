@@ -15,6 +15,9 @@ pub const FOLDER_FILE: &str = "sirms-folder";
 pub const KEYWORDS_FILE: &str = "sirms-keywords";
 /// The user's subscription list, one mailbox name a line.
 pub const SUBSCRIPTIONS_FILE: &str = "subscriptions";
+/// The directory of the user's files other than mail (Sieve scripts): no leading dot, so no
+/// Maildir++ reader takes it for a folder.
+pub const USER_FILES_DIR: &str = "sirms-files";
 /// Marks a Maildir++ folder (read by other Maildir software).
 pub const MAILDIRFOLDER_FILE: &str = "maildirfolder";
 /// Longest settings file we read; anything longer is damage.

@@ -44,6 +44,7 @@ use crate::message::{
 };
 use crate::store::MailStore;
 use crate::uidset::UidSet;
+use crate::user_file::{self, UserFile};
 
 /// Longest user name accepted.
 const MAX_USER_LEN: usize = 255;
@@ -499,6 +500,54 @@ impl LocalStore {
         Ok(())
     }
 
+    fn user_files_blocking(&self, user: &str) -> Result<Vec<UserFile>> {
+        check_user(user)?;
+        let dir = self.user_dir(user).join(files::USER_FILES_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            // Leftovers of a write cut short (`.name.tmp`) and anything not ours are skipped.
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            if user_file::check_name(&name).is_err() || !entry.file_type()?.is_file() {
+                continue;
+            }
+            if entry.metadata()?.len() > user_file::MAX_SIZE as u64 {
+                continue;
+            }
+            out.push(UserFile { name, content: Bytes::from(fs::read(entry.path())?) });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn put_user_file_blocking(&self, user: &str, name: &str, content: Option<Bytes>) -> Result<()> {
+        self.ensure_user(user)?;
+        let _tree = self.lock_tree();
+        let existing = self.user_files_blocking(user)?;
+        user_file::check_write(name, content.as_ref(), existing.iter().map(|f| f.name.as_str()))?;
+        let dir = self.user_dir(user).join(files::USER_FILES_DIR);
+        match content {
+            Some(content) => {
+                if !dir.exists() {
+                    fs::create_dir(&dir)?;
+                    files::sync_dir(&self.user_dir(user), "store-dirs")?;
+                }
+                files::write_atomic(&dir.join(name), &content, "store-file")?;
+            }
+            None => match fs::remove_file(dir.join(name)) {
+                Ok(()) => files::sync_dir(&dir, "store-dirs")?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+        Ok(())
+    }
+
     fn subscribe_blocking(&self, user: &str, name: &str, subscribed: bool) -> Result<()> {
         self.ensure_user(user)?;
         let _tree = self.lock_tree();
@@ -914,5 +963,15 @@ impl MailStore for LocalStore {
     async fn lock_maildrop(&self, user: &str) -> Result<Option<crate::MaildropLock>> {
         check_user(user)?;
         Ok(self.inner.maildrops.try_lock(user))
+    }
+
+    async fn user_files(&self, user: &str) -> Result<Vec<UserFile>> {
+        let (store, user) = (self.clone(), user.to_string());
+        blocking(move || store.user_files_blocking(&user)).await
+    }
+
+    async fn put_user_file(&self, user: &str, name: &str, content: Option<Bytes>) -> Result<()> {
+        let (store, user, name) = (self.clone(), user.to_string(), name.to_string());
+        blocking(move || store.put_user_file_blocking(&user, &name, content)).await
     }
 }

@@ -333,6 +333,9 @@ impl ReplicaStore for LocalStore {
                 Apply::Subscribe { name, subscribed } => {
                     blocking(move || store.subscribe_blocking(&owned, &name, subscribed)).await
                 }
+                Apply::UserFile { name, content } => {
+                    blocking(move || store.put_user_file_blocking(&owned, &name, content)).await
+                }
                 Apply::Append { mailbox, uid_validity, meta, bytes } => {
                     self.apply_append(user, &mailbox, uid_validity, meta, bytes).await
                 }

@@ -26,6 +26,7 @@ use crate::message::{
 };
 use crate::store::MailStore;
 use crate::uidset::UidSet;
+use crate::user_file::{self, UserFile};
 
 /// Longest user name accepted (as `LocalStore`).
 const MAX_USER_LEN: usize = 255;
@@ -70,6 +71,7 @@ struct User {
     mailboxes: BTreeMap<String, Mailbox>,
     /// Names, whether or not such a mailbox exists (RFC 3501 allows both).
     subscriptions: BTreeSet<String>,
+    files: BTreeMap<String, bytes::Bytes>,
 }
 
 impl User {
@@ -78,7 +80,7 @@ impl User {
             .iter()
             .map(|(name, special_use)| (name.to_string(), Mailbox::new(uid_validity.next(), *special_use)))
             .collect();
-        User { mailboxes, subscriptions: BTreeSet::new() }
+        User { mailboxes, subscriptions: BTreeSet::new(), files: BTreeMap::new() }
     }
 
     fn mailbox(&mut self, name: &str) -> Result<&mut Mailbox> {
@@ -436,5 +438,22 @@ impl MailStore for MemoryStore {
     }
     async fn lock_maildrop(&self, user: &str) -> Result<Option<crate::MaildropLock>> {
         Ok(self.maildrops.try_lock(user))
+    }
+
+    async fn user_files(&self, user: &str) -> Result<Vec<UserFile>> {
+        let mut state = self.lock();
+        let (user, _) = state.user(user)?;
+        Ok(user.files.iter().map(|(name, content)| UserFile { name: name.clone(), content: content.clone() }).collect())
+    }
+
+    async fn put_user_file(&self, user: &str, name: &str, content: Option<bytes::Bytes>) -> Result<()> {
+        let mut state = self.lock();
+        let (user, _) = state.user(user)?;
+        user_file::check_write(name, content.as_ref(), user.files.keys().map(String::as_str))?;
+        match content {
+            Some(content) => user.files.insert(name.to_string(), content),
+            None => user.files.remove(name),
+        };
+        Ok(())
     }
 }

@@ -28,6 +28,8 @@ pub enum Apply {
     Rename { from: String, to: String },
     /// As `MailStore::subscribe`.
     Subscribe { name: String, subscribed: bool },
+    /// As `MailStore::put_user_file`.
+    UserFile { name: String, content: Option<Bytes> },
     /// A message under the UID the primary gave it; nothing happens if that UID is there.
     Append { mailbox: String, uid_validity: u32, meta: MessageMeta, bytes: Bytes },
     /// Messages copied inside the store: each source UID with the copy's metadata.
@@ -49,6 +51,8 @@ impl Apply {
     pub fn mailbox(&self) -> &str {
         match self {
             Apply::Mailbox { name, .. } | Apply::Delete { name } | Apply::Subscribe { name, .. } => name,
+            // Not a mailbox's: INBOX stands for "the user" where a record is keyed by mailbox.
+            Apply::UserFile { .. } => "INBOX",
             Apply::Rename { to, .. } | Apply::Copy { to, .. } => to,
             Apply::Append { mailbox, .. }
             | Apply::Flags { mailbox, .. }

@@ -89,7 +89,25 @@ async fn sync_pass(primary: &dyn MailStore, replica: &dyn ReplicaStore, user: &s
             report.other += 1;
         }
     }
+    report.other += sync_user_files(primary, replica, user, epoch).await?;
     Ok(report)
+}
+
+/// Gives the replica the primary's user files (Sieve scripts) exactly; returns how many records
+/// that took.
+async fn sync_user_files(primary: &dyn MailStore, replica: &dyn ReplicaStore, user: &str, epoch: u64) -> Result<usize> {
+    let ours = primary.user_files(user).await?;
+    let theirs = replica.user_files(user).await?;
+    let mut records = 0;
+    for gone in theirs.iter().filter(|t| !ours.iter().any(|o| o.name == t.name)) {
+        replica.apply(user, epoch, Apply::UserFile { name: gone.name.clone(), content: None }).await?;
+        records += 1;
+    }
+    for file in ours.into_iter().filter(|o| !theirs.contains(o)) {
+        replica.apply(user, epoch, Apply::UserFile { name: file.name, content: Some(file.content) }).await?;
+        records += 1;
+    }
+    Ok(records)
 }
 
 /// One pass over one mailbox.
