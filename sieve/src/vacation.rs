@@ -48,7 +48,7 @@ pub(crate) fn respond(run: &Run<'_, '_>, args: &VacationArgs) -> Option<Action> 
         return None;
     }
     let msg = run.msg.as_ref()?;
-    if msg.headers().iter().any(|h| h.name().len() > 5 && h.name()[..5].eq_ignore_ascii_case("list-")) {
+    if msg.headers().iter().any(|h| h.name().get(..5).is_some_and(|p| p.eq_ignore_ascii_case("list-"))) {
         return None;
     }
     let bulk = ["bulk", "junk", "list"];
