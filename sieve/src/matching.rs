@@ -76,12 +76,39 @@ fn pattern(key: &str) -> Vec<Pat> {
     out
 }
 
+/// What one run may still spend on matching, in character steps; matching is O(value ×
+/// pattern) at worst, so this is what keeps a big header and a big pattern from taking hours.
+pub(crate) struct Budget(pub u64);
+
+impl Budget {
+    /// Takes `n` steps; false once the budget is spent.
+    pub fn spend(&mut self, n: usize) -> bool {
+        match self.0.checked_sub(n as u64) {
+            Some(left) => {
+                self.0 = left;
+                true
+            }
+            None => {
+                self.0 = 0;
+                false
+            }
+        }
+    }
+}
+
 /// Matches `value` against a `:matches` pattern. On success, `captures` gets the text of each
 /// wildcard, left to right; earlier `*`s take as little as they can (RFC 5229 §3.2).
 ///
 /// Only the most recent `*` is ever widened, which is enough for glob patterns and keeps the
 /// cost at O(len(value) × len(pattern)).
-pub(crate) fn wildcard(key: &str, value: &str, comp: Comparator, captures: &mut Vec<String>) -> bool {
+/// None when `budget` ran out first.
+pub(crate) fn wildcard(
+    key: &str,
+    value: &str,
+    comp: Comparator,
+    captures: &mut Vec<String>,
+    budget: &mut Budget,
+) -> Option<bool> {
     let pat = pattern(key);
     let val: Vec<char> = value.chars().collect();
     let (mut p, mut v) = (0usize, 0usize);
@@ -91,6 +118,9 @@ pub(crate) fn wildcard(key: &str, value: &str, comp: Comparator, captures: &mut 
     loop {
         if p == pat.len() && v == val.len() {
             break;
+        }
+        if !budget.spend(1) {
+            return None;
         }
         let advanced = match pat.get(p) {
             Some(Pat::Star) => {
@@ -124,45 +154,71 @@ pub(crate) fn wildcard(key: &str, value: &str, comp: Comparator, captures: &mut 
                 p = sp + 1;
                 v = end;
             }
-            _ => return false,
+            _ => return Some(false),
         }
     }
     captures.clear();
     captures.push(value.to_string());
     captures.extend(caps.iter().map(|&(s, e)| val[s..e].iter().collect::<String>()));
-    true
+    Some(true)
 }
 
-/// Whether one value matches one key under `m` (`:count` is handled by the caller).
-pub(crate) fn matches_one(m: &Match, value: &str, key: &str, captures: &mut Vec<String>) -> bool {
-    match m.kind {
+/// Whether one value matches one key under `m` (`:count` is handled by the caller); None when
+/// `budget` ran out.
+pub(crate) fn matches_one(
+    m: &Match,
+    value: &str,
+    key: &str,
+    captures: &mut Vec<String>,
+    budget: &mut Budget,
+) -> Option<bool> {
+    if m.kind == MatchKind::Matches {
+        return wildcard(key, value, m.comparator, captures, budget);
+    }
+    // The other match types are linear (str::contains is Two-Way), so they cost their length.
+    let cost = value.len() + key.len() + 1;
+    if !budget.spend(cost) {
+        return None;
+    }
+    Some(match m.kind {
         MatchKind::Is => compare(value, key, m.comparator) == Ordering::Equal,
         MatchKind::Contains => contains(value, key, m.comparator),
-        MatchKind::Matches => wildcard(key, value, m.comparator, captures),
-        MatchKind::Value(rel) => relation_holds(rel, compare(value, key, m.comparator)),
-        MatchKind::Count(rel) => relation_holds(rel, compare(value, key, m.comparator)),
-    }
+        MatchKind::Value(rel) | MatchKind::Count(rel) => relation_holds(rel, compare(value, key, m.comparator)),
+        MatchKind::Matches => false,
+    })
 }
 
 /// Whether any value matches any key; for `:count`, whether the number of values does.
-/// `captures` holds the match variables of the last successful `:matches`.
-pub(crate) fn match_values(m: &Match, values: &[String], keys: &[String], captures: &mut Vec<String>) -> bool {
+/// `captures` holds the match variables of the last successful `:matches`. None when `budget`
+/// ran out.
+pub(crate) fn match_values(
+    m: &Match,
+    values: &[String],
+    keys: &[String],
+    captures: &mut Vec<String>,
+    budget: &mut Budget,
+) -> Option<bool> {
     if let MatchKind::Count(_) = m.kind {
         let n = values.len().to_string();
-        return keys.iter().any(|k| matches_one(m, &n, k, captures));
+        for k in keys {
+            if matches_one(m, &n, k, captures, budget)? {
+                return Some(true);
+            }
+        }
+        return Some(false);
     }
     let mut scratch = Vec::new();
     for v in values {
         for k in keys {
-            if matches_one(m, v, k, &mut scratch) {
+            if matches_one(m, v, k, &mut scratch, budget)? {
                 if m.kind == MatchKind::Matches {
                     *captures = scratch;
                 }
-                return true;
+                return Some(true);
             }
         }
     }
-    false
+    Some(false)
 }
 
 #[cfg(test)]
@@ -171,7 +227,7 @@ mod tests {
 
     fn caps(key: &str, value: &str) -> Option<Vec<String>> {
         let mut c = Vec::new();
-        wildcard(key, value, Comparator::AsciiCasemap, &mut c).then_some(c)
+        wildcard(key, value, Comparator::AsciiCasemap, &mut c, &mut Budget(u64::MAX)).unwrap().then_some(c)
     }
 
     #[test]
@@ -195,6 +251,19 @@ mod tests {
         assert_eq!(c[2], "sieve.ietf.org");
         let c = caps("?*?", "abcd").unwrap();
         assert_eq!(c, vec!["abcd", "a", "bc", "d"]);
+    }
+
+    #[test]
+    fn budget_runs_out() {
+        let mut c = Vec::new();
+        let value = "a".repeat(10_000);
+        // Only the last star backtracks, so the costly case is a long literal tail after it.
+        let key = format!("*{}b", "a".repeat(100));
+        assert_eq!(wildcard(&key, &value, Comparator::Octet, &mut c, &mut Budget(100_000)), None);
+        assert_eq!(wildcard("*a*a*a*b", &value, Comparator::Octet, &mut c, &mut Budget(100_000)), Some(false));
+        let mut b = Budget(10);
+        assert!(b.spend(10));
+        assert!(!b.spend(1));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use mail_parser::{HeaderValue, Message, MessageParser, PartType};
 
 use crate::Script;
 use crate::ast::{AddressPart, BodyTransform, Command, FlagOp, Match, Test};
-use crate::matching::match_values;
+use crate::matching::{Budget, match_values};
 use crate::vacation;
 use crate::variables::{Vars, apply_modifiers};
 
@@ -99,6 +99,7 @@ pub(crate) struct Run<'s, 'e> {
     vacation_done: bool,
     instructions: usize,
     redirects: usize,
+    budget: Budget,
 }
 
 /// Splits flag strings on white space and drops duplicates (compared without case).
@@ -144,6 +145,7 @@ impl<'s, 'e> Run<'s, 'e> {
             vacation_done: false,
             instructions: 0,
             redirects: 0,
+            budget: Budget(l.max_match_steps),
         }
     }
 
@@ -436,15 +438,17 @@ impl<'s, 'e> Run<'s, 'e> {
         }
     }
 
-    fn matched(&mut self, m: &Match, values: &[String], keys: &[String]) -> bool {
+    fn matched(&mut self, m: &Match, values: &[String], keys: &[String]) -> Result<bool, String> {
         let keys = self.list(keys);
         let mut caps = Vec::new();
-        let ok = match_values(m, values, &keys, &mut caps);
+        let ok = match_values(m, values, &keys, &mut caps, &mut self.budget).ok_or_else(|| {
+            format!("matching took too long (more than {} steps)", self.script.limits.max_match_steps)
+        })?;
         if ok && self.script.variables && !caps.is_empty() {
             caps.truncate(10);
             self.vars.matches = caps;
         }
-        ok
+        Ok(ok)
     }
 
     fn test(&mut self, t: &Test) -> Result<bool, String> {
@@ -474,7 +478,7 @@ impl<'s, 'e> Run<'s, 'e> {
                 for h in self.list(headers) {
                     values.extend(self.header_addresses(&h).iter().filter_map(|a| split_address(a, *part)));
                 }
-                self.matched(m, &values, keys)
+                self.matched(m, &values, keys)?
             }
             Test::Envelope { part, parts, keys, m } => {
                 let mut values = Vec::new();
@@ -494,14 +498,14 @@ impl<'s, 'e> Run<'s, 'e> {
                     }
                     values.extend(split_address(addr, *part));
                 }
-                self.matched(m, &values, keys)
+                self.matched(m, &values, keys)?
             }
             Test::Header { headers, keys, m } => {
                 let mut values = Vec::new();
                 for h in self.list(headers) {
                     values.extend(self.header_values(&h));
                 }
-                self.matched(m, &values, keys)
+                self.matched(m, &values, keys)?
             }
             Test::Exists(headers) => {
                 let names = self.list(headers);
@@ -527,11 +531,11 @@ impl<'s, 'e> Run<'s, 'e> {
                     }
                     None => self.flags.clone(),
                 };
-                self.matched(m, &flags, keys)
+                self.matched(m, &flags, keys)?
             }
             Test::Body { transform, keys, m } => {
                 let values = self.body_values(transform);
-                self.matched(m, &values, keys)
+                self.matched(m, &values, keys)?
             }
             Test::String { sources, keys, m } => {
                 let mut values = self.list(sources);
@@ -539,7 +543,7 @@ impl<'s, 'e> Run<'s, 'e> {
                 if matches!(m.kind, crate::ast::MatchKind::Count(_)) {
                     values.retain(|v| !v.is_empty());
                 }
-                self.matched(m, &values, keys)
+                self.matched(m, &values, keys)?
             }
             Test::Spam { value, m } => {
                 // RFC 5235 §3.2: "0" means not tested, "1" clean … "10" certainly spam.
@@ -547,7 +551,7 @@ impl<'s, 'e> Run<'s, 'e> {
                     None => 0,
                     Some(s) => s.clamp(1, 10),
                 };
-                self.matched(m, &[score.to_string()], std::slice::from_ref(value))
+                self.matched(m, &[score.to_string()], std::slice::from_ref(value))?
             }
         })
     }

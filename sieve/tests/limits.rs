@@ -116,3 +116,16 @@ fn a_big_script_over_a_big_message_is_quick() {
     // Generous: debug build on a shared machine. Header values per test are capped (1000).
     assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
 }
+
+#[test]
+fn matching_is_bounded() {
+    let msg = format!("Subject: {}\r\n\r\nx\r\n", "a".repeat(200_000));
+    // Only the last "*" ever backtracks, so the costly pattern has a long literal tail after it.
+    let pattern = "*".to_string() + &"a".repeat(1000) + "b";
+    let script = format!("if header :matches \"subject\" \"{pattern}\" {{ discard; }}");
+    let started = Instant::now();
+    let out = run(&script, &msg);
+    assert_eq!(out.actions, vec![keep()]);
+    assert_eq!(out.errors, vec!["matching took too long (more than 50000000 steps)".to_string()]);
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+}
