@@ -17,6 +17,10 @@ impl Rng {
         self.0
     }
 
+    fn one_in(&mut self, n: u64) -> bool {
+        self.next().is_multiple_of(n)
+    }
+
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[(self.next() % items.len() as u64) as usize]
     }
@@ -207,7 +211,7 @@ fn gen_test(rng: &mut Rng, depth: u32) -> String {
                 t.push_str(rng.pick(ARGS));
             }
             // Most tests end with a header list and a key list.
-            if rng.next() % 4 != 0 {
+            if !rng.one_in(4) {
                 t.push_str(" [\"to\", \"subject\"] \"*a*\"");
             }
             t
@@ -218,12 +222,12 @@ fn gen_test(rng: &mut Rng, depth: u32) -> String {
 fn gen_commands(rng: &mut Rng, depth: u32) -> String {
     let mut out = String::new();
     for _ in 0..1 + rng.next() % 4 {
-        if depth < 4 && rng.next() % 3 == 0 {
+        if depth < 4 && rng.one_in(3) {
             out.push_str(&format!("if {} {{ {} }}", gen_test(rng, depth), gen_commands(rng, depth + 1)));
-            if rng.next() % 2 == 0 {
+            if rng.one_in(2) {
                 out.push_str(&format!(" elsif {} {{ {} }}", gen_test(rng, depth), gen_commands(rng, depth + 1)));
             }
-            if rng.next() % 2 == 0 {
+            if rng.one_in(2) {
                 out.push_str(&format!(" else {{ {} }}", gen_commands(rng, depth + 1)));
             }
         } else {
@@ -233,7 +237,7 @@ fn gen_commands(rng: &mut Rng, depth: u32) -> String {
                 out.push_str(rng.pick(ARGS));
             }
             // Most commands take one string last.
-            if rng.next() % 4 != 0 {
+            if !rng.one_in(4) {
                 out.push_str(" \"a${1}@b.example\"");
             }
             out.push(';');
@@ -282,7 +286,7 @@ fn token_soup() {
     for _ in 0..3000 {
         let n = 1 + rng.next() % 40;
         let mut script = String::new();
-        if rng.next() % 4 != 0 {
+        if !rng.one_in(4) {
             script.push_str(REQUIRE_ALL);
         }
         for _ in 0..n {
@@ -298,6 +302,6 @@ fn every_prefix_of_a_script() {
     let script = include_str!("../../fuzz/seeds/sieve_script/variables");
     let limits = Limits::default();
     for (i, _) in script.char_indices() {
-        let _ = parse(&script[..i], &limits).map(|s| s.run(&Environment::new(script[i..].as_bytes())));
+        let _ = parse(&script[..i], &limits).map(|s| s.run(&Environment::new(&script.as_bytes()[i..])));
     }
 }
