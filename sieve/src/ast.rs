@@ -96,6 +96,7 @@ pub(crate) enum Test {
     Envelope { part: AddressPart, parts: Vec<String>, keys: Vec<String>, m: Match },
     Header { headers: Vec<String>, keys: Vec<String>, m: Match },
     Exists(Vec<String>),
+    MailboxExists(Vec<String>),
     Size { over: bool, limit: u64 },
     HasFlag { vars: Option<Vec<String>>, keys: Vec<String>, m: Match },
     Body { transform: BodyTransform, keys: Vec<String>, m: Match },

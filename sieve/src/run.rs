@@ -23,10 +23,13 @@ pub struct Environment<'a> {
     pub spam_score: Option<u8>,
     /// The recipient's own addresses, for `vacation` (RFC 5230 §4.5).
     pub user_addresses: &'a [String],
+    /// The recipient's mailboxes that mail can be filed into, for `mailboxexists` (RFC 5490).
+    pub mailboxes: &'a [String],
 }
 
 impl<'a> Environment<'a> {
-    /// An environment for `message` with empty envelope, its length as size and no spam score.
+    /// An environment for `message` with empty envelope, its length as size, no spam score,
+    /// and no user addresses or mailboxes.
     pub fn new(message: &'a [u8]) -> Self {
         Environment {
             envelope_from: "",
@@ -35,6 +38,7 @@ impl<'a> Environment<'a> {
             size: message.len() as u64,
             spam_score: None,
             user_addresses: &[],
+            mailboxes: &[],
         }
     }
 }
@@ -513,6 +517,10 @@ impl<'s, 'e> Run<'s, 'e> {
                     Some(msg) => names.iter().all(|n| msg.headers().iter().any(|h| h.name().eq_ignore_ascii_case(n))),
                     None => false,
                 }
+            }
+            Test::MailboxExists(names) => {
+                let names = self.list(names);
+                names.iter().all(|n| self.env.mailboxes.iter().any(|m| m == n))
             }
             Test::Size { over, limit } => {
                 if *over {

@@ -267,6 +267,9 @@ impl Validator {
                 let lpos = a.here();
                 let headers =
                     a.string_list(if name == "envelope" { "the envelope parts" } else { "the header names" })?;
+                if name != "envelope" {
+                    check_header_names(&headers, lpos)?;
+                }
                 let keys = a.string_list("the key list")?;
                 a.finish()?;
                 let m = self.finish_match(&o, pos)?;
@@ -284,11 +287,20 @@ impl Validator {
                     _ => Test::Header { headers, keys, m },
                 }
             }
-            "exists" => {
+            "exists" | "mailboxexists" => {
                 nested(0, false)?;
-                let headers = a.string_list("the header names")?;
+                if name == "mailboxexists" {
+                    self.need("mailbox", pos, "test \"mailboxexists\"")?;
+                }
+                let lpos = a.here();
+                let names = a.string_list(if name == "exists" { "the header names" } else { "the mailbox names" })?;
                 a.finish()?;
-                Test::Exists(headers)
+                if name == "exists" {
+                    check_header_names(&names, lpos)?;
+                    Test::Exists(names)
+                } else {
+                    Test::MailboxExists(names)
+                }
             }
             "size" => {
                 nested(0, false)?;
@@ -375,7 +387,7 @@ impl Validator {
                         return Err(SieveError::new(c.pos, "\"require\" must come before any other command"));
                     }
                     // Already handled by `collect_requires`; only its form is checked here.
-                    self.simple(&c, 0)?;
+                    self.no_tests_or_block(&c)?;
                 }
                 "if" | "elsif" | "else" => {
                     let test = if c.name == "else" {
@@ -417,8 +429,8 @@ impl Validator {
         Ok(out)
     }
 
-    /// Checks a command takes no tests and no block; `positional` is unused by callers that parse args.
-    fn simple(&self, c: &RawCommand, _positional: usize) -> Result<(), SieveError> {
+    /// Checks that an action command came without tests or a block.
+    fn no_tests_or_block(&self, c: &RawCommand) -> Result<(), SieveError> {
         if !c.tests.is_empty() {
             return Err(SieveError::new(c.pos, format!("\"{}\" takes no tests", c.name)));
         }
@@ -447,7 +459,7 @@ impl Validator {
         if !known {
             return Err(SieveError::new(c.pos, format!("unknown command \"{}\"", c.name)));
         }
-        self.simple(&c, 0)?;
+        self.no_tests_or_block(&c)?;
         let pos = c.pos;
         let name = c.name.clone();
         let mut a = Args::new(c.args, name.clone(), pos);
@@ -568,6 +580,20 @@ impl Validator {
         a.finish()?;
         Ok(cmd)
     }
+}
+
+/// Refuses header names that no header can have (RFC 5322 §3.6.8: printable ASCII but ":").
+/// Names built from variables are checked only when run (they then match nothing).
+fn check_header_names(names: &[String], pos: Pos) -> Result<(), SieveError> {
+    for n in names {
+        if n.contains("${") {
+            continue;
+        }
+        if n.is_empty() || !n.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+            return Err(SieveError::new(pos, format!("invalid header name \"{n}\"")));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `s` looks enough like an RFC 5321 mailbox to send mail to.

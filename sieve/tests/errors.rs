@@ -55,6 +55,8 @@ fn messages_and_positions() {
             "expected \",\" or \"]\" in a string list",
         ),
         ("keep;\n\n  @", 3, "unexpected character '@'"),
+        ("if header :is \"Sub ject\" \"x\" {}", 1, "invalid header name \"Sub ject\""),
+        ("if exists [\"a\", \"b:\"] {}", 1, "invalid header name \"b:\""),
     ];
     for (script, line, message) in cases {
         let e = error(script);

@@ -311,3 +311,20 @@ fn ascii_numeric_comparator() {
     );
     assert!(e.message.contains("cannot be used with :contains"), "{e}");
 }
+
+#[test]
+fn mailboxexists() {
+    let s = r#"require ["mailbox", "fileinto"];
+        if mailboxexists ["Lists", "INBOX"] { fileinto "Lists"; } else { fileinto :create "Lists"; }"#;
+    let mut env = Environment::new(MSG.as_bytes());
+    let boxes = vec!["INBOX".to_string()];
+    env.mailboxes = &boxes;
+    assert_eq!(
+        run_with(s, &env).actions,
+        vec![Action::FileInto { mailbox: "Lists".into(), flags: vec![], create: true }]
+    );
+    let boxes = vec!["INBOX".to_string(), "Lists".to_string()];
+    env.mailboxes = &boxes;
+    assert_eq!(run_with(s, &env).actions, vec![fileinto("Lists")]);
+    assert_eq!(error("if mailboxexists \"x\" {}").message, "test \"mailboxexists\" needs require \"mailbox\"");
+}
