@@ -4,6 +4,29 @@
 //!
 //! The crate does no I/O: delivery, ManageSieve and vacation bookkeeping are the caller's.
 //! Everything a script may cost is bounded by [`Limits`].
+//!
+//! ```
+//! use sirms_sieve::{Action, Environment, Limits, parse};
+//!
+//! let script = parse(
+//!     "require \"fileinto\";\nif header :contains \"subject\" \"[list]\" { fileinto \"Lists\"; }",
+//!     &Limits::default(),
+//! )?;
+//! let message = b"Subject: [list] hello\r\n\r\nbody\r\n";
+//! let mut env = Environment::new(message);
+//! env.envelope_from = "alice@example.com";
+//! env.envelope_to = "me@example.com";
+//! let outcome = script.run(&env);
+//! assert!(outcome.errors.is_empty());
+//! assert_eq!(outcome.actions, vec![Action::FileInto { mailbox: "Lists".into(), flags: vec![], create: false }]);
+//!
+//! let err = parse("keep;\nfileinot \"x\";", &Limits::default()).unwrap_err();
+//! assert_eq!(err.to_string(), "line 2: unknown command \"fileinot\"");
+//! # Ok::<(), sirms_sieve::SieveError>(())
+//! ```
+//!
+//! Supported extensions are listed in [`EXTENSIONS`]. Vacation's "one reply per sender per
+//! `:days`" needs memory across deliveries and is left to the caller (see [`Action::Vacation`]).
 
 mod ast;
 mod error;

@@ -54,9 +54,10 @@ pub enum Action {
     Redirect { address: String, copy: bool },
     /// Refuse the message with `reason`; `extended` for `ereject` (RFC 5429: refuse in SMTP if possible).
     Reject { reason: String, extended: bool },
-    /// Do not deliver the message anywhere (present only when nothing keeps or files it).
+    /// The script discarded the message and nothing keeps or files it: no local delivery.
     Discard,
-    /// Send an automatic reply to `to`, unless one went to `to` with this `handle` in the last `days` days.
+    /// Send an automatic reply to `to`, unless one went to `to` with this `handle` in the last
+    /// `days` days; that record is the caller's to keep (RFC 5230 §4.2).
     Vacation {
         /// Identifies this vacation response; the caller remembers (handle, sender) pairs.
         handle: String,
