@@ -5,7 +5,7 @@
 pub struct Limits {
     /// Largest script accepted, in bytes.
     pub max_script_size: usize,
-    /// Deepest nesting of blocks and test lists together.
+    /// Deepest nesting: each block, test list and test inside another test counts one level.
     pub max_nesting: usize,
     /// Most commands and tests evaluated in one run.
     pub max_instructions: usize,
@@ -19,9 +19,9 @@ pub struct Limits {
     pub max_variable_size: usize,
     /// Most bytes of a message body that `body` tests look at, per test.
     pub max_body_scan: usize,
-    /// Most character steps one run may spend comparing values with keys (`:matches` is
-    /// O(value × pattern) at worst).
-    pub max_match_steps: u64,
+    /// Most steps of work one run may do: bytes of header and body read, characters compared
+    /// and expanded (`:matches` is O(value × pattern) at worst).
+    pub max_work_steps: u64,
     /// Most header values one test looks at.
     pub max_header_values: usize,
     /// Longest string after `${…}` expansion, in bytes; longer ones are cut.
@@ -41,7 +41,7 @@ impl Default for Limits {
             max_variables: 128,
             max_variable_size: 4096,
             max_body_scan: 1024 * 1024,
-            max_match_steps: 50_000_000,
+            max_work_steps: 100_000_000,
             max_header_values: 1000,
             max_expanded_string: 64 * 1024,
             max_vacation_days: 90,

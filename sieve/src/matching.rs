@@ -1,6 +1,7 @@
 //! Comparators (RFC 4790 as used by RFC 5228 §2.7.3) and match types (`:is`, `:contains`,
 //! `:matches`, and RFC 5231's `:value` and `:count`).
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 
 use crate::ast::{Comparator, Match, MatchKind, Relation};
@@ -76,23 +77,33 @@ fn pattern(key: &str) -> Vec<Pat> {
     out
 }
 
-/// What one run may still spend on matching, in character steps; matching is O(value ×
-/// pattern) at worst, so this is what keeps a big header and a big pattern from taking hours.
-pub(crate) struct Budget(pub u64);
+/// What one run may still spend, in steps: bytes of header and body read, characters compared.
+/// Matching is O(value × pattern) at worst, and every test may read the message again, so
+/// this is what keeps a big message and a big script from taking hours.
+pub(crate) struct Budget(Cell<u64>);
 
 impl Budget {
+    pub fn new(steps: u64) -> Self {
+        Budget(Cell::new(steps))
+    }
+
     /// Takes `n` steps; false once the budget is spent.
-    pub fn spend(&mut self, n: usize) -> bool {
-        match self.0.checked_sub(n as u64) {
+    pub fn spend(&self, n: usize) -> bool {
+        match self.0.get().checked_sub(n as u64) {
             Some(left) => {
-                self.0 = left;
+                self.0.set(left);
                 true
             }
             None => {
-                self.0 = 0;
+                self.0.set(0);
                 false
             }
         }
+    }
+
+    /// Whether nothing is left (an overspend leaves nothing).
+    pub fn exhausted(&self) -> bool {
+        self.0.get() == 0
     }
 }
 
@@ -107,7 +118,7 @@ pub(crate) fn wildcard(
     value: &str,
     comp: Comparator,
     captures: &mut Vec<String>,
-    budget: &mut Budget,
+    budget: &Budget,
 ) -> Option<bool> {
     let pat = pattern(key);
     let val: Vec<char> = value.chars().collect();
@@ -170,7 +181,7 @@ pub(crate) fn matches_one(
     value: &str,
     key: &str,
     captures: &mut Vec<String>,
-    budget: &mut Budget,
+    budget: &Budget,
 ) -> Option<bool> {
     if m.kind == MatchKind::Matches {
         return wildcard(key, value, m.comparator, captures, budget);
@@ -196,7 +207,7 @@ pub(crate) fn match_values(
     values: &[String],
     keys: &[String],
     captures: &mut Vec<String>,
-    budget: &mut Budget,
+    budget: &Budget,
 ) -> Option<bool> {
     if let MatchKind::Count(_) = m.kind {
         let n = values.len().to_string();
@@ -227,7 +238,7 @@ mod tests {
 
     fn caps(key: &str, value: &str) -> Option<Vec<String>> {
         let mut c = Vec::new();
-        wildcard(key, value, Comparator::AsciiCasemap, &mut c, &mut Budget(u64::MAX)).unwrap().then_some(c)
+        wildcard(key, value, Comparator::AsciiCasemap, &mut c, &Budget::new(u64::MAX)).unwrap().then_some(c)
     }
 
     #[test]
@@ -259,10 +270,11 @@ mod tests {
         let value = "a".repeat(10_000);
         // Only the last star backtracks, so the costly case is a long literal tail after it.
         let key = format!("*{}b", "a".repeat(100));
-        assert_eq!(wildcard(&key, &value, Comparator::Octet, &mut c, &mut Budget(100_000)), None);
-        assert_eq!(wildcard("*a*a*a*b", &value, Comparator::Octet, &mut c, &mut Budget(100_000)), Some(false));
-        let mut b = Budget(10);
+        assert_eq!(wildcard(&key, &value, Comparator::Octet, &mut c, &Budget::new(100_000)), None);
+        assert_eq!(wildcard("*a*a*a*b", &value, Comparator::Octet, &mut c, &Budget::new(100_000)), Some(false));
+        let b = Budget::new(10);
         assert!(b.spend(10));
+        assert!(b.exhausted());
         assert!(!b.spend(1));
     }
 

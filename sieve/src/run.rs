@@ -1,5 +1,7 @@
 //! The interpreter: runs a checked script over one message and says what to do with it.
 
+use std::collections::HashSet;
+
 use mail_parser::{HeaderValue, Message, MessageParser, PartType};
 
 use crate::Script;
@@ -107,12 +109,14 @@ pub(crate) struct Run<'s, 'e> {
     budget: Budget,
 }
 
-/// Splits flag strings on white space and drops duplicates (compared without case).
+/// Splits flag strings on white space and drops duplicates (compared without case), in
+/// linear time: a flag list may be thousands of flags long.
 fn normalise_flags<'a>(lists: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut seen = HashSet::new();
     let mut out: Vec<String> = Vec::new();
     for s in lists {
         for f in s.split_whitespace() {
-            if !out.iter().any(|x| x.eq_ignore_ascii_case(f)) {
+            if seen.insert(f.to_ascii_lowercase()) {
                 out.push(f.to_string());
             }
         }
@@ -150,7 +154,7 @@ impl<'s, 'e> Run<'s, 'e> {
             vacation_done: false,
             instructions: 0,
             redirects: 0,
-            budget: Budget(l.max_match_steps),
+            budget: Budget::new(l.max_work_steps),
         }
     }
 
@@ -171,7 +175,14 @@ impl<'s, 'e> Run<'s, 'e> {
         }
     }
 
+    fn too_much_work(&self) -> String {
+        format!("script took too long (more than {} steps of reading and matching)", self.script.limits.max_work_steps)
+    }
+
     fn tick(&mut self) -> Result<(), String> {
+        if self.budget.exhausted() {
+            return Err(self.too_much_work());
+        }
         self.instructions += 1;
         if self.instructions > self.script.limits.max_instructions {
             return Err(format!(
@@ -183,7 +194,9 @@ impl<'s, 'e> Run<'s, 'e> {
     }
 
     fn s(&self, s: &str) -> String {
-        if self.script.variables { self.vars.expand(s) } else { s.to_string() }
+        let out = if self.script.variables { self.vars.expand(s) } else { s.to_string() };
+        self.budget.spend(out.len());
+        out
     }
 
     fn list(&self, l: &[String]) -> Vec<String> {
@@ -359,6 +372,7 @@ impl<'s, 'e> Run<'s, 'e> {
             .take(max)
             .map(|h| {
                 let raw = self.env.message.get(h.offset_start() as usize..h.offset_end() as usize).unwrap_or(&[]);
+                self.budget.spend(raw.len());
                 let mut raw = raw.to_vec();
                 if raw.last() != Some(&b'\n') {
                     raw.push(b'\n');
@@ -378,6 +392,7 @@ impl<'s, 'e> Run<'s, 'e> {
         let mut out = Vec::new();
         for h in msg.headers().iter().filter(|h| h.name().eq_ignore_ascii_case(name)) {
             let raw = self.env.message.get(h.offset_start() as usize..h.offset_end() as usize).unwrap_or(&[]);
+            self.budget.spend(raw.len());
             let mut raw = raw.to_vec();
             if raw.last() != Some(&b'\n') {
                 raw.push(b'\n');
@@ -405,6 +420,7 @@ impl<'s, 'e> Run<'s, 'e> {
             }
             let n = bytes.len().min(budget);
             budget -= n;
+            self.budget.spend(n);
             Some(String::from_utf8_lossy(&bytes[..n]).into_owned())
         };
         match transform {
@@ -446,9 +462,9 @@ impl<'s, 'e> Run<'s, 'e> {
     fn matched(&mut self, m: &Match, values: &[String], keys: &[String]) -> Result<bool, String> {
         let keys = self.list(keys);
         let mut caps = Vec::new();
-        let ok = match_values(m, values, &keys, &mut caps, &mut self.budget).ok_or_else(|| {
-            format!("matching took too long (more than {} steps)", self.script.limits.max_match_steps)
-        })?;
+        let ok = match_values(m, values, &keys, &mut caps, &self.budget)
+            .filter(|_| !self.budget.exhausted())
+            .ok_or_else(|| self.too_much_work())?;
         if ok && self.script.variables && !caps.is_empty() {
             caps.truncate(10);
             self.vars.matches = caps;

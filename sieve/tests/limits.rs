@@ -126,6 +126,28 @@ fn matching_is_bounded() {
     let started = Instant::now();
     let out = run(&script, &msg);
     assert_eq!(out.actions, vec![keep()]);
-    assert_eq!(out.errors, vec!["matching took too long (more than 50000000 steps)".to_string()]);
+    assert_eq!(
+        out.errors,
+        vec!["script took too long (more than 100000000 steps of reading and matching)".to_string()]
+    );
     assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+}
+
+#[test]
+fn reading_is_bounded() {
+    // Each test reads a 100 KB header again: the work budget stops the run, not the clock.
+    let msg = format!("X-Big: {}\r\n\r\nx\r\n", "a".repeat(100_000));
+    let script = "if header :contains \"x-big\" \"b\" { discard; }\n".repeat(1200);
+    let started = Instant::now();
+    let out = run(&script, &msg);
+    assert_eq!(out.actions, vec![keep()]);
+    assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+
+    // Thousands of flags cost linear time.
+    let flags: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
+    let script = format!("require \"imap4flags\"; {}", format!("addflag \"{}\"; ", flags.join(" ")).repeat(10));
+    let out = run(&script, MSG);
+    assert!(out.errors.is_empty());
+    assert!(matches!(&out.actions[..], [sirms_sieve::Action::Keep { flags }] if flags.len() == 1000));
 }
