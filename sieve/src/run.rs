@@ -448,7 +448,12 @@ impl<'s, 'e> Run<'s, 'e> {
                         continue;
                     }
                     let text = match &part.body {
-                        PartType::Text(t) | PartType::Html(t) => take(t.as_bytes()),
+                        PartType::Text(t) => take(t.as_bytes()),
+                        // RFC 5173 §5.2: :text sees HTML as the text a reader would see.
+                        PartType::Html(t) if matches!(transform, BodyTransform::Text) => {
+                            take(mail_parser::decoders::html::html_to_text(t).as_bytes())
+                        }
+                        PartType::Html(t) => take(t.as_bytes()),
                         PartType::Binary(b) | PartType::InlineBinary(b) => take(b),
                         PartType::Message(_) | PartType::Multipart(_) => None,
                     };

@@ -35,21 +35,23 @@ struct Args {
     at: usize,
     what: String,
     pos: Pos,
+    seen: Vec<String>,
 }
 
 impl Args {
     fn new(items: Vec<RawArg>, what: String, pos: Pos) -> Self {
-        Args { items, at: 0, what, pos }
+        Args { items, at: 0, what, pos, seen: Vec::new() }
     }
 
-    fn tag(&mut self) -> Option<(String, Pos)> {
-        if let Some(RawArg::Tag(t, p)) = self.items.get(self.at) {
-            let r = (t.clone(), *p);
-            self.at += 1;
-            Some(r)
-        } else {
-            None
+    /// The next tagged argument, if the next argument is one; a tag given twice is an error.
+    fn tag(&mut self) -> Result<Option<(String, Pos)>, SieveError> {
+        let Some(RawArg::Tag(t, p)) = self.items.get(self.at) else { return Ok(None) };
+        if self.seen.contains(t) {
+            return Err(SieveError::new(*p, format!("tag \":{t}\" given twice")));
         }
+        self.seen.push(t.clone());
+        self.at += 1;
+        Ok(Some((t.clone(), *p)))
     }
 
     fn here(&self) -> Pos {
@@ -259,7 +261,7 @@ impl Validator {
                     self.need("envelope", pos, "test \"envelope\"")?;
                 }
                 let address = name != "header";
-                while let Some((tag, tpos)) = a.tag() {
+                while let Some((tag, tpos)) = a.tag()? {
                     if !self.match_tag(&tag, tpos, &mut a, &mut o, address)? {
                         return Err(Self::unknown_tag(&tag, tpos, &name));
                     }
@@ -304,7 +306,7 @@ impl Validator {
             }
             "size" => {
                 nested(0, false)?;
-                let over = match a.tag() {
+                let over = match a.tag()? {
                     Some((t, _)) if t == "over" => true,
                     Some((t, _)) if t == "under" => false,
                     Some((t, p)) => return Err(Self::unknown_tag(&t, p, &name)),
@@ -323,7 +325,7 @@ impl Validator {
                 };
                 self.need(ext, pos, &format!("test \"{name}\""))?;
                 let mut transform = None;
-                while let Some((tag, tpos)) = a.tag() {
+                while let Some((tag, tpos)) = a.tag()? {
                     if self.match_tag(&tag, tpos, &mut a, &mut o, false)? {
                         continue;
                     }
@@ -471,7 +473,7 @@ impl Validator {
                     self.need("fileinto", pos, "command \"fileinto\"")?;
                 }
                 let (mut flags, mut create, mut copy) = (None, false, false);
-                while let Some((tag, tpos)) = a.tag() {
+                while let Some((tag, tpos)) = a.tag()? {
                     match tag.as_str() {
                         "flags" if name != "redirect" => {
                             self.need("imap4flags", tpos, "\":flags\"")?;
@@ -528,7 +530,7 @@ impl Validator {
             "set" => {
                 self.need("variables", pos, "command \"set\"")?;
                 let mut modifiers: Vec<Modifier> = Vec::new();
-                while let Some((tag, tpos)) = a.tag() {
+                while let Some((tag, tpos)) = a.tag()? {
                     let m = match tag.as_str() {
                         "lower" => Modifier::Lower,
                         "upper" => Modifier::Upper,
@@ -562,7 +564,7 @@ impl Validator {
                     handle: None,
                     reason: String::new(),
                 };
-                while let Some((tag, tpos)) = a.tag() {
+                while let Some((tag, tpos)) = a.tag()? {
                     match tag.as_str() {
                         "days" => v.days = Some(a.number("the days")?),
                         "subject" => v.subject = Some(a.string("the subject")?),

@@ -27,6 +27,7 @@ fn messages_and_positions() {
         ("elsif true { keep; }", 1, "\"elsif\" without a preceding \"if\""),
         ("if true { keep; } keep; else { keep; }", 1, "\"else\" without a preceding \"if\""),
         ("if header :is :contains \"a\" \"b\" { keep; }", 1, "more than one match type"),
+        ("require \"copy\"; redirect :copy :copy \"a@b.example\";", 1, "tag \":copy\" given twice"),
         ("if header :comparator \"i;nope\" \"a\" \"b\" { keep; }", 1, "unknown comparator \"i;nope\""),
         (
             "if header :comparator \"i;ascii-numeric\" \"a\" \"b\" { keep; }",

@@ -107,6 +107,11 @@ fn body() {
     assert_eq!(actions(s, mime), vec![Action::Discard]);
     let s = "require \"body\"; if body :raw :contains \"bWlzc2lsZQ==\" { discard; }";
     assert_eq!(actions(s, mime), vec![Action::Discard]);
+    let html = "Content-Type: text/html\r\n\r\n<p>cheap <b>pills</b></p>\r\n";
+    let s = "require \"body\"; if body :text :contains \"cheap pills\" { discard; }";
+    assert_eq!(actions(s, html), vec![Action::Discard]);
+    let s = "require \"body\"; if body :content \"text/html\" :contains \"<b>pills\" { discard; }";
+    assert_eq!(actions(s, html), vec![Action::Discard]);
 }
 
 #[test]
