@@ -4,7 +4,7 @@
 //! Input: the script, taken lossily as UTF-8. When it parses, it runs over a fixed message
 //! (with a list header, MIME parts and encoded words) and over a message made of the input
 //! itself (so header and body tests see bytes the fuzzer controls), each with and without an
-//! envelope sender and spam score.
+//! envelope sender and spam score, and with two mailboxes for `mailboxexists`.
 //!
 //! Checked:
 //!
@@ -38,8 +38,15 @@ Content-Type: multipart/mixed; boundary=b\r\n\
 --b--\r\n";
 
 fn limits() -> Limits {
-    // Smaller than the defaults so that the fuzzer reaches each limit.
-    Limits { max_actions: 8, max_redirects: 2, max_instructions: 2_000, max_variables: 16, ..Limits::default() }
+    // Smaller than the defaults so that the fuzzer reaches each limit, and each input stays fast.
+    Limits {
+        max_actions: 8,
+        max_redirects: 2,
+        max_instructions: 2_000,
+        max_variables: 16,
+        max_work_steps: 2_000_000,
+        ..Limits::default()
+    }
 }
 
 fn check(script: &Script, limits: &Limits, env: &Environment<'_>) {
@@ -106,10 +113,12 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let me = ["me@example.com".to_string()];
+    let mailboxes = ["INBOX".to_string(), "Lists".to_string()];
     for message in [MESSAGE, data] {
         let mut env = Environment::new(message);
         env.envelope_to = "me+box@example.com";
         env.user_addresses = &me;
+        env.mailboxes = &mailboxes;
         check(&script, &limits, &env);
         env.envelope_from = "alice@example.com";
         env.spam_score = Some(data.len() as u8);
