@@ -297,3 +297,28 @@ MAIL_IMPORT = {
 }
 for name, (selector, rest) in MAIL_IMPORT.items():
     write("mail_import", name, bytes([selector]) + rest)
+
+# ---- sieve_script: the script itself (RFC 5228 and the extensions sirms-sieve implements).
+SIEVE_SCRIPT = {
+    "rfc5228_example": b'require ["fileinto"];\n'
+                       b'if header :is "Sender" "owner-ietf-mta-filters@imc.org" { fileinto "filter"; }\n'
+                       b'elsif address :DOMAIN :is ["From", "To"] "example.com" { keep; }\n'
+                       b'elsif anyof (NOT address :all :contains ["To", "Cc", "Bcc"] "me@example.com",\n'
+                       b'  header :matches "subject" ["*make*money*fast*", "*university*dipl*mas*"]) {\n'
+                       b'  fileinto "spam"; }\nelse { fileinto "personal"; }\n',
+    "variables": b'require ["variables", "fileinto", "imap4flags"];\n'
+                 b'if header :matches "List-Id" "*<*@*" { set :lower :upperfirst "l" "${2}"; }\n'
+                 b'set :quotewildcard "q" "${l}*"; setflag "f" "\\\\Seen ${q}";\n'
+                 b'if string :matches "${q}" "?*" { fileinto :flags "${f}" "lists.${l}"; }\n',
+    "vacation": b'require ["vacation", "relational", "comparator-i;ascii-numeric", "spamtest"];\n'
+                b'if spamtest :value "lt" :comparator "i;ascii-numeric" "5" {\n'
+                b'vacation :days 3 :subject "Away" :addresses ["me@example.com"] :mime text:\n'
+                b'Content-Type: text/plain\n\n.. Away\n.\n;\n}\n',
+    "actions": b'require ["reject", "ereject", "copy", "envelope", "subaddress", "body", "mailbox", "fileinto"];\n'
+               b'/* comment */ if envelope :detail "to" "box" { redirect :copy "a@example.org"; }\n'
+               b'if body :content "text" :contains "money" { fileinto :create "Junk"; stop; }\n'
+               b'if size :over 10K { ereject "too big"; } elsif exists "x-nope" { discard; } # end\n',
+    "error_line": b'require "fileinto";\nif true {\n  fileinot "x";\n}\n',
+}
+for name, script in SIEVE_SCRIPT.items():
+    write("sieve_script", name, script)
