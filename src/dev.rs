@@ -50,6 +50,7 @@ fn node_config(data: &std::path::Path, id: &str, ip: [u8; 4], metrics_port: u16)
     c.listen.pop3s = addr(ip, 3995);
     c.listen.imap = addr(ip, 3143);
     c.listen.imaps = addr(ip, 3993);
+    c.listen.sieve = Some(addr(ip, 3190));
     c.listen.metrics = Some(addr([127, 0, 0, 1], metrics_port));
     c.cluster.router = Some(format!("http://{}", RouterConfig::default().admin_listen));
     c.cluster.node_id = Some(id.into());
@@ -70,12 +71,13 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         metrics_listen: Some(addr([127, 0, 0, 1], METRICS_PORTS[3])),
         cluster_tls: None,
     };
-    let router = RouterConfig {
+    let mut router = RouterConfig {
         data_dir: args.data_dir.join("router"),
         metrics_listen: Some(addr([127, 0, 0, 1], METRICS_PORTS[0])),
         status: Some(StatusConfig { listen: addr([127, 0, 0, 1], STATUS_PORT) }),
         ..RouterConfig::default()
     };
+    router.listen.sieve = Some(addr([127, 0, 0, 1], 4190));
     let mut roles = tokio::task::JoinSet::new();
     roles.spawn({
         let done = until_stopped(stopped.clone());
@@ -96,7 +98,8 @@ pub async fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     let users: String = DEMO_USERS.iter().map(|(u, p)| format!("  user {u}  password {p}\n")).collect();
     eprintln!(
         "\nSIRMS dev cluster is up: point a mail client at 127.0.0.1\n  \
-         SMTP 2525, submission 2587 (STARTTLS) / 2465 (TLS), IMAP 2143 / 2993, POP3 2110 / 2995\n\
+         SMTP 2525, submission 2587 (STARTTLS) / 2465 (TLS), IMAP 2143 / 2993, POP3 2110 / 2995,\n  \
+         ManageSieve 4190 (STARTTLS)\n\
          {users}  admin: `sirms ctl status` (router API {}, token {DEV_TOKEN})\n  \
          metrics: http://127.0.0.1:{{{}}}/metrics (router, node1, node2, storage1)\n  \
          status page: http://127.0.0.1:{STATUS_PORT}/ (any user name, the token as password)\n  Ctrl-C stops it.\n",

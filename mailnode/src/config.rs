@@ -51,6 +51,8 @@ pub struct Listen {
     pub pop3s: SocketAddr,
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
+    /// ManageSieve (RFC 5804, port 4190; off when unset).
+    pub sieve: Option<SocketAddr>,
     /// Prometheus `/metrics` (off when unset).
     pub metrics: Option<SocketAddr>,
 }
@@ -108,6 +110,7 @@ impl Default for Listen {
             pop3s: local(3995),
             imap: local(3143),
             imaps: local(3993),
+            sieve: None,
             metrics: None,
         }
     }

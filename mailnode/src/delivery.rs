@@ -7,42 +7,80 @@ use sirms_storage::{MailStore, NewMessage, SpecialUse, StoreError};
 
 use crate::metrics::NodeMetrics;
 use crate::quota::{self, Quotas};
+use crate::sieve::deliver::{Filing, Plan, Sieve};
 
-/// Puts messages into mailboxes through the store (local, or remote on a storage node).
+/// What delivery knows of a message besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivering<'a> {
+    /// The message's id (the spool's; queue ids of what a Sieve script sends derive from it).
+    pub id: &'a str,
+    /// The envelope sender; empty for the null sender.
+    pub from: &'a str,
+    /// Where it goes unless a Sieve script says otherwise: Junk when the node's checks said so.
+    pub folder: Folder,
+    /// The spam filter's score (0 clean … 10 spam), for Sieve's `spamtest`.
+    pub spam_score: Option<u8>,
+}
+
+/// Puts messages into mailboxes through the store (local, or remote on a storage node), where
+/// each user's Sieve script says.
 #[derive(Clone)]
 pub struct Delivery {
     store: Arc<dyn MailStore>,
     quotas: Quotas,
     metrics: Arc<NodeMetrics>,
+    sieve: Option<Arc<Sieve>>,
 }
 
 impl Delivery {
     /// Delivery into `store`, within `quotas`, counted in `metrics`.
     pub fn new(store: Arc<dyn MailStore>, quotas: Quotas, metrics: Arc<NodeMetrics>) -> Delivery {
-        Delivery { store, quotas, metrics }
+        Delivery { store, quotas, metrics, sieve: None }
     }
 
-    /// Appends `message` (the spool's `msg_id`) to every user's `folder`, concurrently so the
-    /// store can commit them as one group, and says for each user whether it is durably there.
-    /// Each append is keyed by the message (see [`append_key`]; a store keeps keys per user),
-    /// so that a later attempt — the queue's retry, here or on the node holding the spool's
-    /// copy — of one whose answer was lost stores it once (a store across the network
-    /// remembers keys for ten minutes).
+    /// Runs users' Sieve scripts on what it delivers.
+    pub fn with_sieve(self, sieve: Arc<Sieve>) -> Delivery {
+        Delivery { sieve: Some(sieve), ..self }
+    }
+
+    /// Stores `message` for every user where their script (or, without one, `msg.folder`)
+    /// says, concurrently so the store can commit them as one group, and says for each user
+    /// whether it is durably there. Each append is keyed by the message (see [`append_key`];
+    /// a store keeps keys per user), so that a later attempt — the queue's retry, here or on
+    /// the node holding the spool's copy — of one whose answer was lost stores it once (a
+    /// store across the network remembers keys for ten minutes); what a script sends is
+    /// queued under ids derived from the message's, once.
     pub async fn deliver_each(
         &self,
-        msg_id: &str,
+        msg: &Delivering<'_>,
         users: &[String],
         message: Bytes,
-        folder: Folder,
     ) -> Vec<(String, Result<(), StoreError>)> {
-        let key = append_key(msg_id, &message);
+        let key = append_key(msg.id, &message);
         let appends = users.iter().map(|user| {
-            let message = NewMessage::new(message.clone()).with_key(key.clone());
+            let (message, key) = (message.clone(), key.clone());
             async move {
                 let delivered = async {
-                    let adding = message.bytes.len() as u64;
-                    let usage = self.quotas.room_for(user, adding, 1).await?;
-                    self.append_to(user, folder, message).await?;
+                    let plan = match &self.sieve {
+                        Some(sieve) => sieve.plan(user, msg, &message).await,
+                        None => Plan::keep(msg.folder),
+                    };
+                    let copies = plan.filings.len() as u64;
+                    let adding = message.len() as u64 * copies;
+                    let usage = if copies > 0 { self.quotas.room_for(user, adding, copies).await? } else { None };
+                    for (n, filing) in plan.filings.iter().enumerate() {
+                        // One key per mailbox: the store would take a second append under the
+                        // same key for a retry of the first.
+                        let key = if n == 0 { key.clone() } else { format!("{key}.{n}") };
+                        let new = NewMessage {
+                            flags: filing.flags.clone(),
+                            ..NewMessage::new(message.clone()).with_key(key)
+                        };
+                        self.file(user, filing, new).await?;
+                    }
+                    if let Some(sieve) = &self.sieve {
+                        sieve.send(user, msg, &message, &plan).await;
+                    }
                     if let Some(usage) = usage.filter(|u| u.crosses_warning(adding)) {
                         self.warn(user, usage.used + adding, usage.limit).await;
                     }
@@ -61,17 +99,23 @@ impl Delivery {
         results
     }
 
-    /// Appends into `folder`; Junk is created, with its special use, the first time mail goes
-    /// there (the user may have deleted it, or never had one).
-    async fn append_to(&self, user: &str, folder: Folder, message: NewMessage) -> Result<(), StoreError> {
-        let mailbox = folder.name();
+    /// Appends into `filing`'s mailbox. A missing Junk, or one the script said to create, is
+    /// created (the user may have deleted it, or never had one); any other missing mailbox
+    /// gets the message in INBOX instead (RFC 5228 §4.1: a failed fileinto keeps).
+    async fn file(&self, user: &str, filing: &Filing, message: NewMessage) -> Result<(), StoreError> {
+        let mailbox = filing.mailbox.as_str();
         match self.store.append(user, mailbox, message.clone()).await {
-            Err(StoreError::NoSuchMailbox) if folder == Folder::Junk => {
-                match self.store.create_mailbox(user, mailbox, Some(SpecialUse::Junk)).await {
+            Err(StoreError::NoSuchMailbox) if filing.create || mailbox == Folder::Junk.name() => {
+                let special_use = (mailbox == Folder::Junk.name()).then_some(SpecialUse::Junk);
+                match self.store.create_mailbox(user, mailbox, special_use).await {
                     Ok(()) | Err(StoreError::MailboxExists) => {}
                     Err(e) => return Err(e),
                 }
                 self.store.append(user, mailbox, message).await.map(drop)
+            }
+            Err(StoreError::NoSuchMailbox | StoreError::InvalidName(_)) if mailbox != "INBOX" => {
+                tracing::info!(%user, %mailbox, "sieve fileinto a mailbox that is not there: kept in INBOX");
+                self.store.append(user, "INBOX", message).await.map(drop)
             }
             result => result.map(drop),
         }

@@ -25,6 +25,7 @@ use crate::imap::ImapService;
 use crate::imap::connection::ImapLimits;
 use crate::import::service::ImportService;
 use crate::inbound::Checks;
+use crate::managesieve::SieveService;
 use crate::metrics::NodeMetrics;
 use crate::net::listener::{self, ListenerSettings};
 use crate::outbound::Outbound;
@@ -36,6 +37,8 @@ use crate::queue::copy_service::CopyService;
 use crate::queue::notice::Notifier;
 use crate::queue::{self, Spool};
 use crate::quota::Quotas;
+use crate::sieve;
+use crate::sieve::deliver::Sieve;
 use crate::smtp::connection::SmtpService;
 use crate::smtp::rate::SendRate;
 use crate::smtp::session::SessionConfig;
@@ -118,6 +121,7 @@ async fn join_cluster(
         imaps_port: port(config.listen.imaps),
         pop3_port: port(config.listen.pop3),
         pop3s_port: port(config.listen.pop3s),
+        sieve_port: config.listen.sieve.map_or(0, port),
         store_endpoint,
         drained: false,
         storage_only: false,
@@ -237,13 +241,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let throttle = Throttle::new(&config.auth, &config.trusted_proxies)?;
     let authenticator = Authenticator::new(directory.clone(), Arc::new(throttle)).counting(metrics.clone());
     let quotas = Quotas::new(store.clone(), directory.clone());
-    let delivery = Delivery::new(store.clone(), quotas.clone(), metrics.clone());
     let notifier = Notifier {
         hostname: config.hostname.clone(),
         directory: directory.clone(),
         spool: spool.clone(),
         spool_peers: spool_peers.clone(),
     };
+    let delivery = Delivery::new(store.clone(), quotas.clone(), metrics.clone())
+        .with_sieve(Arc::new(Sieve::new(store.clone(), notifier.clone())));
     let worker = queue::worker::Worker {
         spool: spool.clone(),
         delivery: delivery.clone(),
@@ -340,6 +345,25 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tokio::spawn(listener::serve(
             listener,
             settings(name, implicit_tls, POP3_BUSY),
+            move |conn| service.clone().handle(conn),
+            stopped.clone(),
+        ));
+    }
+
+    if let Some(addr) = config.listen.sieve {
+        const SIEVE_BUSY: &[u8] = b"BYE (TRYLATER) \"too many connections, try again later\"\r\n";
+        let listener = bind(addr).await?;
+        let service = Arc::new(SieveService {
+            config: sieve::managesieve_config(&config.hostname, config.allow_plaintext_auth, limits.max_auth_failures),
+            authenticator: authenticator.clone(),
+            store: store.clone(),
+            tls: Some(acceptor.clone()),
+            idle_timeout: Duration::from_secs(limits.smtp_idle_secs),
+        });
+        tracing::info!(service = "sieve", %addr, "listening");
+        tokio::spawn(listener::serve(
+            listener,
+            settings("sieve", false, SIEVE_BUSY),
             move |conn| service.clone().handle(conn),
             stopped.clone(),
         ));

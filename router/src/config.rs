@@ -246,6 +246,8 @@ pub struct PublicListen {
     pub imaps: SocketAddr,
     pub pop3: SocketAddr,
     pub pop3s: SocketAddr,
+    /// ManageSieve (RFC 5804, port 4190); off when unset.
+    pub sieve: Option<SocketAddr>,
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -263,6 +265,7 @@ impl Default for PublicListen {
             imaps: local(2993),
             pop3: local(2110),
             pop3s: local(2995),
+            sieve: None,
         }
     }
 }

@@ -177,6 +177,8 @@ impl Greeting {
             Service::Smtp | Service::Submission => Some(Greeting { starts: &[b"220 ", b"220-"], goodbye: b"QUIT\r\n" }),
             Service::Imap => Some(Greeting { starts: &[b"* OK"], goodbye: b"0 LOGOUT\r\n" }),
             Service::Pop3 => Some(Greeting { starts: &[b"+OK"], goodbye: b"QUIT\r\n" }),
+            // ManageSieve greets with its capabilities, IMPLEMENTATION first (RFC 5804 §1.7).
+            Service::Sieve => Some(Greeting { starts: &[b"\"IMPLEMENTATION\""], goodbye: b"LOGOUT\r\n" }),
             Service::Submissions | Service::Imaps | Service::Pop3s | Service::Store => None,
         }
     }

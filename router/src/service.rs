@@ -20,6 +20,8 @@ pub enum Service {
     Imaps,
     Pop3,
     Pop3s,
+    /// ManageSieve.
+    Sieve,
     /// A storage node's Store gRPC service: probed for failover, never forwarded. Last, and
     /// not in [`Service::ALL`], so that the forwarded services index per-service arrays.
     Store,
@@ -27,7 +29,7 @@ pub enum Service {
 
 impl Service {
     /// Every forwarded service (not [`Service::Store`]).
-    pub const ALL: [Service; 7] = [
+    pub const ALL: [Service; 8] = [
         Service::Smtp,
         Service::Submission,
         Service::Submissions,
@@ -35,6 +37,7 @@ impl Service {
         Service::Imaps,
         Service::Pop3,
         Service::Pop3s,
+        Service::Sieve,
     ];
 
     /// How many services there are, [`Service::Store`] included: the length of arrays indexed
@@ -51,6 +54,7 @@ impl Service {
             Service::Imaps => "imaps",
             Service::Pop3 => "pop3",
             Service::Pop3s => "pop3s",
+            Service::Sieve => "sieve",
             Service::Store => "store",
         }
     }
@@ -66,6 +70,7 @@ impl Service {
             Service::Imaps => node.imaps_port,
             Service::Pop3 => node.pop3_port,
             Service::Pop3s => node.pop3s_port,
+            Service::Sieve => node.sieve_port,
             Service::Store => 0,
         }
     }
@@ -86,6 +91,7 @@ impl Service {
             Service::Imaps => Some(listen.imaps),
             Service::Pop3 => Some(listen.pop3),
             Service::Pop3s => Some(listen.pop3s),
+            Service::Sieve => listen.sieve,
             Service::Store => None,
         }
     }

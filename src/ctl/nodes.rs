@@ -34,6 +34,9 @@ pub enum NodesCmd {
         pop3_port: u32,
         #[arg(long, default_value_t = 995)]
         pop3s_port: u32,
+        /// ManageSieve; 0: not offered.
+        #[arg(long, default_value_t = 4190)]
+        sieve_port: u32,
         /// The node's Store gRPC endpoint, e.g. http://10.0.0.5:7401.
         #[arg(long, default_value = "")]
         store: String,
@@ -91,6 +94,7 @@ pub(super) async fn run(c: &mut Client, json: bool, cmd: NodesCmd) -> Result<Str
             imaps_port,
             pop3_port,
             pop3s_port,
+            sieve_port,
             store,
             storage_only,
         } => {
@@ -105,6 +109,7 @@ pub(super) async fn run(c: &mut Client, json: bool, cmd: NodesCmd) -> Result<Str
                 imaps_port,
                 pop3_port,
                 pop3s_port,
+                sieve_port,
                 store_endpoint: store,
                 drained: false,
                 storage_only,

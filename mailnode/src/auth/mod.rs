@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod password;
+pub mod sasl;
 pub mod throttle;
 
 use std::net::IpAddr;

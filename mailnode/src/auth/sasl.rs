@@ -1,10 +1,10 @@
-//! SASL PLAIN (RFC 4616) as carried by POP3 AUTH (RFC 5034).
+//! SASL PLAIN (RFC 4616) as POP3 AUTH (RFC 5034) and ManageSieve AUTHENTICATE (RFC 5804) carry it.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use thiserror::Error;
 
-use super::command::Secret;
+use crate::pop3::Secret;
 
 /// The identity and password a PLAIN message carries.
 #[derive(Debug)]

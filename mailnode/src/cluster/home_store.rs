@@ -7,11 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use sirms_proto::cluster_tls::Credentials;
 use sirms_storage::{
     AppendResult, Apply, BodyPart, Cached, ChangeStream, CopyResult, FetchedMessage, FlagOp, Flags, MailStore,
     MailboxInfo, MailboxStatus, MaildropLock, MessageMeta, NewMessage, QuotaUsage, RemoteStore, ReplicaStore, Result,
-    SpecialUse, StoreError, UidSet,
+    SpecialUse, StoreError, UidSet, UserFile,
 };
 
 use sirms_storage::replica::sync::SyncReport;
@@ -314,6 +315,14 @@ impl MailStore for HomeStore {
     }
     async fn watch(&self, user: &str, mailbox: &str) -> Result<ChangeStream> {
         self.primary(user)?.watch(user, mailbox).await
+    }
+    async fn user_files(&self, user: &str) -> Result<Vec<UserFile>> {
+        self.primary(user)?.user_files(user).await
+    }
+    async fn put_user_file(&self, user: &str, name: &str, content: Option<Bytes>) -> Result<()> {
+        let route = self.write_route(user).await?;
+        route.primary.put_user_file(user, name, content.clone()).await?;
+        route.replicate(vec![Apply::UserFile { name: name.to_string(), content }], Undo::Nothing).await
     }
     async fn lock_maildrop(&self, user: &str) -> Result<Option<MaildropLock>> {
         // The home's lock: one POP3 session per maildrop across the cluster.

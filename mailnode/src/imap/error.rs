@@ -42,7 +42,7 @@ impl CommandError {
             StoreError::MailboxExists => Code::AlreadyExists,
             StoreError::InvalidName(_) | StoreError::CannotDeleteInbox | StoreError::HasChildren => Code::Cannot,
             StoreError::InvalidKeyword => Code::ClientBug,
-            StoreError::TooManyKeywords | StoreError::TooManyMailboxes => Code::Limit,
+            StoreError::TooManyKeywords | StoreError::TooManyMailboxes | StoreError::TooManyFiles => Code::Limit,
             StoreError::OverQuota { .. } => Code::OverQuota,
             StoreError::TooLarge | StoreError::SizeMismatch => Code::TooBig,
             StoreError::Unauthorized | StoreError::InvalidUser => Code::NoPerm,

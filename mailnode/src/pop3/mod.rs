@@ -7,7 +7,6 @@ pub mod command;
 pub mod connection;
 mod maildrop;
 mod reply;
-mod sasl;
 pub mod session;
 mod top;
 

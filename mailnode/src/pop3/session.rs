@@ -16,8 +16,8 @@ use bytes::Bytes;
 use super::command::{Command, MAX_COMMAND_LINE, Secret};
 use super::maildrop::{Maildrop, MaildropEntry};
 use super::reply::{self, Code, MultiLine};
-use super::sasl::{self, PlainError};
 use super::top::top;
+use crate::auth::sasl::{self, PlainError};
 
 /// Longest SASL continuation response, without its line ending.
 ///

@@ -66,44 +66,52 @@ impl Notifier {
                 return;
             }
         };
-        let (local, remote) = match self.directory.resolve(&env.from) {
-            Recipient::Local(users) => (users, Vec::new()),
-            Recipient::Remote => (Vec::new(), vec![env.from.clone()]),
-            Recipient::Unknown | Recipient::Loop(_) => {
-                tracing::warn!(id = %env.id, from = %env.from, "bounce dropped: the sender is no user of ours");
-                return;
-            }
-        };
         let kind = match action {
             Action::Failed => "bounce",
             Action::Delayed => "delay",
             Action::Delivered => "delivered",
             Action::Relayed => "relayed",
         };
-        let mut notice = QueuedEnvelope {
-            id: format!("{}.{kind}{}", env.id, env.attempts),
-            from: String::new(),
-            local,
-            remote,
-            created: now(),
-            ..QueuedEnvelope::default()
+        let id = format!("{}.{kind}{}", env.id, env.attempts);
+        if self.send(id, "", &env.from, bytes).await {
+            tracing::info!(id = %env.id, to = %env.from, ?action, "sender notified");
+        }
+    }
+
+    /// Queues `bytes`, a message the node wrote (a notice, a Sieve redirect or vacation
+    /// reply), from `from` to `to`, as queue entry `id`. The entry is owed as surely as the
+    /// message that caused it: it gets a copy on a peer too, but nothing waits for want of one.
+    /// An `id` queued already is not queued again, so a retried delivery sends nothing twice.
+    /// Returns whether it is queued.
+    pub async fn send(&self, id: String, from: &str, to: &str, bytes: Bytes) -> bool {
+        let (local, remote) = match self.directory.resolve(to) {
+            Recipient::Local(users) => (users, Vec::new()),
+            Recipient::Remote => (Vec::new(), vec![to.to_string()]),
+            Recipient::Unknown | Recipient::Loop(_) => {
+                tracing::warn!(%id, %to, "message of ours dropped: no such recipient");
+                return false;
+            }
         };
-        // The notice is owed to the sender as surely as the message was: it gets a copy too,
-        // but nothing is refused for want of one (the message's entry is already ours).
+        let mut entry =
+            QueuedEnvelope { id, from: from.to_string(), local, remote, created: now(), ..QueuedEnvelope::default() };
         if let Some(peers) = self.spool_peers.as_ref().filter(|p| p.any()) {
-            match peers.keep(&notice, &bytes).await {
-                Ok(peer) => notice.copy = peer,
-                Err(why) => tracing::warn!(id = %notice.id, %why, "sender notice queued without a copy"),
+            match peers.keep(&entry, &bytes).await {
+                Ok(peer) => entry.copy = peer,
+                Err(why) => tracing::warn!(id = %entry.id, %why, "queued without a copy"),
             }
         }
-        let id = notice.id.clone();
-        match self.spool.run(move |s| s.enqueue(&notice, &bytes)).await {
-            Ok(()) => tracing::info!(id = %env.id, notice = %id, to = %env.from, ?action, "sender notified"),
+        let id = entry.id.clone();
+        match self.spool.run(move |s| s.enqueue(&entry, &bytes)).await {
+            Ok(()) => true,
             // Queued by an attempt that crashed before it could record so: once is enough.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                tracing::info!(id = %env.id, notice = %id, "sender notice already queued")
+                tracing::info!(%id, "already queued");
+                false
             }
-            Err(e) => tracing::warn!(id = %env.id, error = %e, "sender notice not queued"),
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "not queued");
+                false
+            }
         }
     }
 }

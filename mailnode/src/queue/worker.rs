@@ -16,7 +16,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use super::notice::Notifier;
 use super::{Claim, QueuedEnvelope, Spool, Unreadable, now};
 use crate::cluster::spool_copy::SpoolPeers;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivering, Delivery};
 use crate::metrics::NodeMetrics;
 use crate::outbound::client::RcptStatus;
 use crate::outbound::dsn::{Action, RecipientReport};
@@ -161,7 +161,8 @@ impl Worker {
         // Recipients whose sender asked to hear of their delivery (RFC 3461 NOTIFY=SUCCESS).
         let (mut delivered, mut relayed) = (Vec::new(), Vec::new());
         if !env.local.is_empty() {
-            let results = self.delivery.deliver_each(&env.id, &env.local, message.clone(), env.folder).await;
+            let delivering = Delivering { id: &env.id, from: &env.from, folder: env.folder, spam_score: None };
+            let results = self.delivery.deliver_each(&delivering, &env.local, message.clone()).await;
             let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r)| r.is_ok());
             env.local = failed.into_iter().map(|(u, _)| u).collect();
             delivered.extend(ok.into_iter().map(|(user, _)| RecipientReport::new(user, "")));

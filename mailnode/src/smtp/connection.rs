@@ -12,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use super::session::{Action, Envelope, Next, Outcome, Session, SessionConfig};
 use crate::auth::{Authenticator, Verdict};
 use crate::cluster::spool_copy::SpoolPeers;
-use crate::delivery::{Delivery, Folder};
+use crate::delivery::{Delivering, Delivery, Folder};
 use crate::directory::Directory;
 use crate::inbound::{Arrival, Checks};
 use crate::metrics::NodeMetrics;
@@ -53,9 +53,17 @@ impl SmtpService {
     /// spool for recipients whose home is unreachable or who lack room and for foreign
     /// recipients. `Delivered(true)` when every recipient is covered (the client gets 250);
     /// `OverQuota` when the message went nowhere because no recipient has room for it.
-    async fn accept(&self, msg_id: &str, envelope: &Envelope, message: Vec<u8>, folder: Folder) -> Outcome {
+    async fn accept(
+        &self,
+        msg_id: &str,
+        envelope: &Envelope,
+        message: Vec<u8>,
+        folder: Folder,
+        spam_score: Option<u8>,
+    ) -> Outcome {
         let message = Bytes::from(message);
-        let results = self.delivery.deliver_each(msg_id, &envelope.users, message.clone(), folder).await;
+        let delivering = Delivering { id: msg_id, from: &envelope.from, folder, spam_score };
+        let results = self.delivery.deliver_each(&delivering, &envelope.users, message.clone()).await;
         let over_quota = results.iter().filter(|(_, r)| matches!(r, Err(StoreError::OverQuota { .. }))).count();
         if over_quota > 0 && over_quota == envelope.users.len() && envelope.remote.is_empty() {
             tracing::info!(msg = %msg_id, users = ?envelope.users, "message refused: no recipient has room");
@@ -128,7 +136,7 @@ impl SmtpService {
     /// Runs the node's checks on a message, then [`Self::accept`]s it unless they refused it.
     async fn check_and_accept(&self, client: IpAddr, msg_id: &str, envelope: &Envelope, message: Vec<u8>) -> Outcome {
         if self.checks.is_empty() {
-            return self.accept(msg_id, envelope, message, Folder::Inbox).await;
+            return self.accept(msg_id, envelope, message, Folder::Inbox, None).await;
         }
         let arrival = Arrival {
             id: msg_id,
@@ -145,7 +153,8 @@ impl SmtpService {
             return Outcome::Refused(reply);
         }
         let folder = if verdict.junk { Folder::Junk } else { Folder::Inbox };
-        self.accept(msg_id, envelope, verdict.apply(message), folder).await
+        let spam_score = verdict.spam_score.map(|score| score.clamp(0.0, 10.0).round() as u8);
+        self.accept(msg_id, envelope, verdict.apply(message), folder, spam_score).await
     }
 
     /// Runs one SMTP session to its end.

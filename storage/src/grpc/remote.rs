@@ -325,8 +325,12 @@ impl MailStore for RemoteStore {
 
     async fn put_user_file(&self, user: &str, name: &str, content: Option<Bytes>) -> Result<()> {
         let present = content.is_some();
-        let request =
-            proto::UserFile { user: user.to_owned(), name: name.to_owned(), content: content.unwrap_or_default(), present };
+        let request = proto::UserFile {
+            user: user.to_owned(),
+            name: name.to_owned(),
+            content: content.unwrap_or_default(),
+            present,
+        };
         self.client().put_user_file(request).await?;
         Ok(())
     }
