@@ -300,6 +300,8 @@ pub struct MailNode {
     pub pop3s: SocketAddr,
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
+    /// ManageSieve.
+    pub sieve: SocketAddr,
     /// Prometheus `/metrics`.
     pub metrics: SocketAddr,
     pub hostname: String,
@@ -365,7 +367,7 @@ impl MailNode {
         let ip = Ipv4Addr::from(ip);
         let port = |_| -> SocketAddr { SocketAddr::new(ip.into(), free_port_on(ip)) };
         let (smtp, submission, submissions, pop3, pop3s) = (port(0), port(1), port(2), port(3), port(4));
-        let (imap, imaps, metrics) = (port(5), port(6), port(7));
+        let (imap, imaps, metrics, sieve) = (port(5), port(6), port(7), port(8));
         let mut users: Vec<String> =
             TEST_USERS.iter().map(|(u, p)| format!("{{ address = \"{u}\", password = \"{{plain}}{p}\" }}")).collect();
         users.extend(more_users.iter().map(|u| u.to_string()));
@@ -382,6 +384,7 @@ pop3 = "{pop3}"
 pop3s = "{pop3s}"
 imap = "{imap}"
 imaps = "{imaps}"
+sieve = "{sieve}"
 metrics = "{metrics}"
 [directory]
 domains = ["example.test"]
@@ -415,6 +418,7 @@ users = [ {users} ]
             pop3s,
             imap,
             imaps,
+            sieve,
             metrics,
             hostname: hostname.to_string(),
             data,
@@ -529,6 +533,8 @@ pub struct RouterProcess {
     pub pop3s: SocketAddr,
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
+    /// ManageSieve.
+    pub sieve: SocketAddr,
     /// Prometheus `/metrics`.
     pub metrics: SocketAddr,
     /// Put before every `sirms ctl` command's own arguments (`--ca`, `--cert`, `--key`).
@@ -567,13 +573,13 @@ impl RouterProcess {
     pub fn start_with(extra: &str) -> RouterProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("addr") };
-        let (admin, smtp, submission, submissions, imap, imaps, pop3, pop3s, metrics) =
-            (port(), port(), port(), port(), port(), port(), port(), port(), port());
+        let (admin, smtp, submission, submissions, imap, imaps, pop3, pop3s, metrics, sieve) =
+            (port(), port(), port(), port(), port(), port(), port(), port(), port(), port());
         let config = format!(
             "data_dir = \"{}\"\ntoken = \"{CLUSTER_TOKEN}\"\nadmin_listen = \"{admin}\"\nhealth_interval_secs = 1\n\
              metrics_listen = \"{metrics}\"\n{extra}\n\
              [listen]\nsmtp = \"{smtp}\"\nsubmission = \"{submission}\"\nsubmissions = \"{submissions}\"\n\
-             imap = \"{imap}\"\nimaps = \"{imaps}\"\npop3 = \"{pop3}\"\npop3s = \"{pop3s}\"\n",
+             imap = \"{imap}\"\nimaps = \"{imaps}\"\npop3 = \"{pop3}\"\npop3s = \"{pop3s}\"\nsieve = \"{sieve}\"\n",
             dir.path().join("data").display()
         );
         let path = dir.path().join("router.toml");
@@ -591,6 +597,7 @@ impl RouterProcess {
             pop3s,
             imap,
             imaps,
+            sieve,
             metrics,
             ctl_args: Vec::new(),
         }

@@ -34,8 +34,8 @@ pub enum NodesCmd {
         pop3_port: u32,
         #[arg(long, default_value_t = 995)]
         pop3s_port: u32,
-        /// ManageSieve; 0: not offered.
-        #[arg(long, default_value_t = 4190)]
+        /// ManageSieve (4190 in production); 0: not offered.
+        #[arg(long, default_value_t = 0)]
         sieve_port: u32,
         /// The node's Store gRPC endpoint, e.g. http://10.0.0.5:7401.
         #[arg(long, default_value = "")]

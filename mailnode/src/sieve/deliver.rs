@@ -330,9 +330,13 @@ fn to_flags(names: &[String]) -> Flags {
     Flags::new(system, keywords)
 }
 
-/// `user` as a queue id's part: ids are file names.
+/// `user` as a queue id's part (ids are letters, digits, dots and dashes): a hash, so that
+/// what one message makes a script send for two users gets two ids.
 fn queue_safe(user: &str) -> String {
-    user.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    user.to_ascii_lowercase().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 fn unix_now() -> u64 {
