@@ -322,3 +322,22 @@ SIEVE_SCRIPT = {
 }
 for name, script in SIEVE_SCRIPT.items():
     write("sieve_script", name, script)
+
+
+# ---- managesieve_session: flags (1 TLS, 2 plaintext, 4 logins fail, 8 store fails), read size, then the client's bytes.
+import base64
+PLAIN_RESPONSE = base64.b64encode(b"\0u@fuzz.test\0pw").decode()
+MANAGESIEVE = {
+    "session": (1, 0, 'CAPABILITY\r\nAUTHENTICATE "PLAIN" "' + PLAIN_RESPONSE + '"\r\n'
+                'PUTSCRIPT "a" {5+}\r\nkeep;\r\nPUTSCRIPT "b b" "discard;"\r\nSETACTIVE "a"\r\nLISTSCRIPTS\r\n'
+                'GETSCRIPT "a"\r\nRENAMESCRIPT "a" "c"\r\nDELETESCRIPT "c"\r\nSETACTIVE ""\r\nDELETESCRIPT "c"\r\n'
+                'HAVESPACE "d" 100\r\nCHECKSCRIPT {3+}\r\nbad\r\nNOOP "tag"\r\nLOGOUT\r\n'),
+    "starttls_and_continuation": (0, 7, 'STARTTLS\r\nAUTHENTICATE "PLAIN"\r\n"' + PLAIN_RESPONSE + '"\r\n'
+                                  'LISTSCRIPTS\r\nUNAUTHENTICATE\r\nLISTSCRIPTS\r\n'),
+    "refusals": (2, 1, 'LISTSCRIPTS\r\nAUTHENTICATE "PLAIN" "AGEAYg=="\r\nAUTHENTICATE "X"\r\nFROB\r\n'
+                 'NOOP {99999+}\r\n'),
+    "store_down": (9, 3, 'AUTHENTICATE "PLAIN" {' + str(len(PLAIN_RESPONSE)) + '+}\r\n' + PLAIN_RESPONSE + '\r\n'
+                   'PUTSCRIPT "x" "keep;"\r\nLISTSCRIPTS\r\n'),
+}
+for name, (flags, cut, text) in MANAGESIEVE.items():
+    write("managesieve_session", name, bytes([flags, cut]) + text.encode())
