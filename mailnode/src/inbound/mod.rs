@@ -10,6 +10,7 @@
 
 pub mod edit;
 pub mod filter;
+pub mod milter;
 pub mod rspamd;
 
 use std::net::IpAddr;
@@ -77,6 +78,8 @@ impl Verdict {
 pub struct InboundConfig {
     /// `[inbound.rspamd]`: scan with rspamd over HTTP.
     pub rspamd: Option<rspamd::RspamdConfig>,
+    /// `[[inbound.milter]]`: milters to ask, in order, after rspamd.
+    pub milter: Vec<milter::MilterConfig>,
 }
 
 /// A check whose config cannot work (a bad address, an unreadable key).
@@ -88,6 +91,8 @@ pub struct ConfigError(pub String);
 pub enum Stage {
     /// rspamd, over its HTTP protocol.
     Rspamd(rspamd::Client),
+    /// A milter, over the milter protocol.
+    Milter(milter::Client),
 }
 
 impl Stage {
@@ -96,6 +101,7 @@ impl Stage {
     async fn run(&self, arrival: &Arrival<'_>, message: &[u8], verdict: &mut Verdict) {
         match self {
             Stage::Rspamd(client) => client.run(arrival, message, verdict).await,
+            Stage::Milter(client) => client.run(arrival, message, verdict).await,
         }
     }
 }
@@ -117,6 +123,9 @@ impl Checks {
         let mut stages = Vec::new();
         if let Some(rspamd) = &config.rspamd {
             stages.push(Stage::Rspamd(rspamd::Client::new(rspamd, filters.clone())?));
+        }
+        for milter in &config.milter {
+            stages.push(Stage::Milter(milter::Client::new(milter, filters.clone())?));
         }
         Ok(Checks { stages })
     }
