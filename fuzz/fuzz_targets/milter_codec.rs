@@ -25,7 +25,7 @@ fn decode(stream: &[u8], cut: usize) -> (Vec<Response>, Option<CodecError>) {
         decoder.push(read);
         assert!(decoder.buffered() <= stream.len());
         loop {
-            match decoder.next() {
+            match decoder.decode() {
                 Ok(Some(response)) => {
                     check(&response);
                     out.push(response);

@@ -100,11 +100,24 @@ impl Edit {
     }
 }
 
-/// One header field's bytes; a value is stripped of CR and LF so that a filter's text cannot
-/// end the field early and add fields of its own.
+/// One header field's bytes. A line break in the value stays only as folding (followed by a
+/// space or tab, written CRLF); any other is dropped, so that a filter's text cannot end the
+/// field early and add fields of its own.
 pub fn field(name: &str, value: &str) -> Vec<u8> {
-    let value: String = value.chars().filter(|&c| c != '\r' && c != '\n').collect();
-    format!("{name}: {}\r\n", value.trim()).into_bytes()
+    let mut out = format!("{name}: ");
+    let mut chars = value.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\r' && c != '\n' {
+            out.push(c);
+            continue;
+        }
+        while chars.next_if(|&n| n == '\r' || n == '\n').is_some() {}
+        if chars.peek().is_some_and(|&n| n == ' ' || n == '\t') {
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
 }
 
 /// A field's name and value, the value without the space after the colon and the final CRLF.
@@ -149,6 +162,12 @@ mod tests {
         e.remove("X-A", 0);
         e.change("X-New", 3, "n");
         assert_eq!(e.to_bytes(), b"X-Top: tInjected: yes\r\nX-New: n\r\n\r\nnew\r\n");
+    }
+
+    #[test]
+    fn values_keep_folding_but_no_new_fields() {
+        assert_eq!(field("X-R", "a;\n\tb;\r\n c"), b"X-R: a;\r\n\tb;\r\n c\r\n");
+        assert_eq!(field("X-R", "a\r\nBcc: x@y\r\n"), b"X-R: aBcc: x@y\r\n");
     }
 
     #[test]

@@ -221,11 +221,10 @@ impl Conversation {
             return ended(end);
         }
         for chunk in edit.body().chunks(codec::MAX_BODY_CHUNK) {
-            match self.step(&Command::Body(chunk), protocol::NO_BODY, protocol::NR_BODY).await {
-                Err(MilterError::Protocol(skip)) if skip == SKIPPED => break,
-                Err(e) => return Err(e),
-                Ok(Some(end)) => return ended(end),
-                Ok(None) => {}
+            match self.answer(&Command::Body(chunk), protocol::NO_BODY, protocol::NR_BODY).await? {
+                Step::Next => {}
+                Step::SkipBody => break,
+                Step::End(end) => return ended(end),
             }
         }
         self.send(&Command::Macros { stage: b'E', pairs: &[("i", arrival.id)] }).await?;
@@ -233,24 +232,32 @@ impl Conversation {
         self.end_of_body().await
     }
 
-    /// Sends `command` unless the filter asked not to get it (`skip`), and reads its answer
-    /// unless the filter said it gives none (`no_reply`): `Some` if the answer ends it all.
+    /// A step before the body's end: `Some` if the filter's answer ends the conversation.
     async fn step(&mut self, command: &Command<'_>, skip: u32, no_reply: u32) -> Result<Option<End>, MilterError> {
+        Ok(match self.answer(command, skip, no_reply).await? {
+            Step::End(end) => Some(end),
+            Step::Next | Step::SkipBody => None,
+        })
+    }
+
+    /// Sends `command` unless the filter asked not to get it (`skip`), and reads its answer
+    /// unless the filter said it gives none (`no_reply`).
+    async fn answer(&mut self, command: &Command<'_>, skip: u32, no_reply: u32) -> Result<Step, MilterError> {
         if self.protocol & skip != 0 {
-            return Ok(None);
+            return Ok(Step::Next);
         }
         self.send(command).await?;
         if self.protocol & no_reply != 0 {
-            return Ok(None);
+            return Ok(Step::Next);
         }
         loop {
             return match self.read().await? {
-                Response::Continue => Ok(None),
+                Response::Continue => Ok(Step::Next),
                 Response::Progress => continue,
-                Response::Skip if matches!(command, Command::Body(_)) => Err(MilterError::Protocol(SKIPPED.into())),
-                Response::Accept => Ok(Some(End::Accept)),
+                Response::Skip if matches!(command, Command::Body(_)) => Ok(Step::SkipBody),
+                Response::Accept => Ok(Step::End(End::Accept)),
                 response => match verdict_of(&response) {
-                    Some(end) => Ok(Some(end)),
+                    Some(end) => Ok(Step::End(end)),
                     None => Err(MilterError::Protocol(format!("{response:?} before the end of the body"))),
                 },
             };
@@ -300,7 +307,7 @@ impl Conversation {
     async fn read(&mut self) -> Result<Response, MilterError> {
         let mut chunk = [0u8; 8192];
         loop {
-            if let Some(response) = self.decoder.next()? {
+            if let Some(response) = self.decoder.decode()? {
                 return Ok(response);
             }
             let n = self.stream.read(&mut chunk).await?;
@@ -312,8 +319,15 @@ impl Conversation {
     }
 }
 
-/// The marker error for `SMFIR_SKIP` during the body, which stops the body early.
-const SKIPPED: &str = "skip";
+/// What a filter's answer to one step means.
+enum Step {
+    /// On to the next step.
+    Next,
+    /// `SMFIR_SKIP` to a body chunk: no more body.
+    SkipBody,
+    /// The conversation is over.
+    End(End),
+}
 
 /// The refusal a response means, if it is one.
 fn verdict_of(response: &Response) -> Option<End> {

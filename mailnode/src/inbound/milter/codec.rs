@@ -234,7 +234,7 @@ impl Decoder {
     }
 
     /// The next whole response, `None` until one has arrived; an error ends the stream.
-    pub fn next(&mut self) -> Result<Option<Response>, CodecError> {
+    pub fn decode(&mut self) -> Result<Option<Response>, CodecError> {
         let Some(head) = self.buffer.get(..4) else { return Ok(None) };
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if len == 0 {
@@ -247,11 +247,11 @@ impl Decoder {
             return Ok(None);
         }
         let packet: Vec<u8> = self.buffer.drain(..4 + len).skip(4).collect();
-        decode(packet[0], &packet[1..]).map(Some)
+        parse_response(packet[0], &packet[1..]).map(Some)
     }
 }
 
-fn decode(code: u8, data: &[u8]) -> Result<Response, CodecError> {
+fn parse_response(code: u8, data: &[u8]) -> Result<Response, CodecError> {
     let short = || CodecError::Short(code as char);
     let mut strings = data.split(|&b| b == 0).map(|s| String::from_utf8_lossy(s).into_owned());
     Ok(match code {
@@ -371,7 +371,7 @@ mod tests {
             let mut got = Vec::new();
             for piece in stream.chunks(split) {
                 d.push(piece);
-                while let Some(r) = d.next().expect("valid") {
+                while let Some(r) = d.decode().expect("valid") {
                     got.push(r);
                 }
             }
@@ -384,18 +384,18 @@ mod tests {
     fn refuses_bad_packets() {
         let mut d = Decoder::new();
         d.push(&[0x7f, 0, 0, 0]);
-        assert!(matches!(d.next(), Err(CodecError::TooLarge(_))));
+        assert!(matches!(d.decode(), Err(CodecError::TooLarge(_))));
         let mut d = Decoder::new();
         d.push(&[0, 0, 0, 0]);
-        assert_eq!(d.next(), Err(CodecError::Empty));
+        assert_eq!(d.decode(), Err(CodecError::Empty));
         let mut d = Decoder::new();
         d.push(&packet(b'O', &[0, 0]));
-        assert_eq!(d.next(), Err(CodecError::Short('O')));
+        assert_eq!(d.decode(), Err(CodecError::Short('O')));
         let mut d = Decoder::new();
         d.push(&packet(b'y', b"250 ok\0"));
-        assert!(matches!(d.next(), Err(CodecError::BadReplyCode(_))));
+        assert!(matches!(d.decode(), Err(CodecError::BadReplyCode(_))));
         let mut d = Decoder::new();
         d.push(&packet(b'y', b"451-4.7.1 first\r\n451 4.7.1 later\0"));
-        assert_eq!(d.next(), Ok(Some(Response::ReplyCode { code: 451, text: "later".into() })));
+        assert_eq!(d.decode(), Ok(Some(Response::ReplyCode { code: 451, text: "later".into() })));
     }
 }
