@@ -442,3 +442,125 @@ mod tests {
         assert!(v.rewritten.is_none() && !v.junk);
     }
 }
+
+/// The conversation against a scripted filter on a loopback socket.
+#[cfg(test)]
+mod conversation_tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn packet(code: u8, data: &[u8]) -> Vec<u8> {
+        let mut p = ((data.len() + 1) as u32).to_be_bytes().to_vec();
+        p.push(code);
+        p.extend_from_slice(data);
+        p
+    }
+
+    /// Reads one packet the client sent: its command byte and data.
+    async fn command(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).await.expect("length");
+        let mut p = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut p).await.expect("packet");
+        (p[0], p[1..].to_vec())
+    }
+
+    /// A filter that wants no HELO, answers nothing to headers, skips the body after its first
+    /// chunk, says it is working, adds a field and quarantines; the commands it saw.
+    async fn filter(listener: TcpListener) -> Vec<u8> {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut seen = Vec::new();
+        loop {
+            let (code, data) = command(&mut s).await;
+            seen.push(code);
+            let reply: Vec<u8> = match code {
+                b'O' => {
+                    let mut d = 6u32.to_be_bytes().to_vec();
+                    d.extend_from_slice(&action::SUPPORTED.to_be_bytes());
+                    d.extend_from_slice(&(protocol::NO_HELO | protocol::NR_HEADER).to_be_bytes());
+                    packet(b'O', &d)
+                }
+                b'D' | b'L' => Vec::new(),
+                b'B' => {
+                    assert!(data.len() <= codec::MAX_BODY_CHUNK);
+                    packet(b's', b"")
+                }
+                b'E' => [
+                    packet(b'p', b""),
+                    packet(b'h', b"X-Filtered\0yes\0"),
+                    packet(b'q', b"looks bad\0"),
+                    packet(b'a', b""),
+                ]
+                .concat(),
+                b'Q' => return seen,
+                _ => packet(b'c', b""),
+            };
+            s.write_all(&reply).await.expect("reply");
+        }
+    }
+
+    fn arrival() -> Arrival<'static> {
+        Arrival {
+            id: "q1",
+            client: "192.0.2.7".parse().expect("ip"),
+            helo: "client.test",
+            from: "x@remote.test",
+            recipients: vec!["alice@example.test", "bob@example.test"],
+            login: None,
+            tls: false,
+        }
+    }
+
+    fn client(address: String, on_failure: OnFailure) -> Client {
+        let config = MilterConfig { address, timeout_secs: 5, on_failure, scan_submission: false };
+        Client::new(&config, Arc::default()).expect("valid config")
+    }
+
+    #[tokio::test]
+    async fn follows_the_negotiated_steps_and_applies_the_changes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        let filter = tokio::spawn(filter(listener));
+        let body = vec![b'x'; 3 * codec::MAX_BODY_CHUNK];
+        let mut message = b"Subject: hi\r\nX-A: 1\r\n\r\n".to_vec();
+        message.extend_from_slice(&body);
+        let mut verdict = Verdict::default();
+        client(address, OnFailure::Defer).run(&arrival(), &message, &mut verdict).await;
+        let seen = filter.await.expect("filter");
+        // No HELO (NO_HELO), two headers unanswered, one body chunk then SKIP.
+        assert_eq!(seen, b"OCDMRRTLLNBDEQ");
+        assert!(verdict.refuse.is_none() && verdict.junk, "{verdict:?}");
+        let delivered = verdict.apply(message.clone());
+        assert!(delivered.starts_with(b"Subject: hi\r\nX-A: 1\r\nX-Filtered: yes\r\n\r\nxxx"));
+        assert_eq!(delivered.len(), message.len() + "X-Filtered: yes\r\n".len());
+    }
+
+    #[tokio::test]
+    async fn a_filter_that_is_gone_defers_or_marks() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        drop(listener);
+        let mut verdict = Verdict::default();
+        client(address.clone(), OnFailure::Defer).run(&arrival(), b"S: x\r\n\r\nb", &mut verdict).await;
+        assert_eq!(verdict.refuse.map(|r| r.code), Some(451));
+        let mut verdict = Verdict::default();
+        client(address, OnFailure::Accept).run(&arrival(), b"S: x\r\n\r\nb", &mut verdict).await;
+        assert!(verdict.refuse.is_none());
+        assert!(verdict.headers.starts_with("X-Spam-Unscanned: milter unreachable"), "{}", verdict.headers);
+    }
+
+    #[test]
+    fn config_builds_the_stages() {
+        let config: crate::inbound::InboundConfig = toml::from_str(
+            "[rspamd]\nurl = \"http://127.0.0.1:11333\"\non_failure = \"defer\"\n\
+             [[milter]]\naddress = \"127.0.0.1:11332\"\n[[milter]]\naddress = \"[::1]:8891\"\ntimeout_secs = 3\n",
+        )
+        .expect("parses");
+        assert_eq!(config.milter.len(), 2);
+        assert_eq!(config.rspamd.as_ref().map(|r| r.on_failure), Some(OnFailure::Defer));
+        assert!(!crate::inbound::Checks::new(&config).expect("valid").is_empty());
+        assert!(toml::from_str::<crate::inbound::InboundConfig>("[[milter]]\nadress = \"x:1\"\n").is_err());
+        let bad: crate::inbound::InboundConfig = toml::from_str("[[milter]]\naddress = \"nowhere\"\n").expect("parses");
+        assert!(crate::inbound::Checks::new(&bad).is_err());
+    }
+}
