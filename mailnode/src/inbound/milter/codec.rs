@@ -380,6 +380,46 @@ mod tests {
         }
     }
 
+    /// Decodes `stream` in reads of `cut` bytes: the responses until the first error.
+    fn all(stream: &[u8], cut: usize) -> (Vec<Response>, Option<CodecError>) {
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        for read in stream.chunks(cut) {
+            d.push(read);
+            loop {
+                match d.decode() {
+                    Ok(Some(r)) => out.push(r),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    /// The fuzz target's invariant, over every truncation and one-byte corruption of a stream.
+    #[test]
+    fn damaged_streams_decode_the_same_however_they_are_cut() {
+        let mut stream = packet(b'O', &[0, 0, 0, 6, 0, 0, 0, 0x21, 0, 0, 0, 0x80]);
+        stream.extend(packet(b'i', b"\0\0\0\x01X-A\0b\0"));
+        stream.extend(packet(b'y', b"550 5.7.1 no\0"));
+        stream.extend(packet(b'b', b"body"));
+        let mut inputs: Vec<Vec<u8>> = (0..=stream.len()).map(|n| stream[..n].to_vec()).collect();
+        for i in 0..stream.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut damaged = stream.clone();
+                damaged[i] ^= flip;
+                inputs.push(damaged);
+            }
+        }
+        for input in inputs {
+            let whole = all(&input, input.len().max(1));
+            for cut in [1, 2, 5] {
+                assert_eq!(all(&input, cut), whole, "{input:?} in reads of {cut}");
+            }
+        }
+    }
+
     #[test]
     fn refuses_bad_packets() {
         let mut d = Decoder::new();
