@@ -325,7 +325,6 @@ for name, script in SIEVE_SCRIPT.items():
 
 
 # ---- managesieve_session: flags (1 TLS, 2 plaintext, 4 logins fail, 8 store fails), read size, then the client's bytes.
-import base64
 PLAIN_RESPONSE = base64.b64encode(b"\0u@fuzz.test\0pw").decode()
 MANAGESIEVE = {
     "session": (1, 0, 'CAPABILITY\r\nAUTHENTICATE "PLAIN" "' + PLAIN_RESPONSE + '"\r\n'
@@ -341,3 +340,24 @@ MANAGESIEVE = {
 }
 for name, (flags, cut, text) in MANAGESIEVE.items():
     write("managesieve_session", name, bytes([flags, cut]) + text.encode())
+
+# ---- milter_codec: a byte picking the read size, then packets a milter sends back.
+def milter_packet(code, data=b""):
+    return struct.pack(">I", len(data) + 1) + code + data
+
+
+MILTER = {
+    "negotiate_continue": milter_packet(b"O", struct.pack(">III", 6, 0x33, 0x1FF)) + milter_packet(b"c") * 3,
+    "eob_changes": milter_packet(b"h", b"X-Spam\0Yes\0") + milter_packet(b"i", struct.pack(">I", 0) + b"X-A\0b\0")
+                   + milter_packet(b"m", struct.pack(">I", 1) + b"Subject\0\0") + milter_packet(b"b", b"new body\r\n")
+                   + milter_packet(b"q", b"spam\0") + milter_packet(b"p") + milter_packet(b"a"),
+    "replycode": milter_packet(b"y", b"554 5.7.1 Gtube pattern\0"),
+    "replycode_multiline": milter_packet(b"y", b"451-4.7.1 one\r\n451 4.7.1 two\0"),
+    "bad_code": milter_packet(b"y", b"250 fine\0"),
+    "too_large": struct.pack(">I", 0x7FFFFFFF) + b"b",
+    "empty_then_more": struct.pack(">I", 0) + milter_packet(b"c"),
+    "short_negotiate": milter_packet(b"O", b"\0\0"),
+    "envelope_changes": milter_packet(b"+", b"<x@y>\0") + milter_packet(b"-", b"<z@y>\0") + milter_packet(b"d"),
+}
+for i, (name, stream) in enumerate(MILTER.items()):
+    write("milter_codec", name, bytes([i * 37 % 256]) + stream)

@@ -7,6 +7,7 @@ use std::time::UNIX_EPOCH;
 use sirms_storage::StoreMetrics;
 use sirms_telemetry::{Counter, Exposition, Gauge, Render};
 
+use crate::inbound::filter::FilterMetrics;
 use crate::smtp::rate::SendRate;
 use sirms_proto::public_tls::Certificates;
 
@@ -76,6 +77,8 @@ pub struct NodeMetrics {
     pub queue_unreadable: Gauge,
     /// The store behind this node's protocols.
     pub store: Arc<StoreMetrics>,
+    /// The content filters' scan times and outcomes.
+    pub filters: Arc<FilterMetrics>,
     /// Authenticated senders' recipient counts, with the refusals they caused.
     pub send_rate: Arc<SendRate>,
     /// The spool's envelope directory: its entry count is the queue length.
@@ -101,6 +104,7 @@ impl NodeMetrics {
             spool_single_copy: Counter::default(),
             queue_unreadable: Gauge::default(),
             store: Arc::default(),
+            filters: Arc::default(),
             send_rate: Arc::new(SendRate::unlimited()),
             spool_envelopes,
             certificates: OnceLock::new(),
@@ -243,6 +247,7 @@ impl Render for NodeMetrics {
             );
         }
         self.store.render(out);
+        self.filters.render(out);
     }
 }
 

@@ -8,7 +8,13 @@
 //! a filter down) decides by its own config between accepting the mail marked as unchecked
 //! and a temporary refusal: never a silent pass, never a lost message.
 
+pub mod edit;
+pub mod filter;
+pub mod milter;
+pub mod rspamd;
+
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -69,7 +75,12 @@ impl Verdict {
 /// `[inbound]` in node.toml: which checks run on mail from the Internet (port 25).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct InboundConfig {}
+pub struct InboundConfig {
+    /// `[inbound.rspamd]`: scan with rspamd over HTTP.
+    pub rspamd: Option<rspamd::RspamdConfig>,
+    /// `[[inbound.milter]]`: milters to ask, in order, after rspamd.
+    pub milter: Vec<milter::MilterConfig>,
+}
 
 /// A check whose config cannot work (a bad address, an unreadable key).
 #[derive(Debug, thiserror::Error)]
@@ -77,13 +88,21 @@ pub struct InboundConfig {}
 pub struct ConfigError(pub String);
 
 /// One check.
-pub enum Stage {}
+pub enum Stage {
+    /// rspamd, over its HTTP protocol.
+    Rspamd(rspamd::Client),
+    /// A milter, over the milter protocol.
+    Milter(milter::Client),
+}
 
 impl Stage {
     /// Runs this check on `message` (as received, plus what earlier stages added to
     /// `verdict`), adding to `verdict`.
-    async fn run(&self, _arrival: &Arrival<'_>, _message: &[u8], _verdict: &mut Verdict) {
-        match *self {}
+    async fn run(&self, arrival: &Arrival<'_>, message: &[u8], verdict: &mut Verdict) {
+        match self {
+            Stage::Rspamd(client) => client.run(arrival, message, verdict).await,
+            Stage::Milter(client) => client.run(arrival, message, verdict).await,
+        }
     }
 }
 
@@ -95,8 +114,20 @@ pub struct Checks {
 
 impl Checks {
     /// The checks `config` names.
-    pub fn new(_config: &InboundConfig) -> Result<Checks, ConfigError> {
-        Ok(Checks { stages: Vec::new() })
+    pub fn new(config: &InboundConfig) -> Result<Checks, ConfigError> {
+        Checks::with_metrics(config, Arc::default())
+    }
+
+    /// The same, with the content filters counting into `filters`.
+    pub fn with_metrics(config: &InboundConfig, filters: Arc<filter::FilterMetrics>) -> Result<Checks, ConfigError> {
+        let mut stages = Vec::new();
+        if let Some(rspamd) = &config.rspamd {
+            stages.push(Stage::Rspamd(rspamd::Client::new(rspamd, filters.clone())?));
+        }
+        for milter in &config.milter {
+            stages.push(Stage::Milter(milter::Client::new(milter, filters.clone())?));
+        }
+        Ok(Checks { stages })
     }
 
     /// Whether any check is configured (a node with none skips the stage entirely).

@@ -200,6 +200,29 @@ pub mod replies {
     pub fn tls_unavailable() -> Reply {
         Reply::new(454, "4.7.0", "TLS not available")
     }
+    /// A content filter refused the message for good; `why` is the filter's text, if any.
+    pub fn filter_rejected(why: Option<&str>) -> Reply {
+        Reply::new(550, "5.7.1", filter_text(why, "message rejected as spam"))
+    }
+    /// A content filter asked for the message to be tried again later.
+    pub fn filter_soft_rejected(why: Option<&str>) -> Reply {
+        Reply::new(451, "4.7.1", filter_text(why, "message deferred by the content filter, try again later"))
+    }
+    /// A content filter greylisted the message.
+    pub fn greylisted() -> Reply {
+        Reply::new(451, "4.7.1", "greylisted, try again later")
+    }
+    /// A content filter could not be reached and its config says to defer.
+    pub fn filter_unavailable() -> Reply {
+        Reply::new(451, "4.7.1", "content filter unavailable, try again later")
+    }
+
+    /// A filter's text, cut to one short printable line: it goes on the wire after our code.
+    fn filter_text(why: Option<&str>, default: &str) -> String {
+        let clean: String = why.unwrap_or("").chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
+        let clean = clean.trim();
+        if clean.is_empty() { default.to_string() } else { clean.to_string() }
+    }
 }
 
 #[cfg(test)]
@@ -211,5 +234,11 @@ mod tests {
         assert_eq!(replies::ok().to_bytes(), b"250 2.0.0 OK\r\n");
         let multi = Reply::plain(250, vec!["host".into(), "PIPELINING".into(), "SIZE 10".into()]);
         assert_eq!(multi.to_bytes(), b"250-host\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+    }
+
+    #[test]
+    fn filter_text_stays_on_one_line() {
+        assert_eq!(replies::filter_rejected(Some("bad\r\n250 ok")).to_bytes(), b"550 5.7.1 bad  250 ok\r\n");
+        assert_eq!(replies::filter_rejected(None).to_bytes(), b"550 5.7.1 message rejected as spam\r\n");
     }
 }
