@@ -8,11 +8,13 @@
 //! a filter down) decides by its own config between accepting the mail marked as unchecked
 //! and a temporary refusal: never a silent pass, never a lost message.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
 use crate::smtp::reply::Reply;
+
+pub mod auth;
 
 /// What the session knows of a message when its data ends.
 #[derive(Debug, Clone)]
@@ -69,7 +71,12 @@ impl Verdict {
 /// `[inbound]` in node.toml: which checks run on mail from the Internet (port 25).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct InboundConfig {}
+pub struct InboundConfig {
+    /// DNS servers the checks ask (`"127.0.0.1:53"`); empty: the system's resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Sender authentication: SPF, DKIM, ARC, DMARC, iprev (`[inbound.auth]`).
+    pub auth: auth::AuthConfig,
+}
 
 /// A check whose config cannot work (a bad address, an unreadable key).
 #[derive(Debug, thiserror::Error)]
@@ -77,13 +84,18 @@ pub struct InboundConfig {}
 pub struct ConfigError(pub String);
 
 /// One check.
-pub enum Stage {}
+pub enum Stage {
+    /// SPF, DKIM, ARC, DMARC and iprev, with DMARC's policy.
+    Auth(auth::Checker),
+}
 
 impl Stage {
     /// Runs this check on `message` (as received, plus what earlier stages added to
     /// `verdict`), adding to `verdict`.
-    async fn run(&self, _arrival: &Arrival<'_>, _message: &[u8], _verdict: &mut Verdict) {
-        match *self {}
+    async fn run(&self, arrival: &Arrival<'_>, message: &[u8], verdict: &mut Verdict) {
+        match self {
+            Stage::Auth(checker) => checker.run(arrival, message, verdict).await,
+        }
     }
 }
 
@@ -94,9 +106,13 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// The checks `config` names.
-    pub fn new(_config: &InboundConfig) -> Result<Checks, ConfigError> {
-        Ok(Checks { stages: Vec::new() })
+    /// The checks `config` names, on a node called `hostname`.
+    pub fn new(config: &InboundConfig, hostname: &str) -> Result<Checks, ConfigError> {
+        let mut stages = Vec::new();
+        if config.auth.enabled {
+            stages.push(Stage::Auth(auth::Checker::new(&config.auth, &config.nameservers, hostname)?));
+        }
+        Ok(Checks { stages })
     }
 
     /// Whether any check is configured (a node with none skips the stage entirely).

@@ -1,0 +1,229 @@
+//! Sender authentication of mail from the Internet (port 25, no login): SPF for the HELO
+//! and MAIL FROM identities (RFC 7208), every DKIM signature (RFC 6376), the ARC chain
+//! (RFC 8617), DMARC alignment and policy (RFC 7489), and iprev (RFC 8601 §3). The results
+//! go on top of the message in one `Authentication-Results:` field naming this node; the
+//! DMARC policy decides between delivery, the Junk folder and a refusal.
+//!
+//! mail-auth does the protocol work (including SPF's ten-lookup limit); this stage decides
+//! what its results mean for the message.
+
+mod allowlist;
+mod arc_trust;
+mod dns;
+mod own_results;
+mod policy;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mail_auth::dmarc::Policy as DmarcPolicy;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
+    IprevOutput, MessageAuthenticator, SpfOutput, SpfResult,
+};
+use serde::Deserialize;
+
+use crate::inbound::{Arrival, ConfigError, Verdict};
+use crate::smtp::reply::replies;
+
+pub use policy::{Enforcement, OnTempError};
+
+use allowlist::Allowlist;
+use policy::{Action, Dmarc, Facts, Published, Rules};
+
+/// `[inbound.auth]` in node.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Check mail from the Internet at all (off by default: every message costs DNS lookups).
+    pub enabled: bool,
+    /// What a DMARC failure under `p=reject` gets: `"reject"`, `"quarantine"` or `"none"`.
+    pub dmarc_reject: Enforcement,
+    /// What a DMARC failure under `p=quarantine` gets.
+    pub dmarc_quarantine: Enforcement,
+    /// Domains (and their subdomains) and client networks whose failures are not acted on.
+    pub allow: Vec<String>,
+    /// ARC sealers whose `dmarc=pass` is honoured when ours fails (forwarders, lists).
+    pub trusted_arc_sealers: Vec<String>,
+    /// When a lookup fails for now: `"defer"` (451) or `"accept"` (delivered, marked).
+    pub temperror: OnTempError,
+    /// How long one DNS query may take, in seconds (asked twice).
+    pub dns_timeout_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            dmarc_reject: Enforcement::Reject,
+            dmarc_quarantine: Enforcement::Quarantine,
+            allow: Vec::new(),
+            trusted_arc_sealers: Vec::new(),
+            temperror: OnTempError::Defer,
+            dns_timeout_secs: 5,
+        }
+    }
+}
+
+/// The sender authentication stage.
+pub struct Checker {
+    resolver: MessageAuthenticator,
+    /// The authserv-id of our `Authentication-Results:`: the node's hostname.
+    authserv_id: String,
+    rules: Rules,
+    allow: Allowlist,
+    trusted_sealers: Vec<String>,
+}
+
+/// Everything the checks found for one message.
+struct Results<'x> {
+    spf_helo: SpfOutput,
+    spf_mail: SpfOutput,
+    dkim: Vec<DkimOutput<'x>>,
+    arc: ArcOutput<'x>,
+    dmarc: DmarcOutput,
+    iprev: IprevOutput,
+}
+
+impl Checker {
+    /// The stage `config` describes, resolving through `nameservers` (none: the system's).
+    pub fn new(config: &AuthConfig, nameservers: &[SocketAddr], hostname: &str) -> Result<Checker, ConfigError> {
+        let resolver = dns::resolver(nameservers, Duration::from_secs(config.dns_timeout_secs.max(1)))
+            .map_err(|e| ConfigError(format!("auth: {e}")))?;
+        Ok(Checker {
+            resolver,
+            authserv_id: hostname.to_string(),
+            rules: Rules {
+                on_reject: config.dmarc_reject,
+                on_quarantine: config.dmarc_quarantine,
+                temperror: config.temperror,
+            },
+            allow: Allowlist::parse(&config.allow)?,
+            trusted_sealers: config.trusted_arc_sealers.clone(),
+        })
+    }
+
+    /// Checks `message`, adding our `Authentication-Results:` to `verdict` and, by DMARC's
+    /// policy, filing it as junk or refusing it. Submission (a login) is not checked.
+    pub async fn run(&self, arrival: &Arrival<'_>, message: &[u8], verdict: &mut Verdict) {
+        if arrival.login.is_some() {
+            return;
+        }
+        let base = verdict.rewritten.as_deref().unwrap_or(message);
+        if let Some(stripped) = own_results::strip(base, &self.authserv_id) {
+            tracing::info!(msg = %arrival.id, client = %arrival.client, "removed Authentication-Results claiming to be ours");
+            verdict.rewritten = Some(stripped);
+        }
+        // Signatures are checked on the message as the sender signed it, forged fields and all.
+        let Some(parsed) = AuthenticatedMessage::parse(message) else {
+            // No header section: nothing to sign or to align; SPF alone still says something.
+            let (spf_helo, spf_mail) = self.spf(arrival).await;
+            let header = AuthenticationResults::new(&self.authserv_id)
+                .with_spf_ehlo_result(&spf_helo, arrival.client, arrival.helo)
+                .with_spf_mailfrom_result(&spf_mail, arrival.client, arrival.from, arrival.helo);
+            verdict.headers.push_str(&format!("Authentication-Results: {header};\r\n\tdkim=none;\r\n\tdmarc=none\r\n"));
+            tracing::info!(msg = %arrival.id, spf = ?spf_mail.result(), "sender authentication: message without headers");
+            return;
+        };
+        let results = self.verify(arrival, &parsed).await;
+        verdict.headers.push_str(&self.header(arrival, &parsed, &results));
+
+        let facts = self.facts(arrival, &results);
+        let action = policy::decide(facts, self.rules);
+        tracing::info!(
+            msg = %arrival.id, client = %arrival.client, helo = %arrival.helo, from = %arrival.from,
+            header_from = %results.dmarc.domain(), spf_helo = ?results.spf_helo.result(),
+            spf = ?results.spf_mail.result(), dkim = ?results.dkim.iter().map(|d| short(d.result())).collect::<Vec<_>>(),
+            arc = short(results.arc.result()), dmarc = ?facts.dmarc, policy = ?facts.published,
+            iprev = ?results.iprev.result(), allowlisted = facts.allowlisted, arc_trusted = facts.arc_trusted_pass,
+            ?action, "sender authentication"
+        );
+        match action {
+            Action::Deliver => {}
+            Action::Junk => verdict.junk = true,
+            Action::Reject => verdict.refuse = Some(replies::dmarc_reject(results.dmarc.domain())),
+            Action::Defer => verdict.refuse = Some(replies::auth_temperror()),
+        }
+    }
+
+    /// SPF for the HELO identity and for MAIL FROM (the HELO one again for the null sender,
+    /// RFC 7208 §2.4).
+    async fn spf(&self, arrival: &Arrival<'_>) -> (SpfOutput, SpfOutput) {
+        let ip = arrival.client;
+        let helo = self.resolver.verify_spf(SpfParameters::verify_ehlo(ip, arrival.helo, &self.authserv_id)).await;
+        if arrival.from.is_empty() {
+            return (helo.clone(), helo);
+        }
+        let mail = self
+            .resolver
+            .verify_spf(SpfParameters::verify_mail_from(ip, arrival.helo, &self.authserv_id, arrival.from))
+            .await;
+        (helo, mail)
+    }
+
+    async fn verify<'x>(&self, arrival: &Arrival<'_>, message: &'x AuthenticatedMessage<'x>) -> Results<'x> {
+        let ((spf_helo, spf_mail), dkim, arc, iprev) = tokio::join!(
+            self.spf(arrival),
+            self.resolver.verify_dkim(message),
+            self.resolver.verify_arc(message),
+            self.resolver.verify_iprev(arrival.client),
+        );
+        let mail_from_domain = match arrival.from.rsplit_once('@') {
+            Some((_, domain)) => domain,
+            None => arrival.helo,
+        };
+        let dmarc = self.resolver.verify_dmarc(DmarcParameters::new(message, &dkim, mail_from_domain, &spf_mail)).await;
+        Results { spf_helo, spf_mail, dkim, arc, dmarc, iprev }
+    }
+
+    /// Our `Authentication-Results:` field, CRLF-terminated.
+    fn header(&self, arrival: &Arrival<'_>, message: &AuthenticatedMessage<'_>, r: &Results<'_>) -> String {
+        let ip = arrival.client;
+        let header = AuthenticationResults::new(&self.authserv_id)
+            .with_spf_ehlo_result(&r.spf_helo, ip, arrival.helo)
+            .with_spf_mailfrom_result(&r.spf_mail, ip, arrival.from, arrival.helo)
+            .with_dkim_results(&r.dkim, message.from())
+            .with_arc_result(&r.arc, ip)
+            .with_dmarc_result(&r.dmarc)
+            .with_iprev_result(&r.iprev, ip);
+        // RFC 8601 §2.7.1: an unsigned message is `dkim=none`, not silence.
+        let unsigned = if r.dkim.is_empty() { ";\r\n\tdkim=none" } else { "" };
+        format!("Authentication-Results: {header}{unsigned}\r\n")
+    }
+
+    fn facts(&self, arrival: &Arrival<'_>, r: &Results<'_>) -> Facts {
+        let dmarc = match r.dmarc.result() {
+            DmarcResult::Pass => Dmarc::Pass,
+            DmarcResult::Fail(_) => Dmarc::Fail,
+            DmarcResult::TempError(_) => Dmarc::TempError,
+            DmarcResult::PermError(_) => Dmarc::PermError,
+            DmarcResult::None => Dmarc::None,
+        };
+        let published = match r.dmarc.policy() {
+            DmarcPolicy::Reject => Published::Reject,
+            DmarcPolicy::Quarantine => Published::Quarantine,
+            DmarcPolicy::None | DmarcPolicy::Unspecified => Published::None,
+        };
+        let temperror = r.spf_mail.result() == SpfResult::TempError
+            || r.dkim.iter().any(|d| matches!(d.result(), DkimResult::TempError(_)))
+            || matches!(r.arc.result(), DkimResult::TempError(_));
+        let mail_from_domain = arrival.from.rsplit_once('@').map_or("", |(_, d)| d);
+        let allowlisted = self.allow.allows(arrival.client, &[r.dmarc.domain(), mail_from_domain]);
+        let arc_trusted_pass = arc_trust::trusted_dmarc_pass(&r.arc, &self.trusted_sealers);
+        Facts { dmarc, published, temperror, allowlisted, arc_trusted_pass }
+    }
+}
+
+/// A result's name, without the error details that make logs unreadable.
+fn short(result: &DkimResult) -> &'static str {
+    match result {
+        DkimResult::Pass => "pass",
+        DkimResult::Neutral(_) => "neutral",
+        DkimResult::Fail(_) => "fail",
+        DkimResult::PermError(_) => "permerror",
+        DkimResult::TempError(_) => "temperror",
+        DkimResult::None => "none",
+    }
+}
