@@ -16,6 +16,7 @@ mod policy;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mail_auth::dkim::DkimError;
 use mail_auth::dmarc::Policy as DmarcPolicy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
@@ -184,7 +185,7 @@ impl Checker {
         let header = AuthenticationResults::new(&self.authserv_id)
             .with_spf_ehlo_result(&r.spf_helo, ip, arrival.helo)
             .with_spf_mailfrom_result(&r.spf_mail, ip, arrival.from, arrival.helo)
-            .with_dkim_results(&r.dkim, message.from())
+            .with_dkim_results(&as_reported(&r.dkim), message.from())
             .with_arc_result(&r.arc, ip)
             .with_dmarc_result(&r.dmarc)
             .with_iprev_result(&r.iprev, ip);
@@ -214,6 +215,20 @@ impl Checker {
         let arc_trusted_pass = arc_trust::trusted_dmarc_pass(&r.arc, &self.trusted_sealers);
         Facts { dmarc, published, temperror, allowlisted, arc_trusted_pass }
     }
+}
+
+/// DKIM results as RFC 8601 names them: mail-auth calls a body that does not match its
+/// signature's hash `neutral`, but RFC 6376 §6.1.3 makes it a PERMFAIL, which is `fail`,
+/// and readers (and filters) act on `fail`.
+fn as_reported<'a>(dkim: &'a [DkimOutput<'_>]) -> Vec<DkimOutput<'a>> {
+    dkim.iter()
+        .map(|d| match (d.result(), d.signature()) {
+            (DkimResult::Neutral(e @ mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch)), Some(signature)) => {
+                DkimOutput::fail(e.clone()).with_signature(signature)
+            }
+            _ => d.clone(),
+        })
+        .collect()
 }
 
 /// A result's name, without the error details that make logs unreadable.
