@@ -359,3 +359,24 @@ fn spf_dkim_dmarc_arc_on_the_mx() {
     assert!(out.starts_with("error 451 4.7.0"), "{out}");
     assert_eq!(inbox().len(), 6);
 }
+
+#[test]
+fn temperror_accept_delivers_the_message_marked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, _) = signing_key(dir.path());
+    // Nothing listens there: every lookup fails at once.
+    let dead = SocketAddr::from((DNS_IP, free_port_on(DNS_IP)));
+    let extra = format!(
+        "[inbound]\nnameservers = [\"{dead}\"]\n[inbound.auth]\nenabled = true\ntemperror = \"accept\"\ndns_timeout_secs = 1\n"
+    );
+    let node = MailNode::start_on(NODE_IP, HOSTNAME, &extra);
+    let mut m = mail(LEGIT, "a@good.test", message("a@good.test", "dns down, accepted"));
+    m.sign = Some("good.test");
+    assert_eq!(send(&node, &key, &m), "ok");
+    let inbox = node.inbox("alice@example.test");
+    assert_eq!(inbox.len(), 1);
+    let ar = our_results(&inbox[0]);
+    assert_eq!(result_of(&ar, "spf"), "temperror", "{ar}");
+    assert_eq!(result_of(&ar, "dkim"), "temperror", "{ar}");
+    assert_eq!(result_of(&ar, "dmarc"), "temperror", "{ar}");
+}

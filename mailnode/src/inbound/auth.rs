@@ -136,7 +136,7 @@ impl Checker {
         tracing::info!(
             msg = %arrival.id, client = %arrival.client, helo = %arrival.helo, from = %arrival.from,
             header_from = %results.dmarc.domain(), spf_helo = ?results.spf_helo.result(),
-            spf = ?results.spf_mail.result(), dkim = ?results.dkim.iter().map(|d| short(d.result())).collect::<Vec<_>>(),
+            spf = ?results.spf_mail.result(), dkim = ?as_reported(&results.dkim).iter().map(|d| short(d.result())).collect::<Vec<_>>(),
             arc = short(results.arc.result()), dmarc = ?facts.dmarc, policy = ?facts.published,
             iprev = ?results.iprev.result(), allowlisted = facts.allowlisted, arc_trusted = facts.arc_trusted_pass,
             ?action, "sender authentication"
