@@ -242,3 +242,49 @@ fn short(result: &DkimResult) -> &'static str {
         DkimResult::None => "none",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbound::InboundConfig;
+
+    #[test]
+    fn config_keys() {
+        let config: InboundConfig = toml::from_str(
+            r#"
+nameservers = ["127.0.26.53:5353"]
+[auth]
+enabled = true
+dmarc_reject = "quarantine"
+dmarc_quarantine = "none"
+allow = ["partner.test", "192.0.2.0/24"]
+trusted_arc_sealers = ["lists.test"]
+temperror = "accept"
+dns_timeout_secs = 2
+"#,
+        )
+        .expect("valid config");
+        assert_eq!(config.nameservers, vec!["127.0.26.53:5353".parse::<SocketAddr>().unwrap()]);
+        let auth = &config.auth;
+        assert!(auth.enabled);
+        assert_eq!((auth.dmarc_reject, auth.dmarc_quarantine), (Enforcement::Quarantine, Enforcement::None));
+        assert_eq!(auth.temperror, OnTempError::Accept);
+        assert_eq!(auth.dns_timeout_secs, 2);
+
+        let default = InboundConfig::default().auth;
+        assert!(!default.enabled, "off unless asked: every message would cost DNS lookups");
+        assert_eq!((default.dmarc_reject, default.temperror), (Enforcement::Reject, OnTempError::Defer));
+
+        for bad in ["[auth]\ndmarc_reject = \"bounce\"", "[auth]\ntemperror = \"pass\"", "[auth]\nspf = true"] {
+            assert!(toml::from_str::<InboundConfig>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_allow_entry_is_a_config_error() {
+        let config = AuthConfig { enabled: true, allow: vec!["10.0.0.0/40".into()], ..AuthConfig::default() };
+        let nameservers = ["127.0.0.1:53".parse().unwrap()];
+        assert!(Checker::new(&config, &nameservers, "mx.test").is_err());
+        assert!(Checker::new(&AuthConfig::default(), &nameservers, "mx.test").is_ok());
+    }
+}
