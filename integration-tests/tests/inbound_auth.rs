@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use sirms_integration_tests::{MailNode, Process, free_port_on, python, wait_for_port};
+use sirms_integration_tests::{MailNode, Process, free_port_on, metrics_page, python, wait_for_port};
 
 const NODE_IP: [u8; 4] = [127, 0, 26, 1];
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 26, 53);
@@ -358,6 +358,21 @@ fn spf_dkim_dmarc_arc_on_the_mx() {
     let out = send(&node, &key, &m);
     assert!(out.starts_with("error 451 4.7.0"), "{out}");
     assert_eq!(inbox().len(), 6);
+
+    // Every checked message counted once, by DMARC result and by what was done.
+    let page = metrics_page(node.metrics);
+    for want in [
+        "sirms_inbound_dmarc_total{result=\"pass\"} 4",
+        "sirms_inbound_dmarc_total{result=\"fail\"} 4",
+        "sirms_inbound_dmarc_total{result=\"none\"} 1",
+        "sirms_inbound_dmarc_total{result=\"temperror\"} 1",
+        "sirms_inbound_auth_actions_total{action=\"deliver\"} 6",
+        "sirms_inbound_auth_actions_total{action=\"junk\"} 1",
+        "sirms_inbound_auth_actions_total{action=\"reject\"} 2",
+        "sirms_inbound_auth_actions_total{action=\"defer\"} 1",
+    ] {
+        assert!(page.contains(want), "no {want} in:\n{page}");
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::UNIX_EPOCH;
 use sirms_storage::StoreMetrics;
 use sirms_telemetry::{Counter, Exposition, Gauge, Render};
 
+use crate::inbound::auth::AuthMetrics;
 use crate::smtp::rate::SendRate;
 use sirms_proto::public_tls::Certificates;
 
@@ -78,6 +79,8 @@ pub struct NodeMetrics {
     pub store: Arc<StoreMetrics>,
     /// Authenticated senders' recipient counts, with the refusals they caused.
     pub send_rate: Arc<SendRate>,
+    /// Sender authentication's DMARC results and actions on mail from the Internet.
+    pub inbound_auth: Arc<AuthMetrics>,
     /// The spool's envelope directory: its entry count is the queue length.
     spool_envelopes: PathBuf,
     /// The TLS certificates, once the listeners have them: their expiry is reported.
@@ -102,6 +105,7 @@ impl NodeMetrics {
             queue_unreadable: Gauge::default(),
             store: Arc::default(),
             send_rate: Arc::new(SendRate::unlimited()),
+            inbound_auth: Arc::default(),
             spool_envelopes,
             certificates: OnceLock::new(),
         }
@@ -242,6 +246,7 @@ impl Render for NodeMetrics {
                 &samples,
             );
         }
+        self.inbound_auth.render(out);
         self.store.render(out);
     }
 }

@@ -278,7 +278,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             send_rate: send_rate.clone(),
         })
     };
-    let checks = Arc::new(Checks::new(&config.inbound, &config.hostname)?);
+    let checks = Arc::new(Checks::new(&config.inbound, &config.hostname, &metrics)?);
     let smtp_service = |submission: bool| {
         Arc::new(SmtpService {
             config: smtp_session(submission),

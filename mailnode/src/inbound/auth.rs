@@ -10,10 +10,12 @@
 mod allowlist;
 mod arc_trust;
 mod dns;
+mod metrics;
 mod own_results;
 mod policy;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mail_auth::dkim::DkimError;
@@ -29,6 +31,7 @@ use serde::Deserialize;
 use crate::inbound::{Arrival, ConfigError, Verdict};
 use crate::smtp::reply::replies;
 
+pub use metrics::AuthMetrics;
 pub use policy::{Enforcement, OnTempError};
 
 use allowlist::Allowlist;
@@ -76,6 +79,7 @@ pub struct Checker {
     rules: Rules,
     allow: Allowlist,
     trusted_sealers: Vec<String>,
+    metrics: Arc<AuthMetrics>,
 }
 
 /// Everything the checks found for one message.
@@ -89,8 +93,14 @@ struct Results<'x> {
 }
 
 impl Checker {
-    /// The stage `config` describes, resolving through `nameservers` (none: the system's).
-    pub fn new(config: &AuthConfig, nameservers: &[SocketAddr], hostname: &str) -> Result<Checker, ConfigError> {
+    /// The stage `config` describes, resolving through `nameservers` (none: the system's),
+    /// counting into `metrics`.
+    pub fn new(
+        config: &AuthConfig,
+        nameservers: &[SocketAddr],
+        hostname: &str,
+        metrics: Arc<AuthMetrics>,
+    ) -> Result<Checker, ConfigError> {
         let resolver = dns::resolver(nameservers, Duration::from_secs(config.dns_timeout_secs.max(1)))
             .map_err(|e| ConfigError(format!("auth: {e}")))?;
         Ok(Checker {
@@ -103,6 +113,7 @@ impl Checker {
             },
             allow: Allowlist::parse(&config.allow)?,
             trusted_sealers: config.trusted_arc_sealers.clone(),
+            metrics,
         })
     }
 
@@ -133,6 +144,7 @@ impl Checker {
 
         let facts = self.facts(arrival, &results);
         let action = policy::decide(facts, self.rules);
+        self.metrics.count(facts.dmarc, action);
         tracing::info!(
             msg = %arrival.id, client = %arrival.client, helo = %arrival.helo, from = %arrival.from,
             header_from = %results.dmarc.domain(), spf_helo = ?results.spf_helo.result(),
@@ -284,7 +296,7 @@ dns_timeout_secs = 2
     async fn a_bad_allow_entry_is_a_config_error() {
         let config = AuthConfig { enabled: true, allow: vec!["10.0.0.0/40".into()], ..AuthConfig::default() };
         let nameservers = ["127.0.0.1:53".parse().unwrap()];
-        assert!(Checker::new(&config, &nameservers, "mx.test").is_err());
-        assert!(Checker::new(&AuthConfig::default(), &nameservers, "mx.test").is_ok());
+        assert!(Checker::new(&config, &nameservers, "mx.test", Arc::default()).is_err());
+        assert!(Checker::new(&AuthConfig::default(), &nameservers, "mx.test", Arc::default()).is_ok());
     }
 }

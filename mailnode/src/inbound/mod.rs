@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
+use crate::metrics::NodeMetrics;
 use crate::smtp::reply::Reply;
 
 pub mod auth;
@@ -106,11 +107,12 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// The checks `config` names, on a node called `hostname`.
-    pub fn new(config: &InboundConfig, hostname: &str) -> Result<Checks, ConfigError> {
+    /// The checks `config` names, on a node called `hostname`, counting into `metrics`.
+    pub fn new(config: &InboundConfig, hostname: &str, metrics: &NodeMetrics) -> Result<Checks, ConfigError> {
         let mut stages = Vec::new();
         if config.auth.enabled {
-            stages.push(Stage::Auth(auth::Checker::new(&config.auth, &config.nameservers, hostname)?));
+            let counts = metrics.inbound_auth.clone();
+            stages.push(Stage::Auth(auth::Checker::new(&config.auth, &config.nameservers, hostname, counts)?));
         }
         Ok(Checks { stages })
     }
