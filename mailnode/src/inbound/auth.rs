@@ -136,7 +136,19 @@ impl Checker {
                 .with_spf_ehlo_result(&spf_helo, arrival.client, arrival.helo)
                 .with_spf_mailfrom_result(&spf_mail, arrival.client, arrival.from, arrival.helo);
             verdict.headers.push_str(&format!("Authentication-Results: {header};\r\n\tdkim=none;\r\n\tdmarc=none\r\n"));
-            tracing::info!(msg = %arrival.id, spf = ?spf_mail.result(), "sender authentication: message without headers");
+            let facts = Facts {
+                dmarc: Dmarc::None,
+                published: Published::None,
+                temperror: spf_mail.result() == SpfResult::TempError,
+                allowlisted: self.allow.allows(arrival.client, &[arrival.from.rsplit_once('@').map_or("", |(_, d)| d)]),
+                arc_trusted_pass: false,
+            };
+            let action = policy::decide(facts, self.rules);
+            self.metrics.count(facts.dmarc, action);
+            tracing::info!(msg = %arrival.id, spf = ?spf_mail.result(), ?action, "sender authentication: message without headers");
+            if action == Action::Defer {
+                verdict.refuse = Some(replies::auth_temperror());
+            }
             return;
         };
         let results = self.verify(arrival, &parsed).await;
