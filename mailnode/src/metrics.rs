@@ -7,6 +7,7 @@ use std::time::UNIX_EPOCH;
 use sirms_storage::StoreMetrics;
 use sirms_telemetry::{Counter, Exposition, Gauge, Render};
 
+use crate::inbound::auth::AuthMetrics;
 use crate::inbound::filter::FilterMetrics;
 use crate::smtp::rate::SendRate;
 use sirms_proto::public_tls::Certificates;
@@ -81,6 +82,8 @@ pub struct NodeMetrics {
     pub filters: Arc<FilterMetrics>,
     /// Authenticated senders' recipient counts, with the refusals they caused.
     pub send_rate: Arc<SendRate>,
+    /// Sender authentication's DMARC results and actions on mail from the Internet.
+    pub inbound_auth: Arc<AuthMetrics>,
     /// The spool's envelope directory: its entry count is the queue length.
     spool_envelopes: PathBuf,
     /// The TLS certificates, once the listeners have them: their expiry is reported.
@@ -106,6 +109,7 @@ impl NodeMetrics {
             store: Arc::default(),
             filters: Arc::default(),
             send_rate: Arc::new(SendRate::unlimited()),
+            inbound_auth: Arc::default(),
             spool_envelopes,
             certificates: OnceLock::new(),
         }
@@ -246,6 +250,7 @@ impl Render for NodeMetrics {
                 &samples,
             );
         }
+        self.inbound_auth.render(out);
         self.store.render(out);
         self.filters.render(out);
     }

@@ -283,7 +283,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             send_rate: send_rate.clone(),
         })
     };
-    let checks = Arc::new(Checks::with_metrics(&config.inbound, metrics.filters.clone())?);
+    let checks = Arc::new(Checks::new(&config.inbound, &config.hostname, &metrics)?);
     let smtp_service = |submission: bool| {
         Arc::new(SmtpService {
             config: smtp_session(submission),

@@ -13,12 +13,14 @@ pub mod filter;
 pub mod milter;
 pub mod rspamd;
 
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
+use crate::metrics::NodeMetrics;
 use crate::smtp::reply::Reply;
+
+pub mod auth;
 
 /// What the session knows of a message when its data ends.
 #[derive(Debug, Clone)]
@@ -51,7 +53,7 @@ pub struct Verdict {
     /// File into the recipients' Junk instead of their INBOX (DMARC `p=quarantine`, a
     /// filter's "add header" action).
     pub junk: bool,
-    /// The filter's spam score, for Sieve's `spamtest`.
+    /// The filter's judgement on Sieve's `spamtest` scale (RFC 5235): 1 clean … 10 spam.
     pub spam_score: Option<f64>,
     /// Refuse the message with this reply instead: a 5xx for good, a 4xx to be retried.
     pub refuse: Option<Reply>,
@@ -76,6 +78,10 @@ impl Verdict {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InboundConfig {
+    /// DNS servers the checks ask (`"127.0.0.1:53"`); empty: the system's resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Sender authentication: SPF, DKIM, ARC, DMARC, iprev (`[inbound.auth]`).
+    pub auth: auth::AuthConfig,
     /// `[inbound.rspamd]`: scan with rspamd over HTTP.
     pub rspamd: Option<rspamd::RspamdConfig>,
     /// `[[inbound.milter]]`: milters to ask, in order, after rspamd.
@@ -89,6 +95,8 @@ pub struct ConfigError(pub String);
 
 /// One check.
 pub enum Stage {
+    /// SPF, DKIM, ARC, DMARC and iprev, with DMARC's policy.
+    Auth(auth::Checker),
     /// rspamd, over its HTTP protocol.
     Rspamd(rspamd::Client),
     /// A milter, over the milter protocol.
@@ -100,6 +108,7 @@ impl Stage {
     /// `verdict`), adding to `verdict`.
     async fn run(&self, arrival: &Arrival<'_>, message: &[u8], verdict: &mut Verdict) {
         match self {
+            Stage::Auth(checker) => checker.run(arrival, message, verdict).await,
             Stage::Rspamd(client) => client.run(arrival, message, verdict).await,
             Stage::Milter(client) => client.run(arrival, message, verdict).await,
         }
@@ -113,14 +122,16 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// The checks `config` names.
-    pub fn new(config: &InboundConfig) -> Result<Checks, ConfigError> {
-        Checks::with_metrics(config, Arc::default())
-    }
-
-    /// The same, with the content filters counting into `filters`.
-    pub fn with_metrics(config: &InboundConfig, filters: Arc<filter::FilterMetrics>) -> Result<Checks, ConfigError> {
+    /// The checks `config` names, on a node called `hostname`, counting into `metrics`: sender
+    /// authentication first (its results are header fields the filters then see), then rspamd,
+    /// then each milter.
+    pub fn new(config: &InboundConfig, hostname: &str, metrics: &NodeMetrics) -> Result<Checks, ConfigError> {
         let mut stages = Vec::new();
+        if config.auth.enabled {
+            let counts = metrics.inbound_auth.clone();
+            stages.push(Stage::Auth(auth::Checker::new(&config.auth, &config.nameservers, hostname, counts)?));
+        }
+        let filters = metrics.filters.clone();
         if let Some(rspamd) = &config.rspamd {
             stages.push(Stage::Rspamd(rspamd::Client::new(rspamd, filters.clone())?));
         }

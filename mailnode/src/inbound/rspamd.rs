@@ -329,7 +329,7 @@ pub fn apply(answer: &Answer, message: &[u8], verdict: &mut Verdict) -> Outcome 
     };
     add(verdict, filter::SCORE_HEADER, &score);
     add(verdict, filter::ACTION_HEADER, &answer.action);
-    verdict.spam_score = Some(answer.score);
+    verdict.spam_score = Some(spamtest(answer.score, answer.required_score));
     if let Some(milter) = &answer.milter {
         let ours = [filter::SPAM_HEADER, filter::SCORE_HEADER, filter::ACTION_HEADER, filter::UNSCANNED_HEADER];
         for (name, value) in &milter.add_headers {
@@ -356,6 +356,13 @@ pub fn apply(answer: &Answer, message: &[u8], verdict: &mut Verdict) -> Outcome 
 
 fn add(verdict: &mut Verdict, name: &str, value: &str) {
     verdict.headers.push_str(&String::from_utf8_lossy(&edit::field(name, value)));
+}
+
+/// rspamd's score on Sieve's `spamtest` scale (RFC 5235): 1 clean … 10 at or past the reject
+/// threshold (rspamd's default of 15 without one).
+fn spamtest(score: f64, required: Option<f64>) -> f64 {
+    let required = required.filter(|r| *r > 0.0).unwrap_or(15.0);
+    1.0 + 9.0 * (score / required).clamp(0.0, 1.0)
 }
 
 #[cfg(test)]
@@ -393,7 +400,7 @@ mod tests {
         assert_eq!(apply(&a, MESSAGE, &mut v), Outcome::Marked);
         assert!(v.junk && v.refuse.is_none());
         assert_eq!(v.headers, "X-Spam: Yes\r\nX-Spam-Score: 7.50 / 15.00\r\nX-Spam-Action: add header\r\n");
-        assert_eq!(v.spam_score, Some(7.5));
+        assert_eq!(v.spam_score, Some(5.5), "half the reject threshold: the middle of 1..=10");
     }
 
     #[test]

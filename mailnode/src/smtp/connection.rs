@@ -153,7 +153,7 @@ impl SmtpService {
             return Outcome::Refused(reply);
         }
         let folder = if verdict.junk { Folder::Junk } else { Folder::Inbox };
-        let spam_score = verdict.spam_score.map(|score| score.clamp(0.0, 10.0).round() as u8);
+        let spam_score = verdict.spam_score.map(|score| score.clamp(1.0, 10.0).round() as u8);
         self.accept(msg_id, envelope, verdict.apply(message), folder, spam_score).await
     }
 

@@ -223,6 +223,15 @@ pub mod replies {
         let clean = clean.trim();
         if clean.is_empty() { default.to_string() } else { clean.to_string() }
     }
+    /// DMARC (RFC 7489 §6.7): the author domain asks for a reject and the message failed.
+    pub fn dmarc_reject(domain: &str) -> Reply {
+        Reply::new(550, "5.7.1", format!("rejected by the DMARC policy of {domain}: the message failed SPF and DKIM"))
+    }
+    /// Sender authentication could not finish (DNS timeout, server failure): the sender
+    /// retries, and the next try may get an answer.
+    pub fn auth_temperror() -> Reply {
+        Reply::new(451, "4.7.0", "temporary failure checking the sender's SPF, DKIM or DMARC records; try again later")
+    }
 }
 
 #[cfg(test)]

@@ -558,9 +558,10 @@ mod conversation_tests {
         .expect("parses");
         assert_eq!(config.milter.len(), 2);
         assert_eq!(config.rspamd.as_ref().map(|r| r.on_failure), Some(OnFailure::Defer));
-        assert!(!crate::inbound::Checks::new(&config).expect("valid").is_empty());
+        let metrics = crate::metrics::NodeMetrics::new(std::path::PathBuf::from("/nonexistent"));
+        assert!(!crate::inbound::Checks::new(&config, "mx.test", &metrics).expect("valid").is_empty());
         assert!(toml::from_str::<crate::inbound::InboundConfig>("[[milter]]\nadress = \"x:1\"\n").is_err());
         let bad: crate::inbound::InboundConfig = toml::from_str("[[milter]]\naddress = \"nowhere\"\n").expect("parses");
-        assert!(crate::inbound::Checks::new(&bad).is_err());
+        assert!(crate::inbound::Checks::new(&bad, "mx.test", &metrics).is_err());
     }
 }
