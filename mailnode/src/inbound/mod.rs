@@ -96,7 +96,7 @@ pub struct ConfigError(pub String);
 /// One check.
 pub enum Stage {
     /// SPF, DKIM, ARC, DMARC and iprev, with DMARC's policy.
-    Auth(auth::Checker),
+    Auth(Box<auth::Checker>),
     /// rspamd, over its HTTP protocol.
     Rspamd(rspamd::Client),
     /// A milter, over the milter protocol.
@@ -129,7 +129,12 @@ impl Checks {
         let mut stages = Vec::new();
         if config.auth.enabled {
             let counts = metrics.inbound_auth.clone();
-            stages.push(Stage::Auth(auth::Checker::new(&config.auth, &config.nameservers, hostname, counts)?));
+            stages.push(Stage::Auth(Box::new(auth::Checker::new(
+                &config.auth,
+                &config.nameservers,
+                hostname,
+                counts,
+            )?)));
         }
         let filters = metrics.filters.clone();
         if let Some(rspamd) = &config.rspamd {
