@@ -141,6 +141,8 @@ forwarder IN TXT "v=spf1 ip4:{FORWARDER} -all"
 arc._domainkey.forwarder IN TXT {key_txt}
 untrusted IN TXT "v=spf1 ip4:{FORWARDER} -all"
 arc._domainkey.untrusted IN TXT {key_txt}
+11.26.0.127.bl IN A 127.0.0.2
+20.26.0.127.bl IN A 127.255.255.254
 "#
     )
 }
@@ -394,4 +396,40 @@ fn temperror_accept_delivers_the_message_marked() {
     assert_eq!(result_of(&ar, "spf"), "temperror", "{ar}");
     assert_eq!(result_of(&ar, "dkim"), "temperror", "{ar}");
     assert_eq!(result_of(&ar, "dmarc"), "temperror", "{ar}");
+}
+
+/// The first line each client gets: from `source` to each of `ports`, in order.
+const GREETINGS: &str = r#"
+import socket, sys
+for source, port in zip(sys.argv[1::2], sys.argv[2::2]):
+    s = socket.create_connection(("127.0.26.1", int(port)), timeout=20, source_address=(source, 0))
+    print(source, port, s.makefile("rb").readline().decode().strip())
+    s.close()
+"#;
+
+/// A client a DNS blocklist lists (RFC 5782, an A record in 127/8) is refused at connect to
+/// port 25 with `554 5.7.1` naming the list, and counted; a client it does not list, one
+/// it answers with an error code (127.255.255.254) for, and submission are served.
+#[test]
+fn a_client_on_a_dns_blocklist_is_refused_at_connect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_key, public) = signing_key(dir.path());
+    let (_nsd, dns) = start_nsd(dir.path(), &zone(&public));
+    let extra = format!("[inbound]\nnameservers = [\"{dns}\"]\n[inbound.dnsbl]\nzones = [\"bl.test\"]\n");
+    let node = MailNode::start_on(NODE_IP, HOSTNAME, &extra);
+    let (smtp, submission) = (node.smtp.port().to_string(), node.submission.port().to_string());
+    let args: Vec<String> = [STRANGER, &smtp, LEGIT, &smtp, FORWARDER, &smtp, STRANGER, &submission]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = python(GREETINGS, &args);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("{STRANGER} {smtp} 554 5.7.1 service unavailable; client host [{STRANGER}] is listed by bl.test")
+    );
+    assert!(lines[1].starts_with(&format!("{LEGIT} {smtp} 220 ")), "{out}");
+    assert!(lines[2].starts_with(&format!("{FORWARDER} {smtp} 220 ")), "an error code lists no one: {out}");
+    assert!(lines[3].starts_with(&format!("{STRANGER} {submission} 220 ")), "submission is not checked: {out}");
+    assert!(metrics_page(node.metrics).contains("sirms_dnsbl_refused_total 1\n"));
 }

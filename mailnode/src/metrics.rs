@@ -74,6 +74,8 @@ pub struct NodeMetrics {
     pub auth_throttled: Counter,
     /// Spool entries accepted while no other node took a copy (in a cluster).
     pub spool_single_copy: Counter,
+    /// Clients refused at connect because a DNS blocklist names them.
+    pub dnsbl_refused: Counter,
     /// Queue envelopes that cannot be read at the last scan: their messages are stuck.
     pub queue_unreadable: Gauge,
     /// The store behind this node's protocols.
@@ -105,6 +107,7 @@ impl NodeMetrics {
             auth_denied: Counter::default(),
             auth_throttled: Counter::default(),
             spool_single_copy: Counter::default(),
+            dnsbl_refused: Counter::default(),
             queue_unreadable: Gauge::default(),
             store: Arc::default(),
             filters: Arc::default(),
@@ -219,6 +222,11 @@ impl Render for NodeMetrics {
             "sirms_spool_single_copy_total",
             "Spool entries accepted while no other node of the cluster took a copy.",
             &[(&[], self.spool_single_copy.get())],
+        );
+        out.counter(
+            "sirms_dnsbl_refused_total",
+            "Clients refused at connect to port 25 because a DNS blocklist lists them.",
+            &[(&[], self.dnsbl_refused.get())],
         );
         out.counter(
             "sirms_submission_rate_limited_total",

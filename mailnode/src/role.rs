@@ -25,6 +25,7 @@ use crate::imap::ImapService;
 use crate::imap::connection::ImapLimits;
 use crate::import::service::ImportService;
 use crate::inbound::Checks;
+use crate::inbound::dnsbl::Dnsbl;
 use crate::managesieve::SieveService;
 use crate::metrics::NodeMetrics;
 use crate::net::listener::{self, ListenerSettings};
@@ -284,6 +285,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         })
     };
     let checks = Arc::new(Checks::new(&config.inbound, &config.hostname, &metrics)?);
+    let dnsbl = Dnsbl::new(&config.inbound.dnsbl, &config.inbound.nameservers)?.map(Arc::new);
     let smtp_service = |submission: bool| {
         Arc::new(SmtpService {
             config: smtp_session(submission),
@@ -298,6 +300,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             metrics: metrics.clone(),
             notifier: notifier.clone(),
             checks: checks.clone(),
+            dnsbl: dnsbl.clone(),
         })
     };
     let budget = ConnectionBudget::new(limits.max_connections, limits.max_connections_per_ip);

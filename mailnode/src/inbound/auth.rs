@@ -9,7 +9,6 @@
 
 mod allowlist;
 mod arc_trust;
-mod dns;
 mod metrics;
 mod own_results;
 mod policy;
@@ -101,7 +100,7 @@ impl Checker {
         hostname: &str,
         metrics: Arc<AuthMetrics>,
     ) -> Result<Checker, ConfigError> {
-        let resolver = dns::resolver(nameservers, Duration::from_secs(config.dns_timeout_secs.max(1)))
+        let resolver = super::dns::resolver(nameservers, Duration::from_secs(config.dns_timeout_secs.max(1)))
             .map_err(|e| ConfigError(format!("auth: {e}")))?;
         Ok(Checker {
             resolver,

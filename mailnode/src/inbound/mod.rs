@@ -21,6 +21,8 @@ use crate::metrics::NodeMetrics;
 use crate::smtp::reply::Reply;
 
 pub mod auth;
+mod dns;
+pub mod dnsbl;
 
 /// What the session knows of a message when its data ends.
 #[derive(Debug, Clone)]
@@ -82,6 +84,8 @@ pub struct InboundConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Sender authentication: SPF, DKIM, ARC, DMARC, iprev (`[inbound.auth]`).
     pub auth: auth::AuthConfig,
+    /// DNS blocklists asked at connect (`[inbound.dnsbl]`).
+    pub dnsbl: dnsbl::DnsblConfig,
     /// `[inbound.rspamd]`: scan with rspamd over HTTP.
     pub rspamd: Option<rspamd::RspamdConfig>,
     /// `[[inbound.milter]]`: milters to ask, in order, after rspamd.

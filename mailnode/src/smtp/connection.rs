@@ -9,11 +9,13 @@ use sirms_storage::StoreError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
+use super::reply::replies;
 use super::session::{Action, Envelope, Next, Outcome, Session, SessionConfig};
 use crate::auth::{Authenticator, Verdict};
 use crate::cluster::spool_copy::SpoolPeers;
 use crate::delivery::{Delivering, Delivery, Folder};
 use crate::directory::Directory;
+use crate::inbound::dnsbl::Dnsbl;
 use crate::inbound::{Arrival, Checks};
 use crate::metrics::NodeMetrics;
 use crate::net::listener::Accepted;
@@ -46,6 +48,8 @@ pub struct SmtpService {
     pub notifier: Notifier,
     /// What the node checks on a message before accepting it.
     pub checks: Arc<Checks>,
+    /// DNS blocklists asked when a client connects (port 25 only).
+    pub dnsbl: Option<Arc<Dnsbl>>,
 }
 
 impl SmtpService {
@@ -164,6 +168,14 @@ impl SmtpService {
         let mut session =
             Session::new(self.config.clone(), self.directory.clone(), client, conn.stream.is_tls(), id.clone());
         let mut stream = conn.stream;
+        let dnsbl = self.dnsbl.as_ref().filter(|_| !self.config.submission && !conn.health_check);
+        if let Some(zone) = async { dnsbl?.listing(client.ip()).await }.await {
+            tracing::info!(session = %id, %client, %zone, "client refused at connect: listed by a DNS blocklist");
+            self.metrics.dnsbl_refused.inc();
+            let _ = stream.write_all(&replies::dnsbl_listed(client.ip(), zone).to_bytes()).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
         let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let mut out = session.greeting();
         let health_check = conn.health_check;

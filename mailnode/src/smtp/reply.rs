@@ -223,6 +223,10 @@ pub mod replies {
         let clean = clean.trim();
         if clean.is_empty() { default.to_string() } else { clean.to_string() }
     }
+    /// The greeting of a client a DNS blocklist names (RFC 5321 §3.1: no service here).
+    pub fn dnsbl_listed(client: std::net::IpAddr, zone: &str) -> Reply {
+        Reply::new(554, "5.7.1", format!("service unavailable; client host [{client}] is listed by {zone}"))
+    }
     /// DMARC (RFC 7489 §6.7): the author domain asks for a reject and the message failed.
     pub fn dmarc_reject(domain: &str) -> Reply {
         Reply::new(550, "5.7.1", format!("rejected by the DMARC policy of {domain}: the message failed SPF and DKIM"))

@@ -1,5 +1,6 @@
-//! The resolver sender authentication asks: the system's, or the servers `[inbound]
-//! nameservers` names (a local validating resolver; a test's own DNS server).
+//! The resolver the inbound checks ask (sender authentication, DNS blocklists): the
+//! system's, or the servers `[inbound] nameservers` names (a local validating resolver; a
+//! test's own DNS server).
 
 use std::net::SocketAddr;
 use std::time::Duration;
