@@ -124,7 +124,9 @@ for i in range(count):
     if i == kill_after and group > 0:
         os.killpg(group, signal.SIGKILL)
     body = gtube if kind == "gtube" else "hello, nothing to see here"
-    msg = ("From: Sender <x@remote.test>\r\nTo: alice@example.test\r\nSubject: test %d\r\n"
+    # Clean mail carries the sender's own scan fields, forged: the node must drop them.
+    forged = "" if kind == "gtube" else "X-Spam-Score: -100.00 / 15.00\r\nX-Spam-Unscanned: trust me\r\n"
+    msg = (forged + "From: Sender <x@remote.test>\r\nTo: alice@example.test\r\nSubject: test %d\r\n"
            "Message-ID: <m%d.%s@remote.test>\r\nDate: Mon, 07 Dec 2026 16:00:00 +0000\r\n\r\n%s\r\ntoken-%s-%d\r\n"
            % (i, i, kind, body, kind, i))
     try:
@@ -199,6 +201,7 @@ fn rspamd_refuses_spam_scores_clean_mail_and_loses_nothing_when_it_dies() {
     assert!(!inbox.iter().any(|m| m.contains("token-gtube")), "{inbox:?}");
     let score = header(&inbox[0], "X-Spam-Score").expect("X-Spam-Score on the clean message");
     assert!(score.contains(" / 15.00"), "{score}");
+    assert!(!inbox[0].contains("-100.00") && !inbox[0].contains("trust me"), "forged fields kept: {}", inbox[0]);
     assert_eq!(header(&inbox[0], "X-Spam-Action"), Some("no action"), "{}", inbox[0]);
     assert!(header(&inbox[0], "X-Spam-Unscanned").is_none(), "{}", inbox[0]);
     // rspamd's milter_headers fields arrive too (its `milter.add_headers`).

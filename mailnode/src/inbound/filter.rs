@@ -19,6 +19,26 @@ pub const SPAM_HEADER: &str = "X-Spam";
 /// On mail delivered without a scan because a filter could not be asked: which and why.
 pub const UNSCANNED_HEADER: &str = "X-Spam-Unscanned";
 
+/// The fields only the node writes.
+const OURS: [&str; 4] = [SPAM_HEADER, SCORE_HEADER, ACTION_HEADER, UNSCANNED_HEADER];
+
+/// Removes the sender's own copies of the fields only the node writes, so that neither a
+/// reader nor a Sieve script takes a forged `X-Spam-Score: 0` for the node's: the message
+/// without them goes to `verdict.rewritten` (unchanged when there are none). The node's own
+/// are in `verdict.headers`, which this does not touch.
+pub fn strip_forged(message: &[u8], verdict: &mut Verdict) {
+    let current = verdict.rewritten.as_deref().unwrap_or(message);
+    let mut edit = edit::Edit::parse(current);
+    let forged = edit.fields().any(|(name, _)| OURS.iter().any(|o| name.eq_ignore_ascii_case(o.as_bytes())));
+    if !forged {
+        return;
+    }
+    for name in OURS {
+        edit.remove(name, 0);
+    }
+    verdict.rewritten = Some(edit.to_bytes());
+}
+
 /// What to do with mail when a filter is down, times out or answers garbage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -139,6 +159,22 @@ impl FilterMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_senders_own_scan_fields_are_removed_and_ours_kept() {
+        let forged = b"X-Spam-Score: 0.00 / 15.00\r\nFrom: a@x.test\r\nx-spam: No\r\n\tfolded\r\nSubject: s\r\n\r\nX-Spam: in the body\r\n";
+        let mut verdict = Verdict { headers: "X-Spam-Score: 9.00 / 15.00\r\n".into(), ..Verdict::default() };
+        strip_forged(forged, &mut verdict);
+        assert_eq!(
+            verdict.rewritten.as_deref(),
+            Some(&b"From: a@x.test\r\nSubject: s\r\n\r\nX-Spam: in the body\r\n"[..]),
+            "every forged field, folded lines too, and never the body"
+        );
+        assert_eq!(verdict.headers, "X-Spam-Score: 9.00 / 15.00\r\n", "ours kept");
+        let mut clean = Verdict::default();
+        strip_forged(b"From: a@x.test\r\n\r\nbody\r\n", &mut clean);
+        assert_eq!(clean.rewritten, None, "nothing to remove: the message stays as received");
+    }
 
     #[test]
     fn failure_policy_marks_or_defers() {

@@ -108,6 +108,7 @@ impl Client {
         if arrival.login.is_some() && !self.scan_submission {
             return;
         }
+        filter::strip_forged(message, verdict);
         let current = verdict.rewritten.as_deref().unwrap_or(message);
         let mut scanned = Vec::with_capacity(verdict.headers.len() + current.len());
         scanned.extend_from_slice(verdict.headers.as_bytes());

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::codec::{self, CodecError, Command, Decoder, Response, action, protocol};
 use crate::inbound::edit::Edit;
-use crate::inbound::filter::{Filter, FilterMetrics, OnFailure, Outcome};
+use crate::inbound::filter::{self, Filter, FilterMetrics, OnFailure, Outcome};
 use crate::inbound::{Arrival, ConfigError, Verdict};
 use crate::smtp::reply::replies;
 
@@ -121,6 +121,7 @@ impl Client {
         if arrival.login.is_some() && !self.scan_submission {
             return;
         }
+        filter::strip_forged(message, verdict);
         let mut current = verdict.headers.as_bytes().to_vec();
         current.extend_from_slice(verdict.rewritten.as_deref().unwrap_or(message));
         let started = Instant::now();
