@@ -11,7 +11,8 @@ binds the client's source address (the container must have it).
   mailcheck.py greet PORT                      -> prints the node named in the SMTP greeting
   mailcheck.py send PORT TO TOKEN [--starttls|--tls] [--auth USER:PASS]
   mailcheck.py pop3 PORT USER:PASS TOKEN [--stls|--tls] [--received-from IP] [--received-by NODE]
-  mailcheck.py imap PORT USER:PASS TOKEN [--starttls|--tls] [--received-from IP] [--received-by NODE]
+  mailcheck.py imap PORT USER:PASS TOKEN [--starttls|--tls] [--received-from IP] [--received-by NODE] [--mailbox NAME]
+  mailcheck.py sieve PORT USER:PASS SCRIPT      (uploads and activates a Sieve script over ManageSieve)
                                                -> finds the message with TOKEN, checks its bytes
                                                   and the node's Received: header
 
@@ -289,9 +290,10 @@ def cmd_imap(port, login, token, *opts):
     if "--starttls" in opts:
         m.starttls(ssl_context=tls_context())
     m.login(user, password)
-    typ, data = m.select("INBOX", readonly=True)
+    mailbox = option(list(opts), "--mailbox") or "INBOX"
+    typ, data = m.select(mailbox, readonly=True)
     if typ != "OK":
-        raise AssertionError(f"SELECT INBOX: {typ} {data}")
+        raise AssertionError(f"SELECT {mailbox}: {typ} {data}")
     found = None
     for i in range(int(data[0]), 0, -1):
         typ, parts = m.fetch(str(i), "(BODY.PEEK[])")
@@ -301,10 +303,24 @@ def cmd_imap(port, login, token, *opts):
             break
     m.logout()
     if found is None:
-        raise AssertionError(f"no message with token {token} in INBOX")
+        raise AssertionError(f"no message with token {token} in {mailbox}")
     check_bytes(found, token, b"\r\n")
     check_received(found, opts)
     return node
+
+
+def cmd_sieve(port, login, script):
+    """Uploads SCRIPT as LOGIN's active Sieve script over ManageSieve (STARTTLS, PLAIN)."""
+    import managesieve
+    user, password = login.split(":", 1)
+    m = managesieve.MANAGESIEVE(HOSTS[0], int(port), use_tls=True, tls_verify=False, timeout=TIMEOUT)
+    if m.login("", user, password) != "OK":
+        raise AssertionError(f"ManageSieve login: {m.response_text}")
+    for step, status in (("PUTSCRIPT", m.putscript("docker", script)), ("SETACTIVE", m.setactive("docker"))):
+        if status != "OK":
+            raise AssertionError(f"ManageSieve {step}: {m.response_text}")
+    m.logout()
+    return "any"  # the script is the user's wherever it was stored: no node to name
 
 
 def cmd_pop3(port, login, token, *opts):
@@ -530,9 +546,10 @@ def cmd_verify(login, *logs):
     node = node_of(m.welcome)
     m.starttls(ssl_context=tls_context())
     m.login(user, password)
-    typ, data = m.select("INBOX", readonly=True)
+    mailbox = option(list(opts), "--mailbox") or "INBOX"
+    typ, data = m.select(mailbox, readonly=True)
     if typ != "OK":
-        raise AssertionError(f"SELECT INBOX: {typ} {data}")
+        raise AssertionError(f"SELECT {mailbox}: {typ} {data}")
     count, found = int(data[0]), set()
     if count:
         typ, parts = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
@@ -952,7 +969,7 @@ REPORTS = {"greetmany": cmd_greetmany, "watchmove": cmd_watchmove, "load": cmd_l
 
 
 def main(argv):
-    commands = {"greet": cmd_greet, "send": cmd_send, "pop3": cmd_pop3, "imap": cmd_imap}
+    commands = {"greet": cmd_greet, "send": cmd_send, "pop3": cmd_pop3, "imap": cmd_imap, "sieve": cmd_sieve}
     if len(argv) < 2 or argv[1] not in commands and argv[1] not in REPORTS:
         print(__doc__, file=sys.stderr)
         return 2

@@ -168,7 +168,7 @@ port_taken() { # port_taken IP PORT
     done < <(ss -Hltn "sport = :$port" 2>/dev/null)
     return 1
 }
-for port in 2525 2587 2465 2143 2993 2110 2995; do
+for port in 2525 2587 2465 2143 2993 2110 2995 24190; do
     if port_taken "$SIRMS_PUBLISH_IP" "$port"; then
         bad "host port $SIRMS_PUBLISH_IP:$port is already in use: stop whatever holds it (another cluster?)"
         exit 1
@@ -320,6 +320,19 @@ if wait_for 20 mail host pop3 2110 "$ALICE" "$tok" --stls; then ok "host, POP3 2
 if mail host pop3 2995 "$ALICE" "$tok" --tls; then ok "host, POP3S 2995: read back (via $NODE)"; else bad "host, POP3S 2995"; fi
 if mail host imap 2143 "$ALICE" "$tok" --starttls; then ok "host, IMAP 2143 + STARTTLS: read back byte for byte (via $NODE)"; else bad "host, IMAP 2143 + STARTTLS"; fi
 if mail host imap 2993 "$ALICE" "$tok" --tls; then ok "host, IMAPS 2993: read back (via $NODE)"; else bad "host, IMAPS 2993"; fi
+
+# ManageSieve through the router: a script alice uploads files the next message where it says.
+sorter='require ["fileinto", "mailbox"]; if header :contains "subject" "sirms docker test" { fileinto :create "Sorted"; }'
+if mail host sieve 24190 "$ALICE" "$sorter"; then ok "host, ManageSieve 24190: alice's script uploaded and active"; else bad "host, ManageSieve 24190"; fi
+sleep 3  # nodes reuse a compiled script for up to 2 s
+tok=$(newtok s)
+if mail host send 2525 alice@example.test "$tok" && wait_for 20 mail host imap 2993 "$ALICE" "$tok" --tls --mailbox Sorted; then
+    ok "host: the next message for alice is in Sorted, as her script says (via $NODE)"
+else
+    bad "host: mail for alice not filed by her Sieve script"
+fi
+if mail host sieve 24190 "$ALICE" "keep;"; then ok "host, ManageSieve: alice's script back to keep"; else bad "host, ManageSieve: resetting alice's script"; fi
+sleep 3
 
 # From the clients: each lands on the node the table names; the other reads it back.
 declare -A SENT=()

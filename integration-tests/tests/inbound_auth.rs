@@ -140,6 +140,8 @@ _dmarc.late IN TXT "v=DMARC1; p=reject"
 forwarder IN TXT "v=spf1 ip4:{FORWARDER} -all"
 arc._domainkey.forwarder IN TXT {key_txt}
 untrusted IN TXT "v=spf1 ip4:{FORWARDER} -all"
+twovoid IN TXT "v=spf1 a:nx1.twovoid.test a:nx2.twovoid.test ip4:{LEGIT} -all"
+threevoid IN TXT "v=spf1 a:nx1.threevoid.test a:nx2.threevoid.test a:nx3.threevoid.test ip4:{LEGIT} -all"
 arc._domainkey.untrusted IN TXT {key_txt}
 11.26.0.127.bl IN A 127.0.0.2
 20.26.0.127.bl IN A 127.255.255.254
@@ -354,21 +356,32 @@ fn spf_dkim_dmarc_arc_on_the_mx() {
     assert!(out.starts_with("error 550 5.7.1"), "{out}");
     assert_eq!(inbox().len(), 6);
 
+    // SPF's void-lookup limit (RFC 7208 §4.6.4): two names that do not exist are tolerated,
+    // a third makes the record a permerror although the address it lists would match.
+    let m = mail(LEGIT, "a@twovoid.test", message("a@twovoid.test", "two void lookups"));
+    assert_eq!(send(&node, &key, &m), "ok");
+    let ar = delivered(7);
+    assert_eq!(result_of(&ar, "spf"), "pass", "{ar}");
+    let m = mail(LEGIT, "a@threevoid.test", message("a@threevoid.test", "three void lookups"));
+    assert_eq!(send(&node, &key, &m), "ok");
+    let ar = delivered(8);
+    assert_eq!(result_of(&ar, "spf"), "permerror", "{ar}");
+
     // DNS down: no verdict can be reached, the sender is told to retry.
     nsd.stop();
     let m = mail(LEGIT, "a@late.test", message("a@late.test", "dns down"));
     let out = send(&node, &key, &m);
     assert!(out.starts_with("error 451 4.7.0"), "{out}");
-    assert_eq!(inbox().len(), 6);
+    assert_eq!(inbox().len(), 8);
 
     // Every checked message counted once, by DMARC result and by what was done.
     let page = metrics_page(node.metrics);
     for want in [
         "sirms_inbound_dmarc_total{result=\"pass\"} 4",
         "sirms_inbound_dmarc_total{result=\"fail\"} 4",
-        "sirms_inbound_dmarc_total{result=\"none\"} 1",
+        "sirms_inbound_dmarc_total{result=\"none\"} 3",
         "sirms_inbound_dmarc_total{result=\"temperror\"} 1",
-        "sirms_inbound_auth_actions_total{action=\"deliver\"} 6",
+        "sirms_inbound_auth_actions_total{action=\"deliver\"} 8",
         "sirms_inbound_auth_actions_total{action=\"junk\"} 1",
         "sirms_inbound_auth_actions_total{action=\"reject\"} 2",
         "sirms_inbound_auth_actions_total{action=\"defer\"} 1",

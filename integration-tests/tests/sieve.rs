@@ -4,11 +4,11 @@
 
 use sirms_integration_tests::{python, two_node_cluster};
 
-/// Uploads, checks, lists and activates scripts as alice over ManageSieve (STARTTLS, PLAIN).
-const MANAGE: &str = r#"
+/// Logs in as alice over ManageSieve (STARTTLS, PLAIN) on the port in argv[1]: `m` is the
+/// session. What follows it in a script uses the session.
+const LOGIN: &str = r#"
 import managesieve, sys, time
 host, port = "127.0.0.1", int(sys.argv[1])
-good = sys.argv[2]
 # STARTTLS first: the server offers PLAIN only inside TLS. The user was just added: until
 # the directory reaches the node the login fails, so each try is a new session.
 deadline = time.time() + 20
@@ -21,6 +21,11 @@ while True:
     assert time.time() < deadline, m.response_text
     m.logout()
     time.sleep(0.5)
+"#;
+
+/// Uploads, checks, lists and activates scripts as alice (after [`LOGIN`]).
+const MANAGE: &str = r#"
+good = sys.argv[2]
 # A script with a mistake on its second line is refused, naming the line.
 status = m.putscript("broken", 'require "fileinto";\nfileinot "x";\n')
 print("broken:", status, m.response_text)
@@ -95,7 +100,7 @@ fn a_script_uploaded_over_managesieve_files_discards_and_answers_once() {
     router.ctl(&["users", "add", "alice@example.test", "--password", "alice-pw"]);
     router.ctl(&["users", "add", "bob@example.test", "--password", "bob-pw"]);
 
-    let managed = python(MANAGE, &[router.sieve.port().to_string(), SCRIPT.to_string()]);
+    let managed = python(&format!("{LOGIN}{MANAGE}"), &[router.sieve.port().to_string(), SCRIPT.to_string()]);
     assert!(managed.contains("scripts: [('other', False), ('rules', True)]"), "{managed}");
 
     let subjects = ["[work] the plan", "win the lottery now", "lunch?", "dinner?"];
@@ -117,4 +122,60 @@ fn a_script_uploaded_over_managesieve_files_discards_and_answers_once() {
         ["INBOX|-|Subject: Away until Monday Auto-Submitted: auto-replied (vacation)"],
         "one vacation reply for two messages"
     );
+}
+
+/// Uploads the script in argv[2] as alice's active one (after [`LOGIN`]).
+const ACTIVATE: &str = r#"
+assert m.putscript("rules", sys.argv[2]) == "OK", m.response_text
+assert m.setactive("rules") == "OK", m.response_text
+m.logout()
+print("active")
+"#;
+
+/// Sends one message from bob to the recipients in argv[2] (comma-separated) and prints
+/// the server's answer to it.
+const SEND_TO: &str = r#"
+import smtplib, sys
+port, rcpts = int(sys.argv[1]), sys.argv[2].split(",")
+s = smtplib.SMTP("127.0.0.1", port, timeout=20)
+msg = ("From: bob@example.test\r\nTo: %s\r\nSubject: cheap pills\r\n"
+       "Message-ID: <%s@example.test>\r\n\r\nbuy now\r\n") % (", ".join(rcpts), len(rcpts))
+try:
+    s.sendmail("bob@example.test", rcpts, msg.encode())
+    print("accepted")
+except smtplib.SMTPDataError as e:
+    print("refused %d %s" % (e.smtp_code, e.smtp_error.decode()))
+s.quit()
+"#;
+
+/// `reject` in a script is carried out in SMTP when it speaks for every recipient (RFC 5429
+/// §2.1): the sender's server gets a 550 with the script's reason and nothing is stored. With
+/// a recipient who takes the message, it is accepted, and the sender is told of the rejection
+/// by a bounce.
+#[test]
+fn a_sieve_reject_is_refused_in_smtp_when_every_recipient_rejects() {
+    let (router, _n1, _n2) = two_node_cluster();
+    router.ctl(&["domains", "add", "example.test"]);
+    router.ctl(&["users", "add", "alice@example.test", "--password", "alice-pw"]);
+    router.ctl(&["users", "add", "bob@example.test", "--password", "bob-pw"]);
+    let script =
+        "require \"reject\";\nif header :contains \"subject\" \"pills\" {\n  reject \"I do not buy pills.\";\n}\n";
+    let active = python(&format!("{LOGIN}{ACTIVATE}"), &[router.sieve.port().to_string(), script.to_string()]);
+    assert!(active.contains("active"), "{active}");
+
+    let smtp = router.smtp.port().to_string();
+    let alone = python(SEND_TO, &[smtp.clone(), "alice@example.test".into()]);
+    assert_eq!(alone.trim(), "refused 550 5.7.1 I do not buy pills.", "the script's reason, in SMTP");
+
+    let both = python(SEND_TO, &[smtp, "alice@example.test,bob@example.test".into()]);
+    assert_eq!(both.trim(), "accepted", "bob takes it, so the message is accepted");
+    // Bob has his copy and the bounce telling him alice's script rejected it; alice nothing.
+    let bob = python(READ, &[router.imap.port().to_string(), "bob@example.test".into(), "bob-pw".into(), "2".into()]);
+    let bob: Vec<&str> = bob.lines().collect();
+    assert_eq!(bob.len(), 2, "{bob:?}");
+    assert!(bob.iter().any(|m| m.contains("Subject: cheap pills")), "{bob:?}");
+    assert!(bob.iter().any(|m| m.contains("Undelivered") || m.contains("failure")), "a bounce: {bob:?}");
+    let alice =
+        python(READ, &[router.imap.port().to_string(), "alice@example.test".into(), "alice-pw".into(), "0".into()]);
+    assert_eq!(alice.trim(), "", "nothing stored for alice");
 }

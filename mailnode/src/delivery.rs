@@ -43,28 +43,48 @@ impl Delivery {
         Delivery { sieve: Some(sieve), ..self }
     }
 
+    /// What each user's Sieve script (or, without one, `msg.folder`) makes of `message`, in
+    /// the order of `users`: asked before anything is stored, so that SMTP can refuse a
+    /// message every recipient's script rejects (RFC 5429 §2.1) instead of accepting it and
+    /// sending a bounce.
+    pub async fn plans(&self, msg: &Delivering<'_>, users: &[String], message: &[u8]) -> Vec<Plan> {
+        match &self.sieve {
+            Some(sieve) => futures::future::join_all(users.iter().map(|user| sieve.plan(user, msg, message))).await,
+            None => users.iter().map(|_| Plan::keep(msg.folder)).collect(),
+        }
+    }
+
     /// Stores `message` for every user where their script (or, without one, `msg.folder`)
-    /// says, concurrently so the store can commit them as one group, and says for each user
-    /// whether it is durably there. Each append is keyed by the message (see [`append_key`];
-    /// a store keeps keys per user), so that a later attempt — the queue's retry, here or on
-    /// the node holding the spool's copy — of one whose answer was lost stores it once (a
-    /// store across the network remembers keys for ten minutes); what a script sends is
-    /// queued under ids derived from the message's, once.
+    /// says: [`Self::plans`], then [`Self::deliver_planned`].
     pub async fn deliver_each(
         &self,
         msg: &Delivering<'_>,
         users: &[String],
         message: Bytes,
     ) -> Vec<(String, Result<(), StoreError>)> {
+        let plans = self.plans(msg, users, &message).await;
+        self.deliver_planned(msg, users, plans, message).await
+    }
+
+    /// Stores `message` for every user as their plan (one per user, in order) says,
+    /// concurrently so the store can commit them as one group, and says for each user
+    /// whether it is durably there. Each append is keyed by the message (see [`append_key`];
+    /// a store keeps keys per user), so that a later attempt — the queue's retry, here or on
+    /// the node holding the spool's copy — of one whose answer was lost stores it once (a
+    /// store across the network remembers keys for ten minutes); what a script sends is
+    /// queued under ids derived from the message's, once.
+    pub async fn deliver_planned(
+        &self,
+        msg: &Delivering<'_>,
+        users: &[String],
+        plans: Vec<Plan>,
+        message: Bytes,
+    ) -> Vec<(String, Result<(), StoreError>)> {
         let key = append_key(msg.id, &message);
-        let appends = users.iter().map(|user| {
+        let appends = users.iter().zip(plans).map(|(user, plan)| {
             let (message, key) = (message.clone(), key.clone());
             async move {
                 let delivered = async {
-                    let plan = match &self.sieve {
-                        Some(sieve) => sieve.plan(user, msg, &message).await,
-                        None => Plan::keep(msg.folder),
-                    };
                     let copies = plan.filings.len() as u64;
                     let adding = message.len() as u64 * copies;
                     let usage = if copies > 0 { self.quotas.room_for(user, adding, copies).await? } else { None };

@@ -4,7 +4,8 @@
 //! go on top of the message in one `Authentication-Results:` field naming this node; the
 //! DMARC policy decides between delivery, the Junk folder and a refusal.
 //!
-//! mail-auth does the protocol work (including SPF's ten-lookup limit); this stage decides
+//! mail-auth does the protocol work (including SPF's ten-lookup limit; the two-void-lookup
+//! limit is ours, in [`void_lookups`]); this stage decides
 //! what its results mean for the message.
 
 mod allowlist;
@@ -12,6 +13,7 @@ mod arc_trust;
 mod metrics;
 mod own_results;
 mod policy;
+mod void_lookups;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -176,14 +178,17 @@ impl Checker {
     /// RFC 7208 §2.4).
     async fn spf(&self, arrival: &Arrival<'_>) -> (SpfOutput, SpfOutput) {
         let ip = arrival.client;
-        let helo = self.resolver.verify_spf(SpfParameters::verify_ehlo(ip, arrival.helo, &self.authserv_id)).await;
+        let helo =
+            void_lookups::check_spf(&self.resolver, SpfParameters::verify_ehlo(ip, arrival.helo, &self.authserv_id))
+                .await;
         if arrival.from.is_empty() {
             return (helo.clone(), helo);
         }
-        let mail = self
-            .resolver
-            .verify_spf(SpfParameters::verify_mail_from(ip, arrival.helo, &self.authserv_id, arrival.from))
-            .await;
+        let mail = void_lookups::check_spf(
+            &self.resolver,
+            SpfParameters::verify_mail_from(ip, arrival.helo, &self.authserv_id, arrival.from),
+        )
+        .await;
         (helo, mail)
     }
 

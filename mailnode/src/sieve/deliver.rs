@@ -58,6 +58,17 @@ impl Plan {
             sends: Vec::new(),
         }
     }
+
+    /// The script's reason when all it does is refuse the message (`reject`/`ereject`, nothing
+    /// stored, nothing else sent): the one plan that SMTP can carry out as a refusal.
+    pub fn rejection(&self) -> Option<&str> {
+        let mut reasons = self.sends.iter().map(|action| match action {
+            Action::Reject { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        });
+        let first = reasons.next()??;
+        (self.filings.is_empty() && reasons.all(|r| r.is_some())).then_some(first)
+    }
 }
 
 /// A user's script, compiled, with when it was read.
@@ -351,6 +362,20 @@ mod tests {
     fn flags_by_imap_name() {
         let flags = to_flags(&["\\Seen".into(), "$Work".into(), "\\Recent".into(), "bad flag".into()]);
         assert_eq!(flags, Flags::new(SystemFlags::SEEN, ["$Work".to_string()]));
+    }
+
+    #[test]
+    fn only_a_plan_that_does_nothing_but_reject_is_a_rejection() {
+        let reject = |reason: &str| Action::Reject { reason: reason.into(), extended: true };
+        let plan = |filings: Vec<Filing>, sends: Vec<Action>| Plan { filings, sends };
+        assert_eq!(plan(vec![], vec![reject("no")]).rejection(), Some("no"));
+        assert_eq!(plan(vec![], vec![reject("no"), reject("never")]).rejection(), Some("no"));
+        assert_eq!(Plan::keep(Folder::Inbox).rejection(), None);
+        assert_eq!(plan(vec![], vec![]).rejection(), None, "a discard is not a rejection");
+        let redirect = Action::Redirect { address: "x@y.test".into(), copy: false };
+        assert_eq!(plan(vec![], vec![reject("no"), redirect]).rejection(), None);
+        let kept = Plan::keep(Folder::Inbox).filings;
+        assert_eq!(plan(kept, vec![reject("no")]).rejection(), None);
     }
 
     #[test]

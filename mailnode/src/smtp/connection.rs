@@ -23,6 +23,7 @@ use crate::net::stream::HANDSHAKE_TIMEOUT;
 use crate::outbound::dsn::{self, RecipientReport};
 use crate::queue::notice::Notifier;
 use crate::queue::{self, QueuedEnvelope, Spool};
+use crate::sieve::deliver::Plan;
 
 /// Read buffer size; the session bounds lines and messages itself.
 const READ_CHUNK: usize = 16 * 1024;
@@ -67,7 +68,12 @@ impl SmtpService {
     ) -> Outcome {
         let message = Bytes::from(message);
         let delivering = Delivering { id: msg_id, from: &envelope.from, folder, spam_score };
-        let results = self.delivery.deliver_each(&delivering, &envelope.users, message.clone()).await;
+        let plans = self.delivery.plans(&delivering, &envelope.users, &message).await;
+        if let Some(reason) = rejected_by_every_script(envelope, &plans) {
+            tracing::info!(msg = %msg_id, users = ?envelope.users, %reason, "message refused: every recipient's sieve script rejects it");
+            return Outcome::Refused(replies::sieve_rejected(reason));
+        }
+        let results = self.delivery.deliver_planned(&delivering, &envelope.users, plans, message.clone()).await;
         let over_quota = results.iter().filter(|(_, r)| matches!(r, Err(StoreError::OverQuota { .. }))).count();
         if over_quota > 0 && over_quota == envelope.users.len() && envelope.remote.is_empty() {
             tracing::info!(msg = %msg_id, users = ?envelope.users, "message refused: no recipient has room");
@@ -265,4 +271,16 @@ impl SmtpService {
             Err(e) => tracing::info!(session = %id, %client, error = %e, "smtp session ended by I/O error"),
         }
     }
+}
+
+/// The reason to refuse a message in SMTP when every recipient's script rejects it; `None`
+/// when any recipient takes it or the message also goes elsewhere (foreign recipients): a
+/// refusal answers for all of them, so then the rejecting scripts' senders get bounces.
+fn rejected_by_every_script<'p>(envelope: &Envelope, plans: &'p [Plan]) -> Option<&'p str> {
+    if !envelope.remote.is_empty() {
+        return None;
+    }
+    let mut reasons = plans.iter().map(Plan::rejection);
+    let first = reasons.next()??;
+    reasons.all(|r| r.is_some()).then_some(first)
 }

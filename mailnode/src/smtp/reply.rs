@@ -217,6 +217,12 @@ pub mod replies {
         Reply::new(451, "4.7.1", "content filter unavailable, try again later")
     }
 
+    /// Every recipient's Sieve script rejected the message (RFC 5429 §2.1: refused in SMTP,
+    /// with the script's reason, rather than accepted and bounced).
+    pub fn sieve_rejected(reason: &str) -> Reply {
+        Reply::new(550, "5.7.1", filter_text(Some(reason), "rejected by the recipient's mail filter"))
+    }
+
     /// A filter's text, cut to one short printable line: it goes on the wire after our code.
     fn filter_text(why: Option<&str>, default: &str) -> String {
         let clean: String = why.unwrap_or("").chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
