@@ -551,6 +551,26 @@ pub fn two_node_cluster() -> (RouterProcess, MailNode, MailNode) {
 }
 
 /// The token the test cluster uses.
+/// Python that logs in as alice over ManageSieve (STARTTLS, PLAIN, python-managesieve) on
+/// the port in argv[1], retrying while the new user reaches the node: `m` is the session.
+/// What follows it in a script uses the session.
+pub const MANAGESIEVE_LOGIN: &str = r#"
+import managesieve, sys, time
+host, port = "127.0.0.1", int(sys.argv[1])
+# STARTTLS first: the server offers PLAIN only inside TLS. The user was just added: until
+# the directory reaches the node the login fails, so each try is a new session.
+deadline = time.time() + 20
+while True:
+    m = managesieve.MANAGESIEVE(host, port, use_tls=True, tls_verify=False, timeout=20)
+    assert "fileinto" in m.capabilities and "vacation" in m.capabilities, m.capabilities
+    assert m.loginmechs == ["PLAIN"], m.loginmechs
+    if m.login("", "alice@example.test", "alice-pw") == "OK":
+        break
+    assert time.time() < deadline, m.response_text
+    m.logout()
+    time.sleep(0.5)
+"#;
+
 pub const CLUSTER_TOKEN: &str = "test-cluster-token";
 
 impl RouterProcess {

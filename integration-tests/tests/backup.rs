@@ -3,14 +3,14 @@
 //! read it); restored whole into a new, empty cluster, where alice logs in with her own
 //! password and finds every mailbox, UID, flag, date and byte; an incremental backup that
 //! fetches only what is new; and one deleted folder brought back alone, same UIDVALIDITY and
-//! UIDs.
+//! UIDs. Alice's Sieve scripts come back with her, the active one still active.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sirms_integration_tests::dovecot::{DUMP, dovecot_config, dovecot_dump, sirms_dump};
-use sirms_integration_tests::{RouterProcess, python, two_node_cluster};
+use sirms_integration_tests::{MANAGESIEVE_LOGIN, RouterProcess, python, two_node_cluster};
 
 const USER: &str = "alice@example.test";
 
@@ -24,6 +24,30 @@ fn imap(router: &RouterProcess, script: &str) -> String {
         ),
         &[router.imap.ip().to_string(), router.imap.port().to_string()],
     )
+}
+
+/// Alice's Sieve scripts over ManageSieve through the router: with a script in argv[2],
+/// uploads it as the active `rules` and a second, inactive `spare`; then lists the scripts
+/// and prints `rules`.
+const SIEVE: &str = r#"
+if len(sys.argv) > 2:
+    assert m.putscript("rules", sys.argv[2]) == "OK", m.response_text
+    assert m.putscript("spare", "keep;\r\n") == "OK", m.response_text
+    assert m.setactive("rules") == "OK", m.response_text
+status, scripts = m.listscripts()
+print("scripts:", sorted(scripts))
+status, body = m.getscript("rules")
+print("rules:", body)
+m.logout()
+"#;
+
+/// A script of alice's, to be found again after the restore.
+const RULES: &str = "require \"fileinto\";\r\nif header :contains \"subject\" \"[list]\" { fileinto \"Lists\"; }\r\n";
+
+fn sieve(router: &RouterProcess, upload: Option<&str>) -> String {
+    let mut args = vec![router.sieve.port().to_string()];
+    args.extend(upload.map(str::to_string));
+    python(&format!("{MANAGESIEVE_LOGIN}{SIEVE}"), &args)
 }
 
 /// Sends `n` messages to alice through the router's SMTP port.
@@ -67,6 +91,7 @@ fn backed_up_under_load_read_by_dovecot_restored_whole_and_by_folder() {
     router.ctl(&["domains", "add", "example.test"]);
     router.ctl(&["users", "add", USER, "--password", "alice-pw", "--home", "node1", "--replica", "node2"]);
     router.ctl(&["aliases", "add", "postmaster@example.test", USER]);
+    let scripts = sieve(&router, Some(RULES));
     deliver(&router, 0, 20);
     imap(
         &router,
@@ -123,6 +148,10 @@ s.quit()
     assert!(out.contains("0 failed"), "{out}");
     assert_eq!(sirms_dump(&other, USER, "alice-pw"), want, "restored whole into a new cluster");
     assert!(other.ctl(&["aliases", "list"]).contains("postmaster@example.test"));
+    assert!(out.contains("alice@example.test: 3 user files restored"), "two scripts and the active one's name\n{out}");
+    let restored = sieve(&other, None);
+    assert!(restored.contains("scripts: [('rules', True), ('spare', False)]"), "{restored}");
+    assert_eq!(restored, scripts, "the scripts, and which is active, as they were");
 
     // Incremental: one new message, one flag change, one expunge; only the new one is fetched.
     deliver(&router, 100, 1);

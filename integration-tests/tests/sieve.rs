@@ -2,26 +2,7 @@
 //! ManageSieve port with a real client (python-managesieve), then mail sent through the
 //! router's SMTP lands where the script says, read back over IMAP through the router.
 
-use sirms_integration_tests::{python, two_node_cluster};
-
-/// Logs in as alice over ManageSieve (STARTTLS, PLAIN) on the port in argv[1]: `m` is the
-/// session. What follows it in a script uses the session.
-const LOGIN: &str = r#"
-import managesieve, sys, time
-host, port = "127.0.0.1", int(sys.argv[1])
-# STARTTLS first: the server offers PLAIN only inside TLS. The user was just added: until
-# the directory reaches the node the login fails, so each try is a new session.
-deadline = time.time() + 20
-while True:
-    m = managesieve.MANAGESIEVE(host, port, use_tls=True, tls_verify=False, timeout=20)
-    assert "fileinto" in m.capabilities and "vacation" in m.capabilities, m.capabilities
-    assert m.loginmechs == ["PLAIN"], m.loginmechs
-    if m.login("", "alice@example.test", "alice-pw") == "OK":
-        break
-    assert time.time() < deadline, m.response_text
-    m.logout()
-    time.sleep(0.5)
-"#;
+use sirms_integration_tests::{MANAGESIEVE_LOGIN as LOGIN, python, two_node_cluster};
 
 /// Uploads, checks, lists and activates scripts as alice (after [`LOGIN`]).
 const MANAGE: &str = r#"

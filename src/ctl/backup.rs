@@ -7,6 +7,9 @@
 //! BACKUP/mail/USER/Maildir/     one Maildir per user, mailboxes as nested directories
 //!                               (Dovecot's LAYOUT=fs; levels in modified UTF-7), each with a
 //!                               dovecot-uidlist (UIDVALIDITY, UIDs) and dovecot-keywords
+//! BACKUP/mail/USER/sirms-files/ the user's files as the store keeps them: Sieve scripts
+//!                               (`sieve.NAME`), the active one's name (`sieve-active`), the
+//!                               vacation memory (`sieve-vacation`)
 //! ```
 //!
 //! Dovecot reads each user's tree as it is (`mail_location = maildir:~/Maildir:LAYOUT=fs`),
@@ -29,9 +32,10 @@ use clap::Args;
 use sirms_mailnode::imap::mutf7;
 use sirms_mailnode::import::dovecot::{self, UidList};
 use sirms_mailnode::import::maildir;
-use sirms_proto::cluster::{DirectorySnapshot, Empty, Name, User};
+use sirms_mailnode::sieve::scripts::ACTIVE_FILE;
+use sirms_proto::cluster::{DirectorySnapshot, Empty, ImportUserFile, Name, User};
 use sirms_proto::cluster_tls::Credentials;
-use sirms_storage::{BodyPart, MailStore, RemoteStore, UidSet};
+use sirms_storage::{BodyPart, MailStore, RemoteStore, UidSet, UserFile};
 
 use super::import::{self, ImportArgs};
 use super::users::size;
@@ -102,6 +106,8 @@ struct BackupReport {
     bytes: u64,
     renamed: u64,
     removed: u64,
+    /// Users' files (Sieve scripts and their state) written.
+    files: usize,
     seconds: f64,
 }
 
@@ -116,6 +122,59 @@ fn io(path: &Path, e: std::io::Error) -> CtlError {
 /// A user's tree in the backup.
 fn user_dir(root: &Path, user: &str) -> PathBuf {
     root.join("mail").join(user).join("Maildir")
+}
+
+/// A user's files in the backup (next to the Maildir: Dovecot does not read them).
+fn files_dir(root: &Path, user: &str) -> PathBuf {
+    root.join("mail").join(user).join("sirms-files")
+}
+
+/// Writes `files` into `dir`, each durably, and removes what the user no longer has; says
+/// how many were written.
+fn save_user_files(dir: &Path, files: &[UserFile]) -> Result<usize, CtlError> {
+    sirms_storage::durable::create_private_dir(dir).map_err(|e| io(dir, e))?;
+    for file in files {
+        sirms_storage::user_file::check_name(&file.name).map_err(|e| CtlError::Input(e.to_string()))?;
+        let path = dir.join(&file.name);
+        sirms_storage::durable::write_atomic(&path, &file.content, "backup-user-file").map_err(|e| io(&path, e))?;
+    }
+    for entry in fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let entry = entry.map_err(|e| io(dir, e))?;
+        let name = entry.file_name();
+        if !files.iter().any(|f| name.to_str() == Some(f.name.as_str())) {
+            fs::remove_file(entry.path()).map_err(|e| io(&entry.path(), e))?;
+        }
+    }
+    Ok(files.len())
+}
+
+/// Puts a backup's files of `user` back through a mail node (so the replica gets them too);
+/// the active script's name last, once the script it names is there. Says how many.
+async fn restore_user_files(
+    router: &mut Client,
+    credentials: &Credentials,
+    user: &str,
+    dir: &Path,
+) -> Result<usize, CtlError> {
+    let mut names: Vec<String> = match fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(dir, e)),
+    };
+    // Leftovers of an interrupted backup (temporary files) are not the user's.
+    names.retain(|n| sirms_storage::user_file::check_name(n).is_ok());
+    if names.is_empty() {
+        return Ok(0);
+    }
+    names.sort_by_key(|n| (n == ACTIVE_FILE, n.clone()));
+    let (_, mut client) = import::importer(router, credentials, user, None).await?;
+    for name in &names {
+        let path = dir.join(name);
+        let content = fs::read(&path).map_err(|e| io(&path, e))?;
+        let file = ImportUserFile { user: user.to_string(), name: name.clone(), content: content.into() };
+        client.put_user_file(file).await.map_err(|e| CtlError::Input(format!("{user}: {name}: {}", e.message())))?;
+    }
+    Ok(names.len())
 }
 
 /// A mailbox's folder in a user's tree: INBOX at the root, others nested, levels in mUTF-7.
@@ -177,6 +236,8 @@ pub(super) async fn backup(
             entries.push(entry);
             report.mailboxes += 1;
         }
+        let files = store.user_files(&user.address).await.map_err(|e| CtlError::Input(e.to_string()))?;
+        report.files += save_user_files(&files_dir(&args.dir, &user.address), &files)?;
         manifest.users.insert(user.address.clone(), entries);
         report.users += 1;
     }
@@ -191,12 +252,13 @@ pub(super) async fn backup(
     report.seconds = started.0.elapsed().as_secs_f64();
     show(json, &report, |r| {
         format!(
-            "backed up {} users, {} mailboxes ({} unchanged), {} messages ({}) in {:.1} s: {} fetched, {} renamed, {} removed\n",
+            "backed up {} users, {} mailboxes ({} unchanged), {} messages ({}), {} user files in {:.1} s: {} fetched, {} renamed, {} removed\n",
             r.users,
             r.mailboxes,
             r.unchanged,
             r.messages,
             size(r.bytes),
+            r.files,
             r.seconds,
             r.fetched,
             r.renamed,
@@ -360,6 +422,14 @@ pub(super) async fn restore(
             ..Default::default()
         };
         text.push_str(&import::run(router, credentials, json, import).await?);
+        // A restore of one folder is of mail only; a user's whole restore brings their
+        // Sieve scripts back too.
+        if args.folder.is_none() {
+            let files = restore_user_files(router, credentials, user, &files_dir(&args.dir, user)).await?;
+            if !json {
+                text.push_str(&format!("{user}: {files} user files restored\n"));
+            }
+        }
     }
     Ok(text)
 }

@@ -43,7 +43,7 @@ const MAX_LISTED_FAILURES: usize = 50;
 const TTY_EVERY: Duration = Duration::from_millis(250);
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-type Importer = ImportClient<InterceptedService<Channel, TokenInterceptor>>;
+pub(super) type Importer = ImportClient<InterceptedService<Channel, TokenInterceptor>>;
 
 /// `sirms ctl import USER --maildir DIR | --mbox PATH | --imap URL`, or
 /// `sirms ctl import [USER] --vpopmail DIR`.
@@ -337,21 +337,7 @@ async fn one_user(
 ) -> Result<String, CtlError> {
     let (local, domain) = canonical_address(&user).map_err(|e| CtlError::Input(e.to_string()))?;
     let user = format!("{local}@{domain}");
-    let directory = router.get_directory(Empty {}).await?.into_inner();
-    let home = directory
-        .users
-        .iter()
-        .find(|u| u.address == user)
-        .map(|u| u.home.clone())
-        .ok_or_else(|| CtlError::Input(format!("no user {user}: add it first (sirms ctl users add)")))?;
-    let nodes = router.list_nodes(Empty {}).await?.into_inner().nodes;
-    let (node, endpoint) = pick_node(&nodes, &home, args.via.as_deref())?;
-    let (channel, interceptor) = node_channel(&endpoint, credentials, CALL_TIMEOUT)
-        .await
-        .map_err(|e| CtlError::Connect(format!("{node} ({endpoint})"), e))?;
-    let mut client = ImportClient::with_interceptor(channel, interceptor)
-        .max_decoding_message_size(128 * 1024 * 1024)
-        .max_encoding_message_size(128 * 1024 * 1024);
+    let (node, mut client) = importer(router, credentials, &user, args.via.as_deref()).await?;
 
     let mut imap = match &args.imap {
         Some(url) => Some(imap_session(url, &args).await?),
@@ -425,6 +411,31 @@ async fn one_user(
         return Err(CtlError::Input(report.summary()));
     }
     show(json, &report, Report::summary)
+}
+
+/// The Import service of the node that writes for `user` (see [`pick_node`]), and its name.
+pub(super) async fn importer(
+    router: &mut Client,
+    credentials: &Credentials,
+    user: &str,
+    via: Option<&str>,
+) -> Result<(String, Importer), CtlError> {
+    let directory = router.get_directory(Empty {}).await?.into_inner();
+    let home = directory
+        .users
+        .iter()
+        .find(|u| u.address == user)
+        .map(|u| u.home.clone())
+        .ok_or_else(|| CtlError::Input(format!("no user {user}: add it first (sirms ctl users add)")))?;
+    let nodes = router.list_nodes(Empty {}).await?.into_inner().nodes;
+    let (node, endpoint) = pick_node(&nodes, &home, via)?;
+    let (channel, interceptor) = node_channel(&endpoint, credentials, CALL_TIMEOUT)
+        .await
+        .map_err(|e| CtlError::Connect(format!("{node} ({endpoint})"), e))?;
+    let client = ImportClient::with_interceptor(channel, interceptor)
+        .max_decoding_message_size(128 * 1024 * 1024)
+        .max_encoding_message_size(128 * 1024 * 1024);
+    Ok((node, client))
 }
 
 /// The node to write through: `via`, else the home if it is a mail node, else a healthy one.

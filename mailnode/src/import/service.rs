@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sirms_proto::cluster::import_server::{Import, ImportServer};
-use sirms_proto::cluster::{ImportChunk, ImportMailbox, ImportedMailbox, ImportedMessage, ImportedMeta, import_chunk};
+use sirms_proto::cluster::{
+    Ack, ImportChunk, ImportMailbox, ImportUserFile, ImportedMailbox, ImportedMessage, ImportedMeta, import_chunk,
+};
 use sirms_storage::grpc::body;
 use sirms_storage::{BodyPart, Flags, MailStore, NewMessage, StoreError, SystemFlags, UidSet};
 use tonic::{Request, Response, Status, Streaming};
@@ -82,6 +84,14 @@ impl Import for ImportService {
         };
         let appended = self.store.append(&header.user, &header.mailbox, message).await?;
         Ok(Response::new(ImportedMessage { uid: appended.uid, duplicate: false }))
+    }
+
+    async fn put_user_file(&self, request: Request<ImportUserFile>) -> Result<Response<Ack>, Status> {
+        self.check(&request)?;
+        let ImportUserFile { user, name, content } = request.into_inner();
+        // The store checks the name and the size, as for a ManageSieve upload.
+        self.store.put_user_file(&user, &name, Some(content)).await?;
+        Ok(Response::new(Ack {}))
     }
 }
 
