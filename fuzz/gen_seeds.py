@@ -263,6 +263,10 @@ IMAP_EXTENSION = {
     "create_use_literal": (0, b"c CREATE {15+}\r\nx (USE (\\Sent))\r\n"),
     "searchres_search": (0, b'a UID SEARCH RETURN (SAVE MIN) OR $ (UID $ SUBJECT $) HEADER $ $ MODSEQ "/flags/x" all 5 $ {1+}\r\n$\r\n'),
     "searchres_fetch": (0, b"f UID FETCH $ (UID FLAGS)\r\n"),
+    "preview_in_list": (0, b"p FETCH 1:* (UID PREVIEW (LAZY) FLAGS)\r\n"),
+    "preview_alone": (0, b"p UID FETCH $ preview (CHANGEDSINCE 3)\r\n"),
+    "preview_header_field": (0, b"p FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"]\" PREVIEW)] PREVIEW)\r\n"),
+    "preview_bad_modifier": (0, b"p FETCH 1 (PREVIEW (LAZY FAST))\r\n"),
     # F18: the oracle did not know SAVE as a return option (the first CI run of SEARCHRES).
     "known18_save_alone": (1, b"SAVE) ALL\r\n"),
 }

@@ -21,6 +21,8 @@
 //! - a STATUS taken over keeps everything before its final `(` and has `(MESSAGES)` in place
 //!   of the list, which held APPENDLIMIT;
 //! - a CREATE taken over is the message without its final ` (USE (…))`, whose attributes it reports;
+//! - a FETCH taken over for PREVIEW differs from the message in one stretch of its first line,
+//!   which held the word PREVIEW and is now empty or `UID`, and decodes (if at all) as a FETCH;
 //! - a `$` replaced is one byte `$` of the command (after any other clause was cut) turned into
 //!   `searchres::MARKER`, and the command held no marker of its own;
 //! - the pre-decoder only takes over commands imap-codec rejects: whenever it cuts or refuses,
@@ -37,7 +39,8 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::mailbox::ListMailbox;
 use libfuzzer_sys::fuzz_target;
 use sirms_mailnode::imap::extension::{
-    Decoded, Extension, ListExtended, Predecoded, SearchReturn, create, decode, esearch, list, predecode, searchres, status,
+    Decoded, Extension, ListExtended, Predecoded, SearchReturn, create, decode, esearch, list, predecode, preview,
+    searchres, status,
 };
 
 const PREFIXES: [&[u8]; 8] = [
@@ -184,6 +187,20 @@ fn check_dollars(original: &[u8], rewritten: &[u8]) {
     assert!(replaced > 0);
 }
 
+/// The PREVIEW cut: `message` and `rewritten` share a prefix and a suffix around one stretch,
+/// on the first line, that held the word PREVIEW and is now nothing or `UID`.
+fn check_preview_cut(message: &[u8], rewritten: &[u8]) {
+    let prefix = message.iter().zip(rewritten).take_while(|(a, b)| a == b).count();
+    let suffix = message[prefix..].iter().rev().zip(rewritten[prefix..].iter().rev()).take_while(|(a, b)| a == b).count();
+    let removed = &message[prefix..message.len() - suffix];
+    let put = &rewritten[prefix..rewritten.len() - suffix];
+    assert!(put.is_empty() || b"UID".ends_with(put) || put.starts_with(b"U"), "put {put:?}");
+    let line_end = message.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(message.len());
+    assert!(prefix + removed.len() <= line_end, "cut past the first line");
+    let window = &message[prefix.saturating_sub(7)..(message.len() - suffix + 7).min(message.len())];
+    assert!(window.windows(7).any(|w| w.eq_ignore_ascii_case(b"PREVIEW")), "no PREVIEW where the cut was");
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
     let mut message = PREFIXES[usize::from(selector % 8)].to_vec();
@@ -194,7 +211,8 @@ fuzz_target!(|data: &[u8]| {
     let listed = list::find(message);
     let statused = status::find(message);
     let created = create::find(message);
-    let claims = [found.is_some(), listed.is_some(), statused.is_some(), created.is_some()];
+    let previewed = preview::find(message);
+    let claims = [found.is_some(), listed.is_some(), statused.is_some(), created.is_some(), previewed.is_some()];
     assert!(claims.iter().filter(|c| **c).count() <= 1, "two extensions claim the command: {claims:?}");
     if let Some(Ok((command, items))) = &statused {
         assert!(items.append_limit);
@@ -230,6 +248,35 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(decoded.as_ref().err(), Some(text));
             }
             (created, predecoded) => panic!("find {created:?} but predecode {predecoded:?}"),
+        }
+        return;
+    }
+    if let Some(previewed) = &previewed {
+        match (previewed, &predecoded) {
+            (Ok((rewritten, asked)), Predecoded::Cut { command, extension, saved_result }) => {
+                if *saved_result {
+                    check_dollars(rewritten, command);
+                } else {
+                    assert_eq!(rewritten, command);
+                }
+                assert_eq!(*extension, Extension::Preview(asked.clone()));
+                check_preview_cut(message, rewritten);
+                match (&decoded, codec(command)) {
+                    (Ok(d), Some(c)) => {
+                        assert_eq!(d.command, c);
+                        assert_eq!(d.extension, *extension);
+                        assert!(matches!(d.command.body, CommandBody::Fetch { .. }), "{:?}", d.command);
+                    }
+                    (Err(_), None) => {}
+                    (d, c) => panic!("decode {d:?} but imap-codec on the rest {c:?}"),
+                }
+            }
+            (Ok(_), Predecoded::Invalid(text)) => assert_eq!(*text, searchres::MARKER_USED),
+            (Err(text), Predecoded::Invalid(invalid)) => {
+                assert_eq!(text, invalid);
+                assert_eq!(decoded.as_ref().err(), Some(text));
+            }
+            (previewed, predecoded) => panic!("find {previewed:?} but predecode {predecoded:?}"),
         }
         return;
     }

@@ -896,3 +896,51 @@ out["logout"] = cmd("c3 LOGOUT")
     assert_eq!(out["again"], "c2 NO [COMPRESSIONACTIVE] DEFLATE is already active\r\n");
     assert_eq!(out["logout"], "* BYE logging out\r\nc3 OK LOGOUT completed\r\n");
 }
+
+/// PREVIEW (RFC 8970): the start of a message's text on one line, from its first text part
+/// (HTML without markup), at most 256 characters; a header named PREVIEW is still a header,
+/// and a modifier other than LAZY is refused.
+#[test]
+fn preview_gives_the_start_of_the_text() {
+    let node = MailNode::start("imap-node.example.test", "");
+    let html = "Subject: html\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n\
+                --b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Grüße aus <b>Berlin</b></p>\r\n--b--\r\n";
+    let out = run(
+        &node,
+        &format!(
+            r#"
+m = connect()
+out["caps"] = sorted(m.capabilities)
+ok(m.append("INBOX", None, None, b"Subject: plain\r\nPreview: a header\r\n\r\nHello   Bob,\r\n\r\nlunch at noon?\r\n"))
+ok(m.append("INBOX", None, None, {html:?}.encode()))
+ok(m.append("INBOX", None, None, b"Subject: long\r\n\r\n" + b"word " * 100 + b"\r\n"))
+m.select("INBOX")
+out["plain"] = [d.decode() for d in ok(m.fetch("1", "(UID PREVIEW)"))]
+data = ok(m.fetch("2", "PREVIEW (LAZY)"))
+out["html"] = [data[0][0].decode(), data[0][1].decode()]
+data = ok(m.uid("FETCH", "3", "(PREVIEW FLAGS)"))
+out["long"] = data[0].decode()
+data = ok(m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (PREVIEW)])"))
+out["header"] = data[0][1].decode()
+try:
+    m.fetch("1", "(PREVIEW (FAST))")
+    out["bad"] = "accepted"
+except imaplib.IMAP4.error as e:
+    out["bad"] = str(e)
+m.logout()
+"#
+        ),
+    );
+    assert!(out["caps"].as_array().unwrap().iter().any(|c| c == "PREVIEW"), "{out}");
+    assert_eq!(out["plain"], serde_json::json!(["1 (UID 1 PREVIEW \"Hello Bob, lunch at noon?\")"]));
+    // Non-ASCII text comes as a literal.
+    assert!(out["html"][0].as_str().unwrap().starts_with("2 (UID 2 PREVIEW {"), "{out}");
+    let html = out["html"][1].as_str().unwrap();
+    assert!(html.contains("Grüße aus") && html.contains("Berlin") && !html.contains('<'), "{out}");
+    let long = out["long"].as_str().unwrap();
+    let preview = long.split("PREVIEW \"").nth(1).and_then(|p| p.split('"').next()).unwrap_or_default();
+    assert_eq!(preview.chars().count(), 256, "{long}");
+    assert!(long.contains("FLAGS (") && long.contains("UID 3"), "{long}");
+    assert_eq!(out["header"], "Preview: a header\r\n\r\n");
+    assert!(out["bad"].as_str().unwrap().contains("BAD") && out["bad"].as_str().unwrap().contains("LAZY"), "{out}");
+}

@@ -176,7 +176,7 @@ impl Session {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
              QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE CREATE-SPECIAL-USE WITHIN SEARCHRES COMPRESS=DEFLATE \
-             SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT",
+             SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT PREVIEW",
         );
         // One limit for every mailbox, so it goes in the capability (RFC 7889) and a
         // client need not ask mailbox by mailbox.
@@ -316,7 +316,8 @@ impl Session {
                 self.thread(&algorithm, &charset, &search_criteria, uid, out).await
             }
             CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
-                self.fetch(&sequence_set, macro_or_item_names, uid, &modifiers, out).await
+                let preview = matches!(extension, Extension::Preview(_));
+                self.fetch(&sequence_set, macro_or_item_names, uid, &modifiers, preview, out).await
             }
             CommandBody::Store { sequence_set, kind, response, flags, uid, modifiers } => {
                 self.store(&sequence_set, kind, response, &flags, uid, &modifiers, out).await

@@ -59,6 +59,8 @@ enum Item {
     BinarySize {
         path: Vec<u32>,
     },
+    /// `PREVIEW` (RFC 8970), made from the message each time (LAZY or not: it is cheap).
+    Preview,
 }
 
 impl Item {
@@ -144,6 +146,7 @@ impl Session {
         names: MacroOrMessageDataItemNames<'_>,
         uid: bool,
         modifiers: &[FetchModifier],
+        preview: bool,
         out: &mut Sink<'_>,
     ) -> CommandResult {
         let names = match names {
@@ -151,6 +154,9 @@ impl Session {
             MacroOrMessageDataItemNames::MessageDataItemNames(list) => list,
         };
         let mut items = names.iter().map(Item::from_wire).collect::<Result<Vec<_>, _>>()?;
+        if preview {
+            items.push(Item::Preview);
+        }
         let (mut changed_since, mut vanished) = (None, false);
         for modifier in modifiers {
             match modifier {
@@ -479,6 +485,10 @@ fn render(
             Item::BinarySize { path } => {
                 let bytes = binary::extract(raw, parsed.as_ref(), path)?;
                 data.raw(format_args!("BINARY.SIZE[{}] {}", Section::Part(path.clone()).spec(), bytes.len()));
+            }
+            Item::Preview => {
+                let text = parsed.as_ref().map(mime::preview::text).unwrap_or_default();
+                data.raw("PREVIEW ").string(text.as_bytes());
             }
         }
     }

@@ -12,6 +12,8 @@
 //!   reads the item list back from the end of the command;
 //! - `tag CREATE mailbox (USE (attrs))`, CREATE-SPECIAL-USE (RFC 6154 §3): [`create`], read
 //!   back from the end of the command the same way;
+//! - `tag [UID] FETCH set (… PREVIEW [(LAZY)] …)`, PREVIEW (RFC 8970): [`preview`], the item
+//!   cut from the list;
 //! - `$`, the saved search result of SEARCHRES (RFC 5182), where a sequence set goes:
 //!   [`searchres`] puts a marker set in its place (after any of the above was cut).
 //!
@@ -26,6 +28,7 @@
 pub mod create;
 pub mod esearch;
 pub mod list;
+pub mod preview;
 pub mod searchres;
 pub mod status;
 
@@ -37,6 +40,7 @@ use imap_types::command::Command;
 pub use create::CreateUse;
 pub use esearch::SearchReturn;
 pub use list::ListExtended;
+pub use preview::Preview;
 pub use status::StatusItems;
 
 /// What the pre-decoder took out of a command, for the command's handler.
@@ -53,6 +57,8 @@ pub enum Extension {
     Status(StatusItems),
     /// `CREATE … (USE (…))`: the special uses asked for.
     CreateUse(CreateUse),
+    /// A FETCH with the PREVIEW item.
+    Preview(Preview),
 }
 
 /// A decoded command and what the pre-decoder took out of it.
@@ -123,6 +129,14 @@ fn clauses(message: &[u8]) -> Predecoded {
             Err(text) => Predecoded::Invalid(text),
             Ok((command, uses)) => {
                 Predecoded::Cut { command, extension: Extension::CreateUse(uses), saved_result: false }
+            }
+        };
+    }
+    if let Some(found) = preview::find(message) {
+        return match found {
+            Err(text) => Predecoded::Invalid(text),
+            Ok((command, asked)) => {
+                Predecoded::Cut { command, extension: Extension::Preview(asked), saved_result: false }
             }
         };
     }

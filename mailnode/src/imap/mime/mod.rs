@@ -6,6 +6,7 @@ pub mod binary;
 pub mod cache;
 pub mod envelope;
 pub mod header;
+pub mod preview;
 pub mod section;
 pub mod structure;
 
