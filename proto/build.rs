@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Mail in transit between nodes is never printed.
         .field_attribute(".sirms.cluster.v1.SpoolCopy.message", "#[serde(skip)]")
         .field_attribute(".sirms.cluster.v1.ImportChunk.part", "#[serde(skip)]")
+        // Greylisting's hashes are never printed either (and bytes have no serde form).
+        .field_attribute(".sirms.cluster.v1.GreylistQuery.triplet", "#[serde(skip)]")
+        .field_attribute(".sirms.cluster.v1.GreylistQuery.network", "#[serde(skip)]")
         .compile_protos(&["proto/store.proto", "proto/cluster.proto", "proto/etcd.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
