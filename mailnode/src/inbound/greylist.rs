@@ -4,8 +4,8 @@
 //! in the directory's store ([`crate::cluster::triplets`]). Off by default.
 //!
 //! Not greylisted: authenticated mail (submission; the session never asks), clients in
-//! `allow`, and the null sender. RFC 6647 §4.2 would defer null-sender mail only after DATA,
-//! where delivery reports can be told apart; this node checks at RCPT only, so it lets them
+//! `allow`, and the null sender. RFC 6647 advises greylisting null-sender mail (delivery
+//! reports), if at all, after DATA, not at RCPT; this node checks at RCPT only, so it lets them
 //! through rather than delay the reports of mail already sent.
 //!
 //! The addresses are hashed here (SHA-256): neither the router nor its store sees them. When no
