@@ -144,7 +144,7 @@ impl Greylist {
                 self.metrics.greylist_deferred.inc();
                 tracing::info!(%session, %client, %from, %rcpt, reason = %answer.reason,
                     retry_in = answer.retry_in_secs, "greylisting: deferred");
-                Some(replies::greylisted_triplet(answer.retry_in_secs))
+                Some(replies::greylisted_triplet(answer.retry_in_secs, answer.reason == "early"))
             }
             Err(e) => {
                 self.metrics.greylist_failed_open.inc();
