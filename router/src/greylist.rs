@@ -257,10 +257,11 @@ mod tests {
 
     #[test]
     fn a_network_that_passed_often_enough_passes_at_once() {
-        let network = Some(Record { first_seen: 1, passed_at: 10, count: 3, expires: 100_000 });
+        let three = Record { first_seen: 1, passed_at: 10, count: 3, expires: 100_000 };
+        let network = Some(three);
         let d = decide(None, network, &POLICY, 50, false);
         assert!(d.pass() && d.reason == Reason::Network && d.triplet.is_none());
-        let two = Some(Record { count: 2, ..network.unwrap_or_default() });
+        let two = Some(Record { count: 2, ..three });
         assert_eq!(decide(None, two, &POLICY, 50, false).reason, Reason::New);
         let off = Policy { network_passes: 0, ..POLICY };
         assert_eq!(decide(None, network, &off, 50, false).reason, Reason::New, "0 turns it off");
