@@ -268,7 +268,15 @@ impl Session {
                     self.take_local(users, wants);
                     replies::recipient_ok().write_to(out);
                 }
-                (Some(reply), _) => reply.write_to(out),
+                (Some(reply), _) => {
+                    // A deferred recipient counts towards the transaction's limit: each costs
+                    // the cluster a lookup (and a new triplet a write), so a client may not
+                    // try recipients without end.
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.recipients += 1;
+                    }
+                    reply.write_to(out);
+                }
                 (None, None) => replies::bad_sequence("no recipient waiting").write_to(out),
             },
             Outcome::TlsStarted => {

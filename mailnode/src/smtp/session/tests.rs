@@ -483,3 +483,21 @@ fn greylisting_never_asks_about_a_logged_in_sender() {
     assert_eq!(flow, Next::NeedInput);
     assert!(out.ends_with("250 2.1.5 recipient OK\r\n"), "{out}");
 }
+
+#[test]
+fn deferred_recipients_count_towards_the_limit() {
+    let config = Arc::new(SessionConfig { greylisting: true, ..SessionConfig::clone(&config(false)) });
+    let mut t = T {
+        s: Session::new(config, directory(), "192.0.2.7:40000".parse().unwrap(), false, "id".into()),
+        out: Vec::new(),
+    };
+    t.feed("EHLO c\r\nMAIL FROM:<x@remote.test>\r\n");
+    for _ in 0..3 {
+        let (flow, _) = t.feed("RCPT TO:<alice@example.test>\r\n");
+        assert!(matches!(flow, Next::Action(Action::Greylist { .. })), "{flow:?}");
+        t.complete(Outcome::Greylist(Some(Reply::new(451, "4.7.1", "greylisted"))));
+    }
+    let (flow, out) = t.feed("RCPT TO:<bob@example.test>\r\n");
+    assert_eq!(flow, Next::NeedInput, "max_recipients (3) reached: not asked");
+    assert!(out.starts_with("452"), "{out}");
+}
