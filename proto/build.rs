@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .field_attribute(".sirms.cluster.v1.SpoolCopy.message", "#[serde(skip)]")
         .field_attribute(".sirms.cluster.v1.ImportChunk.part", "#[serde(skip)]")
         .field_attribute(".sirms.cluster.v1.ImportUserFile.content", "#[serde(skip)]")
+        // Greylisting's hashes are never printed either (and bytes have no serde form).
+        .field_attribute(".sirms.cluster.v1.GreylistQuery.triplet", "#[serde(skip)]")
+        .field_attribute(".sirms.cluster.v1.GreylistQuery.network", "#[serde(skip)]")
         .compile_protos(&["proto/store.proto", "proto/cluster.proto", "proto/etcd.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

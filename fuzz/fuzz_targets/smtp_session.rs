@@ -35,6 +35,7 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use sirms_mailnode::directory::{Directory, DirectoryConfig, DirectoryData};
 use sirms_mailnode::smtp::rate::SendRate;
+use sirms_mailnode::smtp::reply::Reply;
 use sirms_mailnode::smtp::session::{Action, Next, Outcome, Session, SessionConfig};
 
 /// Live heap bytes, to bound what the session holds on to.
@@ -312,6 +313,8 @@ fn params(head: &[u8; 4]) -> Params {
         max_errors: [1, 3, 8, 100][usize::from(flags >> 6)],
         max_auth_failures: 2,
         send_rate: fresh_send_rate(),
+        // Greylisting on port 25 for half the chunking seeds.
+        greylisting: flags & 1 == 0 && head[1] & 0x80 != 0,
     };
     Params {
         config: Arc::new(config),
@@ -473,6 +476,14 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
                             0 => Outcome::Delivered(false),
                             1 => Outcome::OverQuota,
                             _ => Outcome::Delivered(true),
+                        }
+                    }
+                    Action::Greylist { from, rcpt } => {
+                        assert!(p.config.greylisting && !logged_in, "greylisting asked for a logged-in sender");
+                        assert!(clean(&from) && clean(&rcpt), "control character in a greylisted triplet");
+                        match outcomes.below(2) {
+                            0 => Outcome::Greylist(None),
+                            _ => Outcome::Greylist(Some(Reply::new(451, "4.7.1", "greylisted"))),
                         }
                     }
                     Action::StartTls => {

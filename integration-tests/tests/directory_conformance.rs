@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use sirms_integration_tests::etcd::EtcdCluster;
 use sirms_proto::cluster::{
-    Alias, DirectorySnapshot, DkimKey, DomainQuota, Group, Invite, Node, NodeLoad, ReplicaState, User,
+    Alias, DirectorySnapshot, DkimKey, DomainQuota, GreylistAnswer, GreylistQuery, Group, Invite, Node, NodeLoad,
+    ReplicaState, User,
 };
 use sirms_router::directory::etcd::EtcdStore;
 use sirms_router::directory::{ClusterDirectory, Copies, DirectoryError};
@@ -148,7 +149,66 @@ conformance!(
     failover_promotes_only_a_live_in_sync_replica,
     routers_racing_to_fail_over_swap_once,
     domain_quotas_persist_and_reach_the_snapshot,
+    greylisting_records_are_shared_and_survive_a_restart,
+    greylisting_records_expire_and_are_pruned,
 );
+
+/// A greylisting query for triplet `t` of network `n`, with a 2 s delay (times are whole
+/// seconds: a shorter one could be over between two calls).
+fn grey(t: u8, n: u8, pending_ttl_secs: u64) -> GreylistQuery {
+    GreylistQuery {
+        triplet: vec![t; 32].into(),
+        network: vec![n; 32].into(),
+        delay_secs: 2,
+        pending_ttl_secs,
+        pass_ttl_secs: 3600,
+        network_passes: 2,
+    }
+}
+
+async fn greylisting_records_are_shared_and_survive_a_restart(h: Harness) {
+    let reason = |a: GreylistAnswer| (a.pass, a.reason);
+    let (q1, q2, q3) = (grey(1, 9, 60), grey(2, 9, 60), grey(3, 9, 60));
+    assert_eq!(reason(h.a.greylist(&q1).await.unwrap()), (false, "new".into()));
+    // The other router knows the triplet: deferred for what is left of the delay.
+    let early = h.b.greylist(&q1).await.unwrap();
+    assert_eq!((early.pass, early.reason.as_str()), (false, "early"));
+    assert!((1..=2).contains(&early.retry_in_secs), "{early:?}");
+    assert_eq!(reason(h.b.greylist(&q2).await.unwrap()), (false, "new".into()));
+    assert_eq!(h.a.current().version, 0, "greylisting is not a directory change");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(reason(h.b.greylist(&q1).await.unwrap()), (true, "retried".into()));
+    assert_eq!(reason(h.a.greylist(&q1).await.unwrap()), (true, "known".into()));
+    assert_eq!(reason(h.a.greylist(&q2).await.unwrap()), (true, "retried".into()));
+    // Two passed triplets of network 9: a third of it passes at once.
+    assert_eq!(reason(h.b.greylist(&q3).await.unwrap()), (true, "network".into()));
+    let q4 = GreylistQuery { delay_secs: 600, ..grey(4, 8, 60) };
+    assert_eq!(reason(h.b.greylist(&q4).await.unwrap()), (false, "new".into()), "another network");
+    let bad = GreylistQuery { triplet: vec![1; 5].into(), ..grey(1, 9, 60) };
+    assert!(matches!(h.a.greylist(&bad).await, Err(DirectoryError::Invalid(_))));
+    let h = h.reopen().await;
+    // Asked without the network rule, so that the triplet's own record answers.
+    let q1 = GreylistQuery { network_passes: 0, ..q1 };
+    assert_eq!(reason(h.b.greylist(&q1).await.unwrap()), (true, "known".into()), "remembered after a restart");
+    assert_eq!(reason(h.b.greylist(&q3).await.unwrap()), (true, "network".into()), "the network too");
+    assert_eq!(reason(h.a.greylist(&q4).await.unwrap()), (false, "early".into()), "pending too");
+    assert!(h.a.snapshot().users.is_empty() && h.a.current().version == 0);
+}
+
+async fn greylisting_records_expire_and_are_pruned(h: Harness) {
+    // Triplets 1 and 2 pending for 2 s, 3 for a minute, all of network 9.
+    for t in [1, 2] {
+        assert!(!h.a.greylist(&grey(t, 9, 2)).await.unwrap().pass);
+    }
+    assert!(!h.b.greylist(&grey(3, 9, 60)).await.unwrap().pass);
+    assert_eq!(h.a.prune_greylist().await.unwrap(), 3, "nothing ran out yet");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(h.b.prune_greylist().await.unwrap(), 1, "the two short-lived ones went");
+    // Gone: asked again, triplet 1 starts over; triplet 3 passes.
+    assert_eq!(h.a.greylist(&grey(1, 9, 2)).await.unwrap().reason, "new");
+    assert_eq!(h.a.greylist(&grey(3, 9, 60)).await.unwrap().reason, "retried");
+    assert_eq!(h.a.prune_greylist().await.unwrap(), 3, "triplets 1 and 3 and network 9");
+}
 
 async fn domain_quotas_persist_and_reach_the_snapshot(h: Harness) {
     let d = h.a.clone();

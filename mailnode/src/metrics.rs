@@ -76,6 +76,11 @@ pub struct NodeMetrics {
     pub spool_single_copy: Counter,
     /// Clients refused at connect because a DNS blocklist names them.
     pub dnsbl_refused: Counter,
+    /// Recipients greylisting deferred (`451`), passed, and accepted unchecked because no
+    /// router answered.
+    pub greylist_deferred: Counter,
+    pub greylist_passed: Counter,
+    pub greylist_failed_open: Counter,
     /// Queue envelopes that cannot be read at the last scan: their messages are stuck.
     pub queue_unreadable: Gauge,
     /// The store behind this node's protocols.
@@ -108,6 +113,9 @@ impl NodeMetrics {
             auth_throttled: Counter::default(),
             spool_single_copy: Counter::default(),
             dnsbl_refused: Counter::default(),
+            greylist_deferred: Counter::default(),
+            greylist_passed: Counter::default(),
+            greylist_failed_open: Counter::default(),
             queue_unreadable: Gauge::default(),
             store: Arc::default(),
             filters: Arc::default(),
@@ -227,6 +235,15 @@ impl Render for NodeMetrics {
             "sirms_dnsbl_refused_total",
             "Clients refused at connect to port 25 because a DNS blocklist lists them.",
             &[(&[], self.dnsbl_refused.get())],
+        );
+        out.counter(
+            "sirms_greylist_total",
+            "Recipients greylisting checked on port 25, by result: deferred (451), passed, failed_open (no router answered).",
+            &[
+                (&[("result", "deferred")], self.greylist_deferred.get()),
+                (&[("result", "passed")], self.greylist_passed.get()),
+                (&[("result", "failed_open")], self.greylist_failed_open.get()),
+            ],
         );
         out.counter(
             "sirms_submission_rate_limited_total",

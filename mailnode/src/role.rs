@@ -17,6 +17,7 @@ use crate::cluster::home_store::{Endpoints, HomeStore};
 use crate::cluster::membership::Membership;
 use crate::cluster::replica_state::ReplicaStates;
 use crate::cluster::spool_copy::SpoolPeers;
+use crate::cluster::triplets::Triplets;
 use crate::cluster::unreachable::Unreachable;
 use crate::config::NodeConfig;
 use crate::delivery::Delivery;
@@ -26,6 +27,7 @@ use crate::imap::connection::ImapLimits;
 use crate::import::service::ImportService;
 use crate::inbound::Checks;
 use crate::inbound::dnsbl::Dnsbl;
+use crate::inbound::greylist::Greylist;
 use crate::managesieve::SieveService;
 use crate::metrics::NodeMetrics;
 use crate::net::listener::{self, ListenerSettings};
@@ -86,7 +88,7 @@ async fn join_cluster(
     own_store: Arc<dyn ReplicaStore>,
     member: Member,
     stopped: watch::Receiver<bool>,
-) -> Result<(Arc<dyn MailStore>, Arc<SpoolPeers>), NodeError> {
+) -> Result<(Arc<dyn MailStore>, Arc<SpoolPeers>, Triplets), NodeError> {
     let Member { directory, metrics, spool, wake } = member;
     let copies = Arc::new(Copies::open(config.data_dir.join("spool-copies")).map_err(StoreError::Io)?);
     let token = config.cluster.token.clone().unwrap_or_else(|| DEV_TOKEN.to_string());
@@ -146,6 +148,8 @@ async fn join_cluster(
         tracing::info!("serving from the cached directory until the router answers");
     }
     let states = Arc::new(ReplicaStates::new(membership.routers.clone(), credentials.clone()));
+    let triplets = Triplets::new(&membership.routers, &credentials)
+        .map_err(|e| crate::inbound::ConfigError(format!("greylist: {e}")))?;
     tokio::spawn(membership.run(stopped.clone()));
     let unreachable = Arc::new(Unreachable::default());
     let peers = Arc::new(SpoolPeers::new(
@@ -179,7 +183,7 @@ async fn join_cluster(
         tracing::info!(%addr, "serving this node's mailboxes, queue and imports to the cluster");
     }
     tokio::spawn(catch_up::run(home.clone(), directory, states, node_id, stopped));
-    Ok((home, peers))
+    Ok((home, peers, triplets))
 }
 
 /// How long a peer holding this node's spool copies waits, after this node stopped
@@ -223,13 +227,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let metrics = Arc::new(NodeMetrics::new(config.data_dir.join("queue").join("env")).with_send_rate(send_rate));
     let spool = Arc::new(Spool::open(config.data_dir.join("queue")).map_err(StoreError::Io)?);
     let wake = Arc::new(Notify::new());
-    let (store, spool_peers): (Arc<dyn MailStore>, _) = if routers.is_empty() {
-        (own_store as Arc<dyn MailStore>, None)
+    let (store, spool_peers, triplets): (Arc<dyn MailStore>, _, _) = if routers.is_empty() {
+        (own_store as Arc<dyn MailStore>, None, None)
     } else {
         let member =
             Member { directory: directory.clone(), metrics: metrics.clone(), spool: spool.clone(), wake: wake.clone() };
-        let (store, peers) = join_cluster(&config, routers, own_store, member, stopped.clone()).await?;
-        (store, Some(peers))
+        let (store, peers, triplets) = join_cluster(&config, routers, own_store, member, stopped.clone()).await?;
+        (store, Some(peers), Some(triplets))
     };
     let store: Arc<dyn MailStore> = Arc::new(Measured::new(store, metrics.store.clone()));
     if let Some(addr) = config.listen.metrics {
@@ -270,6 +274,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let limits = &config.limits;
 
     let send_rate = metrics.send_rate.clone();
+    let greylist = Greylist::new(&config.inbound.greylist, triplets, metrics.clone())?.map(Arc::new);
     let smtp_session = |submission: bool| {
         Arc::new(SessionConfig {
             hostname: config.hostname.clone(),
@@ -282,6 +287,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             max_errors: limits.max_errors,
             max_auth_failures: limits.max_auth_failures,
             send_rate: send_rate.clone(),
+            greylisting: !submission && greylist.is_some(),
         })
     };
     let checks = Arc::new(Checks::new(&config.inbound, &config.hostname, &metrics)?);
@@ -301,6 +307,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             notifier: notifier.clone(),
             checks: checks.clone(),
             dnsbl: dnsbl.clone(),
+            greylist: greylist.clone().filter(|_| !submission),
         })
     };
     let budget = ConnectionBudget::new(limits.max_connections, limits.max_connections_per_ip);

@@ -8,9 +8,9 @@ use futures::Stream;
 use sirms_proto::cluster::admin_server::{Admin, AdminServer};
 use sirms_proto::cluster::directory_server::{Directory, DirectoryServer};
 use sirms_proto::cluster::{
-    Ack, Alias, ClusterStatus, DirectorySnapshot, DkimKey, DomainQuota, DrainRequest, Empty, Group, GroupList,
-    Invitation, Invite, Name, Node, NodeList, NodeLoad, ReplicaState, Route, RouteExplanation, RouteList, Transport,
-    User, WatchRequest,
+    Ack, Alias, ClusterStatus, DirectorySnapshot, DkimKey, DomainQuota, DrainRequest, Empty, GreylistAnswer,
+    GreylistQuery, Group, GroupList, Invitation, Invite, Name, Node, NodeList, NodeLoad, ReplicaState, Route,
+    RouteExplanation, RouteList, Transport, User, WatchRequest,
 };
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
@@ -276,6 +276,11 @@ impl Directory for AdminService {
         let state = self.dir().set_replica_state(request).await?;
         tracing::info!(user = %state.user, epoch = state.epoch, in_sync = state.in_sync, "replica state");
         Ok(Response::new(state))
+    }
+
+    async fn greylist(&self, request: Request<GreylistQuery>) -> Reply<GreylistAnswer> {
+        let query = self.any_node(request)?;
+        Ok(Response::new(self.dir().greylist(&query).await?))
     }
 
     type WatchStream = SnapshotStream;

@@ -194,6 +194,20 @@ impl EtcdClient {
         .await
     }
 
+    /// At most `limit` keys from `from` (included) up to `end` (excluded), and whether more
+    /// follow: for reading a prefix too large for one answer.
+    pub async fn range_page(&self, from: &[u8], end: &[u8], limit: i64) -> Result<(Vec<KeyValue>, bool), EtcdError> {
+        let range =
+            RangeRequest { key: from.to_vec().into(), range_end: end.to_vec().into(), limit, ..Default::default() };
+        let reply = self
+            .call_through_election(|channel| {
+                let range = range.clone();
+                async move { KvClient::new(channel).range(request(range)).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok((reply.kvs, reply.more))
+    }
+
     /// A range read, with the revision it was read at.
     async fn range(&self, range: RangeRequest) -> Result<(i64, Vec<KeyValue>), EtcdError> {
         let reply = self

@@ -36,6 +36,7 @@ pub mod enrol;
 pub mod etcd;
 pub mod failover;
 pub mod forward;
+pub mod greylist;
 pub mod hashing;
 pub mod health;
 pub mod membership;

@@ -61,6 +61,25 @@ fn open_directory(config: &RouterConfig) -> Result<(ClusterDirectory, Option<Mem
     Ok((directory.with_copies(copies), membership))
 }
 
+/// How often a router removes the greylisting records that ran out (and counts the rest).
+const GREYLIST_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Prunes the greylisting records at start and then every [`GREYLIST_PRUNE_EVERY`]: expired
+/// records go, and the count that bounds the store is taken afresh. With etcd every router
+/// prunes; a removal is conditional, so they never undo each other's writes.
+async fn prune_greylist(router: Arc<Router>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        match router.directory().prune_greylist().await {
+            Ok(left) => tracing::debug!(left, "greylisting records pruned"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the greylisting records"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(GREYLIST_PRUNE_EVERY) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
 /// Runs the router until `shutdown` resolves.
 pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Result<(), RouterError> {
     if config.token == DEV_TOKEN && !config.admin_listen.ip().is_loopback() {
@@ -83,6 +102,7 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> Re
     let router = Router::new(Arc::new(directory), membership, &config, credentials);
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(crate::failover::run(router.clone(), stopped.clone()));
+    tokio::spawn(prune_greylist(router.clone(), stopped.clone()));
 
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await

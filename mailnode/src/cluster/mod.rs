@@ -8,6 +8,7 @@ pub mod replica_state;
 pub mod replication;
 pub mod spool_copy;
 pub mod transfer;
+pub mod triplets;
 pub mod unreachable;
 
 use std::net::SocketAddr;

@@ -23,6 +23,7 @@ use crate::smtp::reply::Reply;
 pub mod auth;
 mod dns;
 pub mod dnsbl;
+pub mod greylist;
 
 /// What the session knows of a message when its data ends.
 #[derive(Debug, Clone)]
@@ -86,6 +87,8 @@ pub struct InboundConfig {
     pub auth: auth::AuthConfig,
     /// DNS blocklists asked at connect (`[inbound.dnsbl]`).
     pub dnsbl: dnsbl::DnsblConfig,
+    /// Greylisting at RCPT (`[inbound.greylist]`).
+    pub greylist: greylist::GreylistConfig,
     /// `[inbound.rspamd]`: scan with rspamd over HTTP.
     pub rspamd: Option<rspamd::RspamdConfig>,
     /// `[[inbound.milter]]`: milters to ask, in order, after rspamd.

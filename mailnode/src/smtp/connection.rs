@@ -16,6 +16,7 @@ use crate::cluster::spool_copy::SpoolPeers;
 use crate::delivery::{Delivering, Delivery, Folder};
 use crate::directory::Directory;
 use crate::inbound::dnsbl::Dnsbl;
+use crate::inbound::greylist::Greylist;
 use crate::inbound::{Arrival, Checks};
 use crate::metrics::NodeMetrics;
 use crate::net::listener::Accepted;
@@ -51,6 +52,8 @@ pub struct SmtpService {
     pub checks: Arc<Checks>,
     /// DNS blocklists asked when a client connects (port 25 only).
     pub dnsbl: Option<Arc<Dnsbl>>,
+    /// Greylisting at RCPT (port 25 only; the session asks only when its config says so).
+    pub greylist: Option<Arc<Greylist>>,
 }
 
 impl SmtpService {
@@ -224,6 +227,10 @@ impl SmtpService {
                                 Verdict::Unavailable => Outcome::AuthUnavailable,
                                 Verdict::Throttled => Outcome::AuthThrottled,
                             }
+                        }
+                        Action::Greylist { from, rcpt } => {
+                            let greylist = self.greylist.as_ref();
+                            Outcome::Greylist(async { greylist?.check(&id, client.ip(), &from, &rcpt).await }.await)
                         }
                         Action::Deliver { id: msg_id, envelope, message } => {
                             let outcome = self.check_and_accept(client.ip(), &msg_id, &envelope, message).await;

@@ -230,6 +230,13 @@ pub mod replies {
         if clean.is_empty() { default.to_string() } else { clean.to_string() }
     }
     /// The greeting of a client a DNS blocklist names (RFC 5321 §3.1: no service here).
+    /// Greylisting (RFC 6647): the first attempt of this sender to this recipient from this
+    /// network, or a retry before the delay was over (`early`); a retry after it passes.
+    pub fn greylisted_triplet(retry_in_secs: u64, early: bool) -> Reply {
+        let why =
+            if early { "retried too early" } else { "first attempt from your network for this sender and recipient" };
+        Reply::new(451, "4.7.1", format!("greylisted: {why}; please retry in {retry_in_secs} seconds"))
+    }
     pub fn dnsbl_listed(client: std::net::IpAddr, zone: &str) -> Reply {
         Reply::new(554, "5.7.1", format!("service unavailable; client host [{client}] is listed by {zone}"))
     }

@@ -56,6 +56,9 @@ pub struct SessionConfig {
     pub max_auth_failures: u32,
     /// How many recipients authenticated senders may add (shared by the node's listeners).
     pub send_rate: Arc<SendRate>,
+    /// Greylisting is on (port 25): every local recipient of a sender who has not logged in
+    /// is asked about with [`Action::Greylist`] before its reply.
+    pub greylisting: bool,
 }
 
 /// The envelope of an accepted message.
@@ -86,6 +89,8 @@ pub enum Action {
     Deliver { id: String, envelope: Box<Envelope>, message: Vec<u8> },
     /// Flush the 220 reply, then run the TLS handshake.
     StartTls,
+    /// Ask greylisting about recipient `rcpt` of reverse path `from`.
+    Greylist { from: String, rcpt: String },
 }
 
 /// The result of an [`Action`].
@@ -102,6 +107,8 @@ pub enum Outcome {
     /// The node's checks on the message refused it with this reply.
     Refused(Reply),
     TlsStarted,
+    /// Greylisting's answer: `None` takes the recipient, a reply (`451`) defers it.
+    Greylist(Option<Reply>),
 }
 
 /// What the connection loop does next.
@@ -160,6 +167,8 @@ pub struct Session {
     helo: Option<(String, bool)>,
     login: Option<String>,
     tx: Option<Transaction>,
+    /// A local recipient waiting for greylisting's answer: its users and DSN parameters.
+    greylisted: Option<(Vec<String>, RcptDsn)>,
     errors: u32,
     auth_failures: u32,
 }
@@ -185,6 +194,7 @@ impl Session {
             helo: None,
             login: None,
             tx: None,
+            greylisted: None,
             errors: 0,
             auth_failures: 0,
         }
@@ -253,6 +263,22 @@ impl Session {
                 self.tx = None;
                 reply.write_to(out);
             }
+            Outcome::Greylist(verdict) => match (verdict, self.greylisted.take()) {
+                (None, Some((users, wants))) => {
+                    self.take_local(users, wants);
+                    replies::recipient_ok().write_to(out);
+                }
+                (Some(reply), _) => {
+                    // A deferred recipient counts towards the transaction's limit: each costs
+                    // the cluster a lookup (and a new triplet a write), so a client may not
+                    // try recipients without end.
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.recipients += 1;
+                    }
+                    reply.write_to(out);
+                }
+                (None, None) => replies::bad_sequence("no recipient waiting").write_to(out),
+            },
             Outcome::TlsStarted => {
                 // RFC 3207 §4.2: forget everything learnt before TLS.
                 self.tls = true;
@@ -508,19 +534,15 @@ impl Session {
             return None;
         }
         let reply = match resolved {
+            Recipient::Local(users) if self.config.greylisting && self.login.is_none() => {
+                // Asked with the recipient as the sender wrote it: its retry writes it so again.
+                let action = Action::Greylist { from: self.tx.as_ref()?.from.clone(), rcpt: address.to_string() };
+                self.greylisted = Some((users, wants));
+                self.state = State::Waiting;
+                return Some(Next::Action(action));
+            }
             Recipient::Local(users) => {
-                let tx = self.tx.as_mut()?;
-                tx.recipients += 1;
-                for u in users {
-                    // A user reached by two recipients (an alias and its target) is told of
-                    // by the first one's parameters.
-                    if wants != RcptDsn::default() {
-                        tx.dsn.rcpts.entry(u.clone()).or_insert_with(|| wants.clone());
-                    }
-                    if !tx.users.contains(&u) {
-                        tx.users.push(u);
-                    }
-                }
+                self.take_local(users, wants);
                 replies::recipient_ok()
             }
             Recipient::Unknown => replies::no_such_user(),
@@ -550,6 +572,22 @@ impl Session {
             None
         } else {
             self.error(reply, out)
+        }
+    }
+
+    /// Adds an accepted local recipient's users to the transaction.
+    fn take_local(&mut self, users: Vec<String>, wants: RcptDsn) {
+        let Some(tx) = self.tx.as_mut() else { return };
+        tx.recipients += 1;
+        for u in users {
+            // A user reached by two recipients (an alias and its target) is told of by the
+            // first one's parameters.
+            if wants != RcptDsn::default() {
+                tx.dsn.rcpts.entry(u.clone()).or_insert_with(|| wants.clone());
+            }
+            if !tx.users.contains(&u) {
+                tx.users.push(u);
+            }
         }
     }
 

@@ -16,15 +16,20 @@ use sirms_proto::etcd::{Compare, DeleteRangeRequest, Event, KeyValue, PutRequest
 use tokio::sync::watch;
 
 use super::state::{State, Table, Write};
-use super::{DirectoryError, Store};
+use super::{DirectoryError, Expired, Store};
 use crate::etcd::{EtcdClient, EtcdError, Follower, follow_prefix};
 
 /// The directory under one etcd prefix.
 pub struct EtcdStore {
     client: Arc<EtcdClient>,
     keys: Keys,
+    /// `PREFIX/greylist/`: greylisting's records, outside the followed directory prefix.
+    grey: String,
     follower: tokio::task::JoinHandle<()>,
 }
+
+/// Greylisting records read per page while pruning.
+const PRUNE_PAGE: i64 = 1000;
 
 /// The directory's key layout under a prefix.
 #[derive(Clone)]
@@ -86,7 +91,8 @@ impl EtcdStore {
         let (sender, receiver) = watch::channel(Arc::new(State::default()));
         let copy = Copy { keys: keys.clone(), sender };
         let follower = tokio::spawn(follow_prefix(client.clone(), keys.root.clone().into_bytes(), copy));
-        (EtcdStore { client, keys, follower }, receiver)
+        let grey = format!("{}/greylist/", prefix.trim_end_matches('/'));
+        (EtcdStore { client, keys, grey, follower }, receiver)
     }
 }
 
@@ -180,5 +186,67 @@ impl Store for EtcdStore {
 
     fn describe(&self) -> String {
         format!("the etcd directory at {} ({})", self.client.endpoints(), self.keys.root)
+    }
+
+    async fn grey_record(&self, key: &str) -> Result<Option<Vec<u8>>, DirectoryError> {
+        let key = format!("{}{key}", self.grey);
+        self.client.get(key.as_bytes()).await.map_err(|e| unavailable(&self.client, e))
+    }
+
+    async fn put_grey_records(&self, records: &[(String, Vec<u8>)]) -> Result<(), DirectoryError> {
+        // One transaction: a triplet and its network change together. etcd has them on a
+        // quorum's disks when it answers.
+        let success = (records.iter())
+            .map(|(key, value)| RequestOp {
+                request: Some(Op::RequestPut(PutRequest {
+                    key: format!("{}{key}", self.grey).into_bytes().into(),
+                    value: value.clone().into(),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        let txn = TxnRequest { compare: Vec::new(), success, failure: Vec::new() };
+        self.client.txn(txn).await.map_err(|e| unavailable(&self.client, e))?;
+        Ok(())
+    }
+
+    async fn prune_grey_records(&self, expired: &Expired) -> Result<u64, DirectoryError> {
+        let end = crate::etcd::prefix_end(self.grey.as_bytes());
+        let mut from = self.grey.clone().into_bytes();
+        let mut left = 0;
+        loop {
+            let (kvs, more) =
+                self.client.range_page(&from, &end, PRUNE_PAGE).await.map_err(|e| unavailable(&self.client, e))?;
+            for kv in &kvs {
+                if !expired(&kv.value) {
+                    left += 1;
+                    continue;
+                }
+                // Deleted only if nobody rewrote it since it was read (another router
+                // passing the triplet again).
+                let unchanged = Compare {
+                    result: CompareResult::Equal as i32,
+                    target: CompareTarget::Mod as i32,
+                    key: kv.key.clone(),
+                    target_union: Some(TargetUnion::ModRevision(kv.mod_revision)),
+                    ..Default::default()
+                };
+                let delete = RequestOp {
+                    request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
+                        key: kv.key.clone(),
+                        ..Default::default()
+                    })),
+                };
+                let txn = TxnRequest { compare: vec![unchanged], success: vec![delete], failure: Vec::new() };
+                self.client.txn(txn).await.map_err(|e| unavailable(&self.client, e))?;
+            }
+            match kvs.last() {
+                Some(last) if more => {
+                    from = last.key.to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(left),
+            }
+        }
     }
 }

@@ -18,13 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sirms_proto::cluster::{
-    Alias, DirectorySnapshot, DkimKey, DomainQuota, Group, Invite, Node, ReplicaState, Route, User,
+    Alias, DirectorySnapshot, DkimKey, DomainQuota, GreylistAnswer, GreylistQuery, Group, Invite, Node, ReplicaState,
+    Route, User,
 };
 use tokio::sync::watch;
 
 pub use placement::Copies;
 pub use state::{State, Table, Write, canonical_address};
 
+use crate::greylist::{self, Policy, Record};
 use crate::node::NameError;
 use crate::table::CidrError;
 
@@ -80,6 +82,9 @@ pub enum DirectoryError {
     NoReplica(String),
 }
 
+/// Says of a stored greylisting record whether it has run out (what pruning removes).
+pub type Expired = dyn Fn(&[u8]) -> bool + Sync;
+
 /// Where the directory is kept.
 #[tonic::async_trait]
 pub trait Store: Send + Sync {
@@ -91,6 +96,15 @@ pub trait Store: Send + Sync {
     async fn latest(&self) -> Result<u64, DirectoryError>;
     /// What it is, for logs and errors.
     fn describe(&self) -> String;
+
+    /// A greylisting record ([`crate::greylist`]). Records live beside the directory, not in
+    /// it: no version, in no router's copy, never sent to nodes.
+    async fn grey_record(&self, key: &str) -> Result<Option<Vec<u8>>, DirectoryError>;
+    /// Stores greylisting records, durably before it returns.
+    async fn put_grey_records(&self, records: &[(String, Vec<u8>)]) -> Result<(), DirectoryError>;
+    /// Removes every greylisting record `expired` says has run out; how many are left. A
+    /// record rewritten meanwhile (by another router) is kept.
+    async fn prune_grey_records(&self, expired: &Expired) -> Result<u64, DirectoryError>;
 }
 
 /// The directory as one router sees it: a copy of the whole, kept current by its store.
@@ -102,6 +116,9 @@ pub struct ClusterDirectory {
     writing: tokio::sync::Mutex<()>,
     /// How many copies of a mailbox new placements make.
     copies: Copies,
+    /// How many greylisting records the store holds, as last counted by a prune and added to
+    /// since (an estimate: other routers add too); bounds the store at [`greylist::MAX_RECORDS`].
+    grey_records: std::sync::atomic::AtomicU64,
 }
 
 impl ClusterDirectory {
@@ -113,7 +130,13 @@ impl ClusterDirectory {
 
     /// A directory over `store`, whose copy `state` the store keeps current.
     pub fn new(store: Box<dyn Store>, state: watch::Receiver<Arc<State>>) -> ClusterDirectory {
-        ClusterDirectory { store, state, writing: tokio::sync::Mutex::new(()), copies: Copies::default() }
+        ClusterDirectory {
+            store,
+            state,
+            writing: tokio::sync::Mutex::new(()),
+            copies: Copies::default(),
+            grey_records: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// The same directory placing `copies` copies of each mailbox (two unless told).
@@ -352,6 +375,45 @@ impl ClusterDirectory {
         .await?;
         let reply = reply.into_inner().unwrap_or_else(|e| e.into_inner());
         reply.ok_or_else(|| DirectoryError::Invalid("no replica state was planned".into()))
+    }
+
+    /// Greylisting's answer for one triplet ([`greylist::decide`]), with its records stored
+    /// before it is given.
+    pub async fn greylist(&self, query: &GreylistQuery) -> Result<GreylistAnswer, DirectoryError> {
+        use std::sync::atomic::Ordering;
+        let invalid = |e: greylist::QueryError| DirectoryError::Invalid(e.to_string());
+        let policy = Policy::of(query).map_err(invalid)?;
+        let (triplet_key, network_key) = greylist::keys(query).map_err(invalid)?;
+        let record = |bytes: Option<Vec<u8>>| bytes.as_deref().and_then(Record::decode);
+        let triplet = record(self.store.grey_record(&triplet_key).await?);
+        let network = record(self.store.grey_record(&network_key).await?);
+        let full = self.grey_records.load(Ordering::Relaxed) >= greylist::MAX_RECORDS;
+        let decision = greylist::decide(triplet, network, &policy, unix_now(), full);
+        let mut writes = Vec::new();
+        if let Some(t) = decision.triplet {
+            writes.push((triplet_key, t.encode()));
+        }
+        if let Some(n) = decision.network {
+            writes.push((network_key, n.encode()));
+        }
+        if !writes.is_empty() {
+            self.store.put_grey_records(&writes).await?;
+            let new = u64::from(triplet.is_none() && decision.triplet.is_some())
+                + u64::from(network.is_none() && decision.network.is_some());
+            self.grey_records.fetch_add(new, Ordering::Relaxed);
+        }
+        if decision.reason == greylist::Reason::Full {
+            tracing::warn!(limit = greylist::MAX_RECORDS, "greylisting store full: a new triplet passed unrecorded");
+        }
+        Ok(decision.answer())
+    }
+
+    /// Removes the greylisting records that ran out; how many are left.
+    pub async fn prune_greylist(&self) -> Result<u64, DirectoryError> {
+        let now = unix_now();
+        let left = self.store.prune_grey_records(&move |bytes| Record::expired(bytes, now)).await?;
+        self.grey_records.store(left, std::sync::atomic::Ordering::Relaxed);
+        Ok(left)
     }
 
     /// Removes a user.

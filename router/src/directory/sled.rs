@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::state::{State, Table, Write};
-use super::{DirectoryError, Store};
+use super::{DirectoryError, Expired, Store};
 
 const VERSION_KEY: &[u8] = b"version";
+/// The tree of greylisting records: not a directory table, so never read into the copy.
+const GREYLIST_TREE: &str = "greylist";
 
 /// A sled database holding the directory.
 pub struct SledStore {
@@ -81,5 +83,36 @@ impl Store for SledStore {
 
     fn describe(&self) -> String {
         "the router's sled directory".into()
+    }
+
+    async fn grey_record(&self, key: &str) -> Result<Option<Vec<u8>>, DirectoryError> {
+        Ok(self.db.open_tree(GREYLIST_TREE)?.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    async fn put_grey_records(&self, records: &[(String, Vec<u8>)]) -> Result<(), DirectoryError> {
+        let tree = self.db.open_tree(GREYLIST_TREE)?;
+        for (key, value) in records {
+            tree.insert(key.as_bytes(), value.as_slice())?;
+        }
+        // A passed triplet forgotten in a crash would make its sender wait once more: flushed
+        // (sled's flush is an fsync) before the node is answered.
+        tree.flush_async().await?;
+        Ok(())
+    }
+
+    async fn prune_grey_records(&self, expired: &Expired) -> Result<u64, DirectoryError> {
+        let tree = self.db.open_tree(GREYLIST_TREE)?;
+        let mut left = 0;
+        for entry in tree.iter() {
+            let (key, value) = entry?;
+            if expired(&value) {
+                // Removed only if unchanged since read: a record just refreshed stays.
+                let _ = tree.compare_and_swap(&key, Some(&value), None as Option<&[u8]>)?;
+            } else {
+                left += 1;
+            }
+        }
+        tree.flush_async().await?;
+        Ok(left)
     }
 }

@@ -31,6 +31,7 @@ fn config(submission: bool) -> Arc<SessionConfig> {
         max_errors: 8,
         max_auth_failures: 2,
         send_rate: Arc::new(SendRate::new(4, 0)),
+        greylisting: false,
     })
 }
 
@@ -431,4 +432,72 @@ fn an_authenticated_sender_meets_the_hourly_recipient_limit_and_an_mx_client_doe
         );
         assert_eq!(out.matches("250 2.1.5").count(), 2, "{out}");
     }
+}
+
+#[test]
+fn greylisting_asks_for_each_local_recipient_and_defers_only_that_one() {
+    let config = Arc::new(SessionConfig { greylisting: true, ..SessionConfig::clone(&config(false)) });
+    let mut t = T {
+        s: Session::new(config, directory(), "192.0.2.7:40000".parse().unwrap(), false, "id".into()),
+        out: Vec::new(),
+    };
+    t.feed("EHLO c\r\n");
+    // Pipelined: each RCPT waits for its answer, the rest of the input for the loop.
+    let mut input = b"MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<all@example.test>\r\nDATA\r\n".iter();
+    let flow = t.s.process(&mut input, &mut t.out);
+    let ask = |rcpt: &str| Next::Action(Action::Greylist { from: "x@remote.test".into(), rcpt: rcpt.into() });
+    assert_eq!(flow, ask("alice@example.test"));
+    let deferred = Reply::new(451, "4.7.1", "greylisted");
+    t.s.complete(Outcome::Greylist(Some(deferred)), &mut t.out);
+    let flow = t.s.process(&mut input, &mut t.out);
+    assert_eq!(flow, ask("all@example.test"), "an unknown user is refused without asking");
+    t.s.complete(Outcome::Greylist(None), &mut t.out);
+    let flow = t.s.process(&mut input, &mut t.out);
+    assert_eq!(flow, Next::NeedInput);
+    let out = String::from_utf8(std::mem::take(&mut t.out)).unwrap();
+    assert_eq!(
+        out,
+        "250 2.1.0 sender OK\r\n451 4.7.1 greylisted\r\n550 5.1.1 no such user here\r\n250 2.1.5 recipient OK\r\n354 end data with <CR><LF>.<CR><LF>\r\n"
+    );
+    let (flow, _) = t.feed("hi\r\n.\r\n");
+    let Next::Action(Action::Deliver { envelope, .. }) = flow else { panic!("{flow:?}") };
+    assert_eq!(
+        envelope.users,
+        vec!["alice@example.test", "bob@example.test"],
+        "the alias `all`, not the deferred alice"
+    );
+}
+
+#[test]
+fn greylisting_never_asks_about_a_logged_in_sender() {
+    let config = Arc::new(SessionConfig { greylisting: true, ..SessionConfig::clone(&config(false)) });
+    let mut t = T {
+        s: Session::new(config, directory(), "192.0.2.7:40000".parse().unwrap(), true, "id".into()),
+        out: Vec::new(),
+    };
+    t.feed("EHLO c\r\n");
+    let (flow, _) = t.feed("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\n");
+    assert!(matches!(flow, Next::Action(Action::Authenticate { .. })), "{flow:?}");
+    t.complete(Outcome::Authenticated(Some("alice@example.test".into())));
+    let (flow, out) = t.feed("MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n");
+    assert_eq!(flow, Next::NeedInput);
+    assert!(out.ends_with("250 2.1.5 recipient OK\r\n"), "{out}");
+}
+
+#[test]
+fn deferred_recipients_count_towards_the_limit() {
+    let config = Arc::new(SessionConfig { greylisting: true, ..SessionConfig::clone(&config(false)) });
+    let mut t = T {
+        s: Session::new(config, directory(), "192.0.2.7:40000".parse().unwrap(), false, "id".into()),
+        out: Vec::new(),
+    };
+    t.feed("EHLO c\r\nMAIL FROM:<x@remote.test>\r\n");
+    for _ in 0..3 {
+        let (flow, _) = t.feed("RCPT TO:<alice@example.test>\r\n");
+        assert!(matches!(flow, Next::Action(Action::Greylist { .. })), "{flow:?}");
+        t.complete(Outcome::Greylist(Some(Reply::new(451, "4.7.1", "greylisted"))));
+    }
+    let (flow, out) = t.feed("RCPT TO:<bob@example.test>\r\n");
+    assert_eq!(flow, Next::NeedInput, "max_recipients (3) reached: not asked");
+    assert!(out.starts_with("452"), "{out}");
 }
