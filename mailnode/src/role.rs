@@ -43,6 +43,7 @@ use crate::sieve::deliver::Sieve;
 use crate::smtp::connection::SmtpService;
 use crate::smtp::rate::SendRate;
 use crate::smtp::session::SessionConfig;
+use crate::spill::{self, SpillDir};
 use sirms_proto::budget::ConnectionBudget;
 use sirms_proto::public_tls::{self as tls, TlsError};
 
@@ -277,6 +278,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             tls_available: true,
             allow_plaintext_auth: config.allow_plaintext_auth,
             max_message_size: limits.max_message_size,
+            spill_threshold: spill::SPILL_THRESHOLD,
             max_recipients: limits.max_recipients,
             max_hops: limits.max_hops,
             max_errors: limits.max_errors,
@@ -284,6 +286,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             send_rate: send_rate.clone(),
         })
     };
+    let spill_dir = Arc::new(SpillDir::open(&config.data_dir.join("spill")).map_err(StoreError::Io)?);
     let checks = Arc::new(Checks::new(&config.inbound, &config.hostname, &metrics)?);
     let dnsbl = Dnsbl::new(&config.inbound.dnsbl, &config.inbound.nameservers)?.map(Arc::new);
     let smtp_service = |submission: bool| {
@@ -301,6 +304,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             notifier: notifier.clone(),
             checks: checks.clone(),
             dnsbl: dnsbl.clone(),
+            spill: spill_dir.clone(),
         })
     };
     let budget = ConnectionBudget::new(limits.max_connections, limits.max_connections_per_ip);
