@@ -271,6 +271,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let limits = &config.limits;
 
     let send_rate = metrics.send_rate.clone();
+    let spill_threshold = spill::threshold();
     let smtp_session = |submission: bool| {
         Arc::new(SessionConfig {
             hostname: config.hostname.clone(),
@@ -278,7 +279,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             tls_available: true,
             allow_plaintext_auth: config.allow_plaintext_auth,
             max_message_size: limits.max_message_size,
-            spill_threshold: spill::SPILL_THRESHOLD,
+            spill_threshold,
             max_recipients: limits.max_recipients,
             max_hops: limits.max_hops,
             max_errors: limits.max_errors,
@@ -394,6 +395,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             allow_plaintext_auth: config.allow_plaintext_auth,
             idle_timeout: Duration::from_secs(limits.imap_idle_secs),
             limits: imap_limits,
+            spill: spill_dir.clone(),
+            spill_threshold,
         });
         tracing::info!(service = name, %addr, "listening");
         tokio::spawn(listener::serve(

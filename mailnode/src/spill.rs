@@ -33,6 +33,18 @@ use bytes::Bytes;
 /// the common few-KiB delivery is fastest.
 pub const SPILL_THRESHOLD: usize = 256 * 1024;
 
+/// The threshold in force: [`SPILL_THRESHOLD`]; in a debug build with `SIRMS_TEST_NO_SPILL=1`,
+/// none (every message held whole in memory, as before issue 28), so that a test can show its
+/// memory bound comes from spilling.
+pub fn threshold() -> usize {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("SIRMS_TEST_NO_SPILL").is_some_and(|v| v == "1") {
+        tracing::warn!("SIRMS_TEST_NO_SPILL: messages are held whole in memory");
+        return usize::MAX;
+    }
+    SPILL_THRESHOLD
+}
+
 /// Room left in front of the data for the header fields the node adds (`Return-Path:`,
 /// `Received:`, `Authentication-Results:`, a filter's `X-Spam-*`).
 pub const GAP: usize = 64 * 1024;
