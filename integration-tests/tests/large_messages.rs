@@ -235,3 +235,63 @@ s.quit()
     assert_eq!(inbox.len(), 1);
     assert!(inbox[0].ends_with(b"Subject: small\r\n\r\nhello\r\n"));
 }
+
+/// IMAP APPEND spills the same way: ten clients (Python's imaplib, one thread each) append a
+/// 20 MB message each at once, synchronizing literals; each is in the mailbox byte for byte,
+/// and the node's anonymous memory grows by far less than one message per client.
+#[test]
+fn concurrent_20_mb_appends_cost_buffers_not_messages() {
+    const APPENDS: usize = 10;
+    let node = MailNode::start_on([127, 0, 31, 3], "append.example.test", "allow_plaintext_auth = true\n");
+    let dir = tempfile::tempdir().unwrap();
+    let sent: Vec<Vec<u8>> = (0..APPENDS).map(|i| message(i, MESSAGE_SIZE)).collect();
+    let mut args = vec![node.imap.ip().to_string(), node.imap.port().to_string()];
+    for (i, m) in sent.iter().enumerate() {
+        let path = dir.path().join(format!("{i}.eml"));
+        std::fs::write(&path, m).unwrap();
+        args.push(path.display().to_string());
+    }
+    send_small(&node, "warm-up");
+    let baseline = rss_anon(node.process.pid()).expect("node running");
+    let sampler = Sampler::start(node.process.pid());
+    let out = python(
+        r#"
+import imaplib, sys, threading
+host, port, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+results = []
+def append(path):
+    try:
+        data = open(path, "rb").read()
+        m = imaplib.IMAP4(host, port)
+        m.login("bob@example.test", "bob-pw")
+        typ, answer = m.append("INBOX", None, None, data)
+        results.append("%s %s" % (typ, answer[0].decode()))
+        m.logout()
+    except Exception as e:
+        results.append("error %r" % e)
+threads = [threading.Thread(target=append, args=(p,)) for p in paths]
+for t in threads: t.start()
+for t in threads: t.join()
+print("\n".join(results))
+"#,
+        &args,
+    );
+    let peak = sampler.peak();
+    assert_eq!(out.matches("OK [APPENDUID").count(), APPENDS, "{out}");
+    let inbox = node.inbox("bob@example.test");
+    assert_eq!(inbox.len(), APPENDS);
+    for (i, m) in sent.iter().enumerate() {
+        assert_eq!(inbox.iter().filter(|s| *s == m).count(), 1, "message {i} is not stored byte for byte");
+    }
+    let growth = peak.saturating_sub(baseline);
+    let bound = (APPENDS * MESSAGE_SIZE / 10 / 1024) as u64;
+    eprintln!(
+        "RssAnon: {baseline} KiB idle, peak {peak} KiB while {APPENDS} clients appended 20 MiB each: +{growth} KiB (bound {bound} KiB)"
+    );
+    assert!(
+        growth < bound,
+        "the node's anonymous memory grew by {growth} KiB for {APPENDS} APPENDs (bound {bound} KiB)"
+    );
+    let left = std::fs::read_dir(node.data.join("spill")).expect("spill directory").count();
+    assert_eq!(left, 0, "files left in the spill directory");
+}
