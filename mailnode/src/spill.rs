@@ -116,10 +116,37 @@ impl SpillFile {
         if !tail.is_empty() {
             self.write(tail).await?;
         }
+        let start = GAP
+            .checked_sub(head.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "trace fields larger than the spill gap"))?;
+        self.file.write_all_at(head, start as u64)?;
         let total = GAP + usize::try_from(self.len).map_err(io::Error::other)?;
-        let mapping = Mapping::new(self.file.clone(), total)?;
-        let spilled = Spilled { file: self.file, map: Bytes::from_owner(mapping), start: GAP };
-        spilled.prepend(head)
+        let (map, mapped) = match Mapping::new(self.file.clone(), total) {
+            Ok(mapping) => (Bytes::from_owner(mapping), true),
+            Err(e) => {
+                // A file system that cannot map (FUSE with direct I/O): read it, as before.
+                tracing::warn!(error = %e, size = total, "spill file not mappable: read into memory");
+                let mut bytes = vec![0; total];
+                self.file.read_exact_at(&mut bytes, 0)?;
+                (Bytes::from(bytes), false)
+            }
+        };
+        Ok(Spilled { file: self.file, map, start, mapped })
+    }
+}
+
+/// The message in the file at `path` as `Bytes`: mapped, or read where the file system cannot
+/// map. The caller vouches that no one writes to or truncates the file while it is used (a
+/// spool entry's message is written once, under a temporary name, and only ever unlinked).
+pub fn map_file(path: &Path) -> io::Result<Bytes> {
+    let file = Arc::new(File::open(path)?);
+    let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    match Mapping::new(file, len) {
+        Ok(mapping) => Ok(Bytes::from_owner(mapping)),
+        Err(_) => fs::read(path).map(Bytes::from),
     }
 }
 
@@ -132,6 +159,8 @@ pub struct Spilled {
     map: Bytes,
     /// Where the message starts in the file.
     start: usize,
+    /// `map` is the file's mapping (else a copy read into memory, which a prepend would miss).
+    mapped: bool,
 }
 
 impl Spilled {
@@ -145,6 +174,9 @@ impl Spilled {
     pub fn prepend(self, head: &[u8]) -> io::Result<Spilled> {
         if head.is_empty() {
             return Ok(self);
+        }
+        if !self.mapped {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "spilled message read into memory"));
         }
         let Some(start) = self.start.checked_sub(head.len()) else {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "header fields larger than the spill gap"));
@@ -223,9 +255,10 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     fn new(file: Arc<File>, len: usize) -> io::Result<Mapping> {
         use std::os::fd::AsRawFd;
-        // `len` is at least GAP, so never the zero length mmap refuses.
-        // SAFETY: a fresh mapping of a file we hold open; the kernel checks the arguments. The
-        // file has no name, so no other process can truncate it under the mapping.
+        // Callers never ask for the zero length mmap refuses.
+        // SAFETY: a fresh mapping of a file we hold open; the kernel checks the arguments. No
+        // one truncates it under the mapping: a spill file has no name, a spool message is
+        // only ever unlinked (see `map_file`).
         let ptr =
             unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
         if ptr == libc::MAP_FAILED {
@@ -282,6 +315,18 @@ mod tests {
         let message = Received::Spilled(spilled).prepend(big.as_bytes());
         let Received::Memory(bytes) = message else { panic!("not copied") };
         assert_eq!(bytes, format!("{big}A: 1\r\n\r\nbody").into_bytes());
+    }
+
+    #[test]
+    fn a_file_is_mapped_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        std::fs::write(&path, b"Subject: x\r\n\r\nbody\r\n").unwrap();
+        let bytes = map_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(&bytes[..], b"Subject: x\r\n\r\nbody\r\n", "still readable once unlinked");
+        std::fs::write(&path, b"").unwrap();
+        assert!(map_file(&path).unwrap().is_empty());
     }
 
     #[test]
