@@ -295,3 +295,35 @@ print("\n".join(results))
     let left = std::fs::read_dir(node.data.join("spill")).expect("spill directory").count();
     assert_eq!(left, 0, "files left in the spill directory");
 }
+
+/// A large message for a foreign domain goes from its spill file's mapping into the spool
+/// whole, and stays there while the relay is down (the queue runner maps it for each attempt).
+#[test]
+fn a_large_submission_is_spooled_byte_for_byte() {
+    let node = MailNode::start_on([127, 0, 31, 4], "spool.example.test", "allow_plaintext_auth = true\n");
+    let dir = tempfile::tempdir().unwrap();
+    let sent = message(7, 5_000_000);
+    let path = dir.path().join("m.eml");
+    std::fs::write(&path, &sent).unwrap();
+    let out = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=60)
+s.login("alice@example.test", "alice-pw")
+s.sendmail("alice@example.test", ["friend@remote.test"], open(sys.argv[3], "rb").read())
+s.quit()
+print("sent")
+"#,
+        &[node.submission.ip().to_string(), node.submission.port().to_string(), path.display().to_string()],
+    );
+    assert!(out.contains("sent"), "{out}");
+    assert_eq!(node.spooled(), 1);
+    let spooled: Vec<Vec<u8>> = std::fs::read_dir(node.data.join("queue/msg"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert_eq!(spooled.len(), 1);
+    assert!(spooled[0].ends_with(&sent) && spooled[0].len() - sent.len() < 1024, "the spooled message differs");
+}
