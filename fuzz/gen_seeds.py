@@ -96,6 +96,17 @@ smtp("smtputf8_and_limits", TLS | SMALL | ERR8,
      "DATA\r\nSubject: \u00e9t\u00e9\r\n\r\n\u00e7a\r\n.\r\nQUIT\r\n", rcpt=2)
 smtp("nul_and_8bit", TLS | BYTES | ERR8,
      b"EHLO c\x00d\r\nEHLO \xff\xfe\r\nMAIL FROM:<\x00@x>\r\nNOOP\rNOOP\r\nQUIT\r\n")
+# Issue 28: data past the spill threshold (chunk byte bits 6-7: 1 and 100 octets) leaves the
+# session in Spill chunks; the harness puts them back together and compares.
+SPILL1, SPILL100 = 0x40, 0x80
+smtp("spilled_data", TLS | SMALL | ERR8,
+     "EHLO c\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+     "Received: from a\r\nSubject: big\r\n\r\n" + "..line of the body\r\n" * 12 + ".\r\n"
+     "MAIL FROM:<x@remote.test>\r\nRCPT TO:<bob@example.test>\r\nBDAT 150\r\n" + "b" * 150
+     + "BDAT 5 LAST\r\nend\r\nQUIT\r\n", chunk=SPILL100 | 7)
+smtp("spilled_past_the_limit", TLS | BYTES | ERR8,
+     "EHLO c\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+     + "0123456789" * 30 + "\r\n.\r\nQUIT\r\n", size_idx=4, chunk=SPILL1 | 7)
 
 # Known issues (see README "Findings"): these pass, and fail with SIRMS_FUZZ_STRICT=1 until fixed.
 smtp("known1_colonless_mail_from", TLS | BYTES | ERR8, "EHLO c\r\nMAIL FROM\r\nNOOP\r\nQUIT\r\n")

@@ -5,7 +5,7 @@
 //! | byte | meaning |
 //! |---|---|
 //! | 0 | bit 0 submission, bit 1 STARTTLS available, bit 2 plaintext AUTH allowed, bit 3 implicit TLS, bits 4-5 chunking mode (whole / byte by byte / 1..=16 / 1..=4096), bits 6-7 `max_errors` (1, 3, 8, 100) |
-//! | 1 | seed of the chunk-size generator |
+//! | 1 | seed of the chunk-size generator; bits 6-7 the spill threshold (none, 1, 100, 4096) |
 //! | 2 | seed of the generator that picks action outcomes |
 //! | 3 | low nibble `max_message_size` (0, 1, 16, 64, 256, 1000, 4096, 65536, ...), high nibble `max_recipients - 1` (0..=15) |
 //! | 4.. | what the client sends |
@@ -23,7 +23,10 @@
 //! - no open relay: a `Deliver` with foreign recipients only after a successful AUTH, and on a
 //!   submission port only authenticated mail; envelope strings hold no control characters;
 //! - splitting the input into chunks changes nothing: replies and actions are the same as when
-//!   it comes whole (compared up to STARTTLS, after which the loop drops buffered input).
+//!   it comes whole (compared up to STARTTLS, after which the loop drops buffered input);
+//! - spilling changes nothing either: the harness keeps what `Next::Spill` hands out, as the
+//!   loop's spill file does, and a spilled message (head, spilled data, tail) is compared like
+//!   one delivered whole; the heap the session holds is measured without it.
 
 #![no_main]
 
@@ -36,7 +39,7 @@ use libfuzzer_sys::fuzz_target;
 use sirms_mailnode::directory::{Directory, DirectoryConfig, DirectoryData};
 use sirms_mailnode::smtp::rate::SendRate;
 use sirms_mailnode::smtp::reply::Reply;
-use sirms_mailnode::smtp::session::{Action, Next, Outcome, Session, SessionConfig};
+use sirms_mailnode::smtp::session::{Action, Data, Next, Outcome, Session, SessionConfig};
 
 /// Live heap bytes, to bound what the session holds on to.
 struct Counting;
@@ -308,6 +311,7 @@ fn params(head: &[u8; 4]) -> Params {
         tls_available: flags & 2 != 0,
         allow_plaintext_auth: flags & 4 != 0,
         max_message_size: sizes[usize::from(head[3] & 0x0f)],
+        spill_threshold: [usize::MAX, 1, 100, 4096][usize::from(head[1] >> 6)],
         max_recipients: usize::from(head[3] >> 4) + 1,
         max_hops: 50,
         max_errors: [1, 3, 8, 100][usize::from(flags >> 6)],
@@ -391,6 +395,8 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
     let mut closed = false;
     let mut rest = client;
     let mut fed = 0usize;
+    // What the session spilled in the current transaction: the connection loop's spill file.
+    let mut spilled: Vec<u8> = Vec::new();
     let baseline = LIVE.load(Ordering::Relaxed);
     let max_chunk = match (chunked, p.mode) {
         (false, _) | (true, 0) => client.len(),
@@ -419,6 +425,15 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
             let flow = loop {
                 let action = match flow {
                     Next::Action(action) => action,
+                    Next::Spill { first, bytes } => {
+                        if first {
+                            spilled.clear();
+                        }
+                        spilled.extend_from_slice(&bytes);
+                        drop(bytes);
+                        flow = session.process(&mut input, &mut out);
+                        continue;
+                    }
                     other => break other,
                 };
                 completed = true;
@@ -442,7 +457,15 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
                             _ => Outcome::AuthUnavailable,
                         }
                     }
-                    Action::Deliver { id, envelope, mut message } => {
+                    Action::Deliver { id, envelope, message } => {
+                        let mut message = match message {
+                            Data::Whole(message) => message,
+                            Data::Spilled { head, tail } => {
+                                assert!(!spilled.is_empty(), "a spilled message with nothing spilled");
+                                [head.as_slice(), &spilled, &tail].concat()
+                            }
+                        };
+                        spilled = Vec::new();
                         assert!(
                             !envelope.users.is_empty() || !envelope.remote.is_empty(),
                             "delivery without recipients"
@@ -508,7 +531,7 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
                 break;
             }
             if rec.measures_heap() {
-                let held = LIVE.load(Ordering::Relaxed).saturating_sub(baseline);
+                let held = LIVE.load(Ordering::Relaxed).saturating_sub(baseline + spilled.capacity());
                 assert!(held <= heap_bound, "session holds {held} bytes of heap (bound {heap_bound})");
             }
             check_replies(&out, &mut pending_code);
@@ -539,7 +562,7 @@ fn run(p: &Params, client: &[u8], chunked: bool, rec: &mut Recorder<'_>) {
                     // Actions leave input unread; once none is pending, everything must be used.
                     panic!("NeedInput with {} bytes unread", input.as_slice().len());
                 }
-                Next::Action(_) => unreachable!(),
+                Next::Action(_) | Next::Spill { .. } => unreachable!(),
             }
         }
     }

@@ -22,4 +22,5 @@ pub mod quota;
 pub mod role;
 pub mod sieve;
 pub mod smtp;
+pub mod spill;
 pub mod stuffing;

@@ -45,6 +45,7 @@ use crate::sieve::deliver::Sieve;
 use crate::smtp::connection::SmtpService;
 use crate::smtp::rate::SendRate;
 use crate::smtp::session::SessionConfig;
+use crate::spill::{self, SpillDir};
 use sirms_proto::budget::ConnectionBudget;
 use sirms_proto::public_tls::{self as tls, TlsError};
 
@@ -275,6 +276,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 
     let send_rate = metrics.send_rate.clone();
     let greylist = Greylist::new(&config.inbound.greylist, triplets, metrics.clone())?.map(Arc::new);
+    let spill_threshold = spill::threshold();
     let smtp_session = |submission: bool| {
         Arc::new(SessionConfig {
             hostname: config.hostname.clone(),
@@ -282,6 +284,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             tls_available: true,
             allow_plaintext_auth: config.allow_plaintext_auth,
             max_message_size: limits.max_message_size,
+            spill_threshold,
             max_recipients: limits.max_recipients,
             max_hops: limits.max_hops,
             max_errors: limits.max_errors,
@@ -290,6 +293,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             greylisting: !submission && greylist.is_some(),
         })
     };
+    let spill_dir = Arc::new(SpillDir::open(&config.data_dir.join("spill")).map_err(StoreError::Io)?);
     let checks = Arc::new(Checks::new(&config.inbound, &config.hostname, &metrics)?);
     let dnsbl = Dnsbl::new(&config.inbound.dnsbl, &config.inbound.nameservers)?.map(Arc::new);
     let smtp_service = |submission: bool| {
@@ -308,6 +312,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             checks: checks.clone(),
             dnsbl: dnsbl.clone(),
             greylist: greylist.clone().filter(|_| !submission),
+            spill: spill_dir.clone(),
         })
     };
     let budget = ConnectionBudget::new(limits.max_connections, limits.max_connections_per_ip);
@@ -397,6 +402,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             allow_plaintext_auth: config.allow_plaintext_auth,
             idle_timeout: Duration::from_secs(limits.imap_idle_secs),
             limits: imap_limits,
+            spill: spill_dir.clone(),
+            spill_threshold,
         });
         tracing::info!(service = name, %addr, "listening");
         tokio::spawn(listener::serve(

@@ -21,6 +21,7 @@ use crate::auth::Authenticator;
 use crate::net::listener::Accepted;
 use crate::net::stream::HANDSHAKE_TIMEOUT;
 use crate::quota::Quotas;
+use crate::spill::SpillDir;
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -75,6 +76,10 @@ pub struct ImapService {
     /// Autologout after this long without a command, IDLE included (RFC 3501 §5.4: at least 30 minutes).
     pub idle_timeout: Duration,
     pub limits: ImapLimits,
+    /// Where APPEND literals past `spill_threshold` octets are written as they arrive.
+    pub spill: Arc<SpillDir>,
+    /// See [`crate::spill::threshold`].
+    pub spill_threshold: usize,
 }
 
 /// The result of reading one message (a command line with its literals) from the client.
@@ -102,6 +107,24 @@ enum Expect {
 
 /// Bytes kept from the end of a discarded line: enough for `{`, 20 digits, `+}` and CRLF.
 const DISCARD_TAIL: usize = 32;
+
+/// Octets of a spilled literal gathered before each write to its spill file.
+const SPILL_CHUNK: usize = 256 * 1024;
+
+/// `message` (a command up to a literal announcement, line end included) announcing an empty
+/// literal instead (`{0}`, `{0+}`, `~{0}`): what the fragmentizer is given in place of a
+/// literal that went to a spill file. `None` if it does not end in an announcement.
+fn zero_literal(message: &[u8]) -> Option<Vec<u8>> {
+    let close = message.iter().rposition(|&b| b == b'}')?;
+    let open = message[..close].iter().rposition(|&b| b == b'{')?;
+    let digits_end = if message[..close].ends_with(b"+") { close - 1 } else { close };
+    let digits = message.get(open + 1..digits_end)?;
+    let ending = &message[close + 1..];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || !matches!(ending, b"\r\n" | b"\n") {
+        return None;
+    }
+    Some([&message[..=open], b"0", &message[digits_end..]].concat())
+}
 
 /// The literal announced at the end of `line` (`{n}` or `{n+}`, then CRLF or LF): its mode and
 /// length, saturated to `u64`. Unlike the fragmentizer's, this also sees lengths past `u32::MAX`.
@@ -136,20 +159,42 @@ struct Reader {
     discard_tail: Vec<u8>,
     /// The client has logged in: the configured limits apply, not the pre-login ones.
     logged_in: bool,
+    /// Where APPEND literals past `spill_threshold` go as they arrive; `None`: held in memory.
+    spill: Option<Arc<SpillDir>>,
+    spill_threshold: usize,
+    /// The literal of the message just framed that went to a spill file.
+    spilled: Option<bytes::Bytes>,
 }
 
 impl Reader {
     fn new(limits: ImapLimits) -> Reader {
-        let max = limits.max_append.saturating_add(u32::try_from(limits.max_line).unwrap_or(u32::MAX));
         Reader {
-            fragmentizer: Fragmentizer::new(max),
+            fragmentizer: Fragmentizer::new(Self::max_message(limits)),
             limits,
             line_start: 0,
             in_literal: false,
             discarding: false,
             discard_tail: Vec::new(),
             logged_in: false,
+            spill: None,
+            spill_threshold: usize::MAX,
+            spilled: None,
         }
+    }
+
+    /// The same, writing APPEND literals past `threshold` octets to files in `dir`.
+    fn spilling(limits: ImapLimits, dir: Arc<SpillDir>, threshold: usize) -> Reader {
+        Reader { spill: Some(dir), spill_threshold: threshold, ..Reader::new(limits) }
+    }
+
+    /// The fragmentizer's bound on one message.
+    fn max_message(limits: ImapLimits) -> u32 {
+        limits.max_append.saturating_add(u32::try_from(limits.max_line).unwrap_or(u32::MAX))
+    }
+
+    /// The spilled literal of the message just framed, if any.
+    fn take_spilled(&mut self) -> Option<bytes::Bytes> {
+        self.spilled.take()
     }
 
     /// Switches between the pre-login and the configured limits (called before each read).
@@ -182,13 +227,56 @@ impl Reader {
         if !self.logged_in {
             return self.limits.max_literal_before_login;
         }
+        if self.is_append() { self.limits.max_append } else { self.limits.max_literal }
+    }
+
+    /// Whether the message being read is an APPEND.
+    fn is_append(&self) -> bool {
         let bytes = self.fragmentizer.message_bytes();
         let mut words = bytes.split(|&b| b == b' ');
         let _tag = words.next();
-        match words.next() {
-            Some(command) if command.eq_ignore_ascii_case(b"APPEND") => self.limits.max_append,
-            _ => self.limits.max_literal,
+        words.next().is_some_and(|command| command.eq_ignore_ascii_case(b"APPEND"))
+    }
+
+    /// Reads the literal of `length` octets announced at `end` of the message into a spill file,
+    /// and leaves the fragmentizer after an empty literal in its place, as if the client had
+    /// sent one ([`zero_literal`]); the literal is then [`Reader::take_spilled`]'s. `false`
+    /// (nothing done) when the announcement cannot be rewritten or the literal is already
+    /// here whole.
+    async fn spill_literal(&mut self, io: &mut BufWriter<ImapIo>, end: usize, length: u64) -> io::Result<bool> {
+        let Some(dir) = self.spill.clone() else { return Ok(false) };
+        let Some(prefix) = zero_literal(&self.fragmentizer.message_bytes()[..end]) else { return Ok(false) };
+        // What was read past the announcement is the literal's start: the fragmentizer takes
+        // it into the message, where it is taken from.
+        if let Some(FragmentInfo::Literal { end, .. }) = self.fragmentizer.progress() {
+            self.line_start = end;
+            self.in_literal = false;
+            return Ok(true);
         }
+        let mut held = self.fragmentizer.message_bytes()[end..].to_vec();
+        let mut remaining = length.saturating_sub(held.len() as u64);
+        let mut file = dir.create()?;
+        let mut chunk = [0u8; READ_CHUNK];
+        while remaining > 0 {
+            if held.len() >= SPILL_CHUNK {
+                file.write(std::mem::take(&mut held)).await?;
+            }
+            // Never past the literal: what follows it is the fragmentizer's.
+            let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(READ_CHUNK);
+            let n = io.get_mut().read(&mut chunk[..want]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            held.extend_from_slice(&chunk[..n]);
+            remaining -= n as u64;
+        }
+        self.spilled = Some(file.finish(b"", held).await?.bytes());
+        self.fragmentizer = Fragmentizer::new(Self::max_message(self.limits));
+        self.fragmentizer.enqueue_bytes(&prefix);
+        while self.fragmentizer.progress().is_some() {}
+        self.line_start = prefix.len();
+        self.in_literal = false;
+        Ok(true)
     }
 
     /// Refuses a literal the client announced and will not be let to send. A synchronizing
@@ -229,6 +317,7 @@ impl Reader {
     }
 
     async fn read(&mut self, io: &mut BufWriter<ImapIo>, expect: Expect) -> io::Result<Framed> {
+        self.spilled = None;
         loop {
             match self.fragmentizer.progress() {
                 Some(info @ FragmentInfo::Line { start, end, announcement, ending }) => {
@@ -279,6 +368,13 @@ impl Reader {
                         if mode == LiteralMode::Sync {
                             io.write_all(&response::continuation("ready for literal data")).await?;
                             io.flush().await?;
+                        }
+                        if self.logged_in
+                            && length > self.spill_threshold as u64
+                            && self.is_append()
+                            && self.spill_literal(io, end, length).await?
+                        {
+                            continue;
                         }
                     }
                     if self.fragmentizer.is_message_complete() {
@@ -359,7 +455,7 @@ impl ImapService {
     }
 
     async fn run(&self, session: &mut Session, io: &mut BufWriter<ImapIo>) -> io::Result<()> {
-        let mut reader = Reader::new(self.limits);
+        let mut reader = self.reader();
         io.write_all(&session.greeting()).await?;
         io.flush().await?;
         let mut next = Next::Continue;
@@ -377,8 +473,9 @@ impl ImapService {
                                 // Empty lines are noise some clients send between commands.
                                 Next::Continue
                             } else {
+                                let spilled = reader.take_spilled();
                                 match reader.decode() {
-                                    Ok(decoded) => session.execute(decoded, io).await?,
+                                    Ok(decoded) => session.execute(Decoded { spilled, ..decoded }, io).await?,
                                     Err(text) => {
                                         let tag = reader.fragmentizer.decode_tag().map(|t| t.inner().to_string());
                                         session.bad_input(tag.as_deref(), text, io).await?
@@ -396,7 +493,7 @@ impl ImapService {
                     io.flush().await?;
                     let Some(acceptor) = &self.tls else { return Ok(()) };
                     // Bytes pipelined after STARTTLS came in the clear: never parse them (RFC 3501 §6.2.1).
-                    reader = Reader::new(self.limits);
+                    reader = self.reader();
                     io.get_mut().stream_mut().upgrade(acceptor, HANDSHAKE_TIMEOUT).await?;
                     session.tls_started();
                     Next::Continue
@@ -426,7 +523,7 @@ impl ImapService {
                     // so bytes already read would be a protocol error: they are dropped, as
                     // after STARTTLS.
                     io.flush().await?;
-                    reader = Reader::new(self.limits);
+                    reader = self.reader();
                     io.get_mut().start_deflate();
                     Next::Continue
                 }
@@ -469,6 +566,11 @@ impl ImapService {
         }
     }
 
+    /// A reader for a new connection (or one just turned TLS or compressed).
+    fn reader(&self) -> Reader {
+        Reader::spilling(self.limits, self.spill.clone(), self.spill_threshold)
+    }
+
     async fn autologout(&self, io: &mut BufWriter<ImapIo>) -> io::Result<()> {
         io.write_all(&response::status(None, Status::Bye, None, "autologout; idle for too long")).await?;
         io.flush().await
@@ -487,6 +589,8 @@ mod tests {
         Refused,
         TooLong(Option<String>),
         Fatal,
+        /// The literal the reader wrote to a spill file, before the message it belongs to.
+        Spilled(Vec<u8>),
     }
 
     /// Feeds `input` (in two writes, the first flushed alone) to a logged-in session's reader
@@ -498,6 +602,23 @@ mod tests {
 
     /// The same, before login (`logged_in` false) or after it.
     async fn frame_as(logged_in: bool, expect: Expect, first: &[u8], rest: &[u8]) -> (Vec<Seen>, String) {
+        let mut reader = Reader::new(test_limits());
+        reader.set_logged_in(logged_in);
+        frame_with(reader, expect, first, rest).await
+    }
+
+    fn test_limits() -> ImapLimits {
+        ImapLimits {
+            max_line: 100,
+            max_literal: 1000,
+            max_literal_before_login: 50,
+            max_command_before_login: 200,
+            ..ImapLimits::default()
+        }
+    }
+
+    /// Feeds `input` to `reader` over a loopback socket, as [`frame`] does.
+    async fn frame_with(mut reader: Reader, expect: Expect, first: &[u8], rest: &[u8]) -> (Vec<Seen>, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
@@ -511,19 +632,14 @@ mod tests {
             client.read_to_end(&mut written).await.unwrap();
             written
         });
-        let limits = ImapLimits {
-            max_line: 100,
-            max_literal: 1000,
-            max_literal_before_login: 50,
-            max_command_before_login: 200,
-            ..ImapLimits::default()
-        };
-        let mut reader = Reader::new(limits);
-        reader.set_logged_in(logged_in);
         let mut io = BufWriter::new(ImapIo::new(crate::net::stream::Stream::Plain(server)));
         let mut seen = Vec::new();
         loop {
-            match reader.read(&mut io, expect).await.unwrap() {
+            let framed = reader.read(&mut io, expect).await.unwrap();
+            if let Some(spilled) = reader.take_spilled() {
+                seen.push(Seen::Spilled(spilled.to_vec()));
+            }
+            match framed {
                 Framed::Complete => {
                     seen.push(Seen::Message(String::from_utf8_lossy(reader.fragmentizer.message_bytes()).into()))
                 }
@@ -675,5 +791,52 @@ mod tests {
         let (seen, written) = frame_as(false, Expect::Command, input.as_bytes(), b"").await;
         assert_eq!(seen, [message(input)]);
         assert_eq!(written, "+ ready for literal data\r\n+ ready for literal data\r\n");
+    }
+
+    #[test]
+    fn zero_literal_rewrites_only_an_announcement() {
+        assert_eq!(zero_literal(b"a APPEND INBOX {300}\r\n").unwrap(), b"a APPEND INBOX {0}\r\n");
+        assert_eq!(zero_literal(b"a APPEND INBOX () {300+}\n").unwrap(), b"a APPEND INBOX () {0+}\n");
+        assert_eq!(zero_literal(b"a APPEND {5}\r\nINBOX ~{12}\r\n").unwrap(), b"a APPEND {5}\r\nINBOX ~{0}\r\n");
+        for no in [&b"a NOOP\r\n"[..], b"a {}\r\n", b"a {+}\r\n", b"a {1x}\r\n", b"a {5} \r\n", b"a 5}\r\n"] {
+            assert_eq!(zero_literal(no), None, "{}", String::from_utf8_lossy(no));
+        }
+    }
+
+    /// Issue 28: an APPEND literal past the threshold goes to a spill file as it arrives (the
+    /// reader holds one read of it at most); the command is framed with an empty literal in its
+    /// place, and what follows the literal is framed as ever. Smaller literals, and literals
+    /// of other commands, stay in the command.
+    #[tokio::test]
+    async fn large_append_literal_is_spilled() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Arc::new(SpillDir::open(dir.path()).unwrap());
+        let limits = ImapLimits { max_append: 100_000, ..test_limits() };
+        let literal: Vec<u8> = (0..50_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        for mode in ["", "+"] {
+            let mut reader = Reader::spilling(limits, spill.clone(), 1000);
+            reader.set_logged_in(true);
+            let first = format!("a APPEND INBOX (\\Seen) {{50000{mode}}}\r\n");
+            let rest = [&literal[..], b"\r\nb NOOP\r\nc APPEND INBOX {10}\r\n0123456789\r\n"].concat();
+            let (seen, written) = frame_with(reader, Expect::Command, first.as_bytes(), &rest).await;
+            assert_eq!(
+                seen,
+                [
+                    Seen::Spilled(literal.clone()),
+                    message(&format!("a APPEND INBOX (\\Seen) {{0{mode}}}\r\n\r\n")),
+                    message("b NOOP\r\n"),
+                    message("c APPEND INBOX {10}\r\n0123456789\r\n"),
+                ]
+            );
+            let continuations = if mode.is_empty() { 2 } else { 1 };
+            assert_eq!(written.matches("+ ready").count(), continuations, "{written}");
+        }
+        // A literal of another command is never spilled (nor allowed past its limit).
+        let mut reader = Reader::spilling(limits, spill, 10);
+        reader.set_logged_in(true);
+        let input = format!("a LOGIN {{20}}\r\n{} x\r\n", "y".repeat(20));
+        let (seen, _) = frame_with(reader, Expect::Command, input.as_bytes(), b"").await;
+        assert_eq!(seen, [message(&input)]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "spill files left behind");
     }
 }

@@ -217,7 +217,7 @@ impl Session {
 
     /// Runs one command.
     pub async fn execute(&mut self, decoded: Decoded<'_>, out: &mut Sink<'_>) -> io::Result<Next> {
-        let Decoded { mut command, extension, saved_result } = decoded;
+        let Decoded { mut command, extension, saved_result, spilled } = decoded;
         let tag = command.tag.inner().to_string();
         let name = command.body.name();
         if let Err(text) = self.check_state(&command.body) {
@@ -293,7 +293,7 @@ impl Session {
                 _ => self.status(&mailbox, &item_names, false, out).await,
             },
             CommandBody::Append { mailbox, flags, date, message } => {
-                self.append(&mailbox, &flags, date.as_ref(), &message).await
+                self.append(&mailbox, &flags, date.as_ref(), &message, spilled).await
             }
             CommandBody::GetQuotaRoot { mailbox } => self.get_quota_root(&mailbox, out).await,
             CommandBody::GetQuota { root } => self.get_quota(&root, out).await,

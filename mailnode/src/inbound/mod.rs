@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::metrics::NodeMetrics;
 use crate::smtp::reply::Reply;
+use crate::spill::Received;
 
 pub mod auth;
 mod dns;
@@ -64,16 +65,13 @@ pub struct Verdict {
 
 impl Verdict {
     /// The message to deliver: the stages' header fields on top of the (possibly rewritten)
-    /// message.
-    pub fn apply(&mut self, message: Vec<u8>) -> Vec<u8> {
-        let body = self.rewritten.take().unwrap_or(message);
-        if self.headers.is_empty() {
-            return body;
-        }
-        let mut out = Vec::with_capacity(self.headers.len() + body.len());
-        out.extend_from_slice(self.headers.as_bytes());
-        out.extend_from_slice(&body);
-        out
+    /// message. A large message stays where it is (its spill file): the fields go in front.
+    pub fn apply(&mut self, message: Received) -> Received {
+        let message = match self.rewritten.take() {
+            Some(rewritten) => Received::Memory(rewritten),
+            None => message,
+        };
+        message.prepend(self.headers.as_bytes())
     }
 }
 

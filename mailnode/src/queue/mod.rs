@@ -222,6 +222,13 @@ impl Spool {
         fs::read(self.dir.join("msg").join(id))
     }
 
+    /// A queued message mapped from its file (blocking): what the queue runner delivers, without
+    /// reading a large message into memory (issue 28). Its file is written once and only ever
+    /// unlinked, which leaves the mapping readable.
+    pub fn mapped_message(&self, id: &str) -> io::Result<bytes::Bytes> {
+        crate::spill::map_file(&self.dir.join("msg").join(id))
+    }
+
     /// A queued message's size in bytes (blocking).
     pub fn message_size(&self, id: &str) -> io::Result<u64> {
         Ok(fs::metadata(self.dir.join("msg").join(id))?.len())

@@ -133,8 +133,8 @@ impl Worker {
     /// One attempt for every recipient still pending; `claim` is the entry's.
     async fn attempt(&self, claim: Claim, mut env: QueuedEnvelope) {
         let id = env.id.clone();
-        let message = match self.spool.run(move |s| s.message(&id)).await {
-            Ok(m) => Bytes::from(m),
+        let message: Bytes = match self.spool.run(move |s| s.mapped_message(&id)).await {
+            Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // An envelope outlived its message (removed in a race): nothing to send.
                 let _ = self.spool.run(move |s| s.remove(&claim)).await;

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
 use super::reply::replies;
-use super::session::{Action, Envelope, Next, Outcome, Session, SessionConfig};
+use super::session::{Action, Data, Envelope, Next, Outcome, Session, SessionConfig};
 use crate::auth::{Authenticator, Verdict};
 use crate::cluster::spool_copy::SpoolPeers;
 use crate::delivery::{Delivering, Delivery, Folder};
@@ -25,6 +25,7 @@ use crate::outbound::dsn::{self, RecipientReport};
 use crate::queue::notice::Notifier;
 use crate::queue::{self, QueuedEnvelope, Spool};
 use crate::sieve::deliver::Plan;
+use crate::spill::{Received, SpillDir, SpillFile};
 
 /// Read buffer size; the session bounds lines and messages itself.
 const READ_CHUNK: usize = 16 * 1024;
@@ -54,6 +55,8 @@ pub struct SmtpService {
     pub dnsbl: Option<Arc<Dnsbl>>,
     /// Greylisting at RCPT (port 25 only; the session asks only when its config says so).
     pub greylist: Option<Arc<Greylist>>,
+    /// Where large messages are written as they arrive.
+    pub spill: Arc<SpillDir>,
 }
 
 impl SmtpService {
@@ -65,11 +68,11 @@ impl SmtpService {
         &self,
         msg_id: &str,
         envelope: &Envelope,
-        message: Vec<u8>,
+        message: Received,
         folder: Folder,
         spam_score: Option<u8>,
     ) -> Outcome {
-        let message = Bytes::from(message);
+        let message: Bytes = message.into_bytes();
         let delivering = Delivering { id: msg_id, from: &envelope.from, folder, spam_score };
         let plans = self.delivery.plans(&delivering, &envelope.users, &message).await;
         if let Some(reason) = rejected_by_every_script(envelope, &plans) {
@@ -147,7 +150,7 @@ impl SmtpService {
     }
 
     /// Runs the node's checks on a message, then [`Self::accept`]s it unless they refused it.
-    async fn check_and_accept(&self, client: IpAddr, msg_id: &str, envelope: &Envelope, message: Vec<u8>) -> Outcome {
+    async fn check_and_accept(&self, client: IpAddr, msg_id: &str, envelope: &Envelope, message: Received) -> Outcome {
         if self.checks.is_empty() {
             return self.accept(msg_id, envelope, message, Folder::Inbox, None).await;
         }
@@ -160,7 +163,7 @@ impl SmtpService {
             login: envelope.login.as_deref(),
             tls: envelope.tls,
         };
-        let mut verdict = self.checks.check(&arrival, &message).await;
+        let mut verdict = self.checks.check(&arrival, message.as_slice()).await;
         if let Some(reply) = verdict.refuse.take() {
             tracing::info!(msg = %msg_id, %client, from = %envelope.from, reply = ?reply, "message refused by the node's checks");
             return Outcome::Refused(reply);
@@ -168,6 +171,17 @@ impl SmtpService {
         let folder = if verdict.junk { Folder::Junk } else { Folder::Inbox };
         let spam_score = verdict.spam_score.map(|score| score.clamp(1.0, 10.0).round() as u8);
         self.accept(msg_id, envelope, verdict.apply(message), folder, spam_score).await
+    }
+
+    /// The message of a `Deliver` action: whole, or its spill file finished and mapped.
+    async fn received(&self, data: Data, spill: Option<SpillFile>) -> std::io::Result<Received> {
+        match data {
+            Data::Whole(message) => Ok(Received::Memory(message)),
+            Data::Spilled { head, tail } => {
+                let spill = spill.ok_or_else(|| std::io::Error::other("spilled data without a spill file"))?;
+                Ok(Received::Spilled(spill.finish(&head, tail).await?))
+            }
+        }
     }
 
     /// Runs one SMTP session to its end.
@@ -186,6 +200,8 @@ impl SmtpService {
             return;
         }
         let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        // The current transaction's data past the spill threshold.
+        let mut spill: Option<SpillFile> = None;
         let mut out = session.greeting();
         let health_check = conn.health_check;
         if health_check {
@@ -199,6 +215,15 @@ impl SmtpService {
                 let mut flow = session.process(&mut iter, &mut out);
                 let consumed = input.len() - iter.as_slice().len();
                 input.drain(..consumed);
+                if let Next::Spill { first, bytes } = flow {
+                    if first || spill.is_none() {
+                        spill = Some(self.spill.create()?);
+                    }
+                    if let Some(file) = spill.as_mut() {
+                        file.write(bytes).await?;
+                    }
+                    continue;
+                }
                 // Commands pipelined behind an action wait in `input`: serve them before reading.
                 let acted = matches!(flow, Next::Action(_));
                 while let Next::Action(action) = flow {
@@ -233,7 +258,13 @@ impl SmtpService {
                             Outcome::Greylist(async { greylist?.check(&id, client.ip(), &from, &rcpt).await }.await)
                         }
                         Action::Deliver { id: msg_id, envelope, message } => {
-                            let outcome = self.check_and_accept(client.ip(), &msg_id, &envelope, message).await;
+                            let outcome = match self.received(message, spill.take()).await {
+                                Ok(message) => self.check_and_accept(client.ip(), &msg_id, &envelope, message).await,
+                                Err(e) => {
+                                    tracing::error!(session = %id, msg = %msg_id, error = %e, "spilled message unreadable");
+                                    Outcome::Delivered(false)
+                                }
+                            };
                             let ok = outcome == Outcome::Delivered(true);
                             if ok {
                                 self.metrics.messages_received.inc();

@@ -46,6 +46,9 @@ pub struct SessionConfig {
     /// Whether AUTH is allowed without TLS.
     pub allow_plaintext_auth: bool,
     pub max_message_size: usize,
+    /// Message data past this many octets is handed out in [`Next::Spill`] chunks as it
+    /// arrives, instead of being held ([`crate::spill`]); `usize::MAX` holds every message.
+    pub spill_threshold: usize,
     pub max_recipients: usize,
     /// Most hops (`Received:` and `Delivered-To:` headers) a message may arrive with: more is
     /// a mail loop ([`super::hops`]).
@@ -86,11 +89,21 @@ pub enum Action {
     /// Check `password` for `login` (slow on purpose: argon2).
     Authenticate { login: String, password: String },
     /// Store `message` durably for every user of `envelope`; answer with its id.
-    Deliver { id: String, envelope: Box<Envelope>, message: Vec<u8> },
+    Deliver { id: String, envelope: Box<Envelope>, message: Data },
     /// Flush the 220 reply, then run the TLS handshake.
     StartTls,
     /// Ask greylisting about recipient `rcpt` of reverse path `from`.
     Greylist { from: String, rcpt: String },
+}
+
+/// A delivered message's octets, trace header fields included.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Data {
+    /// The whole message.
+    Whole(Vec<u8>),
+    /// The data went out in [`Next::Spill`] chunks: `head` (the trace fields) goes in front of
+    /// them, `tail` (the last octets of data) after them.
+    Spilled { head: Vec<u8>, tail: Vec<u8> },
 }
 
 /// The result of an [`Action`].
@@ -120,6 +133,9 @@ pub enum Next {
     Action(Action),
     /// Flush output and close the connection.
     Close,
+    /// Append `bytes` to the transaction's message data kept outside the session (a spill
+    /// file), a new one when `first`; then call [`Session::process`] again.
+    Spill { first: bool, bytes: Vec<u8> },
 }
 
 enum Auth {
@@ -147,7 +163,12 @@ struct Transaction {
     remote: Vec<String>,
     dsn: Dsn,
     recipients: usize,
+    /// The data not handed out yet.
     body: Vec<u8>,
+    /// Octets of data handed out in [`Next::Spill`] chunks.
+    spilled: usize,
+    /// Hops counted in the data handed out so far.
+    hops: hops::Counter,
     too_big: bool,
     /// BDAT was used: DATA is no longer allowed in this transaction (RFC 3030).
     chunking: bool,
@@ -494,6 +515,8 @@ impl Session {
             dsn,
             recipients: 0,
             body: Vec::new(),
+            spilled: 0,
+            hops: hops::Counter::new(self.config.max_hops),
             too_big: false,
             chunking: false,
         });
@@ -606,22 +629,34 @@ impl Session {
     }
 
     fn data(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Next> {
+        if let Some(spill) = self.spill() {
+            return Some(spill);
+        }
         let State::Data(receiver) = &mut self.state else { return None };
         let Some(tx) = self.tx.as_mut() else {
             self.state = State::Command;
             return None;
         };
         let done = receiver.ingest(input, &mut tx.body);
-        if tx.body.len() > self.config.max_message_size {
-            // Keep reading to the end of the data, but hold on to nothing.
-            tx.too_big = true;
-            tx.body = Vec::new();
-        }
+        tx.check_size(self.config.max_message_size);
         if !done {
             return Some(Next::NeedInput);
         }
         self.state = State::Command;
         self.finish_message(out)
+    }
+
+    /// The data held past the spill threshold, to be handed out before more is read: so the
+    /// session never holds more than the threshold and one read.
+    fn spill(&mut self) -> Option<Next> {
+        let tx = self.tx.as_mut()?;
+        if tx.too_big || tx.body.len() < self.config.spill_threshold {
+            return None;
+        }
+        let first = tx.spilled == 0;
+        tx.hops.feed(&tx.body);
+        tx.spilled += tx.body.len();
+        Some(Next::Spill { first, bytes: std::mem::take(&mut tx.body) })
     }
 
     fn start_bdat(&mut self, size: usize, is_last: bool, out: &mut Vec<u8>) -> Option<Next> {
@@ -635,16 +670,16 @@ impl Session {
     }
 
     fn bdat(&mut self, input: &mut Iter<'_, u8>, out: &mut Vec<u8>) -> Option<Next> {
+        if let Some(spill) = self.spill() {
+            return Some(spill);
+        }
         let State::Bdat(receiver) = &mut self.state else { return None };
         let is_last = receiver.is_last;
         let mut sink = Vec::new();
         let done = match self.tx.as_mut() {
             Some(tx) if !tx.too_big => {
                 let done = receiver.ingest(input, &mut tx.body);
-                if tx.body.len() > self.config.max_message_size {
-                    tx.too_big = true;
-                    tx.body = Vec::new();
-                }
+                tx.check_size(self.config.max_message_size);
                 done
             }
             _ => {
@@ -662,7 +697,7 @@ impl Session {
             Some(tx) if tx.users.is_empty() && tx.remote.is_empty() => replies::no_recipients(),
             Some(_) if is_last => return self.finish_message(out),
             Some(tx) if tx.too_big => Reply::new(250, "2.0.0", "chunk discarded: message too large so far"),
-            Some(tx) => Reply::new(250, "2.0.0", format!("{} octets received", tx.body.len())),
+            Some(tx) => Reply::new(250, "2.0.0", format!("{} octets received", tx.spilled + tx.body.len())),
         };
         if reply.is_positive() {
             reply.write_to(out);
@@ -673,11 +708,12 @@ impl Session {
     }
 
     fn finish_message(&mut self, out: &mut Vec<u8>) -> Option<Next> {
-        let tx = self.tx.take()?;
+        let mut tx = self.tx.take()?;
         if tx.too_big {
             return self.error(replies::too_big(), out);
         }
-        let hops = hops::count(&tx.body, self.config.max_hops);
+        tx.hops.feed(&tx.body);
+        let hops = tx.hops.hops();
         if hops > self.config.max_hops {
             tracing::warn!(
                 session = %self.id, client = %self.client, from = %tx.from, to = ?tx.users, remote = ?tx.remote,
@@ -707,10 +743,15 @@ impl Session {
         .header();
         // RFC 5321 §4.4: the final delivery adds Return-Path with the reverse path.
         let return_path = format!("Return-Path: <{}>\r\n", tx.from);
-        let mut message = Vec::with_capacity(return_path.len() + header.len() + tx.body.len());
-        message.extend_from_slice(return_path.as_bytes());
-        message.extend_from_slice(header.as_bytes());
-        message.extend_from_slice(&tx.body);
+        let message = if tx.spilled == 0 {
+            let mut message = Vec::with_capacity(return_path.len() + header.len() + tx.body.len());
+            message.extend_from_slice(return_path.as_bytes());
+            message.extend_from_slice(header.as_bytes());
+            message.extend_from_slice(&tx.body);
+            Data::Whole(message)
+        } else {
+            Data::Spilled { head: [return_path, header].concat().into_bytes(), tail: tx.body }
+        };
         self.state = State::Waiting;
         let envelope = Box::new(Envelope {
             from: tx.from,
@@ -853,6 +894,17 @@ fn endless_bdat(line: &[u8]) -> Option<bool> {
         (None, _) => Some(false),
         (Some(last), None) if last.eq_ignore_ascii_case(b"LAST") => Some(true),
         _ => None,
+    }
+}
+
+impl Transaction {
+    /// Past `max` octets the message is refused at its end: the data is still read to its end,
+    /// but nothing of it is kept.
+    fn check_size(&mut self, max: usize) {
+        if self.too_big || self.spilled + self.body.len() > max {
+            self.too_big = true;
+            self.body = Vec::new();
+        }
     }
 }
 

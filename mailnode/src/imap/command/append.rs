@@ -20,6 +20,7 @@ impl Session {
         flag_list: &[Flag<'_>],
         date: Option<&DateTime>,
         message: &LiteralOrLiteral8<'_>,
+        spilled: Option<Bytes>,
     ) -> CommandResult {
         let name = mailbox_name(mailbox)?;
         let user = self.login_name()?;
@@ -27,6 +28,10 @@ impl Session {
             LiteralOrLiteral8::Literal(literal) => literal.as_ref(),
             LiteralOrLiteral8::Literal8(literal) => literal.data.as_ref(),
         };
+        // A large message was written to a spill file as it arrived: the command holds an
+        // empty literal in its place.
+        let spilled = spilled.filter(|_| bytes.is_empty());
+        let bytes: &[u8] = spilled.as_deref().unwrap_or(bytes);
         if bytes.is_empty() {
             return Err(CommandError::no(None, "empty message"));
         }
@@ -38,7 +43,7 @@ impl Session {
         }
         self.quotas.room_for(&user, bytes.len() as u64, 1).await?;
         let new = NewMessage {
-            bytes: Bytes::copy_from_slice(bytes),
+            bytes: spilled.clone().unwrap_or_else(|| Bytes::copy_from_slice(bytes)),
             flags: flags::from_imap(flag_list)?,
             internal_date: date.map(|d| d.as_ref().timestamp()),
             idempotency_key: None,

@@ -32,6 +32,7 @@ pub mod preview;
 pub mod searchres;
 pub mod status;
 
+use bytes::Bytes;
 use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
 use imap_types::IntoStatic;
@@ -68,6 +69,9 @@ pub struct Decoded<'a> {
     pub extension: Extension,
     /// `$` was replaced by [`searchres::MARKER`]: the session puts the saved result there.
     pub saved_result: bool,
+    /// An APPEND's message that the connection wrote to a spill file as it arrived
+    /// ([`crate::spill`]); `command` holds an empty literal in its place.
+    pub spilled: Option<Bytes>,
 }
 
 /// The text of the tagged BAD for a command imap-codec could not decode.
@@ -158,7 +162,7 @@ pub fn decode(message: &[u8]) -> Result<Decoded<'_>, &'static str> {
         }
         Predecoded::Invalid(text) => return Err(text),
     };
-    Ok(Decoded { command, extension, saved_result })
+    Ok(Decoded { command, extension, saved_result, spilled: None })
 }
 
 /// imap-codec's decoding of all of `bytes` as one command.

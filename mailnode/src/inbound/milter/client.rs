@@ -388,6 +388,7 @@ pub fn apply(decision: Decision, scanned: &[u8], verdict: &mut Verdict) -> Outco
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spill::Received;
 
     fn decision(end: End) -> Decision {
         Decision { end, changes: Vec::new(), body: None, quarantine: None }
@@ -428,9 +429,9 @@ mod tests {
         };
         assert_eq!(apply(d, scanned, &mut v), Outcome::Marked);
         assert!(v.junk);
-        let message = v.apply(b"ignored".to_vec());
+        let message = v.apply(Received::Memory(b"ignored".to_vec()));
         assert_eq!(
-            String::from_utf8(message).expect("utf-8"),
+            String::from_utf8_lossy(message.as_slice()),
             "X-First: 1\r\nAuthentication-Results: x; none\r\nSubject: [SPAM] hi\r\nX-Spam: Yes\r\n\r\nnew\r\n"
         );
     }
@@ -448,6 +449,7 @@ mod tests {
 #[cfg(test)]
 mod conversation_tests {
     use super::*;
+    use crate::spill::Received;
     use tokio::net::TcpListener;
 
     fn packet(code: u8, data: &[u8]) -> Vec<u8> {
@@ -531,7 +533,8 @@ mod conversation_tests {
         // No HELO (NO_HELO), two headers unanswered, one body chunk then SKIP.
         assert_eq!(seen, b"OCDMRRTLLNBDEQ");
         assert!(verdict.refuse.is_none() && verdict.junk, "{verdict:?}");
-        let delivered = verdict.apply(message.clone());
+        let delivered = verdict.apply(Received::Memory(message.clone()));
+        let delivered = delivered.as_slice();
         assert!(delivered.starts_with(b"Subject: hi\r\nX-A: 1\r\nX-Filtered: yes\r\n\r\nxxx"));
         assert_eq!(delivered.len(), message.len() + "X-Filtered: yes\r\n".len());
     }

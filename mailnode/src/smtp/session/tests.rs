@@ -26,6 +26,7 @@ fn config(submission: bool) -> Arc<SessionConfig> {
         tls_available: true,
         allow_plaintext_auth: false,
         max_message_size: 1000,
+        spill_threshold: usize::MAX,
         max_recipients: 3,
         max_hops: 50,
         max_errors: 8,
@@ -42,8 +43,30 @@ struct T {
 
 impl T {
     fn new(submission: bool) -> T {
-        let s = Session::new(config(submission), directory(), "192.0.2.7:40000".parse().unwrap(), false, "id".into());
+        T::with(config(submission))
+    }
+    fn with(config: Arc<SessionConfig>) -> T {
+        let s = Session::new(config, directory(), "192.0.2.7:40000".parse().unwrap(), false, "id".into());
         T { s, out: Vec::new() }
+    }
+    /// Feeds bytes as the connection loop does, keeping what the session spills in `spilled`
+    /// (a new file on each `first`); returns the flow after the last spill.
+    fn feed_spilling(&mut self, input: &[u8], spilled: &mut Vec<Vec<u8>>) -> (Next, String) {
+        let mut it = input.iter();
+        loop {
+            match self.s.process(&mut it, &mut self.out) {
+                Next::Spill { first, bytes } => {
+                    if first {
+                        spilled.clear();
+                    }
+                    spilled.push(bytes);
+                }
+                flow => {
+                    assert!(it.as_slice().is_empty() || !matches!(flow, Next::NeedInput), "input left over");
+                    return (flow, String::from_utf8(std::mem::take(&mut self.out)).unwrap());
+                }
+            }
+        }
     }
     /// Feeds bytes; returns the flow and the replies written so far (then clears them).
     fn feed(&mut self, input: &str) -> (Next, String) {
@@ -89,7 +112,9 @@ fn pipelined_transaction_delivers() {
     );
     let (flow, out) = t.feed("Subject: hi\r\n\r\n..dot line\r\nbody\r\n.\r\n");
     assert_eq!(out, "");
-    let Next::Action(Action::Deliver { id, envelope, message }) = flow else { panic!("{flow:?}") };
+    let Next::Action(Action::Deliver { id, envelope, message: Data::Whole(message) }) = flow else {
+        panic!("{flow:?}")
+    };
     assert_eq!(id, "id.1");
     assert_eq!(envelope.from, "x@remote.test");
     assert_eq!(envelope.users, vec!["alice@example.test", "bob@example.test"]);
@@ -139,7 +164,7 @@ fn bare_lf_dot_does_not_end_data() {
     let (flow, _) = t.feed("a\n.\nMAIL FROM:<evil@x>\r\nb\n.\r\nc\r\n.\nd\r\n");
     assert_eq!(flow, Next::NeedInput);
     let (flow, _) = t.feed(".\r\n");
-    let Next::Action(Action::Deliver { message, .. }) = flow else { panic!("{flow:?}") };
+    let Next::Action(Action::Deliver { message: Data::Whole(message), .. }) = flow else { panic!("{flow:?}") };
     let text = String::from_utf8(message).unwrap();
     // A dot after CRLF is transparency (RFC 5321 §4.5.2) and is removed; it ends nothing.
     assert!(text.ends_with("a\n.\nMAIL FROM:<evil@x>\r\nb\n.\r\nc\r\n\nd\r\n"), "{text:?}");
@@ -261,7 +286,7 @@ fn bdat_chunks() {
     let (_, out) = t.feed("DATA\r\n");
     assert!(out.starts_with("503"), "{out}");
     let (flow, _) = t.feed("BDAT 7 LAST\r\nWorld\r\n");
-    let Next::Action(Action::Deliver { message, .. }) = flow else { panic!("{flow:?}") };
+    let Next::Action(Action::Deliver { message: Data::Whole(message), .. }) = flow else { panic!("{flow:?}") };
     assert!(message.ends_with(b"\r\nHello\nWorld\r\n"));
     t.complete(Outcome::Delivered(true));
     // A BDAT without a transaction still consumes its bytes.
@@ -500,4 +525,88 @@ fn deferred_recipients_count_towards_the_limit() {
     let (flow, out) = t.feed("RCPT TO:<bob@example.test>\r\n");
     assert_eq!(flow, Next::NeedInput, "max_recipients (3) reached: not asked");
     assert!(out.starts_with("452"), "{out}");
+}
+
+/// A session that spills past 100 octets, within a 1,000-octet limit.
+fn spilling() -> T {
+    let mut t = T::with(Arc::new(SessionConfig { spill_threshold: 100, ..SessionConfig::clone(&config(false)) }));
+    t.feed("EHLO c\r\n");
+    t
+}
+
+/// Issue 28: data past the threshold leaves the session in chunks as it arrives; the session
+/// holds at most the threshold and one input, and what it hands out is the message it would
+/// have delivered whole.
+#[test]
+fn large_data_is_spilled_as_it_arrives() {
+    let mut t = spilling();
+    let mut spilled = Vec::new();
+    t.feed("MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+    let line = "..0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    let (flow, _) = t.feed_spilling(b"Subject: big\r\n\r\n", &mut spilled);
+    assert_eq!(flow, Next::NeedInput);
+    for _ in 0..20 {
+        let (flow, out) = t.feed_spilling(line.as_bytes(), &mut spilled);
+        assert_eq!((flow, out.as_str()), (Next::NeedInput, ""));
+    }
+    let (flow, out) = t.feed_spilling(b".\r\n", &mut spilled);
+    assert_eq!(out, "");
+    let Next::Action(Action::Deliver { message: Data::Spilled { head, tail }, .. }) = flow else { panic!("{flow:?}") };
+    assert!(spilled.len() >= 5, "{} chunks", spilled.len());
+    assert!(spilled.iter().all(|c| c.len() >= 100 && c.len() < 100 + line.len()), "chunk sizes");
+    assert!(String::from_utf8(head).unwrap().starts_with("Return-Path: <x@remote.test>\r\nReceived: from c"));
+    let data = [spilled.concat(), tail].concat();
+    let want = format!("Subject: big\r\n\r\n{}", line[1..].repeat(20));
+    assert_eq!(String::from_utf8(data).unwrap(), want);
+    let (_, out) = t.complete(Outcome::Delivered(true));
+    assert_eq!(out, "250 2.0.0 OK delivered as id.1\r\n");
+}
+
+/// The size limit counts spilled octets: past it the same 552 as for a message held whole,
+/// and nothing more is spilled.
+#[test]
+fn spilled_data_meets_the_size_limit() {
+    let mut t = spilling();
+    let mut spilled = Vec::new();
+    t.feed("MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+    for _ in 0..19 {
+        t.feed_spilling(&[b'y'; 48], &mut spilled);
+        t.feed_spilling(b"\r\n", &mut spilled);
+    }
+    let before = spilled.concat().len();
+    assert!(before <= 1000, "{before}");
+    let (flow, out) = t.feed_spilling(&[b"z".repeat(500), b"\r\n.\r\n".to_vec()].concat(), &mut spilled);
+    assert_eq!((flow, out.as_str()), (Next::NeedInput, "552 5.3.4 message size exceeds fixed limit\r\n"));
+    assert_eq!(spilled.concat().len(), before);
+    // By BDAT: the octet count includes what was spilled.
+    t.feed("MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\n");
+    let (_, out) = t.feed_spilling(&[b"BDAT 150\r\n".as_slice(), &[b'a'; 150]].concat(), &mut spilled);
+    assert_eq!(out, "250 2.0.0 150 octets received\r\n");
+    let (_, out) = t.feed_spilling(&[b"BDAT 150\r\n".as_slice(), &[b'b'; 150]].concat(), &mut spilled);
+    assert_eq!(out, "250 2.0.0 300 octets received\r\n");
+    let (flow, _) = t.feed_spilling(b"BDAT 2 LAST\r\nc\n", &mut spilled);
+    let Next::Action(Action::Deliver { message: Data::Spilled { tail, .. }, .. }) = flow else { panic!("{flow:?}") };
+    let data = [spilled.concat(), tail].concat();
+    assert_eq!(data, [[b'a'; 150].as_slice(), &[b'b'; 150], b"c\n"].concat());
+}
+
+/// The hops of a spilled message are counted across its chunks, as if it came whole.
+#[test]
+fn hops_are_counted_across_spilled_chunks() {
+    let config =
+        SessionConfig { spill_threshold: 2000, max_message_size: 100_000, ..SessionConfig::clone(&config(false)) };
+    let mut t = T::with(Arc::new(config));
+    let mut spilled = Vec::new();
+    t.feed("EHLO c\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+    t.feed_spilling("Received: from x\r\n".repeat(51).as_bytes(), &mut spilled);
+    t.feed_spilling(b"\r\n", &mut spilled);
+    for _ in 0..100 {
+        t.feed_spilling(&[b'x'; 100], &mut spilled);
+    }
+    let (flow, out) = t.feed_spilling(b"\r\n.\r\n", &mut spilled);
+    assert!(!spilled.is_empty());
+    assert_eq!(
+        (flow, out.as_str()),
+        (Next::NeedInput, "554 5.4.6 too many hops (more than 50 Received headers): mail loop\r\n")
+    );
 }
