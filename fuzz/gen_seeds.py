@@ -280,6 +280,8 @@ IMAP_EXTENSION = {
     "preview_bad_modifier": (0, b"p FETCH 1 (PREVIEW (LAZY FAST))\r\n"),
     # F18: the oracle did not know SAVE as a return option (the first CI run of SEARCHRES).
     "known18_save_alone": (1, b"SAVE) ALL\r\n"),
+    # F19: an unclosed item list ending in PREVIEW lost its line end with the item.
+    "known19_preview_line_end": (0, b"p FETCH 1 T))(PREVIEWz(LA\xdc\xdc\xdc\xdc)(PREVIEWz(LA\xdc\xdc))(PREVIEW\n"),
 }
 for name, (selector, rest) in IMAP_EXTENSION.items():
     write("imap_extension", name, bytes([selector]) + rest)

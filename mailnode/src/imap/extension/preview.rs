@@ -61,8 +61,12 @@ pub fn find(message: &[u8]) -> Option<Result<(Vec<u8>, Preview), &'static str>> 
         (start..end, b"UID")
     } else if before == b' ' {
         (start - 1..end, b"")
-    } else {
+    } else if after == Some(b' ') {
         (start..end + 1, b"")
+    } else {
+        // `(PREVIEW` at the end of the line: the command is broken anyway, and the line end
+        // stays where it is.
+        (start..end, b"UID")
     };
     let mut command = Vec::with_capacity(message.len());
     command.extend_from_slice(&message[..cut.start]);
@@ -149,5 +153,11 @@ mod tests {
         assert_eq!(cut("a SEARCH PREVIEW\r\n"), None);
         assert_eq!(cut("a FETCH 1 (BODY[HEADER.FIELDS (\"x]\" PREVIEW)])\r\n"), None);
         assert_eq!(cut("a FETCH 1 (PREVIEW (FAST))\r\n"), Some(Err("PREVIEW takes only the LAZY modifier")));
+    }
+
+    /// F19: an unclosed list ending in PREVIEW lost its line end.
+    #[test]
+    fn the_line_end_stays() {
+        assert_eq!(cut("p FETCH 1 T))(PREVIEW\n"), Some(Ok(("p FETCH 1 T))(UID\n".into(), false))));
     }
 }
