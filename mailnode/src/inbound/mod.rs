@@ -21,7 +21,7 @@ use crate::metrics::NodeMetrics;
 use crate::smtp::reply::Reply;
 
 pub mod auth;
-mod dns;
+pub(crate) mod dns;
 pub mod dnsbl;
 
 /// What the session knows of a message when its data ends.
