@@ -200,13 +200,8 @@ fn policy(mode: &str, mx: &str) -> String {
 
 /// A server started with `python3 -c SCRIPT ARGS`, listening on `addr`.
 fn serve(script: &str, args: &[String], addr: SocketAddr, what: &str) -> Process {
-    let child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start python3");
+    let child =
+        Command::new("python3").arg("-c").arg(script).args(args).stdin(Stdio::null()).spawn().expect("start python3");
     let mut process = Process::from_child(child);
     process.wait_listening(what, &[addr]);
     process
@@ -228,9 +223,8 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 /// The one envelope in the node's spool, as text.
 fn envelope(node: &MailNode) -> String {
     let dir = node.data.join("queue/env");
-    let entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let entries: Vec<PathBuf> =
+        std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     let entries: Vec<_> =
         entries.into_iter().filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))).collect();
     assert!(entries.len() <= 1, "one message was queued: {entries:?}");
@@ -293,7 +287,8 @@ fn enforce_keeps_mail_queued_unless_tls_checks_out() {
     assert_eq!(python(SUBMIT, &args).trim(), "refused {}");
 
     // Good certificate under enforce: delivered, over TLS.
-    let data = |log: &Path| -> Vec<serde_json::Value> { events(log).into_iter().filter(|e| e["event"] == "data").collect() };
+    let data =
+        |log: &Path| -> Vec<serde_json::Value> { events(log).into_iter().filter(|e| e["event"] == "data").collect() };
     wait_until("delivery to the good MX", Duration::from_secs(30), || !data(&good_log).is_empty());
     let good = data(&good_log);
     assert_eq!(good.len(), 1, "{good:?}");

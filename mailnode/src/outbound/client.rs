@@ -158,7 +158,11 @@ impl Conn {
 }
 
 /// Runs one session over `io`, with STARTTLS as `tls` says (none: clear text only).
-pub async fn deliver(io: Box<dyn Io>, tls: Option<StartTls<'_>>, t: &Transfer<'_>) -> Result<Vec<RcptStatus>, NotTaken> {
+pub async fn deliver(
+    io: Box<dyn Io>,
+    tls: Option<StartTls<'_>>,
+    t: &Transfer<'_>,
+) -> Result<Vec<RcptStatus>, NotTaken> {
     let mut conn = Conn { io: BufReader::new(io), timeout: t.timeout };
     let not_taken = |stage: &str, e: &dyn std::fmt::Display| NotTaken(format!("{stage}: {e}"));
     let greeting = conn.reply().await.map_err(|e| not_taken("greeting", &e))?;

@@ -173,10 +173,7 @@ impl Outbound {
             config: config.clone(),
             hostname: hostname.to_string(),
             router: Router::new(transports, smarthost, route::resolver(&config.nameservers)?),
-            dialer: Dialer {
-                egress: config.egress,
-                timeout: Duration::from_secs(config.connect_timeout_secs),
-            },
+            dialer: Dialer { egress: config.egress, timeout: Duration::from_secs(config.connect_timeout_secs) },
             directory,
             tls: client::opportunistic_tls(),
             mta_sts,
@@ -221,9 +218,7 @@ impl Outbound {
             Err(RouteError::Temporary(e)) => return vec![RcptStatus::Deferred(e); rcpts.len()],
         };
         let policy = match &self.mta_sts {
-            Some(sts) if by_mx => {
-                sts.policy(domain, &self.router, &self.dialer, &self.tls_metrics).await
-            }
+            Some(sts) if by_mx => sts.policy(domain, &self.router, &self.dialer, &self.tls_metrics).await,
             _ => None,
         };
         if let Some(policy) = policy.as_ref().filter(|p| p.mode == Mode::Enforce) {

@@ -101,7 +101,8 @@ impl ServerCertVerifier for Recording {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let checked = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
-        *self.verdict.lock().unwrap_or_else(PoisonError::into_inner) = Some(checked.map(|_| ()).map_err(|e| e.to_string()));
+        *self.verdict.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(checked.map(|_| ()).map_err(|e| e.to_string()));
         Ok(ServerCertVerified::assertion())
     }
 

@@ -89,7 +89,9 @@ impl PolicyCache {
         let plain = !domain.is_empty()
             && domain.len() <= 253
             && !domain.starts_with('.')
-            && domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_');
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_');
         plain.then(|| self.dir.join(Path::new(domain)))
     }
 }

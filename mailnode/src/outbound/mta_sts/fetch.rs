@@ -42,7 +42,12 @@ pub enum FetchError {
 }
 
 /// Fetches the policy of the host `mta-sts.DOMAIN` (`host`) over `io`, within `limit`.
-pub async fn fetch(io: Box<dyn Io>, connector: &TlsConnector, host: &str, limit: Duration) -> Result<Vec<u8>, FetchError> {
+pub async fn fetch(
+    io: Box<dyn Io>,
+    connector: &TlsConnector,
+    host: &str,
+    limit: Duration,
+) -> Result<Vec<u8>, FetchError> {
     let name = ServerName::try_from(host.to_string()).map_err(|e| FetchError::Tls(e.to_string()))?;
     let exchange = async {
         let mut tls = connector.connect(name, io).await.map_err(|e| FetchError::Tls(e.to_string()))?;
@@ -141,18 +146,27 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused() {
-        let r = |raw: &str| parse_response(raw.as_bytes());
+        fn r(raw: &str) -> Result<&[u8], FetchError> {
+            parse_response(raw.as_bytes())
+        }
         assert_eq!(r("HTTP/1.1 301 Moved\r\nLocation: https://evil\r\n\r\n"), Err(FetchError::Status(301)));
         assert_eq!(
             r("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\nx"),
             Err(FetchError::ContentType("text/html".into()))
         );
         assert_eq!(r("HTTP/1.1 200 OK\r\n\r\nx"), Err(FetchError::ContentType(String::new())));
-        assert_eq!(r("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nx"), Err(FetchError::Truncated));
-        assert!(matches!(r("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx"), Err(FetchError::Malformed(_))));
+        assert_eq!(
+            r("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nx"),
+            Err(FetchError::Truncated)
+        );
+        assert!(matches!(
+            r("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx"),
+            Err(FetchError::Malformed(_))
+        ));
         assert!(matches!(r("SMTP 220 hi\r\n\r\n"), Err(FetchError::Malformed(_))));
         assert!(matches!(r("HTTP/1.1 200 OK\r\nContent-Type: text/plain"), Err(FetchError::Malformed(_))));
-        let huge = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", MAX_POLICY_BYTES + 1);
+        let huge =
+            format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", MAX_POLICY_BYTES + 1);
         assert_eq!(r(&huge), Err(FetchError::TooLarge));
         let long_head = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD_BYTES));
         assert!(matches!(r(&long_head), Err(FetchError::Malformed(_))));

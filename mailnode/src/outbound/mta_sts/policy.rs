@@ -135,9 +135,7 @@ impl Policy {
     pub fn allows(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.mx.iter().any(|pattern| match pattern.strip_prefix("*.") {
-            Some(rest) => host
-                .split_once('.')
-                .is_some_and(|(label, parent)| !label.is_empty() && parent == rest),
+            Some(rest) => host.split_once('.').is_some_and(|(label, parent)| !label.is_empty() && parent == rest),
             None => *pattern == host,
         })
     }
@@ -146,8 +144,9 @@ impl Policy {
 /// One `mx` value, checked to be a host name or `*.` and one, and lower-cased.
 fn mx_pattern(value: &str) -> Result<String, PolicyError> {
     let name = value.strip_prefix("*.").unwrap_or(value);
-    let good_label =
-        |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let good_label = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() || name.len() > 253 || !name.split('.').all(good_label) {
         return Err(PolicyError::BadMx(clip(value)));
