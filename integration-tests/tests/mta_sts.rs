@@ -28,11 +28,13 @@ const BAD_MX: Ipv4Addr = Ipv4Addr::new(127, 0, 32, 26);
 const POLICY_HOST: Ipv4Addr = Ipv4Addr::new(127, 0, 32, 44);
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 32, 53);
 
-/// An MTA with STARTTLS: `python3 -c MTA HOST PORT CERT KEY LOG`. One JSON line per event:
-/// `mail`, `rcpt` and `data` with whether TLS was on, `tls_failed` when a handshake broke.
+/// An MTA with STARTTLS: `python3 -c MTA HOST PORT CERT KEY LOG [requiretls]`. One JSON line
+/// per event: `mail` (with the command), `rcpt` and `data` with whether TLS was on,
+/// `tls_failed` when a handshake broke. With `requiretls` it offers REQUIRETLS over TLS.
 const MTA: &str = r#"
 import json, socketserver, ssl, sys, threading
 host, port, cert, key, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+requiretls = sys.argv[6:] == ["requiretls"]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 lock = threading.Lock()
@@ -54,7 +56,8 @@ class Session(socketserver.BaseRequestHandler):
             cmd = line.decode(errors="replace").strip()
             verb = cmd.split(" ")[0].upper()
             if verb in ("EHLO", "HELO"):
-                reply("250-mx\r\n" + ("" if tls else "250-STARTTLS\r\n") + "250 SIZE 10000000")
+                offer = "250-REQUIRETLS\r\n" if tls and requiretls else ""
+                reply("250-mx\r\n" + offer + ("" if tls else "250-STARTTLS\r\n") + "250 SIZE 10000000")
             elif verb == "STARTTLS" and not tls:
                 reply("220 go ahead")
                 try:
@@ -66,7 +69,7 @@ class Session(socketserver.BaseRequestHandler):
                 r, w = sock.makefile("rb"), sock.makefile("wb")
             elif verb == "MAIL":
                 rcpts = []
-                record(event="mail", tls=tls)
+                record(event="mail", tls=tls, cmd=cmd)
                 reply("250 2.1.0 ok")
             elif verb == "RCPT":
                 addr = cmd[cmd.index("<") + 1:cmd.index(">")]
@@ -207,6 +210,14 @@ fn serve(script: &str, args: &[String], addr: SocketAddr, what: &str) -> Process
     process
 }
 
+/// The MTA on `ip` port 25 with certificate `cert` from `dir`, logging to `log`; `extra` is
+/// its optional last argument.
+fn mta(dir: &Path, ip: Ipv4Addr, cert: &str, log: &Path, extra: &str) -> Process {
+    let file = |ext: &str| dir.join(format!("{cert}.{ext}")).display().to_string();
+    let args = [ip.to_string(), "25".into(), file("pem"), file("key"), log.display().to_string(), extra.to_string()];
+    serve(MTA, &args, SocketAddr::from((ip, 25)), "test MTA")
+}
+
 fn events(log: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(log).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
@@ -266,14 +277,8 @@ fn enforce_keeps_mail_queued_unless_tls_checks_out() {
         "policy server",
     );
     let (good_log, bad_log) = (dir.join("good.log"), dir.join("bad.log"));
-    let mta = |ip: Ipv4Addr, cert: &str, log: &Path| {
-        let args = [ip.to_string(), "25".into(), path(&format!("{cert}.pem")), path(&format!("{cert}.key"))];
-        let mut args = args.to_vec();
-        args.push(log.display().to_string());
-        serve(MTA, &args, SocketAddr::from((ip, 25)), "test MTA")
-    };
-    let _good = mta(GOOD_MX, "good", &good_log);
-    let _bad = mta(BAD_MX, "bad", &bad_log);
+    let _good = mta(dir, GOOD_MX, "good", &good_log, "");
+    let _bad = mta(dir, BAD_MX, "bad", &bad_log, "");
 
     let extra = format!(
         "allow_plaintext_auth = true\n[outbound]\negress = \"127.0.32.1\"\nretry_initial_secs = 1\nretry_max_secs = 1\n\
@@ -343,4 +348,78 @@ fn enforce_keeps_mail_queued_unless_tls_checks_out() {
     let all = [events(&good_log), events(&bad_log)].concat();
     assert!(!all.iter().any(|e| e["event"] == "rcpt" && e["rcpt"] == "b@badcert.test"), "{all:#?}");
     assert!(envelope(&node).contains("remote b@badcert.test"));
+}
+
+/// Sends one message with `REQUIRETLS`: first on the MX port without TLS (printing the refusal),
+/// then as alice over STARTTLS on submission to the recipients argv[4:].
+const SEND_REQUIRETLS: &str = r#"
+import smtplib, ssl, sys
+host, mx, sub = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = smtplib.SMTP(host, mx, timeout=20, source_address=("127.0.32.105", 0))
+s.ehlo("client.test")
+print("plain", *s.mail("x@remote.test", ["REQUIRETLS"]))
+s.quit()
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP(host, sub, timeout=20, source_address=("127.0.32.105", 0))
+s.starttls(context=ctx)
+s.login("alice@example.test", "alice-pw")
+msg = b"From: alice@example.test\r\nSubject: tls only\r\n\r\nsecret\r\n"
+print("refused", s.sendmail("alice@example.test", sys.argv[4:], msg, mail_options=["REQUIRETLS"]))
+s.quit()
+"#;
+
+#[test]
+fn requiretls_goes_only_over_checked_tls_to_a_hop_that_offers_it() {
+    // This test's own addresses: node .101, client .105, MX hosts .125–.127, DNS .153.
+    let (req_mx, noreq_mx, self_mx) =
+        (Ipv4Addr::new(127, 0, 32, 125), Ipv4Addr::new(127, 0, 32, 126), Ipv4Addr::new(127, 0, 32, 127));
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path();
+    certificates(dir, &[("good", &["mx.req.test", "mx.noreq.test"])], &["mx.self.test"]);
+    let zone = format!(
+        "$ORIGIN test.\n$TTL 60\n@ IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60\n@ IN NS ns.test.\n\
+         ns IN A 127.0.32.153\nreq IN MX 10 mx.req.test.\nmx.req IN A {req_mx}\nnoreq IN MX 10 mx.noreq.test.\n\
+         mx.noreq IN A {noreq_mx}\nselfsigned IN MX 10 mx.self.test.\nmx.self IN A {self_mx}\n"
+    );
+    let (_nsd, dns) = nsd::start(dir, Ipv4Addr::new(127, 0, 32, 153), "test.", &zone);
+    let logs = [dir.join("req.log"), dir.join("noreq.log"), dir.join("self.log")];
+    let _req = mta(dir, req_mx, "good", &logs[0], "requiretls");
+    let _noreq = mta(dir, noreq_mx, "good", &logs[1], "");
+    let _self = mta(dir, self_mx, "bad", &logs[2], "requiretls");
+    let extra = format!(
+        "[outbound]\nretry_initial_secs = 1\nretry_max_secs = 1\nnameservers = [\"{dns}\"]\nextra_ca_file = \"{}\"\n",
+        dir.join("ca.pem").display()
+    );
+    let node = MailNode::start_on([127, 0, 32, 101], "out2.sirms.test", &extra);
+    let args: Vec<String> =
+        [node.smtp.ip().to_string(), node.smtp.port().to_string(), node.submission.port().to_string()]
+            .into_iter()
+            .chain(["a@req.test", "b@noreq.test", "c@selfsigned.test"].map(String::from))
+            .collect();
+    let out = python(SEND_REQUIRETLS, &args);
+    assert!(out.contains("plain 530 b'5.7.10 REQUIRETLS needs a session over TLS'"), "{out}");
+    assert!(out.contains("refused {}"), "{out}");
+
+    // The hop that offers it over a checked certificate gets it, and is asked for it in turn.
+    wait_until("delivery to the REQUIRETLS hop", Duration::from_secs(30), || {
+        events(&logs[0]).iter().any(|e| e["event"] == "data")
+    });
+    let mail: Vec<_> = events(&logs[0]).into_iter().filter(|e| e["event"] == "mail").collect();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert!(mail[0]["cmd"].as_str().is_some_and(|c| c.ends_with(" REQUIRETLS")), "{mail:?}");
+    assert_eq!(mail[0]["tls"], true);
+
+    // The others bounce with 5.7.30, and never see a RCPT of it.
+    wait_until("the bounce", Duration::from_secs(30), || !node.inbox("alice@example.test").is_empty());
+    let bounce = String::from_utf8_lossy(&node.inbox("alice@example.test")[0]).into_owned();
+    for rcpt in ["b@noreq.test", "c@selfsigned.test"] {
+        assert!(bounce.contains(&format!("Final-Recipient: rfc822; {rcpt}")), "{bounce}");
+    }
+    assert_eq!(bounce.matches("Status: 5.7.30").count(), 2, "{bounce}");
+    assert!(bounce.contains("REQUIRETLS not offered"), "{bounce}");
+    assert!(bounce.contains("UnknownIssuer"), "{bounce}");
+    for log in &logs[1..] {
+        assert!(events(log).iter().all(|e| e["event"] != "rcpt" && e["event"] != "mail"), "{:?}", events(log));
+    }
+    wait_until("an empty queue", Duration::from_secs(10), || node.spooled() == 0);
 }

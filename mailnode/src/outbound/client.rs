@@ -43,10 +43,19 @@ pub struct NotTaken(pub String);
 /// How every [`NotTaken`] about STARTTLS starts.
 const TLS_STAGE: &str = "STARTTLS";
 
+/// How a [`NotTaken`] for a server without REQUIRETLS starts.
+const REQUIRETLS_STAGE: &str = "REQUIRETLS";
+
 impl NotTaken {
     /// Whether TLS was the trouble (not offered, refused, the handshake or the certificate).
     pub fn is_tls(&self) -> bool {
         self.0.starts_with(TLS_STAGE)
+    }
+
+    /// Whether the server could not carry a REQUIRETLS message: TLS failed, or it does not
+    /// offer the extension.
+    pub fn fails_requiretls(&self) -> bool {
+        self.is_tls() || self.0.starts_with(REQUIRETLS_STAGE)
     }
 }
 
@@ -63,6 +72,9 @@ pub struct Transfer<'a> {
     pub timeout: Duration,
     /// The sender's DSN requests, passed on when the server speaks DSN.
     pub dsn: &'a Dsn,
+    /// RFC 8689: the server must offer REQUIRETLS (after TLS, which the caller makes
+    /// required and checked), and MAIL passes it on.
+    pub requiretls: bool,
 }
 
 /// How a session uses STARTTLS.
@@ -194,6 +206,10 @@ pub async fn deliver(
         let _ = conn.command("QUIT").await;
         return Err(NotTaken(format!("{TLS_STAGE} not offered but required")));
     }
+    if t.requiretls && !hello.has_extension("REQUIRETLS") {
+        let _ = conn.command("QUIT").await;
+        return Err(NotTaken(format!("{REQUIRETLS_STAGE} not offered by the server")));
+    }
     let mut statuses = vec![RcptStatus::Deferred("not tried".into()); t.rcpts.len()];
     if let Err(e) = transaction(&mut conn, &hello, t, &mut statuses).await {
         // The connection broke mid-transaction: whoever has no final answer waits for a retry.
@@ -222,6 +238,9 @@ async fn transaction(
     let dsn = hello.has_extension("DSN");
     if dsn {
         mail.push_str(&t.dsn.mail_parameters());
+    }
+    if t.requiretls {
+        mail.push_str(" REQUIRETLS");
     }
     let reply = conn.command(&mail).await?;
     if !reply.is_positive() {
@@ -374,6 +393,7 @@ mod tests {
             message: b"Subject: x\r\n\r\n.dot\r\n",
             timeout: Duration::from_secs(5),
             dsn: &Dsn::default(),
+            requiretls: false,
         };
         let result = deliver(Box::new(client), None, &t).await;
         (result, server_task.await.unwrap_or_default())

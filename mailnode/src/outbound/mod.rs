@@ -188,7 +188,8 @@ impl Outbound {
     }
 
     /// Sends `message` to `rcpts`, all in `domain`, with the sender's `dsn` requests, and says
-    /// what became of each.
+    /// what became of each. With `requiretls` (RFC 8689) only a host with checked TLS that
+    /// offers REQUIRETLS gets it; when none does, the recipients fail with 5.7.30.
     pub async fn deliver_domain(
         &self,
         from: &str,
@@ -196,6 +197,7 @@ impl Outbound {
         rcpts: &[String],
         message: &[u8],
         dsn: &Dsn,
+        requiretls: bool,
     ) -> Vec<RcptStatus> {
         let gate = {
             let mut domains = self.domains.lock().unwrap_or_else(|p| p.into_inner());
@@ -238,7 +240,10 @@ impl Outbound {
             message,
             timeout: Duration::from_secs(self.config.reply_timeout_secs),
             dsn,
+            requiretls,
         };
+        // Whether some host was refused for REQUIRETLS's sake (not merely unreachable).
+        let mut requiretls_refused = false;
         let mut last = format!("no host for {domain}");
         for hop in hops.iter().take(MAX_HOPS) {
             let ips = match self.router.addresses(hop).await {
@@ -257,7 +262,11 @@ impl Outbound {
                         continue;
                     }
                 };
-                let judged = self.judge(policy.as_ref(), &hop.host);
+                let judged = match self.judge(policy.as_ref(), &hop.host) {
+                    // REQUIRETLS: checked TLS to every host, with or without a policy.
+                    Judged::Opportunistic | Judged::Testing { .. } if requiretls => Judged::Enforce,
+                    judged => judged,
+                };
                 let name = ServerName::try_from(hop.host.clone()).ok();
                 let tls = name.map(|name| match &judged {
                     Judged::Opportunistic => StartTls { connector: &self.tls, name, required: false },
@@ -274,9 +283,18 @@ impl Outbound {
                         tracing::info!(%domain, host = %hop.host, %addr, statuses = ?statuses, "outbound session");
                         return statuses;
                     }
-                    Err(e) => last = self.refused(domain, &hop.host, addr, &judged, e),
+                    Err(e) => {
+                        requiretls_refused |= requiretls && e.fails_requiretls();
+                        last = self.refused(domain, &hop.host, addr, &judged, e);
+                    }
                 }
             }
+        }
+        if requiretls_refused {
+            // RFC 8689 §5: not relayed without it, and returned to the sender.
+            let why = format!("550 5.7.30 REQUIRETLS support required: {last}");
+            tracing::warn!(%domain, error = %why, "REQUIRETLS message bounced");
+            return vec![RcptStatus::Failed(why); rcpts.len()];
         }
         tracing::info!(%domain, error = %last, "outbound delivery deferred");
         vec![RcptStatus::Deferred(last); rcpts.len()]
