@@ -125,6 +125,8 @@ pub struct Outbound {
     dialer: Dialer,
     directory: Arc<dyn Directory>,
     tls: TlsConnector,
+    /// Checked TLS: for MTA-STS and REQUIRETLS.
+    pkix: Pkix,
     /// Off with `mta_sts = false`.
     mta_sts: Option<MtaSts>,
     tls_metrics: Arc<TlsPolicyMetrics>,
@@ -137,6 +139,8 @@ enum Judged {
     Opportunistic,
     /// `enforce`: checked TLS or nothing.
     Enforce,
+    /// Checked TLS or nothing for the message's sake (REQUIRETLS), not a policy's.
+    Checked,
     /// `testing`: go on, but record what the check said.
     Testing { connector: TlsConnector, verdict: Verdict, host_listed: bool },
 }
@@ -160,12 +164,12 @@ impl Outbound {
             .map(|(domain, value)| Ok((domain.to_ascii_lowercase(), hop(&format!("transports.{domain}"), value)?)))
             .collect::<Result<BTreeMap<String, Hop>, OutboundError>>()?;
         let smarthost = config.smarthost.as_deref().map(|s| hop("smarthost", s)).transpose()?;
+        let pkix = Pkix::load(config.extra_ca_file.as_deref())?;
         let mta_sts = if config.mta_sts {
-            let pkix = Pkix::load(config.extra_ca_file.as_deref())?;
             let dir = data_dir.join("mta-sts");
             let cache = mta_sts::cache::PolicyCache::open(&dir)
                 .map_err(|error| OutboundError::Cache { path: dir.display().to_string(), error })?;
-            Some(MtaSts::new(cache, pkix, POLICY_FETCH_TIMEOUT))
+            Some(MtaSts::new(cache, pkix.clone(), POLICY_FETCH_TIMEOUT))
         } else {
             None
         };
@@ -176,6 +180,7 @@ impl Outbound {
             dialer: Dialer { egress: config.egress, timeout: Duration::from_secs(config.connect_timeout_secs) },
             directory,
             tls: client::opportunistic_tls(),
+            pkix,
             mta_sts,
             tls_metrics,
             domains: Mutex::new(HashMap::new()),
@@ -264,17 +269,18 @@ impl Outbound {
                 };
                 let judged = match self.judge(policy.as_ref(), &hop.host) {
                     // REQUIRETLS: checked TLS to every host, with or without a policy.
-                    Judged::Opportunistic | Judged::Testing { .. } if requiretls => Judged::Enforce,
+                    Judged::Opportunistic | Judged::Testing { .. } if requiretls => Judged::Checked,
                     judged => judged,
                 };
                 let name = ServerName::try_from(hop.host.clone()).ok();
+                let checked = self.pkix.connector();
                 let tls = name.map(|name| match &judged {
                     Judged::Opportunistic => StartTls { connector: &self.tls, name, required: false },
-                    Judged::Enforce => StartTls { connector: self.checked(), name, required: true },
+                    Judged::Enforce | Judged::Checked => StartTls { connector: checked, name, required: true },
                     Judged::Testing { connector, .. } => StartTls { connector, name, required: false },
                 });
-                if tls.is_none() && matches!(judged, Judged::Enforce) {
-                    last = format!("MTA-STS enforce: {} is no host name to check a certificate for", hop.host);
+                if tls.is_none() && matches!(judged, Judged::Enforce | Judged::Checked) {
+                    last = format!("{}: no host name to check a certificate for", hop.host);
                     continue;
                 }
                 match client::deliver(Box::new(stream), tls, &transfer).await {
@@ -302,28 +308,20 @@ impl Outbound {
 
     /// How a session to MX `host` is held to `policy`.
     fn judge(&self, policy: Option<&Policy>, host: &str) -> Judged {
-        match (policy, &self.mta_sts) {
-            (Some(p), Some(_)) if p.mode == Mode::Enforce => Judged::Enforce,
-            (Some(p), Some(sts)) => {
-                let (connector, verdict) = sts.pkix().recording();
+        match policy {
+            Some(p) if p.mode == Mode::Enforce => Judged::Enforce,
+            Some(p) => {
+                let (connector, verdict) = self.pkix.recording();
                 Judged::Testing { connector, verdict, host_listed: p.allows(host) }
             }
-            _ => Judged::Opportunistic,
-        }
-    }
-
-    /// The connector that checks certificates (only asked for under a policy).
-    fn checked(&self) -> &TlsConnector {
-        match &self.mta_sts {
-            Some(sts) => sts.pkix().connector(),
-            None => &self.tls,
+            None => Judged::Opportunistic,
         }
     }
 
     /// Counts and logs a session that took the message, as its policy judges it.
     fn account(&self, domain: &str, host: &str, judged: &Judged) {
         match judged {
-            Judged::Opportunistic => {}
+            Judged::Opportunistic | Judged::Checked => {}
             Judged::Enforce => self.tls_metrics.met.inc(),
             Judged::Testing { verdict, host_listed, .. } => {
                 let verdict = verdict.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();

@@ -138,11 +138,6 @@ impl MtaSts {
         }
     }
 
-    /// The checked-TLS connectors the policy's sessions use.
-    pub fn pkix(&self) -> &Pkix {
-        &self.pkix
-    }
-
     async fn fetch(&self, domain: &str, router: &Router, dialer: &Dialer) -> Result<Policy, StsError> {
         let host = format!("mta-sts.{domain}");
         let ips = router.addresses(&Hop { host: host.clone(), port: HTTPS_PORT }).await?;
