@@ -378,3 +378,18 @@ MILTER = {
 }
 for i, (name, stream) in enumerate(MILTER.items()):
     write("milter_codec", name, bytes([i * 37 % 256]) + stream)
+
+# ---- mta_sts: one input is a policy file, an HTTPS answer and TXT records (cut at NUL).
+POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 604800\r\n"
+MTA_STS = {
+    "policy": POLICY,
+    "policy_lf_testing": b"version: STSv1\nmode: testing\nmx: mx.a.test\nmax_age: 86400\nextra: ignored\n",
+    "policy_none": b"version: STSv1\nmode: none\nmax_age: 0\n",
+    "answer": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(POLICY) + POLICY,
+    "answer_until_close": b"HTTP/1.0 200 OK\nContent-Type: text/plain; charset=utf-8\n\n" + POLICY,
+    "redirect": b"HTTP/1.1 301 Moved\r\nLocation: https://elsewhere/\r\n\r\n",
+    "txt_records": b"v=spf1 -all\0v=STSv1; id=20160831085700Z;\0other",
+    "txt_two": b"v=STSv1; id=a\0v=STSv1; id=b",
+}
+for name, data in MTA_STS.items():
+    write("mta_sts", name, data)

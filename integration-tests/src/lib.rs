@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub mod dovecot;
 pub mod etcd;
 pub mod netns;
+pub mod nsd;
 
 /// The `sirms` binary next to this test's target directory (built by the README's test
 /// command), or `$SIRMS_BIN`.

@@ -9,9 +9,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use sirms_integration_tests::{MailNode, Process, free_port_on, metrics_page, python, wait_for_port};
+use sirms_integration_tests::{MailNode, Process, free_port_on, metrics_page, python};
 
 const NODE_IP: [u8; 4] = [127, 0, 26, 1];
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 26, 53);
@@ -149,42 +148,9 @@ arc._domainkey.untrusted IN TXT {key_txt}
     )
 }
 
-/// NSD serving `zone` on `DNS_IP`, in the foreground, killed when dropped.
+/// NSD serving `zone` on `DNS_IP`, killed when dropped.
 fn start_nsd(dir: &Path, zone: &str) -> (Process, SocketAddr) {
-    let port = free_port_on(DNS_IP);
-    let d = dir.display();
-    std::fs::write(dir.join("test.zone"), zone).expect("write zone");
-    let conf = format!(
-        r#"server:
-    ip-address: {DNS_IP}@{port}
-    port: {port}
-    zonesdir: "{d}"
-    pidfile: "{d}/nsd.pid"
-    database: ""
-    zonelistfile: "{d}/zone.list"
-    xfrdfile: "{d}/xfrd.state"
-    xfrdir: "{d}"
-    username: ""
-    chroot: ""
-    logfile: "{d}/nsd.log"
-    server-count: 1
-remote-control:
-    control-enable: no
-zone:
-    name: "test."
-    zonefile: "test.zone"
-"#
-    );
-    std::fs::write(dir.join("nsd.conf"), conf).expect("write nsd.conf");
-    let nsd = if Path::new("/usr/sbin/nsd").exists() { "/usr/sbin/nsd" } else { "nsd" };
-    let child = Command::new(nsd)
-        .args(["-d", "-c"])
-        .arg(dir.join("nsd.conf"))
-        .spawn()
-        .expect("start nsd (apt-get install nsd; .ci/install-deps does)");
-    let addr = SocketAddr::from((DNS_IP, port));
-    assert!(wait_for_port(addr, Duration::from_secs(20)), "nsd does not listen on {addr}");
-    (Process::from_child(child), addr)
+    sirms_integration_tests::nsd::start(dir, DNS_IP, "test.", zone)
 }
 
 struct Mail<'a> {

@@ -9,6 +9,7 @@ use sirms_telemetry::{Counter, Exposition, Gauge, Render};
 
 use crate::inbound::auth::AuthMetrics;
 use crate::inbound::filter::FilterMetrics;
+use crate::outbound::mta_sts::TlsPolicyMetrics;
 use crate::smtp::rate::SendRate;
 use sirms_proto::public_tls::Certificates;
 
@@ -91,6 +92,8 @@ pub struct NodeMetrics {
     pub send_rate: Arc<SendRate>,
     /// Sender authentication's DMARC results and actions on mail from the Internet.
     pub inbound_auth: Arc<AuthMetrics>,
+    /// Outbound MTA-STS outcomes.
+    pub tls_policy: Arc<TlsPolicyMetrics>,
     /// The spool's envelope directory: its entry count is the queue length.
     spool_envelopes: PathBuf,
     /// The TLS certificates, once the listeners have them: their expiry is reported.
@@ -121,6 +124,7 @@ impl NodeMetrics {
             filters: Arc::default(),
             send_rate: Arc::new(SendRate::unlimited()),
             inbound_auth: Arc::default(),
+            tls_policy: Arc::default(),
             spool_envelopes,
             certificates: OnceLock::new(),
         }
@@ -278,6 +282,7 @@ impl Render for NodeMetrics {
         self.inbound_auth.render(out);
         self.store.render(out);
         self.filters.render(out);
+        self.tls_policy.render(out);
     }
 }
 

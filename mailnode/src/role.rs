@@ -258,7 +258,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let worker = queue::worker::Worker {
         spool: spool.clone(),
         delivery: delivery.clone(),
-        outbound: Arc::new(Outbound::new(&config.outbound, &config.hostname, directory.clone())?),
+        outbound: Arc::new(Outbound::new(
+            &config.outbound,
+            &config.hostname,
+            directory.clone(),
+            &config.data_dir,
+            metrics.tls_policy.clone(),
+        )?),
         notifier: notifier.clone(),
         wake,
         metrics: metrics.clone(),

@@ -1,6 +1,7 @@
 //! The resolver the inbound checks ask (sender authentication, DNS blocklists): the
 //! system's, or the servers `[inbound] nameservers` names (a local validating resolver; a
-//! test's own DNS server).
+//! test's own DNS server). Outbound routing builds its own from [`resolver_config`] and
+//! `[outbound] nameservers`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +22,15 @@ pub enum DnsSetupError {
 /// A resolver asking `nameservers` (UDP, then TCP for truncated answers), or the system's
 /// when there are none; each query waits at most `timeout`, twice.
 pub fn resolver(nameservers: &[SocketAddr], timeout: Duration) -> Result<MessageAuthenticator, DnsSetupError> {
+    let (config, options) = resolver_config(nameservers, timeout)?;
+    MessageAuthenticator::new(config, options).map_err(|e| DnsSetupError::Build(e.to_string()))
+}
+
+/// The configuration of such a resolver.
+pub fn resolver_config(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<(ResolverConfig, ResolverOpts), DnsSetupError> {
     let (config, mut options) = if nameservers.is_empty() {
         read_system_conf().map_err(|e| DnsSetupError::SystemConf(e.to_string()))?
     } else {
@@ -40,5 +50,5 @@ pub fn resolver(nameservers: &[SocketAddr], timeout: Duration) -> Result<Message
     // session's idle timeout.
     options.timeout = timeout;
     options.attempts = 2;
-    MessageAuthenticator::new(config, options).map_err(|e| DnsSetupError::Build(e.to_string()))
+    Ok((config, options))
 }

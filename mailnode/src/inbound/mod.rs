@@ -22,7 +22,7 @@ use crate::smtp::reply::Reply;
 use crate::spill::Received;
 
 pub mod auth;
-mod dns;
+pub(crate) mod dns;
 pub mod dnsbl;
 pub mod greylist;
 

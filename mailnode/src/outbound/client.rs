@@ -1,5 +1,6 @@
 //! The SMTP client that hands a queued message to one remote server: greeting, EHLO
-//! (HELO if refused), opportunistic STARTTLS, MAIL, one RCPT per recipient, DATA.
+//! (HELO if refused), STARTTLS (opportunistic, or required by the domain's policy), MAIL,
+//! one RCPT per recipient, DATA.
 //!
 //! Every step has a timeout and every reply goes through [`ReplyParser`]'s limits. The
 //! result says, per recipient, what the server said — or that this server did not take the
@@ -39,6 +40,25 @@ pub enum RcptStatus {
 #[error("{0}")]
 pub struct NotTaken(pub String);
 
+/// How every [`NotTaken`] about STARTTLS starts.
+const TLS_STAGE: &str = "STARTTLS";
+
+/// How a [`NotTaken`] for a server without REQUIRETLS starts.
+const REQUIRETLS_STAGE: &str = "REQUIRETLS";
+
+impl NotTaken {
+    /// Whether TLS was the trouble (not offered, refused, the handshake or the certificate).
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with(TLS_STAGE)
+    }
+
+    /// Whether the server could not carry a REQUIRETLS message: TLS failed, or it does not
+    /// offer the extension.
+    pub fn fails_requiretls(&self) -> bool {
+        self.is_tls() || self.0.starts_with(REQUIRETLS_STAGE)
+    }
+}
+
 /// One message for one server.
 #[derive(Debug, Clone, Copy)]
 pub struct Transfer<'a> {
@@ -52,6 +72,19 @@ pub struct Transfer<'a> {
     pub timeout: Duration,
     /// The sender's DSN requests, passed on when the server speaks DSN.
     pub dsn: &'a Dsn,
+    /// RFC 8689: the server must offer REQUIRETLS (after TLS, which the caller makes
+    /// required and checked), and MAIL passes it on.
+    pub requiretls: bool,
+}
+
+/// How a session uses STARTTLS.
+pub struct StartTls<'a> {
+    pub connector: &'a TlsConnector,
+    /// The name the certificate is checked for (the MX host).
+    pub name: ServerName<'static>,
+    /// The session must not go on in clear text: no STARTTLS offered, a refusal or a failed
+    /// handshake (say, a certificate the connector rejects) end it before MAIL.
+    pub required: bool,
 }
 
 /// Why a session broke off.
@@ -136,10 +169,10 @@ impl Conn {
     }
 }
 
-/// Runs one session over `io`; `tls` offers STARTTLS with that connector and peer name.
+/// Runs one session over `io`, with STARTTLS as `tls` says (none: clear text only).
 pub async fn deliver(
     io: Box<dyn Io>,
-    tls: Option<(&TlsConnector, ServerName<'static>)>,
+    tls: Option<StartTls<'_>>,
     t: &Transfer<'_>,
 ) -> Result<Vec<RcptStatus>, NotTaken> {
     let mut conn = Conn { io: BufReader::new(io), timeout: t.timeout };
@@ -152,17 +185,30 @@ pub async fn deliver(
     if !hello.is_positive() {
         return Err(NotTaken(format!("EHLO/HELO: {}", hello.summary())));
     }
-    if let Some((connector, name)) = tls
+    let required = tls.as_ref().is_some_and(|tls| tls.required);
+    if let Some(tls) = tls
         && hello.has_extension("STARTTLS")
     {
-        let reply = conn.command("STARTTLS").await.map_err(|e| not_taken("STARTTLS", &e))?;
+        let reply = conn.command("STARTTLS").await.map_err(|e| not_taken(TLS_STAGE, &e))?;
         if reply.code == 220 {
-            conn = conn.starttls(connector, name).await.map_err(|e| not_taken("STARTTLS", &e))?;
+            conn = conn.starttls(tls.connector, tls.name).await.map_err(|e| not_taken(TLS_STAGE, &e))?;
             hello = conn.hello(t.helo).await.map_err(|e| not_taken("EHLO after TLS", &e))?;
             if !hello.is_positive() {
                 return Err(NotTaken(format!("EHLO after TLS: {}", hello.summary())));
             }
+        } else if required {
+            let _ = conn.command("QUIT").await;
+            return Err(NotTaken(format!("{TLS_STAGE} refused ({}) but required", reply.summary())));
         }
+    } else if required {
+        // Never in clear text when the domain asked for TLS: stripping STARTTLS from the
+        // EHLO reply is exactly the attack this stops.
+        let _ = conn.command("QUIT").await;
+        return Err(NotTaken(format!("{TLS_STAGE} not offered but required")));
+    }
+    if t.requiretls && !hello.has_extension("REQUIRETLS") {
+        let _ = conn.command("QUIT").await;
+        return Err(NotTaken(format!("{REQUIRETLS_STAGE} not offered by the server")));
     }
     let mut statuses = vec![RcptStatus::Deferred("not tried".into()); t.rcpts.len()];
     if let Err(e) = transaction(&mut conn, &hello, t, &mut statuses).await {
@@ -192,6 +238,9 @@ async fn transaction(
     let dsn = hello.has_extension("DSN");
     if dsn {
         mail.push_str(&t.dsn.mail_parameters());
+    }
+    if t.requiretls {
+        mail.push_str(" REQUIRETLS");
     }
     let reply = conn.command(&mail).await?;
     if !reply.is_positive() {
@@ -344,6 +393,7 @@ mod tests {
             message: b"Subject: x\r\n\r\n.dot\r\n",
             timeout: Duration::from_secs(5),
             dsn: &Dsn::default(),
+            requiretls: false,
         };
         let result = deliver(Box::new(client), None, &t).await;
         (result, server_task.await.unwrap_or_default())

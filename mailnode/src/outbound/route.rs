@@ -4,9 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, Record};
+
+use crate::inbound::dns::{DnsSetupError, resolver_config};
+
+/// Limit for one DNS query to `[outbound] nameservers` (hickory's own default).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One host to try, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +67,27 @@ fn mx_hops(domain: String, answers: &[Record]) -> Result<Vec<Hop>, RouteError> {
     Ok(records.into_iter().map(|(_, host)| Hop { host, port: 25 }).collect())
 }
 
+/// The resolver routing asks: the servers `nameservers` names, or the system's when there
+/// are none (`None` with a warning when the system has no resolver configuration: then only
+/// transports and the smarthost work).
+pub fn resolver(nameservers: &[SocketAddr]) -> Result<Option<TokioResolver>, DnsSetupError> {
+    if nameservers.is_empty() {
+        return match TokioResolver::builder_tokio().and_then(|builder| builder.build()) {
+            Ok(resolver) => Ok(Some(resolver)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no DNS resolver configuration: only transports and the smarthost work");
+                Ok(None)
+            }
+        };
+    }
+    let (config, options) = resolver_config(nameservers, QUERY_TIMEOUT)?;
+    TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(options)
+        .build()
+        .map(Some)
+        .map_err(|e| DnsSetupError::Build(e.to_string()))
+}
+
 /// Looks routes up.
 pub struct Router {
     transports: BTreeMap<String, Hop>,
@@ -68,22 +96,27 @@ pub struct Router {
 }
 
 impl Router {
-    /// Static transports (lower-case domain → hop) win, then the smarthost, then DNS.
-    pub fn new(transports: BTreeMap<String, Hop>, smarthost: Option<Hop>) -> Router {
-        let resolver = match TokioResolver::builder_tokio().and_then(|builder| builder.build()) {
-            Ok(resolver) => Some(resolver),
-            Err(e) => {
-                tracing::warn!(error = %e, "no DNS resolver configuration: only transports and the smarthost work");
-                None
-            }
-        };
+    /// Static transports (lower-case domain → hop) win, then the smarthost, then DNS through
+    /// `resolver`.
+    pub fn new(transports: BTreeMap<String, Hop>, smarthost: Option<Hop>, resolver: Option<TokioResolver>) -> Router {
         Router { transports, smarthost, resolver }
+    }
+
+    /// Whether mail for `domain` goes to its MX hosts (not a transport, the smarthost or an
+    /// address literal): only then do the domain's MTA-STS and DANE policies apply.
+    pub fn by_mx(&self, domain: &str) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        self.static_hop(&domain).is_none() && !domain.starts_with('[')
+    }
+
+    fn static_hop(&self, domain: &str) -> Option<&Hop> {
+        self.transports.get(domain).or(self.smarthost.as_ref())
     }
 
     /// The hosts to try for `domain`, best first.
     pub async fn hops(&self, domain: &str) -> Result<Vec<Hop>, RouteError> {
         let domain = domain.to_ascii_lowercase();
-        if let Some(hop) = self.transports.get(&domain).or(self.smarthost.as_ref()) {
+        if let Some(hop) = self.static_hop(&domain) {
             return Ok(vec![hop.clone()]);
         }
         // A literal address (`user@[192.0.2.1]`, RFC 5321 §4.1.3).
@@ -101,6 +134,24 @@ impl Router {
             // No MX: the domain itself is the implicit MX (RFC 5321 §5.1).
             Err(e) if e.is_no_records_found() => Ok(vec![Hop { host: domain, port: 25 }]),
             Err(e) => Err(RouteError::Temporary(format!("MX lookup for {domain}: {e}"))),
+        }
+    }
+
+    /// The TXT records at `name`, each one's strings joined; none when the name or the
+    /// records do not exist.
+    pub async fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, RouteError> {
+        let resolver = self.resolver.as_ref().ok_or_else(|| RouteError::Temporary("no DNS resolver".into()))?;
+        match resolver.txt_lookup(format!("{name}.")).await {
+            Ok(answer) => Ok(answer
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::TXT(txt) => Some(txt.txt_data.concat()),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(RouteError::Temporary(format!("TXT lookup for {name}: {e}"))),
         }
     }
 
@@ -137,7 +188,7 @@ mod tests {
     #[tokio::test]
     async fn transports_and_literals_need_no_dns() {
         let transports = [("far.test".to_string(), Hop { host: "127.0.0.9".into(), port: 2600 })].into();
-        let router = Router::new(transports, None);
+        let router = Router::new(transports, None, None);
         assert_eq!(router.hops("FAR.test").await.unwrap(), [Hop { host: "127.0.0.9".into(), port: 2600 }]);
         assert_eq!(router.hops("[127.0.0.7]").await.unwrap(), [Hop { host: "127.0.0.7".into(), port: 25 }]);
         assert!(matches!(router.hops("[nonsense]").await, Err(RouteError::Permanent(_))));

@@ -30,6 +30,8 @@ pub struct QueuedEnvelope {
     pub dsn: Dsn,
     /// Where the local users get it: Junk when the node's checks said so.
     pub folder: Folder,
+    /// The sender asked for REQUIRETLS (RFC 8689): every hop over checked TLS, or a bounce.
+    pub requiretls: bool,
 }
 
 impl QueuedEnvelope {
@@ -49,6 +51,9 @@ impl QueuedEnvelope {
         }
         if self.folder != Folder::Inbox {
             s.push_str(&format!("folder {}\n", self.folder.name()));
+        }
+        if self.requiretls {
+            s.push_str("requiretls\n");
         }
         for u in &self.local {
             s.push_str(&format!("local {u}\n"));
@@ -82,6 +87,7 @@ impl QueuedEnvelope {
                 "warned" => env.warned = value == "1",
                 "copy" => env.copy = value.to_string(),
                 "folder" => env.folder = Folder::from_name(value)?,
+                "requiretls" if value.is_empty() => env.requiretls = true,
                 "error" => {
                     let (rcpt, error) = value.split_once(' ').unwrap_or((value, ""));
                     env.errors.insert(rcpt.to_string(), error.to_string());
@@ -115,6 +121,7 @@ mod tests {
             errors: [("c@y.test".to_string(), "451 4.3.0 try\r\nlater".to_string())].into(),
             copy: "node2".into(),
             folder: Folder::Junk,
+            requiretls: true,
             dsn: Dsn {
                 ret: Some(Ret::Hdrs),
                 envid: Some("env 1".into()),

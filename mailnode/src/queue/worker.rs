@@ -175,7 +175,8 @@ impl Worker {
             }
             let sessions = by_domain.iter().map(|(domain, rcpts)| {
                 let (outbound, from, message, dsn) = (&self.outbound, &env.from, &outgoing, &env.dsn);
-                async move { (rcpts, outbound.deliver_domain(from, domain, rcpts, message, dsn).await) }
+                let requiretls = env.requiretls;
+                async move { (rcpts, outbound.deliver_domain(from, domain, rcpts, message, dsn, requiretls).await) }
             });
             for (rcpts, statuses) in futures::future::join_all(sessions).await {
                 for (rcpt, status) in rcpts.iter().zip(statuses) {

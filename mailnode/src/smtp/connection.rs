@@ -120,6 +120,7 @@ impl SmtpService {
             created: queue::now(),
             dsn: envelope.dsn.clone(),
             folder,
+            requiretls: envelope.requiretls,
             ..QueuedEnvelope::default()
         };
         // In a cluster the spool entry gets a copy on another node first, so that the `250`

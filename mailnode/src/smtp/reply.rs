@@ -117,6 +117,10 @@ pub mod replies {
     pub fn tls_required() -> Reply {
         Reply::new(530, "5.7.0", "must issue a STARTTLS command first")
     }
+    /// RFC 8689 §4.1: REQUIRETLS only in a session over TLS (X.7.10: encryption needed).
+    pub fn requiretls_needs_tls() -> Reply {
+        Reply::new(530, "5.7.10", "REQUIRETLS needs a session over TLS")
+    }
     pub fn bad_sequence(what: &str) -> Reply {
         Reply::new(503, "5.5.1", format!("bad sequence of commands: {what}"))
     }

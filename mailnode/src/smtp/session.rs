@@ -14,7 +14,7 @@ use std::time::Instant;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver};
-use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_SMTPUTF8, Request};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_REQUIRETLS, MAIL_SMTPUTF8, Request};
 
 use super::dsn::{Dsn, Notify, RcptDsn};
 use super::hops;
@@ -81,6 +81,8 @@ pub struct Envelope {
     pub login: Option<String>,
     /// Whether the session ran over TLS.
     pub tls: bool,
+    /// The sender asked for checked TLS on every hop (RFC 8689 `REQUIRETLS`).
+    pub requiretls: bool,
 }
 
 /// I/O the session needs done.
@@ -172,6 +174,8 @@ struct Transaction {
     too_big: bool,
     /// BDAT was used: DATA is no longer allowed in this transaction (RFC 3030).
     chunking: bool,
+    /// MAIL carried `REQUIRETLS` (RFC 8689).
+    requiretls: bool,
 }
 
 /// One SMTP session.
@@ -468,6 +472,10 @@ impl Session {
             "CHUNKING".to_string(),
             "DSN".to_string(),
         ];
+        if self.tls {
+            // RFC 8689 §4.1: only a session over TLS may ask for REQUIRETLS.
+            lines.push("REQUIRETLS".to_string());
+        }
         if self.config.tls_available && !self.tls {
             lines.push("STARTTLS".to_string());
         }
@@ -504,6 +512,10 @@ impl Session {
         {
             return self.error(replies::sender_not_owned(), out);
         }
+        let requiretls = from.flags & MAIL_REQUIRETLS != 0;
+        if requiretls && !self.tls {
+            return self.error(replies::requiretls_needs_tls(), out);
+        }
         let dsn = match Dsn::from_mail(from.flags, from.env_id.as_deref()) {
             Ok(dsn) => dsn,
             Err(why) => return self.error(replies::syntax(why), out),
@@ -519,6 +531,7 @@ impl Session {
             hops: hops::Counter::new(self.config.max_hops),
             too_big: false,
             chunking: false,
+            requiretls,
         });
         replies::sender_ok().write_to(out);
         None
@@ -761,6 +774,7 @@ impl Session {
             helo,
             login: self.login.clone(),
             tls: self.tls,
+            requiretls: tx.requiretls,
         });
         Some(Next::Action(Action::Deliver { id, envelope, message }))
     }

@@ -610,3 +610,22 @@ fn hops_are_counted_across_spilled_chunks() {
         (Next::NeedInput, "554 5.4.6 too many hops (more than 50 Received headers): mail loop\r\n")
     );
 }
+
+#[test]
+fn requiretls_is_for_tls_sessions_and_travels_with_the_envelope() {
+    let mut t = T::new(false);
+    let (_, out) = t.feed("EHLO c\r\n");
+    assert!(!out.contains("REQUIRETLS"), "offered only over TLS: {out}");
+    let (_, out) = t.feed("MAIL FROM:<x@remote.test> REQUIRETLS\r\n");
+    assert_eq!(out, "530 5.7.10 REQUIRETLS needs a session over TLS\r\n");
+    let (flow, _) = t.feed("STARTTLS\r\n");
+    assert_eq!(flow, Next::Action(Action::StartTls));
+    t.complete(Outcome::TlsStarted);
+    let (_, out) = t.feed("EHLO c\r\n");
+    assert!(out.contains("REQUIRETLS"), "{out}");
+    let (_, out) = t.feed("MAIL FROM:<x@remote.test> REQUIRETLS\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n");
+    assert!(out.starts_with("250 2.1.0") && out.ends_with("354 end data with <CR><LF>.<CR><LF>\r\n"), "{out}");
+    let (flow, _) = t.feed("Subject: hi\r\n\r\nbody\r\n.\r\n");
+    let Next::Action(Action::Deliver { envelope, .. }) = flow else { panic!("{flow:?}") };
+    assert!(envelope.requiretls);
+}
