@@ -57,17 +57,18 @@ pub fn find(message: &[u8]) -> Option<Result<(Vec<u8>, Preview), &'static str>> 
     }
     let before = message[start - 1];
     let after = message.get(end).copied();
-    let (cut, replacement): (std::ops::Range<usize>, &[u8]) = if start == items || (before == b'(' && after == Some(b')')) {
-        (start..end, b"UID")
-    } else if before == b' ' {
-        (start - 1..end, b"")
-    } else if after == Some(b' ') {
-        (start..end + 1, b"")
-    } else {
-        // `(PREVIEW` at the end of the line: the command is broken anyway, and the line end
-        // stays where it is.
-        (start..end, b"UID")
-    };
+    let (cut, replacement): (std::ops::Range<usize>, &[u8]) =
+        if start == items || (before == b'(' && after == Some(b')')) {
+            (start..end, b"UID")
+        } else if before == b' ' {
+            (start - 1..end, b"")
+        } else if after == Some(b' ') {
+            (start..end + 1, b"")
+        } else {
+            // `(PREVIEW` at the end of the line: the command is broken anyway, and the line end
+            // stays where it is.
+            (start..end, b"UID")
+        };
     let mut command = Vec::with_capacity(message.len());
     command.extend_from_slice(&message[..cut.start]);
     command.extend_from_slice(replacement);
