@@ -546,10 +546,9 @@ def cmd_verify(login, *logs):
     node = node_of(m.welcome)
     m.starttls(ssl_context=tls_context())
     m.login(user, password)
-    mailbox = option(list(opts), "--mailbox") or "INBOX"
-    typ, data = m.select(mailbox, readonly=True)
+    typ, data = m.select("INBOX", readonly=True)
     if typ != "OK":
-        raise AssertionError(f"SELECT {mailbox}: {typ} {data}")
+        raise AssertionError(f"SELECT INBOX: {typ} {data}")
     count, found = int(data[0]), set()
     if count:
         typ, parts = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
