@@ -116,6 +116,11 @@ smtp("known3_long_line_in_pieces", TLS | SMALL | ERR8, "EHLO c\r\nNOOP " + "x" *
 smtp("known5_del_in_sender", TLS | SMALL | ERR8,
      b"EHLO A\r\nMAIL FROM:<\x7f@>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n")
 smtp("known4_auth_rest_of_line", TLS | BYTES | ERR8, b"EHLO c\r\nAUTH \x0cRSET\r\nQUIT\r\n")
+# F20: spilling byte by byte (threshold 1) handed out the CR of the final CRLF . CR before the
+# receiver could take it back: the spilled message ended in an extra CR.
+smtp("known20_spilled_cr_of_the_end", TLS | BYTES | ERR8,
+     "EHLO c\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nhello\r\n.\r\nQUIT\r\n",
+     chunk=0x47)
 
 # ---- pop3_session: flags, outcome seed, pool length, pool, then lines.
 TLS_ACTIVE, STLS, P_PLAIN = 1, 2, 4

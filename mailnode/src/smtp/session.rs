@@ -663,13 +663,18 @@ impl Session {
     /// session never holds more than the threshold and one read.
     fn spill(&mut self) -> Option<Next> {
         let tx = self.tx.as_mut()?;
-        if tx.too_big || tx.body.len() < self.config.spill_threshold {
+        // A final CR stays: after CRLF `.` CR the receiver has pushed that CR and takes it
+        // back when LF ends the data, which it can only do while the CR is still here (F20).
+        let ready = tx.body.len() - usize::from(tx.body.last() == Some(&b'\r'));
+        if tx.too_big || ready == 0 || tx.body.len() < self.config.spill_threshold {
             return None;
         }
+        let held = tx.body.split_off(ready);
+        let bytes = std::mem::replace(&mut tx.body, held);
         let first = tx.spilled == 0;
-        tx.hops.feed(&tx.body);
-        tx.spilled += tx.body.len();
-        Some(Next::Spill { first, bytes: std::mem::take(&mut tx.body) })
+        tx.hops.feed(&bytes);
+        tx.spilled += bytes.len();
+        Some(Next::Spill { first, bytes })
     }
 
     fn start_bdat(&mut self, size: usize, is_last: bool, out: &mut Vec<u8>) -> Option<Next> {
