@@ -8,6 +8,15 @@ use std::time::Duration;
 
 use crate::{Process, free_port_on, wait_for_port};
 
+/// The start of a zone file for `origin` (say `"test."`) whose name server `ns.ORIGIN` is at
+/// `ns_ip`: `$ORIGIN`, a one-minute TTL, SOA and NS; a test appends its own records.
+pub fn zone_head(origin: &str, ns_ip: Ipv4Addr) -> String {
+    format!(
+        "$ORIGIN {origin}\n$TTL 60\n@ IN SOA ns.{origin} hostmaster.{origin} 1 3600 600 86400 60\n\
+         @ IN NS ns.{origin}\nns IN A {ns_ip}\n"
+    )
+}
+
 /// NSD on `ip` (a free port), serving the zone `origin` (say `"test."`) with the zone file
 /// text `zone`; its files go in `dir`.
 pub fn start(dir: &Path, ip: Ipv4Addr, origin: &str, zone: &str) -> (Process, SocketAddr) {

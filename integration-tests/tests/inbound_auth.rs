@@ -120,13 +120,9 @@ fn zone(public_key: &str) -> String {
     let key_txt: Vec<String> =
         key_record.as_bytes().chunks(200).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
     let key_txt = format!("( {} )", key_txt.join(" "));
+    let head = sirms_integration_tests::nsd::zone_head("test.", DNS_IP);
     format!(
-        r#"$ORIGIN test.
-$TTL 60
-@ IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
-@ IN NS ns.test.
-ns IN A {DNS_IP}
-good IN TXT "v=spf1 ip4:{LEGIT} -all"
+        r#"{head}good IN TXT "v=spf1 ip4:{LEGIT} -all"
 sel._domainkey.good IN TXT {key_txt}
 _dmarc.good IN TXT "v=DMARC1; p=reject"
 strict IN TXT "v=spf1 ip4:{LEGIT} -all"

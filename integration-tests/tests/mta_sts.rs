@@ -172,13 +172,9 @@ fn certificates(dir: &Path, issued: &[(&str, &[&str])], bad_names: &[&str]) {
 
 /// The `test.` zone: four domains with policies, one without.
 fn zone() -> String {
+    let head = nsd::zone_head("test.", DNS_IP);
     format!(
-        r#"$ORIGIN test.
-$TTL 60
-@ IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
-@ IN NS ns.test.
-ns IN A {DNS_IP}
-mx.good IN A {GOOD_MX}
+        r#"{head}mx.good IN A {GOOD_MX}
 mx.bad IN A {BAD_MX}
 enforce IN MX 10 mx.good.test.
 _mta-sts.enforce IN TXT "v=STSv1; id=e1;"

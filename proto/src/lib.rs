@@ -1,5 +1,8 @@
 //! gRPC contracts between SIRMS roles, generated from `proto/*.proto` at build time.
 
+/// MTA-STS's policy mode and limits, shared by the router (publishing) and nodes (reading).
+pub mod mta_sts;
+
 /// The Store service: mailboxes over the network (what replaces NFS).
 pub mod store {
     tonic::include_proto!("sirms.store.v1");

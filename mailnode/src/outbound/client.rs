@@ -297,11 +297,7 @@ pub fn dot_stuffed(message: &[u8]) -> Vec<u8> {
 pub fn opportunistic_tls() -> TlsConnector {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(AnyCertificate(provider.clone()));
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
-        .expect("the default provider supports the default protocol versions");
-    TlsConnector::from(Arc::new(config))
+    super::pkix::connector_with(provider, verifier)
 }
 
 /// Accepts any certificate but still checks the handshake signatures.

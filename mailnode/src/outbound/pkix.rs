@@ -75,7 +75,9 @@ impl Pkix {
     }
 }
 
-fn connector_with(provider: Arc<CryptoProvider>, verifier: Arc<dyn ServerCertVerifier>) -> TlsConnector {
+/// A TLS client that checks certificates with `verifier` (and handshake signatures with
+/// `provider`), without a client certificate.
+pub(crate) fn connector_with(provider: Arc<CryptoProvider>, verifier: Arc<dyn ServerCertVerifier>) -> TlsConnector {
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map(|b| b.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())

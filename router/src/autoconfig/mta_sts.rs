@@ -4,39 +4,13 @@
 //! publishes `_mta-sts.DOMAIN TXT "v=STSv1; id=…"`; the router logs the record to publish
 //! ([`Policy::id`] changes when the policy does, which tells senders to fetch it again).
 
-use serde::Deserialize;
+pub use sirms_proto::mta_sts::{MAX_AGE_LIMIT, Mode};
 
 /// The request path of the policy.
 pub const PATH: &str = "/.well-known/mta-sts.txt";
 
-/// The longest `max_age` RFC 8461 §3.2 allows: 31,557,600 s (about a year).
-pub const MAX_AGE_LIMIT: u64 = 31_557_600;
-
 /// Default `max_age`: a week, as the RFC's examples use.
 pub const DEFAULT_MAX_AGE: u64 = 604_800;
-
-/// What senders do when delivery cannot meet the policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Refuse to deliver but over validated TLS to a listed MX.
-    Enforce,
-    /// Deliver anyway, and report failures (TLSRPT): the safe first step.
-    #[default]
-    Testing,
-    /// No policy: what a domain publishes to withdraw one.
-    None,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Testing => "testing",
-            Mode::None => "none",
-        }
-    }
-}
 
 /// One policy for every hosted domain: they all receive on the same MX names.
 #[derive(Debug, Clone, PartialEq, Eq)]

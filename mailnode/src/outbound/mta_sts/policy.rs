@@ -3,37 +3,15 @@
 //! (`version`, `mode`, `mx`, `max_age`). Both come from the network, so both parsers have
 //! limits and never panic (`fuzz/fuzz_targets/mta_sts.rs`).
 
+pub use sirms_proto::mta_sts::{MAX_AGE_LIMIT, Mode};
+
 /// Longest policy file read (RFC 8461 §3.3 suggests "a reasonable maximum", 64 KiB here).
 pub const MAX_POLICY_BYTES: usize = 64 * 1024;
 /// Most `mx` patterns kept; a policy listing more is refused rather than cut short, since a
 /// cut list would refuse MX hosts the domain allowed.
 pub const MAX_MX_PATTERNS: usize = 100;
-/// The longest `max_age` RFC 8461 §3.2 allows: 31,557,600 s (about a year).
-pub const MAX_AGE_LIMIT: u64 = 31_557_600;
 /// Longest `_mta-sts` TXT record read (its strings joined).
 pub const MAX_TXT_BYTES: usize = 1024;
-
-/// What a sender does when delivery cannot meet the policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Deliver only over TLS with a valid certificate, to a listed MX; otherwise wait.
-    Enforce,
-    /// Deliver anyway, and report what would have failed.
-    Testing,
-    /// The domain withdrew its policy.
-    None,
-}
-
-impl Mode {
-    /// The name in the policy file.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Testing => "testing",
-            Mode::None => "none",
-        }
-    }
-}
 
 /// A parsed policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
