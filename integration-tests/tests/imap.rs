@@ -265,6 +265,36 @@ idler.logout(); other.logout()
 }
 
 #[test]
+fn idle_hears_still_here_while_nothing_happens() {
+    // One second instead of two minutes, so the test sees several keepalives.
+    let node = MailNode::start("imap-node.example.test", "[limits]\nimap_idle_keepalive_secs = 1");
+    let out = run(
+        &node,
+        r#"
+m = connect()
+m.select("INBOX")
+tag = m._new_tag()
+m.send(tag + b" IDLE\r\n")
+assert m.readline().startswith(b"+"), "no continuation"
+start = time.monotonic()
+lines = []
+while len(lines) < 2:
+    lines.append(m.readline().decode().strip())
+out["lines"], out["secs"] = lines, time.monotonic() - start
+m.send(b"DONE\r\n")
+out["done"] = m.readline().decode().strip()
+out["noop"] = m.noop()[0]
+m.logout()
+"#,
+    );
+    assert_eq!(out["lines"], serde_json::json!(["* OK Still here", "* OK Still here"]), "{out}");
+    // Not all at once: the second came a period after the first.
+    assert!(out["secs"].as_f64().unwrap() >= 1.5, "{out}");
+    assert!(out["done"].as_str().unwrap().ends_with("OK IDLE terminated"), "{out}");
+    assert_eq!(out["noop"], "OK");
+}
+
+#[test]
 fn limits_are_answered_and_the_session_goes_on() {
     let node = MailNode::start("imap-node.example.test", "allow_plaintext_auth = true");
     let out = run(

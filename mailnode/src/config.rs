@@ -74,6 +74,9 @@ pub struct Limits {
     pub pop3_idle_secs: u64,
     /// IMAP autologout, IDLE included (RFC 3501 §5.4: at least 30 minutes).
     pub imap_idle_secs: u64,
+    /// How often an IDLE session hears `* OK Still here`, so that NATs and firewalls that drop
+    /// silent connections keep it (Dovecot's default is 2 minutes); 0: never.
+    pub imap_idle_keepalive_secs: u64,
     /// Largest message an IMAP client may APPEND.
     pub imap_max_append: u32,
     pub max_errors: u32,
@@ -127,6 +130,7 @@ impl Default for Limits {
             smtp_idle_secs: 300,
             pop3_idle_secs: 600,
             imap_idle_secs: 30 * 60,
+            imap_idle_keepalive_secs: 120,
             imap_max_append: 64 * 1024 * 1024,
             max_errors: 20,
             max_auth_failures: 3,

@@ -407,6 +407,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             tls: Some(acceptor.clone()),
             allow_plaintext_auth: config.allow_plaintext_auth,
             idle_timeout: Duration::from_secs(limits.imap_idle_secs),
+            idle_keepalive: (limits.imap_idle_keepalive_secs > 0)
+                .then(|| Duration::from_secs(limits.imap_idle_keepalive_secs)),
             limits: imap_limits,
             spill: spill_dir.clone(),
             spill_threshold,

@@ -10,7 +10,7 @@ use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LineEnding};
 use imap_codec::{AuthenticateDataCodec, IdleDoneCodec};
 use imap_types::core::LiteralMode;
 use sirms_storage::MailStore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsAcceptor;
 
 use super::compress::ImapIo;
@@ -19,11 +19,11 @@ use super::response::{self, Code, Status};
 use super::session::{Next, Session, SessionConfig};
 use crate::auth::Authenticator;
 use crate::net::listener::Accepted;
+use crate::net::scratch_read::read_some;
 use crate::net::stream::HANDSHAKE_TIMEOUT;
+use crate::net::write_buffer::WriteBuffer;
 use crate::quota::Quotas;
 use crate::spill::SpillDir;
-
-const READ_CHUNK: usize = 16 * 1024;
 
 /// What one IMAP connection may send.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +75,8 @@ pub struct ImapService {
     pub allow_plaintext_auth: bool,
     /// Autologout after this long without a command, IDLE included (RFC 3501 §5.4: at least 30 minutes).
     pub idle_timeout: Duration,
+    /// During IDLE, `* OK Still here` this often (`None`: never).
+    pub idle_keepalive: Option<Duration>,
     pub limits: ImapLimits,
     /// Where APPEND literals past `spill_threshold` octets are written as they arrive.
     pub spill: Arc<SpillDir>,
@@ -103,6 +105,19 @@ enum Expect {
     Command,
     /// A continuation line (SASL response, DONE): literals make no sense there.
     Line,
+}
+
+/// What an IDLE session hears now and then while nothing happens.
+const STILL_HERE: &[u8] = b"* OK Still here\r\n";
+
+/// The next tick of `interval`, or never without one.
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Bytes kept from the end of a discarded line: enough for `{`, 20 digits, `+}` and CRLF.
@@ -243,7 +258,7 @@ impl Reader {
     /// sent one ([`zero_literal`]); the literal is then [`Reader::take_spilled`]'s. `false`
     /// (nothing done) when the announcement cannot be rewritten or the literal is already
     /// here whole.
-    async fn spill_literal(&mut self, io: &mut BufWriter<ImapIo>, end: usize, length: u64) -> io::Result<bool> {
+    async fn spill_literal(&mut self, io: &mut WriteBuffer<ImapIo>, end: usize, length: u64) -> io::Result<bool> {
         let Some(dir) = self.spill.clone() else { return Ok(false) };
         let Some(prefix) = zero_literal(&self.fragmentizer.message_bytes()[..end]) else { return Ok(false) };
         // What was read past the announcement is the literal's start: the fragmentizer takes
@@ -256,19 +271,17 @@ impl Reader {
         let mut held = self.fragmentizer.message_bytes()[end..].to_vec();
         let mut remaining = length.saturating_sub(held.len() as u64);
         let mut file = dir.create()?;
-        let mut chunk = [0u8; READ_CHUNK];
         while remaining > 0 {
             if held.len() >= SPILL_CHUNK {
                 file.write(std::mem::take(&mut held)).await?;
             }
             // Never past the literal: what follows it is the fragmentizer's.
-            let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(READ_CHUNK);
-            let n = io.get_mut().read(&mut chunk[..want]).await?;
-            if n == 0 {
+            let chunk = read_some(io.get_mut(), usize::try_from(remaining).unwrap_or(usize::MAX)).await?;
+            if chunk.is_empty() {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            held.extend_from_slice(&chunk[..n]);
-            remaining -= n as u64;
+            held.extend_from_slice(&chunk);
+            remaining -= chunk.len() as u64;
         }
         self.spilled = Some(file.finish(b"", held).await?.bytes());
         self.fragmentizer = Fragmentizer::new(Self::max_message(self.limits));
@@ -286,7 +299,7 @@ impl Reader {
     /// away gigabytes.
     async fn refuse_literal(
         &mut self,
-        io: &mut BufWriter<ImapIo>,
+        io: &mut WriteBuffer<ImapIo>,
         tag: Option<String>,
         mode: LiteralMode,
         status: Status,
@@ -316,7 +329,7 @@ impl Reader {
         extension::decode(self.fragmentizer.message_bytes())
     }
 
-    async fn read(&mut self, io: &mut BufWriter<ImapIo>, expect: Expect) -> io::Result<Framed> {
+    async fn read(&mut self, io: &mut WriteBuffer<ImapIo>, expect: Expect) -> io::Result<Framed> {
         self.spilled = None;
         loop {
             match self.fragmentizer.progress() {
@@ -398,12 +411,11 @@ impl Reader {
                         self.discarding = true;
                         return Ok(Framed::TooLong(tag));
                     }
-                    let mut chunk = [0u8; READ_CHUNK];
-                    let n = io.get_mut().read(&mut chunk).await?;
-                    if n == 0 {
+                    let chunk = read_some(io.get_mut(), usize::MAX).await?;
+                    if chunk.is_empty() {
                         return Ok(Framed::Eof);
                     }
-                    let mut data = &chunk[..n];
+                    let mut data = &chunk[..];
                     if self.discarding {
                         let line_end = data.iter().position(|&b| b == b'\n');
                         let seen = &data[..line_end.map_or(data.len(), |p| p + 1)];
@@ -443,7 +455,7 @@ impl ImapService {
         let tls = conn.stream.is_tls();
         let mut session =
             Session::new(config, self.store.clone(), self.authenticator.clone(), self.quotas.clone(), client.ip(), tls);
-        let mut io = BufWriter::new(ImapIo::new(conn.stream));
+        let mut io = WriteBuffer::new(ImapIo::new(conn.stream));
         tracing::info!(%client, tls, "imap session start");
         let result = self.run(&mut session, &mut io).await;
         let _ = io.flush().await;
@@ -454,7 +466,7 @@ impl ImapService {
         }
     }
 
-    async fn run(&self, session: &mut Session, io: &mut BufWriter<ImapIo>) -> io::Result<()> {
+    async fn run(&self, session: &mut Session, io: &mut WriteBuffer<ImapIo>) -> io::Result<()> {
         let mut reader = self.reader();
         io.write_all(&session.greeting()).await?;
         io.flush().await?;
@@ -537,11 +549,18 @@ impl ImapService {
         &self,
         session: &mut Session,
         reader: &mut Reader,
-        io: &mut BufWriter<ImapIo>,
+        io: &mut WriteBuffer<ImapIo>,
         tag: &str,
     ) -> io::Result<Next> {
         io.flush().await?;
         let deadline = tokio::time::Instant::now() + self.idle_timeout;
+        // A connection that carries nothing for minutes is what NATs and firewalls drop, and
+        // the client then never hears of new mail: an untagged OK keeps the path open.
+        let mut keepalive = self.idle_keepalive.map(|every| {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
         loop {
             tokio::select! {
                 framed = reader.read(io, Expect::Line) => {
@@ -562,6 +581,10 @@ impl ImapService {
                     self.autologout(io).await?;
                     return Ok(Next::Close);
                 }
+                _ = tick(keepalive.as_mut()) => {
+                    io.write_all(STILL_HERE).await?;
+                    io.flush().await?;
+                }
             }
         }
     }
@@ -571,7 +594,7 @@ impl ImapService {
         Reader::spilling(self.limits, self.spill.clone(), self.spill_threshold)
     }
 
-    async fn autologout(&self, io: &mut BufWriter<ImapIo>) -> io::Result<()> {
+    async fn autologout(&self, io: &mut WriteBuffer<ImapIo>) -> io::Result<()> {
         io.write_all(&response::status(None, Status::Bye, None, "autologout; idle for too long")).await?;
         io.flush().await
     }
@@ -580,6 +603,7 @@ impl ImapService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
     /// What the reader made of the input.
@@ -607,6 +631,38 @@ mod tests {
         frame_with(reader, expect, first, rest).await
     }
 
+    /// 100,000 sessions in IDLE each hold their whole connection future (tokio allocates a
+    /// task's future once, at its largest state), so what it holds across an await is paid
+    /// per session: issue 29 allows 15 KiB a session in all. Buffers belong on the heap only
+    /// while a command is in flight.
+    #[tokio::test]
+    async fn a_waiting_session_holds_a_small_future() {
+        let spill = tempfile::tempdir().unwrap();
+        let store: Arc<dyn MailStore> = Arc::new(sirms_storage::MemoryStore::new());
+        let directory = crate::imap::session::tests::directory();
+        let service = Arc::new(ImapService {
+            hostname: "imap.example.test".into(),
+            authenticator: crate::imap::session::tests::authenticator(directory.clone()),
+            quotas: Quotas::new(store.clone(), directory),
+            store,
+            tls: None,
+            allow_plaintext_auth: true,
+            idle_timeout: Duration::from_secs(1800),
+            idle_keepalive: Some(Duration::from_secs(120)),
+            limits: ImapLimits::default(),
+            spill: Arc::new(SpillDir::open(&spill.path().join("spill")).unwrap()),
+            spill_threshold: crate::spill::threshold(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, client) = listener.accept().await.unwrap();
+        let conn =
+            Accepted { stream: crate::net::stream::Stream::Plain(server), client, health_check: false, number: 1 };
+        let size = std::mem::size_of_val(&service.handle(conn));
+        eprintln!("IMAP connection future: {size} octets");
+        assert!(size <= 4096, "the connection future is {size} octets");
+    }
+
     fn test_limits() -> ImapLimits {
         ImapLimits {
             max_line: 100,
@@ -632,7 +688,7 @@ mod tests {
             client.read_to_end(&mut written).await.unwrap();
             written
         });
-        let mut io = BufWriter::new(ImapIo::new(crate::net::stream::Stream::Plain(server)));
+        let mut io = WriteBuffer::new(ImapIo::new(crate::net::stream::Stream::Plain(server)));
         let mut seen = Vec::new();
         loop {
             let framed = reader.read(&mut io, expect).await.unwrap();
@@ -706,7 +762,7 @@ mod tests {
     #[tokio::test]
     async fn discarded_line_with_literal_plus_closes() {
         // More than one read's worth, so the limit trips before the line end is seen.
-        let head = format!("a APPEND INBOX ({}", "x".repeat(READ_CHUNK + 100));
+        let head = format!("a APPEND INBOX ({}", "x".repeat(crate::net::scratch_read::READ_CHUNK + 100));
         let (seen, written) = frame(Expect::Command, head.as_bytes(), b") {18+}\r\nc CREATE smuggled\r\n").await;
         assert_eq!(seen, [Seen::TooLong(Some("a".into())), Seen::Fatal]);
         assert_eq!(written, "* BYE command line too long\r\n");

@@ -3,4 +3,6 @@
 //! `sirms_proto::public_tls`, shared with the router's autoconfiguration listener.
 
 pub mod listener;
+pub mod scratch_read;
 pub mod stream;
+pub mod write_buffer;

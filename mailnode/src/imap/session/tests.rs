@@ -14,7 +14,7 @@ use crate::imap::response::Data;
 
 /// alice has no quota; quota@example.test may store 10 KiB; a and b of small.test have no
 /// quota of their own but may store 10 KiB together.
-fn directory() -> Arc<DirectoryData> {
+pub(crate) fn directory() -> Arc<DirectoryData> {
     let cfg: DirectoryConfig = toml::from_str(
         r#"
 domains = ["example.test", "small.test"]
@@ -29,7 +29,7 @@ domain_quotas = { "small.test" = { quota_bytes = 10240 } }
     Arc::new(DirectoryData::from_config(&cfg).expect("directory"))
 }
 
-fn authenticator(directory: Arc<DirectoryData>) -> Authenticator {
+pub(crate) fn authenticator(directory: Arc<DirectoryData>) -> Authenticator {
     let throttle = Throttle::new(&ThrottleConfig::default(), &[]).expect("throttle");
     Authenticator::new(directory, Arc::new(throttle))
 }
