@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod dkim_key;
 pub mod dovecot;
 pub mod etcd;
 pub mod netns;
@@ -592,8 +593,13 @@ impl RouterProcess {
 
     /// Starts a router with `extra` TOML: top-level keys first, then any tables.
     pub fn start_with(extra: &str) -> RouterProcess {
+        RouterProcess::start_on(Ipv4Addr::LOCALHOST, extra)
+    }
+
+    /// The same, listening on loopback address `ip` (a test's own range).
+    pub fn start_on(ip: Ipv4Addr, extra: &str) -> RouterProcess {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("addr") };
+        let port = || -> SocketAddr { SocketAddr::new(ip.into(), free_port_on(ip)) };
         let (admin, smtp, submission, submissions, imap, imaps, pop3, pop3s, metrics, sieve) =
             (port(), port(), port(), port(), port(), port(), port(), port(), port(), port());
         let config = format!(

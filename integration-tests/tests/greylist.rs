@@ -156,3 +156,86 @@ fn a_sender_deferred_by_one_node_passes_through_the_other_after_the_delay() {
     println!("failed open: {out}");
     assert_eq!(greylist_count(&a, "failed_open"), 1);
 }
+
+/// One bounce (MAIL FROM:<>) to argv[3] (comma-separated) at node argv[1] from argv[2]: each
+/// RCPT's reply, then DATA's (`DATA code text`), the message being argv[4].
+const BOUNCE: &str = r#"
+import smtplib, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = smtplib.SMTP(host, int(port), source_address=(sys.argv[2], 0), timeout=20)
+s.ehlo("mta.remote.test")
+code, _ = s.mail("<>")
+assert code == 250, code
+taken = 0
+for r in sys.argv[3].split(","):
+    code, text = s.rcpt(r)
+    print("%s %d %s" % (r, code, text.decode()))
+    taken += code == 250
+if taken:
+    code, text = s.data(sys.argv[4].encode())
+    print("DATA %d %s" % (code, text.decode()))
+else:
+    print("DATA none")
+s.quit()
+"#;
+
+/// With `null_sender = "after-data"`, a bounce from a new client is taken at RCPT for every
+/// recipient and refused once, `451 4.7.1`, at the end of DATA, before anything is stored;
+/// retried after the delay it is delivered byte for byte to every recipient.
+#[test]
+fn a_bounce_is_greylisted_after_data_and_delivered_after_the_delay() {
+    const CLIENT: &str = "127.0.41.11";
+    let router = RouterProcess::start_on(std::net::Ipv4Addr::new(127, 0, 41, 101), "");
+    let ip = [127, 0, 41, 3];
+    let extra = format!(
+        "{}[inbound.greylist]\nenabled = true\ndelay_secs = 4\nnetwork_passes = 0\nnull_sender = \"after-data\"\n",
+        router.node_extra("nodeg", ip)
+    );
+    let node = MailNode::start_on(ip, "nodeg.example.test", &extra);
+    router.wait_nodes(" up ", 1);
+    router.ctl(&["domains", "add", "example.test"]);
+    router.ctl(&["users", "add", "alice@example.test", "--password", "alice-pw", "--home", "nodeg"]);
+    router.ctl(&["users", "add", "bob@example.test", "--password", "bob-pw", "--home", "nodeg"]);
+    let report = "From: MAILER-DAEMON@remote.test\r\nTo: alice@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+        Auto-Submitted: auto-replied\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\
+        .a line that starts with a dot\r\n";
+    let bounce = || {
+        python(
+            BOUNCE,
+            &[node.smtp.to_string(), CLIENT.into(), "alice@example.test,bob@example.test".into(), report.into()],
+        )
+    };
+
+    let first = Instant::now();
+    let mut out = bounce();
+    // The router's directory reaches the node within a moment: until then the users are unknown.
+    while out.contains("DATA none") && first.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+        out = bounce();
+    }
+    let first = Instant::now();
+    println!("first attempt:\n{out}");
+    assert_eq!((code(&out, "alice@example.test"), code(&out, "bob@example.test")), (250, 250), "RCPT stays 250: {out}");
+    assert!(out.contains("DATA 451 4.7.1 greylisted: first attempt"), "{out}");
+    assert!(node.inbox("alice@example.test").is_empty() && node.inbox("bob@example.test").is_empty(), "nothing stored");
+    let out = bounce();
+    assert!(out.contains("DATA 451 4.7.1 greylisted: retried too early"), "{out}");
+    assert!(first.elapsed() < Duration::from_secs(3), "the early retry came too late to test anything");
+
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(first.elapsed()) + Duration::from_millis(1200));
+    let out = bounce();
+    println!("after the delay:\n{out}");
+    assert!(out.contains("DATA 250"), "{out}");
+    for user in ["alice@example.test", "bob@example.test"] {
+        let inbox = wait_inbox(&node, user, 1);
+        assert_eq!(inbox.len(), 1, "{user}");
+        assert!(
+            inbox[0].ends_with(report.as_bytes()),
+            "{user} got it byte for byte:\n{}",
+            String::from_utf8_lossy(&inbox[0])
+        );
+    }
+    // Two triplets deferred twice each, then both passed; none failed open.
+    assert_eq!((greylist_count(&node, "deferred"), greylist_count(&node, "passed")), (4, 2));
+    assert_eq!(greylist_count(&node, "failed_open"), 0);
+}

@@ -8,8 +8,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 
+use sirms_integration_tests::dkim_key::TestKey;
 use sirms_integration_tests::{MailNode, Process, free_port_on, metrics_page, python};
 
 const NODE_IP: [u8; 4] = [127, 0, 26, 1];
@@ -76,50 +76,9 @@ fn message(author: &str, subject: &str) -> String {
     format!("From: {author}\r\nTo: alice@example.test\r\nSubject: {subject}\r\n\r\nHello from {author}.\r\n")
 }
 
-/// An RSA key for every signer of the test: (private key PEM path, public key base64).
-fn signing_key(dir: &Path) -> (String, String) {
-    let key = dir.join("dkim.pem");
-    let status = Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run openssl genrsa");
-    assert!(status.success(), "openssl genrsa failed");
-    let out = Command::new("openssl")
-        .args(["rsa", "-pubout", "-outform", "DER", "-in"])
-        .arg(&key)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .expect("run openssl rsa");
-    assert!(out.status.success(), "openssl rsa -pubout failed");
-    (key.to_str().expect("utf-8").to_string(), base64(&out.stdout))
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The `test.` zone: who may send for which domain, their keys and DMARC policies.
-fn zone(public_key: &str) -> String {
-    // A TXT string holds at most 255 bytes: the key record goes in several.
-    let key_record = format!("v=DKIM1; k=rsa; p={public_key}");
-    let key_txt: Vec<String> =
-        key_record.as_bytes().chunks(200).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
-    let key_txt = format!("( {} )", key_txt.join(" "));
+fn zone(key: &TestKey) -> String {
+    let key_txt = key.zone_txt();
     let head = sirms_integration_tests::nsd::zone_head("test.", DNS_IP);
     format!(
         r#"{head}good IN TXT "v=spf1 ip4:{LEGIT} -all"
@@ -206,8 +165,9 @@ fn result_of<'r>(results: &'r str, method: &str) -> &'r str {
 #[test]
 fn spf_dkim_dmarc_arc_on_the_mx() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (key, public) = signing_key(dir.path());
-    let (mut nsd, dns) = start_nsd(dir.path(), &zone(&public));
+    let test_key = TestKey::new(dir.path());
+    let key = test_key.pem.clone();
+    let (mut nsd, dns) = start_nsd(dir.path(), &zone(&test_key));
     let extra = format!(
         "[inbound]\nnameservers = [\"{dns}\"]\n[inbound.auth]\nenabled = true\ntrusted_arc_sealers = [\"forwarder.test\"]\ndns_timeout_secs = 1\n"
     );
@@ -355,7 +315,7 @@ fn spf_dkim_dmarc_arc_on_the_mx() {
 #[test]
 fn temperror_accept_delivers_the_message_marked() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (key, _) = signing_key(dir.path());
+    let key = TestKey::new(dir.path()).pem;
     // Nothing listens there: every lookup fails at once.
     let dead = SocketAddr::from((DNS_IP, free_port_on(DNS_IP)));
     let extra = format!(
@@ -388,8 +348,7 @@ for source, port in zip(sys.argv[1::2], sys.argv[2::2]):
 #[test]
 fn a_client_on_a_dns_blocklist_is_refused_at_connect() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_key, public) = signing_key(dir.path());
-    let (_nsd, dns) = start_nsd(dir.path(), &zone(&public));
+    let (_nsd, dns) = start_nsd(dir.path(), &zone(&TestKey::new(dir.path())));
     let extra = format!("[inbound]\nnameservers = [\"{dns}\"]\n[inbound.dnsbl]\nzones = [\"bl.test\"]\n");
     let node = MailNode::start_on(NODE_IP, HOSTNAME, &extra);
     let (smtp, submission) = (node.smtp.port().to_string(), node.submission.port().to_string());

@@ -20,6 +20,10 @@ pub struct Delivering<'a> {
     pub folder: Folder,
     /// The spam filter's score (0 clean … 10 spam), for Sieve's `spamtest`.
     pub spam_score: Option<u8>,
+    /// The authserv-id of the `Authentication-Results:` the node's sender authentication put
+    /// on the message; `None` for submission and unchecked mail. A Sieve redirect ARC-seals
+    /// only what was checked.
+    pub checked_by: Option<&'a str>,
 }
 
 /// Puts messages into mailboxes through the store (local, or remote on a storage node), where

@@ -124,6 +124,7 @@ impl Checker {
         if arrival.login.is_some() {
             return;
         }
+        verdict.checked_by = Some(self.authserv_id.clone());
         let base = verdict.rewritten.as_deref().unwrap_or(message);
         if let Some(stripped) = own_results::strip(base, &self.authserv_id) {
             tracing::info!(msg = %arrival.id, client = %arrival.client, "removed Authentication-Results claiming to be ours");

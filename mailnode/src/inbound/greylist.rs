@@ -3,10 +3,12 @@
 //! the sender retries after the delay — through any node, since the routers keep the triplets
 //! in the directory's store ([`crate::cluster::triplets`]). Off by default.
 //!
-//! Not greylisted: authenticated mail (submission; the session never asks), clients in
-//! `allow`, and the null sender. RFC 6647 advises greylisting null-sender mail (delivery
-//! reports), if at all, after DATA, not at RCPT; this node checks at RCPT only, so it lets them
-//! through rather than delay the reports of mail already sent.
+//! Not greylisted: authenticated mail (submission; the session never asks) and clients in
+//! `allow`. The null sender is never deferred at RCPT: RFC 6647 advises greylisting
+//! null-sender mail (delivery reports), if at all, after DATA, since a 4xx at RCPT for a
+//! bounce confuses some MTAs. With `null_sender = "after-data"` its triplets (client network,
+//! `<>`, each local recipient) are asked at the end of DATA instead, and one `451` answers
+//! for the whole transaction ([`Greylist::check_after_data`]).
 //!
 //! The addresses are hashed here (SHA-256): neither the router nor its store sees them. When no
 //! router answers within `timeout_ms`, the recipient is accepted (fail open: a router outage
@@ -50,6 +52,20 @@ pub struct GreylistConfig {
     /// How long the routers have to answer, all of them together, before the recipient is
     /// accepted unchecked.
     pub timeout_ms: u64,
+    /// Whether mail from the null sender (`MAIL FROM:<>`) is greylisted, after DATA.
+    pub null_sender: NullSender,
+}
+
+/// What greylisting does with mail from the null sender (delivery reports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NullSender {
+    /// Never deferred: the reports of mail really sent arrive without delay (the default;
+    /// RFC 6647 advises greylisting them, if at all, after DATA).
+    #[default]
+    Never,
+    /// Checked at the end of DATA, one triplet per local recipient, before the `250`.
+    AfterData,
 }
 
 impl Default for GreylistConfig {
@@ -64,6 +80,7 @@ impl Default for GreylistConfig {
             network_v4: 24,
             network_v6: 64,
             timeout_ms: 2000,
+            null_sender: NullSender::Never,
         }
     }
 }
@@ -108,10 +125,19 @@ impl Greylist {
         Ok(Some(Greylist { config: config.clone(), allow, routers, metrics }))
     }
 
-    /// Whether mail from `client` with reverse path `from` is greylisted at all.
+    /// Whether mail from `client` with reverse path `from` is greylisted at RCPT.
     pub fn applies(&self, client: IpAddr, from: &str) -> bool {
+        !from.is_empty() && !self.allowed(client)
+    }
+
+    /// Whether null-sender mail from `client` is greylisted at the end of DATA.
+    pub fn applies_after_data(&self, client: IpAddr, from: &str) -> bool {
+        from.is_empty() && self.config.null_sender == NullSender::AfterData && !self.allowed(client)
+    }
+
+    fn allowed(&self, client: IpAddr) -> bool {
         let client = client.to_canonical();
-        !from.is_empty() && !self.allow.iter().any(|net| net.contains(client))
+        self.allow.iter().any(|net| net.contains(client))
     }
 
     /// What the routers are asked for one recipient: the triplet and its network, hashed.
@@ -133,6 +159,31 @@ impl Greylist {
         if !self.applies(client, from) {
             return None;
         }
+        self.ask(session, client, from, rcpt).await.map(|(_, reply)| reply)
+    }
+
+    /// At the end of DATA, for null-sender mail: `None` when every local recipient's triplet
+    /// (client network, `<>`, recipient) has passed, or the one `451` for the transaction
+    /// (the longest wait any of them has left). Each triplet is asked, so that each new one
+    /// is recorded by this attempt and its retry can pass them all at once.
+    pub async fn check_after_data(
+        &self,
+        session: &str,
+        client: IpAddr,
+        from: &str,
+        recipients: &[String],
+    ) -> Option<Reply> {
+        if !self.applies_after_data(client, from) {
+            return None;
+        }
+        let answers =
+            futures::future::join_all(recipients.iter().map(|rcpt| self.ask(session, client, from, rcpt))).await;
+        answers.into_iter().flatten().max_by_key(|(retry_in, _)| *retry_in).map(|(_, reply)| reply)
+    }
+
+    /// Asks the routers about one triplet, counting and logging the answer: `None` when it
+    /// passes (or no router answered), or the seconds left to wait and the `451`.
+    async fn ask(&self, session: &str, client: IpAddr, from: &str, rcpt: &str) -> Option<(u64, Reply)> {
         let query = self.query(client, from, rcpt);
         match self.routers.ask(&query, Duration::from_millis(self.config.timeout_ms.max(1))).await {
             Ok(answer) if answer.pass => {
@@ -144,7 +195,10 @@ impl Greylist {
                 self.metrics.greylist_deferred.inc();
                 tracing::info!(%session, %client, %from, %rcpt, reason = %answer.reason,
                     retry_in = answer.retry_in_secs, "greylisting: deferred");
-                Some(replies::greylisted_triplet(answer.retry_in_secs, answer.reason == "early"))
+                Some((
+                    answer.retry_in_secs,
+                    replies::greylisted_triplet(answer.retry_in_secs, answer.reason == "early"),
+                ))
             }
             Err(e) => {
                 self.metrics.greylist_failed_open.inc();
@@ -215,13 +269,31 @@ mod tests {
         assert!(!g.applies(ip("198.51.100.7"), ""), "the null sender");
         assert!(!g.applies(ip("192.0.2.55"), "a@x.example"), "allowed network");
         assert!(!g.applies(ip("::ffff:192.0.2.55"), "a@x.example"), "allowed, mapped");
+        assert!(!g.applies_after_data(ip("198.51.100.7"), ""), "null sender: never, by default");
+        let after = greylist(GreylistConfig { null_sender: NullSender::AfterData, ..on() });
+        assert!(after.applies_after_data(ip("198.51.100.7"), ""));
+        assert!(!after.applies(ip("198.51.100.7"), ""), "never at RCPT");
+        assert!(!after.applies_after_data(ip("198.51.100.7"), "a@x.example"), "senders are checked at RCPT");
+        assert!(!after.applies_after_data(ip("192.0.2.55"), ""), "allowed network");
+    }
+
+    #[test]
+    fn null_sender_config() {
+        let parse = |text: &str| toml::from_str::<GreylistConfig>(text).map(|c| c.null_sender);
+        assert_eq!(parse("").expect("default"), NullSender::Never);
+        assert_eq!(parse("null_sender = \"after-data\"").expect("valid"), NullSender::AfterData);
+        assert!(parse("null_sender = \"at-rcpt\"").is_err());
     }
 
     #[tokio::test]
     async fn no_router_fails_open_and_is_counted() {
-        let g = greylist(on());
-        assert_eq!(g.check("s", "198.51.100.7".parse().expect("ip"), "a@x", "u@y").await, None);
+        let g = greylist(GreylistConfig { null_sender: NullSender::AfterData, ..on() });
+        let client = "198.51.100.7".parse().expect("ip");
+        assert_eq!(g.check("s", client, "a@x", "u@y").await, None);
         assert_eq!(g.metrics.greylist_failed_open.get(), 1);
+        let users = ["u@y".to_string(), "v@y".to_string()];
+        assert_eq!(g.check_after_data("s", client, "", &users).await, None);
+        assert_eq!(g.metrics.greylist_failed_open.get(), 3, "one per recipient");
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Verdict {
     pub spam_score: Option<f64>,
     /// Refuse the message with this reply instead: a 5xx for good, a 4xx to be retried.
     pub refuse: Option<Reply>,
+    /// The authserv-id of the `Authentication-Results:` sender authentication added (and
+    /// whose forgeries it removed): a forwarded copy is ARC-sealed on the strength of it.
+    pub checked_by: Option<String>,
 }
 
 impl Verdict {

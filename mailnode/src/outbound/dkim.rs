@@ -12,7 +12,7 @@ use mail_auth::dkim::DkimSigner;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
 
 /// Headers signed when present (RFC 6376 §5.4.1's recommendation, without the trace ones).
-const SIGNED_HEADERS: [&str; 12] = [
+pub(crate) const SIGNED_HEADERS: [&str; 12] = [
     "From",
     "Reply-To",
     "Subject",
@@ -59,10 +59,14 @@ pub fn dns_record(pem: &str) -> Result<String, DkimError> {
     Ok(format!("v=DKIM1; k=rsa; p={}", BASE64.encode(spki.as_ref())))
 }
 
+/// The signing key a PKCS#8 PEM holds (DKIM signatures and ARC seals alike).
+pub(crate) fn signing_key(pem: &str) -> Result<RsaKey<Sha256>, DkimError> {
+    RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs8(pkcs8_der(pem)?)).map_err(err)
+}
+
 /// The `DKIM-Signature:` header line(s) for `message`, signed as `domain` with `selector`.
 pub fn signature(message: &[u8], domain: &str, selector: &str, pem: &str) -> Result<Vec<u8>, DkimError> {
-    let key = RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs8(pkcs8_der(pem)?)).map_err(err)?;
-    let signed = DkimSigner::from_key(key)
+    let signed = DkimSigner::from_key(signing_key(pem)?)
         .domain(domain)
         .selector(selector)
         .headers(SIGNED_HEADERS)

@@ -6,6 +6,7 @@
 //! ([`route`]), how safely ([`mta_sts`]) and talks SMTP to the remote side ([`client`]);
 //! [`dsn`] writes bounces.
 
+pub mod arc;
 pub mod client;
 pub mod dialer;
 pub mod dkim;

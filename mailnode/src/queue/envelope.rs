@@ -32,6 +32,10 @@ pub struct QueuedEnvelope {
     pub folder: Folder,
     /// The sender asked for REQUIRETLS (RFC 8689): every hop over checked TLS, or a bounce.
     pub requiretls: bool,
+    /// The authserv-id of the `Authentication-Results:` the node's sender authentication put
+    /// on the message (mail from the Internet); empty when it was not checked. What a Sieve
+    /// redirect forwards is ARC-sealed on the strength of that field.
+    pub checked_by: String,
 }
 
 impl QueuedEnvelope {
@@ -54,6 +58,11 @@ impl QueuedEnvelope {
         }
         if self.requiretls {
             s.push_str("requiretls\n");
+        }
+        // A hostname: anything else (which the node never writes) is left out, not let
+        // break the line format.
+        if !self.checked_by.is_empty() && !self.checked_by.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            s.push_str(&format!("checked_by {}\n", self.checked_by));
         }
         for u in &self.local {
             s.push_str(&format!("local {u}\n"));
@@ -88,6 +97,7 @@ impl QueuedEnvelope {
                 "copy" => env.copy = value.to_string(),
                 "folder" => env.folder = Folder::from_name(value)?,
                 "requiretls" if value.is_empty() => env.requiretls = true,
+                "checked_by" if !value.is_empty() => env.checked_by = value.to_string(),
                 "error" => {
                     let (rcpt, error) = value.split_once(' ').unwrap_or((value, ""));
                     env.errors.insert(rcpt.to_string(), error.to_string());
@@ -122,6 +132,7 @@ mod tests {
             copy: "node2".into(),
             folder: Folder::Junk,
             requiretls: true,
+            checked_by: "mx.x.test".into(),
             dsn: Dsn {
                 ret: Some(Ret::Hdrs),
                 envid: Some("env 1".into()),

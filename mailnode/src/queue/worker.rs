@@ -161,7 +161,13 @@ impl Worker {
         // Recipients whose sender asked to hear of their delivery (RFC 3461 NOTIFY=SUCCESS).
         let (mut delivered, mut relayed) = (Vec::new(), Vec::new());
         if !env.local.is_empty() {
-            let delivering = Delivering { id: &env.id, from: &env.from, folder: env.folder, spam_score: None };
+            let delivering = Delivering {
+                id: &env.id,
+                from: &env.from,
+                folder: env.folder,
+                spam_score: None,
+                checked_by: Some(env.checked_by.as_str()).filter(|c| !c.is_empty()),
+            };
             let results = self.delivery.deliver_each(&delivering, &env.local, message.clone()).await;
             let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r)| r.is_ok());
             env.local = failed.into_iter().map(|(u, _)| u).collect();

@@ -15,7 +15,9 @@ use sirms_storage::{Flags, MailStore, SystemFlags, UserFile};
 
 use super::scripts::Scripts;
 use crate::delivery::{Delivering, Folder};
+use crate::outbound::arc::{self, SealingKey};
 use crate::outbound::dsn::{self, RecipientReport};
+use crate::outbound::{domain_of, relay_copy};
 use crate::queue::QueuedEnvelope;
 use crate::queue::notice::Notifier;
 use crate::smtp::hops;
@@ -184,10 +186,41 @@ impl Sieve {
             tracing::warn!(%user, msg = %msg.id, %address, "sieve redirect dropped: a mail loop");
             return;
         }
+        // Our Return-Path, when it leads, goes: only the final delivery writes one (RFC 5321 §4.4).
         let mut copy = format!("Delivered-To: {user}\r\n").into_bytes();
-        copy.extend_from_slice(message);
+        copy.extend_from_slice(relay_copy(message));
+        // Sealed here, once, before it is queued: the bytes the spool keeps are those sent.
+        let copy = self.sealed(user, msg, copy);
         if self.notifier.send(id, msg.from, address, Bytes::from(copy)).await {
             tracing::info!(%user, msg = %msg.id, %address, "sieve redirect queued");
+        }
+    }
+
+    /// `copy` with a new ARC set on top (RFC 8617), sealed with the DKIM key of `user`'s
+    /// domain on the strength of what the node's sender authentication found on arrival.
+    /// Submission and other unchecked mail has no such results to vouch for, and a domain
+    /// without a key cannot seal: those go unsealed, as does a copy whose chain failed.
+    fn sealed(&self, user: &str, msg: &Delivering<'_>, copy: Vec<u8>) -> Vec<u8> {
+        let Some(authserv_id) = msg.checked_by else {
+            tracing::debug!(%user, msg = %msg.id, "redirect not ARC-sealed: the message was not checked on arrival");
+            return copy;
+        };
+        let domain = domain_of(user);
+        let Some((selector, pem)) = self.notifier.directory.dkim_key(&domain) else {
+            tracing::info!(%user, msg = %msg.id, %domain, "redirect not ARC-sealed: the domain has no DKIM key");
+            return copy;
+        };
+        let key = SealingKey { domain: &domain, selector: &selector, pem: &pem };
+        match arc::seal(&copy, authserv_id, &key) {
+            Ok(mut sealed) => {
+                tracing::info!(%user, msg = %msg.id, %domain, "redirect ARC-sealed");
+                sealed.extend_from_slice(&copy);
+                sealed
+            }
+            Err(e) => {
+                tracing::info!(%user, msg = %msg.id, %domain, reason = %e, "redirect not ARC-sealed");
+                copy
+            }
         }
     }
 

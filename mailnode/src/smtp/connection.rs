@@ -71,9 +71,10 @@ impl SmtpService {
         message: Received,
         folder: Folder,
         spam_score: Option<u8>,
+        checked_by: Option<&str>,
     ) -> Outcome {
         let message: Bytes = message.into_bytes();
-        let delivering = Delivering { id: msg_id, from: &envelope.from, folder, spam_score };
+        let delivering = Delivering { id: msg_id, from: &envelope.from, folder, spam_score, checked_by };
         let plans = self.delivery.plans(&delivering, &envelope.users, &message).await;
         if let Some(reason) = rejected_by_every_script(envelope, &plans) {
             tracing::info!(msg = %msg_id, users = ?envelope.users, %reason, "message refused: every recipient's sieve script rejects it");
@@ -121,6 +122,7 @@ impl SmtpService {
             dsn: envelope.dsn.clone(),
             folder,
             requiretls: envelope.requiretls,
+            checked_by: checked_by.unwrap_or_default().to_string(),
             ..QueuedEnvelope::default()
         };
         // In a cluster the spool entry gets a copy on another node first, so that the `250`
@@ -152,8 +154,17 @@ impl SmtpService {
 
     /// Runs the node's checks on a message, then [`Self::accept`]s it unless they refused it.
     async fn check_and_accept(&self, client: IpAddr, msg_id: &str, envelope: &Envelope, message: Received) -> Outcome {
+        // Null-sender mail is greylisted here, if at all, not at RCPT (RFC 6647): first, so a
+        // deferred report costs no content check, and before anything is stored.
+        let greylist = self.greylist.as_ref().filter(|_| envelope.login.is_none());
+        if let Some(greylist) = greylist
+            && let Some(reply) = greylist.check_after_data(msg_id, client, &envelope.from, &envelope.users).await
+        {
+            tracing::info!(msg = %msg_id, %client, users = ?envelope.users, "null-sender message greylisted after DATA");
+            return Outcome::Refused(reply);
+        }
         if self.checks.is_empty() {
-            return self.accept(msg_id, envelope, message, Folder::Inbox, None).await;
+            return self.accept(msg_id, envelope, message, Folder::Inbox, None, None).await;
         }
         let arrival = Arrival {
             id: msg_id,
@@ -171,7 +182,8 @@ impl SmtpService {
         }
         let folder = if verdict.junk { Folder::Junk } else { Folder::Inbox };
         let spam_score = verdict.spam_score.map(|score| score.clamp(1.0, 10.0).round() as u8);
-        self.accept(msg_id, envelope, verdict.apply(message), folder, spam_score).await
+        let checked_by = verdict.checked_by.take();
+        self.accept(msg_id, envelope, verdict.apply(message), folder, spam_score, checked_by.as_deref()).await
     }
 
     /// The message of a `Deliver` action: whole, or its spill file finished and mapped.
