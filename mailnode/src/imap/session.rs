@@ -15,7 +15,7 @@ use imap_types::command::CommandBody;
 use sirms_storage::{BodyPart, Change, MailStore, UidSet};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::command::searchres;
+use super::command::{append, searchres};
 use super::connection::ImapLimits;
 use super::error::{CommandError, CommandResult, Done};
 use super::extension::esearch::Esearch;
@@ -44,6 +44,10 @@ pub struct SessionConfig {
     /// The largest message APPEND takes (the connection's literal limit), advertised as
     /// `APPENDLIMIT=n` (RFC 7889) so that clients do not upload what will be refused.
     pub max_append: u32,
+    /// The most messages one APPEND may carry (MULTIAPPEND, RFC 3502).
+    pub max_append_messages: u32,
+    /// The most octets of messages one APPEND may carry together.
+    pub max_append_command: u64,
 }
 
 impl SessionConfig {
@@ -56,6 +60,8 @@ impl SessionConfig {
             max_auth_failures: 3,
             max_bad_commands: 20,
             max_append: ImapLimits::default().max_append,
+            max_append_messages: ImapLimits::default().max_append_messages,
+            max_append_command: ImapLimits::default().max_command,
         }
     }
 }
@@ -174,7 +180,7 @@ impl Session {
     /// The CAPABILITY list for the current state.
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
-            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
+            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MULTIAPPEND MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
              QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE CREATE-SPECIAL-USE WITHIN SEARCHRES COMPRESS=DEFLATE \
              SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT PREVIEW",
         );
@@ -293,7 +299,11 @@ impl Session {
                 _ => self.status(&mailbox, &item_names, false, out).await,
             },
             CommandBody::Append { mailbox, flags, date, message } => {
-                self.append(&mailbox, &flags, date.as_ref(), &message, spilled).await
+                let messages = match extension {
+                    Extension::MultiAppend(multi) => multi.messages,
+                    _ => vec![append::single(&flags, date.as_ref(), &message, &spilled)],
+                };
+                self.append(&mailbox, messages, &spilled).await
             }
             CommandBody::GetQuotaRoot { mailbox } => self.get_quota_root(&mailbox, out).await,
             CommandBody::GetQuota { root } => self.get_quota(&root, out).await,
