@@ -1154,3 +1154,36 @@ async fn multiappend_takes_spilled_messages_by_their_place() {
     assert!(at("* 2 FETCH (FLAGS (\\Seen") < at("Subject: two") && at("Subject: two") < at("* 3 FETCH"), "{out}");
     assert!(at("* 3 FETCH") < at("Subject: third"), "{out}");
 }
+
+/// IMAP4rev2 (RFC 9051), not advertised yet, once enabled: no `\Recent` flag and no RECENT
+/// response (Appendix E), SEARCH answered with ESEARCH (§6.4.4); a rev1 session beside it
+/// keeps both, and gets the `\Recent` the rev2 session did not take.
+#[tokio::test]
+async fn imap4rev2_once_enabled_has_no_recent_and_answers_search_with_esearch() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert!(!run(&mut s, "c CAPABILITY").await.contains("IMAP4rev2"));
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    let out = run(&mut s, "e ENABLE IMAP4rev2").await;
+    assert!(out.starts_with("* ENABLED IMAP4rev2\r\ne OK"), "{out}");
+    let out = run(&mut s, "s SELECT INBOX").await;
+    assert!(out.contains("* 1 EXISTS\r\n") && !out.contains("RECENT"), "{out}");
+    let out = run(&mut s, "f FETCH 1 FLAGS").await;
+    assert!(out.starts_with("* 1 FETCH (FLAGS ())"), "{out}");
+    let out = run(&mut s, "q SEARCH ALL").await;
+    assert!(out.starts_with("* ESEARCH (TAG \"q\") ALL 1\r\nq OK"), "{out}");
+    let out = run(&mut s, "u UID SEARCH DELETED").await;
+    assert!(out.starts_with("* ESEARCH (TAG \"u\") UID\r\nu OK"), "{out}");
+    // A message appended meanwhile: EXISTS alone.
+    let mut other = h.logged_in().await;
+    append(&mut other, "INBOX", "", MESSAGE).await;
+    let out = run(&mut s, "n NOOP").await;
+    assert!(out.contains("* 2 EXISTS\r\n") && !out.contains("RECENT"), "{out}");
+
+    let out = run(&mut other, "s SELECT INBOX").await;
+    assert!(out.contains("* 2 EXISTS\r\n* 2 RECENT\r\n"), "{out}");
+    let out = run(&mut other, "f FETCH 1 FLAGS").await;
+    assert!(out.starts_with("* 1 FETCH (FLAGS (\\Recent))"), "{out}");
+    let out = run(&mut other, "q SEARCH ALL").await;
+    assert!(out.starts_with("* SEARCH 1 2\r\n"), "{out}");
+}
