@@ -4,63 +4,11 @@
 //! under the UIDs APPENDUID named; a command whose second message is refused (too large, a bad
 //! flag, or refused by the store after the first was stored) leaves the mailbox as it was.
 
+use sirms_integration_tests::raw_imap::RAW_IMAP;
 use sirms_integration_tests::{MailNode, python};
 
-/// Python prelude: `Imap` speaks IMAP over a plain socket, literal by literal.
+/// Python prelude: [`RAW_IMAP`], a session logged in as alice, and `status(m)`.
 const PRELUDE: &str = r#"
-import socket, sys, json, re
-a = json.loads(sys.argv[1])
-
-class Imap:
-    def __init__(self):
-        self.s = socket.create_connection((a["host"], a["imap"]), timeout=30)
-        self.buf = b""
-        self.line()
-    def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.s.recv(65536)
-            assert chunk, "connection closed"
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line + b"\r\n"
-    def exact(self, n):
-        while len(self.buf) < n:
-            chunk = self.s.recv(65536)
-            assert chunk, "connection closed"
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
-    def until_tagged(self, tag):
-        """Every response up to the tagged one, literals included, as one bytes object."""
-        out = b""
-        while True:
-            line = self.line()
-            out += line
-            m = re.search(rb"\{(\d+)\}\r\n$", line)
-            if m:
-                out += self.exact(int(m.group(1)))
-                continue
-            if line.startswith(tag + b" "):
-                return out
-    def command(self, tag, text):
-        self.s.sendall(tag + b" " + text + b"\r\n")
-        return self.until_tagged(tag)
-    def append(self, tag, mailbox, messages):
-        """APPEND of `messages` ((options, bytes, plus)): a synchronizing literal waits for its
-        `+`; a refusal instead of `+` ends the command there."""
-        head = tag + b" APPEND " + mailbox
-        for options, data, plus in messages:
-            head += (b" " + options if options else b"") + b" {%d%s}\r\n" % (len(data), b"+" if plus else b"")
-            self.s.sendall(head)
-            head = b""
-            if not plus:
-                reply = self.line()
-                if not reply.startswith(b"+"):
-                    return reply
-            self.s.sendall(data)
-        self.s.sendall(b"\r\n")
-        return self.until_tagged(tag)
-
 def status(m):
     return re.search(rb"\* STATUS INBOX \(([^)]*)\)", m.command(b"st", b"STATUS INBOX (MESSAGES UIDNEXT)")).group(1).decode()
 
@@ -71,7 +19,7 @@ out = {}
 
 fn run(node: &MailNode, host: &str, script: &str) -> serde_json::Value {
     let args = serde_json::json!({"host": host, "imap": node.imap.port()});
-    let text = python(&format!("{PRELUDE}\n{script}\nprint(json.dumps(out))"), &[args.to_string()]);
+    let text = python(&format!("{RAW_IMAP}\n{PRELUDE}\n{script}\nprint(json.dumps(out))"), &[args.to_string()]);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON ({e}): {text}"))
 }
 
