@@ -297,11 +297,13 @@ fuzz_target!(|data: &[u8]| {
     match (&found, &listed, &predecoded) {
         (None, None, Predecoded::Plain) => {
             // Plain commands are imap-codec's alone.
+            // … but for an APPEND of several messages, which `imap_multiappend` checks.
             match (&decoded, codec(message)) {
                 (Ok(d), Some(c)) => {
                     assert_eq!(d.command, c);
                     assert_eq!(d.extension, Extension::None);
                 }
+                (Ok(d), None) => assert!(matches!(d.extension, Extension::MultiAppend(_)), "{d:?}"),
                 (Err(_), None) => {}
                 (d, c) => panic!("decode {d:?} but imap-codec {c:?}"),
             }

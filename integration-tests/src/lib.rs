@@ -12,6 +12,7 @@ pub mod dovecot;
 pub mod etcd;
 pub mod netns;
 pub mod nsd;
+pub mod raw_imap;
 
 /// The `sirms` binary next to this test's target directory (built by the README's test
 /// command), or `$SIRMS_BIN`.

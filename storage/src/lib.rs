@@ -6,6 +6,7 @@
 //! they replace the NFS of the original system. [`MemoryStore`] keeps mail in memory, for
 //! tests and fuzzing.
 
+pub mod append_all;
 pub mod change;
 pub mod durable;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod store;
 pub mod uidset;
 pub mod user_file;
 
+pub use append_all::append_all;
 pub use change::{Change, ChangeStream};
 pub use error::{QuotaResource, Result, StoreError};
 pub use flags::{FlagOp, Flags, SystemFlags};

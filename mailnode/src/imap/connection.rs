@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::compress::ImapIo;
 use super::extension::{self, Decoded};
+use super::literal::trailing_literal;
 use super::response::{self, Code, Status};
 use super::session::{Next, Session, SessionConfig};
 use crate::auth::Authenticator;
@@ -32,6 +33,13 @@ pub struct ImapLimits {
     pub max_line: usize,
     /// Largest literal in APPEND: the largest message a client can upload.
     pub max_append: u32,
+    /// Most messages in one APPEND (MULTIAPPEND, RFC 3502). The messages are all stored when
+    /// the last has arrived, and each costs a store write and, if one fails, an expunge.
+    pub max_append_messages: u32,
+    /// Largest APPEND after login, its messages together: every message of a MULTIAPPEND is
+    /// kept (in a spill file when large) until the last has arrived, so this is what one
+    /// connection may make the node hold at once.
+    pub max_command: u64,
     /// Largest literal in any other command (passwords, search strings, mailbox names).
     pub max_literal: u32,
     /// Malformed or invalid commands before the connection is closed.
@@ -53,6 +61,8 @@ impl Default for ImapLimits {
         ImapLimits {
             max_line: 64 * 1024,
             max_append: 64 * 1024 * 1024,
+            max_append_messages: 1000,
+            max_command: 256 * 1024 * 1024,
             max_literal: 64 * 1024,
             max_bad_commands: 20,
             max_auth_failures: 3,
@@ -141,25 +151,6 @@ fn zero_literal(message: &[u8]) -> Option<Vec<u8>> {
     Some([&message[..=open], b"0", &message[digits_end..]].concat())
 }
 
-/// The literal announced at the end of `line` (`{n}` or `{n+}`, then CRLF or LF): its mode and
-/// length, saturated to `u64`. Unlike the fragmentizer's, this also sees lengths past `u32::MAX`.
-fn trailing_literal(line: &[u8]) -> Option<(LiteralMode, u64)> {
-    let line = line.strip_suffix(b"\n")?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let line = line.strip_suffix(b"}")?;
-    let (line, mode) = match line.strip_suffix(b"+") {
-        Some(line) => (line, LiteralMode::NonSync),
-        None => (line, LiteralMode::Sync),
-    };
-    let digits = line.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-    let (head, digits) = line.split_at(line.len() - digits);
-    if digits.is_empty() || head.last() != Some(&b'{') {
-        return None;
-    }
-    let length = digits.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')));
-    Some((mode, length))
-}
-
 /// Frames client input into messages.
 struct Reader {
     fragmentizer: Fragmentizer,
@@ -177,8 +168,13 @@ struct Reader {
     /// Where APPEND literals past `spill_threshold` go as they arrive; `None`: held in memory.
     spill: Option<Arc<SpillDir>>,
     spill_threshold: usize,
-    /// The literal of the message just framed that went to a spill file.
-    spilled: Option<bytes::Bytes>,
+    /// The literals of the message being framed that went to spill files, each with where
+    /// the empty literal in its place starts.
+    spilled: Vec<(usize, bytes::Bytes)>,
+    /// Their octets together.
+    spilled_total: u64,
+    /// Literals announced in the message being framed.
+    literals: u32,
 }
 
 impl Reader {
@@ -193,7 +189,9 @@ impl Reader {
             logged_in: false,
             spill: None,
             spill_threshold: usize::MAX,
-            spilled: None,
+            spilled: Vec::new(),
+            spilled_total: 0,
+            literals: 0,
         }
     }
 
@@ -207,9 +205,9 @@ impl Reader {
         limits.max_append.saturating_add(u32::try_from(limits.max_line).unwrap_or(u32::MAX))
     }
 
-    /// The spilled literal of the message just framed, if any.
-    fn take_spilled(&mut self) -> Option<bytes::Bytes> {
-        self.spilled.take()
+    /// The spilled literals of the message just framed, with where each one's place is.
+    fn take_spilled(&mut self) -> Vec<(usize, bytes::Bytes)> {
+        std::mem::take(&mut self.spilled)
     }
 
     /// Switches between the pre-login and the configured limits (called before each read).
@@ -253,6 +251,34 @@ impl Reader {
         words.next().is_some_and(|command| command.eq_ignore_ascii_case(b"APPEND"))
     }
 
+    /// Why an APPEND literal of `length` octets announced at `end` of the message may not come
+    /// (after login): one message too many, or too many octets together, counting those already
+    /// spilled. `None`: it may.
+    fn append_refusal(&self, end: usize, length: u64) -> Option<(Code, String)> {
+        if !self.logged_in || !self.is_append() {
+            return None;
+        }
+        // The mailbox name may be a literal too.
+        if self.literals > self.limits.max_append_messages.saturating_add(1) {
+            let text = format!("too many messages in one APPEND (limit {})", self.limits.max_append_messages);
+            return Some((Code::Limit, text));
+        }
+        let total = (end as u64).saturating_add(self.spilled_total).saturating_add(length);
+        if total > self.limits.max_command {
+            let text = format!("APPEND too large (limit {} octets per command)", self.limits.max_command);
+            return Some((Code::TooBig, text));
+        }
+        None
+    }
+
+    /// Whether the APPEND literal of `length` octets announced at `end` goes to a spill file: a
+    /// large one, and any once the command held in memory would pass the threshold, so that the
+    /// messages of a MULTIAPPEND are never held in memory together.
+    fn spills(&self, end: usize, length: u64) -> bool {
+        let threshold = self.spill_threshold as u64;
+        self.logged_in && (length > threshold || (end as u64).saturating_add(length) > threshold) && self.is_append()
+    }
+
     /// Reads the literal of `length` octets announced at `end` of the message into a spill file,
     /// and leaves the fragmentizer after an empty literal in its place, as if the client had
     /// sent one ([`zero_literal`]); the literal is then [`Reader::take_spilled`]'s. `false`
@@ -283,7 +309,8 @@ impl Reader {
             held.extend_from_slice(&chunk);
             remaining -= chunk.len() as u64;
         }
-        self.spilled = Some(file.finish(b"", held).await?.bytes());
+        self.spilled.push((prefix.len(), file.finish(b"", held).await?.bytes()));
+        self.spilled_total = self.spilled_total.saturating_add(length);
         self.fragmentizer = Fragmentizer::new(Self::max_message(self.limits));
         self.fragmentizer.enqueue_bytes(&prefix);
         while self.fragmentizer.progress().is_some() {}
@@ -330,7 +357,9 @@ impl Reader {
     }
 
     async fn read(&mut self, io: &mut WriteBuffer<ImapIo>, expect: Expect) -> io::Result<Framed> {
-        self.spilled = None;
+        self.spilled.clear();
+        self.spilled_total = 0;
+        self.literals = 0;
         loop {
             match self.fragmentizer.progress() {
                 Some(info @ FragmentInfo::Line { start, end, announcement, ending }) => {
@@ -377,16 +406,16 @@ impl Reader {
                             let text = format!("command too large (limit {command_limit} octets{when})");
                             return self.refuse_literal(io, tag, mode, Status::No, Some(&Code::TooBig), &text).await;
                         }
+                        self.literals = self.literals.saturating_add(1);
+                        if let Some((code, text)) = self.append_refusal(end, length) {
+                            return self.refuse_literal(io, tag, mode, Status::No, Some(&code), &text).await;
+                        }
                         self.in_literal = true;
                         if mode == LiteralMode::Sync {
                             io.write_all(&response::continuation("ready for literal data")).await?;
                             io.flush().await?;
                         }
-                        if self.logged_in
-                            && length > self.spill_threshold as u64
-                            && self.is_append()
-                            && self.spill_literal(io, end, length).await?
-                        {
+                        if self.spills(end, length) && self.spill_literal(io, end, length).await? {
                             continue;
                         }
                     }
@@ -451,6 +480,8 @@ impl ImapService {
             max_auth_failures: self.limits.max_auth_failures,
             max_bad_commands: self.limits.max_bad_commands,
             max_append: self.limits.max_append,
+            max_append_messages: self.limits.max_append_messages,
+            max_append_command: self.limits.max_command,
         });
         let tls = conn.stream.is_tls();
         let mut session =
@@ -613,8 +644,9 @@ mod tests {
         Refused,
         TooLong(Option<String>),
         Fatal,
-        /// The literal the reader wrote to a spill file, before the message it belongs to.
-        Spilled(Vec<u8>),
+        /// The literal the reader wrote to a spill file, before the message it belongs to, and
+        /// where in that message the empty literal in its place starts.
+        Spilled(usize, Vec<u8>),
     }
 
     /// Feeds `input` (in two writes, the first flushed alone) to a logged-in session's reader
@@ -692,8 +724,8 @@ mod tests {
         let mut seen = Vec::new();
         loop {
             let framed = reader.read(&mut io, expect).await.unwrap();
-            if let Some(spilled) = reader.take_spilled() {
-                seen.push(Seen::Spilled(spilled.to_vec()));
+            for (at, spilled) in reader.take_spilled() {
+                seen.push(Seen::Spilled(at, spilled.to_vec()));
             }
             match framed {
                 Framed::Complete => {
@@ -715,21 +747,6 @@ mod tests {
 
     fn message(text: &str) -> Seen {
         Seen::Message(text.to_string())
-    }
-
-    #[test]
-    fn trailing_literal_sees_every_length() {
-        assert_eq!(trailing_literal(b"a LOGIN {5}\r\n"), Some((LiteralMode::Sync, 5)));
-        assert_eq!(trailing_literal(b"a LOGIN {5+}\n"), Some((LiteralMode::NonSync, 5)));
-        assert_eq!(trailing_literal(b"{10737418240}\r\n"), Some((LiteralMode::Sync, 10_737_418_240)));
-        assert_eq!(
-            trailing_literal(&[b"{".as_slice(), &[b'9'; 40], b"+}\r\n"].concat()),
-            Some((LiteralMode::NonSync, u64::MAX))
-        );
-        for no in [&b"a NOOP\r\n"[..], b"a {5}", b"a {}\r\n", b"a {+}\r\n", b"a 5}\r\n", b"a {5a}\r\n", b"a {5}\r\r\n"]
-        {
-            assert_eq!(trailing_literal(no), None, "{}", String::from_utf8_lossy(no));
-        }
     }
 
     /// `{n}` past u32::MAX: the fragmentizer does not take it for a literal at all.
@@ -878,7 +895,7 @@ mod tests {
             assert_eq!(
                 seen,
                 [
-                    Seen::Spilled(literal.clone()),
+                    Seen::Spilled(first.len() - 4, literal.clone()),
                     message(&format!("a APPEND INBOX (\\Seen) {{0{mode}}}\r\n\r\n")),
                     message("b NOOP\r\n"),
                     message("c APPEND INBOX {10}\r\n0123456789\r\n"),
@@ -894,5 +911,74 @@ mod tests {
         let (seen, _) = frame_with(reader, Expect::Command, input.as_bytes(), b"").await;
         assert_eq!(seen, [message(&input)]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "spill files left behind");
+    }
+
+    /// MULTIAPPEND: each large literal goes to a spill file of its own, and so does a smaller
+    /// one once the command held in memory would pass the threshold; each is handed over with
+    /// where its empty literal stands, and every synchronizing literal got its own `+`. (A
+    /// literal that came whole with its announcement, within one read, stays in memory.)
+    #[tokio::test]
+    async fn multiappend_literals_are_spilled_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Arc::new(SpillDir::open(dir.path()).unwrap());
+        let limits = ImapLimits { max_append: 100_000, ..test_limits() };
+        let (one, two, three) = (vec![b'1'; 40_000], vec![b'2'; 15_000], vec![b'3'; 17_000]);
+        let mut reader = Reader::spilling(limits, spill, 20_000);
+        reader.set_logged_in(true);
+        // The second literal fits under the threshold and stays; the third is below it too, but
+        // with the second the command would pass it.
+        let first = "a APPEND INBOX {40000}\r\n";
+        let rest =
+            [&one[..], b" (\\Seen) {15000}\r\n", &two, b" {17000}\r\n", &three, b" {10}\r\n0123456789\r\nb NOOP\r\n"]
+                .concat();
+        let (seen, written) = frame_with(reader, Expect::Command, first.as_bytes(), &rest).await;
+        let head = "a APPEND INBOX {0}\r\n (\\Seen) {15000}\r\n";
+        let framed = format!("{head}{} {{0}}\r\n {{10}}\r\n0123456789\r\n", "2".repeat(15_000));
+        let third_at = head.len() + 15_000 + " {0}\r\n".len();
+        assert_eq!(
+            seen,
+            [
+                Seen::Spilled("a APPEND INBOX {0}\r\n".len(), one),
+                Seen::Spilled(third_at, three),
+                message(&framed),
+                message("b NOOP\r\n"),
+            ]
+        );
+        assert_eq!(written.matches("+ ready").count(), 4, "{written}");
+    }
+
+    /// A MULTIAPPEND past the number of messages or the octets one command may carry is refused
+    /// when the literal that would pass it is announced: instead of its `+`, or, for a
+    /// non-synchronizing literal, with BAD and BYE.
+    #[tokio::test]
+    async fn multiappend_past_its_limits_is_refused_before_the_literal() {
+        let limits = ImapLimits { max_append_messages: 2, max_command: 500, ..test_limits() };
+        let run = |input: String| async move {
+            let mut reader = Reader::new(limits);
+            reader.set_logged_in(true);
+            frame_with(reader, Expect::Command, input.as_bytes(), b"").await
+        };
+        // Three messages: the third (the fourth literal would be allowed for a mailbox literal,
+        // the session counts exactly) is refused only past two plus one.
+        let three = "a APPEND INBOX {3}\r\none {3}\r\ntwo {5}\r\nthree\r\nb NOOP\r\n".to_string();
+        let (seen, _) = run(three.clone()).await;
+        assert_eq!(seen, [message(three.trim_end_matches("b NOOP\r\n")), message("b NOOP\r\n")]);
+        let four = "a APPEND INBOX {3}\r\none {3}\r\ntwo {5}\r\nthree {4}\r\nb NOOP\r\n".to_string();
+        let (seen, written) = run(four).await;
+        assert_eq!(seen, [Seen::Refused, message("b NOOP\r\n")]);
+        assert!(written.ends_with("a NO [LIMIT] too many messages in one APPEND (limit 2)\r\n"), "{written}");
+        // 300 octets, then 300 more: past 500 together.
+        let big = format!("a APPEND INBOX {{300}}\r\n{} {{300}}\r\nb NOOP\r\n", "x".repeat(300));
+        let (seen, written) = run(big).await;
+        assert_eq!(seen, [Seen::Refused, message("b NOOP\r\n")]);
+        assert!(written.ends_with("a NO [TOOBIG] APPEND too large (limit 500 octets per command)\r\n"), "{written}");
+        let plus = format!("a APPEND INBOX {{300+}}\r\n{} {{300+}}\r\nc CREATE smuggled\r\n", "x".repeat(300));
+        let (seen, written) = run(plus).await;
+        assert_eq!(seen, [Seen::Fatal]);
+        assert!(written.contains("a BAD [TOOBIG] APPEND too large") && written.contains("* BYE"), "{written}");
+        // Other commands are not APPENDs: their literals are bounded by the literal limit only.
+        let login = "a LOGIN {3}\r\none {3}\r\ntwo\r\n".to_string();
+        let (seen, _) = run(login.clone()).await;
+        assert_eq!(seen, [message(&login)]);
     }
 }

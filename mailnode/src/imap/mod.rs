@@ -13,6 +13,7 @@ pub mod connection;
 pub mod error;
 pub mod extension;
 pub mod flags;
+pub mod literal;
 pub mod mime;
 pub mod mutf7;
 pub mod response;

@@ -45,8 +45,16 @@ pub enum Code {
     HighestModSeq(u64),
     NoModSeq,
     Modified(String),
-    AppendUid { uid_validity: u32, uid: u32 },
-    CopyUid { uid_validity: u32, source: String, destination: String },
+    /// The UIDs of the messages appended, as a uid-set (several with MULTIAPPEND, RFC 3502).
+    AppendUid {
+        uid_validity: u32,
+        uids: String,
+    },
+    CopyUid {
+        uid_validity: u32,
+        source: String,
+        destination: String,
+    },
     BadCharset,
     Nonexistent,
     AlreadyExists,
@@ -84,7 +92,7 @@ impl Display for Code {
             Code::HighestModSeq(n) => write!(f, "HIGHESTMODSEQ {n}"),
             Code::NoModSeq => f.write_str("NOMODSEQ"),
             Code::Modified(set) => write!(f, "MODIFIED {set}"),
-            Code::AppendUid { uid_validity, uid } => write!(f, "APPENDUID {uid_validity} {uid}"),
+            Code::AppendUid { uid_validity, uids } => write!(f, "APPENDUID {uid_validity} {uids}"),
             Code::CopyUid { uid_validity, source, destination } => {
                 write!(f, "COPYUID {uid_validity} {source} {destination}")
             }

@@ -15,11 +15,11 @@ use imap_types::command::CommandBody;
 use sirms_storage::{BodyPart, Change, MailStore, UidSet};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::command::searchres;
+use super::command::{append, searchres};
 use super::connection::ImapLimits;
 use super::error::{CommandError, CommandResult, Done};
 use super::extension::esearch::Esearch;
-use super::extension::{Decoded, Extension};
+use super::extension::{Decoded, Extension, SearchReturn};
 use super::response::{self, Code, Status};
 use super::selected::Selected;
 use crate::auth::Authenticator;
@@ -44,6 +44,10 @@ pub struct SessionConfig {
     /// The largest message APPEND takes (the connection's literal limit), advertised as
     /// `APPENDLIMIT=n` (RFC 7889) so that clients do not upload what will be refused.
     pub max_append: u32,
+    /// The most messages one APPEND may carry (MULTIAPPEND, RFC 3502).
+    pub max_append_messages: u32,
+    /// The most octets of messages one APPEND may carry together.
+    pub max_append_command: u64,
 }
 
 impl SessionConfig {
@@ -56,6 +60,8 @@ impl SessionConfig {
             max_auth_failures: 3,
             max_bad_commands: 20,
             max_append: ImapLimits::default().max_append,
+            max_append_messages: ImapLimits::default().max_append_messages,
+            max_append_command: ImapLimits::default().max_command,
         }
     }
 }
@@ -103,6 +109,9 @@ pub struct Session {
     /// QRESYNC was enabled (RFC 7162 §3.2.3): VANISHED replaces EXPUNGE, and SELECT and UID
     /// FETCH take its resynchronisation parameters.
     pub(crate) qresync: bool,
+    /// IMAP4rev2 was enabled (RFC 9051, not yet advertised): no \Recent and no RECENT, and
+    /// SEARCH answers with ESEARCH.
+    pub(crate) rev2: bool,
     pub(crate) auth_failures: u32,
     /// COMPRESS DEFLATE was accepted: a second one is `NO [COMPRESSIONACTIVE]`.
     compressed: bool,
@@ -135,6 +144,7 @@ impl Session {
             selected: None,
             condstore: false,
             qresync: false,
+            rev2: false,
             auth_failures: 0,
             compressed: false,
             bad_commands: 0,
@@ -174,7 +184,7 @@ impl Session {
     /// The CAPABILITY list for the current state.
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
-            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
+            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MULTIAPPEND MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE \
              QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE BINARY ESEARCH LIST-STATUS STATUS=SIZE CREATE-SPECIAL-USE WITHIN SEARCHRES COMPRESS=DEFLATE \
              SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT PREVIEW",
         );
@@ -293,7 +303,11 @@ impl Session {
                 _ => self.status(&mailbox, &item_names, false, out).await,
             },
             CommandBody::Append { mailbox, flags, date, message } => {
-                self.append(&mailbox, &flags, date.as_ref(), &message, spilled).await
+                let messages = match extension {
+                    Extension::MultiAppend(multi) => multi.messages,
+                    _ => vec![append::single(&flags, date.as_ref(), &message, &spilled)],
+                };
+                self.append(&mailbox, messages, &spilled).await
             }
             CommandBody::GetQuotaRoot { mailbox } => self.get_quota_root(&mailbox, out).await,
             CommandBody::GetQuota { root } => self.get_quota(&root, out).await,
@@ -305,6 +319,11 @@ impl Session {
             CommandBody::Search { charset, criteria, uid } => {
                 let esearch = match extension {
                     Extension::SearchReturn(options) => Some(Esearch { tag: &tag, options }),
+                    // RFC 9051 §6.4.4: IMAP4rev2 has no SEARCH response; a SEARCH without
+                    // RETURN is answered as RETURN (ALL).
+                    _ if self.rev2 => {
+                        Some(Esearch { tag: &tag, options: SearchReturn { all: true, ..Default::default() } })
+                    }
                     _ => None,
                 };
                 self.search(charset.as_ref(), &criteria, uid, esearch, out).await
@@ -456,7 +475,7 @@ impl Session {
     /// (when `expunge_allowed`) EXPUNGE responses.
     pub async fn report_changes(&mut self, expunge_allowed: bool, out: &mut Sink<'_>) -> io::Result<()> {
         let Some(user) = self.user.clone() else { return Ok(()) };
-        let (condstore, qresync) = (self.condstore, self.qresync);
+        let (condstore, qresync, rev2) = (self.condstore, self.qresync, self.rev2);
         let Some(view) = self.selected.as_mut() else { return Ok(()) };
         view.poll_changes();
         let mut appended: Vec<u32> = Vec::new();
@@ -477,7 +496,7 @@ impl Session {
                     }
                     // A FETCH may name only a message the client was told exists.
                     if appended.contains(&view.entries()[index].meta.uid) {
-                        Self::announce(&self.store, &user, view, &mut appended, out).await?;
+                        Self::announce(&self.store, &user, rev2, view, &mut appended, out).await?;
                     }
                     if let Some(flags) = view.flags_update() {
                         send(out, &flags).await?;
@@ -490,7 +509,7 @@ impl Session {
                         break;
                     }
                     // New messages are announced before they can be expunged, so numbers stay right.
-                    Self::announce(&self.store, &user, view, &mut appended, out).await?;
+                    Self::announce(&self.store, &user, rev2, view, &mut appended, out).await?;
                     let removed: Vec<(u32, u32)> =
                         uids.into_iter().filter_map(|uid| Some((view.remove(uid)?, uid))).collect();
                     send(out, &response::expunged(&removed, qresync)).await?;
@@ -512,13 +531,14 @@ impl Session {
                 },
             }
         }
-        Self::announce(&self.store, &user, view, &mut appended, out).await
+        Self::announce(&self.store, &user, rev2, view, &mut appended, out).await
     }
 
-    /// Sends EXISTS and RECENT for messages just added to the view.
+    /// Sends EXISTS and RECENT (EXISTS alone under IMAP4rev2) for messages just added to the view.
     async fn announce(
         store: &Arc<dyn MailStore>,
         user: &str,
+        rev2: bool,
         view: &mut Selected,
         appended: &mut Vec<u32>,
         out: &mut Sink<'_>,
@@ -527,7 +547,8 @@ impl Session {
             return Ok(());
         }
         appended.clear();
-        if !view.read_only {
+        // IMAP4rev2 has no \Recent (RFC 9051 Appendix E): such a session leaves it to others.
+        if !view.read_only && !rev2 {
             // The first session told of a message takes its \Recent (RFC 3501 §2.3.2).
             match store.claim_recent(user, &view.name).await {
                 Ok(recent) => view.mark_recent(&recent),
@@ -537,8 +558,7 @@ impl Session {
         if let Some(flags) = view.flags_update() {
             send(out, &flags).await?;
         }
-        let recent = view.entries().iter().filter(|e| e.recent).count();
-        send(out, format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.exists()).as_bytes()).await
+        send(out, &exists_and_recent(view, rev2)).await
     }
 
     /// Waits until the selected mailbox changes (for IDLE); never returns without one.
@@ -578,3 +598,13 @@ impl Session {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// `* n EXISTS` and, but under IMAP4rev2, `* n RECENT` for the view as it is.
+pub(crate) fn exists_and_recent(view: &Selected, rev2: bool) -> Vec<u8> {
+    let mut lines = format!("* {} EXISTS\r\n", view.exists());
+    if !rev2 {
+        let recent = view.entries().iter().filter(|e| e.recent).count();
+        lines.push_str(&format!("* {recent} RECENT\r\n"));
+    }
+    lines.into_bytes()
+}

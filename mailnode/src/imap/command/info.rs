@@ -25,6 +25,11 @@ impl Session {
             } else if matches!(capability, CapabilityEnable::CondStore) && !self.condstore {
                 self.enable_condstore(out).await?;
                 enabled.push("CONDSTORE");
+            } else if capability.to_string().eq_ignore_ascii_case("IMAP4rev2") && !self.rev2 {
+                // Not advertised yet (docs/ARCHITECTURE.md lists what rev2 still lacks), but
+                // what is done is there for a client that asks.
+                self.rev2 = true;
+                enabled.push("IMAP4rev2");
             }
         }
         let mut line = String::from("* ENABLED");

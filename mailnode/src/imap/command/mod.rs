@@ -1,6 +1,6 @@
 //! The command handlers, one file per command or family, each an `impl Session` block.
 
-mod append;
+pub(crate) mod append;
 mod auth;
 pub mod base_subject;
 mod copy_move;

@@ -9,7 +9,7 @@ use super::mailbox_name;
 use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::response::{self, Code, Status};
 use crate::imap::selected::Selected;
-use crate::imap::session::{Session, Sink};
+use crate::imap::session::{Session, Sink, exists_and_recent};
 
 impl Session {
     pub(crate) async fn select(
@@ -42,12 +42,18 @@ impl Session {
         // Watch before the snapshot: a change between the two is seen twice, never missed.
         let changes = self.store.watch(&user, &name).await?;
         let (status, messages) = self.store.messages(&user, &name).await?;
-        let recent = if read_only { Vec::new() } else { self.store.claim_recent(&user, &name).await? };
+        // IMAP4rev2 has no \Recent: such a session claims none (RFC 9051 Appendix E).
+        let claims = !read_only && !self.rev2;
+        let recent = if claims { self.store.claim_recent(&user, &name).await? } else { Vec::new() };
         let view = Selected::new(name, read_only, status, messages, &recent, changes);
 
         let mut lines = view.flags_responses();
-        let recent_count = if read_only { status.recent } else { recent.len() as u32 };
-        lines.extend(format!("* {} EXISTS\r\n* {recent_count} RECENT\r\n", view.exists()).into_bytes());
+        if self.rev2 {
+            lines.extend(exists_and_recent(&view, true));
+        } else {
+            let recent_count = if read_only { status.recent } else { recent.len() as u32 };
+            lines.extend(format!("* {} EXISTS\r\n* {recent_count} RECENT\r\n", view.exists()).into_bytes());
+        }
         if let Some(first) = view.entries().iter().position(|e| !e.meta.flags.system.contains(SystemFlags::SEEN)) {
             lines.extend(response::status(None, Status::Ok, Some(&Code::Unseen(first as u32 + 1)), "first unseen"));
         }

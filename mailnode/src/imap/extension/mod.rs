@@ -14,6 +14,9 @@
 //!   back from the end of the command the same way;
 //! - `tag [UID] FETCH set (… PREVIEW [(LAZY)] …)`, PREVIEW (RFC 8970): [`preview`], the item
 //!   cut from the list;
+//! - `tag APPEND mailbox message message…`, MULTIAPPEND (RFC 3502): [`append`], asked only
+//!   about an APPEND imap-codec refused, cuts the command after each message's literal and has
+//!   imap-codec decode each piece;
 //! - `$`, the saved search result of SEARCHRES (RFC 5182), where a sequence set goes:
 //!   [`searchres`] puts a marker set in its place (after any of the above was cut).
 //!
@@ -25,6 +28,7 @@
 //! (the tag, the criteria, the mailbox syntax) is left to imap-codec. Only `$` in SEARCH's
 //! criteria is looked for past the first line: its scan steps over quoted strings and literals.
 
+pub mod append;
 pub mod create;
 pub mod esearch;
 pub mod list;
@@ -38,6 +42,7 @@ use imap_codec::decode::Decoder;
 use imap_types::IntoStatic;
 use imap_types::command::Command;
 
+pub use append::{AppendMessage, MultiAppend};
 pub use create::CreateUse;
 pub use esearch::SearchReturn;
 pub use list::ListExtended;
@@ -60,6 +65,8 @@ pub enum Extension {
     CreateUse(CreateUse),
     /// A FETCH with the PREVIEW item.
     Preview(Preview),
+    /// An APPEND of several messages: all of them (the command holds the first).
+    MultiAppend(MultiAppend),
 }
 
 /// A decoded command and what the pre-decoder took out of it.
@@ -69,9 +76,10 @@ pub struct Decoded<'a> {
     pub extension: Extension,
     /// `$` was replaced by [`searchres::MARKER`]: the session puts the saved result there.
     pub saved_result: bool,
-    /// An APPEND's message that the connection wrote to a spill file as it arrived
-    /// ([`crate::spill`]); `command` holds an empty literal in its place.
-    pub spilled: Option<Bytes>,
+    /// APPEND messages that the connection wrote to spill files as they arrived
+    /// ([`crate::spill`]), each with the offset in the framed command where an empty literal
+    /// holds its place; in order.
+    pub spilled: Vec<(usize, Bytes)>,
 }
 
 /// The text of the tagged BAD for a command imap-codec could not decode.
@@ -156,13 +164,22 @@ fn clauses(message: &[u8]) -> Predecoded {
 /// Fails with the text of the tagged BAD.
 pub fn decode(message: &[u8]) -> Result<Decoded<'_>, &'static str> {
     let (command, extension, saved_result) = match predecode(message) {
-        Predecoded::Plain => (whole(message)?, Extension::None, false),
+        Predecoded::Plain => match whole(message) {
+            Ok(command) => (command, Extension::None, false),
+            Err(text) => match append::find(message) {
+                None => return Err(text),
+                Some(found) => {
+                    let (command, multi) = found?;
+                    (command, Extension::MultiAppend(multi), false)
+                }
+            },
+        },
         Predecoded::Cut { command, extension, saved_result } => {
             (whole(&command)?.into_static(), extension, saved_result)
         }
         Predecoded::Invalid(text) => return Err(text),
     };
-    Ok(Decoded { command, extension, saved_result, spilled: None })
+    Ok(Decoded { command, extension, saved_result, spilled: Vec::new() })
 }
 
 /// imap-codec's decoding of all of `bytes` as one command.

@@ -1007,3 +1007,183 @@ async fn compress_deflate_is_accepted_once_after_login() {
     assert_eq!(run(&mut s, "c COMPRESS DEFLATE").await, "c NO [COMPRESSIONACTIVE] DEFLATE is already active\r\n");
     assert_eq!(run(&mut s, "d COMPRESS GZIP").await, "* BAD syntax error in command\r\n");
 }
+
+/// A MULTIAPPEND (RFC 3502) of `messages`, each `(options, text)`, as one command.
+fn multiappend(tag: &str, mailbox: &str, messages: &[(&str, &str)]) -> String {
+    let mut wire = format!("{tag} APPEND {mailbox}");
+    for (options, text) in messages {
+        let options = if options.is_empty() { String::new() } else { format!(" {options}") };
+        wire += &format!("{options} {{{}+}}\r\n{text}", text.len());
+    }
+    wire
+}
+
+/// The session of a user with limits of its own for APPEND.
+fn session_with(h: &Harness, limits: impl FnOnce(&mut SessionConfig)) -> Session {
+    let mut config = SessionConfig::new("imap.example.test");
+    config.allow_plaintext_auth = true;
+    limits(&mut config);
+    let directory = directory();
+    Session::new(
+        Arc::new(config),
+        h.store.clone(),
+        authenticator(directory.clone()),
+        Quotas::new(h.store.clone(), directory),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        false,
+    )
+}
+
+#[tokio::test]
+async fn multiappend_stores_every_message_and_names_their_uids() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert!(run(&mut s, "c CAPABILITY").await.contains(" MULTIAPPEND "));
+    run(&mut s, "s SELECT INBOX").await;
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    let command = multiappend(
+        "m",
+        "INBOX",
+        &[
+            ("(\\Seen)", "Subject: one\r\n\r\n1\r\n"),
+            ("\"01-Feb-2026 10:00:00 +0000\"", "Subject: two\r\n\r\n2\r\n"),
+            ("(\\Flagged $Work) \"02-Feb-2026 11:30:00 +0100\"", "Subject: three\r\n\r\n3\r\n"),
+        ],
+    );
+    let out = run(&mut s, &command).await;
+    let exists = out.find("* 4 EXISTS\r\n").expect(&out);
+    let ok = out.find("m OK [APPENDUID ").expect(&out);
+    assert!(exists < ok, "{out}");
+    assert!(out.contains(" 2:4] APPEND completed\r\n"), "{out}");
+    let out = run(&mut s, "f UID FETCH 2:4 (FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])").await;
+    let line = |n: u32| out.split("\r\n* ").find(|l| l.contains(&format!("UID {n} "))).unwrap_or_default().to_string();
+    assert!(line(2).contains("\\Seen") && line(2).contains("Subject: one"), "{out}");
+    assert!(line(3).contains("\"01-Feb-2026 10:00:00 +0000\"") && line(3).contains("Subject: two"), "{out}");
+    assert!(!line(3).contains("\\Seen") && !line(3).contains("\\Flagged"), "{out}");
+    assert!(line(4).contains("\\Flagged") && line(4).contains("$Work") && line(4).contains("Subject: three"), "{out}");
+    assert!(line(4).contains("\"02-Feb-2026 10:30:00 +0000\""), "{out}");
+}
+
+/// RFC 3502 §6: when one message cannot be stored, none of them remains. Here the store refuses
+/// the second message (the mailbox would have more keywords than it keeps), after the first was
+/// stored: the first is taken away again, and only UIDNEXT shows that it was there.
+#[tokio::test]
+async fn multiappend_a_message_the_store_refuses_leaves_none() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let mut watcher = h.logged_in().await;
+    run(&mut watcher, "w SELECT INBOX").await;
+    let keywords = |prefix: &str, n: usize| (0..n).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>().join(" ");
+    let (first, second) = (format!("({})", keywords("a", 20)), format!("({})", keywords("b", 20)));
+    let command =
+        multiappend("m", "INBOX", &[(&first, "Subject: one\r\n\r\n1\r\n"), (&second, "Subject: two\r\n\r\n2\r\n")]);
+    let out = run(&mut s, &command).await;
+    assert!(out.starts_with("m NO [LIMIT]"), "{out}");
+    let out = run(&mut s, "t STATUS INBOX (MESSAGES UIDNEXT)").await;
+    assert!(out.starts_with("* STATUS INBOX (MESSAGES 0 UIDNEXT 2)"), "{out}");
+    // Another session may have seen the first come and go, and knows no message now.
+    run(&mut watcher, "n NOOP").await;
+    let out = run(&mut watcher, "f FETCH 1:* UID").await;
+    assert!(!out.contains("FETCH (UID"), "{out}");
+}
+
+/// What the session can check before storing anything is checked for every message first: a
+/// flag, a size, the number of messages, the total and the quota. Nothing is stored.
+#[tokio::test]
+async fn multiappend_checks_every_message_before_storing_any() {
+    let h = Harness::new();
+    let mut s = session_with(&h, |c| {
+        c.max_append = 64;
+        c.max_append_messages = 3;
+        c.max_append_command = 100;
+    });
+    assert!(run(&mut s, "a LOGIN alice@example.test pw").await.contains("a OK"));
+    let small = "Subject: s\r\n\r\nsmall\r\n";
+    let big = format!("Subject: b\r\n\r\n{}\r\n", "x".repeat(60));
+    // 56 octets each: within the limit alone, past it together.
+    let (x, y) = ("Subject: x\r\n\r\n".repeat(4), "Subject: y\r\n\r\n".repeat(4));
+    let cases = [
+        (vec![("", small), ("(\\Bogus)", small)], "m BAD unknown system flag"),
+        (vec![("", small), ("", big.as_str())], "m NO [TOOBIG] message too large"),
+        (vec![("", small); 4], "m NO [LIMIT] too many messages in one APPEND (limit 3)"),
+        (vec![("", x.as_str()), ("", y.as_str())], "m NO [TOOBIG] messages too large together"),
+    ];
+    for (messages, expected) in cases {
+        let out = run(&mut s, &multiappend("m", "INBOX", &messages)).await;
+        assert!(out.starts_with(expected), "{out}");
+    }
+    // A date that is no date, in the second message: the command does not decode.
+    let out = run(&mut s, &multiappend("m", "INBOX", &[("", small), ("\"31-Foo-2026 10:00:00 +0000\"", small)])).await;
+    assert!(out.starts_with("* BAD syntax error"), "{out}");
+    let out = run(&mut s, "t STATUS INBOX (MESSAGES UIDNEXT)").await;
+    assert!(out.starts_with("* STATUS INBOX (MESSAGES 0 UIDNEXT 1)"), "{out}");
+
+    // quota@example.test may store 10 KiB: each message would fit, both do not.
+    let mut q = h.logged_in_as("quota@example.test").await;
+    let half = format!("Subject: q\r\n\r\n{}\r\n", "q".repeat(6000));
+    let out = run(&mut q, &multiappend("q", "INBOX", &[("", &half), ("", &half)])).await;
+    assert!(out.starts_with("q NO [OVERQUOTA]"), "{out}");
+    let out = run(&mut q, "t STATUS INBOX (MESSAGES)").await;
+    assert!(out.starts_with("* STATUS INBOX (MESSAGES 0)"), "{out}");
+    let out = run(&mut q, &multiappend("q", "INBOX", &[("", &half)])).await;
+    assert!(out.contains("q OK [APPENDUID"), "{out}");
+}
+
+/// Messages the connection wrote to spill files arrive as empty literals, each matched to its
+/// file by where it stands in the command, whichever of the messages were spilled.
+#[tokio::test]
+async fn multiappend_takes_spilled_messages_by_their_place() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    let wire = b"m APPEND INBOX {0}\r\n (\\Seen) {16}\r\nSubject: two\r\n\r\n {0}\r\n\r\n".to_vec();
+    let first_at = wire.windows(5).position(|w| w == b"{0}\r\n").map(|p| p + 5).unwrap();
+    let third_at = wire.len() - 2;
+    let spilled = vec![
+        (first_at, bytes::Bytes::from_static(b"Subject: first\r\n\r\nspilled\r\n")),
+        (third_at, bytes::Bytes::from_static(b"Subject: third\r\n\r\nspilled\r\n")),
+    ];
+    let decoded = extension::decode(&wire).expect("decodes");
+    let mut out = Vec::new();
+    s.execute(Decoded { spilled, ..decoded }, &mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    assert!(out.contains("m OK [APPENDUID ") && out.contains(" 1:3] "), "{out}");
+    run(&mut s, "s SELECT INBOX").await;
+    let out = run(&mut s, "f FETCH 1:3 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])").await;
+    let at = |text: &str| out.find(text).expect(&out);
+    assert!(at("* 1 FETCH") < at("Subject: first") && at("Subject: first") < at("* 2 FETCH"), "{out}");
+    assert!(at("* 2 FETCH (FLAGS (\\Seen") < at("Subject: two") && at("Subject: two") < at("* 3 FETCH"), "{out}");
+    assert!(at("* 3 FETCH") < at("Subject: third"), "{out}");
+}
+
+/// IMAP4rev2 (RFC 9051), not advertised yet, once enabled: no `\Recent` flag and no RECENT
+/// response (Appendix E), SEARCH answered with ESEARCH (§6.4.4); a rev1 session beside it
+/// keeps both, and gets the `\Recent` the rev2 session did not take.
+#[tokio::test]
+async fn imap4rev2_once_enabled_has_no_recent_and_answers_search_with_esearch() {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    assert!(!run(&mut s, "c CAPABILITY").await.contains("IMAP4rev2"));
+    append(&mut s, "INBOX", "", MESSAGE).await;
+    let out = run(&mut s, "e ENABLE IMAP4rev2").await;
+    assert!(out.starts_with("* ENABLED IMAP4rev2\r\ne OK"), "{out}");
+    let out = run(&mut s, "s SELECT INBOX").await;
+    assert!(out.contains("* 1 EXISTS\r\n") && !out.contains("RECENT"), "{out}");
+    let out = run(&mut s, "f FETCH 1 FLAGS").await;
+    assert!(out.starts_with("* 1 FETCH (FLAGS ())"), "{out}");
+    let out = run(&mut s, "q SEARCH ALL").await;
+    assert!(out.starts_with("* ESEARCH (TAG \"q\") ALL 1\r\nq OK"), "{out}");
+    let out = run(&mut s, "u UID SEARCH DELETED").await;
+    assert!(out.starts_with("* ESEARCH (TAG \"u\") UID\r\nu OK"), "{out}");
+    // A message appended meanwhile: EXISTS alone.
+    let mut other = h.logged_in().await;
+    append(&mut other, "INBOX", "", MESSAGE).await;
+    let out = run(&mut s, "n NOOP").await;
+    assert!(out.contains("* 2 EXISTS\r\n") && !out.contains("RECENT"), "{out}");
+
+    let out = run(&mut other, "s SELECT INBOX").await;
+    assert!(out.contains("* 2 EXISTS\r\n* 2 RECENT\r\n"), "{out}");
+    let out = run(&mut other, "f FETCH 1 FLAGS").await;
+    assert!(out.starts_with("* 1 FETCH (FLAGS (\\Recent))"), "{out}");
+    let out = run(&mut other, "q SEARCH ALL").await;
+    assert!(out.starts_with("* SEARCH 1 2\r\n"), "{out}");
+}
