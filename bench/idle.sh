@@ -22,7 +22,11 @@ SIRMS=${SIRMS:-$ROOT/target/bench/release/sirms}
 case $MODE in idle | greet) ;; *) echo "mode is idle or greet, not $MODE" >&2; exit 2 ;; esac
 # Each session is a socket at both ends, and the client holds them all in one process.
 want=$((N + 1000))
-if (($(ulimit -Hn) < want)); then ulimit -Hn "$want"; fi
+if (($(ulimit -Hn) < want)) && ! ulimit -Hn "$want" 2>/dev/null; then
+  echo "$N sessions need $want open files in one process; the hard limit is $(ulimit -Hn) and" >&2
+  echo "cannot be raised here (no CAP_SYS_RESOURCE): use N <= $(($(ulimit -Hn) - 1000))" >&2
+  exit 2
+fi
 ulimit -n "$want"
 if [[ ! -x $SIRMS ]]; then
   (cd "$ROOT" && CARGO_TARGET_DIR=$ROOT/target/bench cargo build --release --bin sirms)
