@@ -12,7 +12,7 @@ own names (`<unique>,U=<uid>,S=<size>:2,`, so its index is rebuilt from the list
 (the company harness, started here on its own BASE and ports) in its user's `cur/`.
 
 Each round, for each target in turn (the order rotates per round):
-  1. cold: SIRMS is restarted over a deleted index (`index/`: no index, no message cache);
+  1. cold: SIRMS is restarted over a deleted index (`store/index/`: no index, no message cache);
      Dovecot's `dovecot.index*` files are deleted (its `dovecot-uidlist` is kept, as SIRMS keeps
      UIDs in file names; both rebuild their index from the directory listing on SELECT).
      One session: LOGIN+SELECT, `FETCH 1:* (ENVELOPE)`, `SEARCH SUBJECT` right after,
@@ -164,7 +164,7 @@ class Sirms:
         self.name, self.binary, self.ip = name, binary, ip
         self.data = os.path.join(run, name)
         self.proc = None
-        box = os.path.join(self.data, "mail", "u1@example%2Etest")
+        box = os.path.join(self.data, "store", "mail", "u1@example%2Etest")
         for d in ("cur", "new", "tmp"):
             os.makedirs(os.path.join(box, d), exist_ok=True)
         for f in names:
@@ -185,7 +185,7 @@ class Sirms:
     def cold(self):
         """A fresh process over a deleted index and message cache."""
         self.stop()
-        shutil.rmtree(os.path.join(self.data, "index"), ignore_errors=True)
+        shutil.rmtree(os.path.join(self.data, "store", "index"), ignore_errors=True)
         self.proc = subprocess.Popen([self.binary, "node", "-c", self.config], stdout=self.log, stderr=self.log)
         wait_port(*self.imap())
 
