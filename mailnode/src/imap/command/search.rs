@@ -368,12 +368,8 @@ async fn read_texts(
         .into_iter()
         .filter_map(|(uid, s)| Some((uid, s.header?)))
         .collect();
-    let missing: UidSet = uids
-        .ranges()
-        .iter()
-        .flat_map(|&(lo, hi)| lo..=hi)
-        .filter(|uid| !headers.contains_key(uid))
-        .collect();
+    let missing: UidSet =
+        uids.ranges().iter().flat_map(|&(lo, hi)| lo..=hi).filter(|uid| !headers.contains_key(uid)).collect();
     if missing.is_empty() {
         return Ok(headers);
     }
