@@ -185,6 +185,11 @@ impl Data {
         Data { out: Vec::new() }
     }
 
+    /// Makes room for `additional` more bytes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.out.reserve(additional);
+    }
+
     /// Appends text verbatim (atoms, numbers, punctuation the caller knows to be valid).
     pub fn raw(&mut self, text: impl Display) -> &mut Data {
         let _ = write!(Writer(&mut self.out), "{text}");

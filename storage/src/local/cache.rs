@@ -61,14 +61,19 @@ impl MessageCache {
         Ok(out)
     }
 
-    /// Keeps `data` for the message `uid` whose file has `identity`; too large data is dropped.
-    pub fn put(&self, uid: u32, identity: &str, data: &[u8]) -> Result<()> {
-        if data.len() > MAX_CACHED_SIZE {
-            return Ok(());
+    /// Keeps data for messages (UID, the file's identity, data) in one sled batch: a FETCH or
+    /// SEARCH renders a few hundred at a time. Too large data is dropped.
+    pub fn put_many<'a>(&self, items: impl IntoIterator<Item = (u32, &'a str, &'a [u8])>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (uid, identity, data) in items {
+            if data.len() > MAX_CACHED_SIZE {
+                continue;
+            }
+            if let Some(value) = encode(identity, data) {
+                batch.insert(&uid.to_be_bytes(), value);
+            }
         }
-        if let Some(value) = encode(identity, data) {
-            self.tree.insert(uid.to_be_bytes(), value)?;
-        }
+        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -108,21 +113,21 @@ mod tests {
     #[test]
     fn entries_serve_only_the_file_they_were_made_for() {
         let (c, _db) = cache();
-        c.put(7, "a,U=7,S=10", b"seven").unwrap();
-        c.put(8, "b,U=8,S=10", b"eight").unwrap();
+        c.put_many([(7, "a,U=7,S=10", &b"seven"[..])]).unwrap();
+        c.put_many([(8, "b,U=8,S=10", &b"eight"[..])]).unwrap();
         let got = c.get(&[(7, "a,U=7,S=10".into()), (8, "other,U=8,S=10".into()), (9, "c,U=9,S=1".into())]).unwrap();
         assert_eq!(got, vec![Cached { uid: 7, data: Bytes::from_static(b"seven") }]);
         c.remove(&[7]).unwrap();
         assert!(c.get(&[(7, "a,U=7,S=10".into())]).unwrap().is_empty());
-        c.put(9, "c,U=9,S=1", &vec![0; MAX_CACHED_SIZE + 1]).unwrap();
+        c.put_many([(9, "c,U=9,S=1", &vec![0; MAX_CACHED_SIZE + 1][..])]).unwrap();
         assert!(c.get(&[(9, "c,U=9,S=1".into())]).unwrap().is_empty());
     }
 
     #[test]
     fn clear_forgets_everything() {
         let (c, _db) = cache();
-        c.put(1, "a,U=1,S=1", b"x").unwrap();
-        c.put(2, "b,U=2,S=1", b"y").unwrap();
+        c.put_many([(1, "a,U=1,S=1", &b"x"[..])]).unwrap();
+        c.put_many([(2, "b,U=2,S=1", &b"y"[..])]).unwrap();
         c.clear().unwrap();
         assert!(c.get(&[(1, "a,U=1,S=1".into()), (2, "b,U=2,S=1".into())]).unwrap().is_empty());
     }

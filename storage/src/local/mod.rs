@@ -883,12 +883,11 @@ impl MailStore for LocalStore {
         // Under the folder lock, so an expunge cannot slip in between finding the message and
         // keeping its data: it removes the entry after, or finds no message to keep data for.
         let st = folder.lock()?;
-        for item in items {
-            if let Some(entry) = st.messages.get(&item.uid) {
-                folder.cache.put(item.uid, cache::identity(&entry.file_name), &item.data)?;
-            }
-        }
-        Ok(())
+        let known = items.iter().filter_map(|item| {
+            let entry = st.messages.get(&item.uid)?;
+            Some((item.uid, cache::identity(&entry.file_name), item.data.as_ref()))
+        });
+        folder.cache.put_many(known)
     }
 
     async fn store_flags(

@@ -2,20 +2,19 @@
 //! BINARY.SIZE (RFC 3516).
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 
 use bytes::Bytes;
 use imap_types::IntoStatic;
 use imap_types::command::FetchModifier;
 use imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Part, Section as WireSection};
 use imap_types::sequence::SequenceSet;
-use sirms_storage::{BodyPart, Cached, FlagOp, Flags, MailStore, SystemFlags, UidSet};
+use sirms_storage::{BodyPart, FlagOp, Flags, MailStore, SystemFlags, UidSet};
 use tokio::io::AsyncWriteExt;
 
 use crate::calendar;
 use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::flags;
-use crate::imap::mime::cache::Structure;
+use crate::imap::mime::cache::{self, Structure};
 use crate::imap::mime::section::{self, Section};
 use crate::imap::mime::{self, PartRef, binary};
 use crate::imap::response::{Code, Data};
@@ -205,7 +204,7 @@ impl Session {
         for lookup in indexes.chunks(if request.needs_bytes { BATCH } else { STRUCTURE_BATCH }) {
             let mut structures = if request.wants_structure {
                 let uids = self.selected()?.uids(lookup);
-                cached(&*self.store, &request.user, &request.mailbox, &uids).await
+                cache::lookup(&*self.store, &request.user, &request.mailbox, &uids).await
             } else {
                 HashMap::new()
             };
@@ -279,13 +278,16 @@ impl Session {
                 gone = true;
                 continue;
             }
-            let mut wanted = items.clone();
-            if seen_now.contains(entry.meta.uid) && !wanted.contains(&Item::Flags) {
+            let with_flags;
+            let wanted = if seen_now.contains(entry.meta.uid) && !items.contains(&Item::Flags) {
                 // The implicit \Seen is reported with the data (RFC 3501 §6.4.5).
-                wanted.push(Item::Flags);
-            }
+                with_flags = [items.as_slice(), &[Item::Flags]].concat();
+                &with_flags
+            } else {
+                items
+            };
             lines.extend(
-                render(index + 1, entry, raw, structure.as_ref(), &wanted).map_err(|e| unknown_cte(index, &e.0))?,
+                render(index + 1, entry, raw, structure.as_ref(), wanted).map_err(|e| unknown_cte(index, &e.0))?,
             );
         }
         out.write_all(&lines).await?;
@@ -312,20 +314,8 @@ async fn read(store: &dyn MailStore, user: &str, mailbox: &str, uids: &UidSet) -
     Ok(fetched.into_iter().filter_map(|m| Some((m.meta.uid, m.body?))).collect())
 }
 
-/// The cached structures of `uids` that are of the current format. A store that cannot say
-/// (a storage node from before the cache) counts as having none: the FETCH still works.
-async fn cached(store: &dyn MailStore, user: &str, mailbox: &str, uids: &UidSet) -> HashMap<u32, Structure> {
-    match store.cache_get(user, mailbox, uids).await {
-        Ok(items) => items.into_iter().filter_map(|c| Some((c.uid, Structure::decode(&c.data)?))).collect(),
-        Err(e) => {
-            tracing::debug!(error = %e, "message cache unavailable");
-            HashMap::new()
-        }
-    }
-}
-
 /// Renders the structures of the messages in `bodies` that have none in `structures`, adds
-/// them, and has the store keep them. Keeping them is an optimisation: a failure is logged.
+/// them, and has the store keep them.
 async fn remember(
     store: &dyn MailStore,
     user: &str,
@@ -333,21 +323,13 @@ async fn remember(
     bodies: &HashMap<u32, Bytes>,
     structures: &mut HashMap<u32, Structure>,
 ) {
-    let mut fresh = Vec::new();
-    for (&uid, raw) in bodies {
-        if let Entry::Vacant(slot) = structures.entry(uid) {
-            let structure = Structure::of(raw);
-            fresh.push(Cached { uid, data: structure.encode() });
-            slot.insert(structure);
-        }
-    }
-    if fresh.is_empty() {
-        return;
-    }
-    fresh.sort_unstable_by_key(|c| c.uid);
-    if let Err(e) = store.cache_put(user, mailbox, fresh).await {
-        tracing::debug!(error = %e, "cannot keep rendered message structures");
-    }
+    let fresh: Vec<(u32, Structure)> = bodies
+        .iter()
+        .filter(|(uid, _)| !structures.contains_key(uid))
+        .map(|(&uid, raw)| (uid, Structure::of(raw)))
+        .collect();
+    cache::keep(store, user, mailbox, fresh.iter().map(|(uid, s)| (*uid, s)).collect()).await;
+    structures.extend(fresh);
 }
 
 /// The first message of `chunk` (its index and the encoding) with a part a BINARY item asks
@@ -415,6 +397,9 @@ fn render(
     };
     let meta = &entry.meta;
     let mut data = Data::new(seq);
+    // One allocation for the line: a structure is most of it, and growing by doubling from a
+    // small start cost a few reallocations per message in a FETCH of many.
+    data.reserve(64 + structure.map_or(0, |s| s.envelope.len() + s.body.len() + s.bodystructure.len()));
     data.raw(" FETCH (");
     for (i, item) in items.iter().enumerate() {
         if i > 0 {

@@ -6,8 +6,11 @@ use chrono::Datelike;
 use imap_types::core::{Charset, Vec1};
 use imap_types::search::SearchKey;
 use imap_types::sequence::SequenceSet;
+use std::collections::HashMap;
+
+use bytes::Bytes;
 use mail_parser::{HeaderValue, Message, PartType};
-use sirms_storage::{BodyPart, SystemFlags};
+use sirms_storage::{BodyPart, MailStore, SystemFlags, UidSet};
 use tokio::io::AsyncWriteExt;
 
 use crate::calendar;
@@ -15,6 +18,7 @@ use crate::header_block;
 use crate::imap::error::{CommandError, CommandResult, Done};
 use crate::imap::extension::esearch::Esearch;
 use crate::imap::flags;
+use crate::imap::mime::cache::{self, Structure};
 use crate::imap::mime::{self, PartRef, header};
 use crate::imap::response::{Code, Data};
 use crate::imap::selected;
@@ -23,6 +27,10 @@ use crate::imap::session::{Session, Sink};
 
 /// Messages read from the store per round trip when a key needs their text.
 const BATCH: usize = 64;
+
+/// Cached header blocks looked up per round trip when no key needs a body: a round trip to a
+/// storage node costs more than matching a few hundred headers.
+const HEADER_BATCH: usize = 256;
 
 /// Deepest nesting of NOT/OR/parentheses evaluated (the parser limits it too).
 const MAX_DEPTH: usize = 64;
@@ -51,12 +59,27 @@ fn in_set(set: &SequenceSet, value: u32, star: u32) -> bool {
 
 /// Whether evaluating `key` needs the message's bytes.
 pub fn needs_content(key: &SearchKey<'_>) -> bool {
+    needs_body(key) || needs_header(key)
+}
+
+/// Whether evaluating `key` needs the message's body (BODY, TEXT).
+fn needs_body(key: &SearchKey<'_>) -> bool {
     match key {
-        SearchKey::And(keys) => keys.as_ref().iter().any(needs_content),
-        SearchKey::Not(k) => needs_content(k),
-        SearchKey::Or(a, b) => needs_content(a) || needs_content(b),
+        SearchKey::And(keys) => keys.as_ref().iter().any(needs_body),
+        SearchKey::Not(k) => needs_body(k),
+        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
+        SearchKey::Body(_) | SearchKey::Text(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether evaluating `key` needs the message's header (and nothing of its body).
+fn needs_header(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(needs_header),
+        SearchKey::Not(k) => needs_header(k),
+        SearchKey::Or(a, b) => needs_header(a) || needs_header(b),
         SearchKey::Bcc(_)
-        | SearchKey::Body(_)
         | SearchKey::Cc(_)
         | SearchKey::From(_)
         | SearchKey::Header(..)
@@ -64,7 +87,6 @@ pub fn needs_content(key: &SearchKey<'_>) -> bool {
         | SearchKey::SentOn(_)
         | SearchKey::SentSince(_)
         | SearchKey::Subject(_)
-        | SearchKey::Text(_)
         | SearchKey::To(_) => true,
         _ => false,
     }
@@ -299,6 +321,19 @@ pub enum Reads {
 /// The most of a message read for its header alone: header fields past it are not seen.
 const HEADER_READ: u64 = 64 * 1024;
 
+/// What a search reads of each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Texts {
+    /// Nothing: the view holds what the criteria ask about.
+    None,
+    /// The header block, from the message cache ([`mime::cache`]) where it is kept. Messages
+    /// without one are read whole and their structure cached (`fill`, for header keys), or
+    /// only their first [`HEADER_READ`] bytes (SORT and THREAD keys alone).
+    Header { fill: bool },
+    /// The whole message (BODY, TEXT).
+    Full,
+}
+
 /// Refuses a CHARSET other than UTF-8 and its subset US-ASCII.
 pub fn check_charset(charset: Option<&Charset<'_>>) -> Result<(), CommandError> {
     if let Some(charset) = charset {
@@ -308,6 +343,49 @@ pub fn check_charset(charset: Option<&Charset<'_>>) -> Result<(), CommandError> 
         }
     }
     Ok(())
+}
+
+/// What `texts` says to read of the messages in `uids`, by UID: whole messages, or header
+/// blocks. A header block is the same bytes whether it comes from the cache or from the file,
+/// so the answer does not depend on what is cached.
+async fn read_texts(
+    store: &dyn MailStore,
+    user: &str,
+    mailbox: &str,
+    uids: &UidSet,
+    texts: Texts,
+) -> Result<HashMap<u32, Bytes>, CommandError> {
+    let fill = match texts {
+        Texts::None => return Ok(HashMap::new()),
+        Texts::Full => {
+            let fetched = store.fetch(user, mailbox, uids, BodyPart::Full).await?;
+            return Ok(fetched.into_iter().filter_map(|m| Some((m.meta.uid, m.body?))).collect());
+        }
+        Texts::Header { fill } => fill,
+    };
+    let mut headers: HashMap<u32, Bytes> = cache::lookup(store, user, mailbox, uids)
+        .await
+        .into_iter()
+        .filter_map(|(uid, s)| Some((uid, s.header?)))
+        .collect();
+    let missing: UidSet =
+        uids.ranges().iter().flat_map(|&(lo, hi)| lo..=hi).filter(|uid| !headers.contains_key(uid)).collect();
+    if missing.is_empty() {
+        return Ok(headers);
+    }
+    let part = if fill { BodyPart::Full } else { BodyPart::Range { offset: 0, length: HEADER_READ } };
+    let fetched = store.fetch(user, mailbox, &missing, part).await?;
+    let mut fresh = Vec::new();
+    for (uid, body) in fetched.into_iter().filter_map(|m| Some((m.meta.uid, m.body?))) {
+        if fill {
+            fresh.push((uid, Structure::of(&body)));
+        }
+        // A header read is cut at the header's end: the start of a body is no message.
+        let header = header_block::of(&body).len();
+        headers.insert(uid, body.slice(..header));
+    }
+    cache::keep(store, user, mailbox, fresh.iter().map(|(uid, s)| (*uid, s)).collect()).await;
+    Ok(headers)
 }
 
 impl Session {
@@ -332,12 +410,14 @@ impl Session {
         if with_modseq {
             self.enable_condstore(out).await?;
         }
-        let part = if needs_content(&key) {
-            BodyPart::Full
+        let texts = if needs_body(&key) {
+            Texts::Full
+        } else if needs_header(&key) {
+            Texts::Header { fill: true }
         } else if reads == Reads::Header {
-            BodyPart::Range { offset: 0, length: HEADER_READ }
+            Texts::Header { fill: false }
         } else {
-            BodyPart::None
+            Texts::None
         };
         let user = self.login_name()?;
         let view = self.selected()?;
@@ -347,21 +427,13 @@ impl Session {
         let count = view.entries().len();
         let mut found = Vec::new();
         let all: Vec<usize> = (0..count).collect();
-        for chunk in all.chunks(BATCH) {
-            let view = self.selected()?;
-            let bodies = if part != BodyPart::None {
-                let uids = view.uids(chunk);
-                let fetched = self.store.fetch(&user, &name, &uids, part).await?;
-                fetched.into_iter().filter_map(|m| Some((m.meta.uid, m.body?))).collect()
-            } else {
-                std::collections::HashMap::new()
-            };
+        for chunk in all.chunks(if texts == Texts::Full { BATCH } else { HEADER_BATCH }) {
+            let uids = self.selected()?.uids(chunk);
+            let raws = read_texts(&*self.store, &user, &name, &uids, texts).await?;
             let view = self.selected()?;
             for &index in chunk {
                 let Some(entry) = view.entry(index) else { continue };
-                let raw = bodies.get(&entry.meta.uid).map(|b| b.as_ref());
-                // A header read is cut at the header's end: the start of a body is no message.
-                let raw = if matches!(part, BodyPart::Range { .. }) { raw.map(header_block::of) } else { raw };
+                let raw = raws.get(&entry.meta.uid).map(|b| b.as_ref());
                 let parsed = raw.and_then(mime::parse);
                 let candidate = Candidate { seq: index as u32 + 1, entry, raw, parsed: parsed.as_ref() };
                 if matches(&key, &candidate, bounds, 0) {

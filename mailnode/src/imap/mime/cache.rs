@@ -1,29 +1,44 @@
 //! ENVELOPE, BODY and BODYSTRUCTURE of a message, rendered once and kept in the store
 //! ([`sirms_storage::MailStore::cache_put`]), so a client listing a mailbox again — or another
-//! client, or after a restart — gets them without the message being read and parsed.
+//! client, or after a restart — gets them without the message being read and parsed. The
+//! message's header block rides along (when it is at most [`HEADER_KEPT`]), so SEARCH's
+//! header keys (SUBJECT, FROM, HEADER…) read it instead of the message file.
 //!
 //! A message never changes, so its three renderings never do either; what can change is how
 //! this code renders them. Every cached item therefore starts with [`FORMAT`], and an item of
 //! another format is rendered afresh and replaced, never served.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
+use sirms_storage::{Cached, MailStore, UidSet};
 
 use super::{PartRef, envelope, line_count, structure};
+use crate::header_block;
 use crate::imap::response::Data;
 
 /// The rendering's version. Bump it with any change to what `envelope::write` or
 /// `structure::write` produce, so that items rendered by older code are not served.
-const FORMAT: u8 = 1;
+///
+/// 2: the header block as a fourth item.
+const FORMAT: u8 = 2;
+
+/// The largest header block kept with the structure; a larger one is read from the message.
+pub const HEADER_KEPT: usize = 64 * 1024;
 
 /// What `ENVELOPE` says of a message mail-parser cannot open.
 const EMPTY_ENVELOPE: &str = "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)";
 
-/// The three structure items of one message, as they go on the wire after their names.
+/// The three structure items of one message, as they go on the wire after their names, and
+/// its header block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Structure {
     pub envelope: Bytes,
     pub body: Bytes,
     pub bodystructure: Bytes,
+    /// The message's header block with the empty line that ends it ([`header_block::of`]);
+    /// `None` when it is larger than [`HEADER_KEPT`].
+    pub header: Option<Bytes>,
 }
 
 impl Structure {
@@ -42,16 +57,20 @@ impl Structure {
                 line_count(raw)
             )
         };
+        let header = header_block::of(raw);
+        let header = (header.len() <= HEADER_KEPT).then(|| Bytes::copy_from_slice(header));
         match root {
             Some(root) => Structure {
                 envelope: item(&|out| envelope::write(out, root)),
                 body: item(&|out| structure::write(out, root, false)),
                 bodystructure: item(&|out| structure::write(out, root, true)),
+                header,
             },
             None => Structure {
                 envelope: Bytes::from_static(EMPTY_ENVELOPE.as_bytes()),
                 body: Bytes::from(fallback()),
                 bodystructure: Bytes::from(fallback()),
+                header,
             },
         }
     }
@@ -62,9 +81,11 @@ impl Structure {
         Structure::render(raw, parsed.as_ref().and_then(PartRef::root))
     }
 
-    /// The stored form: the format, then each item's length (4 bytes, big-endian) and bytes.
+    /// The stored form: the format, then each item's length (4 bytes, big-endian) and bytes;
+    /// the header block is the fourth item, absent when it was not kept.
     pub fn encode(&self) -> Bytes {
-        let items = [&self.envelope, &self.body, &self.bodystructure];
+        let items = [Some(&self.envelope), Some(&self.body), Some(&self.bodystructure), self.header.as_ref()];
+        let items: Vec<&Bytes> = items.into_iter().flatten().collect();
         let mut out = Vec::with_capacity(1 + items.iter().map(|i| 4 + i.len()).sum::<usize>());
         out.push(FORMAT);
         for item in items {
@@ -79,15 +100,45 @@ impl Structure {
         if stored.first() != Some(&FORMAT) {
             return None;
         }
+        let mut items = Vec::with_capacity(4);
         let mut at = 1;
-        let mut next = || {
+        while at < stored.len() && items.len() < 4 {
             let len = u32::from_be_bytes(stored.get(at..at + 4)?.try_into().ok()?) as usize;
-            let item = stored.slice(at + 4..(at + 4).checked_add(len).filter(|&end| end <= stored.len())?);
-            at += 4 + len;
-            Some(item)
-        };
-        let structure = Structure { envelope: next()?, body: next()?, bodystructure: next()? };
-        (at == stored.len()).then_some(structure)
+            let end = (at + 4).checked_add(len).filter(|&end| end <= stored.len())?;
+            items.push(stored.slice(at + 4..end));
+            at = end;
+        }
+        if at != stored.len() {
+            return None;
+        }
+        let mut items = items.into_iter();
+        let (envelope, body, bodystructure) = (items.next()?, items.next()?, items.next()?);
+        Some(Structure { envelope, body, bodystructure, header: items.next() })
+    }
+}
+
+/// The cached structures of `uids` that are of the current format. A store that cannot say
+/// (a storage node from before the cache) counts as having none: the caller reads the messages.
+pub async fn lookup(store: &dyn MailStore, user: &str, mailbox: &str, uids: &UidSet) -> HashMap<u32, Structure> {
+    match store.cache_get(user, mailbox, uids).await {
+        Ok(items) => items.into_iter().filter_map(|c| Some((c.uid, Structure::decode(&c.data)?))).collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "message cache unavailable");
+            HashMap::new()
+        }
+    }
+}
+
+/// Has the store keep freshly rendered structures. Keeping them is an optimisation: a
+/// failure is logged.
+pub async fn keep(store: &dyn MailStore, user: &str, mailbox: &str, mut fresh: Vec<(u32, &Structure)>) {
+    if fresh.is_empty() {
+        return;
+    }
+    fresh.sort_unstable_by_key(|(uid, _)| *uid);
+    let items = fresh.into_iter().map(|(uid, s)| Cached { uid, data: s.encode() }).collect();
+    if let Err(e) = store.cache_put(user, mailbox, items).await {
+        tracing::debug!(error = %e, "cannot keep rendered message structures");
     }
 }
 

@@ -555,6 +555,7 @@ async fn structures_come_from_the_cache_and_are_never_stale() {
         envelope: Bytes::from_static(b"(PLANTED)"),
         body: Bytes::from_static(b"(B)"),
         bodystructure: Bytes::from_static(b"(BS)"),
+        header: None,
     };
     let plant = |data: Bytes| vec![Cached { uid: 1, data }];
     h.store.cache_put("alice@example.test", "INBOX", plant(planted.encode())).await.expect("plant");
@@ -1186,4 +1187,89 @@ async fn imap4rev2_once_enabled_has_no_recent_and_answers_search_with_esearch() 
     assert!(out.starts_with("* 1 FETCH (FLAGS (\\Recent))"), "{out}");
     let out = run(&mut other, "q SEARCH ALL").await;
     assert!(out.starts_with("* SEARCH 1 2\r\n"), "{out}");
+}
+
+/// Messages whose headers SEARCH's header keys must read right: an RFC 2047 encoded-word
+/// Subject and a quoted display name, folded fields, a header mail-parser makes no sense of
+/// (with header-like lines in its body), and a message that is all header.
+const TRICKY: [&str; 4] = [
+    "From: \"Muller, Jorg\" <jm@example.test>\r\nTo: alice@example.test\r\n\
+     Subject: =?UTF-8?B?R3LDvMOfZSBhdXMgS8O2bG4=?=\r\nX-Tag: t1\r\n\r\nbody one\r\nX-Tag: t9\r\n",
+    "From: Carol\r\n <carol@example.test>\r\nSubject: a long\r\n folded subject line\r\n\
+     X-Tag: t2,\r\n\tcontinued tag\r\nDate: Tue, 04 Mar 2025 10:00:00 +0100\r\n\r\nbody two\r\n",
+    "\u{1}\u{2} not a header line\r\nno colon here either\r\n\r\nSubject: in the body\r\nX-Tag: t3\r\n",
+    "Subject: only a header\r\nX-Tag: t4",
+];
+
+/// Header-key searches over [`TRICKY`] and what they find.
+const HEADER_SEARCHES: [(&str, &str); 11] = [
+    ("SUBJECT \"aus K\"", "1"),
+    ("SUBJECT \"folded subject\"", "2"),
+    ("HEADER X-Tag continued", "2"),
+    ("FROM \"ller, J\"", "1"),
+    ("FROM carol", "2"),
+    ("SUBJECT \"in the body\"", ""),
+    ("HEADER X-Tag t", "1 2 4"),
+    ("HEADER X-Tag t9", ""),
+    ("SUBJECT \"only a header\"", "4"),
+    ("SENTON 4-Mar-2025", "2"),
+    ("NOT SUBJECT aus", "2 3 4"),
+];
+
+/// A harness with [`TRICKY`] in alice's INBOX, selected.
+async fn tricky_inbox() -> (Harness, Session) {
+    let h = Harness::new();
+    let mut s = h.logged_in().await;
+    for message in TRICKY {
+        assert!(append(&mut s, "INBOX", "", message).await.contains("ap OK"));
+    }
+    run(&mut s, "s SELECT INBOX").await;
+    (h, s)
+}
+
+#[tokio::test]
+async fn header_searches_answer_alike_from_the_files_and_from_the_cache() {
+    use crate::imap::mime::cache::Structure;
+    use sirms_storage::UidSet;
+    for (criteria, want) in HEADER_SEARCHES {
+        let want = if want.is_empty() { "* SEARCH\r\n".to_owned() } else { format!("* SEARCH {want}\r\n") };
+        let (h, mut s) = tricky_inbox().await;
+        // With a BODY key every message is read and parsed whole: the answer without any cache.
+        let whole = run(&mut s, &format!("w SEARCH {criteria} NOT BODY no-such-text")).await;
+        assert_eq!(whole, format!("{want}w OK SEARCH completed\r\n"), "{criteria}, whole messages");
+        let cached = h.store.cache_get("alice@example.test", "INBOX", &UidSet::all()).await.expect("cache");
+        assert!(cached.is_empty(), "a BODY search keeps nothing");
+        // The first header search reads the files and keeps each message's header block…
+        let files = run(&mut s, &format!("f SEARCH {criteria}")).await;
+        assert_eq!(files, format!("{want}f OK SEARCH completed\r\n"), "{criteria}, from the files");
+        let cached = h.store.cache_get("alice@example.test", "INBOX", &UidSet::all()).await.expect("cache");
+        let headers: Vec<bool> =
+            cached.iter().filter_map(|c| Structure::decode(&c.data)).map(|s| s.header.is_some()).collect();
+        assert_eq!(headers, [true; 4], "{criteria}: every header block is kept");
+        // …which the next one reads instead.
+        let from_cache = run(&mut s, &format!("c SEARCH {criteria}")).await;
+        assert_eq!(from_cache, format!("{want}c OK SEARCH completed\r\n"), "{criteria}, from the cache");
+    }
+}
+
+#[tokio::test]
+async fn header_searches_read_the_cached_header_not_the_message() {
+    use crate::imap::mime::cache::Structure;
+    use bytes::Bytes;
+    use sirms_storage::Cached;
+    let (h, mut s) = tricky_inbox().await;
+    run(&mut s, "f FETCH 1:* (ENVELOPE)").await;
+    // Message 2's entry now says another Subject than its file: a search that answers from the
+    // entry finds the planted words and no longer the file's.
+    let planted = Structure::of(b"Subject: planted words\r\n\r\nbody\r\n");
+    assert!(planted.header.is_some());
+    let plant = |data: Bytes| vec![Cached { uid: 2, data }];
+    h.store.cache_put("alice@example.test", "INBOX", plant(planted.encode())).await.expect("plant");
+    assert_eq!(run(&mut s, "a SEARCH SUBJECT planted").await, "* SEARCH 2\r\na OK SEARCH completed\r\n");
+    assert_eq!(run(&mut s, "b SEARCH SUBJECT folded").await, "* SEARCH\r\nb OK SEARCH completed\r\n");
+    // An entry without the header block (one too large to keep) sends the search to the file.
+    let headless = Structure { header: None, ..planted };
+    h.store.cache_put("alice@example.test", "INBOX", plant(headless.encode())).await.expect("plant");
+    assert_eq!(run(&mut s, "c SEARCH SUBJECT planted").await, "* SEARCH\r\nc OK SEARCH completed\r\n");
+    assert_eq!(run(&mut s, "d SEARCH SUBJECT folded").await, "* SEARCH 2\r\nd OK SEARCH completed\r\n");
 }
