@@ -51,17 +51,7 @@ impl Harness {
     }
 
     fn session(&self, plaintext: bool) -> Session {
-        let mut config = SessionConfig::new("imap.example.test");
-        config.allow_plaintext_auth = plaintext;
-        let directory = directory();
-        Session::new(
-            Arc::new(config),
-            self.store.clone(),
-            authenticator(directory.clone()),
-            Quotas::new(self.store.clone(), directory),
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            false,
-        )
+        session_with(self, |config| config.allow_plaintext_auth = plaintext)
     }
 
     async fn logged_in(&self) -> Session {
