@@ -3,7 +3,7 @@
 SIRMS binary) against Dovecot over the same message files, in one run, interleaved.
 
     bench/bigbox.py [--n 50000] [--rounds 3] [--sirms PATH]
-    BASELINE_SIRMS=/work/h3-baseline-sirms bench/bigbox.py
+    BASELINE_SIRMS=path/to/an/older/sirms bench/bigbox.py
 
 The mailbox: N messages of about 2 KB (deterministic: varied Subject, From, To, Date, an
 `X-Tag: t<i%10>` header, one in 97 with an RFC 2047 encoded-word Subject). The files are
@@ -38,10 +38,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-HARNESS = "/work/shared/bench"
+# The company harness, as bench/run.sh finds it.
+HARNESS = os.environ.get("SHARED", "/work/shared/bench")
 USER = "u1@example.test"
 PASSWORD = "pw"
-DC_BASE = "/tmp/h3-mail-baseline"
+DC_BASE = "/tmp/sirms-bigbox-dovecot"
 DC_PORT = 10443
 SUBJECT_NEEDLE = "zebra"
 TAG = "t7"
@@ -276,7 +277,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sirms", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", ROOT + "/target"),
                                                    "release", "sirms"))
-    ap.add_argument("--run", default="/tmp/h3-bigbox")
+    ap.add_argument("--run", default="/tmp/sirms-bigbox")
     ap.add_argument("--no-dovecot", action="store_true")
     args = ap.parse_args()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
