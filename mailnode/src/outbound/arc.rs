@@ -111,9 +111,12 @@ pub fn own_results(headers: &[(&[u8], &[u8])], authserv_id: &str) -> Option<Stri
         })
 }
 
-/// `value` on one line, each run of white space (folding included) one space.
+/// `value` on one line, each run of white space (folding included) one space. Control
+/// characters count as white space: values in the results can come from the message (a
+/// `From:` domain), and a NUL or a bare CR must not reach a field the node signs and sends.
 fn unfolded(value: &[u8]) -> String {
-    String::from_utf8_lossy(value).split_ascii_whitespace().collect::<Vec<_>>().join(" ")
+    let text: String = String::from_utf8_lossy(value).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    text.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// `text` short enough for one line; comments (RFC 5322 §3.2.2, the SPF explanations) go
@@ -174,6 +177,14 @@ mod tests {
         );
         assert!(set.lines().all(|l| l.len() < 998), "{set}");
         assert!(set.ends_with("\r\n"));
+    }
+
+    #[test]
+    fn control_characters_in_the_results_become_spaces() {
+        let headers: [(&[u8], &[u8]); 1] =
+            [(b"Authentication-Results", b" mx.ours.test; dmarc=fail header.from=x\0y.test;\r arc=none\x7f")];
+        let text = own_results(&headers, "mx.ours.test").expect("ours");
+        assert_eq!(text, "mx.ours.test; dmarc=fail header.from=x y.test; arc=none");
     }
 
     #[test]
