@@ -15,6 +15,7 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::net::stream::Stream;
+use crate::net::write_buffer::poll_write_out;
 
 /// Compressed bytes read from the client per read.
 const RAW_CHUNK: usize = 16 * 1024;
@@ -78,16 +79,7 @@ impl ImapIo {
 
 /// Writes out what `d` holds deflated.
 fn drain(d: &mut Deflate, stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-    while d.written < d.out.len() {
-        let n = ready!(Pin::new(&mut *stream).poll_write(cx, &d.out[d.written..]))?;
-        if n == 0 {
-            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-        }
-        d.written += n;
-    }
-    d.out.clear();
-    d.written = 0;
-    Poll::Ready(Ok(()))
+    poll_write_out(stream, cx, &mut d.out, &mut d.written)
 }
 
 impl AsyncRead for ImapIo {

@@ -40,17 +40,28 @@ impl<W: AsyncWrite + Unpin> WriteBuffer<W> {
 
     /// Passes on everything buffered.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.buf.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-        }
-        self.buf.clear();
-        self.written = 0;
-        Poll::Ready(Ok(()))
+        poll_write_out(&mut self.inner, cx, &mut self.buf, &mut self.written)
     }
+}
+
+/// Writes `buf` from `written` on to `out`, keeping `written` up to date across polls, and
+/// empties it once all is out.
+pub fn poll_write_out<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    cx: &mut Context<'_>,
+    buf: &mut Vec<u8>,
+    written: &mut usize,
+) -> Poll<io::Result<()>> {
+    while *written < buf.len() {
+        let n = ready!(Pin::new(&mut *out).poll_write(cx, &buf[*written..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *written += n;
+    }
+    buf.clear();
+    *written = 0;
+    Poll::Ready(Ok(()))
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for WriteBuffer<W> {
